@@ -1,0 +1,19 @@
+//! `kybern bench`: benchmarks that print figures beside a baseline measured in the same run.
+
+mod stats;
+mod store;
+mod target;
+
+/// The benchmarks.
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchCommand {
+    /// The store: sqlite backend, etcd backend, and raw etcd as the baseline.
+    Store(store::StoreBenchArgs),
+}
+
+/// Runs one benchmark.
+pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Store(args) => store::run(args).await,
+    }
+}

@@ -1,0 +1,56 @@
+//! Latency samples and their percentiles.
+
+use std::time::Duration;
+
+/// A set of latency samples.
+#[derive(Debug, Default, Clone)]
+pub struct Samples(Vec<Duration>);
+
+impl Samples {
+    /// An empty set with room for `n` samples.
+    pub fn with_capacity(n: usize) -> Self {
+        Samples(Vec::with_capacity(n))
+    }
+
+    /// Adds one sample.
+    pub fn push(&mut self, d: Duration) {
+        self.0.push(d);
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The `p`-th percentile (0..=100), by nearest rank; zero when empty.
+    pub fn percentile(&mut self, p: f64) -> Duration {
+        if self.0.is_empty() {
+            return Duration::ZERO;
+        }
+        self.0.sort_unstable();
+        let rank = ((p / 100.0) * self.0.len() as f64).ceil() as usize;
+        self.0[rank.clamp(1, self.0.len()) - 1]
+    }
+}
+
+/// Milliseconds with three decimals, for tables.
+pub fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1e3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let mut s = Samples::default();
+        for i in 1..=100 {
+            s.push(Duration::from_millis(i));
+        }
+        assert_eq!(s.percentile(50.0), Duration::from_millis(50));
+        assert_eq!(s.percentile(99.0), Duration::from_millis(99));
+        assert_eq!(s.percentile(100.0), Duration::from_millis(100));
+        assert_eq!(Samples::default().percentile(50.0), Duration::ZERO);
+    }
+}

@@ -1,0 +1,59 @@
+//! `kybern`: the one binary of Kybern. Parses the command line and hands each
+//! subcommand to its module; owns no logic of its own.
+
+mod bench;
+mod store_writer;
+
+use clap::{Parser, Subcommand};
+
+/// Kybern: a Kubernetes-compatible distributed operating system, in one binary.
+#[derive(Parser, Debug)]
+#[command(name = "kybern", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the version of this binary and of the Kubernetes API it serves.
+    Version,
+    /// Run a benchmark against a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Write to a sqlite store and report each acknowledged write on stdout
+    /// (used by the crash-safety test, which kills this process mid-stream).
+    #[command(hide = true)]
+    StoreWriter(store_writer::StoreWriterArgs),
+}
+
+/// The Kubernetes API version this build is compatible with.
+pub const KUBERNETES_VERSION: &str = "v1.35.0";
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KYBERN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!(
+                "kybern {} (Kubernetes {KUBERNETES_VERSION} API)",
+                env!("CARGO_PKG_VERSION")
+            );
+            Ok(())
+        }
+        Command::Bench(cmd) => runtime()?.block_on(bench::run(cmd)),
+        Command::StoreWriter(args) => runtime()?.block_on(store_writer::run(args)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
