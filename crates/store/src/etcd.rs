@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
     Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType,
-    GetOptions, KvClient, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    GetOptions, KvClient, PutOptions, Txn, TxnOp, TxnOpResponse, WatchClient, WatchOptions,
 };
 
 use crate::error::StoreError;
@@ -45,7 +45,13 @@ impl EtcdOptions {
 #[derive(Clone)]
 pub struct EtcdStore {
     client: Client,
+    kv: KvClient,
+    watch: WatchClient,
 }
+
+/// Largest gRPC message accepted from etcd. gRPC's default, 4 MiB, is smaller than
+/// an unpaginated list of a few thousand objects; kube-apiserver lifts it the same way.
+const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
 
 impl std::fmt::Debug for EtcdStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -103,11 +109,17 @@ impl EtcdStore {
         let client = Client::connect(&options.endpoints, Some(opts))
             .await
             .map_err(|e| StoreError::Backend(format!("cannot connect to etcd: {e}")))?;
-        Ok(EtcdStore { client })
+        let kv = client
+            .kv_client()
+            .max_decoding_message_size(MAX_RESPONSE_BYTES);
+        let watch = client
+            .watch_client()
+            .max_decoding_message_size(MAX_RESPONSE_BYTES);
+        Ok(EtcdStore { client, kv, watch })
     }
 
     fn kv(&self) -> KvClient {
-        self.client.kv_client()
+        self.kv.clone()
     }
 
     /// Runs `then` if `compare` holds. On failure returns `Ok(Err(current))`, the
@@ -329,8 +341,8 @@ impl Store for EtcdStore {
             .with_start_revision(start_revision)
             .with_prev_key();
         let stream = self
-            .client
-            .watch_client()
+            .watch
+            .clone()
             .watch(prefix, Some(opts))
             .await
             .map_err(|e| etcd_error(e, start_revision))?;

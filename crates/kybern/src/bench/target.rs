@@ -65,13 +65,12 @@ impl BenchTarget for RawEtcd {
 
     async fn range(&self, prefix: &str) -> anyhow::Result<usize> {
         let opts = GetOptions::new().with_range(prefix_range_end(prefix));
-        Ok(self
+        // The same response limit as our backend, so both can read a large range.
+        let mut kv = self
             .0
             .kv_client()
-            .get(prefix, Some(opts))
-            .await?
-            .kvs()
-            .len())
+            .max_decoding_message_size(i32::MAX as usize);
+        Ok(kv.get(prefix, Some(opts)).await?.kvs().len())
     }
 
     async fn watch(&self, prefix: &str) -> anyhow::Result<Revisions> {

@@ -155,10 +155,10 @@ impl SqliteStore {
             compactor.take();
         }
         let handle = self.writer_thread.lock().ok().and_then(|mut h| h.take());
-        if let Some(handle) = handle {
-            if handle.join().is_err() {
-                tracing::error!("store writer thread panicked");
-            }
+        if let Some(handle) = handle
+            && handle.join().is_err()
+        {
+            tracing::error!("store writer thread panicked");
         }
     }
 

@@ -60,10 +60,10 @@ impl ReadPool {
             tx.finish().map_err(sql_error)?;
             Ok(out)
         })();
-        if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < POOL_KEEP {
-                idle.push(conn);
-            }
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < POOL_KEEP
+        {
+            idle.push(conn);
         }
         result
     }

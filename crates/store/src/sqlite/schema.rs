@@ -49,10 +49,10 @@ pub(super) struct Meta {
 /// Maps a sqlite error to a store error, keeping corruption apart from I/O trouble.
 pub(super) fn sql_error(err: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode;
-    if let rusqlite::Error::SqliteFailure(e, _) = &err {
-        if matches!(e.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) {
-            return StoreError::Corrupt(err.to_string());
-        }
+    if let rusqlite::Error::SqliteFailure(e, _) = &err
+        && matches!(e.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+    {
+        return StoreError::Corrupt(err.to_string());
     }
     StoreError::Backend(err.to_string())
 }
@@ -74,18 +74,7 @@ pub(super) fn configure(conn: &Connection) -> Result<(), StoreError> {
 /// Creates the schema in an empty database, or checks that an existing one is ours,
 /// then returns its revisions.
 pub(super) fn prepare(conn: &mut Connection) -> Result<Meta, StoreError> {
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-        .map_err(sql_error)?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Backend(format!(
-            "cannot enable WAL (journal mode is {mode})"
-        )));
-    }
-    // Keep the WAL file from growing past 64 MiB once checkpointed.
-    conn.execute_batch("PRAGMA journal_size_limit = 67108864")
-        .map_err(sql_error)?;
-
+    // Identify the file before changing anything in it: a foreign file stays untouched.
     let app_id: i32 = conn
         .query_row("PRAGMA application_id", [], |r| r.get(0))
         .map_err(sql_error)?;
@@ -114,17 +103,29 @@ pub(super) fn prepare(conn: &mut Connection) -> Result<Meta, StoreError> {
         )));
     }
 
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(sql_error)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Backend(format!(
+            "cannot enable WAL (journal mode is {mode})"
+        )));
+    }
+    // Keep the WAL file from growing past 64 MiB once checkpointed.
+    conn.execute_batch("PRAGMA journal_size_limit = 67108864")
+        .map_err(sql_error)?;
+
     let meta = read_meta(conn)?;
     let max_rev: Option<Revision> = conn
         .query_row("SELECT max(rev) FROM log", [], |r| r.get(0))
         .map_err(sql_error)?;
-    if let Some(max_rev) = max_rev {
-        if max_rev > meta.revision {
-            return Err(StoreError::Corrupt(format!(
-                "log holds revision {max_rev} past the recorded revision {}",
-                meta.revision
-            )));
-        }
+    if let Some(max_rev) = max_rev
+        && max_rev > meta.revision
+    {
+        return Err(StoreError::Corrupt(format!(
+            "log holds revision {max_rev} past the recorded revision {}",
+            meta.revision
+        )));
     }
     if meta.compacted > meta.revision || meta.purged > meta.compacted {
         return Err(StoreError::Corrupt(format!(

@@ -1,0 +1,44 @@
+# Shared by scripts/up and scripts/test: installs what Kybern needs on Debian 12.
+# Sourced, not run.
+
+# Installs the named Debian packages that are missing (apt-get update once, only if needed).
+kybern_apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "==> installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Build dependencies: a C compiler for bundled SQLite, protoc and the well-known
+# protobuf types for the etcd client.
+KYBERN_BUILD_PACKAGES=(gcc libc6-dev pkg-config protobuf-compiler libprotobuf-dev)
+
+# Runtime dependencies of a single-node cluster (more arrive with the node agent).
+KYBERN_RUNTIME_PACKAGES=()
+
+# What the test suite drives for real: etcd for the etcd backend's conformance suite.
+KYBERN_TEST_PACKAGES=(etcd-server)
+
+# Checks for a Rust toolchain new enough for the workspace (edition 2024).
+kybern_check_rust() {
+  if [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+  fi
+  if ! command -v cargo >/dev/null; then
+    echo "error: cargo not found. Kybern needs Rust 1.90 or newer (https://rustup.rs)." >&2
+    exit 1
+  fi
+  local minor
+  minor=$(rustc --version | sed -E 's/^rustc 1\.([0-9]+).*/\1/')
+  if [ "${minor:-0}" -lt 90 ]; then
+    echo "error: $(rustc --version) is too old; Kybern needs Rust 1.90 or newer." >&2
+    exit 1
+  fi
+}
