@@ -84,7 +84,7 @@ impl EtcdProcess {
                     process.log()
                 ))));
             }
-            if std::net::TcpStream::connect(("127.0.0.1", client)).is_ok() {
+            if healthy(client) {
                 return Ok(process);
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -96,6 +96,20 @@ impl EtcdProcess {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("etcd.log")).unwrap_or_default()
     }
+}
+
+/// Whether etcd answers `GET /health` with `"health":"true"`: it has a leader
+/// and serves requests (an open port alone is not enough; early requests get reset).
+fn healthy(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+    if conn.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut body = String::new();
+    let _ = conn.read_to_string(&mut body);
+    body.contains("\"health\":\"true\"")
 }
 
 impl Drop for EtcdProcess {
