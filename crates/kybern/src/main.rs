@@ -2,6 +2,7 @@
 //! subcommand to its module; owns no logic of its own.
 
 mod bench;
+mod server;
 mod store_writer;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +19,8 @@ struct Cli {
 enum Command {
     /// Print the version of this binary and of the Kubernetes API it serves.
     Version,
+    /// Run the API server (the kernel) on a store.
+    Server(server::ServerArgs),
     /// Run a benchmark against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -47,6 +50,7 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Server(args) => runtime()?.block_on(server::run(args)),
         Command::Bench(cmd) => runtime()?.block_on(bench::run(cmd)),
         Command::StoreWriter(args) => runtime()?.block_on(store_writer::run(args)),
     }

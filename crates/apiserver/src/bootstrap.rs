@@ -1,0 +1,51 @@
+//! Objects every cluster starts with: the system namespaces and the
+//! `default/kubernetes` Service, created once if absent.
+
+use kybern_apimachinery::{ApiError, StatusReason};
+use serde_json::{Value, json};
+
+use crate::server::ApiState;
+use crate::strategy;
+
+/// Namespaces upstream creates at start.
+pub const SYSTEM_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+async fn ensure(state: &ApiState, plural: &str, mut obj: Value) -> Result<(), ApiError> {
+    let info = state
+        .registry
+        .get("", "v1", plural)
+        .ok_or_else(|| ApiError::internal(format!("{plural} is not registered")))?;
+    strategy::check_type(&info, &mut obj)?;
+    strategy::prepare_create(&info, &mut obj)?;
+    match state.objects.create(&info, obj).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.reason == StatusReason::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates the system namespaces and the `kubernetes` Service if they are missing.
+pub async fn bootstrap(state: &ApiState, secure_port: u16) -> Result<(), ApiError> {
+    for ns in SYSTEM_NAMESPACES {
+        ensure(state, "namespaces", json!({"metadata": {"name": ns}})).await?;
+    }
+    ensure(
+        state,
+        "services",
+        json!({
+            "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {
+                "type": "ClusterIP",
+                "clusterIP": "10.96.0.1",
+                "clusterIPs": ["10.96.0.1"],
+                "ipFamilies": ["IPv4"],
+                "ipFamilyPolicy": "SingleStack",
+                "sessionAffinity": "None",
+                "internalTrafficPolicy": "Cluster",
+                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": secure_port}],
+            },
+        }),
+    )
+    .await
+}

@@ -1,0 +1,196 @@
+//! Discovery: `/api`, `/apis`, `/api/v1`, `/apis/{group}[/{version}]`, `/version`,
+//! and the health endpoints, built from the resource registry.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::registry::ResourceInfo;
+use crate::response::json;
+use crate::server::ApiState;
+
+const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+/// The discovery entries of one resource and its subresources.
+fn resource_entries(r: &ResourceInfo) -> Vec<Value> {
+    let mut main = json!({
+        "name": r.plural,
+        "singularName": r.singular,
+        "namespaced": r.namespaced(),
+        "kind": r.kind,
+        "verbs": VERBS,
+    });
+    if !r.short_names.is_empty() {
+        main["shortNames"] = json!(r.short_names);
+    }
+    if !r.categories.is_empty() {
+        main["categories"] = json!(r.categories);
+    }
+    let mut out = vec![main];
+    for sub in &r.subresources {
+        let (kind, group, version, verbs): (&str, Option<&str>, Option<&str>, &[&str]) =
+            match sub.as_str() {
+                "status" => (&r.kind, None, None, &["get", "patch", "update"]),
+                "scale" => (
+                    "Scale",
+                    Some("autoscaling"),
+                    Some("v1"),
+                    &["get", "patch", "update"],
+                ),
+                "binding" => ("Binding", None, None, &["create"]),
+                "eviction" => ("Eviction", Some("policy"), Some("v1"), &["create"]),
+                "finalize" => (&r.kind, None, None, &["update"]),
+                _ => (&r.kind, None, None, &["get"]),
+            };
+        let mut e = json!({
+            "name": format!("{}/{sub}", r.plural),
+            "singularName": "",
+            "namespaced": r.namespaced(),
+            "kind": kind,
+            "verbs": verbs,
+        });
+        if let Some(g) = group {
+            e["group"] = json!(g);
+        }
+        if let Some(v) = version {
+            e["version"] = json!(v);
+        }
+        out.push(e);
+    }
+    out
+}
+
+fn resource_list(state: &ApiState, group: &str, version: &str) -> Option<Value> {
+    let resources: Vec<Value> = state
+        .registry
+        .all()
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .flat_map(|r| resource_entries(r))
+        .collect();
+    if resources.is_empty() {
+        return None;
+    }
+    let gv = if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
+}
+
+fn group_object(state: &ApiState, group: &str) -> Option<Value> {
+    let versions = state.registry.group_versions(group);
+    let preferred = versions.first()?;
+    let entries: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
+    Some(json!({
+        "name": group,
+        "versions": entries,
+        "preferredVersion": {"groupVersion": format!("{group}/{preferred}"), "version": preferred},
+    }))
+}
+
+fn not_found() -> Response {
+    crate::response::ErrorResponse(kybern_apimachinery::ApiError::new(
+        kybern_apimachinery::StatusReason::NotFound,
+        "the server could not find the requested resource",
+    ))
+    .into_response()
+}
+
+/// GET `/api`.
+pub async fn api_versions() -> Response {
+    json(
+        StatusCode::OK,
+        &json!({
+            "kind": "APIVersions",
+            "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}],
+        }),
+    )
+}
+
+/// GET `/api/v1`.
+pub async fn core_resources(State(state): State<Arc<ApiState>>) -> Response {
+    match resource_list(&state, "", "v1") {
+        Some(list) => json(StatusCode::OK, &list),
+        None => not_found(),
+    }
+}
+
+/// GET `/apis`.
+pub async fn api_groups(State(state): State<Arc<ApiState>>) -> Response {
+    let groups: Vec<Value> = state
+        .registry
+        .groups()
+        .iter()
+        .filter_map(|g| group_object(&state, g))
+        .collect();
+    json(
+        StatusCode::OK,
+        &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
+    )
+}
+
+/// GET `/apis/{group}`.
+pub async fn api_group(State(state): State<Arc<ApiState>>, Path(group): Path<String>) -> Response {
+    match group_object(&state, &group) {
+        Some(mut g) => {
+            g["kind"] = json!("APIGroup");
+            g["apiVersion"] = json!("v1");
+            json(StatusCode::OK, &g)
+        }
+        None => not_found(),
+    }
+}
+
+/// GET `/apis/{group}/{version}`.
+pub async fn group_resources(
+    State(state): State<Arc<ApiState>>,
+    Path((group, version)): Path<(String, String)>,
+) -> Response {
+    match resource_list(&state, &group, &version) {
+        Some(list) => json(StatusCode::OK, &list),
+        None => not_found(),
+    }
+}
+
+/// GET `/version`.
+pub async fn version() -> Response {
+    json(
+        StatusCode::OK,
+        &json!({
+            "major": "1",
+            "minor": "35",
+            "gitVersion": format!("v1.35.0+kybern.{}", env!("CARGO_PKG_VERSION")),
+            "gitCommit": "",
+            "gitTreeState": "clean",
+            "buildDate": "",
+            "goVersion": "",
+            "compiler": "rustc",
+            "platform": format!("{}/{}", std::env::consts::OS, if std::env::consts::ARCH == "x86_64" { "amd64" } else { std::env::consts::ARCH }),
+        }),
+    )
+}
+
+/// GET `/healthz`, `/livez`, `/readyz`.
+pub async fn healthy() -> Response {
+    (StatusCode::OK, "ok").into_response()
+}

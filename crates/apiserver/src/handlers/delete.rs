@@ -1,0 +1,215 @@
+//! `delete` and `deletecollection`: preconditions, propagation policy, finalizers
+//! and `deletionTimestamp`.
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use kybern_apimachinery::{ApiError, StatusReason};
+use serde_json::{Value, json};
+
+use super::{Ctx, body, list};
+use crate::object::{self, Object};
+use crate::request::ListOptions;
+use crate::response::{ApiResult, json as json_response};
+use crate::storage::parse_rv;
+
+const MAX_ATTEMPTS: usize = 16;
+
+/// The parts of `DeleteOptions` (body and query) that deletion uses.
+#[derive(Debug, Default)]
+struct DeleteOptions {
+    uid: Option<String>,
+    resource_version: Option<String>,
+    propagation: Option<String>,
+    dry_run: bool,
+}
+
+fn options(ctx: &Ctx, bytes: &[u8]) -> Result<DeleteOptions, ApiError> {
+    let body: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        body::parse_json(bytes)?
+    };
+    let str_at = |p: &str| body.pointer(p).and_then(Value::as_str).map(str::to_owned);
+    let mut propagation = str_at("/propagationPolicy")
+        .or_else(|| ctx.query.get("propagationPolicy").map(str::to_owned));
+    if propagation.is_none() {
+        // The deprecated orphanDependents flag maps onto the policy.
+        match body
+            .get("orphanDependents")
+            .and_then(Value::as_bool)
+            .or_else(|| ctx.query.get("orphanDependents").map(|v| v == "true"))
+        {
+            Some(true) => propagation = Some("Orphan".into()),
+            Some(false) => propagation = Some("Background".into()),
+            None => {}
+        }
+    }
+    if let Some(p) = &propagation
+        && !matches!(p.as_str(), "Orphan" | "Background" | "Foreground")
+    {
+        return Err(ApiError::invalid(
+            "",
+            "DeleteOptions",
+            "",
+            vec![kybern_apimachinery::Cause::not_supported(
+                "propagationPolicy",
+                &json!(p),
+                &["Foreground", "Background", "Orphan"],
+            )],
+        ));
+    }
+    let dry_run = ctx.query.dry_run()?
+        || body
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|v| v == "All"));
+    Ok(DeleteOptions {
+        uid: str_at("/preconditions/uid"),
+        resource_version: str_at("/preconditions/resourceVersion"),
+        propagation,
+        dry_run,
+    })
+}
+
+/// Deletes one object as upstream's generic registry does; returns it (with
+/// `deletionTimestamp` when finalizers keep it) and whether it is gone.
+async fn delete_object(
+    ctx: &Ctx,
+    namespace: &str,
+    name: &str,
+    opts: &DeleteOptions,
+) -> Result<(Object, bool), ApiError> {
+    let info = &ctx.info;
+    for _ in 0..MAX_ATTEMPTS {
+        let old = ctx.state.objects.get(info, namespace, name).await?;
+        let old_rv = parse_rv(object::meta_str(&old, "resourceVersion"))?;
+        if let Some(uid) = &opts.uid {
+            let actual = object::meta_str(&old, "uid");
+            if uid != actual {
+                return Err(ApiError::conflict(
+                    &info.group,
+                    &info.plural,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                    ),
+                ));
+            }
+        }
+        if let Some(rv) = &opts.resource_version {
+            let actual = object::meta_str(&old, "resourceVersion");
+            if rv != actual {
+                return Err(ApiError::conflict(
+                    &info.group,
+                    &info.plural,
+                    name,
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}"
+                    ),
+                ));
+            }
+        }
+        let mut finalizers = object::finalizers(&old);
+        let policy_finalizer = match opts.propagation.as_deref() {
+            Some("Orphan") => Some("orphan"),
+            Some("Foreground") => Some("foregroundDeletion"),
+            _ => None,
+        };
+        if let Some(f) = policy_finalizer
+            && !finalizers.iter().any(|x| x == f)
+        {
+            finalizers.push(f.to_owned());
+        }
+        // Namespaces are emptied by the namespace controller before they go.
+        let namespace_finalizers = info.group.is_empty()
+            && info.plural == "namespaces"
+            && old
+                .pointer("/spec/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty());
+        if finalizers.is_empty() && !namespace_finalizers {
+            if opts.dry_run {
+                return Ok((old, true));
+            }
+            match ctx
+                .state
+                .objects
+                .delete(info, namespace, name, old_rv)
+                .await
+            {
+                Ok(gone) => return Ok((gone, true)),
+                Err(e) if e.reason == StatusReason::Conflict && opts.resource_version.is_none() => {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut new = old.clone();
+        if !object::is_deleting(&new) {
+            object::set_meta(&mut new, "deletionTimestamp", json!(object::now_rfc3339()));
+            object::set_meta(&mut new, "deletionGracePeriodSeconds", json!(0));
+        }
+        object::set_meta(&mut new, "finalizers", json!(finalizers));
+        if namespace_finalizers {
+            new["status"]["phase"] = json!("Terminating");
+        }
+        if new == old || opts.dry_run {
+            return Ok((new, false));
+        }
+        match ctx.state.objects.update(info, new, old_rv).await {
+            Ok(stored) => return Ok((stored, false)),
+            Err(e) if e.reason == StatusReason::Conflict && opts.resource_version.is_none() => {
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ApiError::conflict(
+        &ctx.info.group,
+        &ctx.info.plural,
+        name,
+        "the object is being modified too often; try again",
+    ))
+}
+
+/// DELETE an object.
+pub async fn delete(ctx: &Ctx, request: Body) -> ApiResult {
+    if ctx.path.subresource.is_some() {
+        return Err(
+            ApiError::method_not_allowed("delete", &ctx.info.group, &ctx.info.plural).into(),
+        );
+    }
+    let bytes = body::read(request).await?;
+    let opts = options(ctx, &bytes)?;
+    let (obj, _gone) = delete_object(ctx, ctx.namespace(), ctx.name(), &opts).await?;
+    Ok(json_response(StatusCode::OK, &obj))
+}
+
+/// DELETE a collection: every object the selectors match; returns them as a list.
+pub async fn delete_collection(ctx: &Ctx, request: Body) -> ApiResult {
+    let bytes = body::read(request).await?;
+    let opts = options(ctx, &bytes)?;
+    let mut list_opts = ListOptions::parse(&ctx.query)?;
+    list_opts.limit = 0;
+    list_opts.continue_from = None;
+    let listed = list::read(ctx, &list_opts).await?;
+    let revision = listed.revision;
+    let mut deleted = Vec::new();
+    for obj in listed.items {
+        match delete_object(ctx, object::namespace(&obj), object::name(&obj), &opts).await {
+            Ok((obj, _)) => deleted.push(obj),
+            Err(e) if e.reason == StatusReason::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let listed = list::Listed {
+        items: deleted,
+        revision,
+        continue_token: None,
+        remaining: None,
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &list::list_object(&ctx.info, listed),
+    ))
+}

@@ -1,0 +1,169 @@
+//! `create` and `update`, and the update core that `patch` shares: optimistic
+//! concurrency on `resourceVersion`, finalizer-driven removal, no-op detection.
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use kybern_apimachinery::ApiError;
+use serde_json::{Value, json};
+
+use super::{Ctx, body};
+use crate::object::{self, Object};
+use crate::registry::ResourceInfo;
+use crate::response::{ApiResult, json as json_response};
+use crate::storage::{parse_rv, with_rv};
+use crate::strategy;
+
+/// Attempts at a read-modify-write before giving up on a busy object.
+const MAX_ATTEMPTS: usize = 16;
+
+fn invalid(info: &ResourceInfo, obj: &Object, causes: Vec<kybern_apimachinery::Cause>) -> ApiError {
+    ApiError::invalid(&info.group, &info.kind, object::name(obj), causes)
+}
+
+/// Refuses writes into a namespace that does not exist or is being deleted.
+pub async fn check_namespace_open(ctx: &Ctx, namespace: &str) -> Result<(), ApiError> {
+    if !ctx.info.namespaced() {
+        return Ok(());
+    }
+    let Some(ns_info) = ctx.state.registry.get("", "v1", "namespaces") else {
+        return Ok(());
+    };
+    let ns = ctx.state.objects.get(&ns_info, "", namespace).await?;
+    if object::is_deleting(&ns)
+        || ns.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
+    {
+        let mut err = ApiError::forbidden(format!(
+            "{} {:?} is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+            ctx.info.plural,
+            object::name(&ns)
+        ));
+        err.kind = Some(ctx.info.plural.clone());
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// POST a collection.
+pub async fn create(ctx: &Ctx, request: Body) -> ApiResult {
+    if ctx.path.subresource.is_some() {
+        return Err(
+            ApiError::method_not_allowed("create", &ctx.info.group, &ctx.info.plural).into(),
+        );
+    }
+    let bytes = body::read(request).await?;
+    let mut obj = body::decode_object(&ctx.headers, &bytes)?;
+    let info = &ctx.info;
+    strategy::check_type(info, &mut obj)?;
+    strategy::check_namespace(info, &mut obj, ctx.path.namespace.as_deref())?;
+    strategy::prepare_create(info, &mut obj)?;
+    let causes = strategy::validate(info, &obj, None);
+    if !causes.is_empty() {
+        return Err(invalid(info, &obj, causes).into());
+    }
+    check_namespace_open(ctx, object::namespace(&obj)).await?;
+    if ctx.query.dry_run()? {
+        return Ok(json_response(StatusCode::CREATED, &obj));
+    }
+    let stored = ctx.state.objects.create(info, obj).await?;
+    Ok(json_response(StatusCode::CREATED, &stored))
+}
+
+/// PUT an object (or its status).
+pub async fn update(ctx: &Ctx, request: Body) -> ApiResult {
+    let bytes = body::read(request).await?;
+    let mut new = body::decode_object(&ctx.headers, &bytes)?;
+    let info = &ctx.info;
+    strategy::check_type(info, &mut new)?;
+    strategy::check_namespace(info, &mut new, ctx.path.namespace.as_deref())?;
+    match object::name(&new) {
+        "" => object::set_meta(&mut new, "name", json!(ctx.name())),
+        n if n != ctx.name() => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({})",
+                ctx.name()
+            ))
+            .into());
+        }
+        _ => {}
+    }
+    let requested_rv = match object::meta_str(&new, "resourceVersion") {
+        "" => None,
+        rv => Some(parse_rv(rv)?),
+    };
+    let stored = update_with(ctx, |_old| Ok(new.clone()), requested_rv).await?;
+    Ok(json_response(StatusCode::OK, &stored))
+}
+
+/// Reads the object, makes the new version with `make`, and writes it if the
+/// object has not changed meanwhile. With `requested_rv` the write is
+/// conditional on that version (409 otherwise); without, a concurrent change is
+/// retried against the fresh object.
+pub async fn update_with(
+    ctx: &Ctx,
+    mut make: impl FnMut(&Object) -> Result<Object, ApiError>,
+    requested_rv: Option<i64>,
+) -> Result<Object, ApiError> {
+    let info = &ctx.info;
+    let (ns, name) = (ctx.namespace(), ctx.name());
+    for _ in 0..MAX_ATTEMPTS {
+        let old = ctx.state.objects.get(info, ns, name).await?;
+        let old_rv = parse_rv(object::meta_str(&old, "resourceVersion"))?;
+        if let Some(rv) = requested_rv
+            && rv != old_rv
+        {
+            return Err(ApiError::stale(&info.group, &info.plural, name));
+        }
+        let mut new = make(&old)?;
+        strategy::check_type(info, &mut new)?;
+        strategy::check_namespace(info, &mut new, ctx.path.namespace.as_deref())?;
+        if object::name(&new) != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                object::name(&new)
+            )));
+        }
+        strategy::prepare_update(info, &mut new, &old, ctx.path.subresource.as_deref());
+        let causes = strategy::validate(info, &new, Some(&old));
+        if !causes.is_empty() {
+            return Err(invalid(info, &new, causes));
+        }
+        object::set_meta(&mut new, "resourceVersion", json!(old_rv.to_string()));
+        let dry_run = ctx.query.dry_run()?;
+        // The last finalizer of a deleting object is gone: remove the object.
+        if object::is_deleting(&new) && object::finalizers(&new).is_empty() {
+            if dry_run {
+                return Ok(new);
+            }
+            match ctx.state.objects.delete(info, ns, name, old_rv).await {
+                Ok(_) => return Ok(new),
+                Err(e)
+                    if requested_rv.is_none()
+                        && e.reason == kybern_apimachinery::StatusReason::Conflict =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if new == old || dry_run {
+            // Upstream does not write an update that changes nothing.
+            return Ok(if dry_run { new } else { with_rv(old, old_rv) });
+        }
+        match ctx.state.objects.update(info, new, old_rv).await {
+            Ok(stored) => return Ok(stored),
+            Err(e)
+                if requested_rv.is_none()
+                    && e.reason == kybern_apimachinery::StatusReason::Conflict =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ApiError::conflict(
+        &info.group,
+        &info.plural,
+        name,
+        "the object is being modified too often; try again",
+    ))
+}

@@ -1,0 +1,20 @@
+//! The Kybern API server: the kernel of the system and the only door to cluster
+//! state. It serves the Kubernetes v1.35 REST API (discovery, CRUD, list, watch,
+//! patch) over the [`kybern_store::Store`], with upstream's defaulting, validation,
+//! optimistic concurrency and `Status` errors.
+//!
+//! It must not contain controller logic: controllers, the scheduler and node
+//! agents are API clients and live in their own crates.
+
+pub mod bootstrap;
+pub mod discovery;
+mod handlers;
+pub mod object;
+pub mod registry;
+pub mod request;
+pub mod response;
+pub mod server;
+pub mod storage;
+pub mod strategy;
+
+pub use server::{ApiState, router, serve};

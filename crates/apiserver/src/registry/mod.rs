@@ -1,0 +1,204 @@
+//! The resource registry: every resource the server serves, with its group,
+//! version, kind, plural, scope, names and subresources, looked up by URL.
+
+mod builtin;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+pub use builtin::builtin_resources;
+
+/// Whether objects live in a namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// `/api/v1/namespaces/{ns}/pods/{name}`
+    Namespaced,
+    /// `/api/v1/nodes/{name}`
+    Cluster,
+}
+
+/// One served resource (one group/version/plural).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceInfo {
+    /// API group; empty for core.
+    pub group: String,
+    /// Version, e.g. `v1`.
+    pub version: String,
+    /// Kind, e.g. `ConfigMap`.
+    pub kind: String,
+    /// Plural resource name, e.g. `configmaps`.
+    pub plural: String,
+    /// Singular name, e.g. `configmap`.
+    pub singular: String,
+    /// Namespaced or cluster-scoped.
+    pub scope: Scope,
+    /// Short names, e.g. `cm`.
+    pub short_names: Vec<String>,
+    /// Categories, e.g. `all`.
+    pub categories: Vec<String>,
+    /// Subresources, e.g. `status`, `scale`.
+    pub subresources: Vec<String>,
+    /// The version objects are stored in (all versions of a resource share storage).
+    pub storage_version: String,
+}
+
+impl ResourceInfo {
+    /// `group/version`, or `version` for core.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The storage key prefix of this resource: `/registry/<group>/<plural>/`.
+    /// Core resources use `core` as their group, so no two resources share a prefix.
+    pub fn key_prefix(&self) -> String {
+        let group = if self.group.is_empty() {
+            "core"
+        } else {
+            self.group.as_str()
+        };
+        format!("/registry/{group}/{}/", self.plural)
+    }
+
+    /// Whether the resource has this subresource.
+    pub fn has_subresource(&self, name: &str) -> bool {
+        self.subresources.iter().any(|s| s == name)
+    }
+
+    /// True for namespaced resources.
+    pub fn namespaced(&self) -> bool {
+        self.scope == Scope::Namespaced
+    }
+}
+
+/// All served resources, keyed by (group, version, plural). Custom resources are
+/// added and removed at run time, so the table sits behind a lock.
+#[derive(Debug, Default)]
+pub struct Registry {
+    resources: RwLock<BTreeMap<(String, String, String), Arc<ResourceInfo>>>,
+}
+
+impl Registry {
+    /// A registry holding the built-in resources.
+    pub fn with_builtins() -> Self {
+        let registry = Registry::default();
+        for r in builtin_resources() {
+            registry.insert(r);
+        }
+        registry
+    }
+
+    /// Adds or replaces a resource.
+    pub fn insert(&self, info: ResourceInfo) {
+        if let Ok(mut map) = self.resources.write() {
+            map.insert(
+                (
+                    info.group.clone(),
+                    info.version.clone(),
+                    info.plural.clone(),
+                ),
+                Arc::new(info),
+            );
+        }
+    }
+
+    /// Removes every version of a resource.
+    pub fn remove(&self, group: &str, plural: &str) {
+        if let Ok(mut map) = self.resources.write() {
+            map.retain(|(g, _, p), _| !(g == group && p == plural));
+        }
+    }
+
+    /// Looks a resource up by its URL parts.
+    pub fn get(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceInfo>> {
+        let map = self.resources.read().ok()?;
+        map.get(&(group.to_owned(), version.to_owned(), plural.to_owned()))
+            .cloned()
+    }
+
+    /// Every served resource, ordered by group, version and plural.
+    pub fn all(&self) -> Vec<Arc<ResourceInfo>> {
+        self.resources
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The versions served for a group, newest preferred first.
+    pub fn group_versions(&self, group: &str) -> Vec<String> {
+        let mut versions: Vec<String> = self
+            .all()
+            .iter()
+            .filter(|r| r.group == group)
+            .map(|r| r.version.clone())
+            .collect();
+        versions.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
+        versions.dedup();
+        versions
+    }
+
+    /// Every group other than core, in a stable order.
+    pub fn groups(&self) -> Vec<String> {
+        let mut groups: Vec<String> = self
+            .all()
+            .iter()
+            .filter(|r| !r.group.is_empty())
+            .map(|r| r.group.clone())
+            .collect();
+        groups.sort();
+        groups.dedup();
+        groups
+    }
+}
+
+/// Upstream's version ordering: GA > beta > alpha, then by number.
+pub fn version_priority(v: &str) -> (u8, u32, u32) {
+    let Some(rest) = v.strip_prefix('v') else {
+        return (0, 0, 0);
+    };
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let major: u32 = digits.parse().unwrap_or(0);
+    let tail = &rest[digits.len()..];
+    if tail.is_empty() {
+        return (3, major, 0);
+    }
+    let (level, num) = if let Some(n) = tail.strip_prefix("beta") {
+        (2, n)
+    } else if let Some(n) = tail.strip_prefix("alpha") {
+        (1, n)
+    } else {
+        return (0, 0, 0);
+    };
+    (level, major, num.parse().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_are_found_by_url() {
+        let r = Registry::with_builtins();
+        let cm = r.get("", "v1", "configmaps").expect("configmaps");
+        assert_eq!(
+            (cm.kind.as_str(), cm.scope),
+            ("ConfigMap", Scope::Namespaced)
+        );
+        assert_eq!(cm.key_prefix(), "/registry/core/configmaps/");
+        let d = r.get("apps", "v1", "deployments").expect("deployments");
+        assert!(d.has_subresource("scale") && d.has_subresource("status"));
+        assert_eq!(d.api_version(), "apps/v1");
+        assert!(r.get("", "v1", "nosuch").is_none());
+        assert_eq!(r.group_versions("autoscaling"), vec!["v2", "v1"]);
+    }
+
+    #[test]
+    fn version_order() {
+        let mut v = vec!["v1beta1", "v1", "v2alpha1", "v2", "v1beta2"];
+        v.sort_by_key(|x| std::cmp::Reverse(version_priority(x)));
+        assert_eq!(v, vec!["v2", "v1", "v1beta2", "v1beta1", "v2alpha1"]);
+    }
+}

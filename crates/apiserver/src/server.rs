@@ -1,0 +1,51 @@
+//! The server: shared state, the router, and serving on a listener.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use kybern_store::Store;
+
+use crate::discovery;
+use crate::handlers::serve_resource;
+use crate::registry::Registry;
+use crate::storage::ObjectStore;
+
+/// State shared by every request.
+pub struct ApiState {
+    /// Served resources.
+    pub registry: Registry,
+    /// Objects in the store.
+    pub objects: ObjectStore,
+}
+
+impl ApiState {
+    /// State over a store, serving the built-in resources.
+    pub fn new(store: Arc<dyn Store>) -> Arc<Self> {
+        Arc::new(ApiState {
+            registry: Registry::with_builtins(),
+            objects: ObjectStore::new(store),
+        })
+    }
+}
+
+/// The HTTP routes of the API server.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/api", get(discovery::api_versions))
+        .route("/api/v1", get(discovery::core_resources))
+        .route("/apis", get(discovery::api_groups))
+        .route("/apis/{group}", get(discovery::api_group))
+        .route("/apis/{group}/{version}", get(discovery::group_resources))
+        .route("/version", get(discovery::version))
+        .route("/healthz", get(discovery::healthy))
+        .route("/livez", get(discovery::healthy))
+        .route("/readyz", get(discovery::healthy))
+        .fallback(serve_resource)
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until the future is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ApiState>) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).await
+}

@@ -1,0 +1,257 @@
+//! Objects in the store: key layout, encoding, and the mapping of store errors to
+//! API errors. The only module of the server that calls the [`Store`].
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kybern_apimachinery::ApiError;
+use kybern_store::{Precondition, RangeRequest, Revision, Store, StoreError, WatchStream};
+use serde_json::Value;
+
+use crate::object::{self, Object};
+use crate::registry::ResourceInfo;
+
+/// The objects of every resource, over one store.
+#[derive(Clone)]
+pub struct ObjectStore {
+    store: Arc<dyn Store>,
+}
+
+/// One page of a list read.
+#[derive(Debug)]
+pub struct Page {
+    /// The objects, each with its `resourceVersion`.
+    pub items: Vec<Object>,
+    /// The revision the page was read at.
+    pub revision: Revision,
+    /// The last key read, when more remain.
+    pub last_key: Option<String>,
+    /// Keys left after this page in the store (before any filtering).
+    pub remaining: u64,
+}
+
+/// Maps a store error for `resource`/`name` to the API error upstream would send.
+pub fn api_error(err: StoreError, info: &ResourceInfo, name: &str) -> ApiError {
+    match err {
+        StoreError::NotFound { .. } => ApiError::not_found(&info.group, &info.plural, name),
+        StoreError::AlreadyExists { .. } => {
+            ApiError::already_exists(&info.group, &info.plural, name)
+        }
+        StoreError::Conflict { .. } => ApiError::stale(&info.group, &info.plural, name),
+        StoreError::Compacted { revision } => {
+            ApiError::expired(format!("too old resource version: {revision}"))
+        }
+        StoreError::FutureRevision { revision, current } => {
+            let mut e = ApiError::new(
+                kybern_apimachinery::StatusReason::Timeout,
+                format!("Too large resource version: {revision}, current: {current}"),
+            );
+            e.retry_after_seconds = Some(1);
+            e
+        }
+        StoreError::ValueTooLarge { .. } => ApiError::new(
+            kybern_apimachinery::StatusReason::RequestEntityTooLarge,
+            "Request entity too large: limit is 3145728",
+        ),
+        StoreError::InvalidKey { reason, .. } => {
+            ApiError::bad_request(format!("invalid name: {reason}"))
+        }
+        StoreError::Closed => ApiError::unavailable("the store is shutting down"),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+impl ObjectStore {
+    /// Objects over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        ObjectStore { store }
+    }
+
+    /// The store itself, for watches and revisions.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The key of one object.
+    pub fn key(info: &ResourceInfo, namespace: &str, name: &str) -> String {
+        if info.namespaced() {
+            format!("{}{namespace}/{name}", info.key_prefix())
+        } else {
+            format!("{}{name}", info.key_prefix())
+        }
+    }
+
+    /// The key prefix of a collection: a whole resource, or one namespace of it.
+    pub fn prefix(info: &ResourceInfo, namespace: Option<&str>) -> String {
+        match namespace {
+            Some(ns) if info.namespaced() => format!("{}{ns}/", info.key_prefix()),
+            _ => info.key_prefix(),
+        }
+    }
+
+    /// Decodes a stored value and sets its `resourceVersion` from the store.
+    pub fn decode(value: &[u8], mod_revision: Revision) -> Result<Object, ApiError> {
+        let mut obj: Object = serde_json::from_slice(value)
+            .map_err(|e| ApiError::internal(format!("stored object is not valid JSON: {e}")))?;
+        if !obj.is_object() {
+            return Err(ApiError::internal("stored object is not a JSON object"));
+        }
+        object::set_meta(
+            &mut obj,
+            "resourceVersion",
+            Value::String(mod_revision.to_string()),
+        );
+        Ok(obj)
+    }
+
+    /// Encodes an object for storage, without its `resourceVersion` (the store's
+    /// revision is the version; keeping it inside would be stale at once).
+    pub fn encode(obj: &Object) -> Result<Bytes, ApiError> {
+        let mut copy = obj.clone();
+        object::remove_meta(&mut copy, "resourceVersion");
+        serde_json::to_vec(&copy)
+            .map(Bytes::from)
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    /// Reads one object.
+    pub async fn get(
+        &self,
+        info: &ResourceInfo,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Object, ApiError> {
+        let key = Self::key(info, namespace, name);
+        let resp = self
+            .store
+            .get(&key, 0)
+            .await
+            .map_err(|e| api_error(e, info, name))?;
+        let kv = resp
+            .kv
+            .ok_or_else(|| ApiError::not_found(&info.group, &info.plural, name))?;
+        Self::decode(&kv.value, kv.mod_revision)
+    }
+
+    /// Reads one page of a collection, at `revision` (0 = current), after `start_after`.
+    pub async fn list_page(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        start_after: Option<String>,
+        limit: usize,
+        revision: Revision,
+    ) -> Result<Page, ApiError> {
+        let request = RangeRequest {
+            prefix: Self::prefix(info, namespace),
+            start_after,
+            limit,
+            revision,
+        };
+        let resp = self
+            .store
+            .range(request)
+            .await
+            .map_err(|e| api_error(e, info, ""))?;
+        let last_key = if resp.more {
+            resp.kvs.last().map(|kv| kv.key.clone())
+        } else {
+            None
+        };
+        let remaining = resp.count.saturating_sub(resp.kvs.len() as u64);
+        let items = resp
+            .kvs
+            .iter()
+            .map(|kv| Self::decode(&kv.value, kv.mod_revision))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page {
+            items,
+            revision: resp.revision,
+            last_key,
+            remaining,
+        })
+    }
+
+    /// Creates an object; returns it as stored.
+    pub async fn create(&self, info: &ResourceInfo, obj: Object) -> Result<Object, ApiError> {
+        let name = object::name(&obj).to_owned();
+        let key = Self::key(info, object::namespace(&obj), &name);
+        let rev = self
+            .store
+            .create(&key, Self::encode(&obj)?)
+            .await
+            .map_err(|e| api_error(e, info, &name))?;
+        Ok(with_rv(obj, rev))
+    }
+
+    /// Replaces an object if its revision is still `expected`.
+    pub async fn update(
+        &self,
+        info: &ResourceInfo,
+        obj: Object,
+        expected: Revision,
+    ) -> Result<Object, ApiError> {
+        let name = object::name(&obj).to_owned();
+        let key = Self::key(info, object::namespace(&obj), &name);
+        let rev = self
+            .store
+            .update(&key, Self::encode(&obj)?, expected)
+            .await
+            .map_err(|e| api_error(e, info, &name))?;
+        Ok(with_rv(obj, rev))
+    }
+
+    /// Removes an object if its revision is still `expected`; returns it as it was,
+    /// with the revision of the delete as its `resourceVersion`.
+    pub async fn delete(
+        &self,
+        info: &ResourceInfo,
+        namespace: &str,
+        name: &str,
+        expected: Revision,
+    ) -> Result<Object, ApiError> {
+        let key = Self::key(info, namespace, name);
+        let resp = self
+            .store
+            .delete(&key, Precondition::ModRevision(expected))
+            .await
+            .map_err(|e| api_error(e, info, name))?;
+        let obj = Self::decode(&resp.prev.value, resp.prev.mod_revision)?;
+        Ok(with_rv(obj, resp.revision))
+    }
+
+    /// Watches a collection from `start` (inclusive).
+    pub async fn watch(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        start: Revision,
+    ) -> Result<WatchStream, ApiError> {
+        self.store
+            .watch(&Self::prefix(info, namespace), start)
+            .await
+            .map_err(|e| api_error(e, info, ""))
+    }
+
+    /// The store's current revision.
+    pub async fn current_revision(&self) -> Result<Revision, ApiError> {
+        self.store
+            .current_revision()
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+}
+
+/// Sets `metadata.resourceVersion`.
+pub fn with_rv(mut obj: Object, rev: Revision) -> Object {
+    object::set_meta(&mut obj, "resourceVersion", Value::String(rev.to_string()));
+    obj
+}
+
+/// Parses a `resourceVersion` string as sent by a client.
+pub fn parse_rv(rv: &str) -> Result<Revision, ApiError> {
+    rv.parse::<Revision>()
+        .ok()
+        .filter(|r| *r >= 0)
+        .ok_or_else(|| ApiError::bad_request(format!("invalid resource version: {rv:?}")))
+}

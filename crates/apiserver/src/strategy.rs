@@ -1,0 +1,397 @@
+//! What every create and update does to an object before it is stored, as
+//! upstream's generic registry and per-kind strategies do: type and namespace
+//! checks, generated names, system metadata, status separation, generation,
+//! and validation of metadata and of the kinds' own rules.
+
+use kybern_apimachinery::names;
+use kybern_apimachinery::{ApiError, Cause};
+use serde_json::{Value, json};
+
+use crate::object::{self, Object};
+use crate::registry::ResourceInfo;
+
+const GENERATED_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// Kinds whose names follow the path-segment rule only (RBAC objects).
+fn name_rule(info: &ResourceInfo) -> fn(&str) -> Vec<String> {
+    match (info.group.as_str(), info.plural.as_str()) {
+        ("", "namespaces") => names::dns1123_label,
+        ("", "services") => names::dns1035_label,
+        ("rbac.authorization.k8s.io", _) => names::path_segment,
+        _ => names::dns1123_subdomain,
+    }
+}
+
+/// Whether a write to the main resource leaves `status` alone (and the status
+/// subresource writes only `status`). Nodes set their status on create, as upstream.
+fn separates_status(info: &ResourceInfo) -> bool {
+    info.has_subresource("status")
+}
+
+/// Checks `apiVersion` and `kind` of a request body against the URL, filling them in if absent.
+pub fn check_type(info: &ResourceInfo, obj: &mut Object) -> Result<(), ApiError> {
+    let want_version = info.api_version();
+    match obj.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => obj["apiVersion"] = json!(want_version),
+        Some(v) if v == want_version => {}
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({want_version})"
+            )));
+        }
+    }
+    match obj.get("kind").and_then(Value::as_str) {
+        None | Some("") => obj["kind"] = json!(info.kind),
+        Some(k) if k == info.kind => {}
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                info.kind
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks and fills `metadata.namespace` against the URL's namespace.
+pub fn check_namespace(
+    info: &ResourceInfo,
+    obj: &mut Object,
+    url_ns: Option<&str>,
+) -> Result<(), ApiError> {
+    let body_ns = object::namespace(obj).to_owned();
+    if !info.namespaced() {
+        if !body_ns.is_empty() {
+            object::remove_meta(obj, "namespace");
+        }
+        return Ok(());
+    }
+    let Some(url_ns) = url_ns else {
+        return Err(ApiError::bad_request(
+            "the namespace of the object must be given in the URL",
+        ));
+    };
+    if !body_ns.is_empty() && body_ns != url_ns {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    object::set_meta(obj, "namespace", json!(url_ns));
+    Ok(())
+}
+
+/// Prepares a new object: generated name, uid, creation time, generation, cleared
+/// status and system fields, kind defaults.
+pub fn prepare_create(info: &ResourceInfo, obj: &mut Object) -> Result<(), ApiError> {
+    if !object::meta_str(obj, "resourceVersion").is_empty() {
+        return Err(ApiError::bad_request(
+            "resourceVersion should not be set on objects to be created",
+        ));
+    }
+    if object::name(obj).is_empty() {
+        let base = object::meta_str(obj, "generateName").to_owned();
+        if !base.is_empty() {
+            // Upstream keeps the base at most 58 characters so the name stays a label.
+            let base: String = base.chars().take(58).collect();
+            let random = uuid::Uuid::new_v4();
+            let suffix: String = random.as_bytes()[..5]
+                .iter()
+                .map(|b| GENERATED_CHARS[*b as usize % GENERATED_CHARS.len()] as char)
+                .collect();
+            object::set_meta(obj, "name", json!(format!("{base}{suffix}")));
+        }
+    }
+    object::set_meta(obj, "uid", json!(uuid::Uuid::new_v4().to_string()));
+    object::set_meta(obj, "creationTimestamp", json!(object::now_rfc3339()));
+    for field in [
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "selfLink",
+    ] {
+        object::remove_meta(obj, field);
+    }
+    if obj.get("spec").is_some() || info.group.contains('.') && !info.group.ends_with("k8s.io") {
+        object::set_meta(obj, "generation", json!(1));
+    } else {
+        object::remove_meta(obj, "generation");
+    }
+    if separates_status(info)
+        && info.plural != "nodes"
+        && let Some(o) = obj.as_object_mut()
+    {
+        o.remove("status");
+    }
+    kind_defaults(info, obj);
+    Ok(())
+}
+
+/// Defaults upstream fills in for a few kinds.
+fn kind_defaults(info: &ResourceInfo, obj: &mut Object) {
+    if info.group.is_empty() && info.plural == "namespaces" {
+        let has_finalizers = obj.pointer("/spec/finalizers").is_some();
+        if !has_finalizers {
+            obj["spec"] = json!({"finalizers": ["kubernetes"]});
+        }
+        if obj.pointer("/status/phase").is_none() {
+            obj["status"] = json!({"phase": "Active"});
+        }
+        // Upstream labels every namespace with its own name.
+        let name = object::name(obj).to_owned();
+        let labels = object::meta_mut(obj)
+            .entry("labels")
+            .or_insert_with(|| json!({}));
+        if let Some(l) = labels.as_object_mut() {
+            l.insert("kubernetes.io/metadata.name".into(), json!(name));
+        }
+    }
+}
+
+/// Carries what an update may not change from the stored object into the new
+/// one, separates status, and bumps `generation` when the spec changed.
+pub fn prepare_update(
+    info: &ResourceInfo,
+    new: &mut Object,
+    old: &Object,
+    subresource: Option<&str>,
+) {
+    if subresource == Some("status") {
+        // A status write changes status only.
+        let status = new.get("status").cloned();
+        let rv = object::meta_str(new, "resourceVersion").to_owned();
+        *new = old.clone();
+        match status {
+            Some(s) => new["status"] = s,
+            None => {
+                if let Some(o) = new.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+        object::set_meta(new, "resourceVersion", json!(rv));
+        return;
+    }
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
+        match old.get("metadata").and_then(|m| m.get(field)) {
+            Some(v) => object::set_meta(new, field, v.clone()),
+            None => {
+                object::remove_meta(new, field);
+            }
+        }
+    }
+    if separates_status(info) {
+        match old.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                if let Some(o) = new.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+    }
+    if info.plural == "namespaces" && info.group.is_empty() {
+        // The namespace's own-name label cannot be removed.
+        let name = object::name(new).to_owned();
+        let labels = object::meta_mut(new)
+            .entry("labels")
+            .or_insert_with(|| json!({}));
+        if let Some(l) = labels.as_object_mut() {
+            l.insert("kubernetes.io/metadata.name".into(), json!(name));
+        }
+    }
+    let spec_changed = new.get("spec") != old.get("spec");
+    if let Some(generation) = old.pointer("/metadata/generation").and_then(Value::as_i64) {
+        object::set_meta(
+            new,
+            "generation",
+            json!(if spec_changed {
+                generation + 1
+            } else {
+                generation
+            }),
+        );
+    }
+}
+
+/// Validates an object (and, on update, what it may not change), returning
+/// upstream-style causes; empty means valid.
+pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let name = object::name(obj);
+    if name.is_empty() {
+        causes.push(Cause::required(
+            "metadata.name",
+            "name or generateName is required",
+        ));
+    } else {
+        for msg in names::path_segment(name)
+            .into_iter()
+            .chain(name_rule(info)(name))
+        {
+            causes.push(Cause::invalid("metadata.name", &json!(name), msg));
+        }
+    }
+    if info.namespaced() {
+        let ns = object::namespace(obj);
+        for msg in names::dns1123_label(ns) {
+            causes.push(Cause::invalid("metadata.namespace", &json!(ns), msg));
+        }
+    }
+    let meta = obj.get("metadata");
+    if let Some(labels) = meta.and_then(|m| m.get("labels")) {
+        match labels.as_object() {
+            Some(map) => {
+                for (k, v) in map {
+                    for msg in names::qualified_name(k) {
+                        causes.push(Cause::invalid("metadata.labels", &json!(k), msg));
+                    }
+                    match v.as_str() {
+                        Some(s) => {
+                            for msg in names::label_value(s) {
+                                causes.push(Cause::invalid(
+                                    format!("metadata.labels[{k}]"),
+                                    v,
+                                    msg,
+                                ));
+                            }
+                        }
+                        None => causes.push(Cause::type_invalid(
+                            format!("metadata.labels[{k}]"),
+                            "must be a string",
+                        )),
+                    }
+                }
+            }
+            None if labels.is_null() => {}
+            None => causes.push(Cause::type_invalid("metadata.labels", "must be an object")),
+        }
+    }
+    if let Some(ann) = meta
+        .and_then(|m| m.get("annotations"))
+        .and_then(Value::as_object)
+    {
+        let mut total = 0;
+        for (k, v) in ann {
+            for msg in names::qualified_name(&k.to_lowercase()) {
+                causes.push(Cause::invalid("metadata.annotations", &json!(k), msg));
+            }
+            total += k.len() + v.as_str().map_or(0, str::len);
+        }
+        if total > names::ANNOTATIONS_MAX_BYTES {
+            causes.push(Cause {
+                reason: "FieldValueTooLong",
+                field: "metadata.annotations".into(),
+                message: format!(
+                    "Too long: may not be more than {} bytes",
+                    names::ANNOTATIONS_MAX_BYTES
+                ),
+            });
+        }
+    }
+    for f in object::finalizers(obj) {
+        for msg in names::qualified_name(&f) {
+            causes.push(Cause::invalid("metadata.finalizers", &json!(f), msg));
+        }
+    }
+    if let Some(old) = old {
+        kind_update_rules(info, obj, old, &mut causes);
+    }
+    causes
+}
+
+/// Rules that compare an update with the stored object.
+fn kind_update_rules(info: &ResourceInfo, new: &Object, old: &Object, causes: &mut Vec<Cause>) {
+    let immutable = |v: &Object| v.get("immutable").and_then(Value::as_bool).unwrap_or(false);
+    if info.group.is_empty()
+        && matches!(info.plural.as_str(), "configmaps" | "secrets")
+        && immutable(old)
+    {
+        if !immutable(new) {
+            causes.push(Cause::forbidden(
+                "immutable",
+                "field is immutable when `immutable` is set",
+            ));
+        }
+        for field in ["data", "binaryData", "stringData"] {
+            if new.get(field) != old.get(field) {
+                causes.push(Cause::forbidden(
+                    field,
+                    "field is immutable when `immutable` is set",
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Registry;
+
+    #[test]
+    fn create_fills_system_fields() {
+        let reg = Registry::with_builtins();
+        let info = reg.get("", "v1", "configmaps").expect("cm");
+        let mut o = json!({"metadata": {"generateName": "web-"}});
+        check_type(&info, &mut o).expect("type");
+        check_namespace(&info, &mut o, Some("default")).expect("ns");
+        prepare_create(&info, &mut o).expect("prepare");
+        assert_eq!(o["kind"], "ConfigMap");
+        assert!(object::name(&o).starts_with("web-") && object::name(&o).len() == 9);
+        assert_eq!(object::namespace(&o), "default");
+        assert!(!object::meta_str(&o, "uid").is_empty());
+        assert!(validate(&info, &o, None).is_empty());
+    }
+
+    #[test]
+    fn wrong_type_and_namespace_are_refused() {
+        let reg = Registry::with_builtins();
+        let info = reg.get("", "v1", "configmaps").expect("cm");
+        assert!(check_type(&info, &mut json!({"kind": "Secret"})).is_err());
+        assert!(check_type(&info, &mut json!({"apiVersion": "apps/v1"})).is_err());
+        let mut o = json!({"metadata": {"namespace": "a"}});
+        assert!(check_namespace(&info, &mut o, Some("b")).is_err());
+    }
+
+    #[test]
+    fn validation_names_each_field() {
+        let reg = Registry::with_builtins();
+        let info = reg.get("", "v1", "configmaps").expect("cm");
+        let o = json!({"metadata": {"name": "Bad_Name", "namespace": "default", "labels": {"ok": "-bad"}}});
+        let causes = validate(&info, &o, None);
+        let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(fields, vec!["metadata.name", "metadata.labels[ok]"]);
+        let svc = reg.get("", "v1", "services").expect("svc");
+        let o = json!({"metadata": {"name": "1web", "namespace": "default"}});
+        assert_eq!(validate(&svc, &o, None).len(), 1);
+    }
+
+    #[test]
+    fn update_keeps_system_fields_and_bumps_generation() {
+        let reg = Registry::with_builtins();
+        let info = reg.get("apps", "v1", "deployments").expect("deploy");
+        let old = json!({"metadata": {"name": "d", "uid": "u1", "generation": 3, "creationTimestamp": "t"}, "spec": {"replicas": 1}, "status": {"replicas": 1}});
+        let mut new = json!({"metadata": {"name": "d", "uid": "forged"}, "spec": {"replicas": 2}, "status": {"replicas": 9}});
+        prepare_update(&info, &mut new, &old, None);
+        assert_eq!(new["metadata"]["uid"], "u1");
+        assert_eq!(new["metadata"]["generation"], 4);
+        assert_eq!(
+            new["status"]["replicas"], 1,
+            "status is not written through the main resource"
+        );
+        let mut st = json!({"metadata": {"name": "d", "resourceVersion": "5"}, "spec": {"replicas": 7}, "status": {"replicas": 2}});
+        prepare_update(&info, &mut st, &old, Some("status"));
+        assert_eq!(
+            (
+                st["spec"]["replicas"].as_i64(),
+                st["status"]["replicas"].as_i64()
+            ),
+            (Some(1), Some(2))
+        );
+    }
+}
