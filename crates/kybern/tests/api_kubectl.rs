@@ -1,0 +1,250 @@
+//! The API server driven by the real kubectl 1.35 (fetched by scripts/test into
+//! .tools/bin, or found through $KUBECTL): apply, get with output formats and
+//! selectors, label, annotate, patch, replace, delete, watch, api-resources.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn kubectl_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("KUBECTL") {
+        return Some(PathBuf::from(p));
+    }
+    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.tools/bin/kubectl");
+    local.exists().then_some(local)
+}
+
+struct Kubectl {
+    bin: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    }
+
+    /// Runs and expects success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs and expects failure; returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "kubectl {args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+/// OpenAPI is not served yet, so commands that validate client-side pass
+/// `--validate=false`.
+fn setup() -> (common::Server, Kubectl) {
+    let bin = kubectl_path().expect(
+        "kubectl not found: run scripts/test (it fetches kubectl into .tools/bin) or set KUBECTL",
+    );
+    let server = common::Server::start();
+    let kubeconfig = server.kubeconfig();
+    (server, Kubectl { bin, kubeconfig })
+}
+
+const MANIFEST: &str = "apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  namespace: shop
+  labels: {app: shop, tier: web}
+data:
+  color: blue
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: extra
+  namespace: shop
+  labels: {app: shop, tier: db}
+data:
+  size: small
+";
+
+#[test]
+fn apply_get_label_patch_delete() {
+    let (server, k) = setup();
+    let manifest = server.dir.path().join("shop.yaml");
+    std::fs::write(&manifest, MANIFEST).expect("write manifest");
+    let m = manifest.to_str().expect("utf-8 path");
+
+    let out = k.ok(&["apply", "--validate=false", "-f", m]);
+    assert!(
+        out.contains("namespace/shop created") && out.contains("configmap/settings created"),
+        "{out}"
+    );
+    let again = k.ok(&["apply", "--validate=false", "-f", m]);
+    assert!(again.contains("configmap/settings unchanged"), "{again}");
+    std::fs::write(&manifest, MANIFEST.replace("color: blue", "color: green")).expect("write");
+    assert!(
+        k.ok(&["apply", "--validate=false", "-f", m])
+            .contains("configmap/settings configured")
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "cm",
+            "settings",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.data.color}"
+        ]),
+        "green"
+    );
+
+    let names = k.ok(&[
+        "get",
+        "configmaps",
+        "-n",
+        "shop",
+        "-l",
+        "tier=web",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(names.trim(), "configmap/settings");
+    let by_field = k.ok(&[
+        "get",
+        "cm",
+        "-A",
+        "--field-selector",
+        "metadata.name=extra",
+        "-o",
+        "custom-columns=NS:.metadata.namespace,NAME:.metadata.name",
+        "--no-headers",
+    ]);
+    assert_eq!(
+        by_field.split_whitespace().collect::<Vec<_>>(),
+        vec!["shop", "extra"]
+    );
+    let chunked = k.ok(&["get", "cm", "-n", "shop", "--chunk-size=1", "-o", "name"]);
+    assert_eq!(chunked.lines().count(), 2, "{chunked}");
+    let json: serde_json::Value =
+        serde_json::from_str(&k.ok(&["get", "cm", "extra", "-n", "shop", "-o", "json"]))
+            .expect("json");
+    assert_eq!(json["data"]["size"], "small");
+    assert!(
+        k.ok(&["get", "cm", "extra", "-n", "shop", "-o", "yaml"])
+            .contains("size: small")
+    );
+
+    k.ok(&["label", "cm", "extra", "-n", "shop", "owner=ops"]);
+    k.ok(&["annotate", "cm", "extra", "-n", "shop", "note=hello"]);
+    k.ok(&[
+        "patch",
+        "cm",
+        "extra",
+        "-n",
+        "shop",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"size":"large"}}"#,
+    ]);
+    k.ok(&[
+        "patch",
+        "cm",
+        "extra",
+        "-n",
+        "shop",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"add","path":"/data/zone","value":"a"}]"#,
+    ]);
+    let got: serde_json::Value =
+        serde_json::from_str(&k.ok(&["get", "cm", "extra", "-n", "shop", "-o", "json"]))
+            .expect("json");
+    assert_eq!(got["metadata"]["labels"]["owner"], "ops");
+    assert_eq!(got["metadata"]["annotations"]["note"], "hello");
+    assert_eq!(
+        (got["data"]["size"].as_str(), got["data"]["zone"].as_str()),
+        (Some("large"), Some("a"))
+    );
+
+    let err = k.fails(&["get", "cm", "missing", "-n", "shop"]);
+    assert!(
+        err.contains("NotFound") && err.contains("configmaps \"missing\" not found"),
+        "{err}"
+    );
+
+    k.ok(&["delete", "cm", "extra", "-n", "shop"]);
+    assert!(
+        k.fails(&["get", "cm", "extra", "-n", "shop"])
+            .contains("not found")
+    );
+    k.ok(&["delete", "cm", "-n", "shop", "-l", "app=shop"]);
+    assert!(
+        k.ok(&["get", "cm", "-n", "shop", "-o", "name"])
+            .trim()
+            .is_empty()
+    );
+}
+
+#[test]
+fn discovery_and_replace() {
+    let (server, k) = setup();
+    let resources = k.ok(&["api-resources", "--no-headers"]);
+    for line in [
+        "deployments",
+        "configmaps",
+        "leases",
+        "customresourcedefinitions",
+    ] {
+        assert!(
+            resources.contains(line),
+            "{line} missing from api-resources"
+        );
+    }
+    let versions = k.ok(&["api-versions"]);
+    for v in [
+        "v1",
+        "apps/v1",
+        "batch/v1",
+        "autoscaling/v2",
+        "rbac.authorization.k8s.io/v1",
+    ] {
+        assert!(
+            versions.lines().any(|l| l == v),
+            "{v} missing from api-versions"
+        );
+    }
+    let ns = k.ok(&["get", "ns", "-o", "name"]);
+    assert!(ns.contains("namespace/kube-system"));
+
+    let file = server.dir.path().join("cm.json");
+    std::fs::write(&file, r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"r","namespace":"default"},"data":{"a":"1"}}"#).expect("write");
+    let f = file.to_str().expect("path");
+    k.ok(&["create", "--validate=false", "-f", f]);
+    std::fs::write(&file, r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"r","namespace":"default"},"data":{"a":"2"}}"#).expect("write");
+    k.ok(&["replace", "--validate=false", "-f", f]);
+    assert_eq!(k.ok(&["get", "cm", "r", "-o", "jsonpath={.data.a}"]), "2");
+    assert!(
+        k.fails(&["create", "--validate=false", "-f", f])
+            .contains("AlreadyExists")
+    );
+}
