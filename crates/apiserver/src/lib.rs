@@ -6,15 +6,18 @@
 //! It must not contain controller logic: controllers, the scheduler and node
 //! agents are API clients and live in their own crates.
 
+pub mod auth;
 pub mod bootstrap;
 pub mod discovery;
 mod handlers;
 pub mod object;
+pub mod pki;
 pub mod registry;
 pub mod request;
 pub mod response;
 pub mod server;
 pub mod storage;
 pub mod strategy;
+pub mod tls;
 
 pub use server::{ApiState, router, serve};

@@ -45,7 +45,15 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until the future is dropped.
+/// The routes with authentication in front of everything.
+pub fn authenticated_router(state: Arc<ApiState>, auth: Arc<crate::auth::Authenticator>) -> Router {
+    router(state).layer(axum::middleware::from_fn_with_state(
+        auth,
+        crate::auth::authenticate,
+    ))
+}
+
+/// Serves the API on `listener` (plain HTTP, no authentication) until the future is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ApiState>) -> std::io::Result<()> {
     axum::serve(listener, router(state)).await
 }

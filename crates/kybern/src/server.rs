@@ -1,34 +1,46 @@
-//! `kybern server`: the API server on a store, with the system objects bootstrapped.
+//! `kybern server`: the API server on a store, over TLS with a generated CA, with
+//! the system objects bootstrapped and an admin kubeconfig written.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use kybern_apiserver::{ApiState, bootstrap};
+use kybern_apiserver::auth::Authenticator;
+use kybern_apiserver::pki::{Pki, default_hosts};
+use kybern_apiserver::{ApiState, bootstrap, tls};
 use kybern_store::{Compactor, CompactorOptions, StoreUrl};
 
 /// Arguments of `kybern server`.
 #[derive(clap::Args, Debug)]
 pub struct ServerArgs {
-    /// Directory for the embedded store and generated files.
+    /// Directory for the embedded store, certificates and the admin kubeconfig.
     #[arg(long, default_value = "/var/lib/kybern")]
     data_dir: PathBuf,
     /// The store: `sqlite://PATH` (default: DATA_DIR/store.db) or `etcd://HOST:PORT,...`.
     #[arg(long)]
     store: Option<String>,
-    /// Plain-HTTP address to serve the API on, without authentication. Loopback
-    /// only: for tests and for this early milestone (TLS comes next).
-    #[arg(long, default_value = "127.0.0.1:6443")]
-    insecure_listen: SocketAddr,
+    /// HTTPS address of the API.
+    #[arg(long, default_value = "0.0.0.0:6443")]
+    listen: SocketAddr,
+    /// Extra names or IPs for the serving certificate.
+    #[arg(long = "tls-san")]
+    tls_sans: Vec<String>,
+    /// Static bearer tokens: `token,user,uid[,"group1,group2"]` per line.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Also serve plain HTTP without authentication on this loopback address
+    /// (off by default; for debugging).
+    #[arg(long)]
+    insecure_listen: Option<SocketAddr>,
 }
 
 /// Runs the API server until interrupted.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
-    if !args.insecure_listen.ip().is_loopback() {
-        anyhow::bail!(
-            "--insecure-listen must be a loopback address (got {})",
-            args.insecure_listen
+    if let Some(addr) = args.insecure_listen {
+        anyhow::ensure!(
+            addr.ip().is_loopback(),
+            "--insecure-listen must be a loopback address (got {addr})"
         );
     }
     std::fs::create_dir_all(&args.data_dir)
@@ -43,26 +55,60 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("opening store {url:?}"))?;
     // The sqlite store compacts itself; an etcd store is compacted by its API server.
     let _compactor = matches!(url, StoreUrl::Etcd(_)).then(|| {
-        Compactor::spawn(
-            Arc::downgrade(&store),
-            CompactorOptions {
-                interval: std::time::Duration::from_secs(300),
-                min_retained_revisions: 1000,
-            },
-        )
+        let opts = CompactorOptions {
+            interval: std::time::Duration::from_secs(300),
+            min_retained_revisions: 1000,
+        };
+        Compactor::spawn(Arc::downgrade(&store), opts)
     });
     let state = ApiState::new(store);
-    bootstrap::bootstrap(&state, args.insecure_listen.port())
+    bootstrap::bootstrap(&state, args.listen.port())
         .await
         .map_err(|e| anyhow::anyhow!("bootstrapping system objects: {e}"))?;
-    let listener = tokio::net::TcpListener::bind(args.insecure_listen)
+
+    let mut hosts = args.tls_sans.clone();
+    if !args.listen.ip().is_unspecified() {
+        hosts.push(args.listen.ip().to_string());
+    }
+    let pki = Pki::ensure(&args.data_dir.join("pki"), &default_hosts(&hosts))?;
+    let auth = match &args.token_file {
+        Some(path) => Authenticator::from_token_file(path)?,
+        None => Authenticator::default(),
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .with_context(|| format!("binding {}", args.insecure_listen))?;
+        .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "API server listening (plain HTTP, loopback)");
-    println!("kybern server: serving the Kubernetes API on http://{addr}");
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        addr.ip().to_string()
+    };
+    let server_url = format!("https://{}", SocketAddr::new(host.parse()?, addr.port()));
+    let kubeconfig = args.data_dir.join("admin.kubeconfig");
+    pki.write_admin_kubeconfig(&kubeconfig, &server_url)?;
+    let app = kybern_apiserver::server::authenticated_router(state.clone(), Arc::new(auth));
+    let secure = tls::serve_tls(listener, tls::server_config(&pki)?, app);
+    tracing::info!(%addr, "API server listening (HTTPS)");
+    println!("kybern server: serving the Kubernetes API on {server_url}");
+    println!(
+        "  kubectl --kubeconfig {} get namespaces",
+        kubeconfig.display()
+    );
+
+    let insecure = async {
+        match args.insecure_listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr).await?;
+                tracing::warn!(%addr, "also serving plain HTTP without authentication");
+                kybern_apiserver::serve(listener, state.clone()).await
+            }
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
-        r = kybern_apiserver::serve(listener, state) => r?,
+        _ = secure => {}
+        r = insecure => r.context("plain HTTP listener")?,
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
     }
     Ok(())

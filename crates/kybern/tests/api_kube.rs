@@ -40,7 +40,7 @@ fn status_code(err: kube::Error) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crud_with_optimistic_concurrency() {
     let server = common::Server::start();
-    let api: Api<ConfigMap> = Api::namespaced(server.client(), "default");
+    let api: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
 
     let created = api
         .create(&PostParams::default(), &cm("one", &[("app", "web")]))
@@ -102,7 +102,7 @@ async fn crud_with_optimistic_concurrency() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merge_and_json_patches() {
     let server = common::Server::start();
-    let api: Api<ConfigMap> = Api::namespaced(server.client(), "default");
+    let api: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
     api.create(&PostParams::default(), &cm("p", &[("a", "1")]))
         .await
         .expect("create");
@@ -160,7 +160,7 @@ mod json_patch_ops {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn selectors_and_pagination() {
     let server = common::Server::start();
-    let api: Api<ConfigMap> = Api::namespaced(server.client(), "default");
+    let api: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
     for i in 0..7 {
         let tier = if i % 2 == 0 { "front" } else { "back" };
         api.create(
@@ -227,7 +227,7 @@ async fn selectors_and_pagination() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_sees_changes_and_resumes() {
     let server = common::Server::start();
-    let api: Api<ConfigMap> = Api::namespaced(server.client(), "default");
+    let api: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
     let start = api
         .list(&ListParams::default())
         .await
@@ -337,7 +337,7 @@ async fn watch_sees_changes_and_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finalizers_dry_run_and_errors() {
     let server = common::Server::start();
-    let client = server.client();
+    let client = server.client().await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
 
     let mut held = cm("held", &[]);

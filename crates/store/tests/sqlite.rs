@@ -142,7 +142,12 @@ async fn automatic_compaction_bounds_the_size_under_churn() {
     // stops growing after the first rounds.
     let settled = sizes[2];
     let last = *sizes.last().expect("sizes");
-    assert!(last <= settled * 2, "size kept growing: {sizes:?}");
+    // Growth of a few pages is page-allocation noise; a leak grows by about a
+    // megabyte a round (the last version of every key, each compaction).
+    assert!(
+        last <= settled + settled / 2,
+        "size kept growing: {sizes:?}"
+    );
     assert!(last < 16 << 20, "size {last} is not bounded: {sizes:?}");
     let all = s
         .range(RangeRequest::prefix("/churn/"))

@@ -9,15 +9,23 @@ use std::time::{Duration, Instant};
 /// A running `kybern server` on a loopback port with a temporary data dir.
 pub struct Server {
     child: Child,
-    /// `http://127.0.0.1:PORT`.
+    /// `https://127.0.0.1:PORT`.
     pub url: String,
+    /// The port.
+    pub port: u16,
     /// The data directory.
     pub dir: tempfile::TempDir,
 }
 
 impl Server {
-    /// Starts the server and waits until `/readyz` answers.
+    /// Starts the server and waits until `/readyz` answers over TLS and the
+    /// admin kubeconfig is written.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts the server with extra arguments.
+    pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = TcpListener::bind("127.0.0.1:0")
             .expect("bind")
@@ -28,11 +36,12 @@ impl Server {
         let child = Command::new(env!("CARGO_BIN_EXE_kybern"))
             .args([
                 "server",
-                "--insecure-listen",
+                "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--data-dir",
             ])
             .arg(dir.path())
+            .args(extra)
             .env("KYBERN_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -40,19 +49,16 @@ impl Server {
             .expect("start kybern server");
         let server = Server {
             child,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("https://127.0.0.1:{port}"),
+            port,
             dir,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-                use std::io::{Read, Write};
-                let _ = conn.write_all(b"GET /readyz HTTP/1.0\r\n\r\n");
-                let mut body = String::new();
-                let _ = conn.read_to_string(&mut body);
-                if body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200") {
-                    return server;
-                }
+            if server.kubeconfig().exists()
+                && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            {
+                return server;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -64,21 +70,18 @@ impl Server {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
-    /// A kube-rs client for the server.
-    pub fn client(&self) -> kube::Client {
-        let config = kube::Config::new(self.url.parse().expect("url"));
-        kube::Client::try_from(config).expect("client")
+    /// The admin kubeconfig the server wrote.
+    pub fn kubeconfig(&self) -> std::path::PathBuf {
+        self.dir.path().join("admin.kubeconfig")
     }
 
-    /// Writes a kubeconfig for the server and returns its path.
-    pub fn kubeconfig(&self) -> std::path::PathBuf {
-        let path = self.dir.path().join("kubeconfig");
-        let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: kybern\n  cluster:\n    server: {}\ncontexts:\n- name: kybern\n  context:\n    cluster: kybern\n    user: admin\ncurrent-context: kybern\nusers:\n- name: admin\n  user: {{}}\n",
-            self.url
-        );
-        std::fs::write(&path, text).expect("write kubeconfig");
-        path
+    /// A kube-rs client for the server, as the admin.
+    pub async fn client(&self) -> kube::Client {
+        let kc = kube::config::Kubeconfig::read_from(self.kubeconfig()).expect("read kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .expect("kubeconfig");
+        kube::Client::try_from(config).expect("client")
     }
 }
 

@@ -184,13 +184,21 @@ impl Writer {
                 .conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(sql_error)?;
-            let n = tx
+            // Every row written in (lo, hi] supersedes its predecessor, which is
+            // now history below the compaction point, wherever it lies (it may
+            // predate an earlier compaction). Deletes in the range go too.
+            let superseded = tx
                 .prepare_cached(
-                    "DELETE FROM log WHERE rev > ?1 AND rev <= ?2 AND (deleted = 1 OR EXISTS (
-                        SELECT 1 FROM log n WHERE n.key = log.key AND n.rev > log.rev AND n.rev <= ?3))",
+                    "DELETE FROM log WHERE rev IN (
+                        SELECT prev_rev FROM log WHERE rev > ?1 AND rev <= ?2 AND prev_rev > 0)",
                 )
-                .and_then(|mut s| s.execute(params![lo, hi, target]))
+                .and_then(|mut s| s.execute(params![lo, hi]))
                 .map_err(sql_error)?;
+            let tombstones = tx
+                .prepare_cached("DELETE FROM log WHERE rev > ?1 AND rev <= ?2 AND deleted = 1")
+                .and_then(|mut s| s.execute(params![lo, hi]))
+                .map_err(sql_error)?;
+            let n = superseded + tombstones;
             schema::write_meta(&tx, "purged", hi)?;
             tx.commit().map_err(sql_error)?;
             Ok(n)

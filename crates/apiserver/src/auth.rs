@@ -1,0 +1,217 @@
+//! Authentication: who is making a request. x509 client certificates (CN is the
+//! user, each O a group) and bearer tokens from a static token file; anonymous
+//! requests reach only the health and version endpoints. Authorization is
+//! allow-all for authenticated users until RBAC arrives.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use kybern_apimachinery::{ApiError, StatusReason};
+
+use crate::response::ErrorResponse;
+
+/// An authenticated identity, as upstream's `user.Info`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserInfo {
+    /// User name.
+    pub name: String,
+    /// UID, if known.
+    pub uid: String,
+    /// Groups, including `system:authenticated` for authenticated users.
+    pub groups: Vec<String>,
+}
+
+impl UserInfo {
+    fn anonymous() -> Self {
+        UserInfo {
+            name: "system:anonymous".into(),
+            uid: String::new(),
+            groups: vec!["system:unauthenticated".into()],
+        }
+    }
+
+    fn authenticated(name: String, uid: String, mut groups: Vec<String>) -> Self {
+        if !groups.iter().any(|g| g == "system:authenticated") {
+            groups.push("system:authenticated".into());
+        }
+        UserInfo { name, uid, groups }
+    }
+}
+
+/// The identity a TLS connection's verified client certificate carries; put in
+/// each request's extensions by the TLS server.
+#[derive(Clone, Debug, Default)]
+pub struct PeerIdentity(pub Option<UserInfo>);
+
+/// Reads the user from a DER certificate: CN is the name, each O a group.
+pub fn identity_from_cert(der: &[u8]) -> Option<UserInfo> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let name = subject.iter_common_name().next()?.as_str().ok()?.to_owned();
+    let groups = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_owned))
+        .collect();
+    Some(UserInfo::authenticated(name, String::new(), groups))
+}
+
+/// Why the token file could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("token file {path}: {reason}")]
+pub struct TokenFileError {
+    path: String,
+    reason: String,
+}
+
+/// Bearer tokens known to the server.
+#[derive(Debug, Default)]
+pub struct Authenticator {
+    tokens: HashMap<String, UserInfo>,
+}
+
+/// Splits one CSV line, honouring double quotes (groups are a quoted list).
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    fields.push(cur);
+    fields
+}
+
+impl Authenticator {
+    /// Reads upstream's static token file format: `token,user,uid[,"group1,group2"]`.
+    pub fn from_token_file(path: &Path) -> Result<Self, TokenFileError> {
+        let err = |reason: String| TokenFileError {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let mut tokens = HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let f = csv_fields(line);
+            if f.len() < 3 || f[0].is_empty() || f[1].is_empty() {
+                return Err(err(format!(
+                    "line {}: expected token,user,uid[,groups]",
+                    i + 1
+                )));
+            }
+            let groups = f
+                .get(3)
+                .map(|g| {
+                    g.split(',')
+                        .map(str::trim)
+                        .filter(|g| !g.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            tokens.insert(
+                f[0].clone(),
+                UserInfo::authenticated(f[1].clone(), f[2].clone(), groups),
+            );
+        }
+        Ok(Authenticator { tokens })
+    }
+
+    /// Adds one token.
+    pub fn add_token(&mut self, token: &str, user: &str, groups: &[&str]) {
+        let groups = groups.iter().map(|g| (*g).to_owned()).collect();
+        self.tokens.insert(
+            token.to_owned(),
+            UserInfo::authenticated(user.to_owned(), String::new(), groups),
+        );
+    }
+
+    fn by_token(&self, token: &str) -> Option<UserInfo> {
+        // Tokens are compared whole; a map lookup leaks no prefix information
+        // an attacker could use beyond what hashing exposes.
+        self.tokens.get(token).cloned()
+    }
+}
+
+/// Paths anonymous users may reach (upstream's `system:public-info-viewer`).
+fn public_path(path: &str) -> bool {
+    matches!(path, "/healthz" | "/livez" | "/readyz" | "/version")
+        || path.starts_with("/healthz/")
+        || path.starts_with("/livez/")
+        || path.starts_with("/readyz/")
+}
+
+fn unauthorized() -> Response {
+    ErrorResponse(ApiError::new(StatusReason::Unauthorized, "Unauthorized")).into_response()
+}
+
+/// Middleware: authenticates the request and puts its [`UserInfo`] in the extensions.
+pub async fn authenticate(
+    State(auth): State<Arc<Authenticator>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let from_cert = req
+        .extensions()
+        .get::<PeerIdentity>()
+        .and_then(|p| p.0.clone());
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .map(str::to_owned);
+    let user = match (bearer, from_cert) {
+        // A presented token must be valid, even alongside a certificate.
+        (Some(token), _) => match auth.by_token(&token) {
+            Some(u) => u,
+            None => return unauthorized(),
+        },
+        (None, Some(u)) => u,
+        (None, None) if public_path(req.uri().path()) => UserInfo::anonymous(),
+        (None, None) => return unauthorized(),
+    };
+    req.extensions_mut().insert(user);
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_token_files() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("tokens.csv");
+        std::fs::write(&path, "# comment\nabc,alice,1,\"dev,ops\"\nxyz,bob,2\n").expect("write");
+        let auth = Authenticator::from_token_file(&path).expect("parse");
+        let alice = auth.by_token("abc").expect("alice");
+        assert_eq!(alice.name, "alice");
+        assert_eq!(alice.groups, vec!["dev", "ops", "system:authenticated"]);
+        assert!(auth.by_token("nope").is_none());
+        std::fs::write(&path, "onlytoken\n").expect("write");
+        assert!(Authenticator::from_token_file(&path).is_err());
+    }
+
+    #[test]
+    fn public_paths() {
+        assert!(public_path("/healthz") && public_path("/version") && public_path("/readyz/ping"));
+        assert!(!public_path("/api") && !public_path("/api/v1/secrets"));
+    }
+}
