@@ -18,6 +18,7 @@ pub mod response;
 pub mod server;
 pub mod storage;
 pub mod strategy;
+pub mod table;
 pub mod tls;
 
 pub use server::{ApiState, router, serve};

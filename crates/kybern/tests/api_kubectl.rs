@@ -236,6 +236,46 @@ fn discovery_and_replace() {
     let ns = k.ok(&["get", "ns", "-o", "name"]);
     assert!(ns.contains("namespace/kube-system"));
 
+    // Server-side tables: upstream's columns for each kind.
+    let table = k.ok(&["get", "namespaces"]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, vec!["NAME", "STATUS", "AGE"], "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("default") && l.contains("Active")),
+        "{table}"
+    );
+    let svc = k.ok(&["get", "services", "-o", "wide"]);
+    let header: Vec<&str> = svc
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        vec![
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE",
+            "SELECTOR"
+        ],
+        "{svc}"
+    );
+    assert!(
+        svc.contains("10.96.0.1") && svc.contains("443/TCP"),
+        "{svc}"
+    );
+
     let file = server.dir.path().join("cm.json");
     std::fs::write(&file, r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"r","namespace":"default"},"data":{"a":"1"}}"#).expect("write");
     let f = file.to_str().expect("path");

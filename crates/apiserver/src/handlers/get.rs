@@ -12,5 +12,17 @@ pub async fn get(ctx: &Ctx) -> ApiResult {
         .objects
         .get(&ctx.info, ctx.namespace(), ctx.name())
         .await?;
+    if crate::table::wants_table(&ctx.headers) {
+        let meta = serde_json::json!({"resourceVersion": crate::object::meta_str(&obj, "resourceVersion")});
+        let include = ctx.query.get("includeObject");
+        let t = crate::table::table(
+            &ctx.info,
+            &ctx.headers,
+            include,
+            std::slice::from_ref(&obj),
+            meta,
+        );
+        return Ok(json(StatusCode::OK, &t));
+    }
     Ok(json(StatusCode::OK, &obj))
 }

@@ -183,15 +183,20 @@ pub async fn read(ctx: &Ctx, opts: &ListOptions) -> Result<Listed, ApiError> {
     })
 }
 
-/// The list object for a read.
-pub fn list_object(info: &ResourceInfo, listed: Listed) -> Value {
+fn list_meta(listed: &Listed) -> Value {
     let mut meta = json!({"resourceVersion": listed.revision.to_string()});
-    if let Some(token) = listed.continue_token {
+    if let Some(token) = &listed.continue_token {
         meta["continue"] = json!(token);
         if let Some(n) = listed.remaining {
             meta["remainingItemCount"] = json!(n);
         }
     }
+    meta
+}
+
+/// The list object for a read.
+pub fn list_object(info: &ResourceInfo, listed: Listed) -> Value {
+    let meta = list_meta(&listed);
     json!({
         "kind": format!("{}List", info.kind),
         "apiVersion": info.api_version(),
@@ -204,6 +209,17 @@ pub fn list_object(info: &ResourceInfo, listed: Listed) -> Value {
 pub async fn list(ctx: &Ctx) -> ApiResult {
     let opts = ListOptions::parse(&ctx.query)?;
     let listed = read(ctx, &opts).await?;
+    if crate::table::wants_table(&ctx.headers) {
+        let include = ctx.query.get("includeObject");
+        let t = crate::table::table(
+            &ctx.info,
+            &ctx.headers,
+            include,
+            &listed.items,
+            list_meta(&listed),
+        );
+        return Ok(json_response(StatusCode::OK, &t));
+    }
     Ok(json_response(
         StatusCode::OK,
         &list_object(&ctx.info, listed),

@@ -26,6 +26,30 @@ const BOOKMARK_INTERVAL: Duration = Duration::from_secs(15);
 /// Longest watch when the client sets no timeout (upstream picks 30–60 minutes).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
+/// How watch objects are rendered: as they are, or as one-row Tables.
+struct Render {
+    table: bool,
+    include: Option<String>,
+}
+
+impl Render {
+    fn event(&self, ctx: &Ctx, kind: &str, obj: &Object) -> Bytes {
+        if self.table {
+            let meta = json!({"resourceVersion": crate::object::meta_str(obj, "resourceVersion")});
+            let t = crate::table::table(
+                &ctx.info,
+                &ctx.headers,
+                self.include.as_deref(),
+                std::slice::from_ref(obj),
+                meta,
+            );
+            line(kind, &t)
+        } else {
+            line(kind, obj)
+        }
+    }
+}
+
 fn line(kind: &str, object: &Value) -> Bytes {
     let mut v = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
     v.push(b'\n');
@@ -115,6 +139,10 @@ pub async fn watch(ctx: Ctx) -> ApiResult {
         .unwrap_or(DEFAULT_TIMEOUT);
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let namespace = ctx.path.namespace.clone();
+    let render = Render {
+        table: crate::table::wants_table(&ctx.headers),
+        include: ctx.query.get("includeObject").map(str::to_owned),
+    };
     let store_watch = ctx
         .state
         .objects
@@ -127,7 +155,7 @@ pub async fn watch(ctx: Ctx) -> ApiResult {
         let mut last_rev = start - 1;
         if let Some((items, rev)) = initial {
             for item in items {
-                if tx.send(line("ADDED", &item)).await.is_err() {
+                if tx.send(render.event(&ctx, "ADDED", &item)).await.is_err() {
                     return;
                 }
             }
@@ -166,7 +194,7 @@ pub async fn watch(ctx: Ctx) -> ApiResult {
                     last_rev = event.revision();
                     match translate(&opts, &event) {
                         Ok(Some((kind, obj))) => {
-                            if tx.send(line(kind, &obj)).await.is_err() {
+                            if tx.send(render.event(&ctx, kind, &obj)).await.is_err() {
                                 return;
                             }
                         }
