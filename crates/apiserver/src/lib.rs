@@ -8,8 +8,9 @@
 
 pub mod auth;
 pub mod bootstrap;
+pub mod cache;
 pub mod discovery;
-mod handlers;
+pub(crate) mod handlers;
 pub mod object;
 pub mod pki;
 pub mod registry;

@@ -17,6 +17,8 @@ pub struct ApiState {
     pub registry: Registry,
     /// Objects in the store.
     pub objects: ObjectStore,
+    /// Watch caches, one per resource, started on first use.
+    pub caches: crate::cache::Caches,
 }
 
 impl ApiState {
@@ -25,6 +27,7 @@ impl ApiState {
         Arc::new(ApiState {
             registry: Registry::with_builtins(),
             objects: ObjectStore::new(store),
+            caches: Default::default(),
         })
     }
 }

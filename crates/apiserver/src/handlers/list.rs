@@ -12,12 +12,10 @@ use crate::request::{ListOptions, ListRevision, encode_continue};
 use crate::response::{ApiResult, json as json_response};
 use crate::storage::ObjectStore;
 
-/// The fields a field selector may name for a resource, as upstream allows.
-fn supported_field(info: &ResourceInfo, field: &str) -> bool {
-    if matches!(field, "metadata.name" | "metadata.namespace") {
-        return true;
-    }
-    let per_kind: &[&str] = match (info.group.as_str(), info.plural.as_str()) {
+/// The per-kind fields a field selector may name (besides `metadata.name` and
+/// `metadata.namespace`), as upstream allows.
+pub fn selectable_fields(info: &ResourceInfo) -> &'static [&'static str] {
+    match (info.group.as_str(), info.plural.as_str()) {
         ("", "pods") => &[
             "spec.nodeName",
             "spec.restartPolicy",
@@ -53,8 +51,22 @@ fn supported_field(info: &ResourceInfo, field: &str) -> bool {
         ("batch", "jobs") => &["status.successful"],
         ("certificates.k8s.io", "certificatesigningrequests") => &["spec.signerName"],
         _ => &[],
-    };
-    per_kind.contains(&field)
+    }
+}
+
+fn supported_field(info: &ResourceInfo, field: &str) -> bool {
+    matches!(field, "metadata.name" | "metadata.namespace")
+        || selectable_fields(info).contains(&field)
+}
+
+/// The value of a selectable field of an object, as field selectors compare it.
+pub fn field_of(obj: &Object, field: &str) -> Option<String> {
+    match field {
+        "metadata.name" => Some(object::name(obj).to_owned()),
+        "metadata.namespace" => Some(object::namespace(obj).to_owned()),
+        "source" => object::field_value(obj, "source.component"),
+        other => object::field_value(obj, other),
+    }
 }
 
 /// Checks the field selector's fields against what the resource supports.
@@ -72,13 +84,7 @@ pub fn check_fields(info: &ResourceInfo, opts: &ListOptions) -> Result<(), ApiEr
 
 /// Whether an object passes both selectors.
 pub fn matches(opts: &ListOptions, obj: &Object) -> bool {
-    opts.labels.matches_labels(object::labels(obj))
-        && opts.fields.matches(|f| match f {
-            "metadata.name" => Some(object::name(obj).to_owned()),
-            "metadata.namespace" => Some(object::namespace(obj).to_owned()),
-            "source" => object::field_value(obj, "source.component"),
-            other => object::field_value(obj, other),
-        })
+    opts.labels.matches_labels(object::labels(obj)) && opts.fields.matches(|f| field_of(obj, f))
 }
 
 /// A filtered list read: the items, the revision, and the continue token.
@@ -205,9 +211,88 @@ pub fn list_object(info: &ResourceInfo, listed: Listed) -> Value {
     })
 }
 
+/// Serves a list from the watch cache when its semantics allow (`resourceVersion=0`,
+/// or a minimum the cache has reached, and no continue token): the objects are
+/// copied as the JSON the cache holds.
+fn list_from_cache(ctx: &Ctx, opts: &ListOptions) -> Option<axum::response::Response> {
+    if opts.continue_from.is_some() {
+        return None;
+    }
+    let min = match (opts.resource_version.as_deref(), opts.revision) {
+        (Some("0"), _) => 0,
+        (_, ListRevision::NotOlderThan(min)) => min,
+        _ => return None,
+    };
+    let cache = ctx.state.caches.get(ctx.state.objects.store(), &ctx.info)?;
+    let (objects, revision) = cache.snapshot(ctx.path.namespace.as_deref())?;
+    if revision < min {
+        return None;
+    }
+    let filtered = !opts.labels.is_empty() || !opts.fields.is_empty();
+    let mut matching = objects.iter().filter(|o| o.matches(opts));
+    let mut items = Vec::new();
+    let mut continue_token = None;
+    for o in matching.by_ref() {
+        if opts.limit > 0 && items.len() == opts.limit {
+            let last: &std::sync::Arc<crate::cache::CachedObject> = items[items.len() - 1];
+            continue_token = Some(encode_continue(
+                revision,
+                &last.key[ctx.info.key_prefix().len()..],
+            ));
+            break;
+        }
+        items.push(o);
+    }
+    let mut meta = json!({"resourceVersion": revision.to_string()});
+    if let Some(token) = &continue_token {
+        meta["continue"] = json!(token);
+        if !filtered {
+            meta["remainingItemCount"] = json!(objects.len() - items.len());
+        }
+    }
+    if crate::table::wants_table(&ctx.headers) {
+        let parsed: Vec<Object> = items
+            .iter()
+            .filter_map(|o| serde_json::from_slice(&o.json).ok())
+            .collect();
+        let t = crate::table::table(
+            &ctx.info,
+            &ctx.headers,
+            ctx.query.get("includeObject"),
+            &parsed,
+            meta,
+        );
+        return Some(json_response(StatusCode::OK, &t));
+    }
+    // {"kind":...,"apiVersion":...,"metadata":{...},"items":[<cached JSON>,...]}
+    let head = json!({"kind": format!("{}List", ctx.info.kind), "apiVersion": ctx.info.api_version(), "metadata": meta});
+    let head = serde_json::to_vec(&head).unwrap_or_default();
+    let size: usize = items.iter().map(|o| o.json.len() + 1).sum();
+    let mut body = Vec::with_capacity(head.len() + size + 16);
+    body.extend_from_slice(&head[..head.len() - 1]);
+    body.extend_from_slice(b",\"items\":[");
+    for (i, o) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&o.json);
+    }
+    body.extend_from_slice(b"]}");
+    let mut resp = axum::response::IntoResponse::into_response((StatusCode::OK, body));
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    Some(resp)
+}
+
 /// GET a collection.
 pub async fn list(ctx: &Ctx) -> ApiResult {
     let opts = ListOptions::parse(&ctx.query)?;
+    check_fields(&ctx.info, &opts)?;
+    if let Some(resp) = list_from_cache(ctx, &opts) {
+        return Ok(resp);
+    }
     let listed = read(ctx, &opts).await?;
     if crate::table::wants_table(&ctx.headers) {
         let include = ctx.query.get("includeObject");

@@ -4,7 +4,7 @@
 mod body;
 mod delete;
 mod get;
-mod list;
+pub(crate) mod list;
 mod patch;
 mod watch;
 mod write;

@@ -1,0 +1,341 @@
+//! The watch cache: one store watch per resource feeds the current state and a
+//! ring of recent events, from which lists at `resourceVersion=0` and every
+//! watch of that resource are served, so that thousands of watchers cost one
+//! store watch. Objects are kept as their serialized JSON (with
+//! `resourceVersion` set) plus the few fields selectors need, so serving them
+//! copies bytes instead of re-encoding objects.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use kybern_store::{EventKind, RangeRequest, Revision, Store};
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use crate::handlers::list::{field_of, selectable_fields};
+use crate::object;
+use crate::registry::ResourceInfo;
+use crate::request::ListOptions;
+use crate::storage::ObjectStore;
+
+/// Recent events kept per resource for watches that resume from a past revision.
+const RING: usize = 10_000;
+/// Live events buffered per watcher before it must catch up from the ring.
+const FANOUT: usize = 4_096;
+
+/// One object as the cache holds it.
+#[derive(Debug)]
+pub struct CachedObject {
+    /// Store key.
+    pub key: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.labels` (or null).
+    pub labels: Value,
+    /// Values of the kind's selectable fields.
+    pub fields: Vec<(&'static str, String)>,
+    /// The object as JSON, with its `resourceVersion`.
+    pub json: Bytes,
+}
+
+impl CachedObject {
+    fn new(info: &ResourceInfo, key: String, obj: &Value) -> Self {
+        let fields = selectable_fields(info)
+            .iter()
+            .map(|f| (*f, field_of(obj, f).unwrap_or_default()))
+            .collect();
+        CachedObject {
+            key,
+            name: object::name(obj).to_owned(),
+            namespace: object::namespace(obj).to_owned(),
+            labels: object::labels(obj).cloned().unwrap_or(Value::Null),
+            fields,
+            json: Bytes::from(serde_json::to_vec(obj).unwrap_or_default()),
+        }
+    }
+
+    /// Whether the object passes the request's selectors.
+    pub fn matches(&self, opts: &ListOptions) -> bool {
+        opts.labels.matches_labels(Some(&self.labels))
+            && opts.fields.matches(|f| match f {
+                "metadata.name" => Some(self.name.clone()),
+                "metadata.namespace" => Some(self.namespace.clone()),
+                other => self
+                    .fields
+                    .iter()
+                    .find(|(k, _)| *k == other)
+                    .map(|(_, v)| v.clone()),
+            })
+    }
+}
+
+/// One change, as the cache fans it out.
+#[derive(Debug)]
+pub struct CachedEvent {
+    /// Store revision of the change.
+    pub revision: Revision,
+    /// Put or delete.
+    pub kind: EventKind,
+    /// The object after the change; for a delete, the last state with the
+    /// delete's revision as its `resourceVersion`.
+    pub object: Arc<CachedObject>,
+    /// The object before the change.
+    pub prev: Option<Arc<CachedObject>>,
+}
+
+/// What watchers receive.
+#[derive(Clone, Debug)]
+pub enum CacheMessage {
+    /// A change.
+    Event(Arc<CachedEvent>),
+    /// The cache lost its store watch and re-listed: watchers must start over.
+    Reset,
+}
+
+#[derive(Default)]
+struct State {
+    ready: bool,
+    objects: BTreeMap<String, Arc<CachedObject>>,
+    revision: Revision,
+    ring: VecDeque<Arc<CachedEvent>>,
+    /// The ring holds every event with a revision above this.
+    ring_floor: Revision,
+}
+
+/// The cache of one resource.
+pub struct WatchCache {
+    info: Arc<ResourceInfo>,
+    state: RwLock<State>,
+    fanout: broadcast::Sender<CacheMessage>,
+}
+
+/// A consistent start for a watcher: events (or the state) to send first, then live messages.
+pub struct Subscription {
+    /// Events to replay (resume) or the state as of `revision` (fresh start).
+    pub initial: Initial,
+    /// The revision the initial part brings the watcher up to.
+    pub revision: Revision,
+    /// Live messages after `revision`.
+    pub live: broadcast::Receiver<CacheMessage>,
+}
+
+/// The first part of a subscription.
+pub enum Initial {
+    /// Every object (fresh watch without a resourceVersion).
+    State(Vec<Arc<CachedObject>>),
+    /// Events after the requested revision.
+    Events(Vec<Arc<CachedEvent>>),
+}
+
+fn decode(
+    info: &ResourceInfo,
+    key: &str,
+    value: &[u8],
+    rev: Revision,
+) -> Option<Arc<CachedObject>> {
+    match ObjectStore::decode(value, rev) {
+        Ok(obj) => Some(Arc::new(CachedObject::new(info, key.to_owned(), &obj))),
+        Err(e) => {
+            tracing::error!(%key, error = %e.message, "undecodable object in the store; left out of the cache");
+            None
+        }
+    }
+}
+
+impl WatchCache {
+    /// Starts the cache of a resource: lists it, then follows one store watch.
+    pub fn start(store: Arc<dyn Store>, info: Arc<ResourceInfo>) -> Arc<Self> {
+        let (fanout, _) = broadcast::channel(FANOUT);
+        let cache = Arc::new(WatchCache {
+            info,
+            state: RwLock::new(State::default()),
+            fanout,
+        });
+        let weak = Arc::downgrade(&cache);
+        tokio::spawn(async move {
+            loop {
+                let Some(cache) = weak.upgrade() else { return };
+                if let Err(e) = cache.run(&store).await {
+                    tracing::warn!(resource = %cache.info.plural, error = %e, "watch cache lost its store watch; re-listing");
+                }
+                drop(cache);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        cache
+    }
+
+    async fn run(&self, store: &Arc<dyn Store>) -> Result<(), kybern_store::StoreError> {
+        let prefix = self.info.key_prefix();
+        let mut objects = BTreeMap::new();
+        let mut revision = 0;
+        let mut start_after = None;
+        loop {
+            let page = store
+                .range(RangeRequest {
+                    prefix: prefix.clone(),
+                    start_after: start_after.take(),
+                    limit: 1000,
+                    revision,
+                })
+                .await?;
+            revision = page.revision;
+            for kv in &page.kvs {
+                if let Some(o) = decode(&self.info, &kv.key, &kv.value, kv.mod_revision) {
+                    objects.insert(kv.key.clone(), o);
+                }
+            }
+            if !page.more {
+                break;
+            }
+            start_after = page.kvs.last().map(|kv| kv.key.clone());
+        }
+        let mut watch = store.watch(&prefix, revision + 1).await?;
+        {
+            let mut st = self
+                .state
+                .write()
+                .map_err(|_| kybern_store::StoreError::Closed)?;
+            let was_ready = st.ready;
+            *st = State {
+                ready: true,
+                objects,
+                revision,
+                ring: VecDeque::new(),
+                ring_floor: revision,
+            };
+            if was_ready {
+                let _ = self.fanout.send(CacheMessage::Reset);
+            }
+        }
+        while let Some(event) = watch.next().await {
+            let event = event?;
+            let rev = event.revision();
+            let key = event.kv.key.clone();
+            let prev = match &event.prev {
+                Some(p) => decode(&self.info, &key, &p.value, p.mod_revision),
+                None => None,
+            };
+            let object = match event.kind {
+                EventKind::Put => decode(&self.info, &key, &event.kv.value, rev),
+                EventKind::Delete => event
+                    .prev
+                    .as_ref()
+                    .and_then(|p| decode(&self.info, &key, &p.value, rev)),
+            };
+            let mut st = self
+                .state
+                .write()
+                .map_err(|_| kybern_store::StoreError::Closed)?;
+            st.revision = rev;
+            let Some(object) = object else { continue };
+            match event.kind {
+                EventKind::Put => st.objects.insert(key, object.clone()),
+                EventKind::Delete => st.objects.remove(&key),
+            };
+            let cached = Arc::new(CachedEvent {
+                revision: rev,
+                kind: event.kind,
+                object,
+                prev,
+            });
+            st.ring.push_back(cached.clone());
+            if st.ring.len() > RING
+                && let Some(old) = st.ring.pop_front()
+            {
+                st.ring_floor = old.revision;
+            }
+            // Sent under the lock, so a subscriber sees each event exactly once:
+            // either in its snapshot or on its receiver.
+            let _ = self.fanout.send(CacheMessage::Event(cached));
+        }
+        Err(kybern_store::StoreError::Backend(
+            "store watch ended".into(),
+        ))
+    }
+
+    /// The cached objects under `namespace` (all when `None`) and the revision
+    /// they are current at; `None` until the first list has loaded.
+    pub fn snapshot(&self, namespace: Option<&str>) -> Option<(Vec<Arc<CachedObject>>, Revision)> {
+        let st = self.state.read().ok()?;
+        st.ready
+            .then(|| (Self::objects_in(&self.info, &st, namespace), st.revision))
+    }
+
+    /// Subscribes a watcher: from the current state (`from` is `None`), or
+    /// resuming after revision `from`. `None` when the cache cannot serve it
+    /// (not loaded yet, or `from` is older than the ring).
+    pub fn subscribe(
+        &self,
+        namespace: Option<&str>,
+        from: Option<Revision>,
+    ) -> Option<Subscription> {
+        // The feeder sends under the write lock: holding the read lock while
+        // both reading and subscribing puts every event either in what is read
+        // here or on the receiver, never both, never neither.
+        let st = self.state.read().ok()?;
+        if !st.ready {
+            return None;
+        }
+        match from {
+            None => Some(Subscription {
+                initial: Initial::State(Self::objects_in(&self.info, &st, namespace)),
+                revision: st.revision,
+                live: self.fanout.subscribe(),
+            }),
+            Some(rev) if rev >= st.ring_floor => Some(Subscription {
+                initial: Initial::Events(
+                    st.ring
+                        .iter()
+                        .filter(|e| e.revision > rev)
+                        .cloned()
+                        .collect(),
+                ),
+                revision: st.revision.max(rev),
+                live: self.fanout.subscribe(),
+            }),
+            Some(_) => None,
+        }
+    }
+
+    fn objects_in(
+        info: &ResourceInfo,
+        st: &State,
+        namespace: Option<&str>,
+    ) -> Vec<Arc<CachedObject>> {
+        match namespace {
+            Some(ns) if info.namespaced() => {
+                let start = format!("{}{ns}/", info.key_prefix());
+                st.objects
+                    .range(start.clone()..)
+                    .take_while(|(k, _)| k.starts_with(&start))
+                    .map(|(_, v)| v.clone())
+                    .collect()
+            }
+            _ => st.objects.values().cloned().collect(),
+        }
+    }
+}
+
+/// The caches of every resource, started on first use.
+#[derive(Default)]
+pub struct Caches {
+    by_prefix: Mutex<BTreeMap<String, Arc<WatchCache>>>,
+}
+
+impl Caches {
+    /// The cache of `info`'s resource, starting it if needed.
+    pub fn get(&self, store: &Arc<dyn Store>, info: &Arc<ResourceInfo>) -> Option<Arc<WatchCache>> {
+        let mut map = self.by_prefix.lock().ok()?;
+        Some(
+            map.entry(info.key_prefix())
+                .or_insert_with(|| WatchCache::start(store.clone(), info.clone()))
+                .clone(),
+        )
+    }
+}
