@@ -267,6 +267,12 @@ impl WatchCache {
             .then(|| (Self::objects_in(&self.info, &st, namespace), st.revision))
     }
 
+    /// One cached object by store key, if the cache is loaded and holds it.
+    pub fn get(&self, key: &str) -> Option<Arc<CachedObject>> {
+        let st = self.state.read().ok()?;
+        st.objects.get(key).cloned()
+    }
+
     /// Subscribes a watcher: from the current state (`from` is `None`), or
     /// resuming after revision `from`. `None` when the cache cannot serve it
     /// (not loaded yet, or `from` is older than the ring).

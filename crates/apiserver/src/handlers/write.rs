@@ -28,7 +28,19 @@ pub async fn check_namespace_open(ctx: &Ctx, namespace: &str) -> Result<(), ApiE
     let Some(ns_info) = ctx.state.registry.get("", "v1", "namespaces") else {
         return Ok(());
     };
-    let ns = ctx.state.objects.get(&ns_info, "", namespace).await?;
+    // Most writes go to a namespace the namespaces cache already holds; only a
+    // miss (e.g. a namespace created a moment ago) costs a store read.
+    let key = crate::storage::ObjectStore::key(&ns_info, "", namespace);
+    let cached = ctx
+        .state
+        .caches
+        .get(ctx.state.objects.store(), &ns_info)
+        .and_then(|c| c.get(&key))
+        .and_then(|c| serde_json::from_slice::<Value>(&c.json).ok());
+    let ns = match cached {
+        Some(ns) => ns,
+        None => ctx.state.objects.get(&ns_info, "", namespace).await?,
+    };
     if object::is_deleting(&ns)
         || ns.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
     {

@@ -1,5 +1,6 @@
 //! `kybern bench`: benchmarks that print figures beside a baseline measured in the same run.
 
+mod api;
 mod stats;
 mod store;
 mod target;
@@ -7,6 +8,8 @@ mod target;
 /// The benchmarks.
 #[derive(clap::Subcommand, Debug)]
 pub enum BenchCommand {
+    /// The API server against the raw store: create, get, list, watch.
+    Api(api::ApiBenchArgs),
     /// The store: sqlite backend, etcd backend, and raw etcd as the baseline.
     Store(store::StoreBenchArgs),
 }
@@ -15,5 +18,6 @@ pub enum BenchCommand {
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Store(args) => store::run(args).await,
+        BenchCommand::Api(args) => api::run(args).await,
     }
 }

@@ -17,6 +17,12 @@ impl Samples {
         self.0.push(d);
     }
 
+    /// The samples, sorted.
+    pub fn into_sorted(mut self) -> Vec<Duration> {
+        self.0.sort_unstable();
+        self.0
+    }
+
     /// Number of samples.
     pub fn len(&self) -> usize {
         self.0.len()

@@ -1,0 +1,430 @@
+//! `kybern bench api`: the API server (over TLS, driven by kube-rs) against the
+//! same sqlite store driven directly, in the same run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kybern_apiserver::auth::Authenticator;
+use kybern_apiserver::pki::{Pki, default_hosts};
+use kybern_apiserver::{ApiState, bootstrap, tls};
+use kybern_store::{SqliteOptions, SqliteStore, Store};
+
+use super::stats::{Samples, ms};
+
+/// Arguments of `kybern bench api`.
+#[derive(clap::Args, Debug)]
+pub struct ApiBenchArgs {
+    /// Sequential requests for the latency figures.
+    #[arg(long, default_value_t = 2_000)]
+    latency_ops: usize,
+    /// Creates for the 64-client throughput figure.
+    #[arg(long, default_value_t = 10_000)]
+    throughput_ops: usize,
+    /// 1 KiB ConfigMaps listed from the watch cache.
+    #[arg(long, default_value_t = 20_000)]
+    list_objects: usize,
+    /// Concurrent watchers that must all see each update.
+    #[arg(long, default_value_t = 1_000)]
+    watchers: usize,
+    /// Updates observed by the watchers.
+    #[arg(long, default_value_t = 20)]
+    watch_updates: usize,
+}
+
+fn config_map(name: &str, payload: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: kube::core::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        data: Some([("payload".to_owned(), payload.to_owned())].into()),
+        ..Default::default()
+    }
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Starts an API server in this process on loopback, over TLS, and returns a client.
+async fn start_server(
+    dir: &std::path::Path,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<kube::Client> {
+    let state = ApiState::new(store);
+    bootstrap::bootstrap(&state, 0)
+        .await
+        .map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
+    let pki = Pki::ensure(&dir.join("pki"), &default_hosts(&[]))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("https://{}", listener.local_addr()?);
+    let kubeconfig = dir.join("admin.kubeconfig");
+    pki.write_admin_kubeconfig(&kubeconfig, &url)?;
+    let app =
+        kybern_apiserver::server::authenticated_router(state, Arc::new(Authenticator::default()));
+    tokio::spawn(tls::serve_tls(listener, tls::server_config(&pki)?, app));
+    let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+async fn create_ns(client: &kube::Client, name: &str) -> anyhow::Result<()> {
+    let ns = Namespace {
+        metadata: kube::core::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await?;
+    Ok(())
+}
+
+pub async fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("kybern-bench-api-")
+        .tempdir()?;
+    let payload = "x".repeat(1000);
+
+    eprintln!("bench api: raw store");
+    // Baseline: the raw store, its own file.
+    let mut raw_opts = SqliteOptions::new(dir.path().join("raw.db"));
+    raw_opts.compaction = None;
+    let raw = SqliteStore::open(raw_opts)?;
+    let value = Bytes::from(serde_json::to_vec(&config_map("x", &payload))?);
+    let mut raw_create = Samples::with_capacity(args.latency_ops);
+    for i in 0..args.latency_ops {
+        let t = Instant::now();
+        raw.create(
+            &format!("/registry/core/configmaps/bench/l{i}"),
+            value.clone(),
+        )
+        .await?;
+        raw_create.push(t.elapsed());
+    }
+    let mut raw_get = Samples::with_capacity(args.latency_ops);
+    for i in 0..args.latency_ops {
+        let t = Instant::now();
+        raw.get(&format!("/registry/core/configmaps/bench/l{i}"), 0)
+            .await?;
+        raw_get.push(t.elapsed());
+    }
+    let raw_tp = {
+        let start = Instant::now();
+        let per = args.throughput_ops / 64;
+        let tasks: Vec<_> = (0..64)
+            .map(|w| {
+                let (raw, value) = (raw.clone(), value.clone());
+                tokio::spawn(async move {
+                    for i in 0..per {
+                        raw.create(
+                            &format!("/registry/core/configmaps/tp/{w}-{i}"),
+                            value.clone(),
+                        )
+                        .await?;
+                    }
+                    anyhow::Ok(())
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await??;
+        }
+        (per * 64) as f64 / start.elapsed().as_secs_f64()
+    };
+    drop(raw);
+
+    eprintln!("bench api: API server: create and get");
+    // The API server on its own store.
+    let mut opts = SqliteOptions::new(dir.path().join("api.db"));
+    opts.compaction = None;
+    let store: Arc<dyn Store> = SqliteStore::open(opts)?;
+    let client = start_server(dir.path(), store.clone())
+        .await
+        .context("starting the API server")?;
+    for ns in ["bench", "tp", "list", "watch"] {
+        create_ns(&client, ns).await?;
+    }
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "bench");
+    let mut api_create = Samples::with_capacity(args.latency_ops);
+    for i in 0..args.latency_ops {
+        let cm = config_map(&format!("l{i}"), &payload);
+        let t = Instant::now();
+        api.create(&PostParams::default(), &cm).await?;
+        api_create.push(t.elapsed());
+    }
+    let mut api_get = Samples::with_capacity(args.latency_ops);
+    for i in 0..args.latency_ops {
+        let t = Instant::now();
+        api.get(&format!("l{i}")).await?;
+        api_get.push(t.elapsed());
+    }
+    // Gets paced at 1,000 requests per second from 8 clients.
+    let paced = {
+        let mut tasks = Vec::new();
+        for c in 0..8 {
+            let api = api.clone();
+            let n = args.latency_ops.min(3_000) / 8;
+            tasks.push(tokio::spawn(async move {
+                let mut s = Samples::with_capacity(n);
+                let mut tick = tokio::time::interval(Duration::from_millis(8));
+                for i in 0..n {
+                    tick.tick().await;
+                    let t = Instant::now();
+                    api.get(&format!("l{}", (i * 8 + c) % n.max(1))).await?;
+                    s.push(t.elapsed());
+                }
+                anyhow::Ok(s)
+            }));
+        }
+        let mut all = Samples::default();
+        for t in tasks {
+            for d in t.await??.into_sorted() {
+                all.push(d);
+            }
+        }
+        all
+    };
+    let api_tp = {
+        let start = Instant::now();
+        let per = args.throughput_ops / 64;
+        let tasks: Vec<_> = (0..64)
+            .map(|w| {
+                let api: Api<ConfigMap> = Api::namespaced(client.clone(), "tp");
+                let payload = payload.clone();
+                tokio::spawn(async move {
+                    for i in 0..per {
+                        api.create(
+                            &PostParams::default(),
+                            &config_map(&format!("{w}-{i}"), &payload),
+                        )
+                        .await?;
+                    }
+                    anyhow::Ok(())
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await??;
+        }
+        (per * 64) as f64 / start.elapsed().as_secs_f64()
+    };
+
+    eprintln!("bench api: list");
+    // A large list from the watch cache, beside a raw range of the same keys.
+    let list_api: Api<ConfigMap> = Api::namespaced(client.clone(), "list");
+    let rss_before = rss_bytes();
+    let fill: Vec<_> = (0..32)
+        .map(|w| {
+            let (api, payload, n) = (list_api.clone(), payload.clone(), args.list_objects);
+            tokio::spawn(async move {
+                for i in (w..n).step_by(32) {
+                    api.create(
+                        &PostParams::default(),
+                        &config_map(&format!("o{i:06}"), &payload),
+                    )
+                    .await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for t in fill {
+        t.await??;
+    }
+    let mut list_cache = Samples::default();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let n = list_api
+            .list(&ListParams::default().match_any())
+            .await?
+            .items
+            .len();
+        list_cache.push(t.elapsed());
+        anyhow::ensure!(
+            n == args.list_objects || list_cache.len() < 5,
+            "cache list returned {n} of {}",
+            args.list_objects
+        );
+    }
+    let mut list_raw = Samples::default();
+    for _ in 0..5 {
+        let t = Instant::now();
+        store
+            .range(kybern_store::RangeRequest::prefix(
+                "/registry/core/configmaps/list/",
+            ))
+            .await?;
+        list_raw.push(t.elapsed());
+    }
+    let rss_after = rss_bytes();
+    let raw_bytes = store
+        .range(kybern_store::RangeRequest::prefix(
+            "/registry/core/configmaps/list/",
+        ))
+        .await?
+        .kvs
+        .iter()
+        .map(|kv| kv.value.len())
+        .sum::<usize>();
+
+    eprintln!("bench api: watchers");
+    // Watchers: every one must see every update.
+    let watch_api: Api<ConfigMap> = Api::namespaced(client.clone(), "watch");
+    watch_api
+        .create(&PostParams::default(), &config_map("target", "initial"))
+        .await?;
+    let rv = watch_api
+        .list(&ListParams::default())
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let mut streams = Vec::with_capacity(args.watchers);
+    for _ in 0..args.watchers {
+        streams.push(
+            watch_api
+                .watch(&WatchParams::default().timeout(600), &rv)
+                .await?
+                .boxed(),
+        );
+    }
+    let updates = args.watch_updates;
+    let receivers: Vec<_> = streams
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                let mut seen = Vec::with_capacity(updates);
+                while seen.len() < updates {
+                    match tokio::time::timeout(Duration::from_secs(60), s.try_next()).await {
+                        Ok(Ok(Some(WatchEvent::Modified(o)))) => seen.push((
+                            o.metadata.resource_version.unwrap_or_default(),
+                            Instant::now(),
+                        )),
+                        Ok(Ok(Some(_))) => {}
+                        _ => break,
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut sent = std::collections::HashMap::new();
+    for i in 0..updates {
+        let t0 = Instant::now();
+        let o = watch_api
+            .patch(
+                "target",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"data": {"payload": i.to_string()}})),
+            )
+            .await?;
+        sent.insert(o.metadata.resource_version.unwrap_or_default(), t0);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut watch = Samples::default();
+    for r in receivers {
+        for (rv, at) in r.await? {
+            if let Some(t0) = sent.get(&rv) {
+                watch.push(at.saturating_duration_since(*t0));
+            }
+        }
+    }
+    anyhow::ensure!(
+        watch.len() == args.watchers * updates,
+        "watchers saw {} of {} events",
+        watch.len(),
+        args.watchers * updates
+    );
+
+    println!();
+    println!(
+        "kybern bench api: 1 KiB ConfigMaps, sqlite store, TLS, kube-rs client, {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "{:<46}{:>14}{:>14}{:>10}",
+        "figure", "API server", "raw store", "ratio"
+    );
+    let row = |label: &str, api: String, raw: String, ratio: String| {
+        println!("{label:<46}{api:>14}{raw:>14}{ratio:>10}")
+    };
+    let r =
+        |a: Duration, b: Duration| format!("{:.2}", a.as_secs_f64() / b.as_secs_f64().max(1e-9));
+    row(
+        "create p50 (ms), 1 client",
+        ms(api_create.percentile(50.0)),
+        ms(raw_create.percentile(50.0)),
+        r(api_create.percentile(50.0), raw_create.percentile(50.0)),
+    );
+    row(
+        "create p99 (ms), 1 client",
+        ms(api_create.percentile(99.0)),
+        ms(raw_create.percentile(99.0)),
+        r(api_create.percentile(99.0), raw_create.percentile(99.0)),
+    );
+    row(
+        "get p50 (ms), 1 client",
+        ms(api_get.percentile(50.0)),
+        ms(raw_get.percentile(50.0)),
+        r(api_get.percentile(50.0), raw_get.percentile(50.0)),
+    );
+    row(
+        "get p99 (ms), 1 client",
+        ms(api_get.percentile(99.0)),
+        ms(raw_get.percentile(99.0)),
+        r(api_get.percentile(99.0), raw_get.percentile(99.0)),
+    );
+    let mut paced = paced;
+    row(
+        "get p99 (ms) at 1,000 req/s",
+        ms(paced.percentile(99.0)),
+        "-".into(),
+        "-".into(),
+    );
+    row(
+        "creates/s, 64 clients",
+        format!("{api_tp:.0}"),
+        format!("{raw_tp:.0}"),
+        format!("{:.0}%", 100.0 * api_tp / raw_tp),
+    );
+    row(
+        &format!("list {} objects, rv=0 (ms)", args.list_objects),
+        ms(list_cache.percentile(50.0)),
+        ms(list_raw.percentile(50.0)),
+        r(list_cache.percentile(50.0), list_raw.percentile(50.0)),
+    );
+    row(
+        &format!("watch delivery p50 (ms), {} watchers", args.watchers),
+        ms(watch.percentile(50.0)),
+        "-".into(),
+        "-".into(),
+    );
+    row(
+        &format!("watch delivery p99 (ms), {} watchers", args.watchers),
+        ms(watch.percentile(99.0)),
+        "-".into(),
+        "-".into(),
+    );
+    println!(
+        "process RSS grew {:.1} MiB while {} objects ({:.1} MiB raw) were cached (includes the kube-rs client's list buffers)",
+        rss_after.saturating_sub(rss_before) as f64 / 1048576.0,
+        args.list_objects,
+        raw_bytes as f64 / 1048576.0
+    );
+    Ok(())
+}
