@@ -17,6 +17,7 @@ pub mod registry;
 pub mod request;
 pub mod response;
 pub mod server;
+pub mod smp;
 pub mod storage;
 pub mod strategy;
 pub mod table;

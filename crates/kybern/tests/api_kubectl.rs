@@ -288,3 +288,88 @@ fn discovery_and_replace() {
             .contains("AlreadyExists")
     );
 }
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: app
+        image: registry.local/app:1
+        env:
+        - {name: MODE, value: blue}
+        - {name: LEVEL, value: info}
+      - name: sidecar
+        image: registry.local/sidecar:1
+";
+
+/// Client-side apply of a built-in kind sends strategic merge patches: lists of
+/// containers and env vars merge by name, deletions and ordering directives
+/// are honoured, and no directive is stored.
+#[test]
+fn apply_and_patch_strategically() {
+    let (server, k) = setup();
+    let file = server.dir.path().join("web.yaml");
+    let f = file.to_str().expect("path");
+    std::fs::write(&file, DEPLOYMENT).expect("write");
+    k.ok(&["apply", "--validate=false", "-f", f]);
+    // Second apply: a new image, one env var dropped, the sidecar removed.
+    let changed = DEPLOYMENT
+        .replace("app:1", "app:2")
+        .replace("        - {name: LEVEL, value: info}\n", "")
+        .replace(
+            "      - name: sidecar\n        image: registry.local/sidecar:1\n",
+            "",
+        );
+    std::fs::write(&file, changed).expect("write");
+    let out = k.ok(&["apply", "--validate=false", "-f", f]);
+    assert!(out.contains("deployment.apps/web configured"), "{out}");
+    let got: serde_json::Value =
+        serde_json::from_str(&k.ok(&["get", "deployment", "web", "-o", "json"])).expect("json");
+    let containers = &got["spec"]["template"]["spec"]["containers"];
+    assert_eq!(containers.as_array().map(Vec::len), Some(1), "{containers}");
+    assert_eq!(containers[0]["image"], "registry.local/app:2");
+    assert_eq!(
+        containers[0]["env"],
+        serde_json::json!([{"name": "MODE", "value": "blue"}])
+    );
+    assert!(
+        !got.to_string().contains("$setElementOrder"),
+        "a directive was stored: {got}"
+    );
+
+    // kubectl patch (strategic is its default): merge one container by name.
+    k.ok(&["patch", "deployment", "web", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"app","env":[{"name":"EXTRA","value":"1"}]}]}}}}"#]);
+    let got: serde_json::Value =
+        serde_json::from_str(&k.ok(&["get", "deployment", "web", "-o", "json"])).expect("json");
+    let env = &got["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert_eq!(
+        env,
+        &serde_json::json!([{"name": "MODE", "value": "blue"}, {"name": "EXTRA", "value": "1"}])
+    );
+    assert_eq!(
+        got["metadata"]["generation"], 3,
+        "each spec change bumps the generation"
+    );
+    let table = k.ok(&["get", "deployments"]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        vec!["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+        "{table}"
+    );
+}

@@ -1,9 +1,8 @@
 //! `patch`: JSON merge patch (RFC 7386) and JSON patch (RFC 6902), applied to the
 //! stored object and written through the shared update path.
 //!
-//! Strategic merge patch is applied with merge-patch semantics for now (what
-//! upstream does for custom resources); list merge keys and directives, and
-//! server-side apply, are not implemented yet and are documented as such.
+//! Strategic merge patch (merge keys and directives) comes from [`crate::smp`].
+//! Server-side apply is not implemented yet and answers 415.
 
 use axum::body::Body;
 use axum::http::StatusCode;
@@ -59,6 +58,7 @@ pub async fn patch(ctx: &Ctx, request: Body) -> ApiResult {
             .into());
         }
     };
+    let strategic = kind == "application/strategic-merge-patch+json";
     let json_patch: Option<json_patch::Patch> = if kind == "application/json-patch+json" {
         Some(
             serde_json::from_value(patch_doc.clone())
@@ -96,6 +96,8 @@ pub async fn patch(ctx: &Ctx, request: Body) -> ApiResult {
                         }],
                     )
                 })?,
+                None if strategic => crate::smp::apply(&mut new, &patch_doc)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?,
                 None => merge_patch(&mut new, &patch_doc),
             }
             if !new.is_object() {
