@@ -108,10 +108,10 @@ pub fn apply(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
         }
     }
     for (k, v) in p {
-        if let Some(field) = k.strip_prefix("$setElementOrder/") {
-            if let (Some(Value::Array(list)), Some(order)) = (t.get_mut(field), v.as_array()) {
-                reorder(field, list, order);
-            }
+        if let Some(field) = k.strip_prefix("$setElementOrder/")
+            && let (Some(Value::Array(list)), Some(order)) = (t.get_mut(field), v.as_array())
+        {
+            reorder(field, list, order);
         }
     }
     if let Some(keep) = p.get("$retainKeys").and_then(Value::as_array) {
@@ -193,7 +193,7 @@ fn merge_list(field: &str, current: Value, patch: &[Value]) -> Result<Value, Pat
 
 /// Orders `list` as `order` (elements identified by their merge key, or by value
 /// for primitives); elements not named keep their relative order at the end.
-fn reorder(field: &str, list: &mut Vec<Value>, order: &[Value]) {
+fn reorder(field: &str, list: &mut [Value], order: &[Value]) {
     let elements: Vec<&Value> = order.iter().chain(list.iter()).collect();
     let key = merge_key(field, &elements);
     let id = |v: &Value| -> Value {
