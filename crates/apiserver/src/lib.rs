@@ -11,6 +11,7 @@ pub mod bootstrap;
 pub mod cache;
 pub mod discovery;
 pub(crate) mod handlers;
+pub mod metrics;
 pub mod object;
 pub mod pki;
 pub mod registry;

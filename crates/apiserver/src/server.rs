@@ -19,6 +19,8 @@ pub struct ApiState {
     pub objects: ObjectStore,
     /// Watch caches, one per resource, started on first use.
     pub caches: crate::cache::Caches,
+    /// Request metrics.
+    pub metrics: Arc<crate::metrics::ApiMetrics>,
 }
 
 impl ApiState {
@@ -28,6 +30,7 @@ impl ApiState {
             registry: Registry::with_builtins(),
             objects: ObjectStore::new(store),
             caches: Default::default(),
+            metrics: Default::default(),
         })
     }
 }
@@ -44,7 +47,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/healthz", get(discovery::healthy))
         .route("/livez", get(discovery::healthy))
         .route("/readyz", get(discovery::healthy))
+        .route("/metrics", get(crate::metrics::serve))
         .fallback(serve_resource)
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            crate::metrics::record,
+        ))
         .with_state(state)
 }
 
