@@ -122,6 +122,12 @@ pub fn prepare_create(info: &ResourceInfo, obj: &mut Object) -> Result<(), ApiEr
         o.remove("status");
     }
     kind_defaults(info, obj);
+    crate::defaults::apply(info, obj);
+    if info.group.is_empty() && info.plural == "pods" {
+        // A new pod is Pending, with the QoS class its resources give it.
+        let qos = crate::defaults::qos_class(obj.get("spec").unwrap_or(&Value::Null));
+        obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+    }
     Ok(())
 }
 
@@ -154,6 +160,9 @@ pub fn prepare_update(
     old: &Object,
     subresource: Option<&str>,
 ) {
+    if subresource != Some("status") {
+        crate::defaults::apply(info, new);
+    }
     if subresource == Some("status") {
         // A status write changes status only.
         let status = new.get("status").cloned();

@@ -360,6 +360,44 @@ fn apply_and_patch_strategically() {
         got["metadata"]["generation"], 3,
         "each spec change bumps the generation"
     );
+    assert_eq!(
+        got["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%",
+        "defaults as upstream"
+    );
+    assert_eq!(got["spec"]["template"]["spec"]["restartPolicy"], "Always");
+
+    let pod = server.dir.path().join("pod.json");
+    std::fs::write(&pod, r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"solo"},"spec":{"containers":[{"name":"c","image":"busybox"}]}}"#).expect("write");
+    k.ok(&[
+        "create",
+        "--validate=false",
+        "-f",
+        pod.to_str().expect("path"),
+    ]);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "pod",
+            "solo",
+            "-o",
+            "jsonpath={.status.phase}/{.status.qosClass}/{.spec.containers[0].imagePullPolicy}"
+        ]),
+        "Pending/BestEffort/Always"
+    );
+    let pods = k.ok(&["get", "pods"]);
+    assert!(
+        pods.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == [
+                    "solo",
+                    "0/1",
+                    "Pending",
+                    "0",
+                    l.split_whitespace().last().unwrap_or("")
+                ]),
+        "{pods}"
+    );
+
     let table = k.ok(&["get", "deployments"]);
     let header: Vec<&str> = table
         .lines()

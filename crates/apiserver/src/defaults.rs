@@ -1,0 +1,296 @@
+//! Upstream's defaulting of built-in kinds (`SetDefaults_*`), applied to every
+//! create and update body before validation, so objects read back as a
+//! Kubernetes user expects (`restartPolicy: Always`, `replicas: 1`, ...).
+
+use serde_json::{Map, Value, json};
+
+use crate::registry::ResourceInfo;
+
+fn obj(v: &mut Value) -> Option<&mut Map<String, Value>> {
+    v.as_object_mut()
+}
+
+/// Sets `map[key]` when absent.
+fn default(map: &mut Map<String, Value>, key: &str, value: Value) {
+    map.entry(key.to_owned()).or_insert(value);
+}
+
+/// The map at `key`, created when absent (`None` when it holds a non-object).
+fn child<'a>(map: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Map<String, Value>> {
+    map.entry(key.to_owned())
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+}
+
+/// `imagePullPolicy` as upstream defaults it: `Always` for `:latest` or no tag.
+fn pull_policy(image: &str) -> &'static str {
+    let name = image.rsplit('/').next().unwrap_or(image);
+    let untagged = !name.contains(':') && !image.contains('@');
+    if untagged || name.ends_with(":latest") {
+        "Always"
+    } else {
+        "IfNotPresent"
+    }
+}
+
+fn container_defaults(c: &mut Value) {
+    let Some(c) = obj(c) else { return };
+    default(c, "terminationMessagePath", json!("/dev/termination-log"));
+    default(c, "terminationMessagePolicy", json!("File"));
+    let image = c
+        .get("image")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    default(c, "imagePullPolicy", json!(pull_policy(&image)));
+    default(c, "resources", json!({}));
+    if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
+        for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+            default(p, "protocol", json!("TCP"));
+        }
+    }
+}
+
+/// Defaults of a pod spec (pods and every workload's template).
+pub fn pod_spec(spec: &mut Map<String, Value>) {
+    default(spec, "restartPolicy", json!("Always"));
+    default(spec, "terminationGracePeriodSeconds", json!(30));
+    default(spec, "dnsPolicy", json!("ClusterFirst"));
+    default(spec, "securityContext", json!({}));
+    default(spec, "schedulerName", json!("default-scheduler"));
+    default(spec, "enableServiceLinks", json!(true));
+    for list in ["containers", "initContainers"] {
+        if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
+            cs.iter_mut().for_each(container_defaults);
+        }
+    }
+}
+
+fn template(spec: &mut Map<String, Value>) {
+    if let Some(t) = spec.get_mut("template").and_then(Value::as_object_mut)
+        && let Some(s) = child(t, "spec")
+    {
+        pod_spec(s);
+    }
+}
+
+/// Upstream's QoS class of a pod spec.
+pub fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|k| spec.get(*k).and_then(Value::as_array))
+        .flatten()
+        .collect();
+    let mut any = false;
+    let mut guaranteed = !containers.is_empty();
+    for c in &containers {
+        let requests = c.pointer("/resources/requests").and_then(Value::as_object);
+        let limits = c.pointer("/resources/limits").and_then(Value::as_object);
+        let has = |m: Option<&Map<String, Value>>, k: &str| m.is_some_and(|m| m.contains_key(k));
+        if has(requests, "cpu")
+            || has(requests, "memory")
+            || has(limits, "cpu")
+            || has(limits, "memory")
+        {
+            any = true;
+        }
+        for r in ["cpu", "memory"] {
+            let limit = limits.and_then(|m| m.get(r));
+            let request = requests.and_then(|m| m.get(r)).or(limit);
+            if limit.is_none() || request != limit {
+                guaranteed = false;
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// Applies the defaults of `info`'s kind to an object body.
+pub fn apply(info: &ResourceInfo, body: &mut Value) {
+    let Some(root) = obj(body) else { return };
+    match (info.group.as_str(), info.plural.as_str()) {
+        ("", "pods") => {
+            if let Some(spec) = child(root, "spec") {
+                pod_spec(spec);
+            }
+        }
+        ("", "podtemplates") => template(root),
+        ("", "replicationcontrollers") | ("apps", "replicasets") => {
+            if let Some(spec) = child(root, "spec") {
+                default(spec, "replicas", json!(1));
+                default(spec, "minReadySeconds", json!(0));
+                template(spec);
+            }
+        }
+        ("apps", "deployments") => {
+            if let Some(spec) = child(root, "spec") {
+                default(spec, "replicas", json!(1));
+                default(spec, "revisionHistoryLimit", json!(10));
+                default(spec, "progressDeadlineSeconds", json!(600));
+                if let Some(strategy) = child(spec, "strategy") {
+                    default(strategy, "type", json!("RollingUpdate"));
+                    if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate")
+                        && let Some(ru) = child(strategy, "rollingUpdate")
+                    {
+                        default(ru, "maxSurge", json!("25%"));
+                        default(ru, "maxUnavailable", json!("25%"));
+                    }
+                }
+                template(spec);
+            }
+        }
+        ("apps", "statefulsets") => {
+            if let Some(spec) = child(root, "spec") {
+                default(spec, "replicas", json!(1));
+                default(spec, "podManagementPolicy", json!("OrderedReady"));
+                default(spec, "revisionHistoryLimit", json!(10));
+                default(
+                    spec,
+                    "persistentVolumeClaimRetentionPolicy",
+                    json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+                );
+                if let Some(us) = child(spec, "updateStrategy") {
+                    default(us, "type", json!("RollingUpdate"));
+                    if us.get("type").and_then(Value::as_str) == Some("RollingUpdate")
+                        && let Some(ru) = child(us, "rollingUpdate")
+                    {
+                        default(ru, "partition", json!(0));
+                    }
+                }
+                template(spec);
+            }
+        }
+        ("apps", "daemonsets") => {
+            if let Some(spec) = child(root, "spec") {
+                default(spec, "revisionHistoryLimit", json!(10));
+                if let Some(us) = child(spec, "updateStrategy") {
+                    default(us, "type", json!("RollingUpdate"));
+                    if us.get("type").and_then(Value::as_str) == Some("RollingUpdate")
+                        && let Some(ru) = child(us, "rollingUpdate")
+                    {
+                        default(ru, "maxUnavailable", json!(1));
+                        default(ru, "maxSurge", json!(0));
+                    }
+                }
+                template(spec);
+            }
+        }
+        ("batch", "jobs") => {
+            if let Some(spec) = child(root, "spec") {
+                job_spec(spec);
+            }
+        }
+        ("batch", "cronjobs") => {
+            if let Some(spec) = child(root, "spec") {
+                default(spec, "concurrencyPolicy", json!("Allow"));
+                default(spec, "suspend", json!(false));
+                default(spec, "successfulJobsHistoryLimit", json!(3));
+                default(spec, "failedJobsHistoryLimit", json!(1));
+                if let Some(jt) = spec.get_mut("jobTemplate").and_then(Value::as_object_mut)
+                    && let Some(js) = child(jt, "spec")
+                {
+                    job_spec(js);
+                }
+            }
+        }
+        ("", "services") => {
+            if let Some(spec) = child(root, "spec") {
+                default(spec, "type", json!("ClusterIP"));
+                default(spec, "sessionAffinity", json!("None"));
+                if spec.get("type").and_then(Value::as_str) != Some("ExternalName") {
+                    default(spec, "internalTrafficPolicy", json!("Cluster"));
+                }
+                if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+                    for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                        default(p, "protocol", json!("TCP"));
+                        if let Some(port) = p.get("port").cloned() {
+                            default(p, "targetPort", port);
+                        }
+                    }
+                }
+            }
+        }
+        ("", "secrets") => default(root, "type", json!("Opaque")),
+        _ => {}
+    }
+}
+
+fn job_spec(spec: &mut Map<String, Value>) {
+    let indexed = spec.get("completionMode").and_then(Value::as_str) == Some("Indexed");
+    default(spec, "parallelism", json!(1));
+    if !indexed || spec.contains_key("completions") {
+        default(spec, "completions", json!(1));
+    }
+    default(spec, "backoffLimit", json!(6));
+    default(spec, "completionMode", json!("NonIndexed"));
+    default(spec, "suspend", json!(false));
+    default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
+    template(spec);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Registry;
+
+    #[test]
+    fn pods_and_deployments_get_upstream_defaults() {
+        let reg = Registry::with_builtins();
+        let mut pod = json!({"spec": {"containers": [{"name": "a", "image": "busybox", "ports": [{"containerPort": 80}]}, {"name": "b", "image": "nginx:1.27"}]}});
+        apply(&reg.get("", "v1", "pods").expect("pods"), &mut pod);
+        assert_eq!(pod["spec"]["restartPolicy"], "Always");
+        assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(
+            pod["spec"]["containers"][1]["imagePullPolicy"],
+            "IfNotPresent"
+        );
+        assert_eq!(pod["spec"]["containers"][0]["ports"][0]["protocol"], "TCP");
+        let mut d = json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "x:1"}]}}}});
+        apply(
+            &reg.get("apps", "v1", "deployments").expect("deploy"),
+            &mut d,
+        );
+        assert_eq!(d["spec"]["replicas"], 1);
+        assert_eq!(
+            d["spec"]["strategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}})
+        );
+        assert_eq!(d["spec"]["template"]["spec"]["dnsPolicy"], "ClusterFirst");
+        let mut r = json!({"spec": {"strategy": {"type": "Recreate"}}});
+        apply(
+            &reg.get("apps", "v1", "deployments").expect("deploy"),
+            &mut r,
+        );
+        assert_eq!(r["spec"]["strategy"], json!({"type": "Recreate"}));
+    }
+
+    #[test]
+    fn qos_classes() {
+        assert_eq!(
+            qos_class(&json!({"containers": [{"name": "a"}]})),
+            "BestEffort"
+        );
+        let g = json!({"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]});
+        assert_eq!(qos_class(&g), "Guaranteed");
+        let b = json!({"containers": [{"resources": {"requests": {"cpu": "1"}}}]});
+        assert_eq!(qos_class(&b), "Burstable");
+    }
+
+    #[test]
+    fn services_default_target_ports() {
+        let reg = Registry::with_builtins();
+        let mut s = json!({"spec": {"ports": [{"port": 80}]}});
+        apply(&reg.get("", "v1", "services").expect("svc"), &mut s);
+        assert_eq!(
+            s["spec"]["ports"][0],
+            json!({"port": 80, "protocol": "TCP", "targetPort": 80})
+        );
+        assert_eq!(s["spec"]["type"], "ClusterIP");
+    }
+}
