@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod bootstrap;
 pub mod cache;
+pub mod crd;
 pub mod defaults;
 pub mod discovery;
 pub(crate) mod handlers;

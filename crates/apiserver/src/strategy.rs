@@ -307,6 +307,9 @@ pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<
             causes.push(Cause::invalid("metadata.finalizers", &json!(f), msg));
         }
     }
+    if info.group == "apiextensions.k8s.io" && info.plural == "customresourcedefinitions" {
+        causes.extend(crate::crd::validate(obj));
+    }
     if let Some(old) = old {
         kind_update_rules(info, obj, old, &mut causes);
     }

@@ -66,6 +66,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("bootstrapping system objects: {e}"))?;
 
+    tokio::spawn(kybern_apiserver::crd::run(state.clone()));
+
     let mut hosts = args.tls_sans.clone();
     if !args.listen.ip().is_unspecified() {
         hosts.push(args.listen.ip().to_string());
