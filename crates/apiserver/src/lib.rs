@@ -25,5 +25,6 @@ pub mod storage;
 pub mod strategy;
 pub mod table;
 pub mod tls;
+pub mod typed;
 
 pub use server::{ApiState, router, serve};

@@ -503,3 +503,69 @@ async fn watch_cache_serves_many_watchers_and_any_version_lists() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn field_validation_and_typed_decoding() {
+    let server = common::Server::start();
+    let client = server.client().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    api.create(&PostParams::default(), &cm("fv", &[]))
+        .await
+        .expect("create");
+
+    let unknown = Patch::Merge(serde_json::json!({"data": {"a": "b"}, "bogus": {"x": 1}}));
+    match api
+        .patch("fv", &PatchParams::default().validation_strict(), &unknown)
+        .await
+    {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 400);
+            assert!(
+                s.message
+                    .contains(r#"strict decoding error: unknown field "bogus""#),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("expected 400, got {other:?}"),
+    }
+    // Warn (the default) and Ignore accept the patch and drop the field.
+    let patched = api
+        .patch("fv", &PatchParams::default(), &unknown)
+        .await
+        .expect("warn");
+    assert_eq!(
+        patched
+            .data
+            .as_ref()
+            .and_then(|d| d.get("a"))
+            .map(String::as_str),
+        Some("b")
+    );
+    let raw = client
+        .request_text(
+            http::Request::get("/api/v1/namespaces/default/configmaps/fv")
+                .body(Vec::new())
+                .expect("request"),
+        )
+        .await
+        .expect("raw get");
+    assert!(
+        !raw.contains("bogus"),
+        "unknown fields are not stored: {raw}"
+    );
+
+    // A field of the wrong type is refused whatever the validation level.
+    let wrong = Patch::Merge(serde_json::json!({"data": {"a": 5}}));
+    match api
+        .patch("fv", &PatchParams::default().validation_ignore(), &wrong)
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert!(
+            s.code == 400 && s.message.contains("cannot be handled as a ConfigMap"),
+            "{}",
+            s.message
+        ),
+        other => panic!("expected 400, got {other:?}"),
+    }
+}

@@ -79,6 +79,7 @@ pub async fn patch(ctx: &Ctx, request: Body) -> ApiResult {
         _ => None,
     };
     let info = ctx.info.clone();
+    let mut warnings = Vec::new();
     let stored = write::update_with(
         ctx,
         |old| {
@@ -106,9 +107,13 @@ pub async fn patch(ctx: &Ctx, request: Body) -> ApiResult {
             Ok(new)
         },
         requested_rv,
+        &mut warnings,
     )
     .await?;
-    Ok(json_response(StatusCode::OK, &stored))
+    Ok(write::with_warnings(
+        json_response(StatusCode::OK, &stored),
+        &warnings,
+    ))
 }
 
 #[cfg(test)]

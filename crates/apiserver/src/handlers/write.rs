@@ -67,6 +67,8 @@ pub async fn create(ctx: &Ctx, request: Body) -> ApiResult {
     let info = &ctx.info;
     strategy::check_type(info, &mut obj)?;
     strategy::check_namespace(info, &mut obj, ctx.path.namespace.as_deref())?;
+    let mut warnings = Vec::new();
+    check_typed(ctx, &mut obj, &mut warnings)?;
     strategy::prepare_create(info, &mut obj)?;
     let causes = strategy::validate(info, &obj, None);
     if !causes.is_empty() {
@@ -74,10 +76,16 @@ pub async fn create(ctx: &Ctx, request: Body) -> ApiResult {
     }
     check_namespace_open(ctx, object::namespace(&obj)).await?;
     if ctx.query.dry_run()? {
-        return Ok(json_response(StatusCode::CREATED, &obj));
+        return Ok(with_warnings(
+            json_response(StatusCode::CREATED, &obj),
+            &warnings,
+        ));
     }
     let stored = ctx.state.objects.create(info, obj).await?;
-    Ok(json_response(StatusCode::CREATED, &stored))
+    Ok(with_warnings(
+        json_response(StatusCode::CREATED, &stored),
+        &warnings,
+    ))
 }
 
 /// PUT an object (or its status).
@@ -102,8 +110,12 @@ pub async fn update(ctx: &Ctx, request: Body) -> ApiResult {
         "" => None,
         rv => Some(parse_rv(rv)?),
     };
-    let stored = update_with(ctx, |_old| Ok(new.clone()), requested_rv).await?;
-    Ok(json_response(StatusCode::OK, &stored))
+    let mut warnings = Vec::new();
+    let stored = update_with(ctx, |_old| Ok(new.clone()), requested_rv, &mut warnings).await?;
+    Ok(with_warnings(
+        json_response(StatusCode::OK, &stored),
+        &warnings,
+    ))
 }
 
 /// Reads the object, makes the new version with `make`, and writes it if the
@@ -114,6 +126,7 @@ pub async fn update_with(
     ctx: &Ctx,
     mut make: impl FnMut(&Object) -> Result<Object, ApiError>,
     requested_rv: Option<i64>,
+    warnings: &mut Vec<String>,
 ) -> Result<Object, ApiError> {
     let info = &ctx.info;
     let (ns, name) = (ctx.namespace(), ctx.name());
@@ -128,6 +141,8 @@ pub async fn update_with(
         let mut new = make(&old)?;
         strategy::check_type(info, &mut new)?;
         strategy::check_namespace(info, &mut new, ctx.path.namespace.as_deref())?;
+        warnings.clear();
+        check_typed(ctx, &mut new, warnings)?;
         if object::name(&new) != name {
             return Err(ApiError::bad_request(format!(
                 "the name of the object ({}) does not match the name on the URL ({name})",
@@ -178,4 +193,77 @@ pub async fn update_with(
         name,
         "the object is being modified too often; try again",
     ))
+}
+
+/// How a write treats fields its kind does not have (`fieldValidation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FieldValidation {
+    Strict,
+    Warn,
+    Ignore,
+}
+
+fn field_validation(ctx: &Ctx) -> Result<FieldValidation, ApiError> {
+    match ctx.query.get("fieldValidation") {
+        None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
+        Some("Strict") => Ok(FieldValidation::Strict),
+        Some("Ignore") => Ok(FieldValidation::Ignore),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "fieldValidation parameter invalid: {other:?}; allowed values are Strict, Warn and Ignore"
+        ))),
+    }
+}
+
+/// Decodes a body as its built-in kind: a wrong type is a 400; unknown fields
+/// are refused (Strict), reported as warnings (Warn, the default) or ignored,
+/// and pruned from what is stored, as upstream's decoder drops them.
+pub fn check_typed(
+    ctx: &Ctx,
+    obj: &mut Object,
+    warnings: &mut Vec<String>,
+) -> Result<(), ApiError> {
+    let info = &ctx.info;
+    let Some(decoded) = crate::typed::check(info, obj) else {
+        return Ok(());
+    };
+    let decoded = decoded.map_err(|e| {
+        ApiError::bad_request(format!(
+            "{} in version {:?} cannot be handled as a {}: {e}",
+            info.kind, info.version, info.kind
+        ))
+    })?;
+    if decoded.unknown.is_empty() {
+        return Ok(());
+    }
+    let fields: Vec<String> = decoded
+        .unknown
+        .iter()
+        .map(|f| format!("unknown field {f:?}"))
+        .collect();
+    match field_validation(ctx)? {
+        FieldValidation::Strict => {
+            return Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                fields.join(", ")
+            )));
+        }
+        FieldValidation::Warn => warnings.extend(fields),
+        FieldValidation::Ignore => {}
+    }
+    decoded.prune(obj);
+    Ok(())
+}
+
+/// Adds upstream's `Warning: 299 - "..."` headers to a response.
+pub fn with_warnings(
+    mut resp: axum::response::Response,
+    warnings: &[String],
+) -> axum::response::Response {
+    for w in warnings {
+        let text = format!("299 - {:?}", w);
+        if let Ok(v) = axum::http::HeaderValue::from_str(&text) {
+            resp.headers_mut().append("warning", v);
+        }
+    }
+    resp
 }
