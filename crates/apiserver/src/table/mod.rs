@@ -2,6 +2,7 @@
 //! which `kubectl get` asks for: upstream's columns per kind, human ages, and
 //! the `includeObject` choice.
 
+mod cells;
 mod kinds;
 
 use axum::http::{HeaderMap, header};
