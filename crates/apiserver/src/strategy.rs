@@ -193,7 +193,8 @@ pub fn prepare_update(
             }
         }
     }
-    if separates_status(info) {
+    // A binding writes the PodScheduled condition along with spec.nodeName.
+    if separates_status(info) && subresource != Some("binding") {
         match old.get("status") {
             Some(s) => new["status"] = s.clone(),
             None => {

@@ -398,6 +398,22 @@ fn apply_and_patch_strategically() {
         "{pods}"
     );
 
+    // kubectl scale goes through the scale subresource.
+    assert!(
+        k.ok(&["scale", "deployment", "web", "--replicas=5"])
+            .contains("scaled")
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ]),
+        "5"
+    );
+
     let table = k.ok(&["get", "deployments"]);
     let header: Vec<&str> = table
         .lines()

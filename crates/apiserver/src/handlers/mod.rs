@@ -1,11 +1,13 @@
 //! The REST handlers: one module per verb, all generic over the resource registry.
 //! This module resolves a request to its resource and verb and dispatches it.
 
+mod binding;
 mod body;
 mod delete;
 mod get;
 pub(crate) mod list;
 mod patch;
+mod scale;
 mod watch;
 mod write;
 
@@ -102,6 +104,13 @@ async fn dispatch(
         headers,
     };
     let has_name = ctx.path.name.is_some();
+    match ctx.path.subresource.as_deref() {
+        Some("scale") if matches!(method, Method::GET | Method::PUT | Method::PATCH) => {
+            return scale::scale(&ctx, &method, body).await;
+        }
+        Some("binding") if method == Method::POST => return binding::bind(&ctx, body).await,
+        _ => {}
+    }
     match (method, has_name) {
         (Method::GET, true) => get::get(&ctx).await,
         (Method::GET, false) => {
