@@ -93,16 +93,7 @@ pub fn resources_of(crd: &Value) -> Vec<ResourceInfo> {
             .unwrap_or("")
             .to_owned()
     };
-    let strings = |p: &str| -> Vec<String> {
-        crd.pointer(p)
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let strings = |p: &str| object::strings_at(crd, p);
     let versions = crd
         .pointer("/spec/versions")
         .and_then(Value::as_array)

@@ -43,10 +43,9 @@ pub fn labels(obj: &Object) -> Option<&Value> {
     obj.get("metadata").and_then(|m| m.get("labels"))
 }
 
-/// `metadata.finalizers` as strings.
-pub fn finalizers(obj: &Object) -> Vec<String> {
-    obj.get("metadata")
-        .and_then(|m| m.get("finalizers"))
+/// The strings of the array at a JSON pointer (non-strings skipped; none when absent).
+pub fn strings_at(obj: &Object, pointer: &str) -> Vec<String> {
+    obj.pointer(pointer)
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
@@ -54,6 +53,11 @@ pub fn finalizers(obj: &Object) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// `metadata.finalizers` as strings.
+pub fn finalizers(obj: &Object) -> Vec<String> {
+    strings_at(obj, "/metadata/finalizers")
 }
 
 /// Whether `metadata.deletionTimestamp` is set.

@@ -21,6 +21,18 @@ pub(super) fn len(o: &Object, ptr: &str) -> usize {
     }
 }
 
+/// A string map at a JSON pointer as `k=v` pairs (a selector, a node selector).
+pub(super) fn key_values(o: &Object, ptr: &str) -> Vec<String> {
+    o.pointer(ptr)
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub(super) fn name(o: &Object) -> Value {
     json!(object::name(o))
 }
@@ -210,15 +222,7 @@ pub(super) fn service_cells(o: &Object) -> Vec<Value> {
     } else {
         "<none>".into()
     };
-    let selector: Vec<String> = o
-        .pointer("/spec/selector")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                .collect()
-        })
-        .unwrap_or_default();
+    let selector = key_values(o, "/spec/selector");
     vec![
         name(o),
         json!(if ty.is_empty() { "ClusterIP" } else { ty }),
@@ -291,15 +295,7 @@ pub(super) fn statefulset_cells(o: &Object) -> Vec<Value> {
 }
 
 pub(super) fn daemonset_cells(o: &Object) -> Vec<Value> {
-    let selector: Vec<String> = o
-        .pointer("/spec/template/spec/nodeSelector")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                .collect()
-        })
-        .unwrap_or_default();
+    let selector = key_values(o, "/spec/template/spec/nodeSelector");
     let mut cells = vec![
         name(o),
         json!(n(o, "/status/desiredNumberScheduled")),
