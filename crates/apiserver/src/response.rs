@@ -44,3 +44,54 @@ impl IntoResponse for ErrorResponse {
 
 /// The result of a handler.
 pub type ApiResult = Result<Response, ErrorResponse>;
+
+/// True when the client's first choice is protobuf (client-go's typed clients
+/// send `application/vnd.kubernetes.protobuf,application/json`).
+fn wants_protobuf(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|first| {
+            let mut parts = first.split(';').map(str::trim);
+            parts.next() == Some(crate::proto::MEDIA_TYPE) && parts.all(|p| !p.starts_with("as="))
+        })
+        .unwrap_or(false)
+}
+
+/// Largest JSON response re-encoded as protobuf (lists beyond it stay JSON,
+/// which the client accepts too).
+const MAX_REENCODE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Middleware: answers in protobuf when the client prefers it and the object is
+/// a built-in kind; everything else (watch streams, tables, custom resources,
+/// discovery) stays JSON, which such clients also accept.
+pub async fn negotiate(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let protobuf = wants_protobuf(request.headers());
+    let resp = next.run(request).await;
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/json");
+    if !protobuf || !is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_REENCODE_BYTES).await else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "response too large").into_response();
+    };
+    let encoded = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| crate::proto::encode_body(&v).ok());
+    match encoded {
+        Some(pb) => {
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(crate::proto::MEDIA_TYPE),
+            );
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, axum::body::Body::from(pb))
+        }
+        None => Response::from_parts(parts, axum::body::Body::from(bytes)),
+    }
+}

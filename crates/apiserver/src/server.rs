@@ -48,7 +48,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/livez", get(discovery::healthy))
         .route("/readyz", get(discovery::healthy))
         .route("/metrics", get(crate::metrics::serve))
+        .route("/openapi/v2", get(crate::openapi::v2))
+        .route("/openapi/v3", get(crate::openapi::v3_index))
+        .route("/openapi/v3/{*rest}", get(crate::openapi::v3_document))
         .fallback(serve_resource)
+        .layer(axum::middleware::from_fn(crate::response::negotiate))
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
             crate::metrics::record,

@@ -18,7 +18,7 @@ pub struct PatchError(pub String);
 const MERGED_PRIMITIVE_LISTS: &[&str] = &["finalizers"];
 
 /// The merge key of a list of objects, or `None` when the list is replaced whole.
-fn merge_key(field: &str, elements: &[&Value]) -> Option<&'static str> {
+pub(crate) fn merge_key(field: &str, elements: &[&Value]) -> Option<&'static str> {
     let has = |k: &str| elements.iter().any(|e| e.get(k).is_some());
     Some(match field {
         "containers"

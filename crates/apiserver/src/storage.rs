@@ -217,6 +217,9 @@ impl ObjectStore {
             .await
             .map_err(|e| api_error(e, info, name))?;
         let obj = Self::decode(&resp.prev.value, resp.prev.mod_revision)?;
+        if info.group.is_empty() && info.plural == "services" {
+            crate::service_ips::release(self, &obj).await;
+        }
         Ok(with_rv(obj, resp.revision))
     }
 

@@ -24,7 +24,7 @@ fn name_rule(info: &ResourceInfo) -> fn(&str) -> Vec<String> {
 
 /// Whether a write to the main resource leaves `status` alone (and the status
 /// subresource writes only `status`). Nodes set their status on create, as upstream.
-fn separates_status(info: &ResourceInfo) -> bool {
+pub fn separates_status(info: &ResourceInfo) -> bool {
     info.has_subresource("status")
 }
 
@@ -204,6 +204,9 @@ pub fn prepare_update(
             }
         }
     }
+    if info.plural == "services" && info.group.is_empty() {
+        crate::service_ips::keep_allocated(new, old);
+    }
     if info.plural == "namespaces" && info.group.is_empty() {
         // The namespace's own-name label cannot be removed.
         let name = object::name(new).to_owned();
@@ -232,6 +235,15 @@ pub fn prepare_update(
 /// upstream-style causes; empty means valid.
 pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<Cause> {
     let mut causes = Vec::new();
+    if let Some(schema) = info.custom.as_ref().and_then(|c| c.schema.as_ref()) {
+        causes.extend(crate::crd::schema::validate(obj, schema));
+    }
+    if info.plural == "services"
+        && info.group.is_empty()
+        && let Some(old) = old
+    {
+        causes.extend(crate::service_ips::validate_update(obj, old));
+    }
     let name = object::name(obj);
     if name.is_empty() {
         causes.push(Cause::required(

@@ -4,60 +4,12 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use common::cli::Cli;
 
-fn kubectl_path() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("KUBECTL") {
-        return Some(PathBuf::from(p));
-    }
-    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.tools/bin/kubectl");
-    local.exists().then_some(local)
-}
-
-struct Kubectl {
-    bin: PathBuf,
-    kubeconfig: PathBuf,
-}
-
-impl Kubectl {
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(&self.bin)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .output()
-            .expect("run kubectl")
-    }
-
-    /// Runs and expects success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Runs and expects failure; returns stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(!out.status.success(), "kubectl {args:?} should fail");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-}
-
-/// OpenAPI is not served yet, so commands that validate client-side pass
-/// `--validate=false`.
-fn setup() -> (common::Server, Kubectl) {
-    let bin = kubectl_path().expect(
-        "kubectl not found: run scripts/test (it fetches kubectl into .tools/bin) or set KUBECTL",
-    );
+fn setup() -> (common::Server, Cli) {
     let server = common::Server::start();
-    let kubeconfig = server.kubeconfig();
-    (server, Kubectl { bin, kubeconfig })
+    let kubectl = Cli::kubectl(&server);
+    (server, kubectl)
 }
 
 const MANIFEST: &str = "apiVersion: v1
@@ -91,16 +43,16 @@ fn apply_get_label_patch_delete() {
     std::fs::write(&manifest, MANIFEST).expect("write manifest");
     let m = manifest.to_str().expect("utf-8 path");
 
-    let out = k.ok(&["apply", "--validate=false", "-f", m]);
+    let out = k.ok(&["apply", "-f", m]);
     assert!(
         out.contains("namespace/shop created") && out.contains("configmap/settings created"),
         "{out}"
     );
-    let again = k.ok(&["apply", "--validate=false", "-f", m]);
+    let again = k.ok(&["apply", "-f", m]);
     assert!(again.contains("configmap/settings unchanged"), "{again}");
     std::fs::write(&manifest, MANIFEST.replace("color: blue", "color: green")).expect("write");
     assert!(
-        k.ok(&["apply", "--validate=false", "-f", m])
+        k.ok(&["apply", "-f", m])
             .contains("configmap/settings configured")
     );
     assert_eq!(
@@ -279,14 +231,11 @@ fn discovery_and_replace() {
     let file = server.dir.path().join("cm.json");
     std::fs::write(&file, r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"r","namespace":"default"},"data":{"a":"1"}}"#).expect("write");
     let f = file.to_str().expect("path");
-    k.ok(&["create", "--validate=false", "-f", f]);
+    k.ok(&["create", "-f", f]);
     std::fs::write(&file, r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"r","namespace":"default"},"data":{"a":"2"}}"#).expect("write");
-    k.ok(&["replace", "--validate=false", "-f", f]);
+    k.ok(&["replace", "-f", f]);
     assert_eq!(k.ok(&["get", "cm", "r", "-o", "jsonpath={.data.a}"]), "2");
-    assert!(
-        k.fails(&["create", "--validate=false", "-f", f])
-            .contains("AlreadyExists")
-    );
+    assert!(k.fails(&["create", "-f", f]).contains("AlreadyExists"));
 }
 
 const DEPLOYMENT: &str = "apiVersion: apps/v1
@@ -321,7 +270,7 @@ fn apply_and_patch_strategically() {
     let file = server.dir.path().join("web.yaml");
     let f = file.to_str().expect("path");
     std::fs::write(&file, DEPLOYMENT).expect("write");
-    k.ok(&["apply", "--validate=false", "-f", f]);
+    k.ok(&["apply", "-f", f]);
     // Second apply: a new image, one env var dropped, the sidecar removed.
     let changed = DEPLOYMENT
         .replace("app:1", "app:2")
@@ -331,7 +280,7 @@ fn apply_and_patch_strategically() {
             "",
         );
     std::fs::write(&file, changed).expect("write");
-    let out = k.ok(&["apply", "--validate=false", "-f", f]);
+    let out = k.ok(&["apply", "-f", f]);
     assert!(out.contains("deployment.apps/web configured"), "{out}");
     let got: serde_json::Value =
         serde_json::from_str(&k.ok(&["get", "deployment", "web", "-o", "json"])).expect("json");
@@ -368,12 +317,7 @@ fn apply_and_patch_strategically() {
 
     let pod = server.dir.path().join("pod.json");
     std::fs::write(&pod, r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"solo"},"spec":{"containers":[{"name":"c","image":"busybox"}]}}"#).expect("write");
-    k.ok(&[
-        "create",
-        "--validate=false",
-        "-f",
-        pod.to_str().expect("path"),
-    ]);
+    k.ok(&["create", "-f", pod.to_str().expect("path")]);
     assert_eq!(
         k.ok(&[
             "get",

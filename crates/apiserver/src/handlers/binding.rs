@@ -54,6 +54,7 @@ pub async fn bind(ctx: &Ctx, request: Body) -> ApiResult {
         },
         None,
         &mut warnings,
+        true,
     )
     .await?;
     Ok(json_response(StatusCode::CREATED, &success_status(None)))

@@ -5,6 +5,8 @@ use axum::http::{HeaderMap, header};
 use kybern_apimachinery::{ApiError, StatusReason};
 use serde_json::Value;
 
+use crate::proto::{self, ProtoError};
+
 /// Largest request body accepted (upstream's limit is 3 MiB).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 /// Deepest nesting accepted in a JSON body.
@@ -47,24 +49,48 @@ fn depth(v: &Value) -> usize {
     }
 }
 
-/// Decodes a JSON body that must be an object (create, update).
+/// Decodes a body that must be an object (create, update, delete options):
+/// JSON, YAML or Kubernetes protobuf.
 pub fn decode_object(headers: &HeaderMap, bytes: &[u8]) -> Result<Value, ApiError> {
-    match content_type(headers).as_str() {
-        "" | "application/json" => {}
+    let value = match content_type(headers).as_str() {
+        "" | "application/json" => parse_json(bytes)?,
+        "application/yaml" => parse_yaml(bytes)?,
+        proto::MEDIA_TYPE => proto::decode_body(bytes).map_err(|e| match e {
+            ProtoError::UnknownKind { .. } => ApiError::new(
+                StatusReason::UnsupportedMediaType,
+                format!("the body of the request was in an unknown format - {e}"),
+            ),
+            other => ApiError::bad_request(format!(
+                "the body of the request could not be decoded: {other}"
+            )),
+        })?,
         other => {
             return Err(ApiError::new(
                 StatusReason::UnsupportedMediaType,
                 format!(
-                    "the body of the request was in an unknown format - accepted media types include: application/json (got {other})"
+                    "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {other})"
                 ),
             ));
         }
-    }
-    let value = parse_json(bytes)?;
+    };
     if !value.is_object() {
         return Err(ApiError::bad_request(
             "the body of the request must be a JSON object",
         ));
+    }
+    Ok(value)
+}
+
+/// Parses YAML (one document) into JSON, with the same nesting limit.
+pub fn parse_yaml(bytes: &[u8]) -> Result<Value, ApiError> {
+    // The YAML parser bounds alias expansion and recursion itself.
+    let value: Value = serde_yaml_ng::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request(format!("the body of the request could not be decoded: {e}"))
+    })?;
+    if depth(&value) > MAX_DEPTH {
+        return Err(ApiError::bad_request(format!(
+            "the body of the request is nested deeper than {MAX_DEPTH} levels"
+        )));
     }
     Ok(value)
 }

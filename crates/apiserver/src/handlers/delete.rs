@@ -27,7 +27,7 @@ fn options(ctx: &Ctx, bytes: &[u8]) -> Result<DeleteOptions, ApiError> {
     let body: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
-        body::parse_json(bytes)?
+        body::decode_object(&ctx.headers, bytes)?
     };
     let str_at = |p: &str| body.pointer(p).and_then(Value::as_str).map(str::to_owned);
     let mut propagation = str_at("/propagationPolicy")
@@ -182,7 +182,7 @@ pub async fn delete(ctx: &Ctx, request: Body) -> ApiResult {
     let bytes = body::read(request).await?;
     let opts = options(ctx, &bytes)?;
     let (obj, _gone) = delete_object(ctx, ctx.namespace(), ctx.name(), &opts).await?;
-    Ok(json_response(StatusCode::OK, &obj))
+    Ok(json_response(StatusCode::OK, &ctx.present(obj)))
 }
 
 /// DELETE a collection: every object the selectors match; returns them as a list.

@@ -7,11 +7,12 @@ use crate::response::{ApiResult, json};
 
 /// GET `.../{resource}/{name}[/status]`.
 pub async fn get(ctx: &Ctx) -> ApiResult {
-    let obj = ctx
-        .state
-        .objects
-        .get(&ctx.info, ctx.namespace(), ctx.name())
-        .await?;
+    let obj = ctx.present(
+        ctx.state
+            .objects
+            .get(&ctx.info, ctx.namespace(), ctx.name())
+            .await?,
+    );
     if crate::table::wants_table(&ctx.headers) {
         let meta = serde_json::json!({"resourceVersion": crate::object::meta_str(&obj, "resourceVersion")});
         let include = ctx.query.get("includeObject");

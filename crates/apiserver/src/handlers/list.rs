@@ -215,6 +215,10 @@ pub fn list_object(info: &ResourceInfo, listed: Listed) -> Value {
 /// or a minimum the cache has reached, and no continue token): the objects are
 /// copied as the JSON the cache holds.
 fn list_from_cache(ctx: &Ctx, opts: &ListOptions) -> Option<axum::response::Response> {
+    // The cache holds storage-version bytes; other versions are listed from the store.
+    if ctx.converts() {
+        return None;
+    }
     if opts.continue_from.is_some() {
         return None;
     }
@@ -293,7 +297,10 @@ pub async fn list(ctx: &Ctx) -> ApiResult {
     if let Some(resp) = list_from_cache(ctx, &opts) {
         return Ok(resp);
     }
-    let listed = read(ctx, &opts).await?;
+    let mut listed = read(ctx, &opts).await?;
+    if ctx.converts() {
+        listed.items = listed.items.into_iter().map(|o| ctx.present(o)).collect();
+    }
     if crate::table::wants_table(&ctx.headers) {
         let include = ctx.query.get("includeObject");
         let t = crate::table::table(

@@ -1,6 +1,7 @@
 //! The REST handlers: one module per verb, all generic over the resource registry.
 //! This module resolves a request to its resource and verb and dispatches it.
 
+mod apply;
 mod binding;
 mod body;
 mod delete;
@@ -36,12 +37,75 @@ pub struct Ctx {
     pub query: Query,
     /// Request headers.
     pub headers: HeaderMap,
+    /// The resource's `group/version`.
+    pub api_version: String,
 }
 
 impl Ctx {
     /// The namespace from the URL, or "" for cluster-scoped resources.
     pub fn namespace(&self) -> &str {
         self.path.namespace.as_deref().unwrap_or("")
+    }
+
+    /// Who is writing, for field ownership: the `fieldManager` parameter, or
+    /// the client's User-Agent up to the first `/` (as upstream derives it).
+    pub fn ownership(&self) -> Result<crate::managed::Writer<'_>, ApiError> {
+        let manager = match self.query.get("fieldManager") {
+            Some(m) if m.chars().count() > 128 => {
+                return Err(ApiError::invalid(
+                    "meta.k8s.io",
+                    "PatchOptions",
+                    "",
+                    vec![kybern_apimachinery::Cause::invalid(
+                        "fieldManager",
+                        &serde_json::json!(m),
+                        "must be no more than 128 characters",
+                    )],
+                ));
+            }
+            Some(m) if !m.is_empty() => m,
+            _ => self
+                .headers
+                .get(axum::http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|ua| ua.split('/').next())
+                .filter(|m| !m.is_empty())
+                .unwrap_or("unknown"),
+        };
+        let subresource = self.path.subresource.as_deref().unwrap_or("");
+        let domain = match subresource {
+            "status" => crate::managed::Domain::StatusOnly,
+            _ if crate::strategy::separates_status(&self.info) => crate::managed::Domain::NoStatus,
+            _ => crate::managed::Domain::All,
+        };
+        Ok(crate::managed::Writer {
+            manager,
+            api_version: &self.api_version,
+            subresource,
+            domain,
+        })
+    }
+
+    /// True when objects of this resource are stored in another version than
+    /// the one requested (custom resources with `None` conversion).
+    pub fn converts(&self) -> bool {
+        self.info.custom.is_some() && self.info.version != self.info.storage_version
+    }
+
+    /// An object as the requested version shows it (`None` conversion: its apiVersion).
+    pub fn present(&self, mut obj: crate::object::Object) -> crate::object::Object {
+        if self.converts() && obj.is_object() {
+            obj["apiVersion"] = serde_json::json!(self.api_version);
+        }
+        obj
+    }
+
+    /// An object as the storage version holds it.
+    pub fn to_storage(&self, obj: &mut crate::object::Object) {
+        if self.converts() && obj.is_object() {
+            let group = &self.info.group;
+            obj["apiVersion"] = serde_json::json!(format!("{group}/{}", self.info.storage_version));
+        }
     }
 
     /// The object name from the URL ("" for collections).
@@ -96,12 +160,14 @@ async fn dispatch(
         return Err(not_found_path().into());
     }
     let query = Query::parse(uri.query());
+    let api_version = info.api_version();
     let ctx = Ctx {
         state,
         info,
         path,
         query,
         headers,
+        api_version,
     };
     let has_name = ctx.path.name.is_some();
     match ctx.path.subresource.as_deref() {

@@ -2,7 +2,7 @@
 //! stored object and written through the shared update path.
 //!
 //! Strategic merge patch (merge keys and directives) comes from [`crate::smp`].
-//! Server-side apply is not implemented yet and answers 415.
+//! Server-side apply is in [`super::apply`].
 
 use axum::body::Body;
 use axum::http::StatusCode;
@@ -43,10 +43,11 @@ pub async fn patch(ctx: &Ctx, request: Body) -> ApiResult {
         "application/merge-patch+json"
         | "application/strategic-merge-patch+json"
         | "application/json-patch+json" => body::parse_json(&bytes)?,
-        "application/apply-patch+yaml" | "application/apply-patch+cbor" => {
+        "application/apply-patch+yaml" => return super::apply::apply(ctx, &bytes).await,
+        "application/apply-patch+cbor" => {
             return Err(ApiError::new(
                 StatusReason::UnsupportedMediaType,
-                "server-side apply is not supported by this server yet",
+                "the body of the request was in an unknown format - accepted media types include: application/apply-patch+yaml",
             )
             .into());
         }
@@ -58,6 +59,18 @@ pub async fn patch(ctx: &Ctx, request: Body) -> ApiResult {
             .into());
         }
     };
+    if ctx.query.get("force").is_some() {
+        return Err(ApiError::invalid(
+            "meta.k8s.io",
+            "PatchOptions",
+            "",
+            vec![kybern_apimachinery::Cause::forbidden(
+                "force",
+                "may not be specified for non-apply patch",
+            )],
+        )
+        .into());
+    }
     let strategic = kind == "application/strategic-merge-patch+json";
     let json_patch: Option<json_patch::Patch> = if kind == "application/json-patch+json" {
         Some(
@@ -108,10 +121,11 @@ pub async fn patch(ctx: &Ctx, request: Body) -> ApiResult {
         },
         requested_rv,
         &mut warnings,
+        true,
     )
     .await?;
     Ok(write::with_warnings(
-        json_response(StatusCode::OK, &stored),
+        json_response(StatusCode::OK, &ctx.present(stored)),
         &warnings,
     ))
 }

@@ -46,6 +46,13 @@ impl Writer {
     }
 
     async fn object(&self, kind: &str, obj: &Object) -> bool {
+        let converted;
+        let obj = if self.ctx.converts() {
+            converted = self.ctx.present(obj.clone());
+            &converted
+        } else {
+            obj
+        };
         let line = if self.table {
             let meta = json!({"resourceVersion": crate::object::meta_str(obj, "resourceVersion")});
             let t = crate::table::table(
@@ -63,7 +70,7 @@ impl Writer {
     }
 
     async fn cached(&self, kind: &str, obj: &CachedObject) -> bool {
-        if self.table {
+        if self.table || self.ctx.converts() {
             match serde_json::from_slice::<Value>(&obj.json) {
                 Ok(v) => self.object(kind, &v).await,
                 Err(_) => true,

@@ -63,29 +63,53 @@ pub async fn create(ctx: &Ctx, request: Body) -> ApiResult {
         );
     }
     let bytes = body::read(request).await?;
-    let mut obj = body::decode_object(&ctx.headers, &bytes)?;
+    let obj = body::decode_object(&ctx.headers, &bytes)?;
+    let mut warnings = Vec::new();
+    let stored = create_object(ctx, obj, &mut warnings, true).await?;
+    Ok(with_warnings(
+        json_response(StatusCode::CREATED, &ctx.present(stored)),
+        &warnings,
+    ))
+}
+
+/// The create path shared by POST and server-side apply of a new object:
+/// type and namespace checks, typed decoding, defaulting, validation, and
+/// (for a plain create) the creator's ownership of every field.
+pub async fn create_object(
+    ctx: &Ctx,
+    mut obj: Object,
+    warnings: &mut Vec<String>,
+    record_ownership: bool,
+) -> Result<Object, ApiError> {
     let info = &ctx.info;
     strategy::check_type(info, &mut obj)?;
     strategy::check_namespace(info, &mut obj, ctx.path.namespace.as_deref())?;
-    let mut warnings = Vec::new();
-    check_typed(ctx, &mut obj, &mut warnings)?;
+    check_typed(ctx, &mut obj, warnings)?;
+    let managed_fields = object::remove_meta(&mut obj, "managedFields");
     strategy::prepare_create(info, &mut obj)?;
+    if record_ownership {
+        crate::managed::record_update(&mut obj, None, &ctx.ownership()?);
+    } else if let Some(m) = managed_fields {
+        object::set_meta(&mut obj, "managedFields", m);
+    }
     let causes = strategy::validate(info, &obj, None);
     if !causes.is_empty() {
-        return Err(invalid(info, &obj, causes).into());
+        return Err(invalid(info, &obj, causes));
     }
     check_namespace_open(ctx, object::namespace(&obj)).await?;
     if ctx.query.dry_run()? {
-        return Ok(with_warnings(
-            json_response(StatusCode::CREATED, &obj),
-            &warnings,
-        ));
+        return Ok(obj);
     }
-    let stored = ctx.state.objects.create(info, obj).await?;
-    Ok(with_warnings(
-        json_response(StatusCode::CREATED, &stored),
-        &warnings,
-    ))
+    ctx.to_storage(&mut obj);
+    let is_service = info.group.is_empty() && info.plural == "services";
+    if is_service {
+        crate::service_ips::allocate(&ctx.state.objects, info, &mut obj).await?;
+    }
+    let result = ctx.state.objects.create(info, obj.clone()).await;
+    if is_service && result.is_err() {
+        crate::service_ips::release(&ctx.state.objects, &obj).await;
+    }
+    result
 }
 
 /// PUT an object (or its status).
@@ -111,9 +135,16 @@ pub async fn update(ctx: &Ctx, request: Body) -> ApiResult {
         rv => Some(parse_rv(rv)?),
     };
     let mut warnings = Vec::new();
-    let stored = update_with(ctx, |_old| Ok(new.clone()), requested_rv, &mut warnings).await?;
+    let stored = update_with(
+        ctx,
+        |_old| Ok(new.clone()),
+        requested_rv,
+        &mut warnings,
+        true,
+    )
+    .await?;
     Ok(with_warnings(
-        json_response(StatusCode::OK, &stored),
+        json_response(StatusCode::OK, &ctx.present(stored)),
         &warnings,
     ))
 }
@@ -121,13 +152,16 @@ pub async fn update(ctx: &Ctx, request: Body) -> ApiResult {
 /// Reads the object, makes the new version with `make`, and writes it if the
 /// object has not changed meanwhile. With `requested_rv` the write is
 /// conditional on that version (409 otherwise); without, a concurrent change is
-/// retried against the fresh object.
+/// retried against the fresh object. With `record_ownership` the writer takes
+/// ownership of the fields it changed (server-side apply records its own).
 pub async fn update_with(
     ctx: &Ctx,
     mut make: impl FnMut(&Object) -> Result<Object, ApiError>,
     requested_rv: Option<i64>,
     warnings: &mut Vec<String>,
+    record_ownership: bool,
 ) -> Result<Object, ApiError> {
+    let writer = ctx.ownership()?;
     let info = &ctx.info;
     let (ns, name) = (ctx.namespace(), ctx.name());
     for _ in 0..MAX_ATTEMPTS {
@@ -149,12 +183,21 @@ pub async fn update_with(
                 object::name(&new)
             )));
         }
+        if new.pointer("/metadata/managedFields").is_none()
+            && let Some(m) = old.pointer("/metadata/managedFields")
+        {
+            object::set_meta(&mut new, "managedFields", m.clone());
+        }
         strategy::prepare_update(info, &mut new, &old, ctx.path.subresource.as_deref());
+        if record_ownership {
+            crate::managed::record_update(&mut new, Some(&old), &writer);
+        }
         let causes = strategy::validate(info, &new, Some(&old));
         if !causes.is_empty() {
             return Err(invalid(info, &new, causes));
         }
         object::set_meta(&mut new, "resourceVersion", json!(old_rv.to_string()));
+        ctx.to_storage(&mut new);
         let dry_run = ctx.query.dry_run()?;
         // The last finalizer of a deleting object is gone: remove the object.
         if object::is_deleting(&new) && object::finalizers(&new).is_empty() {
@@ -223,6 +266,13 @@ pub fn check_typed(
     warnings: &mut Vec<String>,
 ) -> Result<(), ApiError> {
     let info = &ctx.info;
+    if let Some(schema) = info.custom.as_ref().and_then(|c| c.schema.as_ref()) {
+        // Custom resources: pruned and defaulted by their CRD's schema.
+        let pruned = crate::crd::schema::prune(obj, schema);
+        report_unknown(ctx, &pruned, warnings)?;
+        crate::crd::schema::default(obj, schema);
+        return Ok(());
+    }
     let Some(decoded) = crate::typed::check(info, obj) else {
         return Ok(());
     };
@@ -235,8 +285,21 @@ pub fn check_typed(
     if decoded.unknown.is_empty() {
         return Ok(());
     }
-    let fields: Vec<String> = decoded
-        .unknown
+    report_unknown(ctx, &decoded.unknown, warnings)?;
+    decoded.prune(obj);
+    Ok(())
+}
+
+/// Unknown fields: refused (Strict), warnings (Warn, the default) or nothing (Ignore).
+fn report_unknown(
+    ctx: &Ctx,
+    unknown: &[String],
+    warnings: &mut Vec<String>,
+) -> Result<(), ApiError> {
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let fields: Vec<String> = unknown
         .iter()
         .map(|f| format!("unknown field {f:?}"))
         .collect();
@@ -250,7 +313,6 @@ pub fn check_typed(
         FieldValidation::Warn => warnings.extend(fields),
         FieldValidation::Ignore => {}
     }
-    decoded.prune(obj);
     Ok(())
 }
 

@@ -92,6 +92,7 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
             } else {
                 r.version.to_owned()
             },
+            custom: None,
         })
         .collect()
 }

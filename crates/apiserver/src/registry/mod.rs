@@ -40,6 +40,19 @@ pub struct ResourceInfo {
     pub subresources: Vec<String>,
     /// The version objects are stored in (all versions of a resource share storage).
     pub storage_version: String,
+    /// What a CRD says about this version of a custom resource; `None` for built-ins.
+    pub custom: Option<Arc<CustomVersion>>,
+}
+
+/// The parts of a CRD version the server applies to its objects.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct CustomVersion {
+    /// `schema.openAPIV3Schema`, if given.
+    pub schema: Option<serde_json::Value>,
+    /// `additionalPrinterColumns`.
+    pub printer_columns: Vec<serde_json::Value>,
+    /// `subresources.scale`: specReplicasPath, statusReplicasPath, labelSelectorPath.
+    pub scale: Option<serde_json::Value>,
 }
 
 impl ResourceInfo {

@@ -3,6 +3,7 @@
 //! the `includeObject` choice.
 
 mod cells;
+mod custom;
 mod kinds;
 
 use axum::http::{HeaderMap, header};
@@ -138,6 +139,30 @@ pub fn table(
     items: &[Object],
     list_meta: Value,
 ) -> Value {
+    if let Some(printer) = info
+        .custom
+        .as_ref()
+        .map(|c| &c.printer_columns)
+        .filter(|p| !p.is_empty())
+    {
+        let rows: Vec<Value> = items
+            .iter()
+            .map(|obj| {
+                let mut row = json!({"cells": custom::cells(obj, printer)});
+                if let Some(o) = row_object(obj, include) {
+                    row["object"] = o;
+                }
+                row
+            })
+            .collect();
+        return json!({
+            "kind": "Table",
+            "apiVersion": table_version(headers),
+            "metadata": list_meta,
+            "columnDefinitions": custom::columns(printer),
+            "rows": rows,
+        });
+    }
     let (columns, cells) = kinds::for_resource(info);
     let definitions: Vec<Value> = columns
         .iter()

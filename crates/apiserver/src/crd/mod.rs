@@ -2,9 +2,12 @@
 //! CRDs in the store, registers the resources they define (so discovery and
 //! the generic handlers serve them), marks each CRD `NamesAccepted` and
 //! `Established`, and on deletion removes the API and every object of it.
+//! Each served version carries its schema, printer columns and scale paths
+//! ([`crate::registry::CustomVersion`]); [`schema`] applies the schema.
 //!
-//! Not yet: OpenAPI schema validation, defaulting and pruning, conversion,
-//! `additionalPrinterColumns` and the scale subresource.
+//! Not yet: conversion webhooks (versions share storage with `None` conversion).
+
+pub mod schema;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -16,7 +19,7 @@ use kybern_store::{EventKind, Precondition, RangeRequest, Revision};
 use serde_json::{Value, json};
 
 use crate::object;
-use crate::registry::{ResourceInfo, Scope};
+use crate::registry::{CustomVersion, ResourceInfo, Scope};
 use crate::server::ApiState;
 use crate::storage::ObjectStore;
 
@@ -115,6 +118,18 @@ pub fn resources_of(crd: &Value) -> Vec<ResourceInfo> {
             if v.pointer("/subresources/status").is_some() {
                 subresources.push("status".to_owned());
             }
+            if v.pointer("/subresources/scale").is_some() {
+                subresources.push("scale".to_owned());
+            }
+            let custom = CustomVersion {
+                schema: v.pointer("/schema/openAPIV3Schema").cloned(),
+                printer_columns: v
+                    .get("additionalPrinterColumns")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
+                scale: v.pointer("/subresources/scale").cloned(),
+            };
             Some(ResourceInfo {
                 group: s("/spec/group"),
                 version,
@@ -137,6 +152,7 @@ pub fn resources_of(crd: &Value) -> Vec<ResourceInfo> {
                 categories: strings("/spec/names/categories"),
                 subresources,
                 storage_version: storage_version.clone(),
+                custom: Some(Arc::new(custom)),
             })
         })
         .collect()

@@ -1,0 +1,361 @@
+//! Field ownership (`metadata.managedFields`) and server-side apply: which
+//! manager set which field, conflicts between appliers, and the removal of
+//! fields an applier stops applying.
+//!
+//! A field set is a set of paths in upstream's `FieldsV1` element syntax:
+//! `f:<field>` for a map key, `k:{"name":"c"}` for an item of a list merged by
+//! key, `v:<json>` for an item of a set-like list, and `.` for a node itself.
+//! Lists merge by the same keys as strategic merge patch; other lists are
+//! atomic (owned and replaced whole), as upstream's schemas make them.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value, json};
+
+use crate::object::{self, Object};
+use crate::smp;
+
+mod ops;
+
+pub use ops::{Writer, apply, record_update};
+
+/// One path to a field, as `FieldsV1` elements.
+pub type FieldPath = Vec<String>;
+/// A set of owned fields.
+pub type FieldSet = BTreeSet<FieldPath>;
+
+/// The metadata fields nobody owns (identity and server-managed).
+const UNOWNED_META: &[&str] = &[
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "managedFields",
+    "selfLink",
+];
+
+/// Lists of strings merged as sets.
+const SET_LISTS: &[&str] = &["finalizers"];
+
+/// What part of an object a write may touch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Domain {
+    /// Everything but `status` (the main resource of a kind with a status subresource).
+    NoStatus,
+    /// Only `status` (the status subresource).
+    StatusOnly,
+    /// The whole object.
+    All,
+}
+
+/// One `managedFields` entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    /// The field manager.
+    pub manager: String,
+    /// `Apply` or `Update`.
+    pub operation: String,
+    /// The apiVersion the fields were written in.
+    pub api_version: String,
+    /// When the entry last changed.
+    pub time: String,
+    /// The subresource written through, if any.
+    pub subresource: String,
+    /// The owned fields.
+    pub fields: FieldSet,
+}
+
+/// Reads an object's `managedFields` (malformed entries are dropped).
+pub fn entries(obj: &Object) -> Vec<Entry> {
+    let Some(list) = obj
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+    else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|e| {
+            let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            let mut fields = FieldSet::new();
+            from_fields_v1(e.get("fieldsV1")?, &mut Vec::new(), &mut fields);
+            Some(Entry {
+                manager: s("manager"),
+                operation: s("operation"),
+                api_version: s("apiVersion"),
+                time: s("time"),
+                subresource: s("subresource"),
+                fields,
+            })
+        })
+        .collect()
+}
+
+/// Writes `entries` as the object's `managedFields` (none: the field is removed).
+pub fn set_entries(obj: &mut Object, entries: &[Entry]) {
+    let list: Vec<Value> = entries
+        .iter()
+        .filter(|e| !e.fields.is_empty())
+        .map(|e| {
+            let mut m = Map::new();
+            m.insert("manager".into(), json!(e.manager));
+            m.insert("operation".into(), json!(e.operation));
+            m.insert("apiVersion".into(), json!(e.api_version));
+            m.insert("time".into(), json!(e.time));
+            m.insert("fieldsType".into(), json!("FieldsV1"));
+            m.insert("fieldsV1".into(), to_fields_v1(&e.fields));
+            if !e.subresource.is_empty() {
+                m.insert("subresource".into(), json!(e.subresource));
+            }
+            Value::Object(m)
+        })
+        .collect();
+    if list.is_empty() {
+        object::remove_meta(obj, "managedFields");
+    } else {
+        object::set_meta(obj, "managedFields", Value::Array(list));
+    }
+}
+
+fn from_fields_v1(v: &Value, path: &mut FieldPath, out: &mut FieldSet) {
+    let Some(m) = v.as_object() else { return };
+    if m.is_empty() && !path.is_empty() {
+        out.insert(path.clone());
+    }
+    for (k, child) in m {
+        path.push(k.clone());
+        if k == "." {
+            out.insert(path.clone());
+        } else {
+            from_fields_v1(child, path, out);
+        }
+        path.pop();
+    }
+}
+
+/// The `FieldsV1` form of a set.
+pub fn to_fields_v1(set: &FieldSet) -> Value {
+    let mut root = Map::new();
+    for path in set {
+        let mut node = &mut root;
+        for el in path {
+            let next = node.entry(el.clone()).or_insert_with(|| json!({}));
+            let Some(m) = next.as_object_mut() else { break };
+            node = m;
+        }
+    }
+    Value::Object(root)
+}
+
+fn key_element(key: &str, item: &Value) -> Option<String> {
+    let v = item.get(key)?;
+    Some(format!("k:{}", json!({ key: v })))
+}
+
+/// The fields an object sets, within `domain`.
+pub fn fields_of(obj: &Object, domain: Domain) -> FieldSet {
+    let mut out = FieldSet::new();
+    let Some(top) = obj.as_object() else {
+        return out;
+    };
+    for (k, v) in top {
+        let skip = match k.as_str() {
+            "apiVersion" | "kind" => true,
+            "status" => domain == Domain::NoStatus,
+            _ => domain == Domain::StatusOnly,
+        };
+        if skip {
+            continue;
+        }
+        let mut path = vec![format!("f:{k}")];
+        if k == "metadata" {
+            let Some(meta) = v.as_object() else { continue };
+            for (mk, mv) in meta
+                .iter()
+                .filter(|(mk, _)| !UNOWNED_META.contains(&mk.as_str()))
+            {
+                path.push(format!("f:{mk}"));
+                walk(mv, mk, &mut path, &mut out);
+                path.pop();
+            }
+            continue;
+        }
+        walk(v, k, &mut path, &mut out);
+    }
+    out
+}
+
+fn walk(v: &Value, field: &str, path: &mut FieldPath, out: &mut FieldSet) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            path.push(".".into());
+            out.insert(path.clone());
+            path.pop();
+            for (k, child) in m {
+                path.push(format!("f:{k}"));
+                walk(child, k, path, out);
+                path.pop();
+            }
+        }
+        Value::Array(items) if !items.is_empty() => {
+            let refs: Vec<&Value> = items.iter().collect();
+            if SET_LISTS.contains(&field) {
+                for item in items {
+                    path.push(format!("v:{item}"));
+                    out.insert(path.clone());
+                    path.pop();
+                }
+                return;
+            }
+            let keyed = smp::merge_key(field, &refs).and_then(|key| {
+                items
+                    .iter()
+                    .map(|i| key_element(key, i))
+                    .collect::<Option<Vec<_>>>()
+            });
+            match keyed {
+                Some(elements) => {
+                    for (el, item) in elements.into_iter().zip(items) {
+                        path.push(el);
+                        walk(item, "", path, out);
+                        path.pop();
+                    }
+                }
+                None => {
+                    out.insert(path.clone());
+                }
+            }
+        }
+        _ => {
+            out.insert(path.clone());
+        }
+    }
+}
+
+fn step<'a>(v: &'a Value, el: &str) -> Option<&'a Value> {
+    if let Some(f) = el.strip_prefix("f:") {
+        return v.get(f);
+    }
+    if el == "." {
+        return Some(v);
+    }
+    let items = v.as_array()?;
+    if let Some(k) = el.strip_prefix("k:") {
+        let key: Map<String, Value> = serde_json::from_str(k).ok()?;
+        return items
+            .iter()
+            .find(|i| key.iter().all(|(kk, kv)| i.get(kk) == Some(kv)));
+    }
+    let want: Value = serde_json::from_str(el.strip_prefix("v:")?).ok()?;
+    items.iter().find(|i| **i == want)
+}
+
+/// The value at a path, if the object has it.
+pub fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(obj, |v, el| step(v, el))
+}
+
+/// Removes the field at `path` (for `.`, the node that holds it).
+fn remove_at(obj: &mut Value, path: &[String]) {
+    let path = match path.split_last() {
+        Some((last, parent)) if last == "." => parent,
+        _ => path,
+    };
+    let Some((last, parent)) = path.split_last() else {
+        return;
+    };
+    let Some(container) = parent.iter().try_fold(&mut *obj, |v, el| step_mut(v, el)) else {
+        return;
+    };
+    if let Some(f) = last.strip_prefix("f:") {
+        if let Some(m) = container.as_object_mut() {
+            m.remove(f);
+        }
+    } else if let Some(target) = step(container, last).cloned()
+        && let Some(items) = container.as_array_mut()
+    {
+        items.retain(|i| *i != target);
+    }
+}
+
+fn step_mut<'a>(v: &'a mut Value, el: &str) -> Option<&'a mut Value> {
+    if let Some(f) = el.strip_prefix("f:") {
+        return v.get_mut(f);
+    }
+    let target = step(v, el)?.clone();
+    v.as_array_mut()?.iter_mut().find(|i| **i == target)
+}
+
+/// Merges an applied configuration into `live`: maps recursively, lists with a
+/// merge key item by item, everything else replaced.
+pub fn merge(live: &mut Value, config: &Value, field: &str) {
+    match (live, config) {
+        (Value::Object(l), Value::Object(c)) => {
+            for (k, v) in c {
+                match l.get_mut(k) {
+                    Some(existing) => merge(existing, v, k),
+                    None => {
+                        l.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (Value::Array(l), Value::Array(c)) if SET_LISTS.contains(&field) => {
+            for item in c {
+                if !l.contains(item) {
+                    l.push(item.clone());
+                }
+            }
+        }
+        (Value::Array(l), Value::Array(c)) => {
+            let refs: Vec<&Value> = c.iter().chain(l.iter()).collect();
+            match smp::merge_key(field, &refs) {
+                Some(key) if c.iter().all(|i| i.get(key).is_some()) => {
+                    for item in c {
+                        match l.iter_mut().find(|i| i.get(key) == item.get(key)) {
+                            Some(existing) => merge(existing, item, ""),
+                            None => l.push(item.clone()),
+                        }
+                    }
+                }
+                _ => *l = c.clone(),
+            }
+        }
+        (live, config) => *live = config.clone(),
+    }
+}
+
+/// A field another manager owns with a different value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// The other manager.
+    pub manager: String,
+    /// The apiVersion it wrote in.
+    pub api_version: String,
+    /// The field, as upstream prints it (`.spec.replicas`).
+    pub field: String,
+}
+
+/// A path as upstream prints it in conflict messages.
+pub fn display(path: &[String]) -> String {
+    let mut out = String::new();
+    for el in path {
+        if let Some(f) = el.strip_prefix("f:") {
+            out.push('.');
+            out.push_str(f);
+        } else if let Some(k) = el.strip_prefix("k:") {
+            let key: Map<String, Value> = serde_json::from_str(k).unwrap_or_default();
+            let parts: Vec<String> = key.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            out.push_str(&format!("[{}]", parts.join(",")));
+        } else if let Some(v) = el.strip_prefix("v:") {
+            out.push_str(&format!("[={v}]"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,139 @@
+//! Field ownership and apply semantics on plain JSON objects.
+
+use serde_json::json;
+
+use super::*;
+
+fn writer<'a>(manager: &'a str) -> Writer<'a> {
+    Writer {
+        manager,
+        api_version: "apps/v1",
+        subresource: "",
+        domain: Domain::NoStatus,
+    }
+}
+
+fn deployment(replicas: i64, image: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "d", "labels": {"app": "d"}},
+        "spec": {"replicas": replicas, "template": {"spec": {"containers": [{"name": "c", "image": image}]}}}
+    })
+}
+
+#[test]
+fn fields_v1_round_trips_and_uses_merge_keys() {
+    let set = fields_of(&deployment(1, "a"), Domain::NoStatus);
+    let v1 = to_fields_v1(&set);
+    assert_eq!(
+        v1["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]["f:image"],
+        json!({})
+    );
+    assert!(v1["f:metadata"]["f:labels"].get(".").is_some());
+    assert!(
+        v1["f:metadata"].get("f:name").is_none(),
+        "identity is owned by nobody"
+    );
+    let mut back = FieldSet::new();
+    from_fields_v1(&v1, &mut Vec::new(), &mut back);
+    assert_eq!(back, set);
+}
+
+#[test]
+fn apply_conflicts_with_another_manager_unless_forced() {
+    let first = apply(None, &deployment(1, "a"), &writer("alice"), false).expect("create");
+    // Same values: shared ownership, no conflict.
+    let shared = apply(Some(&first), &deployment(1, "a"), &writer("bob"), false).expect("shared");
+    assert_eq!(entries(&shared).len(), 2);
+    let err =
+        apply(Some(&shared), &deployment(3, "a"), &writer("bob"), false).expect_err("conflict");
+    assert_eq!(err.len(), 1);
+    assert_eq!(err[0].manager, "alice");
+    assert_eq!(err[0].field, ".spec.replicas");
+    let forced = apply(Some(&shared), &deployment(3, "a"), &writer("bob"), true).expect("force");
+    assert_eq!(forced["spec"]["replicas"], 3);
+    let alice = entries(&forced)
+        .into_iter()
+        .find(|e| e.manager == "alice")
+        .expect("alice");
+    assert!(
+        !alice
+            .fields
+            .contains(&vec!["f:spec".to_string(), "f:replicas".to_string()])
+    );
+}
+
+#[test]
+fn apply_removes_what_it_stops_applying_unless_someone_else_owns_it() {
+    let mut with_label = deployment(1, "a");
+    with_label["metadata"]["labels"]["extra"] = json!("x");
+    let live = apply(None, &with_label, &writer("alice"), false).expect("create");
+    let live = apply(Some(&live), &deployment(1, "a"), &writer("alice"), false).expect("reapply");
+    assert!(live["metadata"]["labels"].get("extra").is_none());
+    assert_eq!(live["metadata"]["labels"]["app"], "d");
+
+    // A field another manager set survives the applier dropping it.
+    let mut live = apply(None, &with_label, &writer("alice"), false).expect("create");
+    let mut updated = live.clone();
+    updated["metadata"]["labels"]["extra"] = json!("y");
+    record_update(&mut updated, Some(&live), &writer("kubectl-label"));
+    live = updated;
+    let live = apply(Some(&live), &deployment(1, "a"), &writer("alice"), false).expect("reapply");
+    assert_eq!(live["metadata"]["labels"]["extra"], "y");
+}
+
+#[test]
+fn updates_take_the_fields_they_change() {
+    let mut created = deployment(1, "a");
+    record_update(&mut created, None, &writer("kubectl-create"));
+    let mut scaled = created.clone();
+    scaled["spec"]["replicas"] = json!(5);
+    record_update(&mut scaled, Some(&created), &writer("kubectl-scale"));
+    let list = entries(&scaled);
+    let replicas = vec!["f:spec".to_string(), "f:replicas".to_string()];
+    let owner: Vec<_> = list
+        .iter()
+        .filter(|e| e.fields.contains(&replicas))
+        .map(|e| e.manager.as_str())
+        .collect();
+    assert_eq!(owner, vec!["kubectl-scale"]);
+    assert!(list.iter().all(|e| e.operation == "Update"));
+    // Nothing changed: nothing recorded for the writer.
+    let mut same = scaled.clone();
+    record_update(&mut same, Some(&scaled), &writer("noop"));
+    assert!(entries(&same).iter().all(|e| e.manager != "noop"));
+}
+
+#[test]
+fn status_writes_own_status_only() {
+    let w = Writer {
+        manager: "ctl",
+        api_version: "apps/v1",
+        subresource: "status",
+        domain: Domain::StatusOnly,
+    };
+    let mut obj = deployment(1, "a");
+    obj["status"] = json!({"replicas": 1});
+    let old = deployment(1, "a");
+    record_update(&mut obj, Some(&old), &w);
+    let e = &entries(&obj)[0];
+    assert_eq!(e.subresource, "status");
+    assert!(e.fields.iter().all(|p| p[0] == "f:status"));
+}
+
+#[test]
+fn malformed_managed_fields_are_dropped_not_fatal() {
+    let mut obj = deployment(1, "a");
+    obj["metadata"]["managedFields"] =
+        json!([{"manager": 5}, "junk", {"manager": "m", "fieldsV1": {"f:spec": 3}}]);
+    let list = entries(&obj);
+    assert!(list.len() <= 1);
+    assert_eq!(
+        display(&[
+            "f:spec".into(),
+            "k:{\"name\":\"c\"}".into(),
+            "f:image".into()
+        ]),
+        ".spec[name=\"c\"].image"
+    );
+}

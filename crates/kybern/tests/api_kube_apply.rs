@@ -1,0 +1,127 @@
+//! kube-rs with server-side apply and strategic merge patch: field managers,
+//! conflicts and `force`, apply as create, ownership in managedFields.
+
+mod common;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+fn deployment(replicas: i32, image: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "app"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "app"}},
+            "template": {"metadata": {"labels": {"app": "app"}},
+                         "spec": {"containers": [{"name": "main", "image": image}]}}
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_conflicts_force_and_strategic_patch() {
+    let server = common::Server::start();
+    let client = server.client().await;
+    let api: Api<Deployment> = Api::namespaced(client, "default");
+
+    // Apply creates the object; the manager owns what it applied.
+    let alice = PatchParams::apply("alice");
+    let created = api
+        .patch("app", &alice, &Patch::Apply(deployment(1, "img:1")))
+        .await
+        .expect("apply creates");
+    let managed = created.metadata.managed_fields.clone().unwrap_or_default();
+    assert_eq!(managed.len(), 1);
+    assert_eq!(managed[0].manager.as_deref(), Some("alice"));
+    assert_eq!(managed[0].operation.as_deref(), Some("Apply"));
+
+    // Bob applies the same value: shared, no conflict. A different value: 409.
+    let bob = PatchParams::apply("bob");
+    api.patch("app", &bob, &Patch::Apply(deployment(1, "img:1")))
+        .await
+        .expect("same value is shared");
+    let err = api
+        .patch("app", &bob, &Patch::Apply(deployment(4, "img:1")))
+        .await
+        .expect_err("conflict");
+    match err {
+        kube::Error::Api(s) => {
+            assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
+            assert!(
+                s.message.contains("conflict with \"alice\"")
+                    && s.message.contains(".spec.replicas"),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("expected a Status, got {other}"),
+    }
+    let forced = api
+        .patch(
+            "app",
+            &bob.clone().force(),
+            &Patch::Apply(deployment(4, "img:1")),
+        )
+        .await
+        .expect("force");
+    assert_eq!(forced.spec.as_ref().and_then(|s| s.replicas), Some(4));
+
+    // Alice re-applies without replicas: Bob's value stays. Bob co-owns the
+    // image (he applied the same value), so changing it conflicts with him.
+    let mut without_replicas = deployment(0, "img:1");
+    without_replicas["spec"]
+        .as_object_mut()
+        .map(|s| s.remove("replicas"));
+    let after = api
+        .patch("app", &alice, &Patch::Apply(without_replicas.clone()))
+        .await
+        .expect("alice reapplies");
+    assert_eq!(after.spec.and_then(|s| s.replicas), Some(4));
+    without_replicas["spec"]["template"]["spec"]["containers"][0]["image"] = json!("img:2");
+    match api
+        .patch("app", &alice, &Patch::Apply(without_replicas))
+        .await
+    {
+        Err(kube::Error::Api(s)) => {
+            assert!(s.message.contains("conflict with \"bob\""), "{}", s.message)
+        }
+        other => panic!("expected a conflict with bob, got {other:?}"),
+    }
+
+    // Missing field manager is refused; force on a non-apply patch too.
+    let err = api
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Apply(deployment(1, "x")),
+        )
+        .await
+        .expect_err("needs a manager");
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 422),
+        "{err}"
+    );
+
+    // Strategic merge patch merges containers by name.
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "side", "image": "side:1"}]}}}});
+    let patched = api
+        .patch("app", &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .expect("strategic");
+    let names: Vec<String> = patched
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|p| p.containers.into_iter().map(|c| c.name).collect())
+        .unwrap_or_default();
+    assert_eq!(names, vec!["main", "side"]);
+
+    // dry-run apply changes nothing.
+    let dry = PatchParams::apply("alice").dry_run().force();
+    api.patch("app", &dry, &Patch::Apply(deployment(9, "img:9")))
+        .await
+        .expect("dry run");
+    let now = api.get("app").await.expect("get");
+    assert_eq!(now.spec.and_then(|s| s.replicas), Some(4));
+}

@@ -1,0 +1,118 @@
+//! Runs the real kubectl and helm (fetched by scripts/test into .tools/bin, or
+//! named by $KUBECTL / $HELM) against a test server.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn tool_path(env: &str, name: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
+        return Some(PathBuf::from(p));
+    }
+    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../.tools/bin")
+        .join(name);
+    local.exists().then_some(local)
+}
+
+/// A command-line client bound to one server's admin kubeconfig.
+pub struct Cli {
+    bin: PathBuf,
+    kubeconfig: PathBuf,
+    /// Working directory and HOME for the tool (helm keeps its cache there).
+    home: PathBuf,
+}
+
+impl Cli {
+    /// kubectl for `server`.
+    pub fn kubectl(server: &super::Server) -> Self {
+        let bin = tool_path("KUBECTL", "kubectl").expect(
+            "kubectl not found: run scripts/test (it fetches kubectl into .tools/bin) or set KUBECTL",
+        );
+        Self::new(bin, server)
+    }
+
+    /// helm for `server`.
+    pub fn helm(server: &super::Server) -> Self {
+        let bin = tool_path("HELM", "helm").expect(
+            "helm not found: run scripts/test (it fetches helm into .tools/bin) or set HELM",
+        );
+        Self::new(bin, server)
+    }
+
+    fn new(bin: PathBuf, server: &super::Server) -> Self {
+        let home = server.dir.path().join("home");
+        std::fs::create_dir_all(&home).expect("home dir");
+        Cli {
+            bin,
+            kubeconfig: server.kubeconfig(),
+            home,
+        }
+    }
+
+    /// The tool's working directory.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// Runs the tool with `args`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_with_stdin(args, None)
+    }
+
+    /// Runs the tool with `args`, feeding `stdin`.
+    pub fn run_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(&self.bin)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .current_dir(&self.home)
+            .env("HOME", &self.home)
+            .env("XDG_CACHE_HOME", self.home.join(".cache"))
+            .env("XDG_CONFIG_HOME", self.home.join(".config"))
+            .env("XDG_DATA_HOME", self.home.join(".data"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run tool");
+        if let Some(input) = stdin
+            && let Some(mut pipe) = child.stdin.take()
+        {
+            pipe.write_all(input.as_bytes()).expect("write stdin");
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().expect("wait for tool")
+    }
+
+    /// Runs and expects success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{} {args:?} failed: {}",
+            self.bin.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs with stdin and expects success; returns stdout.
+    pub fn ok_stdin(&self, args: &[&str], stdin: &str) -> String {
+        let out = self.run_with_stdin(args, Some(stdin));
+        assert!(
+            out.status.success(),
+            "{} {args:?} failed: {}",
+            self.bin.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs and expects failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
