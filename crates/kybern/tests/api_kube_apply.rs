@@ -125,3 +125,42 @@ async fn apply_conflicts_force_and_strategic_patch() {
     let now = api.get("app").await.expect("get");
     assert_eq!(now.spec.and_then(|s| s.replicas), Some(4));
 }
+
+/// kubectl 1.35 asks `/api` and `/apis` for aggregated discovery first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregated_discovery_lists_every_group() {
+    let server = common::Server::start();
+    let client = server.client().await;
+    let accept =
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+    let get = |path: &str| {
+        http::Request::get(path)
+            .header("Accept", accept)
+            .body(Vec::new())
+            .expect("request")
+    };
+    let apis: serde_json::Value = client.request(get("/apis")).await.expect("/apis");
+    assert_eq!(apis["kind"], "APIGroupDiscoveryList");
+    assert_eq!(apis["apiVersion"], "apidiscovery.k8s.io/v2");
+    let apps = apis["items"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["metadata"]["name"] == "apps"))
+        .expect("apps group");
+    let deployments = apps["versions"][0]["resources"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["resource"] == "deployments"))
+        .expect("deployments");
+    assert_eq!(deployments["scope"], "Namespaced");
+    assert_eq!(deployments["responseKind"]["kind"], "Deployment");
+    assert!(deployments["subresources"].as_array().is_some_and(|s| {
+        s.iter()
+            .any(|s| s["subresource"] == "scale" && s["responseKind"]["kind"] == "Scale")
+    }));
+    let core: serde_json::Value = client.request(get("/api")).await.expect("/api");
+    assert_eq!(core["items"][0]["metadata"]["name"], "");
+    assert!(
+        core["items"][0]["versions"][0]["resources"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["resource"] == "pods"))
+    );
+}

@@ -1,10 +1,12 @@
 //! Discovery: `/api`, `/apis`, `/api/v1`, `/apis/{group}[/{version}]`, `/version`,
 //! and the health endpoints, built from the resource registry.
 
+mod aggregated;
+
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -23,6 +25,32 @@ const VERBS: &[&str] = &[
     "watch",
 ];
 
+/// What a subresource answers with: (group, version, kind, verbs); `None`
+/// group/version means the resource's own.
+pub(crate) fn subresource_kind<'a>(
+    r: &'a ResourceInfo,
+    sub: &str,
+) -> (
+    Option<&'static str>,
+    Option<&'static str>,
+    &'a str,
+    &'static [&'static str],
+) {
+    match sub {
+        "status" => (None, None, &r.kind, &["get", "patch", "update"]),
+        "scale" => (
+            Some("autoscaling"),
+            Some("v1"),
+            "Scale",
+            &["get", "patch", "update"],
+        ),
+        "binding" => (None, None, "Binding", &["create"]),
+        "eviction" => (Some("policy"), Some("v1"), "Eviction", &["create"]),
+        "finalize" => (None, None, &r.kind, &["update"]),
+        _ => (None, None, &r.kind, &["get"]),
+    }
+}
+
 /// The discovery entries of one resource and its subresources.
 fn resource_entries(r: &ResourceInfo) -> Vec<Value> {
     let mut main = json!({
@@ -40,20 +68,7 @@ fn resource_entries(r: &ResourceInfo) -> Vec<Value> {
     }
     let mut out = vec![main];
     for sub in &r.subresources {
-        let (kind, group, version, verbs): (&str, Option<&str>, Option<&str>, &[&str]) =
-            match sub.as_str() {
-                "status" => (&r.kind, None, None, &["get", "patch", "update"]),
-                "scale" => (
-                    "Scale",
-                    Some("autoscaling"),
-                    Some("v1"),
-                    &["get", "patch", "update"],
-                ),
-                "binding" => ("Binding", None, None, &["create"]),
-                "eviction" => ("Eviction", Some("policy"), Some("v1"), &["create"]),
-                "finalize" => (&r.kind, None, None, &["update"]),
-                _ => (&r.kind, None, None, &["get"]),
-            };
+        let (group, version, kind, verbs) = subresource_kind(r, sub);
         let mut e = json!({
             "name": format!("{}/{sub}", r.plural),
             "singularName": "",
@@ -115,8 +130,11 @@ fn not_found() -> Response {
     .into_response()
 }
 
-/// GET `/api`.
-pub async fn api_versions() -> Response {
+/// GET `/api`: the legacy version list, or the aggregated core group.
+pub async fn api_versions(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    if let Some(v) = aggregated::requested(&headers) {
+        return aggregated::document(&state, true, v);
+    }
     json(
         StatusCode::OK,
         &json!({
@@ -135,8 +153,11 @@ pub async fn core_resources(State(state): State<Arc<ApiState>>) -> Response {
     }
 }
 
-/// GET `/apis`.
-pub async fn api_groups(State(state): State<Arc<ApiState>>) -> Response {
+/// GET `/apis`: the group list, or every group aggregated.
+pub async fn api_groups(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    if let Some(v) = aggregated::requested(&headers) {
+        return aggregated::document(&state, false, v);
+    }
     let groups: Vec<Value> = state
         .registry
         .groups()
