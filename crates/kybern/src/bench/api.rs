@@ -1,7 +1,7 @@
-//! `kybern bench api`: the API server (over TLS, driven by kube-rs) against the
-//! same sqlite store driven directly, in the same run.
+//! `kybern bench api`: the API server (a `kybern server` child process over
+//! TLS, driven by kube-rs) against the same sqlite store driven directly, in the
+//! same run. The server runs in its own process so that its RSS is its own.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -9,9 +9,6 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
-use kybern_apiserver::auth::Authenticator;
-use kybern_apiserver::pki::{Pki, default_hosts};
-use kybern_apiserver::{ApiState, bootstrap, tls};
 use kybern_store::{SqliteOptions, SqliteStore, Store};
 
 use super::stats::{Samples, ms};
@@ -26,10 +23,10 @@ pub struct ApiBenchArgs {
     #[arg(long, default_value_t = 10_000)]
     throughput_ops: usize,
     /// 1 KiB ConfigMaps listed from the watch cache.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 100_000)]
     list_objects: usize,
     /// Concurrent watchers that must all see each update.
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 10_000)]
     watchers: usize,
     /// Updates observed by the watchers.
     #[arg(long, default_value_t = 20)]
@@ -47,8 +44,8 @@ fn config_map(name: &str, payload: &str) -> ConfigMap {
     }
 }
 
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -58,26 +55,48 @@ fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// Starts an API server in this process on loopback, over TLS, and returns a client.
-async fn start_server(
-    dir: &std::path::Path,
-    store: Arc<dyn Store>,
-) -> anyhow::Result<kube::Client> {
-    let state = ApiState::new(store);
-    bootstrap::bootstrap(&state, 0)
-        .await
-        .map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
-    let pki = Pki::ensure(&dir.join("pki"), &default_hosts(&[]))?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("https://{}", listener.local_addr()?);
-    let kubeconfig = dir.join("admin.kubeconfig");
-    pki.write_admin_kubeconfig(&kubeconfig, &url)?;
-    let app =
-        kybern_apiserver::server::authenticated_router(state, Arc::new(Authenticator::default()));
-    tokio::spawn(tls::serve_tls(listener, tls::server_config(&pki)?, app));
+/// A `kybern server` child process, killed on drop.
+struct ServerProcess {
+    child: std::process::Child,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `kybern server` (this binary) on loopback with its own data dir and
+/// returns it with a client from its admin kubeconfig.
+async fn start_server(dir: &std::path::Path) -> anyhow::Result<(ServerProcess, kube::Client)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let data = dir.join("server");
+    let log = std::fs::File::create(dir.join("server.log"))?;
+    let child = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(&data)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("spawning kybern server")?;
+    let server = ServerProcess { child };
+    let kubeconfig = data.join("admin.kubeconfig");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(kubeconfig.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()) {
+        anyhow::ensure!(Instant::now() < deadline, "kybern server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
     let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    Ok(kube::Client::try_from(config)?)
+    Ok((server, kube::Client::try_from(config)?))
 }
 
 async fn create_ns(client: &kube::Client, name: &str) -> anyhow::Result<()> {
@@ -146,16 +165,33 @@ pub async fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
         }
         (per * 64) as f64 / start.elapsed().as_secs_f64()
     };
+    // The raw range baseline: as many keys as the API list, in their own prefix.
+    for i in 0..args.list_objects {
+        raw.create(
+            &format!("/registry/core/configmaps/list/o{i:06}"),
+            value.clone(),
+        )
+        .await?;
+    }
+    let mut list_raw = Samples::default();
+    let mut raw_bytes = 0;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let r = raw
+            .range(kybern_store::RangeRequest::prefix(
+                "/registry/core/configmaps/list/",
+            ))
+            .await?;
+        list_raw.push(t.elapsed());
+        raw_bytes = r.kvs.iter().map(|kv| kv.value.len()).sum::<usize>();
+    }
     drop(raw);
 
     eprintln!("bench api: API server: create and get");
-    // The API server on its own store.
-    let mut opts = SqliteOptions::new(dir.path().join("api.db"));
-    opts.compaction = None;
-    let store: Arc<dyn Store> = SqliteStore::open(opts)?;
-    let client = start_server(dir.path(), store.clone())
+    let (server, client) = start_server(dir.path())
         .await
         .context("starting the API server")?;
+    let pid = server.child.id();
     for ns in ["bench", "tp", "list", "watch"] {
         create_ns(&client, ns).await?;
     }
@@ -227,7 +263,7 @@ pub async fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
     eprintln!("bench api: list");
     // A large list from the watch cache, beside a raw range of the same keys.
     let list_api: Api<ConfigMap> = Api::namespaced(client.clone(), "list");
-    let rss_before = rss_bytes();
+    let rss_before = rss_bytes(pid);
     let fill: Vec<_> = (0..32)
         .map(|w| {
             let (api, payload, n) = (list_api.clone(), payload.clone(), args.list_objects);
@@ -249,11 +285,14 @@ pub async fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
     let mut list_cache = Samples::default();
     for _ in 0..5 {
         let t = Instant::now();
-        let n = list_api
-            .list(&ListParams::default().match_any())
-            .await?
-            .items
-            .len();
+        // The whole body, as bytes: the server's time, not the client's decoding.
+        let request = http::Request::get("/api/v1/namespaces/list/configmaps?resourceVersion=0")
+            .body(Vec::new())?;
+        let body = client.request_text(request).await?;
+        let n = body
+            .matches("\"kind\":\"ConfigMap\"")
+            .count()
+            .max(body.matches("\"payload\":").count());
         list_cache.push(t.elapsed());
         anyhow::ensure!(
             n == args.list_objects || list_cache.len() < 5,
@@ -261,26 +300,7 @@ pub async fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
             args.list_objects
         );
     }
-    let mut list_raw = Samples::default();
-    for _ in 0..5 {
-        let t = Instant::now();
-        store
-            .range(kybern_store::RangeRequest::prefix(
-                "/registry/core/configmaps/list/",
-            ))
-            .await?;
-        list_raw.push(t.elapsed());
-    }
-    let rss_after = rss_bytes();
-    let raw_bytes = store
-        .range(kybern_store::RangeRequest::prefix(
-            "/registry/core/configmaps/list/",
-        ))
-        .await?
-        .kvs
-        .iter()
-        .map(|kv| kv.value.len())
-        .sum::<usize>();
+    let rss_after = rss_bytes(pid);
 
     eprintln!("bench api: watchers");
     // Watchers: every one must see every update.
@@ -336,6 +356,7 @@ pub async fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
         sent.insert(o.metadata.resource_version.unwrap_or_default(), t0);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let rss_watch = rss_bytes(pid);
     let mut watch = Samples::default();
     for r in receivers {
         for (rv, at) in r.await? {
@@ -420,11 +441,20 @@ pub async fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
         "-".into(),
         "-".into(),
     );
+    let grew = rss_after.saturating_sub(rss_before);
     println!(
-        "process RSS grew {:.1} MiB while {} objects ({:.1} MiB raw) were cached (includes the kube-rs client's list buffers)",
-        rss_after.saturating_sub(rss_before) as f64 / 1048576.0,
+        "server RSS {:.1} MiB after caching {} objects ({:.1} MiB raw); grew {:.1} MiB = {:.2}x the raw size",
+        rss_after as f64 / 1048576.0,
         args.list_objects,
-        raw_bytes as f64 / 1048576.0
+        raw_bytes as f64 / 1048576.0,
+        grew as f64 / 1048576.0,
+        grew as f64 / (raw_bytes as f64).max(1.0)
     );
+    println!(
+        "server RSS with {} watchers open: {:.1} MiB",
+        args.watchers,
+        rss_watch as f64 / 1048576.0
+    );
+    drop(server);
     Ok(())
 }
