@@ -60,6 +60,17 @@ pub fn finalizers(obj: &Object) -> Vec<String> {
     strings_at(obj, "/metadata/finalizers")
 }
 
+/// Whether something still holds a deleting object: its finalizers, or for a
+/// namespace the `spec.finalizers` the namespace controller clears.
+pub fn held(obj: &Object) -> bool {
+    !finalizers(obj).is_empty()
+        || (obj.get("kind").and_then(Value::as_str) == Some("Namespace")
+            && obj
+                .pointer("/spec/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty()))
+}
+
 /// Whether `metadata.deletionTimestamp` is set.
 pub fn is_deleting(obj: &Object) -> bool {
     obj.get("metadata")

@@ -16,7 +16,7 @@ const MAX_ATTEMPTS: usize = 16;
 
 /// The parts of `DeleteOptions` (body and query) that deletion uses.
 #[derive(Debug, Default)]
-struct DeleteOptions {
+pub(super) struct DeleteOptions {
     uid: Option<String>,
     resource_version: Option<String>,
     propagation: Option<String>,
@@ -29,6 +29,11 @@ fn options(ctx: &Ctx, bytes: &[u8]) -> Result<DeleteOptions, ApiError> {
     } else {
         body::decode_object(&ctx.headers, bytes)?
     };
+    options_from(ctx, &body)
+}
+
+/// Reads `DeleteOptions` from a decoded body (and the query).
+pub(super) fn options_from(ctx: &Ctx, body: &Value) -> Result<DeleteOptions, ApiError> {
     let str_at = |p: &str| body.pointer(p).and_then(Value::as_str).map(str::to_owned);
     let mut propagation = str_at("/propagationPolicy")
         .or_else(|| ctx.query.get("propagationPolicy").map(str::to_owned));
@@ -73,7 +78,7 @@ fn options(ctx: &Ctx, bytes: &[u8]) -> Result<DeleteOptions, ApiError> {
 
 /// Deletes one object as upstream's generic registry does; returns it (with
 /// `deletionTimestamp` when finalizers keep it) and whether it is gone.
-async fn delete_object(
+pub(super) async fn delete_object(
     ctx: &Ctx,
     namespace: &str,
     name: &str,

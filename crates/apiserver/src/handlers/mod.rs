@@ -5,6 +5,8 @@ mod apply;
 mod binding;
 mod body;
 mod delete;
+mod eviction;
+mod finalize;
 mod get;
 pub(crate) mod list;
 mod patch;
@@ -175,6 +177,8 @@ async fn dispatch(
             return scale::scale(&ctx, &method, body).await;
         }
         Some("binding") if method == Method::POST => return binding::bind(&ctx, body).await,
+        Some("eviction") if method == Method::POST => return eviction::evict(&ctx, body).await,
+        Some("finalize") if method == Method::PUT => return finalize::finalize(&ctx, body).await,
         _ => {}
     }
     match (method, has_name) {

@@ -200,7 +200,7 @@ pub async fn update_with(
         ctx.to_storage(&mut new);
         let dry_run = ctx.query.dry_run()?;
         // The last finalizer of a deleting object is gone: remove the object.
-        if object::is_deleting(&new) && object::finalizers(&new).is_empty() {
+        if object::is_deleting(&new) && !object::held(&new) {
             if dry_run {
                 return Ok(new);
             }

@@ -80,9 +80,11 @@ impl Server {
     /// A kube-rs client for the server, as the admin.
     pub async fn client(&self) -> kube::Client {
         let kc = kube::config::Kubeconfig::read_from(self.kubeconfig()).expect("read kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
             .await
             .expect("kubeconfig");
+        // Tests look at 429s themselves instead of waiting out kube-rs's backoff.
+        config.default_retry = false;
         kube::Client::try_from(config).expect("client")
     }
 }

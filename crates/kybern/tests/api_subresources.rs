@@ -1,0 +1,124 @@
+//! The eviction and finalize subresources through kube-rs: budgets refuse
+//! evictions they cannot afford, and a terminating namespace goes when its
+//! `spec.finalizers` are cleared.
+
+mod common;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_respects_disruption_budgets() {
+    let server = common::Server::start();
+    let client = server.client().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "web-1", "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
+    pods.patch_status(
+        "web-1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running"}})),
+    )
+    .await
+    .expect("running");
+    let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}
+    }))
+    .expect("pdb");
+    pdbs.create(&PostParams::default(), &pdb)
+        .await
+        .expect("create pdb");
+    let set_allowed = |n: i32| {
+        let pdbs = pdbs.clone();
+        async move {
+            pdbs.patch_status(
+                "web",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"disruptionsAllowed": n, "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1}})),
+            )
+            .await
+            .expect("pdb status");
+        }
+    };
+    set_allowed(0).await;
+    match pods.evict("web-1", &EvictParams::default()).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(
+                (s.code, s.reason.as_str()),
+                (429, "TooManyRequests"),
+                "{}",
+                s.message
+            );
+            assert!(s.message.contains("disruption budget"), "{}", s.message);
+        }
+        other => panic!("eviction should be refused, got {other:?}"),
+    }
+    assert!(
+        pods.get("web-1").await.is_ok(),
+        "a refused eviction deletes nothing"
+    );
+    set_allowed(1).await;
+    pods.evict("web-1", &EvictParams::default())
+        .await
+        .expect("evict");
+    assert!(pods.get_opt("web-1").await.expect("get").is_none());
+    let spent = pdbs.get("web").await.expect("pdb");
+    assert_eq!(spent.status.map(|s| s.disruptions_allowed), Some(0));
+    // An eviction of a pod that does not exist is a 404.
+    assert!(
+        matches!(pods.evict("nope", &EvictParams::default()).await, Err(kube::Error::Api(s)) if s.code == 404)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_goes_when_finalize_clears_it() {
+    let server = common::Server::start();
+    let client = server.client().await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "doomed"}})).expect("ns");
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create");
+    namespaces
+        .delete("doomed", &DeleteParams::default())
+        .await
+        .expect("delete");
+    // Terminating, and an unrelated update does not remove it.
+    namespaces
+        .patch(
+            "doomed",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await
+        .expect("label");
+    let terminating = namespaces.get("doomed").await.expect("still there");
+    assert_eq!(
+        terminating.status.and_then(|s| s.phase).as_deref(),
+        Some("Terminating")
+    );
+    let body = serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "doomed"}, "spec": {"finalizers": []}}))
+    .expect("body");
+    let request = http::Request::put("/api/v1/namespaces/doomed/finalize")
+        .header("Content-Type", "application/json")
+        .body(body)
+        .expect("request");
+    let _: serde_json::Value = client.request(request).await.expect("finalize");
+    assert!(
+        namespaces.get_opt("doomed").await.expect("get").is_none(),
+        "cleared namespace is removed"
+    );
+}
