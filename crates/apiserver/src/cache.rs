@@ -55,7 +55,12 @@ impl CachedObject {
             namespace: object::namespace(obj).to_owned(),
             labels: object::labels(obj).cloned().unwrap_or(Value::Null),
             fields,
-            json: Bytes::from(serde_json::to_vec(obj).unwrap_or_default()),
+            json: {
+                // Exact-size, so that a cached object does not keep to_vec's growth slack.
+                let mut v = serde_json::to_vec(obj).unwrap_or_default();
+                v.shrink_to_fit();
+                Bytes::from(v)
+            },
         }
     }
 

@@ -44,15 +44,20 @@ fn config_map(name: &str, payload: &str) -> ConfigMap {
     }
 }
 
-fn rss_bytes(pid: u32) -> u64 {
+/// A `/proc/PID/status` figure in bytes (`VmRSS`, `RssAnon`, `RssFile`).
+fn status_bytes(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    status_bytes(pid, "VmRSS:")
 }
 
 /// A `kybern server` child process, killed on drop.
@@ -282,6 +287,7 @@ pub async fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
     for t in fill {
         t.await??;
     }
+    let rss_filled = rss_bytes(pid);
     let mut list_cache = Samples::default();
     for _ in 0..5 {
         let t = Instant::now();
@@ -301,6 +307,7 @@ pub async fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
         );
     }
     let rss_after = rss_bytes(pid);
+    let (anon_after, file_after) = (status_bytes(pid, "RssAnon:"), status_bytes(pid, "RssFile:"));
 
     eprintln!("bench api: watchers");
     // Watchers: every one must see every update.
@@ -443,12 +450,23 @@ pub async fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
     );
     let grew = rss_after.saturating_sub(rss_before);
     println!(
+        "server RSS before the fill {:.1} MiB, after it {:.1} MiB, after the lists {:.1} MiB",
+        rss_before as f64 / 1048576.0,
+        rss_filled as f64 / 1048576.0,
+        rss_after as f64 / 1048576.0
+    );
+    println!(
         "server RSS {:.1} MiB after caching {} objects ({:.1} MiB raw); grew {:.1} MiB = {:.2}x the raw size",
         rss_after as f64 / 1048576.0,
         args.list_objects,
         raw_bytes as f64 / 1048576.0,
         grew as f64 / 1048576.0,
         grew as f64 / (raw_bytes as f64).max(1.0)
+    );
+    println!(
+        "  of which anonymous {:.1} MiB, file-backed (sqlite pages) {:.1} MiB",
+        anon_after as f64 / 1048576.0,
+        file_after as f64 / 1048576.0
     );
     println!(
         "server RSS with {} watchers open: {:.1} MiB",
