@@ -26,6 +26,7 @@ pub mod response;
 pub mod server;
 pub mod service_ips;
 pub mod smp;
+pub mod spec_rules;
 pub mod storage;
 pub mod strategy;
 pub mod table;

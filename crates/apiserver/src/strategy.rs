@@ -238,6 +238,7 @@ pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<
     if let Some(schema) = info.custom.as_ref().and_then(|c| c.schema.as_ref()) {
         causes.extend(crate::crd::schema::validate(obj, schema));
     }
+    causes.extend(crate::spec_rules::validate(info, obj, old));
     if info.plural == "services"
         && info.group.is_empty()
         && let Some(old) = old
@@ -392,7 +393,7 @@ mod tests {
         let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
         assert_eq!(fields, vec!["metadata.name", "metadata.labels[ok]"]);
         let svc = reg.get("", "v1", "services").expect("svc");
-        let o = json!({"metadata": {"name": "1web", "namespace": "default"}});
+        let o = json!({"metadata": {"name": "1web", "namespace": "default"}, "spec": {"ports": [{"port": 80}]}});
         assert_eq!(validate(&svc, &o, None).len(), 1);
     }
 
