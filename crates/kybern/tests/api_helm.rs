@@ -11,24 +11,7 @@ fn helm_release_lifecycle() {
     let server = common::Server::start();
     let helm = Cli::helm(&server);
     let k = Cli::kubectl(&server);
-    let home = helm.home().to_path_buf();
-    let out = std::process::Command::new(
-        std::env::var_os("HELM")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| {
-                std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.tools/bin/helm")
-            }),
-    )
-    .args(["create", "demo"])
-    .current_dir(&home)
-    .env("HOME", &home)
-    .output()
-    .expect("helm create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    helm.ok(&["create", "demo"]);
 
     let installed = helm.ok(&["install", "rel", "./demo"]);
     assert!(installed.contains("STATUS: deployed"), "{installed}");

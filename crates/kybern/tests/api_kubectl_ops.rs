@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::cli::Cli;
@@ -232,16 +232,9 @@ fn explain_describe_and_validation() {
 
 #[test]
 fn watch_and_delete_with_finalizers_and_cascade() {
-    let (server, k) = setup();
-    let kubectl = std::env::var_os("KUBECTL")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.tools/bin/kubectl")
-        });
-    let mut watcher = Command::new(&kubectl)
-        .arg("--kubeconfig")
-        .arg(server.kubeconfig())
-        .args(["get", "configmaps", "--watch", "-o", "name"])
+    let (_server, k) = setup();
+    let mut watcher = k
+        .command(&["get", "configmaps", "--watch", "-o", "name"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -262,10 +255,8 @@ fn watch_and_delete_with_finalizers_and_cascade() {
 
     // A finalizer holds the object; `delete` waits until it is removed.
     k.ok_stdin(&["apply", "-f", "-"], "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  finalizers: [example.com/hold]\n");
-    let mut deleting = Command::new(&kubectl)
-        .arg("--kubeconfig")
-        .arg(server.kubeconfig())
-        .args(["delete", "configmap", "held", "--timeout=60s"])
+    let mut deleting = k
+        .command(&["delete", "configmap", "held", "--timeout=60s"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -4,11 +4,10 @@
 
 use axum::http::StatusCode;
 use kybern_apimachinery::{ApiError, Cause, StatusReason};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{Ctx, body, write};
 use crate::managed::{self, Conflict};
-use crate::object;
 use crate::response::{ApiResult, json as json_response};
 
 fn conflict_error(
@@ -107,17 +106,7 @@ pub async fn apply(ctx: &Ctx, bytes: &[u8]) -> ApiResult {
             .into());
         }
     }
-    match object::name(&config) {
-        "" => object::set_meta(&mut config, "name", json!(ctx.name())),
-        n if n != ctx.name() => {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({n}) does not match the name on the URL ({})",
-                ctx.name()
-            ))
-            .into());
-        }
-        _ => {}
-    }
+    ctx.name_from_url(&mut config)?;
     let writer = ctx.ownership()?;
     let info = ctx.info.clone();
     let name = ctx.name().to_string();

@@ -84,23 +84,21 @@ pub fn decode_object(headers: &HeaderMap, bytes: &[u8]) -> Result<Value, ApiErro
 /// Parses YAML (one document) into JSON, with the same nesting limit.
 pub fn parse_yaml(bytes: &[u8]) -> Result<Value, ApiError> {
     // The YAML parser bounds alias expansion and recursion itself.
-    let value: Value = serde_yaml_ng::from_slice(bytes).map_err(|e| {
-        ApiError::bad_request(format!("the body of the request could not be decoded: {e}"))
-    })?;
-    if depth(&value) > MAX_DEPTH {
-        return Err(ApiError::bad_request(format!(
-            "the body of the request is nested deeper than {MAX_DEPTH} levels"
-        )));
-    }
-    Ok(value)
+    within_depth(serde_yaml_ng::from_slice(bytes).map_err(undecodable)?)
 }
 
 /// Parses JSON with a nesting limit, as a `BadRequest` on failure.
 pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     // serde_json itself refuses nesting past 128 levels without recursing further.
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::bad_request(format!("the body of the request could not be decoded: {e}"))
-    })?;
+    within_depth(serde_json::from_slice(bytes).map_err(undecodable)?)
+}
+
+fn undecodable(e: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(format!("the body of the request could not be decoded: {e}"))
+}
+
+/// Refuses a decoded body nested deeper than [`MAX_DEPTH`].
+fn within_depth(value: Value) -> Result<Value, ApiError> {
     if depth(&value) > MAX_DEPTH {
         return Err(ApiError::bad_request(format!(
             "the body of the request is nested deeper than {MAX_DEPTH} levels"

@@ -110,6 +110,21 @@ impl Ctx {
         }
     }
 
+    /// Gives a body without a name the URL's; a different name is a 400.
+    pub fn name_from_url(&self, obj: &mut crate::object::Object) -> Result<(), ApiError> {
+        match crate::object::name(obj) {
+            "" => crate::object::set_meta(obj, "name", serde_json::json!(self.name())),
+            n if n != self.name() => {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({})",
+                    self.name()
+                )));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// The object name from the URL ("" for collections).
     pub fn name(&self) -> &str {
         self.path.name.as_deref().unwrap_or("")

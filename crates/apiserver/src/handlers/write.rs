@@ -119,17 +119,7 @@ pub async fn update(ctx: &Ctx, request: Body) -> ApiResult {
     let info = &ctx.info;
     strategy::check_type(info, &mut new)?;
     strategy::check_namespace(info, &mut new, ctx.path.namespace.as_deref())?;
-    match object::name(&new) {
-        "" => object::set_meta(&mut new, "name", json!(ctx.name())),
-        n if n != ctx.name() => {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({n}) does not match the name on the URL ({})",
-                ctx.name()
-            ))
-            .into());
-        }
-        _ => {}
-    }
+    ctx.name_from_url(&mut new)?;
     let requested_rv = match object::meta_str(&new, "resourceVersion") {
         "" => None,
         rv => Some(parse_rv(rv)?),

@@ -75,7 +75,8 @@ async fn gv_document(
     let customs = if all_builtin {
         Map::new()
     } else {
-        custom::definitions(state, group, version).await?
+        let crds = custom::crds(state).await?;
+        custom::definitions(&crds, |g, v| g == group && v == version)
     };
     let mut all = BUILTIN.definitions.clone();
     for (name, schema) in &customs {
@@ -170,10 +171,12 @@ pub async fn v3_document(State(state): State<Arc<ApiState>>, uri: Uri) -> Respon
 /// `GET /openapi/v2`: one Swagger 2.0 document with every definition.
 pub async fn v2(State(state): State<Arc<ApiState>>) -> Response {
     let mut definitions = BUILTIN.definitions.clone();
-    for (group, version) in group_versions(&state) {
-        if let Ok(customs) = custom::definitions(&state, &group, &version).await {
-            definitions.extend(customs);
-        }
+    // One read of the CRDs for every custom group-version.
+    if let Ok(crds) = custom::crds(&state).await {
+        let served = group_versions(&state);
+        definitions.extend(custom::definitions(&crds, |g, v| {
+            served.iter().any(|(sg, sv)| sg == g && sv == v)
+        }));
     }
     let doc = json!({
         "swagger": "2.0",

@@ -59,18 +59,25 @@ impl Cli {
         self.run_with_stdin(args, None)
     }
 
-    /// Runs the tool with `args`, feeding `stdin`.
-    pub fn run_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        use std::io::Write;
-        let mut child = Command::new(&self.bin)
-            .arg("--kubeconfig")
+    /// The tool's command with `args`, for callers that spawn it themselves.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(args)
             .current_dir(&self.home)
             .env("HOME", &self.home)
             .env("XDG_CACHE_HOME", self.home.join(".cache"))
             .env("XDG_CONFIG_HOME", self.home.join(".config"))
-            .env("XDG_DATA_HOME", self.home.join(".data"))
+            .env("XDG_DATA_HOME", self.home.join(".data"));
+        cmd
+    }
+
+    /// Runs the tool with `args`, feeding `stdin`.
+    pub fn run_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .command(args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -87,19 +94,15 @@ impl Cli {
 
     /// Runs and expects success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "{} {args:?} failed: {}",
-            self.bin.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.succeeded(args, self.run(args))
     }
 
     /// Runs with stdin and expects success; returns stdout.
     pub fn ok_stdin(&self, args: &[&str], stdin: &str) -> String {
-        let out = self.run_with_stdin(args, Some(stdin));
+        self.succeeded(args, self.run_with_stdin(args, Some(stdin)))
+    }
+
+    fn succeeded(&self, args: &[&str], out: Output) -> String {
         assert!(
             out.status.success(),
             "{} {args:?} failed: {}",
