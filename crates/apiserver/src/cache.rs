@@ -6,10 +6,10 @@
 //! copies bytes instead of re-encoding objects.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use kybern_store::{EventKind, RangeRequest, Revision, Store};
 use serde_json::Value;
@@ -29,12 +29,11 @@ const FANOUT: usize = 4_096;
 /// One object as the cache holds it.
 #[derive(Debug)]
 pub struct CachedObject {
-    /// Store key.
-    pub key: String,
-    /// `metadata.name`.
-    pub name: String,
-    /// `metadata.namespace`.
-    pub namespace: String,
+    /// Store key (`<resource prefix>[<namespace>/]<name>`), shared with the
+    /// cache's index; name and namespace are read from it.
+    pub key: Arc<str>,
+    /// Whether the key holds a namespace segment.
+    pub namespaced: bool,
     /// `metadata.labels` (or null).
     pub labels: Value,
     /// Values of the kind's selectable fields.
@@ -44,15 +43,14 @@ pub struct CachedObject {
 }
 
 impl CachedObject {
-    fn new(info: &ResourceInfo, key: String, obj: &Value) -> Self {
+    fn new(info: &ResourceInfo, key: &str, obj: &Value) -> Self {
         let fields = selectable_fields(info)
             .iter()
             .map(|f| (*f, field_of(obj, f).unwrap_or_default()))
             .collect();
         CachedObject {
-            key,
-            name: object::name(obj).to_owned(),
-            namespace: object::namespace(obj).to_owned(),
+            key: Arc::from(key),
+            namespaced: info.namespaced(),
             labels: object::labels(obj).cloned().unwrap_or(Value::Null),
             fields,
             json: {
@@ -64,12 +62,25 @@ impl CachedObject {
         }
     }
 
+    /// `metadata.name`: the key's last segment (names hold no `/`).
+    pub fn name(&self) -> &str {
+        self.key.rsplit('/').next().unwrap_or_default()
+    }
+
+    /// `metadata.namespace`: the key's second-to-last segment, for namespaced kinds.
+    pub fn namespace(&self) -> &str {
+        if !self.namespaced {
+            return "";
+        }
+        self.key.rsplit('/').nth(1).unwrap_or_default()
+    }
+
     /// Whether the object passes the request's selectors.
     pub fn matches(&self, opts: &ListOptions) -> bool {
         opts.labels.matches_labels(Some(&self.labels))
             && opts.fields.matches(|f| match f {
-                "metadata.name" => Some(self.name.clone()),
-                "metadata.namespace" => Some(self.namespace.clone()),
+                "metadata.name" => Some(self.name().to_owned()),
+                "metadata.namespace" => Some(self.namespace().to_owned()),
                 other => self
                     .fields
                     .iter()
@@ -91,6 +102,41 @@ pub struct CachedEvent {
     pub object: Arc<CachedObject>,
     /// The object before the change.
     pub prev: Option<Arc<CachedObject>>,
+    /// The watch line every unfiltered JSON watcher receives, encoded once on
+    /// first use and shared (a refcount per watcher instead of a copy).
+    line: OnceLock<Bytes>,
+}
+
+impl CachedEvent {
+    /// The event type an unfiltered watcher sees.
+    pub fn natural_type(&self) -> &'static str {
+        match (self.kind, &self.prev) {
+            (EventKind::Delete, _) => "DELETED",
+            (EventKind::Put, Some(_)) => "MODIFIED",
+            (EventKind::Put, None) => "ADDED",
+        }
+    }
+
+    /// `{"type":<natural type>,"object":<json>}\n`, shared by every watcher.
+    pub fn line(&self) -> Bytes {
+        self.line
+            .get_or_init(|| {
+                let mut b = BytesMut::new();
+                watch_line_into(self.natural_type(), &self.object.json, &mut b);
+                b.freeze()
+            })
+            .clone()
+    }
+}
+
+/// Appends one JSON watch line for an object already encoded as JSON.
+pub fn watch_line_into(kind: &str, json: &[u8], out: &mut BytesMut) {
+    out.reserve(json.len() + kind.len() + 24);
+    out.put_slice(b"{\"type\":\"");
+    out.put_slice(kind.as_bytes());
+    out.put_slice(b"\",\"object\":");
+    out.put_slice(json);
+    out.put_slice(b"}\n");
 }
 
 /// What watchers receive.
@@ -105,7 +151,7 @@ pub enum CacheMessage {
 #[derive(Default)]
 struct State {
     ready: bool,
-    objects: BTreeMap<String, Arc<CachedObject>>,
+    objects: BTreeMap<Arc<str>, Arc<CachedObject>>,
     revision: Revision,
     ring: VecDeque<Arc<CachedEvent>>,
     /// The ring holds every event with a revision above this.
@@ -117,6 +163,8 @@ pub struct WatchCache {
     info: Arc<ResourceInfo>,
     state: RwLock<State>,
     fanout: broadcast::Sender<CacheMessage>,
+    /// True once the first list has loaded.
+    loaded: tokio::sync::watch::Sender<bool>,
 }
 
 /// A consistent start for a watcher: events (or the state) to send first, then live messages.
@@ -144,7 +192,7 @@ fn decode(
     rev: Revision,
 ) -> Option<Arc<CachedObject>> {
     match ObjectStore::decode(value, rev) {
-        Ok(obj) => Some(Arc::new(CachedObject::new(info, key.to_owned(), &obj))),
+        Ok(obj) => Some(Arc::new(CachedObject::new(info, key, &obj))),
         Err(e) => {
             tracing::error!(%key, error = %e.message, "undecodable object in the store; left out of the cache");
             None
@@ -160,6 +208,7 @@ impl WatchCache {
             info,
             state: RwLock::new(State::default()),
             fanout,
+            loaded: tokio::sync::watch::Sender::new(false),
         });
         let weak = Arc::downgrade(&cache);
         tokio::spawn(async move {
@@ -192,7 +241,7 @@ impl WatchCache {
             revision = page.revision;
             for kv in &page.kvs {
                 if let Some(o) = decode(&self.info, &kv.key, &kv.value, kv.mod_revision) {
-                    objects.insert(kv.key.clone(), o);
+                    objects.insert(o.key.clone(), o);
                 }
             }
             if !page.more {
@@ -218,6 +267,7 @@ impl WatchCache {
                 let _ = self.fanout.send(CacheMessage::Reset);
             }
         }
+        self.loaded.send_replace(true);
         while let Some(event) = watch.next().await {
             let event = event?;
             let rev = event.revision();
@@ -240,14 +290,15 @@ impl WatchCache {
             st.revision = rev;
             let Some(object) = object else { continue };
             match event.kind {
-                EventKind::Put => st.objects.insert(key, object.clone()),
-                EventKind::Delete => st.objects.remove(&key),
+                EventKind::Put => st.objects.insert(object.key.clone(), object.clone()),
+                EventKind::Delete => st.objects.remove(key.as_str()),
             };
             let cached = Arc::new(CachedEvent {
                 revision: rev,
                 kind: event.kind,
                 object,
                 prev,
+                line: OnceLock::new(),
             });
             st.ring.push_back(cached.clone());
             if st.ring.len() > RING
@@ -270,6 +321,15 @@ impl WatchCache {
         let st = self.state.read().ok()?;
         st.ready
             .then(|| (Self::objects_in(&self.info, &st, namespace), st.revision))
+    }
+
+    /// Waits up to `limit` for the first list to load; whether it has.
+    pub async fn wait_loaded(&self, limit: Duration) -> bool {
+        let mut rx = self.loaded.subscribe();
+        matches!(
+            tokio::time::timeout(limit, rx.wait_for(|loaded| *loaded)).await,
+            Ok(Ok(_))
+        )
     }
 
     /// One cached object by store key, if the cache is loaded and holds it.
@@ -323,7 +383,10 @@ impl WatchCache {
             Some(ns) if info.namespaced() => {
                 let start = format!("{}{ns}/", info.key_prefix());
                 st.objects
-                    .range(start.clone()..)
+                    .range::<str, _>((
+                        std::ops::Bound::Included(start.as_str()),
+                        std::ops::Bound::Unbounded,
+                    ))
                     .take_while(|(k, _)| k.starts_with(&start))
                     .map(|(_, v)| v.clone())
                     .collect()

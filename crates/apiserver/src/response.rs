@@ -67,7 +67,13 @@ const MAX_REENCODE_BYTES: usize = 256 * 1024 * 1024;
 /// a built-in kind; everything else (watch streams, tables, custom resources,
 /// discovery) stays JSON, which such clients also accept.
 pub async fn negotiate(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let protobuf = wants_protobuf(request.headers());
+    // Watch streams stay JSON (their Accept lists JSON too): re-encoding needs
+    // the whole body, and a watch body never ends.
+    let watch = request
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+    let protobuf = wants_protobuf(request.headers()) && !watch;
     let resp = next.run(request).await;
     let is_json = resp
         .headers()

@@ -58,6 +58,9 @@ pub fn server_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
+/// Streams a client may open on one HTTP/2 connection.
+const HTTP2_MAX_STREAMS: u32 = 250;
+
 /// Serves `app` over TLS on `listener` until the future is dropped.
 pub async fn serve_tls(listener: TcpListener, config: Arc<rustls::ServerConfig>, app: Router) {
     let acceptor = TlsAcceptor::from(config);
@@ -92,7 +95,11 @@ pub async fn serve_tls(listener: TcpListener, config: Arc<rustls::ServerConfig>,
                 .and_then(|c| c.first())
                 .and_then(|c| identity_from_cert(c));
             let service = TowerToHyperService::new(app.layer(Extension(PeerIdentity(identity))));
-            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // Go's default, which kube-apiserver keeps: client-go opens another
+            // connection when one reaches it.
+            builder.http2().max_concurrent_streams(HTTP2_MAX_STREAMS);
+            if let Err(e) = builder
                 .serve_connection_with_upgrades(TokioIo::new(tls), service)
                 .await
             {

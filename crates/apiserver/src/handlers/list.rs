@@ -99,8 +99,35 @@ pub struct Listed {
     pub remaining: Option<u64>,
 }
 
+/// What a list read found besides its items.
+pub struct ListEnd {
+    /// The revision the list was read at.
+    pub revision: Revision,
+    /// Continue token when a limit cut the list short.
+    pub continue_token: Option<String>,
+    /// Items left, when known (no selectors).
+    pub remaining: Option<u64>,
+}
+
 /// Reads a collection as a list request asks.
 pub async fn read(ctx: &Ctx, opts: &ListOptions) -> Result<Listed, ApiError> {
+    let mut items = Vec::new();
+    let end = read_each(ctx, opts, |obj| items.push(obj)).await?;
+    Ok(Listed {
+        items,
+        revision: end.revision,
+        continue_token: end.continue_token,
+        remaining: end.remaining,
+    })
+}
+
+/// Reads a collection as a list request asks, handing each matching object to
+/// `each` as it is decoded, a store page at a time.
+pub async fn read_each(
+    ctx: &Ctx,
+    opts: &ListOptions,
+    mut each: impl FnMut(Object),
+) -> Result<ListEnd, ApiError> {
     check_fields(&ctx.info, opts)?;
     let info = &ctx.info;
     let namespace = ctx.path.namespace.as_deref();
@@ -137,14 +164,16 @@ pub async fn read(ctx: &Ctx, opts: &ListOptions) -> Result<Listed, ApiError> {
         },
     };
     let filtered = !opts.labels.is_empty() || !opts.fields.is_empty();
-    let mut items = Vec::new();
+    let mut count = 0;
     let mut remaining = None;
     let mut continue_key = None;
+    // Without a limit, pages bound how many decoded objects exist at once.
+    const PAGE: usize = 1000;
     loop {
         let want = if opts.limit == 0 {
-            0
+            PAGE
         } else {
-            opts.limit - items.len()
+            (opts.limit - count).min(PAGE)
         };
         let page = ctx
             .state
@@ -157,20 +186,22 @@ pub async fn read(ctx: &Ctx, opts: &ListOptions) -> Result<Listed, ApiError> {
             if !matches(opts, &obj) {
                 continue;
             }
-            items.push(obj);
-            if opts.limit > 0
-                && items.len() == opts.limit
-                && (i + 1 < page_len || page.last_key.is_some())
-            {
-                let last = &items[items.len() - 1];
+            count += 1;
+            let full = opts.limit > 0
+                && count == opts.limit
+                && (i + 1 < page_len || page.last_key.is_some());
+            if full {
                 continue_key = Some(ObjectStore::key(
                     info,
-                    object::namespace(last),
-                    object::name(last),
+                    object::namespace(&obj),
+                    object::name(&obj),
                 ));
                 if !filtered {
                     remaining = Some(page.remaining);
                 }
+            }
+            each(obj);
+            if full {
                 break;
             }
         }
@@ -181,19 +212,18 @@ pub async fn read(ctx: &Ctx, opts: &ListOptions) -> Result<Listed, ApiError> {
     }
     let continue_token =
         continue_key.map(|k| encode_continue(revision, &k[resource_prefix.len()..]));
-    Ok(Listed {
-        items,
+    Ok(ListEnd {
         revision,
         continue_token,
         remaining,
     })
 }
 
-fn list_meta(listed: &Listed) -> Value {
-    let mut meta = json!({"resourceVersion": listed.revision.to_string()});
-    if let Some(token) = &listed.continue_token {
+fn list_meta(revision: Revision, continue_token: Option<&str>, remaining: Option<u64>) -> Value {
+    let mut meta = json!({"resourceVersion": revision.to_string()});
+    if let Some(token) = continue_token {
         meta["continue"] = json!(token);
-        if let Some(n) = listed.remaining {
+        if let Some(n) = remaining {
             meta["remainingItemCount"] = json!(n);
         }
     }
@@ -202,7 +232,11 @@ fn list_meta(listed: &Listed) -> Value {
 
 /// The list object for a read.
 pub fn list_object(info: &ResourceInfo, listed: Listed) -> Value {
-    let meta = list_meta(&listed);
+    let meta = list_meta(
+        listed.revision,
+        listed.continue_token.as_deref(),
+        listed.remaining,
+    );
     json!({
         "kind": format!("{}List", info.kind),
         "apiVersion": info.api_version(),
@@ -211,10 +245,14 @@ pub fn list_object(info: &ResourceInfo, listed: Listed) -> Value {
     })
 }
 
+/// How long a list the watch cache could serve waits for it to load before
+/// the store serves it instead.
+const CACHE_LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves a list from the watch cache when its semantics allow (`resourceVersion=0`,
 /// or a minimum the cache has reached, and no continue token): the objects are
 /// copied as the JSON the cache holds.
-fn list_from_cache(ctx: &Ctx, opts: &ListOptions) -> Option<axum::response::Response> {
+async fn list_from_cache(ctx: &Ctx, opts: &ListOptions) -> Option<axum::response::Response> {
     // The cache holds storage-version bytes; other versions are listed from the store.
     if ctx.converts() {
         return None;
@@ -228,6 +266,9 @@ fn list_from_cache(ctx: &Ctx, opts: &ListOptions) -> Option<axum::response::Resp
         _ => return None,
     };
     let cache = ctx.state.caches.get(ctx.state.objects.store(), &ctx.info)?;
+    // A cache still loading answers soon; listing the store meanwhile would
+    // decode every object a second time, at once.
+    cache.wait_loaded(CACHE_LOAD_WAIT).await;
     let (objects, revision) = cache.snapshot(ctx.path.namespace.as_deref())?;
     if revision < min {
         return None;
@@ -268,52 +309,44 @@ fn list_from_cache(ctx: &Ctx, opts: &ListOptions) -> Option<axum::response::Resp
         );
         return Some(json_response(StatusCode::OK, &t));
     }
-    // {"kind":...,"apiVersion":...,"metadata":{...},"items":[<cached JSON>,...]}
     let head = json!({"kind": format!("{}List", ctx.info.kind), "apiVersion": ctx.info.api_version(), "metadata": meta});
-    let head = serde_json::to_vec(&head).unwrap_or_default();
-    let size: usize = items.iter().map(|o| o.json.len() + 1).sum();
-    let mut body = Vec::with_capacity(head.len() + size + 16);
-    body.extend_from_slice(&head[..head.len() - 1]);
-    body.extend_from_slice(b",\"items\":[");
-    for (i, o) in items.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(&o.json);
-    }
-    body.extend_from_slice(b"]}");
-    let mut resp = axum::response::IntoResponse::into_response((StatusCode::OK, body));
-    resp.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        axum::http::HeaderValue::from_static("application/json"),
-    );
-    Some(resp)
+    let items = items.into_iter().cloned().collect();
+    Some(super::list_body::cached_response(&head, items))
 }
 
 /// GET a collection.
 pub async fn list(ctx: &Ctx) -> ApiResult {
     let opts = ListOptions::parse(&ctx.query)?;
     check_fields(&ctx.info, &opts)?;
-    if let Some(resp) = list_from_cache(ctx, &opts) {
+    if let Some(resp) = list_from_cache(ctx, &opts).await {
         return Ok(resp);
     }
-    let mut listed = read(ctx, &opts).await?;
-    if ctx.converts() {
-        listed.items = listed.items.into_iter().map(|o| ctx.present(o)).collect();
-    }
     if crate::table::wants_table(&ctx.headers) {
+        let mut listed = read(ctx, &opts).await?;
+        if ctx.converts() {
+            listed.items = listed.items.into_iter().map(|o| ctx.present(o)).collect();
+        }
         let include = ctx.query.get("includeObject");
         let t = crate::table::table(
             &ctx.info,
             &ctx.headers,
             include,
             &listed.items,
-            list_meta(&listed),
+            list_meta(
+                listed.revision,
+                listed.continue_token.as_deref(),
+                listed.remaining,
+            ),
         );
         return Ok(json_response(StatusCode::OK, &t));
     }
-    Ok(json_response(
-        StatusCode::OK,
-        &list_object(&ctx.info, listed),
-    ))
+    // Encoded a page at a time: no list-sized Vec of decoded objects.
+    let mut items = super::list_body::EncodedItems::default();
+    let end = read_each(ctx, &opts, |o| items.push(&ctx.present(o))).await?;
+    let head = json!({
+        "kind": format!("{}List", ctx.info.kind),
+        "apiVersion": ctx.info.api_version(),
+        "metadata": list_meta(end.revision, end.continue_token.as_deref(), end.remaining),
+    });
+    Ok(items.into_response(&head))
 }

@@ -9,6 +9,7 @@ mod eviction;
 mod finalize;
 mod get;
 pub(crate) mod list;
+mod list_body;
 mod patch;
 mod scale;
 mod watch;

@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{Api, PostParams};
 use kybern_store::{SqliteOptions, SqliteStore, Store};
 
 use super::stats::{Samples, ms};
@@ -31,6 +30,9 @@ pub struct ApiBenchArgs {
     /// Updates observed by the watchers.
     #[arg(long, default_value_t = 20)]
     watch_updates: usize,
+    /// How the watchers read their streams; each is measured in turn.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "h2,http1")]
+    watch_clients: Vec<super::watchers::WatchClient>,
 }
 
 fn config_map(name: &str, payload: &str) -> ConfigMap {
@@ -63,6 +65,7 @@ fn rss_bytes(pid: u32) -> u64 {
 /// A `kybern server` child process, killed on drop.
 struct ServerProcess {
     child: std::process::Child,
+    port: u16,
 }
 
 impl Drop for ServerProcess {
@@ -92,7 +95,7 @@ async fn start_server(dir: &std::path::Path) -> anyhow::Result<(ServerProcess, k
         .stderr(log)
         .spawn()
         .context("spawning kybern server")?;
-    let server = ServerProcess { child };
+    let server = ServerProcess { child, port };
     let kubeconfig = data.join("admin.kubeconfig");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !(kubeconfig.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()) {
@@ -197,7 +200,7 @@ pub async fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
         .await
         .context("starting the API server")?;
     let pid = server.child.id();
-    for ns in ["bench", "tp", "list", "watch"] {
+    for ns in ["bench", "tp", "list"] {
         create_ns(&client, ns).await?;
     }
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "bench");
@@ -289,12 +292,15 @@ pub async fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
     }
     let rss_filled = rss_bytes(pid);
     let mut list_cache = Samples::default();
+    // The objects as the server holds them (with the metadata it adds): the list's size.
+    let mut listed_bytes = 0;
     for _ in 0..5 {
         let t = Instant::now();
         // The whole body, as bytes: the server's time, not the client's decoding.
         let request = http::Request::get("/api/v1/namespaces/list/configmaps?resourceVersion=0")
             .body(Vec::new())?;
         let body = client.request_text(request).await?;
+        listed_bytes = body.len();
         let n = body
             .matches("\"kind\":\"ConfigMap\"")
             .count()
@@ -309,75 +315,23 @@ pub async fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
     let rss_after = rss_bytes(pid);
     let (anon_after, file_after) = (status_bytes(pid, "RssAnon:"), status_bytes(pid, "RssFile:"));
 
-    eprintln!("bench api: watchers");
-    // Watchers: every one must see every update.
-    let watch_api: Api<ConfigMap> = Api::namespaced(client.clone(), "watch");
-    watch_api
-        .create(&PostParams::default(), &config_map("target", "initial"))
+    let mut watches = Vec::new();
+    for (i, mode) in args.watch_clients.iter().enumerate() {
+        eprintln!("bench api: {} watchers ({mode:?})", args.watchers);
+        let ns = format!("watch-{i}");
+        create_ns(&client, &ns).await?;
+        let (samples, rss) = super::watchers::run(
+            &client,
+            &ns,
+            args.watchers,
+            args.watch_updates,
+            *mode,
+            (server.port, &dir.path().join("server/pki")),
+            || rss_bytes(pid),
+        )
         .await?;
-    let rv = watch_api
-        .list(&ListParams::default())
-        .await?
-        .metadata
-        .resource_version
-        .unwrap_or_default();
-    let mut streams = Vec::with_capacity(args.watchers);
-    for _ in 0..args.watchers {
-        streams.push(
-            watch_api
-                .watch(&WatchParams::default().timeout(600), &rv)
-                .await?
-                .boxed(),
-        );
+        watches.push((*mode, samples, rss));
     }
-    let updates = args.watch_updates;
-    let receivers: Vec<_> = streams
-        .into_iter()
-        .map(|mut s| {
-            tokio::spawn(async move {
-                let mut seen = Vec::with_capacity(updates);
-                while seen.len() < updates {
-                    match tokio::time::timeout(Duration::from_secs(60), s.try_next()).await {
-                        Ok(Ok(Some(WatchEvent::Modified(o)))) => seen.push((
-                            o.metadata.resource_version.unwrap_or_default(),
-                            Instant::now(),
-                        )),
-                        Ok(Ok(Some(_))) => {}
-                        _ => break,
-                    }
-                }
-                seen
-            })
-        })
-        .collect();
-    let mut sent = std::collections::HashMap::new();
-    for i in 0..updates {
-        let t0 = Instant::now();
-        let o = watch_api
-            .patch(
-                "target",
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({"data": {"payload": i.to_string()}})),
-            )
-            .await?;
-        sent.insert(o.metadata.resource_version.unwrap_or_default(), t0);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let rss_watch = rss_bytes(pid);
-    let mut watch = Samples::default();
-    for r in receivers {
-        for (rv, at) in r.await? {
-            if let Some(t0) = sent.get(&rv) {
-                watch.push(at.saturating_duration_since(*t0));
-            }
-        }
-    }
-    anyhow::ensure!(
-        watch.len() == args.watchers * updates,
-        "watchers saw {} of {} events",
-        watch.len(),
-        args.watchers * updates
-    );
 
     println!();
     println!(
@@ -436,18 +390,20 @@ pub async fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
         ms(list_raw.percentile(50.0)),
         r(list_cache.percentile(50.0), list_raw.percentile(50.0)),
     );
-    row(
-        &format!("watch delivery p50 (ms), {} watchers", args.watchers),
-        ms(watch.percentile(50.0)),
-        "-".into(),
-        "-".into(),
-    );
-    row(
-        &format!("watch delivery p99 (ms), {} watchers", args.watchers),
-        ms(watch.percentile(99.0)),
-        "-".into(),
-        "-".into(),
-    );
+    for (mode, samples, _) in &mut watches {
+        for p in [50.0, 99.0] {
+            row(
+                &format!(
+                    "pod watch p{p} (ms), {} watchers, {}",
+                    args.watchers,
+                    mode.label()
+                ),
+                ms(samples.percentile(p)),
+                "-".into(),
+                "-".into(),
+            );
+        }
+    }
     let grew = rss_after.saturating_sub(rss_before);
     println!(
         "server RSS before the fill {:.1} MiB, after it {:.1} MiB, after the lists {:.1} MiB",
@@ -455,24 +411,30 @@ pub async fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
         rss_filled as f64 / 1048576.0,
         rss_after as f64 / 1048576.0
     );
+    let mib = |b: u64| b as f64 / 1048576.0;
     println!(
-        "server RSS {:.1} MiB after caching {} objects ({:.1} MiB raw); grew {:.1} MiB = {:.2}x the raw size",
-        rss_after as f64 / 1048576.0,
+        "server RSS {:.1} MiB holding {} objects: {:.1} MiB as served ({:.2}x RSS), {:.1} MiB as written by the client ({:.2}x RSS); grew {:.1} MiB in the fill and lists",
+        mib(rss_after),
         args.list_objects,
-        raw_bytes as f64 / 1048576.0,
-        grew as f64 / 1048576.0,
-        grew as f64 / (raw_bytes as f64).max(1.0)
+        mib(listed_bytes as u64),
+        rss_after as f64 / (listed_bytes as f64).max(1.0),
+        mib(raw_bytes as u64),
+        rss_after as f64 / (raw_bytes as f64).max(1.0),
+        mib(grew),
     );
     println!(
         "  of which anonymous {:.1} MiB, file-backed (sqlite pages) {:.1} MiB",
         anon_after as f64 / 1048576.0,
         file_after as f64 / 1048576.0
     );
-    println!(
-        "server RSS with {} watchers open: {:.1} MiB",
-        args.watchers,
-        rss_watch as f64 / 1048576.0
-    );
+    for (mode, _, rss) in &watches {
+        println!(
+            "server RSS with {} watchers open ({}): {:.1} MiB",
+            args.watchers,
+            mode.label(),
+            *rss as f64 / 1048576.0
+        );
+    }
     drop(server);
     Ok(())
 }

@@ -1,9 +1,11 @@
 //! `kybern bench`: benchmarks that print figures beside a baseline measured in the same run.
 
 mod api;
+mod h2;
 mod stats;
 mod store;
 mod target;
+mod watchers;
 
 /// The benchmarks.
 #[derive(clap::Subcommand, Debug)]

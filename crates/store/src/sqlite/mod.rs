@@ -5,6 +5,7 @@
 //! write in the batch is acknowledged. Reads use a pool of snapshot readers.
 //! Watchers are fed from the write path and from the log when they fall behind.
 
+mod checkpoint;
 mod reader;
 mod schema;
 mod watch;
@@ -67,6 +68,7 @@ pub struct SqliteStore {
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     _lock: File,
     compactor: Mutex<Option<Compactor>>,
+    checkpointer: Mutex<Option<checkpoint::Checkpointer>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -116,6 +118,7 @@ impl SqliteStore {
             events: events.clone(),
             compact_waiters: Vec::new(),
         };
+        let checkpointer = checkpoint::Checkpointer::start(&path)?;
         let writer_thread = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer.run(rx))
@@ -131,6 +134,7 @@ impl SqliteStore {
             writer_thread: Mutex::new(Some(writer_thread)),
             _lock: lock,
             compactor: Mutex::new(None),
+            checkpointer: Mutex::new(Some(checkpointer)),
         });
         if let Some(opts) = options.compaction {
             let compactor = Compactor::spawn(Arc::downgrade(&store), opts);
@@ -153,6 +157,9 @@ impl SqliteStore {
         }
         if let Ok(mut compactor) = self.compactor.lock() {
             compactor.take();
+        }
+        if let Ok(mut checkpointer) = self.checkpointer.lock() {
+            checkpointer.take();
         }
         let handle = self.writer_thread.lock().ok().and_then(|mut h| h.take());
         if let Some(handle) = handle

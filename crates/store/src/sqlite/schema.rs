@@ -63,7 +63,7 @@ pub(super) fn configure(conn: &Connection) -> Result<(), StoreError> {
         .map_err(sql_error)?;
     conn.execute_batch(
         "PRAGMA synchronous = FULL;
-         PRAGMA cache_size = -65536;
+         PRAGMA cache_size = -16384;
          PRAGMA temp_store = MEMORY;",
     )
     .map_err(sql_error)?;
@@ -111,8 +111,12 @@ pub(super) fn prepare(conn: &mut Connection) -> Result<Meta, StoreError> {
             "cannot enable WAL (journal mode is {mode})"
         )));
     }
-    // Keep the WAL file from growing past 64 MiB once checkpointed.
-    conn.execute_batch("PRAGMA journal_size_limit = 67108864")
+    // Keep the WAL file from growing past 64 MiB once checkpointed. The
+    // checkpoint thread copies the WAL into the database between commits; the
+    // writer's own checkpoint, at 2,000 pages, is left with the few pages
+    // written since, and lets the next commit start the WAL over, which under
+    // constant writes only a checkpoint on this connection can.
+    conn.execute_batch("PRAGMA journal_size_limit = 67108864; PRAGMA wal_autocheckpoint = 2000;")
         .map_err(sql_error)?;
 
     let meta = read_meta(conn)?;

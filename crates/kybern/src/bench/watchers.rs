@@ -1,0 +1,245 @@
+//! The watch figure of `kybern bench api`: N concurrent pod watchers, each of
+//! which must see every update of one pod; latency from the update's request to
+//! its arrival at each watcher.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use super::stats::Samples;
+
+/// How the benchmark's watchers read their streams.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchClient {
+    /// HTTP/2, 250 watches per connection, as client-go does; each watcher
+    /// reads lines and takes the event's resourceVersion, doing as little as
+    /// it can so that the figure is the server's delivery.
+    H2,
+    /// The same over HTTP/1.1, one TLS connection per watch.
+    Http1,
+    /// kube-rs typed watches (`Api<Pod>::watch`): every event is deserialized
+    /// into a `Pod` in the benchmark process, which shares the machine.
+    Kube,
+}
+
+fn pod(name: &str) -> anyhow::Result<Pod> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+    }))?)
+}
+
+/// The `resourceVersion` of the object in a MODIFIED watch line, found without
+/// parsing the object (metadata precedes the spec in the server's encoding).
+fn modified_rv(line: &str) -> Option<String> {
+    if !line.starts_with("{\"type\":\"MODIFIED\"") {
+        return None;
+    }
+    let meta = line.find("\"metadata\":")?;
+    let at = meta + line[meta..].find("\"resourceVersion\":\"")? + "\"resourceVersion\":\"".len();
+    let end = at + line[at..].find('"')?;
+    Some(line[at..end].to_owned())
+}
+
+impl WatchClient {
+    /// How the figure is labelled.
+    pub fn label(self) -> &'static str {
+        match self {
+            WatchClient::H2 => "HTTP/2",
+            WatchClient::Http1 => "HTTP/1.1",
+            WatchClient::Kube => "kube-rs",
+        }
+    }
+}
+
+/// Where a watcher reads from.
+#[derive(Clone)]
+enum Source {
+    Kube(Api<Pod>),
+    Lines(kube::Client),
+    H2(hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>),
+}
+
+/// How a watcher is told to start and to stop.
+struct Signals {
+    opening: Arc<Semaphore>,
+    ready: mpsc::Sender<()>,
+    done: watch::Receiver<bool>,
+}
+
+/// Takes MODIFIED lines until `updates` were seen; false when the stream ended.
+fn take_line(line: &str, seen: &mut Vec<(String, Instant)>) {
+    if let Some(rv) = modified_rv(line) {
+        seen.push((rv, Instant::now()));
+    }
+}
+
+/// One watcher: the resourceVersions of the updates it saw and when.
+async fn watch_one(
+    source: Source,
+    path: String,
+    rv: String,
+    updates: usize,
+    mut signals: Signals,
+) -> anyhow::Result<Vec<(String, Instant)>> {
+    let mut seen = Vec::with_capacity(updates);
+    // Generous: the first watchers wait for all the others to open.
+    let deadline = Duration::from_secs(300);
+    let permit = signals.opening.acquire_owned().await?;
+    match source {
+        Source::Kube(api) => {
+            let mut s = api
+                .watch(&WatchParams::default().timeout(600), &rv)
+                .await?
+                .boxed();
+            drop(permit);
+            signals.ready.send(()).await?;
+            while seen.len() < updates {
+                match tokio::time::timeout(deadline, s.try_next()).await {
+                    Ok(Ok(Some(WatchEvent::Modified(o)))) => seen.push((
+                        o.metadata.resource_version.unwrap_or_default(),
+                        Instant::now(),
+                    )),
+                    Ok(Ok(Some(_))) => {}
+                    _ => break,
+                }
+            }
+            // Open until every watcher is done: closing early would load the
+            // machine while others still receive.
+            let _ = signals.done.wait_for(|d| *d).await;
+        }
+        Source::Lines(client) => {
+            let request = http::Request::get(&path).body(Vec::new())?;
+            let mut lines = client.request_stream(request).await?.lines();
+            drop(permit);
+            signals.ready.send(()).await?;
+            while seen.len() < updates {
+                match tokio::time::timeout(deadline, lines.next()).await {
+                    Ok(Some(Ok(line))) => take_line(&line, &mut seen),
+                    _ => break,
+                }
+            }
+            let _ = signals.done.wait_for(|d| *d).await;
+        }
+        Source::H2(send) => {
+            let mut lines = super::h2::Lines::get(send, &path).await?;
+            drop(permit);
+            signals.ready.send(()).await?;
+            while seen.len() < updates {
+                match tokio::time::timeout(deadline, lines.next()).await {
+                    Ok(Ok(Some(line))) => take_line(&line, &mut seen),
+                    _ => break,
+                }
+            }
+            let _ = signals.done.wait_for(|d| *d).await;
+        }
+    }
+    Ok(seen)
+}
+
+/// Opens `watchers` watches on a pod, updates it `updates` times 200 ms apart,
+/// and returns the delivery latencies (every watcher must see every update)
+/// and the server's RSS with the watchers open.
+pub async fn run(
+    client: &kube::Client,
+    namespace: &str,
+    watchers: usize,
+    updates: usize,
+    mode: WatchClient,
+    server: (u16, &std::path::Path),
+    server_rss: impl Fn() -> u64,
+) -> anyhow::Result<(Samples, u64)> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let created = api.create(&PostParams::default(), &pod("target")?).await?;
+    let rv = created.metadata.resource_version.unwrap_or_default();
+    let mut tasks = Vec::with_capacity(watchers);
+    // Watches open 64 at a time (a TLS handshake each); each reports once the
+    // server has answered, and the updates start when all have.
+    let opening = Arc::new(Semaphore::new(64));
+    let (ready, mut opened) = mpsc::channel(watchers.max(1));
+    let (done, done_rx) = watch::channel(false);
+    let mut connections = Vec::new();
+    if mode == WatchClient::H2 {
+        for _ in 0..watchers.div_ceil(super::h2::STREAMS_PER_CONNECTION) {
+            connections.push(super::h2::connect(server.0, server.1).await?);
+        }
+    }
+    let path = format!(
+        "/api/v1/namespaces/{namespace}/pods?watch=true&resourceVersion={rv}&timeoutSeconds=600"
+    );
+    for i in 0..watchers {
+        let source = match mode {
+            WatchClient::Kube => Source::Kube(api.clone()),
+            WatchClient::Http1 => Source::Lines(client.clone()),
+            WatchClient::H2 => {
+                Source::H2(connections[i / super::h2::STREAMS_PER_CONNECTION].clone())
+            }
+        };
+        let signals = Signals {
+            opening: opening.clone(),
+            ready: ready.clone(),
+            done: done_rx.clone(),
+        };
+        tasks.push(tokio::spawn(watch_one(
+            source,
+            path.clone(),
+            rv.clone(),
+            updates,
+            signals,
+        )));
+    }
+    drop(ready);
+    for _ in 0..watchers {
+        anyhow::ensure!(opened.recv().await.is_some(), "a watcher failed to open");
+    }
+    let mut sent = HashMap::new();
+    for i in 0..updates {
+        let t0 = Instant::now();
+        let o = api
+            .patch(
+                "target",
+                &PatchParams::default(),
+                &Patch::Merge(
+                    serde_json::json!({"metadata": {"annotations": {"bench": i.to_string()}}}),
+                ),
+            )
+            .await?;
+        sent.insert(o.metadata.resource_version.unwrap_or_default(), t0);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rss = server_rss();
+    done.send_replace(true);
+    let mut samples = Samples::default();
+    for t in tasks {
+        for (rv, at) in t.await?? {
+            if let Some(t0) = sent.get(&rv) {
+                samples.push(at.saturating_duration_since(*t0));
+            }
+        }
+    }
+    anyhow::ensure!(
+        samples.len() == watchers * updates,
+        "watchers saw {} of {} events",
+        samples.len(),
+        watchers * updates
+    );
+    Ok((samples, rss))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::modified_rv;
+
+    #[test]
+    fn finds_the_resource_version_of_modified_lines_only() {
+        let line = r#"{"type":"MODIFIED","object":{"apiVersion":"v1","kind":"Pod","metadata":{"managedFields":[],"name":"t","resourceVersion":"42"},"spec":{}}}"#;
+        assert_eq!(modified_rv(line).as_deref(), Some("42"));
+        assert_eq!(modified_rv(&line.replace("MODIFIED", "ADDED")), None);
+        assert_eq!(modified_rv(r#"{"type":"MODIFIED","object":{}}"#), None);
+    }
+}
