@@ -69,10 +69,7 @@ const MAX_REENCODE_BYTES: usize = 256 * 1024 * 1024;
 pub async fn negotiate(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     // Watch streams stay JSON (their Accept lists JSON too): re-encoding needs
     // the whole body, and a watch body never ends.
-    let watch = request
-        .uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+    let watch = crate::request::Query::parse(request.uri().query()).flag("watch");
     let protobuf = wants_protobuf(request.headers()) && !watch;
     let resp = next.run(request).await;
     let is_json = resp

@@ -198,7 +198,7 @@ pub async fn delete_collection(ctx: &Ctx, request: Body) -> ApiResult {
     list_opts.limit = 0;
     list_opts.continue_from = None;
     let listed = list::read(ctx, &list_opts).await?;
-    let revision = listed.revision;
+    let revision = listed.end.revision;
     let mut deleted = Vec::new();
     for obj in listed.items {
         match delete_object(ctx, object::namespace(&obj), object::name(&obj), &opts).await {
@@ -209,9 +209,10 @@ pub async fn delete_collection(ctx: &Ctx, request: Body) -> ApiResult {
     }
     let listed = list::Listed {
         items: deleted,
-        revision,
-        continue_token: None,
-        remaining: None,
+        end: list::ListEnd {
+            revision,
+            ..Default::default()
+        },
     };
     Ok(json_response(
         StatusCode::OK,

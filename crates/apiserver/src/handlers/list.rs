@@ -87,19 +87,16 @@ pub fn matches(opts: &ListOptions, obj: &Object) -> bool {
     opts.labels.matches_labels(object::labels(obj)) && opts.fields.matches(|f| field_of(obj, f))
 }
 
-/// A filtered list read: the items, the revision, and the continue token.
+/// A filtered list read: the items, and where the read ended.
 pub struct Listed {
     /// Matching objects, in key order.
     pub items: Vec<Object>,
-    /// The revision the list was read at.
-    pub revision: Revision,
-    /// Continue token when a limit cut the list short.
-    pub continue_token: Option<String>,
-    /// Items left, when known (no selectors).
-    pub remaining: Option<u64>,
+    /// The revision, continue token and count of items left.
+    pub end: ListEnd,
 }
 
 /// What a list read found besides its items.
+#[derive(Default)]
 pub struct ListEnd {
     /// The revision the list was read at.
     pub revision: Revision,
@@ -113,12 +110,21 @@ pub struct ListEnd {
 pub async fn read(ctx: &Ctx, opts: &ListOptions) -> Result<Listed, ApiError> {
     let mut items = Vec::new();
     let end = read_each(ctx, opts, |obj| items.push(obj)).await?;
-    Ok(Listed {
-        items,
-        revision: end.revision,
-        continue_token: end.continue_token,
-        remaining: end.remaining,
-    })
+    Ok(Listed { items, end })
+}
+
+/// Fails with upstream's "too large resource version" when the store has not
+/// reached `revision` yet.
+pub async fn reached(ctx: &Ctx, revision: Revision) -> Result<(), ApiError> {
+    let current = ctx.state.objects.current_revision().await?;
+    if revision > current {
+        return Err(crate::storage::api_error(
+            kybern_store::StoreError::FutureRevision { revision, current },
+            &ctx.info,
+            "",
+        ));
+    }
+    Ok(())
 }
 
 /// Reads a collection as a list request asks, handing each matching object to
@@ -148,17 +154,7 @@ pub async fn read_each(
             ListRevision::Latest => (0, None),
             ListRevision::Exact(rev) => (rev, None),
             ListRevision::NotOlderThan(rev) => {
-                let current = ctx.state.objects.current_revision().await?;
-                if rev > current {
-                    return Err(crate::storage::api_error(
-                        kybern_store::StoreError::FutureRevision {
-                            revision: rev,
-                            current,
-                        },
-                        info,
-                        "",
-                    ));
-                }
+                reached(ctx, rev).await?;
                 (0, None)
             }
         },
@@ -219,24 +215,23 @@ pub async fn read_each(
     })
 }
 
-fn list_meta(revision: Revision, continue_token: Option<&str>, remaining: Option<u64>) -> Value {
-    let mut meta = json!({"resourceVersion": revision.to_string()});
-    if let Some(token) = continue_token {
-        meta["continue"] = json!(token);
-        if let Some(n) = remaining {
-            meta["remainingItemCount"] = json!(n);
+impl ListEnd {
+    /// The list's `metadata`.
+    fn meta(&self) -> Value {
+        let mut meta = json!({"resourceVersion": self.revision.to_string()});
+        if let Some(token) = &self.continue_token {
+            meta["continue"] = json!(token);
+            if let Some(n) = self.remaining {
+                meta["remainingItemCount"] = json!(n);
+            }
         }
+        meta
     }
-    meta
 }
 
 /// The list object for a read.
 pub fn list_object(info: &ResourceInfo, listed: Listed) -> Value {
-    let meta = list_meta(
-        listed.revision,
-        listed.continue_token.as_deref(),
-        listed.remaining,
-    );
+    let meta = listed.end.meta();
     json!({
         "kind": format!("{}List", info.kind),
         "apiVersion": info.api_version(),
@@ -332,11 +327,7 @@ pub async fn list(ctx: &Ctx) -> ApiResult {
             &ctx.headers,
             include,
             &listed.items,
-            list_meta(
-                listed.revision,
-                listed.continue_token.as_deref(),
-                listed.remaining,
-            ),
+            listed.end.meta(),
         );
         return Ok(json_response(StatusCode::OK, &t));
     }
@@ -346,7 +337,7 @@ pub async fn list(ctx: &Ctx) -> ApiResult {
     let head = json!({
         "kind": format!("{}List", ctx.info.kind),
         "apiVersion": ctx.info.api_version(),
-        "metadata": list_meta(end.revision, end.continue_token.as_deref(), end.remaining),
+        "metadata": end.meta(),
     });
     Ok(items.into_response(&head))
 }

@@ -27,7 +27,8 @@ fn opening(head: &Value) -> Bytes {
     Bytes::from(v)
 }
 
-fn respond(chunks: impl futures::Stream<Item = Bytes> + Send + 'static) -> Response {
+/// A 200 `application/json` response whose body is `chunks` as they come.
+pub(super) fn json_stream(chunks: impl futures::Stream<Item = Bytes> + Send + 'static) -> Response {
     use futures::StreamExt;
     let mut resp = Response::new(Body::from_stream(
         chunks.map(Ok::<_, std::convert::Infallible>),
@@ -70,7 +71,7 @@ impl EncodedItems {
         self.current.put_slice(b"]}");
         self.chunks.push(self.current.freeze());
         let all = std::iter::once(opening(head)).chain(self.chunks);
-        respond(futures::stream::iter(all))
+        json_stream(futures::stream::iter(all))
     }
 }
 
@@ -96,7 +97,7 @@ pub fn cached_response(head: &Value, items: Vec<Arc<CachedObject>>) -> Response 
         }
         Some((buf.freeze(), (items, i)))
     });
-    respond(futures::StreamExt::chain(
+    json_stream(futures::StreamExt::chain(
         futures::stream::once(async move { first }),
         rest,
     ))

@@ -69,6 +69,15 @@ impl Lines {
         })
     }
 
+    /// The lines as a stream.
+    pub fn into_stream(
+        self,
+    ) -> impl futures::Stream<Item = anyhow::Result<String>> + Send + 'static {
+        futures::stream::unfold(self, |mut lines| async move {
+            lines.next().await.transpose().map(|l| (l, lines))
+        })
+    }
+
     /// The next line, without its newline; `None` at the end of the stream.
     pub async fn next(&mut self) -> anyhow::Result<Option<String>> {
         loop {

@@ -39,6 +39,28 @@ impl Samples {
     }
 }
 
+/// Delivery latencies: for each watcher's `(event, arrival)` pairs, the time
+/// since the event was `sent`. Fails unless there are `expected` of them
+/// (every watcher saw every event).
+pub fn deliveries<K: Eq + std::hash::Hash>(
+    seen: Vec<Vec<(K, std::time::Instant)>>,
+    sent: &std::collections::HashMap<K, std::time::Instant>,
+    expected: usize,
+) -> anyhow::Result<Samples> {
+    let mut all = Samples::with_capacity(expected);
+    for (event, at) in seen.into_iter().flatten() {
+        if let Some(t0) = sent.get(&event) {
+            all.push(at.saturating_duration_since(*t0));
+        }
+    }
+    anyhow::ensure!(
+        all.len() == expected,
+        "watchers saw {} of {expected} events",
+        all.len()
+    );
+    Ok(all)
+}
+
 /// Milliseconds with three decimals, for tables.
 pub fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1e3)

@@ -243,20 +243,11 @@ async fn watch_latency<T: BenchTarget + 'static>(
         sent.insert(rev, t0);
         tokio::time::sleep(pace.saturating_sub(t0.elapsed())).await;
     }
-    let mut all = Samples::with_capacity(watchers * events);
+    let mut seen = Vec::with_capacity(watchers);
     for task in tasks {
-        for (rev, at) in task.await? {
-            if let Some(t0) = sent.get(&rev) {
-                all.push(at.saturating_duration_since(*t0));
-            }
-        }
+        seen.push(task.await?);
     }
-    anyhow::ensure!(
-        all.len() == watchers * events,
-        "watchers saw {} of {} events",
-        all.len(),
-        watchers * events
-    );
+    let mut all = super::stats::deliveries(seen, &sent, watchers * events)?;
     Ok((all.percentile(50.0), all.percentile(99.0)))
 }
 

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
+use futures::{AsyncBufReadExt, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use super::stats::Samples;
+use super::stats::{Samples, deliveries};
 
 /// How the benchmark's watchers read their streams.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,11 +72,37 @@ struct Signals {
     done: watch::Receiver<bool>,
 }
 
-/// Takes MODIFIED lines until `updates` were seen; false when the stream ended.
-fn take_line(line: &str, seen: &mut Vec<(String, Instant)>) {
-    if let Some(rv) = modified_rv(line) {
-        seen.push((rv, Instant::now()));
-    }
+/// The resourceVersions of a watch's MODIFIED events (`None` for other events).
+type Modified = futures::stream::BoxStream<'static, anyhow::Result<Option<String>>>;
+
+/// Opens one watch; returns once the server has answered.
+async fn open(source: Source, path: &str, rv: &str) -> anyhow::Result<Modified> {
+    Ok(match source {
+        Source::Kube(api) => api
+            .watch(&WatchParams::default().timeout(600), rv)
+            .await?
+            .map(|e| {
+                Ok(match e? {
+                    WatchEvent::Modified(o) => o.metadata.resource_version,
+                    _ => None,
+                })
+            })
+            .boxed(),
+        Source::Lines(client) => {
+            let request = http::Request::get(path).body(Vec::new())?;
+            client
+                .request_stream(request)
+                .await?
+                .lines()
+                .map(|l| Ok(modified_rv(&l?)))
+                .boxed()
+        }
+        Source::H2(send) => super::h2::Lines::get(send, path)
+            .await?
+            .into_stream()
+            .map(|l| Ok(modified_rv(&l?)))
+            .boxed(),
+    })
 }
 
 /// One watcher: the resourceVersions of the updates it saw and when.
@@ -91,54 +117,19 @@ async fn watch_one(
     // Generous: the first watchers wait for all the others to open.
     let deadline = Duration::from_secs(300);
     let permit = signals.opening.acquire_owned().await?;
-    match source {
-        Source::Kube(api) => {
-            let mut s = api
-                .watch(&WatchParams::default().timeout(600), &rv)
-                .await?
-                .boxed();
-            drop(permit);
-            signals.ready.send(()).await?;
-            while seen.len() < updates {
-                match tokio::time::timeout(deadline, s.try_next()).await {
-                    Ok(Ok(Some(WatchEvent::Modified(o)))) => seen.push((
-                        o.metadata.resource_version.unwrap_or_default(),
-                        Instant::now(),
-                    )),
-                    Ok(Ok(Some(_))) => {}
-                    _ => break,
-                }
-            }
-            // Open until every watcher is done: closing early would load the
-            // machine while others still receive.
-            let _ = signals.done.wait_for(|d| *d).await;
-        }
-        Source::Lines(client) => {
-            let request = http::Request::get(&path).body(Vec::new())?;
-            let mut lines = client.request_stream(request).await?.lines();
-            drop(permit);
-            signals.ready.send(()).await?;
-            while seen.len() < updates {
-                match tokio::time::timeout(deadline, lines.next()).await {
-                    Ok(Some(Ok(line))) => take_line(&line, &mut seen),
-                    _ => break,
-                }
-            }
-            let _ = signals.done.wait_for(|d| *d).await;
-        }
-        Source::H2(send) => {
-            let mut lines = super::h2::Lines::get(send, &path).await?;
-            drop(permit);
-            signals.ready.send(()).await?;
-            while seen.len() < updates {
-                match tokio::time::timeout(deadline, lines.next()).await {
-                    Ok(Ok(Some(line))) => take_line(&line, &mut seen),
-                    _ => break,
-                }
-            }
-            let _ = signals.done.wait_for(|d| *d).await;
+    let mut events = open(source, &path, &rv).await?;
+    drop(permit);
+    signals.ready.send(()).await?;
+    while seen.len() < updates {
+        match tokio::time::timeout(deadline, events.next()).await {
+            Ok(Some(Ok(Some(rv)))) => seen.push((rv, Instant::now())),
+            Ok(Some(Ok(None))) => {}
+            _ => break,
         }
     }
+    // Open until every watcher is done: closing early would load the
+    // machine while others still receive.
+    let _ = signals.done.wait_for(|d| *d).await;
     Ok(seen)
 }
 
@@ -214,21 +205,11 @@ pub async fn run(
     }
     let rss = server_rss();
     done.send_replace(true);
-    let mut samples = Samples::default();
+    let mut seen = Vec::with_capacity(watchers);
     for t in tasks {
-        for (rv, at) in t.await?? {
-            if let Some(t0) = sent.get(&rv) {
-                samples.push(at.saturating_duration_since(*t0));
-            }
-        }
+        seen.push(t.await??);
     }
-    anyhow::ensure!(
-        samples.len() == watchers * updates,
-        "watchers saw {} of {} events",
-        samples.len(),
-        watchers * updates
-    );
-    Ok((samples, rss))
+    Ok((deliveries(seen, &sent, watchers * updates)?, rss))
 }
 
 #[cfg(test)]

@@ -11,9 +11,6 @@ mod feed;
 
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use kybern_apimachinery::ApiError;
@@ -182,22 +179,8 @@ pub async fn watch(ctx: Ctx) -> ApiResult {
         Some(_) if send_initial => None,
         Some(rv) => Some(parse_rv(rv)?),
     };
-    if let (Some(min), true) = (
-        opts.resource_version.as_deref().map(parse_rv).transpose()?,
-        send_initial,
-    ) {
-        let current = ctx.state.objects.current_revision().await?;
-        if min > current {
-            return Err(crate::storage::api_error(
-                kybern_store::StoreError::FutureRevision {
-                    revision: min,
-                    current,
-                },
-                &ctx.info,
-                "",
-            )
-            .into());
-        }
+    if send_initial && let Some(rv) = opts.resource_version.as_deref() {
+        list::reached(&ctx, parse_rv(rv)?).await?;
     }
     let cache = ctx.state.caches.get(ctx.state.objects.store(), &ctx.info);
     let namespace = ctx.path.namespace.clone();
@@ -237,20 +220,17 @@ pub async fn watch(ctx: Ctx) -> ApiResult {
                 .ctx
                 .state
                 .objects
-                .watch(&encoder.ctx.info, namespace.as_deref(), listed.revision + 1)
+                .watch(
+                    &encoder.ctx.info,
+                    namespace.as_deref(),
+                    listed.end.revision + 1,
+                )
                 .await;
-            let initial = Some((listed.items, listed.revision));
+            let initial = Some((listed.items, listed.end.revision));
             feed::StoreFeed::new(encoder, initial, watch, send_initial).into_stream()
         }
     };
-    let chunks = chunks
-        .take_until(tokio::time::sleep(timeout))
-        .map(Ok::<_, std::convert::Infallible>);
-    let mut resp = Response::new(Body::from_stream(chunks));
-    *resp.status_mut() = StatusCode::OK;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Ok(resp)
+    Ok(super::list_body::json_stream(
+        chunks.take_until(tokio::time::sleep(timeout)),
+    ))
 }
