@@ -104,12 +104,11 @@ impl ObjectStore {
         Ok(obj)
     }
 
-    /// Encodes an object for storage, without its `resourceVersion` (the store's
-    /// revision is the version; keeping it inside would be stale at once).
-    pub fn encode(obj: &Object) -> Result<Bytes, ApiError> {
-        let mut copy = obj.clone();
-        object::remove_meta(&mut copy, "resourceVersion");
-        serde_json::to_vec(&copy)
+    /// Encodes an object for storage, removing its `resourceVersion` first (the
+    /// store's revision is the version; keeping it inside would be stale at once).
+    pub fn encode(obj: &mut Object) -> Result<Bytes, ApiError> {
+        object::remove_meta(obj, "resourceVersion");
+        serde_json::to_vec(obj)
             .map(Bytes::from)
             .map_err(|e| ApiError::internal(e.to_string()))
     }
@@ -173,12 +172,12 @@ impl ObjectStore {
     }
 
     /// Creates an object; returns it as stored.
-    pub async fn create(&self, info: &ResourceInfo, obj: Object) -> Result<Object, ApiError> {
+    pub async fn create(&self, info: &ResourceInfo, mut obj: Object) -> Result<Object, ApiError> {
         let name = object::name(&obj).to_owned();
         let key = Self::key(info, object::namespace(&obj), &name);
         let rev = self
             .store
-            .create(&key, Self::encode(&obj)?)
+            .create(&key, Self::encode(&mut obj)?)
             .await
             .map_err(|e| api_error(e, info, &name))?;
         Ok(with_rv(obj, rev))
@@ -188,14 +187,14 @@ impl ObjectStore {
     pub async fn update(
         &self,
         info: &ResourceInfo,
-        obj: Object,
+        mut obj: Object,
         expected: Revision,
     ) -> Result<Object, ApiError> {
         let name = object::name(&obj).to_owned();
         let key = Self::key(info, object::namespace(&obj), &name);
         let rev = self
             .store
-            .update(&key, Self::encode(&obj)?, expected)
+            .update(&key, Self::encode(&mut obj)?, expected)
             .await
             .map_err(|e| api_error(e, info, &name))?;
         Ok(with_rv(obj, rev))

@@ -1,10 +1,10 @@
 //! The eviction and finalize subresources through kube-rs: budgets refuse
 //! evictions they cannot afford, and a terminating namespace goes when its
-//! `spec.finalizers` are cleared.
+//! `spec.finalizers` are cleared, refusing new content meanwhile.
 
 mod common;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -91,6 +91,15 @@ async fn a_namespace_goes_when_finalize_clears_it() {
         .create(&PostParams::default(), &ns)
         .await
         .expect("create");
+    // Content written while the namespace is open (and the namespaces cache
+    // that write checks against is warm).
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "doomed");
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"generateName": "cm-"}})).expect("cm");
+    config_maps
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("create in an open namespace");
     namespaces
         .delete("doomed", &DeleteParams::default())
         .await
@@ -108,6 +117,26 @@ async fn a_namespace_goes_when_finalize_clears_it() {
     assert_eq!(
         terminating.status.and_then(|s| s.phase).as_deref(),
         Some("Terminating")
+    );
+    // New content is refused once the server has seen the deletion (its
+    // namespace cache follows the store's watch, as upstream's informer does).
+    let mut refused = None;
+    for _ in 0..50 {
+        match config_maps.create(&PostParams::default(), &cm).await {
+            Err(kube::Error::Api(e)) => {
+                refused = Some(e);
+                break;
+            }
+            Err(other) => panic!("create: {other}"),
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+    let refused = refused.expect("creates into a terminating namespace are refused");
+    assert_eq!((refused.code, refused.reason.as_str()), (403, "Forbidden"));
+    assert!(
+        refused.message.contains("because it is being terminated"),
+        "{}",
+        refused.message
     );
     let body = serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": "doomed"}, "spec": {"finalizers": []}}))

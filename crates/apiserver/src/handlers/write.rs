@@ -35,9 +35,18 @@ pub async fn check_namespace_open(ctx: &Ctx, namespace: &str) -> Result<(), ApiE
         .state
         .caches
         .get(ctx.state.objects.store(), &ns_info)
-        .and_then(|c| c.get(&key))
-        .and_then(|c| serde_json::from_slice::<Value>(&c.json).ok());
-    let ns = match cached {
+        .and_then(|c| c.get(&key));
+    // The cache indexes `status.phase`; an active namespace without a
+    // deletion timestamp (the common case) is open without decoding it.
+    if let Some(c) = &cached
+        && c.fields
+            .iter()
+            .any(|(f, v)| *f == "status.phase" && v != "Terminating")
+        && !c.json.windows(19).any(|w| w == b"\"deletionTimestamp\"")
+    {
+        return Ok(());
+    }
+    let ns = match cached.and_then(|c| serde_json::from_slice::<Value>(&c.json).ok()) {
         Some(ns) => ns,
         None => ctx.state.objects.get(&ns_info, "", namespace).await?,
     };
@@ -105,8 +114,11 @@ pub async fn create_object(
     if is_service {
         crate::service_ips::allocate(&ctx.state.objects, info, &mut obj).await?;
     }
+    if !is_service {
+        return ctx.state.objects.create(info, obj).await;
+    }
     let result = ctx.state.objects.create(info, obj.clone()).await;
-    if is_service && result.is_err() {
+    if result.is_err() {
         crate::service_ips::release(&ctx.state.objects, &obj).await;
     }
     result

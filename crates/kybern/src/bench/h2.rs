@@ -1,14 +1,14 @@
-//! A minimal HTTP/2 client for the watch benchmark: watches multiplexed over a
+//! A minimal HTTP/2 client for the API benchmark: requests multiplexed over a
 //! few TLS connections, as client-go does (Go opens another connection when
 //! one reaches the server's stream limit). kube-rs speaks HTTP/1.1 only, one
-//! connection per watch; both shapes are measured.
+//! connection per request in flight; both shapes are measured.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
@@ -17,8 +17,11 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 /// Streams per connection: Go's default server limit, which kube-apiserver keeps.
 pub const STREAMS_PER_CONNECTION: usize = 250;
 
+/// The sending half of one HTTP/2 connection.
+pub type Connection = SendRequest<Full<Bytes>>;
+
 /// One HTTP/2 connection to the server, authenticated with the admin certificate.
-pub async fn connect(port: u16, pki: &Path) -> anyhow::Result<SendRequest<Empty<Bytes>>> {
+pub async fn connect(port: u16, pki: &Path) -> anyhow::Result<Connection> {
     let mut roots = rustls::RootCertStore::empty();
     for ca in CertificateDer::pem_file_iter(pki.join("ca.crt"))? {
         roots.add(ca?)?;
@@ -54,9 +57,10 @@ pub struct Lines {
 
 impl Lines {
     /// Sends a GET for `path` and checks that it succeeded.
-    pub async fn get(mut send: SendRequest<Empty<Bytes>>, path: &str) -> anyhow::Result<Self> {
+    pub async fn get(mut send: Connection, path: &str) -> anyhow::Result<Self> {
         send.ready().await?;
-        let request = http::Request::get(format!("https://127.0.0.1{path}")).body(Empty::new())?;
+        let request =
+            http::Request::get(format!("https://127.0.0.1{path}")).body(Full::default())?;
         let response = send.send_request(request).await?;
         anyhow::ensure!(
             response.status().is_success(),
@@ -97,4 +101,50 @@ impl Lines {
             }
         }
     }
+}
+
+/// Creates `per_client * clients` ConfigMaps named `<client>-<i>` in
+/// `namespace` from `clients` concurrent streams over one connection, each
+/// waiting for its `201 Created` and reading the whole answer before the next;
+/// returns creates per second. The bodies are JSON written by hand, and the
+/// answers are not decoded, so that the figure is the server's.
+pub async fn creates(
+    send: &Connection,
+    namespace: &str,
+    clients: usize,
+    per_client: usize,
+    payload: &str,
+) -> anyhow::Result<f64> {
+    let start = std::time::Instant::now();
+    let path = format!("https://127.0.0.1/api/v1/namespaces/{namespace}/configmaps");
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (mut send, path) = (send.clone(), path.clone());
+            let payload = payload.to_owned();
+            tokio::spawn(async move {
+                for i in 0..per_client {
+                    let body = format!(
+                        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{c}-{i}"}},"data":{{"payload":"{payload}"}}}}"#
+                    );
+                    send.ready().await?;
+                    let request = http::Request::post(&path)
+                        .header(http::header::CONTENT_TYPE, "application/json")
+                        .body(Full::new(Bytes::from(body)))?;
+                    let response = send.send_request(request).await?;
+                    let status = response.status();
+                    let answer = response.into_body().collect().await?.to_bytes();
+                    anyhow::ensure!(
+                        status == http::StatusCode::CREATED,
+                        "create answered {status}: {}",
+                        String::from_utf8_lossy(&answer)
+                    );
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok((clients * per_client) as f64 / start.elapsed().as_secs_f64())
 }

@@ -62,7 +62,7 @@ impl WatchClient {
 enum Source {
     Kube(Api<Pod>),
     Lines(kube::Client),
-    H2(hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>),
+    H2(super::h2::Connection),
 }
 
 /// How a watcher is told to start and to stop.

@@ -67,6 +67,15 @@ pub(super) fn configure(conn: &Connection) -> Result<(), StoreError> {
          PRAGMA temp_store = MEMORY;",
     )
     .map_err(sql_error)?;
+    // Without the query planner stability guarantee, sqlite re-prepares a
+    // cached statement whenever a new value is bound to a parameter the planner
+    // looked at (a `LIMIT ?`, a join on `current`), which made the writer
+    // re-parse its row lookup on every write.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )
+    .map_err(sql_error)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
@@ -160,4 +169,41 @@ pub(super) fn write_meta(conn: &Connection, name: &str, value: Revision) -> Resu
         .and_then(|mut s| s.execute(params![name, value]))
         .map_err(sql_error)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_lookups_are_not_reprepared_per_binding() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        configure(&conn).expect("configure");
+        conn.execute_batch(CREATE).expect("schema");
+        let tx = conn.transaction().expect("tx");
+        for rev in 1..=20_i64 {
+            let key = format!("/k/{rev}");
+            let mut lookup = tx
+                .prepare_cached(
+                    "SELECT l.created FROM current c JOIN log l ON l.rev = c.rev WHERE c.key = ?1 LIMIT ?2",
+                )
+                .expect("prepare");
+            let found: Option<i64> = lookup
+                .query_row(params![key.as_bytes(), rev], |r| r.get(0))
+                .optional()
+                .expect("lookup");
+            assert_eq!(found, None);
+            assert_eq!(
+                lookup.get_status(rusqlite::StatementStatus::RePrepare),
+                0,
+                "binding a new key re-prepared the statement"
+            );
+            drop(lookup);
+            tx.execute(
+                "INSERT INTO log (rev, key, created, prev_rev, deleted, value) VALUES (?1, ?2, ?1, 0, 0, x'00')",
+                params![rev, key.as_bytes()],
+            )
+            .expect("insert");
+        }
+    }
 }
