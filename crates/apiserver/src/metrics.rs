@@ -36,6 +36,9 @@ struct LatencyLabels {
 /// The server's metrics.
 pub struct ApiMetrics {
     registry: Registry,
+    /// Registries of components running in this process (the scheduler),
+    /// served on the same `/metrics`.
+    others: std::sync::Mutex<Vec<Arc<Registry>>>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<LatencyLabels, Histogram>,
 }
@@ -59,9 +62,32 @@ impl Default for ApiMetrics {
         );
         ApiMetrics {
             registry,
+            others: Default::default(),
             requests,
             latency,
         }
+    }
+}
+
+impl ApiMetrics {
+    /// Serves another component's metrics on this server's `/metrics`.
+    pub fn add_registry(&self, registry: Arc<Registry>) {
+        if let Ok(mut others) = self.others.lock() {
+            others.push(registry);
+        }
+    }
+
+    fn encode(&self) -> Result<String, std::fmt::Error> {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
+        let mut text = String::new();
+        encode_registry(&mut text, &self.registry)?;
+        if let Ok(others) = self.others.lock() {
+            for r in others.iter() {
+                encode_registry(&mut text, r)?;
+            }
+        }
+        encode_eof(&mut text)?;
+        Ok(text)
     }
 }
 
@@ -110,10 +136,9 @@ pub async fn record(State(metrics): State<Arc<ApiMetrics>>, req: Request, next: 
 
 /// GET `/metrics` in the Prometheus text format.
 pub async fn serve(State(state): State<Arc<crate::server::ApiState>>) -> Response {
-    let mut text = String::new();
-    if prometheus_client::encoding::text::encode(&mut text, &state.metrics.registry).is_err() {
+    let Ok(text) = state.metrics.encode() else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics").into_response();
-    }
+    };
     (
         [(
             header::CONTENT_TYPE,

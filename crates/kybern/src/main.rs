@@ -2,6 +2,7 @@
 //! subcommand to its module; owns no logic of its own.
 
 mod bench;
+mod scheduler_cmd;
 mod server;
 mod store_writer;
 
@@ -21,6 +22,8 @@ enum Command {
     Version,
     /// Run the API server (the kernel) on a store.
     Server(server::ServerArgs),
+    /// Run the scheduler alone, against a cluster's API.
+    Scheduler(scheduler_cmd::SchedulerArgs),
     /// Run a benchmark against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -51,6 +54,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Server(args) => runtime()?.block_on(server::run(args)),
+        Command::Scheduler(args) => runtime()?.block_on(scheduler_cmd::run(args)),
         Command::Bench(cmd) => runtime()?.block_on(bench::run(cmd)),
         Command::StoreWriter(args) => runtime()?.block_on(store_writer::run(args)),
     }

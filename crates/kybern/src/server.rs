@@ -33,6 +33,13 @@ pub struct ServerArgs {
     /// (off by default; for debugging).
     #[arg(long)]
     insecure_listen: Option<SocketAddr>,
+    /// Do not run the scheduler in this process (run `kybern scheduler`, or
+    /// another scheduler, instead).
+    #[arg(long)]
+    disable_scheduler: bool,
+    /// A `KubeSchedulerConfiguration` file for the scheduler.
+    #[arg(long)]
+    scheduler_config: Option<PathBuf>,
 }
 
 /// Runs the API server until interrupted.
@@ -43,6 +50,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             "--insecure-listen must be a loopback address (got {addr})"
         );
     }
+    // Read before anything starts, so a bad file stops the server at once.
+    let profiles = crate::scheduler_cmd::load_profiles(args.scheduler_config.as_deref())?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let url: StoreUrl = match &args.store {
@@ -89,6 +98,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let server_url = format!("https://{}", SocketAddr::new(host.parse()?, addr.port()));
     let kubeconfig = args.data_dir.join("admin.kubeconfig");
     pki.write_admin_kubeconfig(&kubeconfig, &server_url)?;
+    if !args.disable_scheduler {
+        // An API client like any other, through the admin kubeconfig.
+        let client = crate::scheduler_cmd::client_from_kubeconfig(&kubeconfig).await?;
+        let metrics = kybern_scheduler::SchedulerMetrics::default();
+        state.metrics.add_registry(metrics.registry());
+        let scheduler = kybern_scheduler::Scheduler::new(client, profiles, metrics);
+        tokio::spawn(scheduler.run());
+    }
     let app = kybern_apiserver::server::authenticated_router(state.clone(), Arc::new(auth));
     let secure = tls::serve_tls(listener, tls::server_config(&pki)?, app);
     tracing::info!(%addr, "API server listening (HTTPS)");

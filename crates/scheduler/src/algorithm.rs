@@ -1,0 +1,223 @@
+//! One scheduling cycle for one pod: pre-filter, filter (over an adaptive
+//! share of the nodes, as upstream's `percentageOfNodesToScore`), pre-score,
+//! score, normalize, weigh, and pick the best node (ties broken at random).
+
+use std::collections::BTreeMap;
+
+use crate::cache::{ClusterCache, NodeInfo, PodInfo};
+use crate::framework::{Code, CycleState, Status};
+use crate::profile::Profile;
+
+/// Fewest feasible nodes to look for before scoring (upstream's `minFeasibleNodesToFind`).
+const MIN_FEASIBLE_NODES: usize = 100;
+
+/// The outcome of a cycle.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The chosen node.
+    Node(String),
+    /// No node fits: how many nodes there were and why each failed.
+    Unschedulable {
+        /// Nodes considered.
+        nodes: usize,
+        /// Each reason with the number of nodes it applied to.
+        reasons: BTreeMap<String, usize>,
+    },
+}
+
+/// How many feasible nodes to find before stopping, as upstream computes it
+/// by default: all of a small cluster, and a share that shrinks from 50% with
+/// size (but at least 5%, and at least 100 nodes) of a large one.
+pub fn feasible_nodes_to_find(nodes: usize) -> usize {
+    if nodes < MIN_FEASIBLE_NODES {
+        return nodes;
+    }
+    let percentage = (50 - (nodes / 125) as i64).max(5) as usize;
+    (nodes * percentage / 100).max(MIN_FEASIBLE_NODES)
+}
+
+fn tally(reasons: &mut BTreeMap<String, usize>, status: &Status, count: usize) {
+    for r in &status.reasons {
+        *reasons.entry(r.clone()).or_default() += count;
+    }
+}
+
+/// A small xorshift generator for tie-breaking: no need for a cryptographic one.
+fn next_random(seed: &mut u64) -> u64 {
+    let mut x = *seed;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *seed = x;
+    x
+}
+
+/// Runs one cycle. `next_start` rotates the node where filtering begins, so
+/// that a partial search does not always favour the same nodes.
+pub fn schedule_pod(
+    profile: &Profile,
+    cache: &ClusterCache,
+    pod: &PodInfo,
+    next_start: &mut usize,
+) -> Decision {
+    let nodes: Vec<&NodeInfo> = cache.nodes().collect();
+    let mut reasons = BTreeMap::new();
+    if nodes.is_empty() {
+        return Decision::Unschedulable { nodes: 0, reasons };
+    }
+    let mut state = CycleState::default();
+    for p in &profile.pre_filter {
+        let status = p.pre_filter(&mut state, pod, cache);
+        match status.code {
+            Code::Success => {}
+            Code::Skip => state.skip_filter.push(p.name()),
+            _ => {
+                tally(&mut reasons, &status, nodes.len());
+                return Decision::Unschedulable {
+                    nodes: nodes.len(),
+                    reasons,
+                };
+            }
+        }
+    }
+    let want = feasible_nodes_to_find(nodes.len());
+    let mut feasible: Vec<&NodeInfo> = Vec::with_capacity(want.min(nodes.len()));
+    let start = *next_start % nodes.len();
+    let mut examined = 0;
+    for i in 0..nodes.len() {
+        let node = nodes[(start + i) % nodes.len()];
+        examined += 1;
+        let failed = profile
+            .filter
+            .iter()
+            .filter(|f| !state.skips_filter(f.name()))
+            .map(|f| f.filter(&state, pod, node))
+            .find(|s| !s.is_success());
+        match failed {
+            None => {
+                feasible.push(node);
+                if feasible.len() >= want {
+                    break;
+                }
+            }
+            Some(status) => tally(&mut reasons, &status, 1),
+        }
+    }
+    *next_start = (start + examined) % nodes.len();
+    match feasible.len() {
+        0 => {
+            return Decision::Unschedulable {
+                nodes: nodes.len(),
+                reasons,
+            };
+        }
+        1 => return Decision::Node(feasible[0].name.clone()),
+        _ => {}
+    }
+    for p in &profile.pre_score {
+        if p.pre_score(&mut state, pod, &feasible, cache).code == Code::Skip {
+            state.skip_score.push(p.name());
+        }
+    }
+    let mut totals = vec![0_i64; feasible.len()];
+    let mut scores = vec![0_i64; feasible.len()];
+    for (plugin, weight) in &profile.score {
+        if state.skips_score(plugin.name()) {
+            continue;
+        }
+        for (s, node) in scores.iter_mut().zip(&feasible) {
+            *s = plugin.score(&state, pod, node);
+        }
+        plugin.normalize(&state, pod, &mut scores);
+        for (t, s) in totals.iter_mut().zip(&scores) {
+            *t += s * weight;
+        }
+    }
+    // The best score; among equals, each is equally likely (reservoir sampling).
+    let mut seed = (*next_start as u64 ^ 0x9E37_79B9_7F4A_7C15) | 1;
+    seed ^= std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64);
+    seed |= 1;
+    let mut best = 0;
+    let mut ties = 0_u64;
+    for (i, t) in totals.iter().enumerate() {
+        if *t > totals[best] {
+            best = i;
+            ties = 1;
+        } else if *t == totals[best] {
+            ties += 1;
+            if next_random(&mut seed).is_multiple_of(ties) {
+                best = i;
+            }
+        }
+    }
+    Decision::Node(feasible[best].name.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn adaptive_share_of_nodes() {
+        assert_eq!(feasible_nodes_to_find(50), 50);
+        assert_eq!(feasible_nodes_to_find(1000), 420);
+        assert_eq!(feasible_nodes_to_find(5000), 500);
+        assert_eq!(feasible_nodes_to_find(100_000), 5000);
+    }
+
+    fn node(name: &str, cpu: &str, taint: bool) -> Arc<k8s_openapi::api::core::v1::Node> {
+        let taints = if taint {
+            serde_json::json!([{"key": "gpu", "value": "true", "effect": "NoSchedule"}])
+        } else {
+            serde_json::json!([])
+        };
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name},
+                "spec": {"taints": taints},
+                "status": {"allocatable": {"cpu": cpu, "memory": "8Gi", "pods": "110"}}
+            }))
+            .expect("node"),
+        )
+    }
+
+    #[test]
+    fn picks_a_fitting_node_or_explains() {
+        let mut cache = ClusterCache::default();
+        cache.upsert_node(node("small", "500m", false));
+        cache.upsert_node(node("tainted", "8", true));
+        cache.upsert_node(node("big", "8", false));
+        let pod = PodInfo::new(Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p", "namespace": "d", "uid": "p"},
+                "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]}
+            }))
+            .expect("pod"),
+        ));
+        let profile = Profile::default_named("default-scheduler");
+        let mut start = 0;
+        assert_eq!(
+            schedule_pod(&profile, &cache, &pod, &mut start),
+            Decision::Node("big".into())
+        );
+        cache.assume(&pod, "big");
+        let mut huge = (*pod.pod).clone();
+        huge.metadata.uid = Some("q".into());
+        huge.spec.as_mut().expect("spec").containers[0].resources =
+            serde_json::from_value(serde_json::json!({"requests": {"cpu": "7500m"}})).expect("r");
+        let huge = PodInfo::new(Arc::new(huge));
+        let Decision::Unschedulable { nodes, reasons } =
+            schedule_pod(&profile, &cache, &huge, &mut start)
+        else {
+            panic!("should not fit");
+        };
+        assert_eq!(nodes, 3);
+        assert_eq!(
+            crate::events::fit_error_message(nodes, &reasons),
+            "0/3 nodes are available: 1 node(s) had untolerated taint {gpu: true}, 2 Insufficient cpu."
+        );
+    }
+}

@@ -1,0 +1,352 @@
+//! The scheduler's view of the cluster: each node with the pods on it and what
+//! they request, including pods assumed onto a node whose binding the API has
+//! not yet shown, so that decisions made and not yet observed count.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Pod, Taint};
+
+use crate::resources::{Resources, node_allocatable, pod_requests, pod_requests_non_zero};
+
+/// A host port a pod claims: protocol, host IP (`0.0.0.0` for all), port.
+pub type HostPort = (String, String, i32);
+
+/// A pod with what the scheduler reads from it often, computed once.
+#[derive(Clone, Debug)]
+pub struct PodInfo {
+    /// The pod as last observed (or assumed).
+    pub pod: Arc<Pod>,
+    /// `metadata.uid`.
+    pub uid: String,
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.labels`.
+    pub labels: BTreeMap<String, String>,
+    /// The effective request.
+    pub requests: Resources,
+    /// The request with upstream's defaults for containers that ask for nothing.
+    pub non_zero: Resources,
+    /// Host ports its containers claim.
+    pub host_ports: Vec<HostPort>,
+    /// `spec.priority` (0 without one).
+    pub priority: i32,
+}
+
+impl PodInfo {
+    /// Computes the derived fields of a pod.
+    pub fn new(pod: Arc<Pod>) -> Self {
+        let meta = &pod.metadata;
+        let spec = pod.spec.as_ref();
+        let host_ports = spec
+            .into_iter()
+            .flat_map(|s| {
+                s.containers
+                    .iter()
+                    .chain(s.init_containers.iter().flatten())
+            })
+            .flat_map(|c| c.ports.iter().flatten())
+            .filter_map(|p| {
+                let port = p.host_port.filter(|p| *p > 0)?;
+                Some((
+                    p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                    p.host_ip.clone().unwrap_or_else(|| "0.0.0.0".into()),
+                    port,
+                ))
+            })
+            .collect();
+        PodInfo {
+            uid: meta.uid.clone().unwrap_or_default(),
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+            labels: meta.labels.clone().unwrap_or_default(),
+            requests: pod_requests(&pod),
+            non_zero: pod_requests_non_zero(&pod),
+            host_ports,
+            priority: spec.and_then(|s| s.priority).unwrap_or(0),
+            pod,
+        }
+    }
+
+    /// `namespace/name`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One node and the pods on it.
+#[derive(Clone, Debug, Default)]
+pub struct NodeInfo {
+    /// The node, once observed (pods may be seen on a node before it is).
+    pub node: Option<Arc<Node>>,
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.labels`.
+    pub labels: BTreeMap<String, String>,
+    /// `spec.taints`.
+    pub taints: Vec<Taint>,
+    /// `spec.unschedulable`.
+    pub unschedulable: bool,
+    /// What pods may use.
+    pub allocatable: Resources,
+    /// How many pods fit.
+    pub allowed_pods: i64,
+    /// Sum of the pods' requests.
+    pub requested: Resources,
+    /// Sum of the pods' requests with defaults, for scoring.
+    pub non_zero_requested: Resources,
+    /// The pods, bound or assumed.
+    pub pods: Vec<PodInfo>,
+    /// Images present, by name, with their size in bytes.
+    pub images: HashMap<String, i64>,
+}
+
+impl NodeInfo {
+    fn set_node(&mut self, node: Arc<Node>) {
+        let (allocatable, allowed_pods) = node_allocatable(&node);
+        self.name = node.metadata.name.clone().unwrap_or_default();
+        self.labels = node.metadata.labels.clone().unwrap_or_default();
+        let spec = node.spec.as_ref();
+        self.taints = spec.and_then(|s| s.taints.clone()).unwrap_or_default();
+        self.unschedulable = spec.and_then(|s| s.unschedulable).unwrap_or(false);
+        self.allocatable = allocatable;
+        self.allowed_pods = allowed_pods;
+        self.images = node
+            .status
+            .as_ref()
+            .and_then(|s| s.images.as_ref())
+            .into_iter()
+            .flatten()
+            .flat_map(|i| {
+                let size = i.size_bytes.unwrap_or(0);
+                i.names.iter().flatten().map(move |n| (n.clone(), size))
+            })
+            .collect();
+        self.node = Some(node);
+    }
+
+    fn add_pod(&mut self, pod: PodInfo) {
+        self.requested.add(&pod.requests);
+        self.non_zero_requested.add(&pod.non_zero);
+        self.pods.push(pod);
+    }
+
+    fn remove_pod(&mut self, uid: &str) -> Option<PodInfo> {
+        let i = self.pods.iter().position(|p| p.uid == uid)?;
+        let pod = self.pods.swap_remove(i);
+        self.requested.sub(&pod.requests);
+        self.non_zero_requested.sub(&pod.non_zero);
+        Some(pod)
+    }
+
+    /// Whether a host port is free on this node for `(protocol, ip, port)`.
+    pub fn port_free(&self, wanted: &HostPort) -> bool {
+        let (proto, ip, port) = wanted;
+        !self
+            .pods
+            .iter()
+            .flat_map(|p| &p.host_ports)
+            .any(|(p2, ip2, port2)| {
+                port2 == port && p2 == proto && (ip2 == ip || ip2 == "0.0.0.0" || ip == "0.0.0.0")
+            })
+    }
+}
+
+/// Whether a pod occupies a node: bound, and not finished.
+pub fn occupies_node(pod: &Pod) -> bool {
+    let bound = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    bound && !matches!(phase, Some("Succeeded" | "Failed"))
+}
+
+/// Nodes and the pods placed on them.
+#[derive(Debug, Default)]
+pub struct ClusterCache {
+    nodes: BTreeMap<String, NodeInfo>,
+    /// Where each placed pod is, by uid.
+    placed: HashMap<String, String>,
+    /// Pods assumed onto a node and not yet seen bound there.
+    assumed: HashMap<String, String>,
+}
+
+impl ClusterCache {
+    /// Adds or replaces a node. Returns whether anything scheduling reads
+    /// changed (a heartbeat alone changes nothing).
+    pub fn upsert_node(&mut self, node: Arc<Node>) -> bool {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let info = self.nodes.entry(name.clone()).or_insert_with(|| NodeInfo {
+            name,
+            ..Default::default()
+        });
+        let before = info.node.is_some().then(|| {
+            (
+                info.labels.clone(),
+                info.taints.clone(),
+                info.unschedulable,
+                info.allocatable.clone(),
+                info.allowed_pods,
+            )
+        });
+        info.set_node(node);
+        before
+            != Some((
+                info.labels.clone(),
+                info.taints.clone(),
+                info.unschedulable,
+                info.allocatable.clone(),
+                info.allowed_pods,
+            ))
+    }
+
+    /// Removes a node; its pods stay counted until they go.
+    pub fn remove_node(&mut self, name: &str) {
+        if let Some(info) = self.nodes.get_mut(name) {
+            info.node = None;
+            if info.pods.is_empty() {
+                self.nodes.remove(name);
+            }
+        }
+    }
+
+    /// Records an observed pod: placed if bound and running, removed otherwise.
+    /// An observed binding confirms an assumption.
+    pub fn upsert_pod(&mut self, pod: Arc<Pod>) {
+        let info = PodInfo::new(pod);
+        if occupies_node(&info.pod) {
+            let node = info
+                .pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default();
+            self.assumed.remove(&info.uid);
+            self.place(info, node);
+        } else if !self.assumed.contains_key(&info.uid) {
+            self.remove_pod(&info.uid);
+        }
+    }
+
+    fn place(&mut self, info: PodInfo, node: String) {
+        self.remove_pod(&info.uid);
+        self.placed.insert(info.uid.clone(), node.clone());
+        self.nodes
+            .entry(node.clone())
+            .or_insert_with(|| NodeInfo {
+                name: node,
+                ..Default::default()
+            })
+            .add_pod(info);
+    }
+
+    /// Forgets a pod (deleted, finished, or an assumption undone).
+    pub fn remove_pod(&mut self, uid: &str) {
+        self.assumed.remove(uid);
+        let Some(node) = self.placed.remove(uid) else {
+            return;
+        };
+        if let Some(info) = self.nodes.get_mut(&node) {
+            info.remove_pod(uid);
+            if info.node.is_none() && info.pods.is_empty() {
+                self.nodes.remove(&node);
+            }
+        }
+    }
+
+    /// Counts a pod on a node before its binding is observed.
+    pub fn assume(&mut self, pod: &PodInfo, node: &str) {
+        let mut assumed = pod.clone();
+        let mut p = (*pod.pod).clone();
+        if let Some(spec) = p.spec.as_mut() {
+            spec.node_name = Some(node.to_owned());
+        }
+        assumed.pod = Arc::new(p);
+        self.place(assumed, node.to_owned());
+        self.assumed.insert(pod.uid.clone(), node.to_owned());
+    }
+
+    /// Whether a pod is placed on a node (bound or assumed).
+    pub fn has_pod(&self, uid: &str) -> bool {
+        self.placed.contains_key(uid)
+    }
+
+    /// The uids of every placed pod.
+    pub fn pod_uids(&self) -> Vec<String> {
+        self.placed.keys().cloned().collect()
+    }
+
+    /// Whether a pod is assumed (its binding is in flight or not yet seen).
+    pub fn is_assumed(&self, uid: &str) -> bool {
+        self.assumed.contains_key(uid)
+    }
+
+    /// The nodes that exist, in name order.
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeInfo> {
+        self.nodes.values().filter(|n| n.node.is_some())
+    }
+
+    /// A node by name.
+    pub fn node(&self, name: &str) -> Option<&NodeInfo> {
+        self.nodes.get(name).filter(|n| n.node.is_some())
+    }
+
+    /// How many nodes exist.
+    pub fn node_count(&self) -> usize {
+        self.nodes().count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str) -> Arc<Node> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name},
+                "status": {"allocatable": {"cpu": "2", "memory": "4Gi", "pods": "10"}}
+            }))
+            .expect("node"),
+        )
+    }
+
+    fn pod(uid: &str, node: Option<&str>) -> Arc<Pod> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": uid, "namespace": "default", "uid": uid},
+                "spec": {"nodeName": node, "containers": [{"name": "c",
+                    "resources": {"requests": {"cpu": "500m"}}}]}
+            }))
+            .expect("pod"),
+        )
+    }
+
+    #[test]
+    fn assumed_pods_count_until_confirmed_or_forgotten() {
+        let mut cache = ClusterCache::default();
+        cache.upsert_node(node("n1"));
+        let p = PodInfo::new(pod("a", None));
+        cache.assume(&p, "n1");
+        assert_eq!(cache.node("n1").map(|n| n.requested.milli_cpu), Some(500));
+        // The unbound pod seen again (an older event) does not undo the assumption.
+        cache.upsert_pod(pod("a", None));
+        assert!(cache.is_assumed("a"));
+        // The binding observed: confirmed, counted once.
+        cache.upsert_pod(pod("a", Some("n1")));
+        assert!(!cache.is_assumed("a"));
+        assert_eq!(cache.node("n1").map(|n| n.pods.len()), Some(1));
+        cache.remove_pod("a");
+        assert_eq!(cache.node("n1").map(|n| n.requested.milli_cpu), Some(0));
+        // A pod seen on a node before the node itself.
+        cache.upsert_pod(pod("b", Some("n2")));
+        assert!(cache.node("n2").is_none());
+        cache.upsert_node(node("n2"));
+        assert_eq!(cache.node("n2").map(|n| n.pods.len()), Some(1));
+        assert_eq!(cache.node_count(), 2);
+    }
+}

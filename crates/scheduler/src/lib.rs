@@ -1,0 +1,22 @@
+//! Kybern's scheduler: upstream's scheduling framework (pre-enqueue,
+//! pre-filter, filter, pre-score, score, normalize, bind), its default plugins
+//! and profiles, the active/backoff/unschedulable queue, and an assumed-pod
+//! cache.
+//!
+//! It is an ordinary API client: it watches pods and nodes and binds through
+//! the `pods/binding` subresource. It never touches the store.
+
+pub mod algorithm;
+pub mod cache;
+pub mod events;
+pub mod framework;
+pub mod metrics;
+pub mod plugins;
+pub mod profile;
+pub mod queue;
+pub mod resources;
+pub mod scheduler;
+
+pub use metrics::SchedulerMetrics;
+pub use profile::{DEFAULT_SCHEDULER_NAME, Profile};
+pub use scheduler::Scheduler;

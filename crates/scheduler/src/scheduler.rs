@@ -1,0 +1,327 @@
+//! The scheduling loop: one task owns the cluster cache and the queue, applies
+//! what the pod and node watches report, and schedules one pod at a time;
+//! bindings run beside it, and their outcome comes back as another event.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::Api;
+use kube::runtime::watcher;
+use tokio::sync::mpsc;
+
+use crate::algorithm::{Decision, schedule_pod};
+use crate::cache::{ClusterCache, PodInfo};
+use crate::events::EventRecorder;
+use crate::metrics::SchedulerMetrics;
+use crate::profile::{DEFAULT_SCHEDULER_NAME, Profile};
+use crate::queue::SchedulingQueue;
+
+/// What reaches the loop.
+enum Input {
+    Pod(Box<watcher::Event<Pod>>),
+    Node(Box<watcher::Event<Node>>),
+    /// A binding finished: the pod, and the error if it failed.
+    Bound(Box<PodInfo>, Option<String>),
+}
+
+/// The scheduler: its profiles, client and metrics.
+pub struct Scheduler {
+    client: kube::Client,
+    profiles: Vec<Arc<Profile>>,
+    metrics: SchedulerMetrics,
+}
+
+/// The loop's state.
+struct State {
+    cache: ClusterCache,
+    queue: SchedulingQueue,
+    /// Uids seen in the current re-list of each watch, to drop what vanished.
+    relist_pods: Option<HashSet<String>>,
+    relist_nodes: Option<HashSet<String>>,
+    /// Where to start looking for feasible nodes next (upstream rotates it).
+    next_start: usize,
+}
+
+impl Scheduler {
+    /// A scheduler with the given profiles (one default profile when empty).
+    pub fn new(client: kube::Client, profiles: Vec<Profile>, metrics: SchedulerMetrics) -> Self {
+        let mut profiles: Vec<Arc<Profile>> = profiles.into_iter().map(Arc::new).collect();
+        if profiles.is_empty() {
+            profiles.push(Arc::new(Profile::default_named(DEFAULT_SCHEDULER_NAME)));
+        }
+        Scheduler {
+            client,
+            profiles,
+            metrics,
+        }
+    }
+
+    fn profile_for(&self, pod: &Pod) -> Option<&Arc<Profile>> {
+        let name = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduler_name.as_deref())
+            .unwrap_or(DEFAULT_SCHEDULER_NAME);
+        self.profiles.iter().find(|p| p.scheduler_name == name)
+    }
+
+    /// Runs until the watches end (they retry on errors, so in practice forever).
+    pub async fn run(self) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let pods = watcher(
+            Api::<Pod>::all(self.client.clone()),
+            watcher::Config::default(),
+        );
+        let nodes = watcher(
+            Api::<Node>::all(self.client.clone()),
+            watcher::Config::default(),
+        );
+        let forward = |tx: mpsc::UnboundedSender<Input>| {
+            move |stream: futures::stream::BoxStream<'static, Input>| async move {
+                let mut stream = stream;
+                while let Some(i) = stream.next().await {
+                    if tx.send(i).is_err() {
+                        return;
+                    }
+                }
+            }
+        };
+        let backoff =
+            |e: &watcher::Error| tracing::warn!(error = %e, "scheduler watch failed; retrying");
+        tokio::spawn(forward(tx.clone())(
+            pods.filter_map(move |r| {
+                let out = r.inspect_err(backoff).ok().map(|e| Input::Pod(Box::new(e)));
+                async move { out }
+            })
+            .boxed(),
+        ));
+        tokio::spawn(forward(tx.clone())(
+            nodes
+                .filter_map(move |r| {
+                    let out = r
+                        .inspect_err(backoff)
+                        .ok()
+                        .map(|e| Input::Node(Box::new(e)));
+                    async move { out }
+                })
+                .boxed(),
+        ));
+        let recorders: HashMap<String, EventRecorder> = self
+            .profiles
+            .iter()
+            .map(|p| {
+                let r = EventRecorder::new(self.client.clone(), &p.scheduler_name);
+                (p.scheduler_name.clone(), r)
+            })
+            .collect();
+        let mut st = State {
+            cache: ClusterCache::default(),
+            queue: SchedulingQueue::default(),
+            relist_pods: None,
+            relist_nodes: None,
+            next_start: 0,
+        };
+        loop {
+            while let Ok(input) = rx.try_recv() {
+                self.apply(&mut st, input, &recorders);
+            }
+            let now = Instant::now();
+            if let Some(q) = st.queue.pop(now) {
+                self.attempt(&mut st, q.info, &tx, &recorders).await;
+                self.metrics.set_queue(st.queue.lengths());
+                continue;
+            }
+            self.metrics.set_queue(st.queue.lengths());
+            let wake = st
+                .queue
+                .next_backoff()
+                .map_or(Duration::from_secs(1), |at| {
+                    at.saturating_duration_since(now)
+                })
+                .min(Duration::from_secs(1));
+            tokio::select! {
+                input = rx.recv() => match input {
+                    Some(i) => self.apply(&mut st, i, &recorders),
+                    None => return,
+                },
+                _ = tokio::time::sleep(wake) => {}
+            }
+        }
+    }
+
+    fn apply(&self, st: &mut State, input: Input, recorders: &HashMap<String, EventRecorder>) {
+        let now = Instant::now();
+        match input {
+            Input::Pod(ev) => match *ev {
+                watcher::Event::Init => st.relist_pods = Some(HashSet::new()),
+                watcher::Event::InitApply(p) | watcher::Event::Apply(p) => {
+                    if let Some(seen) = st.relist_pods.as_mut() {
+                        seen.insert(p.metadata.uid.clone().unwrap_or_default());
+                    }
+                    self.pod_changed(st, p, now);
+                }
+                watcher::Event::Delete(p) => {
+                    self.pod_gone(st, &p.metadata.uid.unwrap_or_default(), now)
+                }
+                watcher::Event::InitDone => {
+                    if let Some(seen) = st.relist_pods.take() {
+                        for uid in st.cache.pod_uids() {
+                            if !seen.contains(&uid) && !st.cache.is_assumed(&uid) {
+                                self.pod_gone(st, &uid, now);
+                            }
+                        }
+                    }
+                }
+            },
+            Input::Node(ev) => match *ev {
+                watcher::Event::Init => st.relist_nodes = Some(HashSet::new()),
+                watcher::Event::InitApply(n) | watcher::Event::Apply(n) => {
+                    if let Some(seen) = st.relist_nodes.as_mut() {
+                        seen.insert(n.metadata.name.clone().unwrap_or_default());
+                    }
+                    if st.cache.upsert_node(Arc::new(n)) {
+                        st.queue.cluster_changed(now);
+                    }
+                }
+                watcher::Event::Delete(n) => {
+                    st.cache.remove_node(&n.metadata.name.unwrap_or_default());
+                }
+                watcher::Event::InitDone => {
+                    if let Some(seen) = st.relist_nodes.take() {
+                        let gone: Vec<String> = st
+                            .cache
+                            .nodes()
+                            .map(|n| n.name.clone())
+                            .filter(|n| !seen.contains(n))
+                            .collect();
+                        for n in gone {
+                            st.cache.remove_node(&n);
+                        }
+                    }
+                }
+            },
+            Input::Bound(pod, error) => match error {
+                None => {
+                    st.queue.done(&pod.uid);
+                    self.metrics.bound();
+                }
+                Some(message) => {
+                    st.cache.remove_pod(&pod.uid);
+                    st.queue.failed(&pod.uid, false, now);
+                    self.metrics.attempt("error");
+                    if let Some(r) = self
+                        .profile_for(&pod.pod)
+                        .and_then(|p| recorders.get(&p.scheduler_name))
+                    {
+                        let (r, pod) = (r.clone(), *pod);
+                        tokio::spawn(async move {
+                            r.record(&pod, "Warning", "FailedScheduling", &message)
+                                .await;
+                        });
+                    }
+                }
+            },
+        }
+    }
+
+    fn pod_changed(&self, st: &mut State, pod: Pod, now: Instant) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let assigned = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(|n| !n.is_empty());
+        if assigned {
+            let was_running = crate::cache::occupies_node(&pod);
+            st.queue.remove(&uid);
+            st.cache.upsert_pod(Arc::new(pod));
+            if !was_running {
+                // A finished pod freed its node.
+                st.queue.cluster_changed(now);
+            }
+            return;
+        }
+        if pod.metadata.deletion_timestamp.is_some() {
+            self.pod_gone(st, &uid, now);
+            return;
+        }
+        let Some(profile) = self.profile_for(&pod) else {
+            return;
+        };
+        if st.cache.is_assumed(&uid) {
+            return;
+        }
+        let info = PodInfo::new(Arc::new(pod));
+        let gated = profile
+            .pre_enqueue
+            .iter()
+            .any(|p| !p.pre_enqueue(&info).is_success());
+        st.queue.upsert(info, gated, now);
+    }
+
+    fn pod_gone(&self, st: &mut State, uid: &str, now: Instant) {
+        st.queue.remove(uid);
+        if st.cache.has_pod(uid) {
+            st.cache.remove_pod(uid);
+            st.queue.cluster_changed(now);
+        }
+    }
+
+    /// One scheduling attempt: find a node, assume the pod there and bind it
+    /// in the background; or record why it fits nowhere.
+    async fn attempt(
+        &self,
+        st: &mut State,
+        pod: PodInfo,
+        tx: &mpsc::UnboundedSender<Input>,
+        recorders: &HashMap<String, EventRecorder>,
+    ) {
+        let Some(profile) = self.profile_for(&pod.pod).cloned() else {
+            st.queue.remove(&pod.uid);
+            return;
+        };
+        let recorder = recorders.get(&profile.scheduler_name).cloned();
+        let started = Instant::now();
+        let decision = schedule_pod(&profile, &st.cache, &pod, &mut st.next_start);
+        self.metrics.algorithm(started.elapsed());
+        match decision {
+            Decision::Node(node) => {
+                st.cache.assume(&pod, &node);
+                self.metrics.attempt("scheduled");
+                let (client, tx, profile) = (self.client.clone(), tx.clone(), profile.clone());
+                tokio::spawn(async move {
+                    let status = profile.bind.bind(&client, &pod, &node).await;
+                    if status.is_success() {
+                        if let Some(r) = &recorder {
+                            let msg = format!("Successfully assigned {} to {node}", pod.key());
+                            r.record(&pod, "Normal", "Scheduled", &msg).await;
+                        }
+                        let _ = tx.send(Input::Bound(Box::new(pod), None));
+                    } else {
+                        let _ =
+                            tx.send(Input::Bound(Box::new(pod), Some(status.reasons.join(", "))));
+                    }
+                });
+            }
+            Decision::Unschedulable { nodes, reasons } => {
+                st.queue.failed(&pod.uid, true, Instant::now());
+                self.metrics.attempt("unschedulable");
+                let message = crate::events::fit_error_message(nodes, &reasons);
+                tracing::debug!(pod = %pod.key(), %message, "unschedulable");
+                if let Some(r) = recorder {
+                    tokio::spawn(async move {
+                        r.record(&pod, "Warning", "FailedScheduling", &message)
+                            .await;
+                        r.mark_unschedulable(&pod, &message).await;
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Reason counts over nodes, for the failure message.
+pub type Diagnosis = BTreeMap<String, usize>;
