@@ -4,6 +4,7 @@
 mod bench;
 mod scheduler_cmd;
 mod server;
+mod sim;
 mod store_writer;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,8 @@ enum Command {
     Server(server::ServerArgs),
     /// Run the scheduler alone, against a cluster's API.
     Scheduler(scheduler_cmd::SchedulerArgs),
+    /// Simulate nodes (and the kubelet's part for their pods) through the API.
+    Sim(sim::SimArgs),
     /// Run a benchmark against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -55,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Server(args) => runtime()?.block_on(server::run(args)),
         Command::Scheduler(args) => runtime()?.block_on(scheduler_cmd::run(args)),
+        Command::Sim(args) => runtime()?.block_on(sim::run(args)),
         Command::Bench(cmd) => runtime()?.block_on(bench::run(cmd)),
         Command::StoreWriter(args) => runtime()?.block_on(store_writer::run(args)),
     }

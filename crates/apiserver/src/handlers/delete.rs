@@ -20,6 +20,8 @@ pub(super) struct DeleteOptions {
     uid: Option<String>,
     resource_version: Option<String>,
     propagation: Option<String>,
+    /// `gracePeriodSeconds`, which pods honour.
+    grace_period: Option<i64>,
     dry_run: bool,
 }
 
@@ -68,12 +70,51 @@ pub(super) fn options_from(ctx: &Ctx, body: &Value) -> Result<DeleteOptions, Api
             .get("dryRun")
             .and_then(Value::as_array)
             .is_some_and(|a| a.iter().any(|v| v == "All"));
+    let grace_period =
+        match body.get("gracePeriodSeconds") {
+            Some(Value::Null) | None => match ctx.query.get("gracePeriodSeconds") {
+                Some(v) => Some(v.parse::<i64>().map_err(|_| {
+                    ApiError::bad_request(format!("invalid gracePeriodSeconds {v:?}"))
+                })?),
+                None => None,
+            },
+            Some(v) => Some(v.as_i64().ok_or_else(|| {
+                ApiError::bad_request("gracePeriodSeconds must be an integer".to_owned())
+            })?),
+        };
     Ok(DeleteOptions {
         uid: str_at("/preconditions/uid"),
         resource_version: str_at("/preconditions/resourceVersion"),
         propagation,
+        grace_period,
         dry_run,
     })
+}
+
+/// How long a pod being deleted may take to stop, as upstream's pod strategy
+/// decides: none if it never reached a node or has finished; otherwise the
+/// request's period, else the pod's `terminationGracePeriodSeconds` (30).
+fn pod_grace_period(pod: &Value, requested: Option<i64>) -> i64 {
+    let unscheduled = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .is_empty();
+    let finished = matches!(
+        pod.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
+    if unscheduled || finished {
+        return 0;
+    }
+    let period = requested
+        .or_else(|| {
+            pod.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(30);
+    // A negative period means "as soon as possible", not "now".
+    if period < 0 { 1 } else { period }
 }
 
 /// Deletes one object as upstream's generic registry does; returns it (with
@@ -132,7 +173,17 @@ pub(super) async fn delete_object(
                 .pointer("/spec/finalizers")
                 .and_then(Value::as_array)
                 .is_some_and(|a| !a.is_empty());
-        if finalizers.is_empty() && !namespace_finalizers {
+        let grace = if info.group.is_empty() && info.plural == "pods" {
+            pod_grace_period(&old, opts.grace_period)
+        } else {
+            0
+        };
+        // A pod already terminating keeps its deadline unless this one is sooner.
+        let current_grace = old
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64);
+        let shortens = !object::is_deleting(&old) || current_grace.is_none_or(|c| grace < c);
+        if finalizers.is_empty() && !namespace_finalizers && grace == 0 {
             if opts.dry_run {
                 return Ok((old, true));
             }
@@ -150,7 +201,12 @@ pub(super) async fn delete_object(
             }
         }
         let mut new = old.clone();
-        if !object::is_deleting(&new) {
+        if grace > 0 && shortens {
+            let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
+            let at = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            object::set_meta(&mut new, "deletionTimestamp", json!(at));
+            object::set_meta(&mut new, "deletionGracePeriodSeconds", json!(grace));
+        } else if !object::is_deleting(&new) {
             object::set_meta(&mut new, "deletionTimestamp", json!(object::now_rfc3339()));
             object::set_meta(&mut new, "deletionGracePeriodSeconds", json!(0));
         }

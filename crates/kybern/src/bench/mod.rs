@@ -2,6 +2,8 @@
 
 mod api;
 mod h2;
+mod scheduler;
+mod server_process;
 mod stats;
 mod store;
 mod target;
@@ -12,6 +14,8 @@ mod watchers;
 pub enum BenchCommand {
     /// The API server against the raw store: create, get, list, watch.
     Api(api::ApiBenchArgs),
+    /// The scheduler and simulated nodes, end to end through the API server.
+    Scheduler(scheduler::SchedulerBenchArgs),
     /// The store: sqlite backend, etcd backend, and raw etcd as the baseline.
     Store(store::StoreBenchArgs),
 }
@@ -21,5 +25,6 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Store(args) => store::run(args).await,
         BenchCommand::Api(args) => api::run(args).await,
+        BenchCommand::Scheduler(args) => scheduler::run(args).await,
     }
 }

@@ -1,0 +1,167 @@
+//! Simulated nodes: their Node objects (capacity, Ready condition, pod CIDR)
+//! and the Leases in `kube-node-lease` that say they are alive.
+
+use anyhow::Context;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+use super::Sim;
+
+/// Requests in flight while registering or renewing.
+const CONCURRENCY: usize = 32;
+
+/// The `/24` pod CIDR of the `index`-th simulated node, in 10.64.0.0/10.
+pub fn pod_cidr(index: usize) -> String {
+    format!("10.{}.{}.0/24", 64 + (index / 256) % 64, index % 256)
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn node_object(sim: &Sim, name: &str, index: usize) -> anyhow::Result<Node> {
+    let a = &sim.args;
+    let mut labels = json!({
+        "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64", "type": "kybern-sim",
+    });
+    if a.zones > 0 {
+        labels["topology.kubernetes.io/zone"] = json!(format!("zone-{}", index % a.zones));
+    }
+    for l in &a.labels {
+        let (k, v) = l.split_once('=').unwrap_or((l, ""));
+        labels[k] = json!(v);
+    }
+    let taints: Vec<Value> = a
+        .taints
+        .iter()
+        .map(|t| {
+            let (kv, effect) = t.split_once(':').unwrap_or((t, "NoSchedule"));
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            json!({"key": k, "value": v, "effect": effect})
+        })
+        .collect();
+    let resources = json!({"cpu": a.cpu, "memory": a.memory, "pods": a.pods.to_string(),
+        "ephemeral-storage": "100Gi"});
+    let now = now();
+    let condition = |type_: &str, status: &str, reason: &str| {
+        json!({"type": type_, "status": status, "reason": reason, "message": reason,
+            "lastHeartbeatTime": now, "lastTransitionTime": now})
+    };
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": labels,
+            "annotations": {"node.alpha.kubernetes.io/ttl": "0", "sim.kybern.io/managed": "true"}},
+        "spec": {"podCIDR": pod_cidr(index), "podCIDRs": [pod_cidr(index)], "taints": taints},
+        "status": {
+            "capacity": resources, "allocatable": resources, "phase": "Running",
+            "conditions": [
+                condition("Ready", "True", "KubeletReady"),
+                condition("MemoryPressure", "False", "KubeletHasSufficientMemory"),
+                condition("DiskPressure", "False", "KubeletHasNoDiskPressure"),
+                condition("PIDPressure", "False", "KubeletHasSufficientPID"),
+            ],
+            "addresses": [{"type": "InternalIP", "address": format!("10.0.{}.{}", index / 250, index % 250 + 2)},
+                          {"type": "Hostname", "address": name}],
+            "nodeInfo": {"machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "sim",
+                "osImage": "kybern sim", "containerRuntimeVersion": "sim://0", "kubeletVersion": crate::KUBERNETES_VERSION,
+                "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+        }
+    }))
+    .context("building a node")
+}
+
+/// Creates every node (or refreshes one that exists) and its Lease.
+pub async fn register_all(sim: &Sim, names: &[String]) -> anyhow::Result<()> {
+    let nodes: Api<Node> = Api::all(sim.client.clone());
+    futures::stream::iter(names.iter().enumerate())
+        .map(|(i, name)| {
+            let nodes = nodes.clone();
+            async move {
+                let node = node_object(sim, name, i)?;
+                match nodes.create(&PostParams::default(), &node).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 409 => {
+                        let status = json!({"status": node.status});
+                        nodes
+                            .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+                            .await?;
+                    }
+                    Err(e) => return Err(e).context(format!("registering node {name}")),
+                }
+                renew(sim, name).await
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// Creates or renews one node's Lease.
+async fn renew(sim: &Sim, name: &str) -> anyhow::Result<()> {
+    let leases: Api<Lease> = Api::namespaced(sim.client.clone(), "kube-node-lease");
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let patch =
+        json!({"spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now}});
+    match leases
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            let lease: Lease = serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "kube-node-lease"},
+                "spec": patch["spec"],
+            }))?;
+            leases.create(&PostParams::default(), &lease).await?;
+            Ok(())
+        }
+        Err(e) => Err(e).context(format!("renewing the lease of {name}")),
+    }
+}
+
+/// Renews every live node's Lease each heartbeat period, skipping failed nodes.
+pub async fn heartbeat(sim: Arc<Sim>, names: Vec<String>) -> anyhow::Result<()> {
+    let nodes: Api<Node> = Api::all(sim.client.clone());
+    let mut tick = tokio::time::interval(sim.args.heartbeat_seconds);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        // Nodes labelled to stop, read once per round.
+        let stopped: std::collections::HashSet<String> = nodes
+            .list(&kube::api::ListParams::default().labels("sim.kybern.io/heartbeat=stopped"))
+            .await
+            .map(|l| {
+                l.items
+                    .into_iter()
+                    .filter_map(|n| n.metadata.name)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let live: Vec<String> = names
+            .iter()
+            .filter(|n| !stopped.contains(*n) && !sim.args.fail_nodes.contains(n))
+            .cloned()
+            .collect();
+        let results: Vec<anyhow::Result<()>> = futures::stream::iter(live)
+            .map(|n| {
+                let sim = sim.clone();
+                async move { renew(&sim, &n).await }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        for r in results {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "sim heartbeat");
+            }
+        }
+    }
+}
