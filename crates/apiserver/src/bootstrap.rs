@@ -1,5 +1,5 @@
-//! Objects every cluster starts with: the system namespaces and the
-//! `default/kubernetes` Service, created once if absent.
+//! Objects every cluster starts with: the system namespaces, the system
+//! PriorityClasses and the `default/kubernetes` Service, created once if absent.
 
 use kybern_apimachinery::{ApiError, StatusReason};
 use serde_json::{Value, json};
@@ -11,10 +11,14 @@ use crate::strategy;
 pub const SYSTEM_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
 
-async fn ensure(state: &ApiState, plural: &str, mut obj: Value) -> Result<(), ApiError> {
+async fn ensure(
+    state: &ApiState,
+    (group, version, plural): (&str, &str, &str),
+    mut obj: Value,
+) -> Result<(), ApiError> {
     let info = state
         .registry
-        .get("", "v1", plural)
+        .get(group, version, plural)
         .ok_or_else(|| ApiError::internal(format!("{plural} is not registered")))?;
     strategy::check_type(&info, &mut obj)?;
     strategy::prepare_create(&info, &mut obj)?;
@@ -25,14 +29,25 @@ async fn ensure(state: &ApiState, plural: &str, mut obj: Value) -> Result<(), Ap
     }
 }
 
-/// Creates the system namespaces and the `kubernetes` Service if they are missing.
+/// Creates the system namespaces, PriorityClasses and the `kubernetes` Service if missing.
 pub async fn bootstrap(state: &ApiState, secure_port: u16) -> Result<(), ApiError> {
     for ns in SYSTEM_NAMESPACES {
-        ensure(state, "namespaces", json!({"metadata": {"name": ns}})).await?;
+        ensure(
+            state,
+            ("", "v1", "namespaces"),
+            json!({"metadata": {"name": ns}}),
+        )
+        .await?;
+    }
+    for (name, value, description) in crate::priority::SYSTEM_CLASSES {
+        let class = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": name}, "value": value, "description": description,
+            "preemptionPolicy": "PreemptLowerPriority"});
+        ensure(state, ("scheduling.k8s.io", "v1", "priorityclasses"), class).await?;
     }
     ensure(
         state,
-        "services",
+        ("", "v1", "services"),
         json!({
             "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
             "spec": {

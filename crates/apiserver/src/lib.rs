@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod object;
 pub mod openapi;
 pub mod pki;
+pub mod priority;
 pub mod proto;
 pub mod registry;
 pub mod request;

@@ -1,94 +1,15 @@
 //! The scheduler inside `kybern server`, driven through the API with kube-rs:
 //! each plugin's effect on where pods go, the `FailedScheduling` message and
-//! `PodScheduled` condition, requeue when a node is added, scheduling gates,
-//! and two profiles side by side.
+//! `PodScheduled` condition, requeue when a node is added, scheduling gates.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Event, Node, Pod};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use serde_json::{Value, json};
-
-async fn add_node(client: &kube::Client, name: &str, cpu: &str, extra: Value) {
-    let mut node = json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
-        "status": {"allocatable": {"cpu": cpu, "memory": "8Gi", "pods": "110"},
-                   "capacity": {"cpu": cpu, "memory": "8Gi", "pods": "110"}}
-    });
-    json_patch::merge(&mut node, &extra);
-    let node: Node = serde_json::from_value(node).expect("node");
-    Api::<Node>::all(client.clone())
-        .create(&PostParams::default(), &node)
-        .await
-        .expect("create node");
-}
-
-async fn add_pod(client: &kube::Client, name: &str, cpu: &str, extra: Value) {
-    let mut pod = json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "labels": {"app": name}},
-        "spec": {"containers": [{"name": "c", "image": "busybox",
-            "resources": {"requests": {"cpu": cpu}}}]}
-    });
-    json_patch::merge(&mut pod, &extra);
-    let pod: Pod = serde_json::from_value(pod).expect("pod");
-    Api::<Pod>::namespaced(client.clone(), "default")
-        .create(&PostParams::default(), &pod)
-        .await
-        .expect("create pod");
-}
-
-/// Waits until the pod is bound and returns its node.
-async fn node_of(client: &kube::Client, name: &str) -> String {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let pod = pods.get(name).await.expect("get pod");
-        if let Some(n) = pod.spec.and_then(|s| s.node_name) {
-            return n;
-        }
-        assert!(Instant::now() < deadline, "pod {name} was not scheduled");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Waits for the pod's `FailedScheduling` Event and returns its message.
-async fn failure_of(client: &kube::Client, name: &str) -> String {
-    let events: Api<Event> = Api::namespaced(client.clone(), "default");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let list = events
-            .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
-            .await
-            .expect("events");
-        if let Some(e) = list
-            .items
-            .iter()
-            .rev()
-            .find(|e| e.reason.as_deref() == Some("FailedScheduling"))
-        {
-            return e.message.clone().unwrap_or_default();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no FailedScheduling event for {name}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Asserts the pod stays unbound for a moment.
-async fn stays_pending(client: &kube::Client, name: &str) {
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let pod = Api::<Pod>::namespaced(client.clone(), "default")
-        .get(name)
-        .await
-        .expect("get");
-    assert_eq!(pod.spec.and_then(|s| s.node_name), None, "{name} was bound");
-}
+use common::cluster::{add_node, add_pod, failure_of, node_of, stays_pending};
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resources_taints_events_conditions_and_requeue() {
@@ -123,7 +44,9 @@ async fn resources_taints_events_conditions_and_requeue() {
     add_pod(&client, "big", "3", json!({})).await;
     assert_eq!(
         failure_of(&client, "big").await,
-        "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {gpu: true}."
+        "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {gpu: true}. \
+         preemption: 0/2 nodes are available: 1 No preemption victims found for incoming pod, \
+         1 Preemption is not helpful for scheduling."
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -268,7 +191,8 @@ async fn selectors_affinity_cordons_ports_and_gates() {
     .await;
     assert_eq!(
         failure_of(&client, "nowhere").await,
-        "0/3 nodes are available: 1 node(s) were unschedulable, 2 node(s) didn't match Pod's node affinity/selector."
+        "0/3 nodes are available: 1 node(s) were unschedulable, 2 node(s) didn't match Pod's node affinity/selector. \
+         preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
     );
 
     // Host ports: the second pod wanting 8080 goes to the other schedulable node.
@@ -336,7 +260,8 @@ async fn pod_affinity_anti_affinity_and_topology_spread() {
     add_pod(&client, "web-3", "100m", anti).await;
     assert_eq!(
         failure_of(&client, "web-3").await,
-        "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules."
+        "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules. \
+         preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod."
     );
 
     // A cache pod that must share a zone with db pods.
@@ -407,75 +332,7 @@ async fn pod_affinity_anti_affinity_and_topology_spread() {
     .await;
     assert_eq!(
         failure_of(&client, "unspreadable").await,
-        "0/3 nodes are available: 3 node(s) didn't match pod topology spread constraints (missing required label)."
+        "0/3 nodes are available: 3 node(s) didn't match pod topology spread constraints (missing required label). \
+         preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_profiles_side_by_side() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("scheduler.yaml");
-    std::fs::write(
-        &config,
-        r#"apiVersion: kubescheduler.config.k8s.io/v1
-kind: KubeSchedulerConfiguration
-profiles:
-- schedulerName: default-scheduler
-- schedulerName: bin-packer
-  plugins:
-    score:
-      disabled: [{name: "*"}]
-      enabled: [{name: NodeResourcesFit, weight: 1}]
-  pluginConfig:
-  - name: NodeResourcesFit
-    args: {scoringStrategy: {type: MostAllocated}}
-"#,
-    )
-    .expect("write config");
-    let server =
-        common::Server::start_with(&["--scheduler-config", config.to_str().expect("utf-8 path")]);
-    let client = server.client().await;
-    add_node(&client, "n1", "4", json!({})).await;
-    add_node(&client, "n2", "4", json!({})).await;
-
-    // The default profile spreads (LeastAllocated)...
-    add_pod(&client, "spread-1", "1", json!({})).await;
-    let first = node_of(&client, "spread-1").await;
-    add_pod(&client, "spread-2", "1", json!({})).await;
-    assert_ne!(node_of(&client, "spread-2").await, first);
-    // ...the bin packer fills the fuller node first (MostAllocated).
-    add_pod(
-        &client,
-        "pack-0",
-        "2",
-        json!({"spec": {"schedulerName": "bin-packer"}}),
-    )
-    .await;
-    let packed = node_of(&client, "pack-0").await;
-    add_pod(
-        &client,
-        "pack-1",
-        "500m",
-        json!({"spec": {"schedulerName": "bin-packer"}}),
-    )
-    .await;
-    assert_eq!(node_of(&client, "pack-1").await, packed);
-    let events: Api<Event> = Api::namespaced(client.clone(), "default");
-    let from = events
-        .list(&ListParams::default().fields("involvedObject.name=pack-1"))
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .find_map(|e| e.source.and_then(|s| s.component));
-    assert_eq!(from.as_deref(), Some("bin-packer"));
-    // A pod for a scheduler nobody runs stays pending.
-    add_pod(
-        &client,
-        "other",
-        "100m",
-        json!({"spec": {"schedulerName": "someone-else"}}),
-    )
-    .await;
-    stays_pending(&client, "other").await;
 }

@@ -22,6 +22,8 @@ pub enum Decision {
         nodes: usize,
         /// Each reason with the number of nodes it applied to.
         reasons: BTreeMap<String, usize>,
+        /// Nodes whose filters failed in a way evicting pods might fix.
+        resolvable: Vec<String>,
     },
 }
 
@@ -53,21 +55,38 @@ fn next_random(seed: &mut u64) -> u64 {
 }
 
 /// Runs one cycle. `next_start` rotates the node where filtering begins, so
-/// that a partial search does not always favour the same nodes.
+/// that a partial search does not always favour the same nodes. The cycle's
+/// state comes back too, for preemption.
 pub fn schedule_pod(
     profile: &Profile,
     cache: &ClusterCache,
     pod: &PodInfo,
     next_start: &mut usize,
+) -> (Decision, CycleState) {
+    let mut state = CycleState::default();
+    let decision = decide(profile, cache, pod, next_start, &mut state);
+    (decision, state)
+}
+
+fn decide(
+    profile: &Profile,
+    cache: &ClusterCache,
+    pod: &PodInfo,
+    next_start: &mut usize,
+    state: &mut CycleState,
 ) -> Decision {
     let nodes: Vec<&NodeInfo> = cache.nodes().collect();
     let mut reasons = BTreeMap::new();
+    let mut resolvable = Vec::new();
     if nodes.is_empty() {
-        return Decision::Unschedulable { nodes: 0, reasons };
+        return Decision::Unschedulable {
+            nodes: 0,
+            reasons,
+            resolvable,
+        };
     }
-    let mut state = CycleState::default();
     for p in &profile.pre_filter {
-        let status = p.pre_filter(&mut state, pod, cache);
+        let status = p.pre_filter(state, pod, cache);
         match status.code {
             Code::Success => {}
             Code::Skip => state.skip_filter.push(p.name()),
@@ -76,6 +95,7 @@ pub fn schedule_pod(
                 return Decision::Unschedulable {
                     nodes: nodes.len(),
                     reasons,
+                    resolvable,
                 };
             }
         }
@@ -91,7 +111,7 @@ pub fn schedule_pod(
             .filter
             .iter()
             .filter(|f| !state.skips_filter(f.name()))
-            .map(|f| f.filter(&state, pod, node))
+            .map(|f| f.filter(state, pod, node))
             .find(|s| !s.is_success());
         match failed {
             None => {
@@ -100,7 +120,12 @@ pub fn schedule_pod(
                     break;
                 }
             }
-            Some(status) => tally(&mut reasons, &status, 1),
+            Some(status) => {
+                if status.code == Code::Unschedulable {
+                    resolvable.push(node.name.clone());
+                }
+                tally(&mut reasons, &status, 1);
+            }
         }
     }
     *next_start = (start + examined) % nodes.len();
@@ -109,13 +134,14 @@ pub fn schedule_pod(
             return Decision::Unschedulable {
                 nodes: nodes.len(),
                 reasons,
+                resolvable,
             };
         }
         1 => return Decision::Node(feasible[0].name.clone()),
         _ => {}
     }
     for p in &profile.pre_score {
-        if p.pre_score(&mut state, pod, &feasible, cache).code == Code::Skip {
+        if p.pre_score(state, pod, &feasible, cache).code == Code::Skip {
             state.skip_score.push(p.name());
         }
     }
@@ -126,9 +152,9 @@ pub fn schedule_pod(
             continue;
         }
         for (s, node) in scores.iter_mut().zip(&feasible) {
-            *s = plugin.score(&state, pod, node);
+            *s = plugin.score(state, pod, node);
         }
-        plugin.normalize(&state, pod, &mut scores);
+        plugin.normalize(state, pod, &mut scores);
         for (t, s) in totals.iter_mut().zip(&scores) {
             *t += s * weight;
         }
@@ -200,7 +226,7 @@ mod tests {
         let profile = Profile::default_named("default-scheduler");
         let mut start = 0;
         assert_eq!(
-            schedule_pod(&profile, &cache, &pod, &mut start),
+            schedule_pod(&profile, &cache, &pod, &mut start).0,
             Decision::Node("big".into())
         );
         cache.assume(&pod, "big");
@@ -209,12 +235,20 @@ mod tests {
         huge.spec.as_mut().expect("spec").containers[0].resources =
             serde_json::from_value(serde_json::json!({"requests": {"cpu": "7500m"}})).expect("r");
         let huge = PodInfo::new(Arc::new(huge));
-        let Decision::Unschedulable { nodes, reasons } =
-            schedule_pod(&profile, &cache, &huge, &mut start)
+        let Decision::Unschedulable {
+            nodes,
+            reasons,
+            resolvable,
+        } = schedule_pod(&profile, &cache, &huge, &mut start).0
         else {
             panic!("should not fit");
         };
         assert_eq!(nodes, 3);
+        assert_eq!(
+            resolvable.len(),
+            2,
+            "the taint is not resolvable: {resolvable:?}"
+        );
         assert_eq!(
             crate::events::fit_error_message(nodes, &reasons),
             "0/3 nodes are available: 1 node(s) had untolerated taint {gpu: true}, 2 Insufficient cpu."

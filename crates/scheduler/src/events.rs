@@ -46,6 +46,11 @@ impl EventRecorder {
         }
     }
 
+    /// The component Events are reported as.
+    pub fn component(&self) -> &str {
+        &self.component
+    }
+
     /// Records an Event about a pod. Failures are logged: an Event is advice.
     pub async fn record(&self, pod: &PodInfo, type_: &str, reason: &str, message: &str) {
         let api: Api<Event> = Api::namespaced(self.client.clone(), &pod.namespace);

@@ -1,7 +1,7 @@
 //! Kybern's scheduler: upstream's scheduling framework (pre-enqueue,
-//! pre-filter, filter, pre-score, score, normalize, bind), its default plugins
-//! and profiles, the active/backoff/unschedulable queue, and an assumed-pod
-//! cache.
+//! pre-filter, filter, post-filter preemption, pre-score, score, normalize,
+//! bind), its default plugins and profiles, the active/backoff/unschedulable
+//! queue, and an assumed-pod cache.
 //!
 //! It is an ordinary API client: it watches pods and nodes and binds through
 //! the `pods/binding` subresource. It never touches the store.
@@ -12,6 +12,7 @@ pub mod events;
 pub mod framework;
 pub mod metrics;
 pub mod plugins;
+pub mod preemption;
 pub mod profile;
 pub mod queue;
 pub mod resources;

@@ -29,6 +29,8 @@ pub struct SchedulerMetrics {
     algorithm: Histogram,
     pending: Family<QueueLabels, Gauge>,
     bound: Counter,
+    preemption_attempts: Counter,
+    preemption_victims: Counter,
 }
 
 impl Default for SchedulerMetrics {
@@ -58,12 +60,26 @@ impl Default for SchedulerMetrics {
             "Pods bound to a node",
             bound.clone(),
         );
+        let preemption_attempts = Counter::default();
+        let preemption_victims = Counter::default();
+        registry.register(
+            "scheduler_preemption_attempts",
+            "Preemptions that chose victims",
+            preemption_attempts.clone(),
+        );
+        registry.register(
+            "scheduler_preemption_victims",
+            "Pods evicted by preemption",
+            preemption_victims.clone(),
+        );
         SchedulerMetrics {
             registry: Arc::new(registry),
             attempts,
             algorithm,
             pending,
             bound,
+            preemption_attempts,
+            preemption_victims,
         }
     }
 }
@@ -84,6 +100,11 @@ impl SchedulerMetrics {
 
     pub(crate) fn algorithm(&self, took: Duration) {
         self.algorithm.observe(took.as_secs_f64());
+    }
+
+    pub(crate) fn preemption(&self, victims: usize) {
+        self.preemption_attempts.inc();
+        self.preemption_victims.inc_by(victims as u64);
     }
 
     pub(crate) fn bound(&self) {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::runtime::watcher;
 use tokio::sync::mpsc;
@@ -16,6 +17,7 @@ use crate::algorithm::{Decision, schedule_pod};
 use crate::cache::{ClusterCache, PodInfo};
 use crate::events::EventRecorder;
 use crate::metrics::SchedulerMetrics;
+use crate::preemption;
 use crate::profile::{DEFAULT_SCHEDULER_NAME, Profile};
 use crate::queue::SchedulingQueue;
 
@@ -23,6 +25,7 @@ use crate::queue::SchedulingQueue;
 enum Input {
     Pod(Box<watcher::Event<Pod>>),
     Node(Box<watcher::Event<Node>>),
+    Pdb(Box<watcher::Event<PodDisruptionBudget>>),
     /// A binding finished: the pod, and the error if it failed.
     Bound(Box<PodInfo>, Option<String>),
 }
@@ -43,6 +46,8 @@ struct State {
     relist_nodes: Option<HashSet<String>>,
     /// Where to start looking for feasible nodes next (upstream rotates it).
     next_start: usize,
+    /// Disruption budgets by namespace/name, which preemption respects.
+    pdbs: BTreeMap<String, PodDisruptionBudget>,
 }
 
 impl Scheduler {
@@ -109,6 +114,17 @@ impl Scheduler {
                 })
                 .boxed(),
         ));
+        let pdbs = watcher(
+            Api::<PodDisruptionBudget>::all(self.client.clone()),
+            watcher::Config::default(),
+        );
+        tokio::spawn(forward(tx.clone())(
+            pdbs.filter_map(move |r| {
+                let out = r.inspect_err(backoff).ok().map(|e| Input::Pdb(Box::new(e)));
+                async move { out }
+            })
+            .boxed(),
+        ));
         let recorders: HashMap<String, EventRecorder> = self
             .profiles
             .iter()
@@ -123,6 +139,7 @@ impl Scheduler {
             relist_pods: None,
             relist_nodes: None,
             next_start: 0,
+            pdbs: BTreeMap::new(),
         };
         loop {
             while let Ok(input) = rx.try_recv() {
@@ -203,6 +220,25 @@ impl Scheduler {
                     }
                 }
             },
+            Input::Pdb(ev) => {
+                let key = |b: &PodDisruptionBudget| {
+                    format!(
+                        "{}/{}",
+                        b.metadata.namespace.as_deref().unwrap_or(""),
+                        b.metadata.name.as_deref().unwrap_or("")
+                    )
+                };
+                match *ev {
+                    watcher::Event::Init => st.pdbs.clear(),
+                    watcher::Event::InitApply(b) | watcher::Event::Apply(b) => {
+                        st.pdbs.insert(key(&b), b);
+                    }
+                    watcher::Event::Delete(b) => {
+                        st.pdbs.remove(&key(&b));
+                    }
+                    watcher::Event::InitDone => {}
+                }
+            }
             Input::Bound(pod, error) => match error {
                 None => {
                     st.queue.done(&pod.uid);
@@ -285,7 +321,7 @@ impl Scheduler {
         };
         let recorder = recorders.get(&profile.scheduler_name).cloned();
         let started = Instant::now();
-        let decision = schedule_pod(&profile, &st.cache, &pod, &mut st.next_start);
+        let (decision, state) = schedule_pod(&profile, &st.cache, &pod, &mut st.next_start);
         self.metrics.algorithm(started.elapsed());
         match decision {
             Decision::Node(node) => {
@@ -306,22 +342,45 @@ impl Scheduler {
                     }
                 });
             }
-            Decision::Unschedulable { nodes, reasons } => {
+            Decision::Unschedulable {
+                nodes,
+                reasons,
+                resolvable,
+            } => {
                 st.queue.failed(&pod.uid, true, Instant::now());
                 self.metrics.attempt("unschedulable");
-                let message = crate::events::fit_error_message(nodes, &reasons);
+                let mut message = crate::events::fit_error_message(nodes, &reasons);
+                let pdbs: Vec<PodDisruptionBudget> = st.pdbs.values().cloned().collect();
+                let outcome =
+                    preemption::preempt(&profile, &state, &st.cache, &pod, &resolvable, &pdbs);
+                let mut preempt = None;
+                match outcome {
+                    preemption::Outcome::Preempt { node, victims } => {
+                        self.metrics.preemption(victims.len());
+                        preempt = Some((node, victims));
+                    }
+                    preemption::Outcome::NotHelpful(r) if nodes > 0 => {
+                        let more = crate::events::fit_error_message(nodes, &r);
+                        message = format!("{message} preemption: {more}");
+                    }
+                    preemption::Outcome::NotEligible(why) if nodes > 0 => {
+                        message = format!("{message} preemption: {why}");
+                    }
+                    _ => {}
+                }
                 tracing::debug!(pod = %pod.key(), %message, "unschedulable");
+                let client = self.client.clone();
                 if let Some(r) = recorder {
                     tokio::spawn(async move {
                         r.record(&pod, "Warning", "FailedScheduling", &message)
                             .await;
                         r.mark_unschedulable(&pod, &message).await;
+                        if let Some((node, victims)) = preempt {
+                            preemption::evict(&client, &r, &pod, &node, &victims).await;
+                        }
                     });
                 }
             }
         }
     }
 }
-
-/// Reason counts over nodes, for the failure message.
-pub type Diagnosis = BTreeMap<String, usize>;

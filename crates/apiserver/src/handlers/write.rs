@@ -101,6 +101,9 @@ pub async fn create_object(
     } else if let Some(m) = managed_fields {
         object::set_meta(&mut obj, "managedFields", m);
     }
+    if info.group.is_empty() && info.plural == "pods" {
+        crate::priority::admit(&ctx.state, &mut obj).await?;
+    }
     let causes = strategy::validate(info, &obj, None);
     if !causes.is_empty() {
         return Err(invalid(info, &obj, causes));

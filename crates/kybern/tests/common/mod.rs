@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod cluster;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,265 @@
+//! `DefaultPreemption`: when a pod fits nowhere, find the node where evicting
+//! the fewest, least important lower-priority pods (disruption budgets
+//! respected where possible) would make it fit, as upstream's post-filter does.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+
+use crate::cache::{ClusterCache, NodeInfo, PodInfo};
+use crate::framework::CycleState;
+use crate::plugins::matching::{label_selector, selector_matches};
+use crate::profile::Profile;
+
+/// What preemption found.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Evict these pods on this node; the pod is nominated to it.
+    Preempt {
+        /// The node.
+        node: String,
+        /// The pods to evict.
+        victims: Vec<PodInfo>,
+    },
+    /// No node helps; reasons counted over nodes, as upstream words them.
+    NotHelpful(BTreeMap<String, usize>),
+    /// The pod may not preempt (policy `Never`, or victims of its last
+    /// preemption are still leaving its nominated node), with upstream's words.
+    NotEligible(&'static str),
+}
+
+/// Why the pod may not preempt, if it may not.
+fn ineligible(pod: &PodInfo, cache: &ClusterCache) -> Option<&'static str> {
+    let spec = pod.pod.spec.as_ref();
+    if spec.and_then(|s| s.preemption_policy.as_deref()) == Some("Never") {
+        return Some("not eligible due to preemptionPolicy=Never.");
+    }
+    // Victims of an earlier preemption still terminating on the nominated node:
+    // wait for them rather than evict more.
+    let nominated = pod
+        .pod
+        .status
+        .as_ref()
+        .and_then(|s| s.nominated_node_name.as_deref());
+    if let Some(node) = nominated.and_then(|n| cache.node(n)) {
+        let leaving = node
+            .pods
+            .iter()
+            .any(|p| p.pod.metadata.deletion_timestamp.is_some() && p.priority < pod.priority);
+        if leaving {
+            return Some("not eligible due to a terminating pod on the nominated node.");
+        }
+    }
+    None
+}
+
+/// Whether the pod passes every filter on this (hypothetical) node.
+fn fits(profile: &Profile, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> bool {
+    profile
+        .filter
+        .iter()
+        .filter(|f| !state.skips_filter(f.name()))
+        .all(|f| f.filter(state, pod, node).is_success())
+}
+
+fn without(node: &NodeInfo, gone: &[PodInfo]) -> NodeInfo {
+    let mut n = node.clone();
+    n.pods.retain(|p| !gone.iter().any(|g| g.uid == p.uid));
+    n.requested = Default::default();
+    n.non_zero_requested = Default::default();
+    for p in &n.pods {
+        n.requested.add(&p.requests);
+        n.non_zero_requested.add(&p.non_zero);
+    }
+    n
+}
+
+/// How many evictions each budget still allows, by budget index.
+fn budgets_left(pdbs: &[PodDisruptionBudget]) -> Vec<i32> {
+    pdbs.iter()
+        .map(|b| b.status.as_ref().map_or(0, |s| s.disruptions_allowed))
+        .collect()
+}
+
+fn budgets_of(pod: &PodInfo, pdbs: &[PodDisruptionBudget]) -> Vec<usize> {
+    pdbs.iter()
+        .enumerate()
+        .filter(|(_, b)| b.metadata.namespace.as_deref() == Some(pod.namespace.as_str()))
+        .filter(|(_, b)| {
+            b.spec
+                .as_ref()
+                .and_then(|s| s.selector.as_ref())
+                .and_then(label_selector)
+                // In policy/v1 an empty selector selects every pod of the namespace.
+                .is_some_and(|sel| selector_matches(&sel, &pod.labels))
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// The victims on one node, and how many budgets they break; `None` if even
+/// evicting every lower-priority pod would not make room.
+fn victims_on(
+    profile: &Profile,
+    state: &CycleState,
+    pod: &PodInfo,
+    node: &NodeInfo,
+    pdbs: &[PodDisruptionBudget],
+) -> Option<(Vec<PodInfo>, usize)> {
+    let mut lower: Vec<PodInfo> = node
+        .pods
+        .iter()
+        .filter(|p| p.priority < pod.priority && p.pod.metadata.deletion_timestamp.is_none())
+        .cloned()
+        .collect();
+    if lower.is_empty() || !fits(profile, state, pod, &without(node, &lower)) {
+        return None;
+    }
+    // Reprieve as many as possible, most important first; pods whose eviction
+    // would break a budget get their reprieve tried before the others.
+    let mut left = budgets_left(pdbs);
+    let breaks = |p: &PodInfo, left: &[i32]| budgets_of(p, pdbs).iter().any(|i| left[*i] <= 0);
+    lower.sort_by(|a, b| {
+        breaks(b, &left)
+            .cmp(&breaks(a, &left))
+            .then(b.priority.cmp(&a.priority))
+    });
+    let mut victims = lower.clone();
+    for p in &lower {
+        victims.retain(|v| v.uid != p.uid);
+        if !fits(profile, state, pod, &without(node, &victims)) {
+            victims.push(p.clone());
+        }
+    }
+    let mut violations = 0;
+    for v in &victims {
+        let budgets = budgets_of(v, pdbs);
+        if budgets.iter().any(|i| left[*i] <= 0) {
+            violations += 1;
+        }
+        for i in budgets {
+            left[i] -= 1;
+        }
+    }
+    Some((victims, violations))
+}
+
+/// How a candidate node ranks (lower is better): budget violations, highest
+/// victim priority, sum of victim priorities, number of victims.
+type Rank = (usize, i32, i64, usize);
+
+/// Runs preemption for a pod that fits nowhere. `resolvable` are the nodes
+/// whose filters failed in a way evicting pods might fix.
+pub fn preempt(
+    profile: &Profile,
+    state: &CycleState,
+    cache: &ClusterCache,
+    pod: &PodInfo,
+    resolvable: &[String],
+    pdbs: &[PodDisruptionBudget],
+) -> Outcome {
+    if let Some(why) = ineligible(pod, cache) {
+        return Outcome::NotEligible(why);
+    }
+    let total = cache.node_count();
+    let mut best: Option<(String, Vec<PodInfo>, Rank)> = None;
+    let mut no_victims = 0;
+    for name in resolvable {
+        let Some(node) = cache.node(name) else {
+            continue;
+        };
+        let Some((victims, violations)) = victims_on(profile, state, pod, node, pdbs) else {
+            no_victims += 1;
+            continue;
+        };
+        // Upstream's order: fewest budget violations, lowest highest victim
+        // priority, smallest priority sum, fewest victims.
+        let key = (
+            violations,
+            victims.iter().map(|v| v.priority).max().unwrap_or(i32::MIN),
+            victims.iter().map(|v| i64::from(v.priority)).sum::<i64>(),
+            victims.len(),
+        );
+        if best.as_ref().is_none_or(|(_, _, k)| key < *k) {
+            best = Some((name.clone(), victims, key));
+        }
+    }
+    match best {
+        Some((node, victims, _)) => Outcome::Preempt { node, victims },
+        None => {
+            let mut reasons = BTreeMap::new();
+            if no_victims > 0 {
+                reasons.insert(
+                    "No preemption victims found for incoming pod".to_owned(),
+                    no_victims,
+                );
+            }
+            let unhelpful = total.saturating_sub(no_victims);
+            if unhelpful > 0 {
+                reasons.insert(
+                    "Preemption is not helpful for scheduling".to_owned(),
+                    unhelpful,
+                );
+            }
+            Outcome::NotHelpful(reasons)
+        }
+    }
+}
+
+/// Carries out a preemption through the API: nominates the node on the
+/// preemptor, marks each victim with a `DisruptionTarget` condition, records a
+/// `Preempted` Event on it and deletes it (with its own grace period).
+pub async fn evict(
+    client: &kube::Client,
+    recorder: &crate::events::EventRecorder,
+    preemptor: &PodInfo,
+    node: &str,
+    victims: &[PodInfo],
+) {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+    use serde_json::json;
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &preemptor.namespace);
+    let nominate = json!({"status": {"nominatedNodeName": node}});
+    if let Err(e) = pods
+        .patch_status(
+            &preemptor.name,
+            &PatchParams::default(),
+            &Patch::Merge(&nominate),
+        )
+        .await
+    {
+        tracing::debug!(error = %e, pod = %preemptor.key(), "nominating a node");
+    }
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for v in victims {
+        let api: Api<Pod> = Api::namespaced(client.clone(), &v.namespace);
+        let condition = json!({"status": {"conditions": [{"type": "DisruptionTarget",
+            "status": "True", "reason": "PreemptionByScheduler", "lastTransitionTime": now,
+            "message": format!("{}: preempting to accommodate a higher priority pod",
+                recorder.component())}]}});
+        if let Err(e) = api
+            .patch_status(
+                &v.name,
+                &PatchParams::default(),
+                &Patch::Strategic(&condition),
+            )
+            .await
+        {
+            tracing::debug!(error = %e, pod = %v.key(), "marking a victim");
+        }
+        let message = format!("Preempted by pod {} on node {node}", preemptor.uid);
+        recorder.record(v, "Normal", "Preempted", &message).await;
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(v.uid.clone()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        if let Err(e) = api.delete(&v.name, &dp).await {
+            tracing::debug!(error = %e, pod = %v.key(), "deleting a victim");
+        }
+    }
+}
