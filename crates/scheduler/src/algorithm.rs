@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::cache::{ClusterCache, NodeInfo, PodInfo};
+
 use crate::framework::{Code, CycleState, Status};
 use crate::profile::Profile;
 
@@ -75,7 +76,7 @@ fn decide(
     next_start: &mut usize,
     state: &mut CycleState,
 ) -> Decision {
-    let nodes: Vec<&NodeInfo> = cache.nodes().collect();
+    let nodes = cache.node_names();
     let mut reasons = BTreeMap::new();
     let mut resolvable = Vec::new();
     if nodes.is_empty() {
@@ -105,7 +106,9 @@ fn decide(
     let start = *next_start % nodes.len();
     let mut examined = 0;
     for i in 0..nodes.len() {
-        let node = nodes[(start + i) % nodes.len()];
+        let Some(node) = cache.node(&nodes[(start + i) % nodes.len()]) else {
+            continue;
+        };
         examined += 1;
         let failed = profile
             .filter

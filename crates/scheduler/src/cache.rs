@@ -3,6 +3,7 @@
 //! not yet shown, so that decisions made and not yet observed count.
 
 use std::collections::{BTreeMap, HashMap};
+
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
@@ -168,11 +169,31 @@ pub fn occupies_node(pod: &Pod) -> bool {
 /// Nodes and the pods placed on them.
 #[derive(Debug, Default)]
 pub struct ClusterCache {
-    nodes: BTreeMap<String, NodeInfo>,
+    /// Every node known, including placeholders for pods seen on a node
+    /// before the node itself.
+    nodes: HashMap<String, NodeInfo>,
+    /// The names of the nodes that exist, in name order: what a cycle walks.
+    existing: Vec<String>,
     /// Where each placed pod is, by uid.
     placed: HashMap<String, String>,
     /// Pods assumed onto a node and not yet seen bound there.
     assumed: HashMap<String, String>,
+    /// Placed pods with required anti-affinity terms, by uid, with their node:
+    /// the only pods whose terms can bar a newcomer.
+    anti_affinity: HashMap<String, String>,
+}
+
+/// Whether a pod has required pod anti-affinity terms.
+fn has_required_anti_affinity(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.affinity.as_ref())
+        .and_then(|a| a.pod_anti_affinity.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .is_some_and(|t| !t.is_empty())
 }
 
 impl ClusterCache {
@@ -180,6 +201,9 @@ impl ClusterCache {
     /// changed (a heartbeat alone changes nothing).
     pub fn upsert_node(&mut self, node: Arc<Node>) -> bool {
         let name = node.metadata.name.clone().unwrap_or_default();
+        if let Err(i) = self.existing.binary_search(&name) {
+            self.existing.insert(i, name.clone());
+        }
         let info = self.nodes.entry(name.clone()).or_insert_with(|| NodeInfo {
             name,
             ..Default::default()
@@ -206,6 +230,9 @@ impl ClusterCache {
 
     /// Removes a node; its pods stay counted until they go.
     pub fn remove_node(&mut self, name: &str) {
+        if let Ok(i) = self.existing.binary_search_by(|n| n.as_str().cmp(name)) {
+            self.existing.remove(i);
+        }
         if let Some(info) = self.nodes.get_mut(name) {
             info.node = None;
             if info.pods.is_empty() {
@@ -235,6 +262,9 @@ impl ClusterCache {
     fn place(&mut self, info: PodInfo, node: String) {
         self.remove_pod(&info.uid);
         self.placed.insert(info.uid.clone(), node.clone());
+        if has_required_anti_affinity(&info.pod) {
+            self.anti_affinity.insert(info.uid.clone(), node.clone());
+        }
         self.nodes
             .entry(node.clone())
             .or_insert_with(|| NodeInfo {
@@ -247,6 +277,7 @@ impl ClusterCache {
     /// Forgets a pod (deleted, finished, or an assumption undone).
     pub fn remove_pod(&mut self, uid: &str) {
         self.assumed.remove(uid);
+        self.anti_affinity.remove(uid);
         let Some(node) = self.placed.remove(uid) else {
             return;
         };
@@ -287,7 +318,20 @@ impl ClusterCache {
 
     /// The nodes that exist, in name order.
     pub fn nodes(&self) -> impl Iterator<Item = &NodeInfo> {
-        self.nodes.values().filter(|n| n.node.is_some())
+        self.existing.iter().filter_map(|n| self.nodes.get(n))
+    }
+
+    /// The names of the nodes that exist, in name order.
+    pub fn node_names(&self) -> &[String] {
+        &self.existing
+    }
+
+    /// Placed pods with required anti-affinity terms, with their nodes.
+    pub fn anti_affinity_pods(&self) -> impl Iterator<Item = (&PodInfo, &NodeInfo)> {
+        self.anti_affinity.iter().filter_map(|(uid, node)| {
+            let n = self.nodes.get(node)?;
+            Some((n.pods.iter().find(|p| &p.uid == uid)?, n))
+        })
     }
 
     /// A node by name.
@@ -297,7 +341,7 @@ impl ClusterCache {
 
     /// How many nodes exist.
     pub fn node_count(&self) -> usize {
-        self.nodes().count()
+        self.existing.len()
     }
 }
 

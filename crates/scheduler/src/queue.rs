@@ -80,6 +80,8 @@ pub struct SchedulingQueue {
     active: BinaryHeap<ActiveEntry>,
     backoff: BinaryHeap<Reverse<(Instant, String, u64)>>,
     next_generation: u64,
+    /// When unschedulable pods were last checked for having waited too long.
+    last_flush: Option<Instant>,
 }
 
 /// The backoff after `attempts` failures: 1 s, doubling, at most 10 s.
@@ -202,7 +204,15 @@ impl SchedulingQueue {
                 self.push_active(&uid);
             }
         }
-        // Pods unschedulable for too long get another try without an event.
+        // Pods unschedulable for too long get another try without an event
+        // (checked every few seconds: the scan is over every queued pod).
+        if self
+            .last_flush
+            .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(5))
+        {
+            return self.pop_active();
+        }
+        self.last_flush = Some(now);
         let stale: Vec<String> = self
             .pods
             .iter()
@@ -214,6 +224,10 @@ impl SchedulingQueue {
         for uid in stale {
             self.requeue(&uid, now);
         }
+        self.pop_active()
+    }
+
+    fn pop_active(&mut self) -> Option<QueuedPod> {
         while let Some(e) = self.active.pop() {
             if let Some(p) = self.pods.get_mut(&e.uid)
                 && p.generation == e.generation

@@ -113,38 +113,36 @@ impl PreFilterPlugin for InterPodAffinity {
                 .collect(),
             ..Default::default()
         };
-        let mut any_existing_anti = false;
-        for node in cache.nodes() {
-            for other in &node.pods {
-                for (t, (_, set)) in aff.iter().zip(&mut d.affinity) {
-                    if let Some(v) = node.labels.get(&t.key)
-                        && t.matches(other)
-                    {
-                        set.insert(v.clone());
-                    }
-                }
-                for (t, (_, set)) in anti.iter().zip(&mut d.anti) {
-                    if let Some(v) = node.labels.get(&t.key)
-                        && t.matches(other)
-                    {
-                        set.insert(v.clone());
-                    }
-                }
-                let has_anti = affinity(other)
-                    .and_then(|a| a.pod_anti_affinity.as_ref())
-                    .is_some_and(|a| {
-                        a.required_during_scheduling_ignored_during_execution
-                            .is_some()
-                    });
-                if has_anti {
-                    for t in required_terms(other, true) {
+        // The pod's own terms look at every placed pod; existing pods' terms
+        // come only from the few pods that have required anti-affinity.
+        if !aff.is_empty() || !anti.is_empty() {
+            for node in cache.nodes() {
+                for other in &node.pods {
+                    for (t, (_, set)) in aff.iter().zip(&mut d.affinity) {
                         if let Some(v) = node.labels.get(&t.key)
-                            && t.matches(pod)
+                            && t.matches(other)
                         {
-                            any_existing_anti = true;
-                            d.existing_anti.insert((t.key.clone(), v.clone()));
+                            set.insert(v.clone());
                         }
                     }
+                    for (t, (_, set)) in anti.iter().zip(&mut d.anti) {
+                        if let Some(v) = node.labels.get(&t.key)
+                            && t.matches(other)
+                        {
+                            set.insert(v.clone());
+                        }
+                    }
+                }
+            }
+        }
+        let mut any_existing_anti = false;
+        for (other, node) in cache.anti_affinity_pods() {
+            for t in required_terms(other, true) {
+                if let Some(v) = node.labels.get(&t.key)
+                    && t.matches(pod)
+                {
+                    any_existing_anti = true;
+                    d.existing_anti.insert((t.key.clone(), v.clone()));
                 }
             }
         }
