@@ -40,6 +40,8 @@ pub struct ServerArgs {
     /// A `KubeSchedulerConfiguration` file for the scheduler.
     #[arg(long)]
     scheduler_config: Option<PathBuf>,
+    #[command(flatten)]
+    election: crate::scheduler_cmd::LeaderElectionArgs,
 }
 
 /// Runs the API server until interrupted.
@@ -103,8 +105,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         let client = crate::scheduler_cmd::client_from_kubeconfig(&kubeconfig).await?;
         let metrics = kybern_scheduler::SchedulerMetrics::default();
         state.metrics.add_registry(metrics.registry());
-        let scheduler = kybern_scheduler::Scheduler::new(client, profiles, metrics);
-        tokio::spawn(scheduler.run());
+        let scheduler = kybern_scheduler::Scheduler::new(client.clone(), profiles, metrics);
+        // Stable across restarts of this server, so it takes its Lease back at once.
+        let identity = format!("server-{}", addr.port());
+        crate::scheduler_cmd::spawn(scheduler, client, &args.election, &identity);
     }
     let app = kybern_apiserver::server::authenticated_router(state.clone(), Arc::new(auth));
     let secure = tls::serve_tls(listener, tls::server_config(&pki)?, app);

@@ -34,6 +34,8 @@ pub struct PodInfo {
     pub host_ports: Vec<HostPort>,
     /// `spec.priority` (0 without one).
     pub priority: i32,
+    /// Required anti-affinity terms, compiled.
+    pub required_anti: Arc<Vec<crate::plugins::inter_pod_affinity::Term>>,
 }
 
 impl PodInfo {
@@ -67,6 +69,10 @@ impl PodInfo {
             non_zero: pod_requests_non_zero(&pod),
             host_ports,
             priority: spec.and_then(|s| s.priority).unwrap_or(0),
+            required_anti: Arc::new(crate::plugins::inter_pod_affinity::compile_required_anti(
+                &pod,
+                meta.namespace.as_deref().unwrap_or_default(),
+            )),
             pod,
         }
     }
@@ -183,19 +189,6 @@ pub struct ClusterCache {
     anti_affinity: HashMap<String, String>,
 }
 
-/// Whether a pod has required pod anti-affinity terms.
-fn has_required_anti_affinity(pod: &Pod) -> bool {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.affinity.as_ref())
-        .and_then(|a| a.pod_anti_affinity.as_ref())
-        .and_then(|a| {
-            a.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        })
-        .is_some_and(|t| !t.is_empty())
-}
-
 impl ClusterCache {
     /// Adds or replaces a node. Returns whether anything scheduling reads
     /// changed (a heartbeat alone changes nothing).
@@ -262,7 +255,7 @@ impl ClusterCache {
     fn place(&mut self, info: PodInfo, node: String) {
         self.remove_pod(&info.uid);
         self.placed.insert(info.uid.clone(), node.clone());
-        if has_required_anti_affinity(&info.pod) {
+        if !info.required_anti.is_empty() {
             self.anti_affinity.insert(info.uid.clone(), node.clone());
         }
         self.nodes

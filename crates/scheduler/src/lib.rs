@@ -10,6 +10,7 @@ pub mod algorithm;
 pub mod cache;
 pub mod events;
 pub mod framework;
+pub mod leader;
 pub mod metrics;
 pub mod plugins;
 pub mod preemption;

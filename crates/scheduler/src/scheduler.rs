@@ -30,7 +30,8 @@ enum Input {
     Bound(Box<PodInfo>, Option<String>),
 }
 
-/// The scheduler: its profiles, client and metrics.
+/// The scheduler: its profiles, client and metrics. Clones share them.
+#[derive(Clone)]
 pub struct Scheduler {
     client: kube::Client,
     profiles: Vec<Arc<Profile>>,
@@ -74,7 +75,7 @@ impl Scheduler {
     }
 
     /// Runs until the watches end (they retry on errors, so in practice forever).
-    pub async fn run(self) {
+    pub async fn run(&self) {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let pods = watcher(
             Api::<Pod>::all(self.client.clone()),
@@ -151,7 +152,7 @@ impl Scheduler {
                 self.attempt(&mut st, q.info, &tx, &recorders).await;
                 // Counting the queues walks every pending pod: now and then.
                 attempts += 1;
-                if attempts % 256 == 0 {
+                if attempts.is_multiple_of(256) {
                     self.metrics.set_queue(st.queue.lengths());
                 }
                 continue;

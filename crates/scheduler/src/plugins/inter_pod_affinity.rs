@@ -26,8 +26,9 @@ impl Plugin for InterPodAffinity {
     }
 }
 
-/// A term compiled for matching against other pods.
-struct Term {
+/// A pod affinity term compiled for matching against other pods.
+#[derive(Clone, Debug)]
+pub struct Term {
     key: String,
     selector: Selector,
     /// Namespaces the term looks in; `None` for all (an empty `namespaceSelector`).
@@ -59,6 +60,23 @@ impl Term {
             .is_none_or(|ns| ns.contains(&pod.namespace))
             && selector_matches(&self.selector, &pod.labels)
     }
+}
+
+/// A pod's required anti-affinity terms, compiled once when the pod is seen
+/// (existing pods' terms are checked against every newcomer).
+pub fn compile_required_anti(pod: &k8s_openapi::api::core::v1::Pod, namespace: &str) -> Vec<Term> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.affinity.as_ref())
+        .and_then(|a| a.pod_anti_affinity.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .into_iter()
+        .flatten()
+        .filter_map(|t| Term::new(t, namespace))
+        .collect()
 }
 
 fn affinity(pod: &PodInfo) -> Option<&Affinity> {
@@ -94,8 +112,8 @@ struct Domains {
     affinity_self_only: bool,
     /// Per anti-affinity term: the domains holding a matching pod.
     anti: Vec<(String, HashSet<String>)>,
-    /// Domains barred by existing pods' anti-affinity: (topology key, value).
-    existing_anti: HashSet<(String, String)>,
+    /// Domains barred by existing pods' anti-affinity: values by topology key.
+    existing_anti: HashMap<String, HashSet<String>>,
 }
 
 impl PreFilterPlugin for InterPodAffinity {
@@ -137,12 +155,15 @@ impl PreFilterPlugin for InterPodAffinity {
         }
         let mut any_existing_anti = false;
         for (other, node) in cache.anti_affinity_pods() {
-            for t in required_terms(other, true) {
+            for t in other.required_anti.iter() {
                 if let Some(v) = node.labels.get(&t.key)
                     && t.matches(pod)
                 {
                     any_existing_anti = true;
-                    d.existing_anti.insert((t.key.clone(), v.clone()));
+                    d.existing_anti
+                        .entry(t.key.clone())
+                        .or_default()
+                        .insert(v.clone());
                 }
             }
         }
@@ -180,7 +201,7 @@ impl FilterPlugin for InterPodAffinity {
         }
         if d.existing_anti
             .iter()
-            .any(|(k, v)| node.labels.get(k) == Some(v))
+            .any(|(k, values)| node.labels.get(k).is_some_and(|v| values.contains(v)))
         {
             return Status::unschedulable(
                 "node(s) didn't satisfy existing pods anti-affinity rules",

@@ -105,7 +105,12 @@ fn count(
                         && selector_matches(&s.selector, &p.labels)
                 })
                 .count() as i64;
-            *s.counts.entry(value.clone()).or_default() += n;
+            match s.counts.get_mut(value) {
+                Some(c) => *c += n,
+                None => {
+                    s.counts.insert(value.clone(), n);
+                }
+            }
         }
     }
     for (s, c) in spreads.iter_mut().zip(list) {
