@@ -38,6 +38,32 @@ pub struct Scheduler {
     metrics: SchedulerMetrics,
 }
 
+/// Watches every object of one kind and sends its events to the loop as
+/// `wrap` makes them; watch errors are logged and the watcher retries.
+fn follow<K>(
+    client: &kube::Client,
+    tx: &mpsc::UnboundedSender<Input>,
+    wrap: fn(watcher::Event<K>) -> Input,
+) where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    let mut events = watcher(Api::<K>::all(client.clone()), watcher::Config::default()).boxed();
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        while let Some(r) = events.next().await {
+            match r {
+                Ok(e) => {
+                    if tx.send(wrap(e)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "scheduler watch failed; retrying"),
+            }
+        }
+    });
+}
+
 /// The loop's state.
 struct State {
     cache: ClusterCache,
@@ -77,55 +103,9 @@ impl Scheduler {
     /// Runs until the watches end (they retry on errors, so in practice forever).
     pub async fn run(&self) {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let pods = watcher(
-            Api::<Pod>::all(self.client.clone()),
-            watcher::Config::default(),
-        );
-        let nodes = watcher(
-            Api::<Node>::all(self.client.clone()),
-            watcher::Config::default(),
-        );
-        let forward = |tx: mpsc::UnboundedSender<Input>| {
-            move |stream: futures::stream::BoxStream<'static, Input>| async move {
-                let mut stream = stream;
-                while let Some(i) = stream.next().await {
-                    if tx.send(i).is_err() {
-                        return;
-                    }
-                }
-            }
-        };
-        let backoff =
-            |e: &watcher::Error| tracing::warn!(error = %e, "scheduler watch failed; retrying");
-        tokio::spawn(forward(tx.clone())(
-            pods.filter_map(move |r| {
-                let out = r.inspect_err(backoff).ok().map(|e| Input::Pod(Box::new(e)));
-                async move { out }
-            })
-            .boxed(),
-        ));
-        tokio::spawn(forward(tx.clone())(
-            nodes
-                .filter_map(move |r| {
-                    let out = r
-                        .inspect_err(backoff)
-                        .ok()
-                        .map(|e| Input::Node(Box::new(e)));
-                    async move { out }
-                })
-                .boxed(),
-        ));
-        let pdbs = watcher(
-            Api::<PodDisruptionBudget>::all(self.client.clone()),
-            watcher::Config::default(),
-        );
-        tokio::spawn(forward(tx.clone())(
-            pdbs.filter_map(move |r| {
-                let out = r.inspect_err(backoff).ok().map(|e| Input::Pdb(Box::new(e)));
-                async move { out }
-            })
-            .boxed(),
-        ));
+        follow::<Pod>(&self.client, &tx, |e| Input::Pod(Box::new(e)));
+        follow::<Node>(&self.client, &tx, |e| Input::Node(Box::new(e)));
+        follow::<PodDisruptionBudget>(&self.client, &tx, |e| Input::Pdb(Box::new(e)));
         let recorders: HashMap<String, EventRecorder> = self
             .profiles
             .iter()
