@@ -9,6 +9,12 @@ mod store_writer;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's allocator: the API server allocates and frees
+/// many small JSON values per request from several threads, where glibc's
+/// arenas spent a quarter of the server's CPU (see docs/scheduler.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Kybern: a Kubernetes-compatible distributed operating system, in one binary.
 #[derive(Parser, Debug)]
 #[command(name = "kybern", version, about, propagate_version = true)]

@@ -76,10 +76,10 @@ fn decide(
     next_start: &mut usize,
     state: &mut CycleState,
 ) -> Decision {
-    let nodes = cache.node_names();
+    let count = cache.node_count();
     let mut reasons = BTreeMap::new();
     let mut resolvable = Vec::new();
-    if nodes.is_empty() {
+    if count == 0 {
         return Decision::Unschedulable {
             nodes: 0,
             reasons,
@@ -92,29 +92,31 @@ fn decide(
             Code::Success => {}
             Code::Skip => state.skip_filter.push(p.name()),
             _ => {
-                tally(&mut reasons, &status, nodes.len());
+                // A pre-filter's reason stands alone in the message, uncounted.
+                tally(&mut reasons, &status, 0);
                 return Decision::Unschedulable {
-                    nodes: nodes.len(),
+                    nodes: count,
                     reasons,
                     resolvable,
                 };
             }
         }
     }
-    let want = feasible_nodes_to_find(nodes.len());
-    let mut feasible: Vec<&NodeInfo> = Vec::with_capacity(want.min(nodes.len()));
-    let start = *next_start % nodes.len();
+    let want = feasible_nodes_to_find(count);
+    let mut feasible: Vec<&NodeInfo> = Vec::with_capacity(want.min(count));
+    let start = *next_start % count;
     let mut examined = 0;
-    for i in 0..nodes.len() {
-        let Some(node) = cache.node(&nodes[(start + i) % nodes.len()]) else {
+    for i in 0..count {
+        let Some(node) = cache.nth_node((start + i) % count) else {
             continue;
         };
         examined += 1;
+        let view = cache.with_nominated(node, pod);
         let failed = profile
             .filter
             .iter()
             .filter(|f| !state.skips_filter(f.name()))
-            .map(|f| f.filter(state, pod, node))
+            .map(|f| f.filter(state, pod, view.as_ref().unwrap_or(node)))
             .find(|s| !s.is_success());
         match failed {
             None => {
@@ -131,11 +133,11 @@ fn decide(
             }
         }
     }
-    *next_start = (start + examined) % nodes.len();
+    *next_start = (start + examined) % count;
     match feasible.len() {
         0 => {
             return Decision::Unschedulable {
-                nodes: nodes.len(),
+                nodes: count,
                 reasons,
                 resolvable,
             };

@@ -173,13 +173,20 @@ pub fn occupies_node(pod: &Pod) -> bool {
 }
 
 /// Nodes and the pods placed on them.
+///
+/// Nodes live in a slab so that a scheduling cycle walks them by position,
+/// without hashing a name per node.
 #[derive(Debug, Default)]
 pub struct ClusterCache {
     /// Every node known, including placeholders for pods seen on a node
-    /// before the node itself.
-    nodes: HashMap<String, NodeInfo>,
-    /// The names of the nodes that exist, in name order: what a cycle walks.
-    existing: Vec<String>,
+    /// before the node itself; a vacant slot has no name.
+    slots: Vec<NodeInfo>,
+    /// Vacant slots, for reuse.
+    vacant: Vec<usize>,
+    /// The slot of each known node, by name.
+    index: HashMap<String, usize>,
+    /// The slots of the nodes that exist, in name order: what a cycle walks.
+    existing: Vec<usize>,
     /// Where each placed pod is, by uid.
     placed: HashMap<String, String>,
     /// Pods assumed onto a node and not yet seen bound there.
@@ -187,20 +194,68 @@ pub struct ClusterCache {
     /// Placed pods with required anti-affinity terms, by uid, with their node:
     /// the only pods whose terms can bar a newcomer.
     anti_affinity: HashMap<String, String>,
+    /// How many existing nodes report each image.
+    image_nodes: HashMap<String, usize>,
+    /// Pods nominated to a node by preemption, waiting for their victims to
+    /// leave: by node, and the node of each by uid.
+    nominated: HashMap<String, Vec<PodInfo>>,
+    nominated_node: HashMap<String, String>,
+    /// Claims, volumes and storage classes, for volume binding.
+    pub volumes: crate::volumes::VolumeCache,
 }
 
 impl ClusterCache {
+    /// The slot of a node, made (as a placeholder) if it is not known yet.
+    fn slot_for(&mut self, name: &str) -> usize {
+        if let Some(i) = self.index.get(name) {
+            return *i;
+        }
+        let info = NodeInfo {
+            name: name.to_owned(),
+            ..Default::default()
+        };
+        let i = match self.vacant.pop() {
+            Some(i) => {
+                self.slots[i] = info;
+                i
+            }
+            None => {
+                self.slots.push(info);
+                self.slots.len() - 1
+            }
+        };
+        self.index.insert(name.to_owned(), i);
+        i
+    }
+
+    /// Frees a node's slot once it neither exists nor holds pods.
+    fn release_if_empty(&mut self, name: &str) {
+        let Some(&i) = self.index.get(name) else {
+            return;
+        };
+        if self.slots[i].node.is_none() && self.slots[i].pods.is_empty() {
+            self.index.remove(name);
+            self.slots[i] = NodeInfo::default();
+            self.vacant.push(i);
+        }
+    }
+
     /// Adds or replaces a node. Returns whether anything scheduling reads
     /// changed (a heartbeat alone changes nothing).
     pub fn upsert_node(&mut self, node: Arc<Node>) -> bool {
         let name = node.metadata.name.clone().unwrap_or_default();
-        if let Err(i) = self.existing.binary_search(&name) {
-            self.existing.insert(i, name.clone());
+        let slot = self.slot_for(&name);
+        let slots = &self.slots;
+        if let Err(at) = self
+            .existing
+            .binary_search_by(|i| slots[*i].name.as_str().cmp(&name))
+        {
+            self.existing.insert(at, slot);
         }
-        let info = self.nodes.entry(name.clone()).or_insert_with(|| NodeInfo {
-            name,
-            ..Default::default()
-        });
+        let info = &mut self.slots[slot];
+        if info.node.is_some() {
+            forget_images(&mut self.image_nodes, info);
+        }
         let before = info.node.is_some().then(|| {
             (
                 info.labels.clone(),
@@ -211,6 +266,9 @@ impl ClusterCache {
             )
         });
         info.set_node(node);
+        for image in info.images.keys() {
+            *self.image_nodes.entry(image.clone()).or_default() += 1;
+        }
         before
             != Some((
                 info.labels.clone(),
@@ -223,14 +281,19 @@ impl ClusterCache {
 
     /// Removes a node; its pods stay counted until they go.
     pub fn remove_node(&mut self, name: &str) {
-        if let Ok(i) = self.existing.binary_search_by(|n| n.as_str().cmp(name)) {
-            self.existing.remove(i);
+        let slots = &self.slots;
+        if let Ok(at) = self
+            .existing
+            .binary_search_by(|i| slots[*i].name.as_str().cmp(name))
+        {
+            self.existing.remove(at);
         }
-        if let Some(info) = self.nodes.get_mut(name) {
-            info.node = None;
-            if info.pods.is_empty() {
-                self.nodes.remove(name);
+        if let Some(&i) = self.index.get(name) {
+            if self.slots[i].node.is_some() {
+                forget_images(&mut self.image_nodes, &self.slots[i]);
             }
+            self.slots[i].node = None;
+            self.release_if_empty(name);
         }
     }
 
@@ -254,17 +317,12 @@ impl ClusterCache {
 
     fn place(&mut self, info: PodInfo, node: String) {
         self.remove_pod(&info.uid);
-        self.placed.insert(info.uid.clone(), node.clone());
         if !info.required_anti.is_empty() {
             self.anti_affinity.insert(info.uid.clone(), node.clone());
         }
-        self.nodes
-            .entry(node.clone())
-            .or_insert_with(|| NodeInfo {
-                name: node,
-                ..Default::default()
-            })
-            .add_pod(info);
+        let slot = self.slot_for(&node);
+        self.placed.insert(info.uid.clone(), node);
+        self.slots[slot].add_pod(info);
     }
 
     /// Forgets a pod (deleted, finished, or an assumption undone).
@@ -274,11 +332,9 @@ impl ClusterCache {
         let Some(node) = self.placed.remove(uid) else {
             return;
         };
-        if let Some(info) = self.nodes.get_mut(&node) {
-            info.remove_pod(uid);
-            if info.node.is_none() && info.pods.is_empty() {
-                self.nodes.remove(&node);
-            }
+        if let Some(&i) = self.index.get(&node) {
+            self.slots[i].remove_pod(uid);
+            self.release_if_empty(&node);
         }
     }
 
@@ -311,30 +367,97 @@ impl ClusterCache {
 
     /// The nodes that exist, in name order.
     pub fn nodes(&self) -> impl Iterator<Item = &NodeInfo> {
-        self.existing.iter().filter_map(|n| self.nodes.get(n))
+        self.existing.iter().map(|i| &self.slots[*i])
     }
 
-    /// The names of the nodes that exist, in name order.
-    pub fn node_names(&self) -> &[String] {
-        &self.existing
+    /// The `n`th existing node in name order (`n < node_count()`).
+    pub fn nth_node(&self, n: usize) -> Option<&NodeInfo> {
+        self.existing.get(n).map(|i| &self.slots[*i])
     }
 
     /// Placed pods with required anti-affinity terms, with their nodes.
     pub fn anti_affinity_pods(&self) -> impl Iterator<Item = (&PodInfo, &NodeInfo)> {
         self.anti_affinity.iter().filter_map(|(uid, node)| {
-            let n = self.nodes.get(node)?;
+            let n = &self.slots[*self.index.get(node)?];
             Some((n.pods.iter().find(|p| &p.uid == uid)?, n))
         })
     }
 
-    /// A node by name.
+    /// A node by name, if it exists.
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
-        self.nodes.get(name).filter(|n| n.node.is_some())
+        self.index
+            .get(name)
+            .map(|i| &self.slots[*i])
+            .filter(|n| n.node.is_some())
     }
 
     /// How many nodes exist.
     pub fn node_count(&self) -> usize {
         self.existing.len()
+    }
+
+    /// Records that preemption made room for a pod on a node.
+    pub fn nominate(&mut self, pod: &PodInfo, node: &str) {
+        self.clear_nomination(&pod.uid);
+        self.nominated_node.insert(pod.uid.clone(), node.to_owned());
+        self.nominated
+            .entry(node.to_owned())
+            .or_default()
+            .push(pod.clone());
+    }
+
+    /// Forgets a pod's nomination (it was bound, deleted or nominated elsewhere).
+    pub fn clear_nomination(&mut self, uid: &str) {
+        let Some(node) = self.nominated_node.remove(uid) else {
+            return;
+        };
+        if let Some(pods) = self.nominated.get_mut(&node) {
+            pods.retain(|p| p.uid != uid);
+            if pods.is_empty() {
+                self.nominated.remove(&node);
+            }
+        }
+    }
+
+    /// The node a pod is nominated to, if any.
+    pub fn nomination_of(&self, uid: &str) -> Option<&str> {
+        self.nominated_node.get(uid).map(String::as_str)
+    }
+
+    /// The node as `pod` must see it: with the pods nominated to it that are
+    /// at least as important as `pod` counted as if already there, so that
+    /// room made by preemption is not taken by others (upstream runs filters
+    /// with nominated pods the same way). `None` when there are none.
+    pub fn with_nominated(&self, node: &NodeInfo, pod: &PodInfo) -> Option<NodeInfo> {
+        let mut ahead = self
+            .nominated
+            .get(&node.name)?
+            .iter()
+            .filter(|p| p.uid != pod.uid && p.priority >= pod.priority)
+            .peekable();
+        ahead.peek()?;
+        let mut view = node.clone();
+        for p in ahead {
+            view.add_pod(p.clone());
+        }
+        Some(view)
+    }
+
+    /// How many existing nodes report holding an image.
+    pub fn nodes_with_image(&self, image: &str) -> usize {
+        self.image_nodes.get(image).copied().unwrap_or(0)
+    }
+}
+
+/// Uncounts a node's images.
+fn forget_images(counts: &mut HashMap<String, usize>, node: &NodeInfo) {
+    for image in node.images.keys() {
+        if let Some(c) = counts.get_mut(image) {
+            *c -= 1;
+            if *c == 0 {
+                counts.remove(image);
+            }
+        }
     }
 }
 

@@ -19,8 +19,19 @@ pub fn fit_error_message(nodes: usize, reasons: &BTreeMap<String, usize>) -> Str
     if nodes == 0 {
         return "no nodes available to schedule pods".to_owned();
     }
-    let mut parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
-    parts.sort();
+    // Reasons counted over no node are a pre-filter's: they come first, bare.
+    let mut parts: Vec<String> = reasons
+        .iter()
+        .filter(|(_, n)| **n == 0)
+        .map(|(r, _)| r.clone())
+        .collect();
+    let mut counted: Vec<String> = reasons
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(r, n)| format!("{n} {r}"))
+        .collect();
+    counted.sort();
+    parts.extend(counted);
     format!("0/{nodes} nodes are available: {}.", parts.join(", "))
 }
 

@@ -3,7 +3,8 @@
 //! bind), its default plugins and profiles, the active/backoff/unschedulable
 //! queue, and an assumed-pod cache.
 //!
-//! It is an ordinary API client: it watches pods and nodes and binds through
+//! It is an ordinary API client: it watches pods, nodes, disruption budgets
+//! and storage objects, and binds through
 //! the `pods/binding` subresource. It never touches the store.
 
 pub mod algorithm;
@@ -18,6 +19,7 @@ pub mod profile;
 pub mod queue;
 pub mod resources;
 pub mod scheduler;
+pub mod volumes;
 
 pub use metrics::SchedulerMetrics;
 pub use profile::{DEFAULT_SCHEDULER_NAME, Profile};

@@ -144,6 +144,17 @@ fn victims_on(
     Some((victims, violations))
 }
 
+/// Fewest candidate nodes preemption looks for (upstream's `minCandidateNodesAbsolute`).
+const MIN_CANDIDATES: usize = 100;
+
+/// Where to start looking for candidates among `n` nodes.
+fn random_start(n: usize) -> usize {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as usize);
+    if n == 0 { 0 } else { nanos % n }
+}
+
 /// How a candidate node ranks (lower is better): budget violations, highest
 /// victim priority, sum of victim priorities, number of victims.
 type Rank = (usize, i32, i64, usize);
@@ -164,14 +175,26 @@ pub fn preempt(
     let total = cache.node_count();
     let mut best: Option<(String, Vec<PodInfo>, Rank)> = None;
     let mut no_victims = 0;
-    for name in resolvable {
+    // Upstream looks for a share of the nodes as candidates (10%, at least
+    // 100), from a random start, rather than evaluate every node.
+    let wanted = (total / 10).max(MIN_CANDIDATES);
+    let mut found = 0;
+    let start = random_start(resolvable.len());
+    for i in 0..resolvable.len() {
+        if found >= wanted {
+            break;
+        }
+        let name = &resolvable[(start + i) % resolvable.len()];
         let Some(node) = cache.node(name) else {
             continue;
         };
+        let view = cache.with_nominated(node, pod);
+        let node = view.as_ref().unwrap_or(node);
         let Some((victims, violations)) = victims_on(profile, state, pod, node, pdbs) else {
             no_victims += 1;
             continue;
         };
+        found += 1;
         // Upstream's order: fewest budget violations, lowest highest victim
         // priority, smallest priority sum, fewest victims.
         let key = (

@@ -11,12 +11,14 @@ use crate::framework::{
     BindPlugin, FilterPlugin, PreEnqueuePlugin, PreFilterPlugin, PreScorePlugin, ScorePlugin,
 };
 use crate::plugins::DefaultBinder;
+use crate::plugins::image_locality::ImageLocality;
 use crate::plugins::inter_pod_affinity::InterPodAffinity;
 use crate::plugins::node_affinity::NodeAffinity;
 use crate::plugins::node_basics::{NodeName, NodePorts, NodeUnschedulable, SchedulingGates};
 use crate::plugins::node_resources::{BalancedAllocation, NodeResourcesFit, ScoringStrategy};
 use crate::plugins::taint_toleration::TaintToleration;
 use crate::plugins::topology_spread::PodTopologySpread;
+use crate::plugins::volume_binding::VolumeBinding;
 
 /// The scheduler name pods get when they name none.
 pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
@@ -82,7 +84,8 @@ impl Profile {
         });
         let (affinity, taints) = (Arc::new(NodeAffinity), Arc::new(TaintToleration));
         let (spread, pod_affinity) = (Arc::new(PodTopologySpread), Arc::new(InterPodAffinity));
-        let ports = Arc::new(NodePorts);
+        let (ports, volumes) = (Arc::new(NodePorts), Arc::new(VolumeBinding));
+        let images = Arc::new(ImageLocality);
         let mut p = Profile {
             scheduler_name: scheduler_name.to_owned(),
             pre_enqueue: Vec::new(),
@@ -94,34 +97,41 @@ impl Profile {
         };
         let pre_enqueue: [Arc<dyn PreEnqueuePlugin>; 1] = [Arc::new(SchedulingGates)];
         p.pre_enqueue = keep(o, "preEnqueue", pre_enqueue);
-        let pre_filter: [Arc<dyn PreFilterPlugin>; 4] = [
+        let pre_filter: [Arc<dyn PreFilterPlugin>; 5] = [
             affinity.clone(),
             ports.clone(),
+            volumes.clone(),
             spread.clone(),
             pod_affinity.clone(),
         ];
         p.pre_filter = keep(o, "preFilter", pre_filter);
-        let filter: [Arc<dyn FilterPlugin>; 8] = [
+        let filter: [Arc<dyn FilterPlugin>; 9] = [
             Arc::new(NodeUnschedulable),
             Arc::new(NodeName),
             taints.clone(),
             affinity.clone(),
             ports,
             fit.clone(),
+            volumes,
             spread.clone(),
             pod_affinity.clone(),
         ];
         p.filter = keep(o, "filter", filter);
-        let pre_score: [Arc<dyn PreScorePlugin>; 3] =
-            [affinity.clone(), spread.clone(), pod_affinity.clone()];
+        let pre_score: [Arc<dyn PreScorePlugin>; 4] = [
+            affinity.clone(),
+            spread.clone(),
+            pod_affinity.clone(),
+            images.clone(),
+        ];
         p.pre_score = keep(o, "preScore", pre_score);
-        let score: [(Arc<dyn ScorePlugin>, i64); 6] = [
+        let score: [(Arc<dyn ScorePlugin>, i64); 7] = [
             (taints, 3),
             (affinity, 2),
             (fit, 1),
             (spread, 2),
             (pod_affinity, 2),
             (Arc::new(BalancedAllocation), 1),
+            (images, 1),
         ];
         p.score = score
             .into_iter()
@@ -231,9 +241,11 @@ const ALL_PLUGINS: &[&str] = &[
     "NodeAffinity",
     "NodePorts",
     "NodeResourcesFit",
+    "VolumeBinding",
     "PodTopologySpread",
     "InterPodAffinity",
     "NodeResourcesBalancedAllocation",
+    "ImageLocality",
 ];
 
 #[cfg(test)]
@@ -258,12 +270,12 @@ profiles:
 "#;
         let profiles = Profile::from_config(cfg).expect("parses");
         assert_eq!(profiles.len(), 2);
-        assert_eq!(profiles[0].score.len(), 6);
+        assert_eq!(profiles[0].score.len(), 7);
         let packer = &profiles[1];
         assert_eq!(packer.scheduler_name, "bin-packer");
         let scores: Vec<(&str, i64)> = packer.score.iter().map(|(s, w)| (s.name(), *w)).collect();
         assert_eq!(scores, vec![("NodeResourcesFit", 5)]);
-        assert_eq!(packer.filter.len(), 8, "filters untouched");
+        assert_eq!(packer.filter.len(), 9, "filters untouched");
         assert!(Profile::from_config("profiles: [{pluginConfig: [{name: NodeResourcesFit, args: {scoringStrategy: {type: Nope}}}]}]").is_err());
     }
 }

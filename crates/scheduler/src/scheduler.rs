@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::Api;
 use kube::runtime::watcher;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::algorithm::{Decision, schedule_pod};
 use crate::cache::{ClusterCache, PodInfo};
@@ -20,12 +21,14 @@ use crate::metrics::SchedulerMetrics;
 use crate::preemption;
 use crate::profile::{DEFAULT_SCHEDULER_NAME, Profile};
 use crate::queue::SchedulingQueue;
+use crate::volumes::{VolumeEvent, VolumeKind, VolumeObject};
 
 /// What reaches the loop.
 enum Input {
     Pod(Box<watcher::Event<Pod>>),
     Node(Box<watcher::Event<Node>>),
     Pdb(Box<watcher::Event<PodDisruptionBudget>>),
+    Volume(Box<VolumeEvent>),
     /// A binding finished: the pod, and the error if it failed.
     Bound(Box<PodInfo>, Option<String>),
 }
@@ -36,7 +39,13 @@ pub struct Scheduler {
     client: kube::Client,
     profiles: Vec<Arc<Profile>>,
     metrics: SchedulerMetrics,
+    /// Bounds the API calls (bindings, events, status) in flight at once, so
+    /// that a burst reuses pooled connections instead of opening thousands.
+    in_flight: Arc<Semaphore>,
 }
+
+/// API calls the scheduler may have in flight at once.
+const MAX_IN_FLIGHT: usize = 64;
 
 /// Watches every object of one kind and sends its events to the loop as
 /// `wrap` makes them; watch errors are logged and the watcher retries.
@@ -88,6 +97,7 @@ impl Scheduler {
             client,
             profiles,
             metrics,
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         }
     }
 
@@ -106,6 +116,18 @@ impl Scheduler {
         follow::<Pod>(&self.client, &tx, |e| Input::Pod(Box::new(e)));
         follow::<Node>(&self.client, &tx, |e| Input::Node(Box::new(e)));
         follow::<PodDisruptionBudget>(&self.client, &tx, |e| Input::Pdb(Box::new(e)));
+        follow::<PersistentVolumeClaim>(&self.client, &tx, |e| {
+            let e = VolumeEvent::from_watch(e, VolumeKind::Claim, VolumeObject::Claim);
+            Input::Volume(Box::new(e))
+        });
+        follow::<PersistentVolume>(&self.client, &tx, |e| {
+            let e = VolumeEvent::from_watch(e, VolumeKind::Volume, VolumeObject::Volume);
+            Input::Volume(Box::new(e))
+        });
+        follow::<StorageClass>(&self.client, &tx, |e| {
+            let e = VolumeEvent::from_watch(e, VolumeKind::Class, VolumeObject::Class);
+            Input::Volume(Box::new(e))
+        });
         let recorders: HashMap<String, EventRecorder> = self
             .profiles
             .iter()
@@ -122,22 +144,21 @@ impl Scheduler {
             next_start: 0,
             pdbs: BTreeMap::new(),
         };
-        let mut attempts: u64 = 0;
+        // Counting the queues walks every pending pod: at most every 100 ms.
+        let mut counted = Instant::now();
         loop {
             while let Ok(input) = rx.try_recv() {
                 self.apply(&mut st, input, &recorders);
             }
             let now = Instant::now();
+            if now.duration_since(counted) >= Duration::from_millis(100) {
+                self.metrics.set_queue(st.queue.lengths());
+                counted = now;
+            }
             if let Some(q) = st.queue.pop(now) {
                 self.attempt(&mut st, q.info, &tx, &recorders).await;
-                // Counting the queues walks every pending pod: now and then.
-                attempts += 1;
-                if attempts.is_multiple_of(256) {
-                    self.metrics.set_queue(st.queue.lengths());
-                }
                 continue;
             }
-            self.metrics.set_queue(st.queue.lengths());
             let wake = st
                 .queue
                 .next_backoff()
@@ -225,6 +246,11 @@ impl Scheduler {
                     watcher::Event::InitDone => {}
                 }
             }
+            Input::Volume(ev) => {
+                if st.cache.volumes.apply(*ev) {
+                    st.queue.cluster_changed(now);
+                }
+            }
             Input::Bound(pod, error) => match error {
                 None => {
                     st.queue.done(&pod.uid);
@@ -259,6 +285,7 @@ impl Scheduler {
         if assigned {
             let was_running = crate::cache::occupies_node(&pod);
             st.queue.remove(&uid);
+            st.cache.clear_nomination(&uid);
             st.cache.upsert_pod(Arc::new(pod));
             if !was_running {
                 // A finished pod freed its node.
@@ -277,6 +304,18 @@ impl Scheduler {
             return;
         }
         let info = PodInfo::new(Arc::new(pod));
+        // A nomination made before a restart, or by another scheduler.
+        let nominated = info
+            .pod
+            .status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.as_deref())
+            .filter(|n| !n.is_empty());
+        if let Some(node) = nominated
+            && st.cache.nomination_of(&uid) != Some(node)
+        {
+            st.cache.nominate(&info, node);
+        }
         let gated = profile
             .pre_enqueue
             .iter()
@@ -286,6 +325,7 @@ impl Scheduler {
 
     fn pod_gone(&self, st: &mut State, uid: &str, now: Instant) {
         st.queue.remove(uid);
+        st.cache.clear_nomination(uid);
         if st.cache.has_pod(uid) {
             st.cache.remove_pod(uid);
             st.queue.cluster_changed(now);
@@ -311,10 +351,13 @@ impl Scheduler {
         self.metrics.algorithm(started.elapsed());
         match decision {
             Decision::Node(node) => {
+                st.cache.clear_nomination(&pod.uid);
                 st.cache.assume(&pod, &node);
                 self.metrics.attempt("scheduled");
                 let (client, tx, profile) = (self.client.clone(), tx.clone(), profile.clone());
+                let in_flight = self.in_flight.clone();
                 tokio::spawn(async move {
+                    let _permit = in_flight.acquire_owned().await;
                     let status = profile.bind.bind(&client, &pod, &node).await;
                     if status.is_success() {
                         if let Some(r) = &recorder {
@@ -343,6 +386,7 @@ impl Scheduler {
                 match outcome {
                     preemption::Outcome::Preempt { node, victims } => {
                         self.metrics.preemption(victims.len());
+                        st.cache.nominate(&pod, &node);
                         preempt = Some((node, victims));
                     }
                     preemption::Outcome::NotHelpful(r) if nodes > 0 => {
@@ -357,7 +401,9 @@ impl Scheduler {
                 tracing::debug!(pod = %pod.key(), %message, "unschedulable");
                 let client = self.client.clone();
                 if let Some(r) = recorder {
+                    let in_flight = self.in_flight.clone();
                     tokio::spawn(async move {
+                        let _permit = in_flight.acquire_owned().await;
                         r.record(&pod, "Warning", "FailedScheduling", &message)
                             .await;
                         r.mark_unschedulable(&pod, &message).await;

@@ -30,8 +30,7 @@ pub async fn bind(ctx: &Ctx, request: Body) -> ApiResult {
         .into());
     }
     let (info, name) = (ctx.info.clone(), ctx.name().to_owned());
-    let mut warnings = Vec::new();
-    write::update_with(
+    write::update_in_storage(
         ctx,
         |old| {
             let current = old.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
@@ -52,9 +51,6 @@ pub async fn bind(ctx: &Ctx, request: Body) -> ApiResult {
             new["status"]["conditions"] = json!(conditions);
             Ok(new)
         },
-        None,
-        &mut warnings,
-        true,
     )
     .await?;
     Ok(json_response(StatusCode::CREATED, &success_status(None)))

@@ -243,6 +243,36 @@ pub async fn update_with(
     ))
 }
 
+/// Writes a change made at the storage layer, as upstream's `pods/binding`
+/// does: `make` sets only fields the server owns on an object that was valid
+/// when stored, so there is no decoding, validation or field ownership to
+/// redo. A concurrent change is retried against the fresh object.
+pub async fn update_in_storage(
+    ctx: &Ctx,
+    mut make: impl FnMut(&Object) -> Result<Object, ApiError>,
+) -> Result<Object, ApiError> {
+    let info = &ctx.info;
+    let (ns, name) = (ctx.namespace(), ctx.name());
+    for _ in 0..MAX_ATTEMPTS {
+        let old = ctx.state.objects.get(info, ns, name).await?;
+        let old_rv = parse_rv(object::meta_str(&old, "resourceVersion"))?;
+        let new = make(&old)?;
+        if ctx.query.dry_run()? {
+            return Ok(new);
+        }
+        match ctx.state.objects.update(info, new, old_rv).await {
+            Err(e) if e.reason == kybern_apimachinery::StatusReason::Conflict => continue,
+            done => return done,
+        }
+    }
+    Err(ApiError::conflict(
+        &info.group,
+        &info.plural,
+        name,
+        "the object is being modified too often; try again",
+    ))
+}
+
 /// How a write treats fields its kind does not have (`fieldValidation`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum FieldValidation {

@@ -1,6 +1,7 @@
 //! `kybern bench scheduler`: the scheduler end to end through a `kybern
 //! server` child process, with simulated nodes, in the shapes of upstream's
-//! scheduler_perf (SchedulingBasic, pod anti-affinity, topology spreading),
+//! scheduler_perf (SchedulingBasic, pod anti-affinity, topology spreading,
+//! preemption),
 //! and the simulator's own figures (nodes Ready, pods Running, pods gone).
 
 use std::collections::HashMap;
@@ -35,7 +36,7 @@ pub struct SchedulerBenchArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "basic,anti-affinity,topology-spread,simulator"
+        default_value = "basic,anti-affinity,topology-spread,preemption,simulator"
     )]
     workloads: Vec<Workload>,
 }
@@ -49,6 +50,9 @@ enum Workload {
     AntiAffinity,
     /// Pods spread over zones with maxSkew 1.
     TopologySpread,
+    /// Every node full of low-priority pods; each measured pod has a higher
+    /// priority and must preempt one.
+    Preemption,
     /// The simulator: nodes Ready, pods Running, pods deleted.
     Simulator,
 }
@@ -61,6 +65,9 @@ struct Timeline {
     running: HashMap<String, Instant>,
 }
 
+/// The PriorityClass the preemption workload's measured pods use.
+const HIGH_PRIORITY: &str = "bench-high";
+
 fn pod(name: &str, workload: Workload) -> anyhow::Result<Pod> {
     let mut pod = json!({
         "metadata": {"name": name, "labels": {"color": "green"}},
@@ -68,6 +75,14 @@ fn pod(name: &str, workload: Workload) -> anyhow::Result<Pod> {
             "resources": {"requests": {"cpu": "100m", "memory": "500Mi"}}}]}
     });
     match workload {
+        Workload::Preemption => {
+            // One fills a 1-CPU node; measured pods take the victims' place.
+            pod["spec"]["containers"][0]["resources"]["requests"]["cpu"] = json!("900m");
+            pod["spec"]["terminationGracePeriodSeconds"] = json!(1);
+            if name.starts_with("m-") {
+                pod["spec"]["priorityClassName"] = json!(HIGH_PRIORITY);
+            }
+        }
         Workload::AntiAffinity => {
             pod["spec"]["affinity"] = json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
                 {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"color": "green"}}}]}});
@@ -179,12 +194,16 @@ async fn algorithm_totals(client: &kube::Client) -> anyhow::Result<(f64, f64)> {
     ))
 }
 
-fn sim_args(nodes: usize) -> SimArgs {
+fn sim_args(nodes: usize, workload: Workload) -> SimArgs {
     SimArgs {
         kubeconfig: Default::default(),
         nodes,
         name_prefix: "sim".into(),
-        cpu: "4".into(),
+        cpu: if workload == Workload::Preemption {
+            "1".into()
+        } else {
+            "4".into()
+        },
         memory: "32Gi".into(),
         pods: 110,
         labels: Vec::new(),
@@ -209,7 +228,7 @@ async fn run_one(args: &SchedulerBenchArgs, workload: Workload) -> anyhow::Resul
     let (server, client) = start_server(dir.path(), &[]).await?;
     let ns = "bench";
     create_ns(&client, ns).await?;
-    let sim = Arc::new(Sim::new(client.clone(), sim_args(args.nodes)));
+    let sim = Arc::new(Sim::new(client.clone(), sim_args(args.nodes, workload)));
     let started = Instant::now();
     sim.register().await?;
     let nodes_ready = started.elapsed();
@@ -270,16 +289,29 @@ async fn run_one(args: &SchedulerBenchArgs, workload: Workload) -> anyhow::Resul
         } else {
             (args.measured_pods / 10).max(1)
         };
-        let initial = if workload == Workload::Basic {
-            args.initial_pods
-        } else {
-            (args.initial_pods).min(measured)
+        let initial = match workload {
+            Workload::Basic => args.initial_pods,
+            // Every node full, so that each measured pod must preempt.
+            Workload::Preemption => args.nodes,
+            _ => args.initial_pods.min(measured),
         };
+        // Victims must go away after their grace period, as a kubelet's would.
+        let runner = (workload == Workload::Preemption)
+            .then(|| tokio::spawn(crate::sim::run_pods(sim.clone())));
+        if workload == Workload::Preemption {
+            let class = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                "metadata": {"name": HIGH_PRIORITY}, "value": 1000});
+            let api: Api<k8s_openapi::api::scheduling::v1::PriorityClass> =
+                Api::all(client.clone());
+            api.create(&PostParams::default(), &serde_json::from_value(class)?)
+                .await?;
+        }
         create_pods(&api, "init", initial, workload, &timeline).await?;
         wait_all(&timeline, "init", initial, |t| &t.bound, limit).await?;
         let (sum0, count0) = algorithm_totals(&client).await?;
         let t = Instant::now();
         create_pods(&api, "m", measured, workload, &timeline).await?;
+        let created_in = t.elapsed();
         wait_all(&timeline, "m", measured, |t| &t.bound, limit).await?;
         let took = t.elapsed();
         let (sum1, count1) = algorithm_totals(&client).await?;
@@ -294,6 +326,10 @@ async fn run_one(args: &SchedulerBenchArgs, workload: Workload) -> anyhow::Resul
         lines.push((
             format!("{measured} pods on {} nodes: pods/s", args.nodes),
             format!("{:.0}", measured as f64 / took.as_secs_f64()),
+        ));
+        lines.push((
+            "baseline: pod creates/s meanwhile (the ceiling)".into(),
+            format!("{:.0}", measured as f64 / created_in.as_secs_f64()),
         ));
         lines.push((
             "scheduling latency p50 (ms), create to bound".into(),
@@ -312,6 +348,9 @@ async fn run_one(args: &SchedulerBenchArgs, workload: Workload) -> anyhow::Resul
             format!("{} nodes registered (s)", args.nodes),
             format!("{:.1}", nodes_ready.as_secs_f64()),
         ));
+        if let Some(r) = runner {
+            r.abort();
+        }
     }
     follower.abort();
     Ok(Figures { workload, lines })

@@ -1,6 +1,7 @@
 //! The in-tree plugins, one file per plugin (the small node filters share one),
 //! and the default binder.
 
+pub mod image_locality;
 pub mod inter_pod_affinity;
 pub mod matching;
 pub mod node_affinity;
@@ -8,6 +9,7 @@ pub mod node_basics;
 pub mod node_resources;
 pub mod taint_toleration;
 pub mod topology_spread;
+pub mod volume_binding;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;

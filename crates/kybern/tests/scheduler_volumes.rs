@@ -1,0 +1,118 @@
+//! The scheduler's `VolumeBinding` and `ImageLocality` plugins through the
+//! API: bound volumes' node affinity, missing and unbound claims with
+//! upstream's messages, requeue when a claim or node appears, and nodes that
+//! already hold a pod's large image preferred.
+
+mod common;
+
+use common::cluster::{add_node, add_pod, failure_of, node_of};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+
+async fn add_volume(client: &kube::Client, name: &str, zone: &str) {
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "manual", "hostPath": {"path": "/tmp/data"},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "topology.kubernetes.io/zone", "operator": "In", "values": [zone]}]}]}}}
+    }))
+    .expect("pv");
+    Api::<PersistentVolume>::all(client.clone())
+        .create(&PostParams::default(), &pv)
+        .await
+        .expect("create pv");
+}
+
+/// A claim, bound to `volume` (as the volume controller marks it) or unbound.
+async fn add_claim(client: &kube::Client, name: &str, volume: Option<&str>) {
+    let mut claim = json!({
+        "metadata": {"name": name},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "manual",
+            "resources": {"requests": {"storage": "1Gi"}}}
+    });
+    if let Some(v) = volume {
+        claim["spec"]["volumeName"] = json!(v);
+        claim["metadata"]["annotations"] = json!({"pv.kubernetes.io/bind-completed": "yes"});
+    }
+    let claim: PersistentVolumeClaim = serde_json::from_value(claim).expect("claim");
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &claim)
+        .await
+        .expect("create claim");
+}
+
+fn zone(z: &str) -> Value {
+    json!({"metadata": {"labels": {"topology.kubernetes.io/zone": z}}})
+}
+
+fn with_claim(claim: &str) -> Value {
+    json!({"spec": {"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volume_binding_follows_bound_volumes_and_waits_for_claims() {
+    let server = common::Server::start();
+    let client = server.client().await;
+    add_node(&client, "node-a", "4", zone("a")).await;
+    add_node(&client, "node-b", "4", zone("b")).await;
+    add_volume(&client, "pv-b", "b").await;
+    add_volume(&client, "pv-c", "c").await;
+    add_claim(&client, "data-b", Some("pv-b")).await;
+    add_claim(&client, "data-c", Some("pv-c")).await;
+
+    add_pod(&client, "uses-b", "100m", with_claim("data-b")).await;
+    assert_eq!(node_of(&client, "uses-b").await, "node-b");
+
+    // A claim that does not exist: a pre-filter failure, worded as upstream.
+    add_pod(&client, "needs-later", "100m", with_claim("later")).await;
+    assert_eq!(
+        failure_of(&client, "needs-later").await,
+        "0/2 nodes are available: persistentvolumeclaim \"later\" not found. \
+         preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling."
+    );
+    // An unbound claim of a class that binds immediately.
+    add_claim(&client, "unbound", None).await;
+    add_pod(&client, "needs-unbound", "100m", with_claim("unbound")).await;
+    assert_eq!(
+        failure_of(&client, "needs-unbound").await,
+        "0/2 nodes are available: pod has unbound immediate PersistentVolumeClaims. \
+         preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling."
+    );
+    // A volume in a zone no node is in.
+    add_pod(&client, "uses-c", "100m", with_claim("data-c")).await;
+    assert_eq!(
+        failure_of(&client, "uses-c").await,
+        "0/2 nodes are available: 2 node(s) had volume node affinity conflict. \
+         preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling."
+    );
+
+    // The claim appears: the waiting pod is retried and follows its volume.
+    add_claim(&client, "later", Some("pv-b")).await;
+    assert_eq!(node_of(&client, "needs-later").await, "node-b");
+    // A node in zone c joins: the pod using pv-c goes there.
+    add_node(&client, "node-c", "4", zone("c")).await;
+    assert_eq!(node_of(&client, "uses-c").await, "node-c");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_locality_prefers_nodes_holding_the_image() {
+    let server = common::Server::start();
+    let client = server.client().await;
+    let images = json!({"status": {"images": [
+        {"names": ["registry.example/big:1.0"], "sizeBytes": 900_000_000_i64}]}});
+    // Three identical nodes but for the image one of them holds.
+    add_node(&client, "plain-1", "4", json!({})).await;
+    add_node(&client, "holder", "4", images).await;
+    add_node(&client, "plain-2", "4", json!({})).await;
+    for i in 0..3 {
+        let name = format!("big-{i}");
+        let image = json!({"spec": {"containers": [{"name": "c",
+            "image": "registry.example/big:1.0", "resources": {"requests": {"cpu": "100m"}}}]}});
+        add_pod(&client, &name, "100m", image).await;
+        // Each lands on the holder: its image score outweighs the slight
+        // preference for emptier nodes.
+        assert_eq!(node_of(&client, &name).await, "holder", "pod {name}");
+    }
+}
