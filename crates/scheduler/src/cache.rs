@@ -300,6 +300,9 @@ impl ClusterCache {
     /// Records an observed pod: placed if bound and running, removed otherwise.
     /// An observed binding confirms an assumption.
     pub fn upsert_pod(&mut self, pod: Arc<Pod>) {
+        if occupies_node(&pod) && self.confirm(&pod) {
+            return;
+        }
         let info = PodInfo::new(pod);
         if occupies_node(&info.pod) {
             let node = info
@@ -313,6 +316,35 @@ impl ClusterCache {
         } else if !self.assumed.contains_key(&info.uid) {
             self.remove_pod(&info.uid);
         }
+    }
+
+    /// An observed binding where the pod was assumed: the assumption holds,
+    /// so only the pod object changes (its spec, which the derived fields
+    /// come from, is what was scheduled). Returns whether it was one.
+    fn confirm(&mut self, pod: &Arc<Pod>) -> bool {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+        if node.is_none() || self.assumed.get(uid).map(String::as_str) != node {
+            return false;
+        }
+        let Some(slot) = node.and_then(|n| self.index.get(n)) else {
+            return false;
+        };
+        let Some(info) = self.slots[*slot].pods.iter_mut().find(|p| p.uid == uid) else {
+            return false;
+        };
+        // Labels may have changed meanwhile; other pods' terms select by them.
+        let same_labels = pod
+            .metadata
+            .labels
+            .as_ref()
+            .map_or(info.labels.is_empty(), |l| *l == info.labels);
+        if !same_labels {
+            return false;
+        }
+        info.pod = pod.clone();
+        self.assumed.remove(uid);
+        true
     }
 
     fn place(&mut self, info: PodInfo, node: String) {
@@ -339,14 +371,10 @@ impl ClusterCache {
     }
 
     /// Counts a pod on a node before its binding is observed.
+    /// The assumed copy shares the pod as observed (its `nodeName` unset):
+    /// where it is placed is what counts, and nothing reads the field.
     pub fn assume(&mut self, pod: &PodInfo, node: &str) {
-        let mut assumed = pod.clone();
-        let mut p = (*pod.pod).clone();
-        if let Some(spec) = p.spec.as_mut() {
-            spec.node_name = Some(node.to_owned());
-        }
-        assumed.pod = Arc::new(p);
-        self.place(assumed, node.to_owned());
+        self.place(pod.clone(), node.to_owned());
         self.assumed.insert(pod.uid.clone(), node.to_owned());
     }
 

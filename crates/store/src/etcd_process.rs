@@ -42,8 +42,24 @@ pub fn etcd_binary() -> PathBuf {
 }
 
 impl EtcdProcess {
-    /// Starts etcd and waits until it answers on its client port.
+    /// Starts etcd and waits until it answers on its client port. The ports
+    /// are picked free but may be taken by another process before etcd binds
+    /// them (tests start several at once), so that case is retried on others.
     pub fn start() -> Result<Self, EtcdProcessError> {
+        let mut tries = 0;
+        loop {
+            match Self::start_once() {
+                Err(EtcdProcessError::Io(e))
+                    if tries < 5 && e.to_string().contains("address already in use") =>
+                {
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn start_once() -> Result<Self, EtcdProcessError> {
         let bin = etcd_binary();
         if !bin.exists() {
             return Err(EtcdProcessError::NotInstalled(bin));

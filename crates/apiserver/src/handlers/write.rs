@@ -253,8 +253,19 @@ pub async fn update_in_storage(
 ) -> Result<Object, ApiError> {
     let info = &ctx.info;
     let (ns, name) = (ctx.namespace(), ctx.name());
+    // The first try starts from the watch cache's copy, sparing a store read;
+    // if that copy is stale the write conflicts and the retry reads the store.
+    let mut cached = ctx
+        .state
+        .caches
+        .get(ctx.state.objects.store(), info)
+        .and_then(|c| c.get(&crate::storage::ObjectStore::key(info, ns, name)))
+        .and_then(|o| serde_json::from_slice::<Object>(&o.json).ok());
     for _ in 0..MAX_ATTEMPTS {
-        let old = ctx.state.objects.get(info, ns, name).await?;
+        let old = match cached.take() {
+            Some(o) => o,
+            None => ctx.state.objects.get(info, ns, name).await?,
+        };
         let old_rv = parse_rv(object::meta_str(&old, "resourceVersion"))?;
         let new = make(&old)?;
         if ctx.query.dry_run()? {
