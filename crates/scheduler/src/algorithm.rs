@@ -45,6 +45,14 @@ fn tally(reasons: &mut BTreeMap<String, usize>, status: &Status, count: usize) {
     }
 }
 
+/// Nanoseconds of the wall clock: entropy enough to break ties and pick a
+/// starting node, which need no cryptographic randomness.
+pub(crate) fn clock_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()))
+}
+
 /// A small xorshift generator for tie-breaking: no need for a cryptographic one.
 fn next_random(seed: &mut u64) -> u64 {
     let mut x = *seed;
@@ -166,9 +174,7 @@ fn decide(
     }
     // The best score; among equals, each is equally likely (reservoir sampling).
     let mut seed = (*next_start as u64 ^ 0x9E37_79B9_7F4A_7C15) | 1;
-    seed ^= std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos() as u64);
+    seed ^= clock_nanos();
     seed |= 1;
     let mut best = 0;
     let mut ties = 0_u64;

@@ -457,6 +457,10 @@ impl ClusterCache {
     /// room made by preemption is not taken by others (upstream runs filters
     /// with nominated pods the same way). `None` when there are none.
     pub fn with_nominated(&self, node: &NodeInfo, pod: &PodInfo) -> Option<NodeInfo> {
+        // Called for every node a cycle examines: no hashing when none waits.
+        if self.nominated.is_empty() {
+            return None;
+        }
         let mut ahead = self
             .nominated
             .get(&node.name)?
@@ -469,6 +473,11 @@ impl ClusterCache {
             view.add_pod(p.clone());
         }
         Some(view)
+    }
+
+    /// Whether any existing node reports its images.
+    pub fn reports_images(&self) -> bool {
+        !self.image_nodes.is_empty()
     }
 
     /// How many existing nodes report holding an image.

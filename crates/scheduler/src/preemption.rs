@@ -149,10 +149,11 @@ const MIN_CANDIDATES: usize = 100;
 
 /// Where to start looking for candidates among `n` nodes.
 fn random_start(n: usize) -> usize {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos() as usize);
-    if n == 0 { 0 } else { nanos % n }
+    if n == 0 {
+        0
+    } else {
+        (crate::algorithm::clock_nanos() % n as u64) as usize
+    }
 }
 
 /// How a candidate node ranks (lower is better): budget violations, highest

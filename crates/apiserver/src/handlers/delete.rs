@@ -225,12 +225,7 @@ pub(super) async fn delete_object(
             Err(e) => return Err(e),
         }
     }
-    Err(ApiError::conflict(
-        &ctx.info.group,
-        &ctx.info.plural,
-        name,
-        "the object is being modified too often; try again",
-    ))
+    Err(super::write::modified_too_often(ctx, name))
 }
 
 /// DELETE an object.

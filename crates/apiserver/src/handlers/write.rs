@@ -235,12 +235,17 @@ pub async fn update_with(
             Err(e) => return Err(e),
         }
     }
-    Err(ApiError::conflict(
-        &info.group,
-        &info.plural,
+    Err(modified_too_often(ctx, name))
+}
+
+/// The 409 a write gives up with after `MAX_ATTEMPTS` conflicting retries.
+pub fn modified_too_often(ctx: &Ctx, name: &str) -> ApiError {
+    ApiError::conflict(
+        &ctx.info.group,
+        &ctx.info.plural,
         name,
         "the object is being modified too often; try again",
-    ))
+    )
 }
 
 /// Writes a change made at the storage layer, as upstream's `pods/binding`
@@ -276,12 +281,7 @@ pub async fn update_in_storage(
             done => return done,
         }
     }
-    Err(ApiError::conflict(
-        &info.group,
-        &info.plural,
-        name,
-        "the object is being modified too often; try again",
-    ))
+    Err(modified_too_often(ctx, name))
 }
 
 /// How a write treats fields its kind does not have (`fieldValidation`).

@@ -64,6 +64,9 @@ impl PreScorePlugin for ImageLocality {
         _: &[&NodeInfo],
         cache: &ClusterCache,
     ) -> Status {
+        if !cache.reports_images() {
+            return Status::skip();
+        }
         let total = cache.node_count();
         let images = pod_images(pod);
         let spread: Vec<(String, f64)> = images

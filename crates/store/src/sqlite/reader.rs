@@ -69,9 +69,8 @@ impl ReadPool {
             tx.finish().map_err(sql_error)?;
             Ok(out)
         })();
-        if let Ok(mut idle) = self.idle.lock()
-            && idle.len() < POOL_SIZE
-        {
+        // The permits bound the connections to POOL_SIZE: all go back.
+        if let Ok(mut idle) = self.idle.lock() {
             idle.push(conn);
         }
         result
