@@ -57,10 +57,13 @@ async fn volume_binding_follows_bound_volumes_and_waits_for_claims() {
     let client = server.client().await;
     add_node(&client, "node-a", "4", zone("a")).await;
     add_node(&client, "node-b", "4", zone("b")).await;
-    add_volume(&client, "pv-b", "b").await;
+    // Each watch delivers in order: `uses-b` being bound proves the scheduler
+    // has seen every volume and claim created before pv-b and data-b.
     add_volume(&client, "pv-c", "c").await;
-    add_claim(&client, "data-b", Some("pv-b")).await;
+    add_volume(&client, "pv-b", "b").await;
+    add_claim(&client, "unbound", None).await;
     add_claim(&client, "data-c", Some("pv-c")).await;
+    add_claim(&client, "data-b", Some("pv-b")).await;
 
     add_pod(&client, "uses-b", "100m", with_claim("data-b")).await;
     assert_eq!(node_of(&client, "uses-b").await, "node-b");
@@ -73,7 +76,6 @@ async fn volume_binding_follows_bound_volumes_and_waits_for_claims() {
          preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling."
     );
     // An unbound claim of a class that binds immediately.
-    add_claim(&client, "unbound", None).await;
     add_pod(&client, "needs-unbound", "100m", with_claim("unbound")).await;
     assert_eq!(
         failure_of(&client, "needs-unbound").await,
@@ -106,6 +108,11 @@ async fn image_locality_prefers_nodes_holding_the_image() {
     add_node(&client, "plain-1", "4", json!({})).await;
     add_node(&client, "holder", "4", images).await;
     add_node(&client, "plain-2", "4", json!({})).await;
+    // The scheduler watches nodes and pods separately: a pod pinned to the
+    // holder being bound proves the holder (and its images) has been seen.
+    let pinned = json!({"spec": {"nodeSelector": {"kubernetes.io/hostname": "holder"}}});
+    add_pod(&client, "probe", "100m", pinned).await;
+    assert_eq!(node_of(&client, "probe").await, "holder");
     for i in 0..3 {
         let name = format!("big-{i}");
         let image = json!({"spec": {"containers": [{"name": "c",
