@@ -214,6 +214,12 @@ impl ListOptions {
             q.get("resourceVersionMatch").filter(|s| !s.is_empty()),
         ) {
             (None, None) => ListRevision::Latest,
+            // A watch-list from "now": client-go 1.35's informers start so.
+            (None, Some("NotOlderThan"))
+                if q.flag("watch") && q.get("sendInitialEvents").is_some() =>
+            {
+                ListRevision::Latest
+            }
             (None, Some(m)) => {
                 return Err(ApiError::bad_request(format!(
                     "resourceVersionMatch {m:?} is forbidden unless resourceVersion is provided"
@@ -346,6 +352,15 @@ mod tests {
         assert_eq!(o.limit, 5);
         assert!(ListOptions::parse(&Query::parse(Some("resourceVersionMatch=Exact"))).is_err());
         assert!(ListOptions::parse(&Query::parse(Some("labelSelector=a%20b"))).is_err());
+        // client-go 1.35's watch-list from "now" has a match and no version.
+        let watch_list = ListOptions::parse(&Query::parse(Some(
+            "watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan",
+        )))
+        .expect("watch-list without a resourceVersion");
+        assert_eq!(watch_list.revision, ListRevision::Latest);
+        assert!(
+            ListOptions::parse(&Query::parse(Some("resourceVersionMatch=NotOlderThan"))).is_err()
+        );
         assert_eq!(Query::parse(Some("a=%zz%4")).get("a"), Some("%zz%4"));
     }
 }

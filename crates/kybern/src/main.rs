@@ -2,6 +2,7 @@
 //! subcommand to its module; owns no logic of its own.
 
 mod bench;
+mod controller_cmd;
 mod scheduler_cmd;
 mod server;
 mod sim;
@@ -31,6 +32,8 @@ enum Command {
     Server(server::ServerArgs),
     /// Run the scheduler alone, against a cluster's API.
     Scheduler(scheduler_cmd::SchedulerArgs),
+    /// Run the controller manager alone, against a cluster's API.
+    ControllerManager(controller_cmd::ControllerManagerArgs),
     /// Simulate nodes (and the kubelet's part for their pods) through the API.
     Sim(sim::SimArgs),
     /// Run a benchmark against a baseline measured in the same run.
@@ -64,6 +67,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Server(args) => runtime()?.block_on(server::run(args)),
         Command::Scheduler(args) => runtime()?.block_on(scheduler_cmd::run(args)),
+        Command::ControllerManager(args) => runtime()?.block_on(controller_cmd::run(args)),
         Command::Sim(args) => runtime()?.block_on(sim::run(args)),
         Command::Bench(cmd) => runtime()?.block_on(bench::run(cmd)),
         Command::StoreWriter(args) => runtime()?.block_on(store_writer::run(args)),

@@ -27,16 +27,16 @@ pub struct LeaderElectionArgs {
     /// Run only while holding the `kube-system/kube-scheduler` Lease, so that
     /// one of several schedulers is active.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    leader_elect: bool,
+    pub leader_elect: bool,
     /// How long the Lease holds without renewal.
     #[arg(long, value_parser = seconds, default_value = "15s")]
-    leader_elect_lease_duration: Duration,
+    pub leader_elect_lease_duration: Duration,
     /// How long the leader tries to renew before it stops scheduling.
     #[arg(long, value_parser = seconds, default_value = "10s")]
-    leader_elect_renew_deadline: Duration,
+    pub leader_elect_renew_deadline: Duration,
     /// How often candidates try to acquire or renew.
     #[arg(long, value_parser = seconds, default_value = "2s")]
-    leader_elect_retry_period: Duration,
+    pub leader_elect_retry_period: Duration,
 }
 
 fn seconds(s: &str) -> Result<Duration, String> {
@@ -49,7 +49,7 @@ fn seconds(s: &str) -> Result<Duration, String> {
 }
 
 /// This machine's name, for leader identities.
-fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "localhost".into())

@@ -37,6 +37,10 @@ pub struct ServerArgs {
     /// another scheduler, instead).
     #[arg(long)]
     disable_scheduler: bool,
+    /// Do not run the controller manager in this process (run `kybern
+    /// controller-manager` instead).
+    #[arg(long)]
+    disable_controllers: bool,
     /// A `KubeSchedulerConfiguration` file for the scheduler.
     #[arg(long)]
     scheduler_config: Option<PathBuf>,
@@ -109,6 +113,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         // Stable across restarts of this server, so it takes its Lease back at once.
         let identity = format!("server-{}", addr.port());
         crate::scheduler_cmd::spawn(scheduler, client, &args.election, &identity);
+    }
+    if !args.disable_controllers {
+        let client = crate::scheduler_cmd::client_from_kubeconfig(&kubeconfig).await?;
+        let options = kybern_controllers::ControllerOptions {
+            root_ca_pem: Some(pki.ca_pem.clone()),
+            ..Default::default()
+        };
+        let identity = format!("server-{}", addr.port());
+        crate::controller_cmd::spawn(client, options, &args.election, &identity);
     }
     let app = kybern_apiserver::server::authenticated_router(state.clone(), Arc::new(auth));
     let secure = tls::serve_tls(listener, tls::server_config(&pki)?, app);

@@ -5,23 +5,12 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-
-/// A `kybern sim` child process, killed on drop.
-struct SimProcess(Child);
-
-impl Drop for SimProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 async fn wait_for<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -38,26 +27,20 @@ async fn wait_for<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T
 async fn simulated_nodes_run_pods() {
     let server = common::Server::start();
     let client = server.client().await;
-    let sim = SimProcess(
-        Command::new(env!("CARGO_BIN_EXE_kybern"))
-            .args(["sim", "--kubeconfig"])
-            .arg(server.kubeconfig())
-            .args([
-                "--nodes",
-                "3",
-                "--cpu",
-                "4",
-                "--labels",
-                "zone=sim",
-                "--job-seconds",
-                "1",
-                "--heartbeat-seconds",
-                "1",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start kybern sim"),
+    let sim = common::sim::start(
+        &server,
+        &[
+            "--nodes",
+            "3",
+            "--cpu",
+            "4",
+            "--labels",
+            "zone=sim",
+            "--job-seconds",
+            "1",
+            "--heartbeat-seconds",
+            "1",
+        ],
     );
 
     let nodes: Api<Node> = Api::all(client.clone());

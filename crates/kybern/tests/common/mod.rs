@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod sim;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -27,8 +28,18 @@ impl Server {
         Self::start_with(&[])
     }
 
-    /// Starts the server with extra arguments.
+    /// Starts the server with extra arguments, without the controller
+    /// manager: these tests look at the API server's own behaviour (a
+    /// deletion finalizer stays until someone clears it, a namespace holds
+    /// only what the test put in it).
     pub fn start_with(extra: &[&str]) -> Self {
+        let mut args = vec!["--disable-controllers"];
+        args.extend_from_slice(extra);
+        Self::start_cluster(&args)
+    }
+
+    /// Starts the server as users run it, controllers included.
+    pub fn start_cluster(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = TcpListener::bind("127.0.0.1:0")
             .expect("bind")

@@ -1,0 +1,73 @@
+//! `kybern controller-manager`: the controllers alone, against any cluster's
+//! API through a kubeconfig; `kybern server` runs the same controllers.
+
+use std::path::PathBuf;
+
+use kybern_controllers::ControllerOptions;
+use kybern_scheduler::leader::{ElectionTimings, LeaseElector};
+
+use crate::scheduler_cmd::{LeaderElectionArgs, client_from_kubeconfig, hostname};
+
+/// Arguments of `kybern controller-manager`.
+#[derive(clap::Args, Debug)]
+pub struct ControllerManagerArgs {
+    /// Kubeconfig of the cluster to manage.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// PEM file of the cluster CA, published as `kube-root-ca.crt` in every namespace.
+    #[arg(long)]
+    root_ca_file: Option<PathBuf>,
+    /// Concurrent syncs per workload controller.
+    #[arg(long, default_value_t = 5)]
+    concurrent_syncs: usize,
+    #[command(flatten)]
+    election: LeaderElectionArgs,
+}
+
+/// Starts the controllers: under the `kube-system/kube-controller-manager`
+/// Lease as `identity`, or at once.
+pub fn spawn(
+    client: kube::Client,
+    options: ControllerOptions,
+    election: &LeaderElectionArgs,
+    identity: &str,
+) -> tokio::task::JoinHandle<()> {
+    if !election.leader_elect {
+        return tokio::spawn(kybern_controllers::run(client, options));
+    }
+    let timings = ElectionTimings {
+        lease_duration: election.leader_elect_lease_duration,
+        renew_deadline: election.leader_elect_renew_deadline,
+        retry_period: election.leader_elect_retry_period,
+    };
+    let identity = format!("{}_{identity}", hostname());
+    let elector = LeaseElector::new(
+        client.clone(),
+        "kube-system",
+        "kube-controller-manager",
+        &identity,
+        timings,
+    );
+    tokio::spawn(elector.run(move || kybern_controllers::run(client.clone(), options.clone())))
+}
+
+/// Runs the controller manager until interrupted.
+pub async fn run(args: ControllerManagerArgs) -> anyhow::Result<()> {
+    let client = client_from_kubeconfig(&args.kubeconfig).await?;
+    let root_ca_pem = match &args.root_ca_file {
+        Some(p) => Some(std::fs::read_to_string(p)?),
+        None => None,
+    };
+    let options = ControllerOptions {
+        root_ca_pem,
+        workers: args.concurrent_syncs,
+    };
+    println!("kybern controller-manager: running controllers");
+    let identity = format!("controller-manager-{}", std::process::id());
+    let task = spawn(client, options, &args.election, &identity);
+    tokio::select! {
+        _ = task => {}
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
+    }
+    Ok(())
+}
