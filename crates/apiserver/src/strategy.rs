@@ -133,6 +133,9 @@ pub fn prepare_create(info: &ResourceInfo, obj: &mut Object) -> Result<(), ApiEr
 
 /// Defaults upstream fills in for a few kinds.
 fn kind_defaults(info: &ResourceInfo, obj: &mut Object) {
+    if info.group == "batch" && info.plural == "jobs" {
+        job_selector(obj);
+    }
     if info.group.is_empty() && info.plural == "namespaces" {
         let has_finalizers = obj.pointer("/spec/finalizers").is_some();
         if !has_finalizers {
@@ -149,6 +152,53 @@ fn kind_defaults(info: &ResourceInfo, obj: &mut Object) {
         if let Some(l) = labels.as_object_mut() {
             l.insert("kubernetes.io/metadata.name".into(), json!(name));
         }
+    }
+}
+
+/// Upstream's generated Job selector: unless `spec.manualSelector` is set,
+/// the pods are labelled with the Job's uid and name (new and legacy keys)
+/// and selected by the uid; the Job takes its template's labels when it has
+/// none of its own.
+fn job_selector(obj: &mut Object) {
+    if obj.pointer("/spec/manualSelector") == Some(&json!(true)) {
+        return;
+    }
+    let uid = object::meta_str(obj, "uid").to_owned();
+    let name = object::name(obj).to_owned();
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let template = spec.entry("template").or_insert_with(|| json!({}));
+    if let Some(t) = template.as_object_mut() {
+        let meta = t.entry("metadata").or_insert_with(|| json!({}));
+        if let Some(m) = meta.as_object_mut() {
+            let labels = m.entry("labels").or_insert_with(|| json!({}));
+            if let Some(l) = labels.as_object_mut() {
+                for (k, v) in [
+                    ("batch.kubernetes.io/controller-uid", &uid),
+                    ("batch.kubernetes.io/job-name", &name),
+                    ("controller-uid", &uid),
+                    ("job-name", &name),
+                ] {
+                    l.insert(k.into(), json!(v));
+                }
+            }
+        }
+    }
+    if spec.get("selector").is_none_or(Value::is_null) {
+        spec.insert(
+            "selector".into(),
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+        );
+    }
+    let template_labels = obj.pointer("/spec/template/metadata/labels").cloned();
+    let meta = object::meta_mut(obj);
+    let empty = meta
+        .get("labels")
+        .and_then(Value::as_object)
+        .is_none_or(|l| l.is_empty());
+    if empty && let Some(l) = template_labels {
+        meta.insert("labels".into(), l);
     }
 }
 
@@ -372,6 +422,35 @@ mod tests {
         assert_eq!(object::namespace(&o), "default");
         assert!(!object::meta_str(&o, "uid").is_empty());
         assert!(validate(&info, &o, None).is_empty());
+    }
+
+    #[test]
+    fn jobs_get_a_generated_selector() {
+        let reg = crate::registry::Registry::with_builtins();
+        let info = reg.get("batch", "v1", "jobs").expect("jobs");
+        let mut job =
+            json!({"metadata": {"name": "pi"}, "spec": {"template": {"spec": {"containers": []}}}});
+        prepare_create(&info, &mut job).expect("create");
+        let uid = object::meta_str(&job, "uid").to_owned();
+        assert_eq!(
+            job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"],
+            uid.as_str()
+        );
+        let labels = &job["spec"]["template"]["metadata"]["labels"];
+        assert_eq!(labels["batch.kubernetes.io/job-name"], "pi");
+        assert_eq!(labels["controller-uid"], uid.as_str());
+        assert_eq!(job["metadata"]["labels"]["job-name"], "pi");
+        let mut manual = json!({"metadata": {"name": "m"}, "spec": {"manualSelector": true,
+            "selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}}}});
+        prepare_create(&info, &mut manual).expect("create");
+        assert_eq!(
+            manual["spec"]["selector"],
+            json!({"matchLabels": {"a": "b"}})
+        );
+        assert_eq!(
+            manual["spec"]["template"]["metadata"]["labels"],
+            json!({"a": "b"})
+        );
     }
 
     #[test]

@@ -2,21 +2,36 @@
 //! that watches through shared informers (one watch per kind for all of them),
 //! reconciles from what it observes, and can be restarted at any moment.
 
+pub mod cronjob;
 pub mod deployment;
+pub mod disruption;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod expectations;
 pub mod garbage_collector;
 pub mod informer;
+pub mod job;
 pub mod namespace;
+pub mod node_lifecycle;
+pub mod podgc;
 pub mod pods;
 pub mod queue;
 pub mod replicaset;
+pub mod service_pods;
 pub mod serviceaccount;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Endpoints, Namespace, Node, Pod, Service, ServiceAccount,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kybern_apimachinery::labels::Selector;
@@ -42,10 +57,26 @@ pub struct Informers {
     pub replica_sets: Arc<Informer<ReplicaSet>>,
     /// Every Deployment.
     pub deployments: Arc<Informer<Deployment>>,
+    /// Every CronJob.
+    pub cron_jobs: Arc<Informer<CronJob>>,
+    /// Every Job.
+    pub jobs: Arc<Informer<Job>>,
+    /// Every Node.
+    pub nodes: Arc<Informer<Node>>,
+    /// The nodes' heartbeat Leases (namespace `kube-node-lease`).
+    pub node_leases: Arc<Informer<Lease>>,
+    /// Every PodDisruptionBudget.
+    pub disruption_budgets: Arc<Informer<PodDisruptionBudget>>,
     /// Every Namespace.
     pub namespaces: Arc<Informer<Namespace>>,
     /// Every ServiceAccount.
     pub service_accounts: Arc<Informer<ServiceAccount>>,
+    /// Every Service.
+    pub services: Arc<Informer<Service>>,
+    /// Every EndpointSlice.
+    pub endpoint_slices: Arc<Informer<EndpointSlice>>,
+    /// Every Endpoints object.
+    pub endpoints: Arc<Informer<Endpoints>>,
     /// The `kube-root-ca.crt` ConfigMap of every namespace.
     pub root_ca_maps: Arc<Informer<ConfigMap>>,
 }
@@ -57,8 +88,16 @@ impl Informers {
             pods: Informer::spawn(Api::all(client.clone())),
             replica_sets: Informer::spawn(Api::all(client.clone())),
             deployments: Informer::spawn(Api::all(client.clone())),
+            cron_jobs: Informer::spawn(Api::all(client.clone())),
+            jobs: Informer::spawn(Api::all(client.clone())),
+            nodes: Informer::spawn(Api::all(client.clone())),
+            node_leases: Informer::spawn(Api::namespaced(client.clone(), "kube-node-lease")),
+            disruption_budgets: Informer::spawn(Api::all(client.clone())),
             namespaces: Informer::spawn(Api::all(client.clone())),
             service_accounts: Informer::spawn(Api::all(client.clone())),
+            services: Informer::spawn(Api::all(client.clone())),
+            endpoint_slices: Informer::spawn(Api::all(client.clone())),
+            endpoints: Informer::spawn(Api::all(client.clone())),
             root_ca_maps: Informer::spawn_with(
                 Api::all(client.clone()),
                 kube::runtime::watcher::Config::default().fields(&format!(
@@ -78,6 +117,9 @@ pub struct ControllerOptions {
     pub root_ca_pem: Option<String>,
     /// Concurrent syncs per workload controller (upstream: 5).
     pub workers: usize,
+    /// How long a node may go without a heartbeat before it is marked
+    /// `Ready=Unknown` (upstream's `--node-monitor-grace-period`: 50 s).
+    pub node_monitor_grace_period: Duration,
 }
 
 impl Default for ControllerOptions {
@@ -85,6 +127,7 @@ impl Default for ControllerOptions {
         ControllerOptions {
             root_ca_pem: None,
             workers: 5,
+            node_monitor_grace_period: Duration::from_secs(50),
         }
     }
 }
@@ -96,6 +139,16 @@ pub async fn run(client: kube::Client, options: ControllerOptions) {
     tokio::join!(
         replicaset::run(client.clone(), &informers, workers),
         deployment::run(client.clone(), &informers, workers),
+        endpointslice::run(client.clone(), &informers, workers),
+        job::run(client.clone(), &informers, workers),
+        cronjob::run(client.clone(), &informers, workers),
+        disruption::run(client.clone(), &informers, workers),
+        node_lifecycle::run(
+            client.clone(),
+            &informers,
+            options.node_monitor_grace_period
+        ),
+        podgc::run(client.clone(), &informers),
         garbage_collector::run(client.clone()),
         namespace::run(client.clone(), &informers),
         serviceaccount::run(client.clone(), &informers, options.root_ca_pem.clone()),

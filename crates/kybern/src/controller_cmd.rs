@@ -17,11 +17,35 @@ pub struct ControllerManagerArgs {
     /// PEM file of the cluster CA, published as `kube-root-ca.crt` in every namespace.
     #[arg(long)]
     root_ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    controllers: ControllerFlags,
+    #[command(flatten)]
+    election: LeaderElectionArgs,
+}
+
+/// Controller settings shared by `kybern server` and `kybern controller-manager`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ControllerFlags {
     /// Concurrent syncs per workload controller.
     #[arg(long, default_value_t = 5)]
     concurrent_syncs: usize,
-    #[command(flatten)]
-    election: LeaderElectionArgs,
+    /// Seconds a node may go without a heartbeat before it is marked
+    /// `Ready=Unknown` and tainted unreachable.
+    #[arg(long, default_value_t = 50)]
+    node_monitor_grace_period: u64,
+}
+
+impl ControllerFlags {
+    /// The controller manager's options from these flags.
+    pub fn options(&self, root_ca_pem: Option<String>) -> ControllerOptions {
+        ControllerOptions {
+            root_ca_pem,
+            workers: self.concurrent_syncs.max(1),
+            node_monitor_grace_period: std::time::Duration::from_secs(
+                self.node_monitor_grace_period.max(1),
+            ),
+        }
+    }
 }
 
 /// Starts the controllers: under the `kube-system/kube-controller-manager`
@@ -58,10 +82,7 @@ pub async fn run(args: ControllerManagerArgs) -> anyhow::Result<()> {
         Some(p) => Some(std::fs::read_to_string(p)?),
         None => None,
     };
-    let options = ControllerOptions {
-        root_ca_pem,
-        workers: args.concurrent_syncs,
-    };
+    let options = args.controllers.options(root_ca_pem);
     println!("kybern controller-manager: running controllers");
     let identity = format!("controller-manager-{}", std::process::id());
     let task = spawn(client, options, &args.election, &identity);

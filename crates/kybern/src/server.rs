@@ -45,6 +45,8 @@ pub struct ServerArgs {
     #[arg(long)]
     scheduler_config: Option<PathBuf>,
     #[command(flatten)]
+    controllers: crate::controller_cmd::ControllerFlags,
+    #[command(flatten)]
     election: crate::scheduler_cmd::LeaderElectionArgs,
 }
 
@@ -116,10 +118,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     if !args.disable_controllers {
         let client = crate::scheduler_cmd::client_from_kubeconfig(&kubeconfig).await?;
-        let options = kybern_controllers::ControllerOptions {
-            root_ca_pem: Some(pki.ca_pem.clone()),
-            ..Default::default()
-        };
+        let options = args.controllers.options(Some(pki.ca_pem.clone()));
         let identity = format!("server-{}", addr.port());
         crate::controller_cmd::spawn(client, options, &args.election, &identity);
     }

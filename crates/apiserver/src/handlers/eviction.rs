@@ -96,6 +96,12 @@ pub async fn evict(ctx: &Ctx, request: Body) -> ApiResult {
             // Spend one disruption; a concurrent change makes the client retry.
             let mut spent = (*pdb).clone();
             spent["status"]["disruptionsAllowed"] = json!(allowed - 1);
+            // Recorded so the disruption controller does not count the pod
+            // healthy again before it sees the deletion.
+            if !spent["status"]["disruptedPods"].is_object() {
+                spent["status"]["disruptedPods"] = json!({});
+            }
+            spent["status"]["disruptedPods"][name] = json!(object::now_rfc3339());
             let rv = parse_rv(object::meta_str(pdb, "resourceVersion"))?;
             ctx.state
                 .objects

@@ -357,6 +357,21 @@ impl<'a> Rollout<'a> {
                 Ok(())
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {
+                // Ours already, and the cache had not caught up: use it.
+                let name = rs.metadata.name.as_deref().unwrap_or_default();
+                let found = self.api.get_opt(name).await?;
+                let uid = self.d.metadata.uid.as_deref().unwrap_or_default();
+                if let Some(found) = found
+                    && controller_of(&found.metadata).is_some_and(|o| o.uid == uid)
+                    && found
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.template.as_ref())
+                        .is_some_and(|t| equal_ignoring_hash(t, &spec.template))
+                {
+                    self.new = Some(found);
+                    return Ok(());
+                }
                 // A set of that name with another template: hash again with
                 // one more collision, as upstream does.
                 let api: Api<Deployment> = Api::namespaced(self.ctl.client.clone(), self.ns());

@@ -1,6 +1,7 @@
 //! `kybern bench`: benchmarks that print figures beside a baseline measured in the same run.
 
 mod api;
+mod controllers;
 mod h2;
 mod scheduler;
 mod server_process;
@@ -14,6 +15,9 @@ mod watchers;
 pub enum BenchCommand {
     /// The API server against the raw store: create, get, list, watch.
     Api(api::ApiBenchArgs),
+    /// The controllers: Deployments rolled out on simulated nodes, beside
+    /// bare pods as the baseline.
+    Controllers(controllers::ControllerBenchArgs),
     /// The scheduler and simulated nodes, end to end through the API server.
     Scheduler(scheduler::SchedulerBenchArgs),
     /// The store: sqlite backend, etcd backend, and raw etcd as the baseline.
@@ -25,6 +29,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Store(args) => store::run(args).await,
         BenchCommand::Api(args) => api::run(args).await,
+        BenchCommand::Controllers(args) => controllers::run(args).await,
         BenchCommand::Scheduler(args) => scheduler::run(args).await,
     }
 }

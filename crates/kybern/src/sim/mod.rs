@@ -39,7 +39,8 @@ pub struct SimArgs {
     /// Taints for every node: `key=value:Effect,...`.
     #[arg(long, value_delimiter = ',')]
     pub taints: Vec<String>,
-    /// How long a Job's pod runs before it succeeds.
+    /// How long a Job's pod runs before it ends (exit code 0, or the one its
+    /// `sim.kybern.dev/exit-code` annotation names).
     #[arg(long, value_parser = humantime_secs, default_value = "5")]
     pub job_seconds: Duration,
     /// Seconds between Lease renewals (the kubelet renews every 10).

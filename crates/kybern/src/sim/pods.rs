@@ -34,6 +34,20 @@ fn owned_by_job(pod: &Pod) -> bool {
         .any(|o| o.kind == "Job")
 }
 
+/// The annotation that makes a simulated pod end with the given exit code
+/// (for Job failure paths); without it a Job's pod exits 0.
+pub const EXIT_CODE_ANNOTATION: &str = "sim.kybern.dev/exit-code";
+
+/// The exit code a finishing pod reports: its annotation's, else 0.
+fn exit_code(pod: &Pod) -> i32 {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(EXIT_CODE_ANNOTATION))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// The status of a pod whose containers all run (or, with `exit`, all ended).
 fn status(pod: &Pod, ip: &str, host_ip: &str, exit: Option<i32>) -> Value {
     let now = now();
@@ -44,7 +58,7 @@ fn status(pod: &Pod, ip: &str, host_ip: &str, exit: Option<i32>) -> Value {
         .map(|c| {
             let state = match exit {
                 None => json!({"running": {"startedAt": now}}),
-                Some(code) => json!({"terminated": {"exitCode": code, "reason": "Completed",
+                Some(code) => json!({"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
                     "startedAt": now, "finishedAt": now}}),
             };
             json!({"name": c.name, "image": c.image.clone().unwrap_or_default(),
@@ -156,7 +170,7 @@ pub async fn run(sim: Arc<Sim>) -> anyhow::Result<()> {
         }
         handled.insert(uid, "Running");
         let (ip, host_ip) = addresses.take(node);
-        let job = owned_by_job(&pod).then_some(sim.args.job_seconds);
+        let job = owned_by_job(&pod).then(|| (sim.args.job_seconds, exit_code(&pod)));
         let limit = limit.clone();
         tokio::spawn(async move {
             {
@@ -170,10 +184,10 @@ pub async fn run(sim: Arc<Sim>) -> anyhow::Result<()> {
                     return;
                 }
             }
-            if let Some(after) = job {
+            if let Some((after, code)) = job {
                 tokio::time::sleep(after).await;
                 let _permit = limit.acquire().await;
-                let done = status(&pod, &ip, &host_ip, Some(0));
+                let done = status(&pod, &ip, &host_ip, Some(code));
                 if let Err(e) = pods
                     .patch_status(&name, &PatchParams::default(), &Patch::Merge(&done))
                     .await

@@ -107,3 +107,16 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// Polls `check` every 100 ms until it returns a value; fails the test
+/// after 60 s (a liveness bound, not a timing assertion).
+pub async fn wait_for<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

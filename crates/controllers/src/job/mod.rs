@@ -1,0 +1,568 @@
+//! The Job controller: runs a Job's pods until enough succeed (NonIndexed or
+//! Indexed), or the Job fails by backoff limit, deadline or pod failure
+//! policy; counts finished pods through the tracking finalizer so that no pod
+//! is counted twice or lost; suspends and resumes; deletes finished Jobs
+//! after `ttlSecondsAfterFinished`.
+
+pub mod pods;
+mod status;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::{Job, JobStatus, UncountedTerminatedPods};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use serde_json::json;
+
+use self::pods::{Outcome, finished_at, index_of, outcome, tracked};
+use self::status::condition_true;
+use crate::expectations::Expectations;
+use crate::informer::{Change, Informer, next_change};
+use crate::pods::{controller_of, deletion_order, is_ready};
+use crate::queue::{ObjectKey, ReconcileResult, WorkQueue, run_workers};
+use crate::{ControllerError, Informers};
+
+/// Most pods created or deleted in one sync (upstream's burst).
+const BURST: usize = 500;
+/// The first delay before a failed pod is replaced; it doubles per failure.
+const BACKOFF_BASE: Duration = Duration::from_secs(10);
+/// The longest delay before a failed pod is replaced.
+const BACKOFF_MAX: Duration = Duration::from_secs(360);
+
+struct JobController {
+    client: kube::Client,
+    jobs: Arc<Informer<Job>>,
+    pods: Arc<Informer<Pod>>,
+    expectations: Expectations,
+    queue: Arc<WorkQueue<ObjectKey>>,
+}
+
+/// Runs the Job controller (and the TTL-after-finished controller's part)
+/// with `workers` concurrent syncs.
+pub async fn run(client: kube::Client, informers: &Informers, workers: usize) {
+    let ctl = Arc::new(JobController {
+        client,
+        jobs: informers.jobs.clone(),
+        pods: informers.pods.clone(),
+        expectations: Expectations::default(),
+        queue: Arc::default(),
+    });
+    let (mut job_changes, mut pod_changes) = (ctl.jobs.subscribe(), ctl.pods.subscribe());
+    ctl.jobs.synced().await;
+    ctl.pods.synced().await;
+    ctl.resync();
+    let events = {
+        let ctl = ctl.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    change = next_change(&mut job_changes) => match change {
+                        Some(Change::Deleted(j)) => {
+                            let key = ObjectKey::of(j.as_ref());
+                            ctl.expectations.forget(&key);
+                            ctl.queue.add(key);
+                        }
+                        Some(Change::Added(j) | Change::Modified(j)) => ctl.queue.add(ObjectKey::of(j.as_ref())),
+                        Some(Change::Resync) => ctl.resync(),
+                        None => return,
+                    },
+                    change = next_change(&mut pod_changes) => match change {
+                        Some(change) => ctl.pod_changed(change),
+                        None => return,
+                    },
+                }
+            }
+        }
+    };
+    let sync = {
+        let ctl = ctl.clone();
+        run_workers("job", ctl.queue.clone(), workers, move |key| {
+            let ctl = ctl.clone();
+            async move { ctl.sync(&key).await }
+        })
+    };
+    tokio::join!(events, sync);
+}
+
+/// What a sync found among a Job's pods.
+#[derive(Default)]
+struct Census {
+    /// Running or pending pods, not being deleted.
+    active: Vec<Arc<Pod>>,
+    /// Pods being deleted that have not reached a terminal phase.
+    terminating: usize,
+    /// Finished pods still holding the tracking finalizer, not yet recorded.
+    unrecorded: Vec<(Arc<Pod>, Outcome)>,
+    /// The latest failure among the pods still present.
+    last_failure: Option<Timestamp>,
+}
+
+impl JobController {
+    fn resync(&self) {
+        for j in self.jobs.store().state() {
+            self.queue.add(ObjectKey::of(j.as_ref()));
+        }
+    }
+
+    fn pod_changed(&self, change: Change<Pod>) {
+        let (pod, added, deleted) = match change {
+            Change::Added(p) => (p, true, false),
+            Change::Modified(p) => (p, false, false),
+            Change::Deleted(p) => (p, false, true),
+            Change::Resync => return self.resync(),
+        };
+        let Some(owner) = controller_of(&pod.metadata).filter(|o| o.kind == "Job") else {
+            return;
+        };
+        let key = ObjectKey::namespaced(
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            &owner.name,
+        );
+        if added {
+            self.expectations.creation_observed(&key);
+        }
+        if deleted || pod.metadata.deletion_timestamp.is_some() {
+            self.expectations
+                .deletion_observed(&key, pod.metadata.uid.as_deref().unwrap_or_default());
+        }
+        self.queue.add(key);
+    }
+
+    async fn sync(&self, key: &ObjectKey) -> ReconcileResult<ControllerError> {
+        let Some(job) = self.jobs.get(key.namespace.as_deref(), &key.name) else {
+            self.expectations.forget(key);
+            return Ok(None);
+        };
+        let uid = job.metadata.uid.clone().unwrap_or_default();
+        let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), key.ns());
+        let pods: Vec<Arc<Pod>> = self
+            .pods
+            .in_namespace(key.ns())
+            .into_iter()
+            .filter(|p| controller_of(&p.metadata).is_some_and(|o| o.uid == uid))
+            .collect();
+        let finished = status::finished(&job);
+        if finished || job.metadata.deletion_timestamp.is_some() {
+            // Nothing more will be counted: let every pod go.
+            let held: Vec<&Arc<Pod>> = pods.iter().filter(|p| tracked(p)).collect();
+            untrack(&pods_api, held).await?;
+            return match finished {
+                true => self.expire(&job).await,
+                false => Ok(None),
+            };
+        }
+        let census = census(&job, &pods);
+        let mut st = job.status.clone().unwrap_or_default();
+        let by_uid: HashMap<&str, &Arc<Pod>> = pods
+            .iter()
+            .map(|p| (p.metadata.uid.as_deref().unwrap_or_default(), p))
+            .collect();
+        fold_counted(&mut st, &by_uid);
+        let mut to_untrack: Vec<&Arc<Pod>> = Vec::new();
+        let mut fail_job = None;
+        record(&job, &mut st, &census, &mut to_untrack, &mut fail_job);
+        let now = Timestamp::now();
+        let spec = job.spec.clone().unwrap_or_default();
+        let suspended = spec.suspend == Some(true);
+        status::suspension(&mut st, suspended, now);
+        let mut requeue: Option<Duration> = None;
+        let target = status::target(
+            &job,
+            &mut st,
+            fail_job,
+            census.active.len(),
+            now,
+            &mut requeue,
+        );
+        // Pods to run: none once the outcome is known or while suspended.
+        let mut manage_err = None;
+        let satisfied = self.expectations.satisfied(key);
+        if target.is_some() || suspended {
+            if satisfied {
+                manage_err = self
+                    .delete_pods(key, &pods_api, census.active.iter().collect())
+                    .await
+                    .err();
+            }
+        } else if satisfied {
+            match self.manage(key, &job, &st, &census, &pods_api, now).await {
+                Ok(wait) => requeue = min_wait(requeue, wait),
+                Err(e) => manage_err = Some(e),
+            }
+        }
+        let active_left = if target.is_some() || suspended {
+            0
+        } else {
+            census.active.len()
+        };
+        st.active = Some(count(active_left));
+        st.ready = Some(count(
+            census
+                .active
+                .iter()
+                .filter(|p| is_ready(p) && active_left > 0)
+                .count(),
+        ));
+        st.terminating = Some(count(census.terminating));
+        if let Some(t) = &target {
+            let drained = census.active.is_empty()
+                && st
+                    .uncounted_terminated_pods
+                    .as_ref()
+                    .is_none_or(|u| u.succeeded.is_none() && u.failed.is_none());
+            status::conclude(&mut st, t, drained, now);
+        }
+        if job.status.as_ref() != Some(&st) {
+            let mut updated = (*job).clone();
+            updated.status = Some(st);
+            let api: Api<Job> = Api::namespaced(self.client.clone(), key.ns());
+            match api
+                .replace_status(&key.name, &PostParams::default(), &updated)
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Recorded in status: now the pods may go.
+        untrack(&pods_api, to_untrack).await?;
+        match manage_err {
+            Some(e) => Err(e),
+            None => Ok(requeue),
+        }
+    }
+
+    /// Creates or deletes pods so that the right number (and, for an
+    /// Indexed Job, the right indexes) run; returns how long a failure
+    /// back-off still holds new pods back.
+    async fn manage(
+        &self,
+        key: &ObjectKey,
+        job: &Job,
+        st: &JobStatus,
+        census: &Census,
+        api: &Api<Pod>,
+        now: Timestamp,
+    ) -> Result<Option<Duration>, ControllerError> {
+        let spec = job.spec.clone().unwrap_or_default();
+        let parallelism = usize::try_from(spec.parallelism.unwrap_or(1).max(0)).unwrap_or(0);
+        let uncounted = st.uncounted_terminated_pods.clone().unwrap_or_default();
+        let succeeded = st.succeeded.unwrap_or(0).max(0) as usize
+            + uncounted.succeeded.as_ref().map_or(0, Vec::len);
+        let failed =
+            st.failed.unwrap_or(0).max(0) as usize + uncounted.failed.as_ref().map_or(0, Vec::len);
+        let indexed = spec.completion_mode.as_deref() == Some("Indexed");
+        let completions = spec.completions.map(|c| c.max(0) as usize);
+        let active = &census.active;
+        // New pods (with their indexes) and surplus pods.
+        let mut wanted: Vec<Option<i32>> = Vec::new();
+        let mut surplus: Vec<&Arc<Pod>> = Vec::new();
+        if indexed {
+            let total = completions.unwrap_or(0);
+            let done = pods::parse_indexes(st.completed_indexes.as_deref().unwrap_or_default());
+            let mut running: BTreeSet<i32> = BTreeSet::new();
+            for p in active {
+                match index_of(p) {
+                    // A second pod for an index, or one for a finished or
+                    // out-of-range index, is surplus.
+                    Some(i) if (i as usize) < total && !done.contains(&i) && running.insert(i) => {}
+                    _ => surplus.push(p),
+                }
+            }
+            let room = parallelism.saturating_sub(running.len());
+            wanted = (0..i32::try_from(total).unwrap_or(i32::MAX))
+                .filter(|i| !done.contains(i) && !running.contains(i))
+                .take(room)
+                .map(Some)
+                .collect();
+            if running.len() > parallelism {
+                let mut extra: Vec<&Arc<Pod>> = active
+                    .iter()
+                    .filter(|p| !surplus.iter().any(|s| Arc::ptr_eq(s, p)))
+                    .collect();
+                extra.sort_by(|a, b| deletion_order(a, b));
+                surplus.extend(extra.into_iter().take(running.len() - parallelism));
+            }
+        } else {
+            let want = match completions {
+                Some(c) => parallelism.min(c.saturating_sub(succeeded)),
+                // A work queue: once one pod succeeded, no new pods start.
+                None if succeeded > 0 => parallelism.min(active.len()),
+                None => parallelism,
+            };
+            if active.len() < want {
+                wanted = vec![None; want - active.len()];
+            } else {
+                let mut victims: Vec<&Arc<Pod>> = active.iter().collect();
+                victims.sort_by(|a, b| deletion_order(a, b));
+                surplus = victims.into_iter().take(active.len() - want).collect();
+            }
+        }
+        if !surplus.is_empty() {
+            self.delete_pods(key, api, surplus).await?;
+        }
+        if wanted.is_empty() {
+            return Ok(None);
+        }
+        // Failed pods are replaced after an exponential back-off.
+        if failed > 0
+            && let Some(last) = census.last_failure
+        {
+            let exp = u32::try_from(failed - 1).unwrap_or(u32::MAX).min(6);
+            let delay = (BACKOFF_BASE * 2u32.pow(exp)).min(BACKOFF_MAX);
+            let since = Duration::try_from(now.duration_since(last)).unwrap_or_default();
+            if since < delay {
+                return Ok(Some(delay - since));
+            }
+        }
+        wanted.truncate(BURST);
+        self.expectations.expect(key, wanted.len(), []);
+        let post = PostParams::default();
+        let mut first_err = None;
+        // Slow start, as upstream: 1, 2, 4, ... so a failing template costs one call.
+        let mut batch = 1;
+        let mut rest = wanted.as_slice();
+        while !rest.is_empty() {
+            let (now_batch, later) = rest.split_at(batch.min(rest.len()));
+            let made: Vec<Pod> = now_batch
+                .iter()
+                .map(|i| pods::from_template(job, *i))
+                .collect::<Result<_, _>>()?;
+            let results =
+                futures::future::join_all(made.iter().map(|p| api.create(&post, p))).await;
+            for r in results {
+                if let Err(e) = r {
+                    self.expectations.creation_observed(key);
+                    first_err.get_or_insert(e);
+                }
+            }
+            rest = later;
+            if first_err.is_some() {
+                for _ in rest {
+                    self.expectations.creation_observed(key);
+                }
+                break;
+            }
+            batch *= 2;
+        }
+        match first_err {
+            Some(e) => Err(e.into()),
+            None => Ok(None),
+        }
+    }
+
+    async fn delete_pods(
+        &self,
+        key: &ObjectKey,
+        api: &Api<Pod>,
+        victims: Vec<&Arc<Pod>>,
+    ) -> Result<(), ControllerError> {
+        if victims.is_empty() {
+            return Ok(());
+        }
+        let uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
+        self.expectations
+            .expect(key, 0, victims.iter().map(|p| uid(p)));
+        let params = DeleteParams::default();
+        let results = futures::future::join_all(
+            victims
+                .iter()
+                .map(|p| api.delete(p.metadata.name.as_deref().unwrap_or_default(), &params)),
+        )
+        .await;
+        let mut first_err = None;
+        for (r, pod) in results.into_iter().zip(&victims) {
+            match r {
+                Ok(_) => {}
+                Err(e) => {
+                    self.expectations.deletion_observed(key, &uid(pod));
+                    if !matches!(&e, kube::Error::Api(s) if s.code == 404) {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Deletes a finished Job whose `ttlSecondsAfterFinished` passed, or
+    /// says when to look again.
+    async fn expire(&self, job: &Job) -> ReconcileResult<ControllerError> {
+        let Some(ttl) = job.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished) else {
+            return Ok(None);
+        };
+        let Some(done_at) = status::finished_at(job) else {
+            return Ok(None);
+        };
+        let ttl = Duration::from_secs(u64::try_from(ttl.max(0)).unwrap_or(0));
+        let age = Duration::try_from(Timestamp::now().duration_since(done_at)).unwrap_or_default();
+        if age < ttl {
+            return Ok(Some(ttl - age));
+        }
+        let ns = job.metadata.namespace.as_deref().unwrap_or_default();
+        let api: Api<Job> = Api::namespaced(self.client.clone(), ns);
+        // As upstream: foreground, and only the version that was judged.
+        let params = DeleteParams {
+            propagation_policy: Some(kube::api::PropagationPolicy::Foreground),
+            preconditions: Some(Preconditions {
+                uid: job.metadata.uid.clone(),
+                resource_version: job.metadata.resource_version.clone(),
+            }),
+            ..Default::default()
+        };
+        let name = job.metadata.name.as_deref().unwrap_or_default();
+        match api.delete(name, &params).await {
+            Ok(_) => Ok(None),
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Sorts the Job's pods into active, terminating and finished-unrecorded.
+fn census(job: &Job, pods: &[Arc<Pod>]) -> Census {
+    let mut c = Census::default();
+    let recorded: BTreeSet<&str> = job
+        .status
+        .as_ref()
+        .and_then(|s| s.uncounted_terminated_pods.as_ref())
+        .map(|u| {
+            u.succeeded
+                .iter()
+                .chain(u.failed.iter())
+                .flatten()
+                .map(String::as_str)
+                .collect()
+        })
+        .unwrap_or_default();
+    for p in pods {
+        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+        let terminal = matches!(phase, Some("Succeeded" | "Failed"));
+        if p.metadata.deletion_timestamp.is_some() && !terminal {
+            c.terminating += 1;
+        }
+        match outcome(job, p) {
+            None => c.active.push(p.clone()),
+            Some(o) => {
+                if o != Outcome::Succeeded {
+                    c.last_failure = c.last_failure.max(finished_at(p));
+                }
+                let uid = p.metadata.uid.as_deref().unwrap_or_default();
+                if tracked(p) && !recorded.contains(uid) {
+                    c.unrecorded.push((p.clone(), o));
+                }
+            }
+        }
+    }
+    c
+}
+
+/// Moves recorded pods whose finalizer is gone (or who are gone) from
+/// `uncountedTerminatedPods` into the counters.
+fn fold_counted(st: &mut JobStatus, by_uid: &HashMap<&str, &Arc<Pod>>) {
+    let mut uncounted = st.uncounted_terminated_pods.take().unwrap_or_default();
+    let settled = |uid: &String| by_uid.get(uid.as_str()).is_none_or(|p| !tracked(p));
+    let fold = |list: &mut Option<Vec<String>>, counter: &mut Option<i32>| {
+        let all = list.take().unwrap_or_default();
+        let (done, left): (Vec<String>, Vec<String>) = all.into_iter().partition(settled);
+        *counter = Some(counter.unwrap_or(0).saturating_add(count(done.len())));
+        *list = (!left.is_empty()).then_some(left);
+    };
+    fold(&mut uncounted.succeeded, &mut st.succeeded);
+    fold(&mut uncounted.failed, &mut st.failed);
+    st.uncounted_terminated_pods = Some(uncounted);
+}
+
+/// Records newly finished pods in `uncountedTerminatedPods` (and an Indexed
+/// Job's `completedIndexes`); collects pods to release afterwards.
+fn record<'a>(
+    job: &Job,
+    st: &mut JobStatus,
+    census: &'a Census,
+    to_untrack: &mut Vec<&'a Arc<Pod>>,
+    fail_job: &mut Option<String>,
+) {
+    let indexed = job.spec.as_ref().and_then(|s| s.completion_mode.as_deref()) == Some("Indexed");
+    let total = job.spec.as_ref().and_then(|s| s.completions).unwrap_or(0);
+    let mut done = pods::parse_indexes(st.completed_indexes.as_deref().unwrap_or_default());
+    let uncounted = st
+        .uncounted_terminated_pods
+        .get_or_insert_with(UncountedTerminatedPods::default);
+    for (p, o) in &census.unrecorded {
+        let uid = p.metadata.uid.clone().unwrap_or_default();
+        match o {
+            Outcome::Succeeded => {
+                uncounted.succeeded.get_or_insert_with(Vec::new).push(uid);
+                if let Some(i) = index_of(p).filter(|i| indexed && *i >= 0 && *i < total) {
+                    done.insert(i);
+                }
+            }
+            Outcome::Failed => uncounted.failed.get_or_insert_with(Vec::new).push(uid),
+            Outcome::FailJob(msg) => {
+                uncounted.failed.get_or_insert_with(Vec::new).push(uid);
+                fail_job.get_or_insert_with(|| msg.clone());
+            }
+            Outcome::Ignored => {}
+        }
+        to_untrack.push(p);
+    }
+    if indexed {
+        st.completed_indexes = Some(pods::format_indexes(&done));
+    }
+}
+
+/// Removes the tracking finalizer from pods whose fate is recorded.
+async fn untrack(api: &Api<Pod>, pods: Vec<&Arc<Pod>>) -> Result<(), ControllerError> {
+    let results = futures::future::join_all(pods.iter().map(|p| {
+        let kept: Vec<&String> = p
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .filter(|f| *f != pods::TRACKING_FINALIZER)
+            .collect();
+        let patch = json!({"metadata": {
+            "finalizers": kept,
+            "resourceVersion": p.metadata.resource_version,
+        }});
+        let name = p.metadata.name.clone().unwrap_or_default();
+        async move {
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+        }
+    }))
+    .await;
+    for r in results {
+        match r {
+            Ok(_) => {}
+            // Gone, or changed since seen: the next sync looks again.
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn min_wait(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn count(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// Whether a condition of `job` of type `kind` is true (for other
+/// controllers: the CronJob controller reads `Complete` and `Failed`).
+pub fn has_condition(job: &Job, kind: &str) -> bool {
+    condition_true(job, kind)
+}
