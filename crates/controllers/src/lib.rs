@@ -3,12 +3,14 @@
 //! reconciles from what it observes, and can be restarted at any moment.
 
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod expectations;
 pub mod garbage_collector;
+pub mod history;
 pub mod informer;
 pub mod job;
 pub mod namespace;
@@ -19,12 +21,15 @@ pub mod queue;
 pub mod replicaset;
 pub mod service_pods;
 pub mod serviceaccount;
+pub mod statefulset;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
@@ -59,6 +64,12 @@ pub struct Informers {
     pub deployments: Arc<Informer<Deployment>>,
     /// Every CronJob.
     pub cron_jobs: Arc<Informer<CronJob>>,
+    /// Every DaemonSet.
+    pub daemon_sets: Arc<Informer<DaemonSet>>,
+    /// Every StatefulSet.
+    pub stateful_sets: Arc<Informer<StatefulSet>>,
+    /// Every ControllerRevision.
+    pub controller_revisions: Arc<Informer<ControllerRevision>>,
     /// Every Job.
     pub jobs: Arc<Informer<Job>>,
     /// Every Node.
@@ -89,6 +100,9 @@ impl Informers {
             replica_sets: Informer::spawn(Api::all(client.clone())),
             deployments: Informer::spawn(Api::all(client.clone())),
             cron_jobs: Informer::spawn(Api::all(client.clone())),
+            daemon_sets: Informer::spawn(Api::all(client.clone())),
+            stateful_sets: Informer::spawn(Api::all(client.clone())),
+            controller_revisions: Informer::spawn(Api::all(client.clone())),
             jobs: Informer::spawn(Api::all(client.clone())),
             nodes: Informer::spawn(Api::all(client.clone())),
             node_leases: Informer::spawn(Api::namespaced(client.clone(), "kube-node-lease")),
@@ -140,6 +154,8 @@ pub async fn run(client: kube::Client, options: ControllerOptions) {
         replicaset::run(client.clone(), &informers, workers),
         deployment::run(client.clone(), &informers, workers),
         endpointslice::run(client.clone(), &informers, workers),
+        daemonset::run(client.clone(), &informers, workers),
+        statefulset::run(client.clone(), &informers, workers),
         job::run(client.clone(), &informers, workers),
         cronjob::run(client.clone(), &informers, workers),
         disruption::run(client.clone(), &informers, workers),

@@ -2,7 +2,7 @@
 //! old to the new by the RollingUpdate or Recreate strategy, with revisions,
 //! proportional scaling, pause, history limits and rollout conditions.
 
-mod hash;
+pub mod hash;
 mod rollout;
 mod status;
 
