@@ -80,6 +80,24 @@ pub fn check_namespace(
     Ok(())
 }
 
+/// Names the object from its `generateName` and a random suffix (nothing
+/// without one). The create path calls it again when the name is taken, as
+/// upstream retries a generated name.
+pub fn generate_name(obj: &mut Object) {
+    let base = object::meta_str(obj, "generateName").to_owned();
+    if base.is_empty() {
+        return;
+    }
+    // Upstream keeps the base at most 58 characters so the name stays a label.
+    let base: String = base.chars().take(58).collect();
+    let random = uuid::Uuid::new_v4();
+    let suffix: String = random.as_bytes()[..5]
+        .iter()
+        .map(|b| GENERATED_CHARS[*b as usize % GENERATED_CHARS.len()] as char)
+        .collect();
+    object::set_meta(obj, "name", json!(format!("{base}{suffix}")));
+}
+
 /// Prepares a new object: generated name, uid, creation time, generation, cleared
 /// status and system fields, kind defaults.
 pub fn prepare_create(info: &ResourceInfo, obj: &mut Object) -> Result<(), ApiError> {
@@ -89,17 +107,7 @@ pub fn prepare_create(info: &ResourceInfo, obj: &mut Object) -> Result<(), ApiEr
         ));
     }
     if object::name(obj).is_empty() {
-        let base = object::meta_str(obj, "generateName").to_owned();
-        if !base.is_empty() {
-            // Upstream keeps the base at most 58 characters so the name stays a label.
-            let base: String = base.chars().take(58).collect();
-            let random = uuid::Uuid::new_v4();
-            let suffix: String = random.as_bytes()[..5]
-                .iter()
-                .map(|b| GENERATED_CHARS[*b as usize % GENERATED_CHARS.len()] as char)
-                .collect();
-            object::set_meta(obj, "name", json!(format!("{base}{suffix}")));
-        }
+        generate_name(obj);
     }
     object::set_meta(obj, "uid", json!(uuid::Uuid::new_v4().to_string()));
     object::set_meta(obj, "creationTimestamp", json!(object::now_rfc3339()));

@@ -168,7 +168,7 @@ pub fn should_run(template: &PodTemplateSpec, node: &Node) -> bool {
 
 impl DaemonSetController {
     fn resync(&self) {
-        for d in self.sets.store().state() {
+        for d in self.sets.state() {
             self.queue.add(ObjectKey::of(d.as_ref()));
         }
     }
@@ -218,14 +218,11 @@ impl DaemonSetController {
         let hash = history::hash_of(&current);
         let template = daemon_template(&ds);
         let mut by_node: HashMap<String, Vec<Arc<Pod>>> = HashMap::new();
-        for p in self.pods.in_namespace(key.ns()) {
-            if controller_of(&p.metadata).is_none_or(|o| o.uid != uid) {
-                continue;
-            }
+        for p in self.pods.controlled_by(&uid) {
             let node = placed_on(&p).unwrap_or_default();
             by_node.entry(node).or_default().push(p);
         }
-        let nodes = self.nodes.store().state();
+        let nodes = self.nodes.state();
         let min_ready = spec.min_ready_seconds.unwrap_or(0);
         let api: Api<Pod> = Api::namespaced(self.client.clone(), key.ns());
         let mut creates: Vec<String> = Vec::new();
@@ -331,9 +328,8 @@ impl DaemonSetController {
         }
         let in_use: HashSet<String> = self
             .pods
-            .in_namespace(key.ns())
+            .controlled_by(&uid)
             .iter()
-            .filter(|p| controller_of(&p.metadata).is_some_and(|o| o.uid == uid))
             .filter_map(|p| p.metadata.labels.as_ref()?.get(REVISION_LABEL).cloned())
             .collect();
         let current_name = current.metadata.name.clone().unwrap_or_default();
@@ -417,17 +413,7 @@ impl DaemonSetController {
         }
         let mut updated = ds.clone();
         updated.status = Some(status);
-        let ns = ds.metadata.namespace.as_deref().unwrap_or_default();
-        let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), ns);
-        let name = ds.metadata.name.as_deref().unwrap_or_default();
-        match api
-            .replace_status(name, &PostParams::default(), &updated)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        crate::replace_status(&self.client, &updated).await
     }
 }
 

@@ -12,7 +12,6 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatu
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PostParams};
 use kybern_apimachinery::labels::Selector;
 
 use crate::informer::{Change, Informer, next_change};
@@ -85,7 +84,7 @@ fn selector_of(pdb: &PodDisruptionBudget) -> Option<Selector> {
 
 impl DisruptionController {
     fn resync(&self) {
-        for b in self.budgets.store().state() {
+        for b in self.budgets.state() {
             self.queue.add(ObjectKey::of(b.as_ref()));
         }
     }
@@ -180,15 +179,7 @@ impl DisruptionController {
         if pdb.status.as_ref() != Some(&status) {
             let mut updated = (*pdb).clone();
             updated.status = Some(status);
-            let api: Api<PodDisruptionBudget> = Api::namespaced(self.client.clone(), key.ns());
-            match api
-                .replace_status(&key.name, &PostParams::default(), &updated)
-                .await
-            {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
-                Err(e) => return Err(e.into()),
-            }
+            crate::replace_status(&self.client, &updated).await?;
         }
         Ok(recheck)
     }

@@ -123,7 +123,7 @@ impl EndpointSliceController {
     }
 
     fn resync(&self) {
-        for s in self.services.store().state() {
+        for s in self.services.state() {
             self.queue.add(ObjectKey::of(s.as_ref()));
         }
     }

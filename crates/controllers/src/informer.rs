@@ -1,13 +1,13 @@
 //! Shared informers: one watch per resource kind, a local cache of every
 //! object, and a fan-out of changes to each controller that subscribed.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use futures::StreamExt;
 use kube::Resource;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
-use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, watch};
@@ -41,9 +41,85 @@ impl<K> Clone for Change<K> {
     }
 }
 
+/// The cached objects of a kind: by namespace and name, and by the uid of
+/// their controlling owner, each object held once and shared with the
+/// changes sent to subscribers.
+struct Cache<K> {
+    objects: HashMap<String, HashMap<String, Arc<K>>>,
+    by_controller: HashMap<String, HashSet<(String, String)>>,
+    len: usize,
+}
+
+impl<K> Default for Cache<K> {
+    fn default() -> Self {
+        Cache {
+            objects: HashMap::new(),
+            by_controller: HashMap::new(),
+            len: 0,
+        }
+    }
+}
+
+fn key_of<K: Resource>(obj: &K) -> (String, String) {
+    let meta = obj.meta();
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+fn controller_uid<K: Resource>(obj: &K) -> Option<String> {
+    crate::pods::controller_of(obj.meta()).map(|o| o.uid.clone())
+}
+
+impl<K: Resource> Cache<K> {
+    /// Stores `obj`; returns the version it replaced.
+    fn insert(&mut self, obj: Arc<K>) -> Option<Arc<K>> {
+        let key = key_of(obj.as_ref());
+        let owner = controller_uid(obj.as_ref());
+        let old = self
+            .objects
+            .entry(key.0.clone())
+            .or_default()
+            .insert(key.1.clone(), obj);
+        match &old {
+            Some(o) => self.unindex(&key, controller_uid(o.as_ref())),
+            None => self.len += 1,
+        }
+        // Objects without a controller are indexed under "".
+        self.by_controller
+            .entry(owner.unwrap_or_default())
+            .or_default()
+            .insert(key);
+        old
+    }
+
+    fn remove(&mut self, obj: &K) -> Option<Arc<K>> {
+        let key = key_of(obj);
+        let names = self.objects.get_mut(&key.0)?;
+        let old = names.remove(&key.1)?;
+        if names.is_empty() {
+            self.objects.remove(&key.0);
+        }
+        self.len -= 1;
+        self.unindex(&key, controller_uid(old.as_ref()));
+        Some(old)
+    }
+
+    fn unindex(&mut self, key: &(String, String), owner: Option<String>) {
+        let uid = owner.unwrap_or_default();
+        if let Some(set) = self.by_controller.get_mut(&uid) {
+            set.remove(key);
+            if set.is_empty() {
+                self.by_controller.remove(&uid);
+            }
+        }
+    }
+}
+
 /// A watched kind: its cache and its stream of changes.
 pub struct Informer<K: Resource<DynamicType = ()> + 'static> {
-    store: Store<K>,
+    cache: Arc<RwLock<Cache<K>>>,
     changes: broadcast::Sender<Change<K>>,
     synced: watch::Receiver<bool>,
     /// The watch task; stopped when the last handle on the informer goes
@@ -74,13 +150,15 @@ where
 
     /// Starts watching `api` with selectors in `config`.
     pub fn spawn_with(api: Api<K>, config: watcher::Config) -> Arc<Self> {
-        let (store, mut writer) = reflector::store();
-        let reader = store.clone();
+        let cache: Arc<RwLock<Cache<K>>> = Arc::default();
         let (changes, _) = broadcast::channel(FAN_OUT_BUFFER);
         let sender = changes.clone();
         let (synced_tx, synced) = watch::channel(false);
+        let writer = cache.clone();
         let task = tokio::spawn(async move {
             let mut events = watcher::watcher(api, config).default_backoff().boxed();
+            // A relist fills a fresh cache, swapped in whole when it ends.
+            let mut relist: Option<Cache<K>> = None;
             while let Some(event) = events.next().await {
                 let event = match event {
                     Ok(event) => event,
@@ -89,24 +167,35 @@ where
                         continue;
                     }
                 };
-                let change = match &event {
+                let change = match event {
                     Event::Apply(obj) => {
-                        let seen = store.get(&ObjectRef::from_obj(obj)).is_some();
-                        let obj = Arc::new(obj.clone());
-                        Some(if seen {
-                            Change::Modified(obj)
-                        } else {
-                            Change::Added(obj)
+                        let obj = Arc::new(obj);
+                        let old = write(&writer).insert(obj.clone());
+                        Some(match old {
+                            Some(_) => Change::Modified(obj),
+                            None => Change::Added(obj),
                         })
                     }
-                    Event::Delete(obj) => Some(Change::Deleted(Arc::new(obj.clone()))),
-                    Event::InitDone => Some(Change::Resync),
-                    Event::Init | Event::InitApply(_) => None,
+                    Event::Delete(obj) => {
+                        let old = write(&writer).remove(&obj);
+                        Some(Change::Deleted(old.unwrap_or_else(|| Arc::new(obj))))
+                    }
+                    Event::Init => {
+                        relist = Some(Cache::default());
+                        None
+                    }
+                    Event::InitApply(obj) => {
+                        relist
+                            .get_or_insert_with(Cache::default)
+                            .insert(Arc::new(obj));
+                        None
+                    }
+                    Event::InitDone => {
+                        *write(&writer) = relist.take().unwrap_or_default();
+                        let _ = synced_tx.send(true);
+                        Some(Change::Resync)
+                    }
                 };
-                writer.apply_watcher_event(&event);
-                if matches!(event, Event::InitDone) {
-                    let _ = synced_tx.send(true);
-                }
                 if let Some(change) = change {
                     // No subscriber yet is fine: they read the cache once synced.
                     let _ = changes.send(change);
@@ -114,16 +203,35 @@ where
             }
         });
         Arc::new(Informer {
-            store: reader,
+            cache,
             changes: sender,
             synced,
             task: task.abort_handle(),
         })
     }
 
-    /// The cache of every object seen.
-    pub fn store(&self) -> &Store<K> {
-        &self.store
+    fn read(&self) -> RwLockReadGuard<'_, Cache<K>> {
+        self.cache.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Every cached object.
+    pub fn state(&self) -> Vec<Arc<K>> {
+        let cache = self.read();
+        let mut out = Vec::with_capacity(cache.len);
+        for names in cache.objects.values() {
+            out.extend(names.values().cloned());
+        }
+        out
+    }
+
+    /// How many objects are cached.
+    pub fn len(&self) -> usize {
+        self.read().len
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Changes from now on.
@@ -139,21 +247,52 @@ where
 
     /// The cached object `namespace/name`.
     pub fn get(&self, namespace: Option<&str>, name: &str) -> Option<Arc<K>> {
-        let mut r = ObjectRef::new(name);
-        if let Some(ns) = namespace {
-            r = r.within(ns);
-        }
-        self.store.get(&r)
+        self.read()
+            .objects
+            .get(namespace.unwrap_or_default())?
+            .get(name)
+            .cloned()
     }
 
     /// Every cached object in `namespace`.
     pub fn in_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
-        self.store
-            .state()
-            .into_iter()
-            .filter(|o| o.meta().namespace.as_deref() == Some(namespace))
+        self.read()
+            .objects
+            .get(namespace)
+            .map(|names| names.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The cached objects whose controlling owner has `uid` (not empty).
+    pub fn controlled_by(&self, uid: &str) -> Vec<Arc<K>> {
+        if uid.is_empty() {
+            return Vec::new();
+        }
+        let cache = self.read();
+        let Some(keys) = cache.by_controller.get(uid) else {
+            return Vec::new();
+        };
+        keys.iter()
+            .filter_map(|(ns, name)| cache.objects.get(ns)?.get(name).cloned())
             .collect()
     }
+
+    /// The cached objects in `namespace` without a controlling owner.
+    pub fn orphans_in(&self, namespace: &str) -> Vec<Arc<K>> {
+        let cache = self.read();
+        let (Some(keys), Some(names)) = (cache.by_controller.get(""), cache.objects.get(namespace))
+        else {
+            return Vec::new();
+        };
+        keys.iter()
+            .filter(|(ns, _)| ns == namespace)
+            .filter_map(|(_, name)| names.get(name).cloned())
+            .collect()
+    }
+}
+
+fn write<K>(cache: &RwLock<Cache<K>>) -> RwLockWriteGuard<'_, Cache<K>> {
+    cache.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Receives the next change, turning a subscriber that fell behind into a

@@ -2,6 +2,7 @@
 //! that watches through shared informers (one watch per kind for all of them),
 //! reconciles from what it observes, and can be restarted at any moment.
 
+pub mod autoscaler;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -19,6 +20,8 @@ pub mod podgc;
 pub mod pods;
 pub mod queue;
 pub mod replicaset;
+pub mod replicated;
+pub mod resourcequota;
 pub mod service_pods;
 pub mod serviceaccount;
 pub mod statefulset;
@@ -30,10 +33,12 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Namespace, Node, Pod, Service, ServiceAccount,
+    ConfigMap, Endpoints, Namespace, Node, Pod, ReplicationController, ResourceQuota, Service,
+    ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -60,6 +65,8 @@ pub struct Informers {
     pub pods: Arc<Informer<Pod>>,
     /// Every ReplicaSet.
     pub replica_sets: Arc<Informer<ReplicaSet>>,
+    /// Every ReplicationController.
+    pub replication_controllers: Arc<Informer<ReplicationController>>,
     /// Every Deployment.
     pub deployments: Arc<Informer<Deployment>>,
     /// Every CronJob.
@@ -78,6 +85,10 @@ pub struct Informers {
     pub node_leases: Arc<Informer<Lease>>,
     /// Every PodDisruptionBudget.
     pub disruption_budgets: Arc<Informer<PodDisruptionBudget>>,
+    /// Every ResourceQuota.
+    pub resource_quotas: Arc<Informer<ResourceQuota>>,
+    /// Every HorizontalPodAutoscaler (autoscaling/v2).
+    pub autoscalers: Arc<Informer<HorizontalPodAutoscaler>>,
     /// Every Namespace.
     pub namespaces: Arc<Informer<Namespace>>,
     /// Every ServiceAccount.
@@ -98,6 +109,7 @@ impl Informers {
         Informers {
             pods: Informer::spawn(Api::all(client.clone())),
             replica_sets: Informer::spawn(Api::all(client.clone())),
+            replication_controllers: Informer::spawn(Api::all(client.clone())),
             deployments: Informer::spawn(Api::all(client.clone())),
             cron_jobs: Informer::spawn(Api::all(client.clone())),
             daemon_sets: Informer::spawn(Api::all(client.clone())),
@@ -107,6 +119,8 @@ impl Informers {
             nodes: Informer::spawn(Api::all(client.clone())),
             node_leases: Informer::spawn(Api::namespaced(client.clone(), "kube-node-lease")),
             disruption_budgets: Informer::spawn(Api::all(client.clone())),
+            resource_quotas: Informer::spawn(Api::all(client.clone())),
+            autoscalers: Informer::spawn(Api::all(client.clone())),
             namespaces: Informer::spawn(Api::all(client.clone())),
             service_accounts: Informer::spawn(Api::all(client.clone())),
             services: Informer::spawn(Api::all(client.clone())),
@@ -152,6 +166,7 @@ pub async fn run(client: kube::Client, options: ControllerOptions) {
     let workers = options.workers;
     tokio::join!(
         replicaset::run(client.clone(), &informers, workers),
+        replicaset::run_replication_controllers(client.clone(), &informers, workers),
         deployment::run(client.clone(), &informers, workers),
         endpointslice::run(client.clone(), &informers, workers),
         daemonset::run(client.clone(), &informers, workers),
@@ -165,6 +180,8 @@ pub async fn run(client: kube::Client, options: ControllerOptions) {
             options.node_monitor_grace_period
         ),
         podgc::run(client.clone(), &informers),
+        autoscaler::run(client.clone(), &informers),
+        resourcequota::run(client.clone(), &informers, workers),
         garbage_collector::run(client.clone()),
         namespace::run(client.clone(), &informers),
         serviceaccount::run(client.clone(), &informers, options.root_ca_pem.clone()),
@@ -175,6 +192,33 @@ pub async fn run(client: kube::Client, options: ControllerOptions) {
 pub fn labels_match(selector: &Selector, labels: Option<&BTreeMap<String, String>>) -> bool {
     let get = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
     selector.requirements.iter().all(|r| r.matches(&get))
+}
+
+/// Writes `updated` (with its new status, and the resourceVersion it was
+/// read at) through the status subresource. An object gone meanwhile is not
+/// an error; a conflict is, so the key is synced again from fresh state.
+pub async fn replace_status<K>(client: &kube::Client, updated: &K) -> Result<(), ControllerError>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let meta = updated.meta();
+    let api: Api<K> = Api::namespaced(
+        client.clone(),
+        meta.namespace.as_deref().unwrap_or_default(),
+    );
+    let name = meta.name.clone().unwrap_or_default();
+    match api
+        .replace_status(&name, &kube::api::PostParams::default(), updated)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The current time as an API timestamp.

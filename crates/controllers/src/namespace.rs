@@ -69,7 +69,7 @@ pub async fn run(client: kube::Client, informers: &Informers) {
 
 impl NamespaceController {
     fn resync(&self) {
-        for ns in self.namespaces.store().state() {
+        for ns in self.namespaces.state() {
             if ns.metadata.deletion_timestamp.is_some() {
                 self.queue.add(ns.metadata.name.clone().unwrap_or_default());
             }

@@ -64,7 +64,7 @@ pub async fn run(client: kube::Client, informers: &Informers, grace: Duration) {
 impl NodeLifecycleController {
     async fn monitor(&self) -> Result<(), ControllerError> {
         let now = Timestamp::now();
-        let nodes = self.nodes.store().state();
+        let nodes = self.nodes.state();
         let mut first_err = None;
         for node in &nodes {
             if let Err(e) = self.check_node(node, now).await {
@@ -82,7 +82,7 @@ impl NodeLifecycleController {
             })
             .collect();
         if !tainted.is_empty() {
-            for pod in self.pods.store().state() {
+            for pod in self.pods.state() {
                 let Some(taints) = pod
                     .spec
                     .as_ref()
@@ -167,7 +167,7 @@ impl NodeLifecycleController {
     /// Pods on an unreachable node are no longer Ready (so endpoints drop
     /// them), as upstream's `MarkPodsNotReady`.
     async fn mark_pods_not_ready(&self, node: &str, now: Timestamp) -> Result<(), ControllerError> {
-        for pod in self.pods.store().state() {
+        for pod in self.pods.state() {
             if pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(node) {
                 continue;
             }

@@ -48,12 +48,11 @@ async fn collect(
     threshold: usize,
 ) -> Result<(), ControllerError> {
     let known: HashSet<String> = nodes
-        .store()
         .state()
         .iter()
         .filter_map(|n| n.metadata.name.clone())
         .collect();
-    let all = pods.store().state();
+    let all = pods.state();
     let node_api: Api<Node> = Api::all(client.clone());
     // The cache may not have a new node yet: ask the API before acting.
     let mut gone: HashMap<String, bool> = HashMap::new();

@@ -1,14 +1,13 @@
-//! The ReplicaSet controller: keeps `spec.replicas` pods matching each
-//! ReplicaSet's selector, adopting orphans and releasing pods that stopped
+//! The ReplicaSet (and ReplicationController) controller: keeps
+//! `spec.replicas` pods matching each set's selector, adopting orphans and releasing pods that stopped
 //! matching, and reports what it sees in `status`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
+use k8s_openapi::api::apps::v1::{ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kybern_apimachinery::labels::Selector;
 use serde_json::json;
 
 use crate::expectations::Expectations;
@@ -17,15 +16,16 @@ use crate::pods::{
     availability, controller_of, controller_ref, deletion_order, is_active, is_ready,
 };
 use crate::queue::{ObjectKey, ReconcileResult, WorkQueue, run_workers};
+use crate::replicated::Replicated;
 use crate::{ControllerError, Informers, labels_match};
 
 /// Most pods created or deleted in one sync (upstream's burstReplicas).
 const BURST_REPLICAS: usize = 500;
 
-/// The controller's shared state.
-struct ReplicaSetController {
+/// The controller's shared state, for one kind.
+struct ReplicaSetController<K: Replicated> {
     client: kube::Client,
-    sets: Arc<Informer<ReplicaSet>>,
+    sets: Arc<Informer<K>>,
     pods: Arc<Informer<Pod>>,
     expectations: Expectations,
     queue: Arc<WorkQueue<ObjectKey>>,
@@ -33,9 +33,33 @@ struct ReplicaSetController {
 
 /// Runs the ReplicaSet controller with `workers` concurrent syncs.
 pub async fn run(client: kube::Client, informers: &Informers, workers: usize) {
+    run_kind(client, informers.replica_sets.clone(), informers, workers).await;
+}
+
+/// Runs the ReplicationController controller with `workers` concurrent syncs.
+pub async fn run_replication_controllers(
+    client: kube::Client,
+    informers: &Informers,
+    workers: usize,
+) {
+    run_kind(
+        client,
+        informers.replication_controllers.clone(),
+        informers,
+        workers,
+    )
+    .await;
+}
+
+async fn run_kind<K: Replicated>(
+    client: kube::Client,
+    sets: Arc<Informer<K>>,
+    informers: &Informers,
+    workers: usize,
+) {
     let ctl = Arc::new(ReplicaSetController {
         client,
-        sets: informers.replica_sets.clone(),
+        sets,
         pods: informers.pods.clone(),
         expectations: Expectations::default(),
         queue: Arc::default(),
@@ -69,7 +93,7 @@ pub async fn run(client: kube::Client, informers: &Informers, workers: usize) {
     };
     let sync = {
         let ctl = ctl.clone();
-        run_workers("replicaset", ctl.queue.clone(), workers, move |key| {
+        run_workers(K::KIND, ctl.queue.clone(), workers, move |key| {
             let ctl = ctl.clone();
             async move { ctl.sync(&key).await }
         })
@@ -77,9 +101,9 @@ pub async fn run(client: kube::Client, informers: &Informers, workers: usize) {
     tokio::join!(events, sync);
 }
 
-impl ReplicaSetController {
+impl<K: Replicated> ReplicaSetController<K> {
     fn resync(&self) {
-        for rs in self.sets.store().state() {
+        for rs in self.sets.state() {
             self.queue.add(ObjectKey::of(rs.as_ref()));
         }
     }
@@ -95,7 +119,7 @@ impl ReplicaSetController {
         };
         let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
         if let Some(owner) = controller_of(&pod.metadata) {
-            if owner.kind != "ReplicaSet" {
+            if owner.kind != K::KIND {
                 return;
             }
             let key = ObjectKey::namespaced(ns, &owner.name);
@@ -115,7 +139,10 @@ impl ReplicaSetController {
             return;
         }
         for rs in self.sets.in_namespace(ns) {
-            if selector_of(&rs).is_some_and(|s| labels_match(&s, pod.metadata.labels.as_ref())) {
+            if rs
+                .selector()
+                .is_some_and(|s| labels_match(&s, pod.metadata.labels.as_ref()))
+            {
                 self.queue.add(ObjectKey::of(rs.as_ref()));
             }
         }
@@ -126,11 +153,13 @@ impl ReplicaSetController {
             self.expectations.forget(key);
             return Ok(None);
         };
-        let selector = selector_of(&rs);
-        let uid = rs.metadata.uid.clone().unwrap_or_default();
+        let selector = rs.selector();
+        let uid = rs.meta().uid.clone().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), key.ns());
         let mut owned = Vec::new();
-        for pod in self.pods.in_namespace(key.ns()) {
+        let candidates = self.pods.controlled_by(&uid);
+        let orphans = self.pods.orphans_in(key.ns());
+        for pod in candidates.into_iter().chain(orphans) {
             let matches = selector
                 .as_ref()
                 .is_some_and(|s| labels_match(s, pod.metadata.labels.as_ref()));
@@ -143,8 +172,8 @@ impl ReplicaSetController {
                     }
                 }
                 Some(_) => {}
-                None if matches && is_active(&pod) && rs.metadata.deletion_timestamp.is_none() => {
-                    adopt(&api, &pod, &rs).await?;
+                None if matches && is_active(&pod) && rs.meta().deletion_timestamp.is_none() => {
+                    adopt(&api, &pod, rs.as_ref()).await?;
                     owned.push(pod);
                 }
                 None => {}
@@ -152,7 +181,7 @@ impl ReplicaSetController {
         }
         let active: Vec<Arc<Pod>> = owned.iter().filter(|p| is_active(p)).cloned().collect();
         let mut failure = None;
-        if self.expectations.satisfied(key) && rs.metadata.deletion_timestamp.is_none() {
+        if self.expectations.satisfied(key) && rs.meta().deletion_timestamp.is_none() {
             failure = self.manage_replicas(key, &rs, &api, &active).await.err();
         }
         let requeue = self
@@ -168,16 +197,11 @@ impl ReplicaSetController {
     async fn manage_replicas(
         &self,
         key: &ObjectKey,
-        rs: &ReplicaSet,
+        rs: &K,
         api: &Api<Pod>,
         active: &[Arc<Pod>],
     ) -> Result<(), ControllerError> {
-        let want = rs
-            .spec
-            .as_ref()
-            .and_then(|s| s.replicas)
-            .unwrap_or(1)
-            .max(0) as usize;
+        let want = rs.replicas().max(0) as usize;
         if active.len() < want {
             let n = (want - active.len()).min(BURST_REPLICAS);
             self.expectations.expect(key, n, []);
@@ -246,17 +270,16 @@ impl ReplicaSetController {
     async fn update_status(
         &self,
         key: &ObjectKey,
-        rs: &ReplicaSet,
+        rs: &K,
         owned: &[Arc<Pod>],
         active: &[Arc<Pod>],
         failure: Option<&ControllerError>,
     ) -> Result<Option<Duration>, ControllerError> {
-        let spec = rs.spec.as_ref();
-        let min_ready = spec.and_then(|s| s.min_ready_seconds).unwrap_or(0);
-        let template_labels = spec
-            .and_then(|s| s.template.as_ref())
-            .and_then(|t| t.metadata.as_ref())
-            .and_then(|m| m.labels.clone())
+        let min_ready = rs.min_ready_seconds();
+        let template_labels = rs
+            .template()
+            .and_then(|t| t.metadata)
+            .and_then(|m| m.labels)
             .unwrap_or_default();
         let mut requeue: Option<Duration> = None;
         let mut available = 0;
@@ -268,7 +291,8 @@ impl ReplicaSetController {
             }
         }
         let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
-        let old = rs.status.clone().unwrap_or_default();
+        let current = rs.replica_status();
+        let old = current.clone().unwrap_or_default();
         let mut conditions: Vec<ReplicaSetCondition> = old
             .conditions
             .clone()
@@ -322,11 +346,11 @@ impl ReplicaSetController {
                         .count(),
                 )
             }),
-            observed_generation: rs.metadata.generation,
+            observed_generation: rs.meta().generation,
             conditions: (!conditions.is_empty()).then_some(conditions),
         };
-        if rs.status.as_ref() != Some(&status) {
-            let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), key.ns());
+        if current.as_ref() != Some(&status) {
+            let api: Api<K> = Api::namespaced(self.client.clone(), key.ns());
             let patch = json!({"status": status});
             match api
                 .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -341,35 +365,19 @@ impl ReplicaSetController {
     }
 }
 
-fn active_len_below(rs: &ReplicaSet, active: usize) -> bool {
-    let want = rs
-        .spec
-        .as_ref()
-        .and_then(|s| s.replicas)
-        .unwrap_or(1)
-        .max(0) as usize;
-    active < want
-}
-
-/// The set's selector; `None` for a malformed one, which selects nothing.
-fn selector_of(rs: &ReplicaSet) -> Option<Selector> {
-    let sel = serde_json::to_value(&rs.spec.as_ref()?.selector).ok()?;
-    let s = Selector::from_label_selector(&sel).ok()?;
-    // An empty selector would select every pod; upstream rejects it.
-    (!s.is_empty()).then_some(s)
+fn active_len_below<K: Replicated>(rs: &K, active: usize) -> bool {
+    active < rs.replicas().max(0) as usize
 }
 
 /// A new pod from the set's template, owned by the set.
-fn pod_from_template(rs: &ReplicaSet) -> Result<Pod, ControllerError> {
+fn pod_from_template<K: Replicated>(rs: &K) -> Result<Pod, ControllerError> {
     let template = rs
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.clone())
+        .template()
         .ok_or_else(|| ControllerError::Invalid("spec.template is required".into()))?;
     let mut meta = template.metadata.unwrap_or_default();
     meta.name = None;
-    meta.generate_name = Some(format!("{}-", rs.metadata.name.as_deref().unwrap_or("pod")));
-    meta.namespace = rs.metadata.namespace.clone();
+    meta.generate_name = Some(format!("{}-", rs.meta().name.as_deref().unwrap_or("pod")));
+    meta.namespace = rs.meta().namespace.clone();
     meta.owner_references = Some(vec![controller_ref(rs)]);
     meta.resource_version = None;
     meta.uid = None;
@@ -382,7 +390,7 @@ fn pod_from_template(rs: &ReplicaSet) -> Result<Pod, ControllerError> {
 
 /// Makes `rs` the controller of an orphan pod; a conflict means the pod
 /// changed under us, and the next sync looks again.
-async fn adopt(api: &Api<Pod>, pod: &Pod, rs: &ReplicaSet) -> Result<(), ControllerError> {
+async fn adopt<K: Replicated>(api: &Api<Pod>, pod: &Pod, rs: &K) -> Result<(), ControllerError> {
     let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
     refs.push(controller_ref(rs));
     let patch = json!({"metadata": {

@@ -88,7 +88,7 @@ pub async fn run(client: kube::Client, informers: &Informers, root_ca: Option<St
 
 impl ServiceAccountController {
     fn resync(&self) {
-        for ns in self.namespaces.store().state() {
+        for ns in self.namespaces.state() {
             if let Some(name) = &ns.metadata.name {
                 self.queue.add(name.clone());
             }

@@ -118,7 +118,7 @@ fn template_of(rev: &ControllerRevision) -> Option<PodTemplateSpec> {
 
 impl StatefulSetController {
     fn resync(&self) {
-        for s in self.sets.store().state() {
+        for s in self.sets.state() {
             self.queue.add(ObjectKey::of(s.as_ref()));
         }
     }
@@ -164,10 +164,7 @@ impl StatefulSetController {
         let end = start + replicas;
         let mut pods: BTreeMap<i32, Arc<Pod>> = BTreeMap::new();
         let mut condemned: Vec<(i32, Arc<Pod>)> = Vec::new();
-        for p in self.pods.in_namespace(key.ns()) {
-            if controller_of(&p.metadata).is_none_or(|o| o.uid != uid) {
-                continue;
-            }
+        for p in self.pods.controlled_by(&uid) {
             match ordinal_of(&key.name, &p) {
                 Some(o) if o >= start && o < end => {
                     pods.insert(o, p);
@@ -415,17 +412,7 @@ impl StatefulSetController {
         if sts.status.as_ref() != Some(&status) {
             let mut updated = sts.clone();
             updated.status = Some(status);
-            let ns = sts.metadata.namespace.as_deref().unwrap_or_default();
-            let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), ns);
-            let name = sts.metadata.name.as_deref().unwrap_or_default();
-            match api
-                .replace_status(name, &PostParams::default(), &updated)
-                .await
-            {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-                Err(e) => return Err(e.into()),
-            }
+            crate::replace_status(&self.client, &updated).await?;
         }
         Ok(requeue)
     }

@@ -1,8 +1,9 @@
-//! The DaemonSet and StatefulSet controllers inside `kybern server`, with
-//! the scheduler and simulated nodes, driven through kube-rs and kubectl:
-//! daemons follow nodes and taints and roll back with `kubectl rollout undo`;
-//! stateful pods come up in order with stable names, roll from the highest
-//! ordinal down to the partition, scale down in reverse, and get their claims.
+//! The DaemonSet, StatefulSet and ReplicationController controllers inside
+//! `kybern server`, with the scheduler and simulated nodes, driven through
+//! kube-rs and kubectl: daemons follow nodes and taints and roll back with
+//! `kubectl rollout undo`; stateful pods come up in order with stable names,
+//! roll from the highest ordinal down to the partition, scale down in
+//! reverse, and get their claims; replication controllers keep their count.
 
 mod common;
 
@@ -257,4 +258,59 @@ async fn stateful_sets_start_in_order_roll_by_partition_and_claim_volumes() {
             .map(|c| c.claim_name.as_str()),
         Some("data-db-1")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_controllers_keep_their_replicas() {
+    use k8s_openapi::api::core::v1::ReplicationController;
+    let server = common::Server::start_cluster(&[]);
+    let _sim = common::sim::start(&server, &["--nodes", "1"]);
+    let client = server.client().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let rcs: Api<ReplicationController> = Api::namespaced(client.clone(), "default");
+    let rc: ReplicationController = serde_json::from_value(json!({
+        "metadata": {"name": "legacy"},
+        "spec": {"replicas": 2, "selector": {"app": "legacy"},
+            "template": {"metadata": {"labels": {"app": "legacy"}},
+                "spec": {"terminationGracePeriodSeconds": 0,
+                    "containers": [{"name": "c", "image": "registry.local/legacy:1"}]}}},
+    }))
+    .expect("rc");
+    rcs.create(&PostParams::default(), &rc)
+        .await
+        .expect("create");
+    wait_for("two ready replicas", async || {
+        let st = rcs.get("legacy").await.ok()?.status?;
+        (st.ready_replicas == Some(2) && st.observed_generation == Some(1)).then_some(())
+    })
+    .await;
+    let list = pods
+        .list(&ListParams::default().labels("app=legacy"))
+        .await
+        .expect("list");
+    let owner = &list.items[0]
+        .metadata
+        .owner_references
+        .as_ref()
+        .expect("owner")[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("ReplicationController", Some(true))
+    );
+    let k = common::cli::Cli::kubectl(&server);
+    k.ok(&["scale", "rc/legacy", "--replicas=3"]);
+    wait_for("three pods", async || {
+        (pods_of(&pods, "legacy").await.len() == 3).then_some(())
+    })
+    .await;
+    // A deleted pod is replaced.
+    let victim = pods_of(&pods, "legacy").await[0].0.clone();
+    pods.delete(&victim, &Default::default())
+        .await
+        .expect("delete");
+    wait_for("a replacement", async || {
+        let p = pods_of(&pods, "legacy").await;
+        (p.len() == 3 && p.iter().all(|p| p.0 != victim)).then_some(())
+    })
+    .await;
 }

@@ -110,6 +110,14 @@ pub fn pod_requests(pod: &Pod) -> Resources {
     pod_requests_with(pod, container_requests)
 }
 
+/// A pod's effective limit, as upstream's `PodLimits` (what quotas count for
+/// `limits.*`).
+pub fn pod_limits(pod: &Pod) -> Resources {
+    pod_requests_with(pod, |c| {
+        Resources::from_list(c.resources.as_ref().and_then(|r| r.limits.as_ref()))
+    })
+}
+
 /// A pod's request for scoring: containers without a CPU or memory request
 /// count the upstream defaults, so that empty pods still spread.
 pub fn pod_requests_non_zero(pod: &Pod) -> Resources {

@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::http::StatusCode;
-use kybern_apimachinery::ApiError;
+use kybern_apimachinery::{ApiError, StatusReason};
 use serde_json::{Value, json};
 
 use super::{Ctx, body};
@@ -64,6 +64,9 @@ pub async fn check_namespace_open(ctx: &Ctx, namespace: &str) -> Result<(), ApiE
     Ok(())
 }
 
+/// Extra attempts at a generated name that is taken (upstream: 7).
+const GENERATE_NAME_RETRIES: usize = 7;
+
 /// POST a collection.
 pub async fn create(ctx: &Ctx, request: Body) -> ApiResult {
     if ctx.path.subresource.is_some() {
@@ -95,6 +98,8 @@ pub async fn create_object(
     strategy::check_namespace(info, &mut obj, ctx.path.namespace.as_deref())?;
     check_typed(ctx, &mut obj, warnings)?;
     let managed_fields = object::remove_meta(&mut obj, "managedFields");
+    let generated =
+        object::name(&obj).is_empty() && !object::meta_str(&obj, "generateName").is_empty();
     strategy::prepare_create(info, &mut obj)?;
     if record_ownership {
         crate::managed::record_update(&mut obj, None, &ctx.ownership()?);
@@ -117,7 +122,20 @@ pub async fn create_object(
     if is_service {
         crate::service_ips::allocate(&ctx.state.objects, info, &mut obj).await?;
     }
+    if !is_service && !generated {
+        return ctx.state.objects.create(info, obj).await;
+    }
     if !is_service {
+        // A generated name can collide (27⁵ suffixes): retry with fresh
+        // ones, as upstream does, before answering AlreadyExists.
+        for _ in 0..GENERATE_NAME_RETRIES {
+            match ctx.state.objects.create(info, obj.clone()).await {
+                Err(e) if e.reason == StatusReason::AlreadyExists => {
+                    strategy::generate_name(&mut obj);
+                }
+                result => return result,
+            }
+        }
         return ctx.state.objects.create(info, obj).await;
     }
     let result = ctx.state.objects.create(info, obj.clone()).await;

@@ -82,7 +82,7 @@ pub async fn run(client: kube::Client, informers: &Informers, workers: usize) {
 
 impl CronJobController {
     fn resync(&self) {
-        for c in self.cron_jobs.store().state() {
+        for c in self.cron_jobs.state() {
             self.queue.add(ObjectKey::of(c.as_ref()));
         }
     }
@@ -95,12 +95,7 @@ impl CronJobController {
             return Ok(None);
         }
         let uid = cj.metadata.uid.clone().unwrap_or_default();
-        let mut jobs: Vec<Arc<Job>> = self
-            .jobs
-            .in_namespace(key.ns())
-            .into_iter()
-            .filter(|j| controller_of(&j.metadata).is_some_and(|o| o.uid == uid))
-            .collect();
+        let mut jobs: Vec<Arc<Job>> = self.jobs.controlled_by(&uid);
         // Oldest first by start time, as upstream's byJobStartTime: Jobs not
         // started yet last, ties by name.
         jobs.sort_by(|a, b| {
@@ -239,19 +234,9 @@ impl CronJobController {
     }
 
     async fn write_status(&self, cj: &CronJob, st: CronJobStatus) -> Result<(), ControllerError> {
-        let ns = cj.metadata.namespace.as_deref().unwrap_or_default();
-        let api: Api<CronJob> = Api::namespaced(self.client.clone(), ns);
         let mut updated = cj.clone();
         updated.status = Some(st);
-        let name = cj.metadata.name.as_deref().unwrap_or_default();
-        match api
-            .replace_status(name, &PostParams::default(), &updated)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        crate::replace_status(&self.client, &updated).await
     }
 }
 

@@ -88,7 +88,7 @@ pub async fn run(client: kube::Client, informers: &Informers, workers: usize) {
 
 impl DeploymentController {
     fn resync(&self) {
-        for d in self.deployments.store().state() {
+        for d in self.deployments.state() {
             self.queue.add(ObjectKey::of(d.as_ref()));
         }
     }

@@ -102,7 +102,7 @@ struct Census {
 
 impl JobController {
     fn resync(&self) {
-        for j in self.jobs.store().state() {
+        for j in self.jobs.state() {
             self.queue.add(ObjectKey::of(j.as_ref()));
         }
     }
@@ -138,12 +138,7 @@ impl JobController {
         };
         let uid = job.metadata.uid.clone().unwrap_or_default();
         let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), key.ns());
-        let pods: Vec<Arc<Pod>> = self
-            .pods
-            .in_namespace(key.ns())
-            .into_iter()
-            .filter(|p| controller_of(&p.metadata).is_some_and(|o| o.uid == uid))
-            .collect();
+        let pods: Vec<Arc<Pod>> = self.pods.controlled_by(&uid);
         let finished = status::finished(&job);
         if finished || job.metadata.deletion_timestamp.is_some() {
             // Nothing more will be counted: let every pod go.
@@ -218,15 +213,7 @@ impl JobController {
         if job.status.as_ref() != Some(&st) {
             let mut updated = (*job).clone();
             updated.status = Some(st);
-            let api: Api<Job> = Api::namespaced(self.client.clone(), key.ns());
-            match api
-                .replace_status(&key.name, &PostParams::default(), &updated)
-                .await
-            {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
-                Err(e) => return Err(e.into()),
-            }
+            crate::replace_status(&self.client, &updated).await?;
         }
         // Recorded in status: now the pods may go.
         untrack(&pods_api, to_untrack).await?;

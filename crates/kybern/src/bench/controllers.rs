@@ -30,6 +30,9 @@ pub struct ControllerBenchArgs {
     /// Deployments the pods are spread over.
     #[arg(long, default_value_t = 20)]
     deployments: usize,
+    /// Extra `kybern server` arguments (e.g. `--server-arg=--disable-controllers`).
+    #[arg(long, allow_hyphen_values = true)]
+    server_arg: Vec<String>,
     /// Seconds to wait for each phase before giving up.
     #[arg(long, default_value_t = 900)]
     timeout: u64,
@@ -155,7 +158,8 @@ pub async fn run(args: ControllerBenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("kybern-bench-ctl-")
         .tempdir()?;
-    let (server, client) = start_server(dir.path(), &[]).await?;
+    let extra: Vec<&str> = args.server_arg.iter().map(String::as_str).collect();
+    let (server, client) = start_server(dir.path(), &extra).await?;
     let pid = server.child.id();
     create_ns(&client, NS).await?;
     let sim = Arc::new(Sim::new(client.clone(), sim_args(args.nodes, args.pods)));
@@ -185,6 +189,7 @@ pub async fn run(args: ControllerBenchArgs) -> anyhow::Result<()> {
     }
     pods_running(&pods, args.pods, limit).await?;
     let bare_running = t.elapsed();
+    let bare_rss = rss_bytes(pid);
     let t = Instant::now();
     pods.delete_collection(&DeleteParams::default(), &ListParams::default())
         .await?;
@@ -261,6 +266,10 @@ pub async fn run(args: ControllerBenchArgs) -> anyhow::Result<()> {
         (
             "control-plane RSS idle, nodes registered (MiB)".into(),
             mib(idle_rss),
+        ),
+        (
+            "control-plane RSS with the bare pods running (MiB)".into(),
+            mib(bare_rss),
         ),
         (
             "control-plane RSS with the pods running (MiB)".into(),

@@ -1,0 +1,289 @@
+//! The ResourceQuota controller: each quota's `status.hard` and
+//! `status.used`, for object counts (`pods`, `services`, `count/<resource>`,
+//! …) and the compute its pods request and limit (`requests.cpu`,
+//! `limits.memory`, `cpu`, …); recomputed when a quota or a pod of its
+//! namespace changes, and every 10 s for the other kinds.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, ResourceQuota, ResourceQuotaStatus};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use kybern_scheduler::resources::{Resources, pod_limits, pod_requests};
+
+use crate::informer::{Change, Informer, next_change};
+use crate::queue::{ObjectKey, ReconcileResult, WorkQueue, run_workers};
+use crate::{ControllerError, Informers};
+
+/// How often every quota is recomputed for kinds not watched here.
+const RESYNC: Duration = Duration::from_secs(10);
+
+struct QuotaController {
+    client: kube::Client,
+    quotas: Arc<Informer<ResourceQuota>>,
+    pods: Arc<Informer<Pod>>,
+    queue: Arc<WorkQueue<ObjectKey>>,
+}
+
+/// Runs the ResourceQuota controller.
+pub async fn run(client: kube::Client, informers: &Informers, workers: usize) {
+    let ctl = Arc::new(QuotaController {
+        client,
+        quotas: informers.resource_quotas.clone(),
+        pods: informers.pods.clone(),
+        queue: Arc::default(),
+    });
+    let (mut quota_changes, mut pod_changes) = (ctl.quotas.subscribe(), ctl.pods.subscribe());
+    ctl.quotas.synced().await;
+    ctl.pods.synced().await;
+    let events = {
+        let ctl = ctl.clone();
+        async move {
+            let mut tick = tokio::time::interval(RESYNC);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => ctl.resync(),
+                    c = next_change(&mut quota_changes) => match c {
+                        Some(Change::Added(q) | Change::Modified(q) | Change::Deleted(q)) => ctl.queue.add(ObjectKey::of(q.as_ref())),
+                        Some(Change::Resync) => ctl.resync(),
+                        None => return,
+                    },
+                    c = next_change(&mut pod_changes) => match c {
+                        Some(Change::Added(p) | Change::Modified(p) | Change::Deleted(p)) => {
+                            let ns = p.metadata.namespace.as_deref().unwrap_or_default();
+                            for q in ctl.quotas.in_namespace(ns) {
+                                ctl.queue.add(ObjectKey::of(q.as_ref()));
+                            }
+                        }
+                        Some(Change::Resync) => ctl.resync(),
+                        None => return,
+                    },
+                }
+            }
+        }
+    };
+    let sync = {
+        let ctl = ctl.clone();
+        run_workers("resourcequota", ctl.queue.clone(), workers, move |key| {
+            let ctl = ctl.clone();
+            async move { ctl.sync(&key).await }
+        })
+    };
+    tokio::join!(events, sync);
+}
+
+/// A resource counted by listing: its group, version and plural.
+fn counted_kind(name: &str) -> Option<(String, String, String)> {
+    let core = |plural: &str| Some((String::new(), "v1".into(), plural.into()));
+    match name {
+        "services"
+        | "configmaps"
+        | "secrets"
+        | "persistentvolumeclaims"
+        | "replicationcontrollers"
+        | "resourcequotas" => core(name),
+        "services.loadbalancers" | "services.nodeports" => core("services"),
+        other => {
+            // `count/<plural>` (core) or `count/<plural>.<group>`.
+            let rest = other.strip_prefix("count/")?;
+            match rest.split_once('.') {
+                None => core(rest),
+                Some((plural, group)) => Some((group.into(), String::new(), plural.into())),
+            }
+        }
+    }
+}
+
+impl QuotaController {
+    fn resync(&self) {
+        for q in self.quotas.state() {
+            self.queue.add(ObjectKey::of(q.as_ref()));
+        }
+    }
+
+    async fn sync(&self, key: &ObjectKey) -> ReconcileResult<ControllerError> {
+        let Some(quota) = self.quotas.get(key.namespace.as_deref(), &key.name) else {
+            return Ok(None);
+        };
+        let hard = quota
+            .spec
+            .as_ref()
+            .and_then(|s| s.hard.clone())
+            .unwrap_or_default();
+        let ns = key.ns();
+        // Pods that still hold resources: not finished.
+        let pods: Vec<Arc<Pod>> = self
+            .pods
+            .in_namespace(ns)
+            .into_iter()
+            .filter(|p| {
+                !matches!(
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded" | "Failed")
+                )
+            })
+            .collect();
+        let mut requests = Resources::default();
+        let mut limits = Resources::default();
+        for p in &pods {
+            requests.add(&pod_requests(p));
+            limits.add(&pod_limits(p));
+        }
+        let mut used: BTreeMap<String, Quantity> = BTreeMap::new();
+        for name in hard.keys() {
+            let amount = match name.as_str() {
+                "pods" | "count/pods" => Some(Amount::Count(pods.len() as i64)),
+                "cpu" | "requests.cpu" => Some(Amount::Milli(requests.milli_cpu)),
+                "limits.cpu" => Some(Amount::Milli(limits.milli_cpu)),
+                "memory" | "requests.memory" => Some(Amount::Bytes(requests.memory)),
+                "limits.memory" => Some(Amount::Bytes(limits.memory)),
+                "ephemeral-storage" | "requests.ephemeral-storage" => {
+                    Some(Amount::Bytes(requests.ephemeral_storage))
+                }
+                "limits.ephemeral-storage" => Some(Amount::Bytes(limits.ephemeral_storage)),
+                other => match counted_kind(other) {
+                    Some(kind) => Some(Amount::Count(self.count(ns, other, kind).await?)),
+                    None => None,
+                },
+            };
+            if let Some(a) = amount {
+                used.insert(name.clone(), Quantity(a.format()));
+            }
+        }
+        let status = ResourceQuotaStatus {
+            hard: Some(hard),
+            used: Some(used),
+        };
+        if quota.status.as_ref() != Some(&status) {
+            let mut updated = (*quota).clone();
+            updated.status = Some(status);
+            crate::replace_status(&self.client, &updated).await?;
+        }
+        Ok(None)
+    }
+
+    /// Counts objects of a kind in the namespace (metadata only; services
+    /// split by type for the `services.*` quotas).
+    async fn count(
+        &self,
+        ns: &str,
+        name: &str,
+        (group, version, plural): (String, String, String),
+    ) -> Result<i64, ControllerError> {
+        let version = if version.is_empty() {
+            // The preferred version of the group, from discovery.
+            match preferred_version(&self.client, &group).await {
+                Some(v) => v,
+                None => return Ok(0),
+            }
+        } else {
+            version
+        };
+        let api_version = if group.is_empty() {
+            version.clone()
+        } else {
+            format!("{group}/{version}")
+        };
+        let resource = ApiResource {
+            group,
+            version,
+            api_version,
+            kind: String::new(),
+            plural,
+        };
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &resource);
+        if let Some(kind) = name.strip_prefix("services.") {
+            let want = if kind == "loadbalancers" {
+                "LoadBalancer"
+            } else {
+                "NodePort"
+            };
+            let list = api.list(&ListParams::default()).await?;
+            let n = list
+                .items
+                .iter()
+                .filter(|s| {
+                    let t = s.data.pointer("/spec/type").and_then(|v| v.as_str());
+                    t == Some(want) || (want == "NodePort" && t == Some("LoadBalancer"))
+                })
+                .count();
+            return Ok(n as i64);
+        }
+        match api.list_metadata(&ListParams::default()).await {
+            Ok(list) => Ok(list.items.len() as i64),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+async fn preferred_version(client: &kube::Client, group: &str) -> Option<String> {
+    let groups = client.list_api_groups().await.ok()?;
+    groups
+        .groups
+        .into_iter()
+        .find(|g| g.name == group)?
+        .preferred_version
+        .map(|v| v.version)
+}
+
+/// A used amount in the unit its resource counts in.
+enum Amount {
+    Count(i64),
+    Milli(i64),
+    Bytes(i64),
+}
+
+impl Amount {
+    /// The canonical quantity text: `3`, `1500m`, `2`, `512Mi`, `1Gi`.
+    fn format(&self) -> String {
+        match *self {
+            Amount::Count(n) => n.to_string(),
+            Amount::Milli(m) if m % 1000 == 0 => (m / 1000).to_string(),
+            Amount::Milli(m) => format!("{m}m"),
+            Amount::Bytes(b) => {
+                for (suffix, unit) in [
+                    ("Ti", 1i64 << 40),
+                    ("Gi", 1 << 30),
+                    ("Mi", 1 << 20),
+                    ("Ki", 1 << 10),
+                ] {
+                    if b != 0 && b % unit == 0 {
+                        return format!("{}{suffix}", b / unit);
+                    }
+                }
+                b.to_string()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn used_amounts_print_in_canonical_form() {
+        assert_eq!(Amount::Milli(1500).format(), "1500m");
+        assert_eq!(Amount::Milli(2000).format(), "2");
+        assert_eq!(Amount::Bytes(512 << 20).format(), "512Mi");
+        assert_eq!(Amount::Bytes(1 << 30).format(), "1Gi");
+        assert_eq!(Amount::Bytes(1000).format(), "1000");
+        assert_eq!(Amount::Bytes(0).format(), "0");
+    }
+
+    #[test]
+    fn object_count_names_map_to_kinds() {
+        assert_eq!(
+            counted_kind("count/deployments.apps"),
+            Some(("apps".into(), String::new(), "deployments".into()))
+        );
+        assert_eq!(
+            counted_kind("configmaps"),
+            Some((String::new(), "v1".into(), "configmaps".into()))
+        );
+        assert_eq!(counted_kind("requests.nvidia.com/gpu"), None);
+    }
+}
