@@ -18,7 +18,7 @@ use serde_json::json;
 use crate::expectations::Expectations;
 use crate::history::{self, REVISION_LABEL};
 use crate::informer::{Change, Informer, next_change};
-use crate::pods::{availability, controller_of, controller_ref, is_ready};
+use crate::pods::{availability, controller_ref, is_ready};
 use crate::queue::{ObjectKey, ReconcileResult, WorkQueue, run_workers};
 use crate::{ControllerError, Informers};
 
@@ -180,19 +180,12 @@ impl DaemonSetController {
             Change::Deleted(p) => (p, false, true),
             Change::Resync => return self.resync(),
         };
-        let Some(owner) = controller_of(&pod.metadata).filter(|o| o.kind == "DaemonSet") else {
-            return;
-        };
-        let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
-        let key = ObjectKey::namespaced(ns, &owner.name);
-        if added {
-            self.expectations.creation_observed(&key);
+        if let Some(key) = self
+            .expectations
+            .pod_changed("DaemonSet", &pod, added, deleted)
+        {
+            self.queue.add(key);
         }
-        if deleted || pod.metadata.deletion_timestamp.is_some() {
-            self.expectations
-                .deletion_observed(&key, pod.metadata.uid.as_deref().unwrap_or_default());
-        }
-        self.queue.add(key);
     }
 
     async fn sync(&self, key: &ObjectKey) -> ReconcileResult<ControllerError> {

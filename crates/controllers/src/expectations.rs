@@ -58,6 +58,29 @@ impl Expectations {
         }
     }
 
+    /// Records what a pod change tells the expectations of its controller,
+    /// if that is of `kind`, and returns the controller's key to sync. A
+    /// terminating pod counts as deleted, as upstream: it is no longer
+    /// active, and it may take its whole grace period to go.
+    pub fn pod_changed(
+        &self,
+        kind: &str,
+        pod: &k8s_openapi::api::core::v1::Pod,
+        added: bool,
+        deleted: bool,
+    ) -> Option<ObjectKey> {
+        let owner = crate::pods::controller_of(&pod.metadata).filter(|o| o.kind == kind)?;
+        let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+        let key = ObjectKey::namespaced(ns, &owner.name);
+        if added {
+            self.creation_observed(&key);
+        }
+        if deleted || pod.metadata.deletion_timestamp.is_some() {
+            self.deletion_observed(&key, pod.metadata.uid.as_deref().unwrap_or_default());
+        }
+        Some(key)
+    }
+
     /// Whether the cache has caught up with every write asked for, so the
     /// controller may act on what it sees.
     pub fn satisfied(&self, key: &ObjectKey) -> bool {

@@ -118,21 +118,10 @@ impl<K: Replicated> ReplicaSetController<K> {
             Change::Resync => return self.resync(),
         };
         let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
-        if let Some(owner) = controller_of(&pod.metadata) {
-            if owner.kind != K::KIND {
-                return;
+        if controller_of(&pod.metadata).is_some() {
+            if let Some(key) = self.expectations.pod_changed(K::KIND, &pod, added, deleted) {
+                self.queue.add(key);
             }
-            let key = ObjectKey::namespaced(ns, &owner.name);
-            if added {
-                self.expectations.creation_observed(&key);
-            }
-            // A terminating pod counts as deleted, as upstream: it is no
-            // longer active, and it may take its whole grace period to go.
-            if deleted || pod.metadata.deletion_timestamp.is_some() {
-                self.expectations
-                    .deletion_observed(&key, pod.metadata.uid.as_deref().unwrap_or_default());
-            }
-            self.queue.add(key);
             return;
         }
         if deleted {

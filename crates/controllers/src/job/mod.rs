@@ -21,7 +21,7 @@ use self::pods::{Outcome, finished_at, index_of, outcome, tracked};
 use self::status::condition_true;
 use crate::expectations::Expectations;
 use crate::informer::{Change, Informer, next_change};
-use crate::pods::{controller_of, deletion_order, is_ready};
+use crate::pods::{deletion_order, is_ready};
 use crate::queue::{ObjectKey, ReconcileResult, WorkQueue, run_workers};
 use crate::{ControllerError, Informers};
 
@@ -114,21 +114,9 @@ impl JobController {
             Change::Deleted(p) => (p, false, true),
             Change::Resync => return self.resync(),
         };
-        let Some(owner) = controller_of(&pod.metadata).filter(|o| o.kind == "Job") else {
-            return;
-        };
-        let key = ObjectKey::namespaced(
-            pod.metadata.namespace.as_deref().unwrap_or_default(),
-            &owner.name,
-        );
-        if added {
-            self.expectations.creation_observed(&key);
+        if let Some(key) = self.expectations.pod_changed("Job", &pod, added, deleted) {
+            self.queue.add(key);
         }
-        if deleted || pod.metadata.deletion_timestamp.is_some() {
-            self.expectations
-                .deletion_observed(&key, pod.metadata.uid.as_deref().unwrap_or_default());
-        }
-        self.queue.add(key);
     }
 
     async fn sync(&self, key: &ObjectKey) -> ReconcileResult<ControllerError> {
