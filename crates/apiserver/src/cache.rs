@@ -40,10 +40,12 @@ pub struct CachedObject {
     pub fields: Vec<(&'static str, String)>,
     /// The object as JSON, with its `resourceVersion`.
     pub json: Bytes,
+    /// That `resourceVersion`: the store revision of the object's last change.
+    pub revision: Revision,
 }
 
 impl CachedObject {
-    fn new(info: &ResourceInfo, key: &str, obj: &Value) -> Self {
+    fn new(info: &ResourceInfo, key: &str, obj: &Value, revision: Revision) -> Self {
         let fields = selectable_fields(info)
             .iter()
             .map(|f| (*f, field_of(obj, f).unwrap_or_default()))
@@ -59,6 +61,7 @@ impl CachedObject {
                 v.shrink_to_fit();
                 Bytes::from(v)
             },
+            revision,
         }
     }
 
@@ -192,7 +195,7 @@ fn decode(
     rev: Revision,
 ) -> Option<Arc<CachedObject>> {
     match ObjectStore::decode(value, rev) {
-        Ok(obj) => Some(Arc::new(CachedObject::new(info, key, &obj))),
+        Ok(obj) => Some(Arc::new(CachedObject::new(info, key, &obj, rev))),
         Err(e) => {
             tracing::error!(%key, error = %e.message, "undecodable object in the store; left out of the cache");
             None
@@ -272,10 +275,6 @@ impl WatchCache {
             let event = event?;
             let rev = event.revision();
             let key = event.kv.key.clone();
-            let prev = match &event.prev {
-                Some(p) => decode(&self.info, &key, &p.value, p.mod_revision),
-                None => None,
-            };
             let object = match event.kind {
                 EventKind::Put => decode(&self.info, &key, &event.kv.value, rev),
                 EventKind::Delete => event
@@ -288,6 +287,17 @@ impl WatchCache {
                 .write()
                 .map_err(|_| kybern_store::StoreError::Closed)?;
             st.revision = rev;
+            // The cache follows the store's events in order, so the object it
+            // holds under the key is the event's previous value: shared rather
+            // than decoded again (which would cost a decode per event and a
+            // second copy of every object in the ring).
+            let prev = match &event.prev {
+                Some(p) => match st.objects.get(key.as_str()) {
+                    Some(held) if held.revision == p.mod_revision => Some(held.clone()),
+                    _ => decode(&self.info, &key, &p.value, p.mod_revision),
+                },
+                None => None,
+            };
             let Some(object) = object else { continue };
             match event.kind {
                 EventKind::Put => st.objects.insert(object.key.clone(), object.clone()),

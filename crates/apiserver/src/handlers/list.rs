@@ -166,7 +166,9 @@ pub async fn read_each(
     // Without a limit, pages bound how many decoded objects exist at once.
     const PAGE: usize = 1000;
     loop {
-        let want = if opts.limit == 0 {
+        // With selectors, a page of the limit's size may hold no match: read
+        // whole pages (each store page also costs a count).
+        let want = if opts.limit == 0 || filtered {
             PAGE
         } else {
             (opts.limit - count).min(PAGE)

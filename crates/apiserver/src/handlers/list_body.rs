@@ -149,6 +149,7 @@ mod tests {
                             serde_json::to_vec(&json!({"name": i, "pad": "y".repeat(300)}))
                                 .expect("encodes"),
                         ),
+                        revision: 7,
                     })
                 })
                 .collect::<Vec<_>>();

@@ -135,19 +135,35 @@ async fn pods_gone(pods: &Api<Pod>, limit: Duration) -> anyhow::Result<()> {
     }
 }
 
-/// Waits until `total` pods run.
+/// Waits until `total` pods exist and every one runs. Asks the watch cache
+/// (`resourceVersion=0`) only for the first pod that does not, so that polling
+/// neither lists (and the bench process decodes) every pod each round nor
+/// reads the store page by page.
 async fn pods_running(pods: &Api<Pod>, total: usize, limit: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     loop {
-        let running = pods
-            .list(&ListParams::default().fields("status.phase=Running"))
-            .await?
-            .items
-            .len();
-        if running >= total {
-            return Ok(());
+        let waiting = pods
+            .list_metadata(
+                &ListParams::default()
+                    .match_any()
+                    .fields("status.phase!=Running")
+                    .limit(1),
+            )
+            .await?;
+        if waiting.items.is_empty() {
+            let all = pods
+                .list_metadata(&ListParams::default().match_any().limit(1))
+                .await?;
+            let count = all.metadata.remaining_item_count.unwrap_or(0)
+                + i64::try_from(all.items.len()).unwrap_or(0);
+            if usize::try_from(count).unwrap_or(0) >= total {
+                return Ok(());
+            }
         }
-        anyhow::ensure!(Instant::now() < deadline, "{running}/{total} running");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "not all {total} pods running in {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -164,7 +180,7 @@ pub async fn run(args: ControllerBenchArgs) -> anyhow::Result<()> {
     create_ns(&client, NS).await?;
     let sim = Arc::new(Sim::new(client.clone(), sim_args(args.nodes, args.pods)));
     sim.register().await?;
-    let runner = tokio::spawn(crate::sim::run_pods(sim.clone()));
+    let runner = tokio::spawn(crate::sim::run_nodes(sim.clone()));
     let idle_rss = rss_bytes(pid);
     let (peak, sampler) = watch_rss(pid);
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);

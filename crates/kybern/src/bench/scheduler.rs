@@ -238,7 +238,7 @@ async fn run_one(args: &SchedulerBenchArgs, workload: Workload) -> anyhow::Resul
     let mut lines = Vec::new();
     let limit = Duration::from_secs(600);
     if workload == Workload::Simulator {
-        let runner = tokio::spawn(crate::sim::run_pods(sim.clone()));
+        let runner = tokio::spawn(crate::sim::run_nodes(sim.clone()));
         let t = Instant::now();
         create_pods(&api, "p", args.measured_pods, workload, &timeline).await?;
         wait_all(&timeline, "p", args.measured_pods, |t| &t.running, limit).await?;
@@ -297,7 +297,7 @@ async fn run_one(args: &SchedulerBenchArgs, workload: Workload) -> anyhow::Resul
         };
         // Victims must go away after their grace period, as a kubelet's would.
         let runner = (workload == Workload::Preemption)
-            .then(|| tokio::spawn(crate::sim::run_pods(sim.clone())));
+            .then(|| tokio::spawn(crate::sim::run_nodes(sim.clone())));
         if workload == Workload::Preemption {
             let class = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
                 "metadata": {"name": HIGH_PRIORITY}, "value": 1000});

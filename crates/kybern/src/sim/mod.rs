@@ -96,9 +96,15 @@ impl Sim {
     }
 }
 
-/// Plays the kubelet's part for pods on the simulated nodes, until the watch ends.
-pub async fn run_pods(sim: Arc<Sim>) -> anyhow::Result<()> {
-    pods::run(sim).await
+/// Plays the kubelets' part: renews the nodes' Leases (reporting them Ready
+/// again if marked otherwise) and runs the pods bound to them, until either
+/// loop ends.
+pub async fn run_nodes(sim: Arc<Sim>) -> anyhow::Result<()> {
+    tokio::try_join!(
+        nodes::heartbeat(sim.clone(), sim.ordered_names()),
+        pods::run(sim),
+    )?;
+    Ok(())
 }
 
 /// Runs the simulator until interrupted.
@@ -112,11 +118,8 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         sim.args.nodes,
         started.elapsed().as_secs_f64()
     );
-    let heartbeats = tokio::spawn(nodes::heartbeat(sim.clone(), sim.ordered_names()));
-    let pods = tokio::spawn(pods::run(sim.clone()));
     tokio::select! {
-        r = heartbeats => r??,
-        r = pods => r??,
+        r = run_nodes(sim) => r?,
         _ = tokio::signal::ctrl_c() => {}
     }
     Ok(())

@@ -7,9 +7,13 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::Sim;
+
+/// The label that stops a node's heartbeat (value `stopped`).
+const STOP_LABEL: &str = "sim.kybern.io/heartbeat";
 
 /// Requests in flight while registering or renewing.
 const CONCURRENCY: usize = 32;
@@ -21,6 +25,31 @@ pub fn pod_cidr(index: usize) -> String {
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The conditions of a healthy node, as a kubelet reports them.
+fn healthy_conditions() -> Value {
+    let now = now();
+    let condition = |type_: &str, status: &str, reason: &str| {
+        json!({"type": type_, "status": status, "reason": reason, "message": reason,
+            "lastHeartbeatTime": now, "lastTransitionTime": now})
+    };
+    json!([
+        condition("Ready", "True", "KubeletReady"),
+        condition("MemoryPressure", "False", "KubeletHasSufficientMemory"),
+        condition("DiskPressure", "False", "KubeletHasNoDiskPressure"),
+        condition("PIDPressure", "False", "KubeletHasSufficientPID"),
+    ])
+}
+
+/// Whether the node's Ready condition is True.
+fn is_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 fn node_object(sim: &Sim, name: &str, index: usize) -> anyhow::Result<Node> {
@@ -47,11 +76,6 @@ fn node_object(sim: &Sim, name: &str, index: usize) -> anyhow::Result<Node> {
         .collect();
     let resources = json!({"cpu": a.cpu, "memory": a.memory, "pods": a.pods.to_string(),
         "ephemeral-storage": "100Gi"});
-    let now = now();
-    let condition = |type_: &str, status: &str, reason: &str| {
-        json!({"type": type_, "status": status, "reason": reason, "message": reason,
-            "lastHeartbeatTime": now, "lastTransitionTime": now})
-    };
     serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "labels": labels,
@@ -59,12 +83,7 @@ fn node_object(sim: &Sim, name: &str, index: usize) -> anyhow::Result<Node> {
         "spec": {"podCIDR": pod_cidr(index), "podCIDRs": [pod_cidr(index)], "taints": taints},
         "status": {
             "capacity": resources, "allocatable": resources, "phase": "Running",
-            "conditions": [
-                condition("Ready", "True", "KubeletReady"),
-                condition("MemoryPressure", "False", "KubeletHasSufficientMemory"),
-                condition("DiskPressure", "False", "KubeletHasNoDiskPressure"),
-                condition("PIDPressure", "False", "KubeletHasSufficientPID"),
-            ],
+            "conditions": healthy_conditions(),
             "addresses": [{"type": "InternalIP", "address": format!("10.0.{}.{}", index / 250, index % 250 + 2)},
                           {"type": "Hostname", "address": name}],
             "nodeInfo": {"machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "sim",
@@ -126,7 +145,10 @@ async fn renew(sim: &Sim, name: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Renews every live node's Lease each heartbeat period, skipping failed nodes.
+/// Renews every live node's Lease each heartbeat period, skipping failed
+/// nodes; like a kubelet's status loop, reports a live node Ready again when
+/// the node lifecycle controller has marked it Unknown (e.g. after the
+/// simulator was paused or the control plane too busy to take a renewal).
 pub async fn heartbeat(sim: Arc<Sim>, names: Vec<String>) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(sim.client.clone());
     let mut tick = tokio::time::interval(sim.args.heartbeat_seconds);
@@ -134,17 +156,35 @@ pub async fn heartbeat(sim: Arc<Sim>, names: Vec<String>) -> anyhow::Result<()> 
     tick.tick().await;
     loop {
         tick.tick().await;
-        // Nodes labelled to stop, read once per round.
-        let stopped: std::collections::HashSet<String> = nodes
-            .list(&kube::api::ListParams::default().labels("sim.kybern.io/heartbeat=stopped"))
-            .await
-            .map(|l| {
-                l.items
-                    .into_iter()
-                    .filter_map(|n| n.metadata.name)
-                    .collect()
-            })
-            .unwrap_or_default();
+        // Which nodes are labelled to stop and which are not Ready, read once per round.
+        let (stopped, not_ready) = match nodes.list(&kube::api::ListParams::default()).await {
+            Ok(list) => {
+                let mut stopped = HashSet::new();
+                let mut not_ready = HashSet::new();
+                for n in list.items {
+                    let stop = n
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(STOP_LABEL))
+                        .is_some_and(|v| v == "stopped");
+                    let ready = is_ready(&n);
+                    let Some(name) = n.metadata.name else {
+                        continue;
+                    };
+                    if stop {
+                        stopped.insert(name);
+                    } else if !ready {
+                        not_ready.insert(name);
+                    }
+                }
+                (stopped, not_ready)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "sim heartbeat: listing nodes");
+                continue;
+            }
+        };
         let live: Vec<String> = names
             .iter()
             .filter(|n| !stopped.contains(*n) && !sim.args.fail_nodes.contains(n))
@@ -152,8 +192,19 @@ pub async fn heartbeat(sim: Arc<Sim>, names: Vec<String>) -> anyhow::Result<()> 
             .collect();
         let results: Vec<anyhow::Result<()>> = futures::stream::iter(live)
             .map(|n| {
-                let sim = sim.clone();
-                async move { renew(&sim, &n).await }
+                let (sim, nodes) = (sim.clone(), nodes.clone());
+                let recover = not_ready.contains(&n);
+                async move {
+                    renew(&sim, &n).await?;
+                    if recover {
+                        let status = json!({"status": {"conditions": healthy_conditions()}});
+                        nodes
+                            .patch_status(&n, &PatchParams::default(), &Patch::Merge(&status))
+                            .await
+                            .with_context(|| format!("reporting node {n} Ready"))?;
+                    }
+                    Ok(())
+                }
             })
             .buffer_unordered(CONCURRENCY)
             .collect()

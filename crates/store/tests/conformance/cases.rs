@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::history::past_counts_follow_creates_and_deletes;
 use bytes::Bytes;
 use futures::StreamExt;
 use kybern_store::{
@@ -11,9 +12,9 @@ use kybern_store::{
     WatchStream,
 };
 
-type S = Arc<dyn Store>;
+pub type S = Arc<dyn Store>;
 
-fn b(s: &str) -> Bytes {
+pub fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
 

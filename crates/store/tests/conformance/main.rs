@@ -3,6 +3,7 @@
 
 mod backend;
 mod cases;
+mod history;
 
 /// Declares each case once per backend.
 macro_rules! conformance {
@@ -44,4 +45,5 @@ conformance!(
     values_up_to_the_limit_and_a_clear_error_above,
     empty_and_invalid_keys_are_rejected,
     conflicting_writers_exactly_one_wins,
+    past_counts_follow_creates_and_deletes,
 );
