@@ -167,7 +167,7 @@ where
                         continue;
                     }
                 };
-                let change = match event {
+                let change = match event.modify(trim) {
                     Event::Apply(obj) => {
                         let obj = Arc::new(obj);
                         let old = write(&writer).insert(obj.clone());
@@ -289,6 +289,13 @@ where
             .filter_map(|(_, name)| names.get(name).cloned())
             .collect()
     }
+}
+
+/// Drops what no controller reads before an object is cached: its
+/// `managedFields`, a large share of every object (kube-controller-manager's
+/// informers trim them too).
+fn trim<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
 }
 
 fn write<K>(cache: &RwLock<Cache<K>>) -> RwLockWriteGuard<'_, Cache<K>> {

@@ -202,7 +202,8 @@ impl Scheduler {
             },
             Input::Node(ev) => match *ev {
                 watcher::Event::Init => st.relist_nodes = Some(HashSet::new()),
-                watcher::Event::InitApply(n) | watcher::Event::Apply(n) => {
+                watcher::Event::InitApply(mut n) | watcher::Event::Apply(mut n) => {
+                    n.metadata.managed_fields = None;
                     if let Some(seen) = st.relist_nodes.as_mut() {
                         seen.insert(n.metadata.name.clone().unwrap_or_default());
                     }
@@ -275,7 +276,10 @@ impl Scheduler {
         }
     }
 
-    fn pod_changed(&self, st: &mut State, pod: Pod, now: Instant) {
+    fn pod_changed(&self, st: &mut State, mut pod: Pod, now: Instant) {
+        // Nothing here reads managedFields; kube-scheduler's informers trim
+        // them too, and they are a large share of every cached pod.
+        pod.metadata.managed_fields = None;
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let assigned = pod
             .spec

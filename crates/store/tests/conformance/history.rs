@@ -20,7 +20,7 @@ pub async fn past_counts_follow_creates_and_deletes(s: S) {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let key = &keys[(seed >> 33) as usize % keys.len()];
-        let rev = if live.contains(key) && (seed >> 20) % 3 == 0 {
+        let rev = if live.contains(key) && (seed >> 20).is_multiple_of(3) {
             live.remove(key);
             s.delete(key, Precondition::None)
                 .await
