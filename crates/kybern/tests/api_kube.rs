@@ -222,6 +222,42 @@ async fn selectors_and_pagination() {
         .collect();
     names.sort();
     assert_eq!(names, (0..7).map(|i| format!("c{i}")).collect::<Vec<_>>());
+
+    // A selector with a limit smaller than the store's page still finds
+    // matches beyond the first page, and continues after the last one.
+    let back = api
+        .list(&ListParams::default().labels("tier=back").limit(2))
+        .await
+        .expect("filtered page");
+    assert_eq!(back.items.len(), 2);
+    assert!(back.metadata.continue_.is_some());
+
+    // deletecollection removes exactly what the selector matches and returns it.
+    let gone = api
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("tier=back"),
+        )
+        .await
+        .expect("delete collection")
+        .left()
+        .expect("the deleted objects");
+    let mut gone: Vec<String> = gone
+        .items
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    gone.sort();
+    assert_eq!(gone, ["c1", "c3", "c5"]);
+    let left: Vec<String> = api
+        .list(&ListParams::default().labels("tier"))
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    assert_eq!(left, ["c0", "c2", "c4", "c6"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -567,46 +603,5 @@ async fn field_validation_and_typed_decoding() {
             s.message
         ),
         other => panic!("expected 400, got {other:?}"),
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn binding_assigns_a_pod_once() {
-    use k8s_openapi::api::core::v1::Pod;
-    let server = common::Server::start();
-    let client = server.client().await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let pod: Pod = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}
-    }))
-    .expect("pod");
-    pods.create(&PostParams::default(), &pod)
-        .await
-        .expect("create");
-    let bind = |node: &str| {
-        let body = serde_json::json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": node}});
-        http::Request::post("/api/v1/namespaces/default/pods/p/binding")
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(&body).expect("json"))
-            .expect("request")
-    };
-    client
-        .request_text(bind("node-1"))
-        .await
-        .expect("first binding");
-    let bound = pods.get("p").await.expect("get");
-    assert_eq!(
-        bound.spec.and_then(|s| s.node_name).as_deref(),
-        Some("node-1")
-    );
-    let scheduled = bound.status.and_then(|s| s.conditions).unwrap_or_default();
-    assert!(
-        scheduled
-            .iter()
-            .any(|c| c.type_ == "PodScheduled" && c.status == "True")
-    );
-    match client.request_text(bind("node-2")).await {
-        Err(kube::Error::Api(s)) => assert_eq!((s.code, s.reason.as_str()), (409, "Conflict")),
-        other => panic!("a second binding must conflict, got {other:?}"),
     }
 }

@@ -1,6 +1,7 @@
-//! The eviction and finalize subresources through kube-rs: budgets refuse
-//! evictions they cannot afford, and a terminating namespace goes when its
-//! `spec.finalizers` are cleared, refusing new content meanwhile.
+//! The eviction, finalize and binding subresources through kube-rs: budgets
+//! refuse evictions they cannot afford, a terminating namespace goes when its
+//! `spec.finalizers` are cleared, refusing new content meanwhile, and a pod is
+//! bound once.
 
 mod common;
 
@@ -150,4 +151,45 @@ async fn a_namespace_goes_when_finalize_clears_it() {
         namespaces.get_opt("doomed").await.expect("get").is_none(),
         "cleared namespace is removed"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_assigns_a_pod_once() {
+    use k8s_openapi::api::core::v1::Pod;
+    let server = common::Server::start();
+    let client = server.client().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create");
+    let bind = |node: &str| {
+        let body = serde_json::json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": node}});
+        http::Request::post("/api/v1/namespaces/default/pods/p/binding")
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&body).expect("json"))
+            .expect("request")
+    };
+    client
+        .request_text(bind("node-1"))
+        .await
+        .expect("first binding");
+    let bound = pods.get("p").await.expect("get");
+    assert_eq!(
+        bound.spec.and_then(|s| s.node_name).as_deref(),
+        Some("node-1")
+    );
+    let scheduled = bound.status.and_then(|s| s.conditions).unwrap_or_default();
+    assert!(
+        scheduled
+            .iter()
+            .any(|c| c.type_ == "PodScheduled" && c.status == "True")
+    );
+    match client.request_text(bind("node-2")).await {
+        Err(kube::Error::Api(s)) => assert_eq!((s.code, s.reason.as_str()), (409, "Conflict")),
+        other => panic!("a second binding must conflict, got {other:?}"),
+    }
 }

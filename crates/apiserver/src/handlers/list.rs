@@ -231,17 +231,6 @@ impl ListEnd {
     }
 }
 
-/// The list object for a read.
-pub fn list_object(info: &ResourceInfo, listed: Listed) -> Value {
-    let meta = listed.end.meta();
-    json!({
-        "kind": format!("{}List", info.kind),
-        "apiVersion": info.api_version(),
-        "metadata": meta,
-        "items": listed.items,
-    })
-}
-
 /// How long a list the watch cache could serve waits for it to load before
 /// the store serves it instead.
 const CACHE_LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
