@@ -278,10 +278,5 @@ pub async fn delete_collection(ctx: &Ctx, request: Body) -> ApiResult {
             }
         }
     }
-    let head = json!({
-        "kind": format!("{}List", ctx.info.kind),
-        "apiVersion": ctx.info.api_version(),
-        "metadata": {"resourceVersion": end.revision.to_string()},
-    });
-    Ok(deleted.into_response(&head))
+    Ok(deleted.into_response(&list::list_head(&ctx.info, end.meta())))
 }

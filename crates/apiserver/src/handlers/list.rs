@@ -219,7 +219,7 @@ pub async fn read_each(
 
 impl ListEnd {
     /// The list's `metadata`.
-    fn meta(&self) -> Value {
+    pub(super) fn meta(&self) -> Value {
         let mut meta = json!({"resourceVersion": self.revision.to_string()});
         if let Some(token) = &self.continue_token {
             meta["continue"] = json!(token);
@@ -229,6 +229,11 @@ impl ListEnd {
         }
         meta
     }
+}
+
+/// A list response without its items: `kind`, `apiVersion` and `metadata`.
+pub(super) fn list_head(info: &ResourceInfo, meta: Value) -> Value {
+    json!({"kind": format!("{}List", info.kind), "apiVersion": info.api_version(), "metadata": meta})
 }
 
 /// How long a list the watch cache could serve waits for it to load before
@@ -295,7 +300,7 @@ async fn list_from_cache(ctx: &Ctx, opts: &ListOptions) -> Option<axum::response
         );
         return Some(json_response(StatusCode::OK, &t));
     }
-    let head = json!({"kind": format!("{}List", ctx.info.kind), "apiVersion": ctx.info.api_version(), "metadata": meta});
+    let head = list_head(&ctx.info, meta);
     let items = items.into_iter().cloned().collect();
     Some(super::list_body::cached_response(&head, items))
 }
@@ -325,10 +330,5 @@ pub async fn list(ctx: &Ctx) -> ApiResult {
     // Encoded a page at a time: no list-sized Vec of decoded objects.
     let mut items = super::list_body::EncodedItems::default();
     let end = read_each(ctx, &opts, |o| items.push(&ctx.present(o))).await?;
-    let head = json!({
-        "kind": format!("{}List", ctx.info.kind),
-        "apiVersion": ctx.info.api_version(),
-        "metadata": end.meta(),
-    });
-    Ok(items.into_response(&head))
+    Ok(items.into_response(&list_head(&ctx.info, end.meta())))
 }

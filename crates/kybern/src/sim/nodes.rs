@@ -145,6 +145,27 @@ async fn renew(sim: &Sim, name: &str) -> anyhow::Result<()> {
     }
 }
 
+/// The names of the nodes labelled to stop heartbeating, and of the others
+/// that are not Ready.
+fn node_states(nodes: Vec<Node>) -> (HashSet<String>, HashSet<String>) {
+    let (mut stopped, mut not_ready) = (HashSet::new(), HashSet::new());
+    for n in nodes {
+        let stop = n
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(STOP_LABEL))
+            .is_some_and(|v| v == "stopped");
+        let ready = is_ready(&n);
+        match n.metadata.name {
+            Some(name) if stop => stopped.insert(name),
+            Some(name) if !ready => not_ready.insert(name),
+            _ => false,
+        };
+    }
+    (stopped, not_ready)
+}
+
 /// Renews every live node's Lease each heartbeat period, skipping failed
 /// nodes; like a kubelet's status loop, reports a live node Ready again when
 /// the node lifecycle controller has marked it Unknown (e.g. after the
@@ -156,33 +177,16 @@ pub async fn heartbeat(sim: Arc<Sim>, names: Vec<String>) -> anyhow::Result<()> 
     tick.tick().await;
     loop {
         tick.tick().await;
-        // Which nodes are labelled to stop and which are not Ready, read once per round.
-        let (stopped, not_ready) = match nodes.list(&kube::api::ListParams::default()).await {
-            Ok(list) => {
-                let mut stopped = HashSet::new();
-                let mut not_ready = HashSet::new();
-                for n in list.items {
-                    let stop = n
-                        .metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get(STOP_LABEL))
-                        .is_some_and(|v| v == "stopped");
-                    let ready = is_ready(&n);
-                    let Some(name) = n.metadata.name else {
-                        continue;
-                    };
-                    if stop {
-                        stopped.insert(name);
-                    } else if !ready {
-                        not_ready.insert(name);
-                    }
-                }
-                (stopped, not_ready)
-            }
+        // Which nodes are labelled to stop and which are not Ready, read once
+        // per round from the watch cache; a failed read renews every node.
+        let (stopped, not_ready) = match nodes
+            .list(&kube::api::ListParams::default().match_any())
+            .await
+        {
+            Ok(list) => node_states(list.items),
             Err(e) => {
                 tracing::warn!(error = %e, "sim heartbeat: listing nodes");
-                continue;
+                Default::default()
             }
         };
         let live: Vec<String> = names
