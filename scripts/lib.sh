@@ -19,11 +19,13 @@ kybern_apt_install() {
 # protobuf types for the etcd client.
 KYBERN_BUILD_PACKAGES=(gcc libc6-dev pkg-config protobuf-compiler libprotobuf-dev)
 
-# Runtime dependencies of a single-node cluster (more arrive with the node agent).
-KYBERN_RUNTIME_PACKAGES=()
+# Runtime dependencies of a node: the OCI runtime, the CNI plugins and what
+# they call (iptables for masquerade and hostPorts), util-linux's unshare for
+# pod namespaces; umoci and busybox-static build the local busybox image.
+KYBERN_RUNTIME_PACKAGES=(runc containernetworking-plugins iptables iproute2 util-linux umoci busybox-static)
 
 # What the test suite drives for real: etcd for the etcd backend's conformance suite.
-KYBERN_TEST_PACKAGES=(etcd-server)
+KYBERN_TEST_PACKAGES=(etcd-server "${KYBERN_RUNTIME_PACKAGES[@]}")
 
 # Checks for a Rust toolchain new enough for the workspace (edition 2024).
 kybern_check_rust() {

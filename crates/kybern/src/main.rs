@@ -1,6 +1,7 @@
 //! `kybern`: the one binary of Kybern. Parses the command line and hands each
 //! subcommand to its module; owns no logic of its own.
 
+mod agent_cmd;
 mod bench;
 mod controller_cmd;
 mod scheduler_cmd;
@@ -30,6 +31,17 @@ enum Command {
     Version,
     /// Run the API server (the kernel) on a store.
     Server(server::ServerArgs),
+    /// Run a whole single-node cluster in one process: API server,
+    /// controllers, scheduler and node agent, with an admin kubeconfig.
+    Up(server::UpArgs),
+    /// Run the node agent (the kubelet's role) against a cluster.
+    Agent(agent_cmd::AgentArgs),
+    /// Import and list the node's container images.
+    #[command(subcommand)]
+    Image(agent_cmd::ImageCommand),
+    /// Run one container under the agent (started by the agent, not by hand).
+    #[command(hide = true)]
+    Monitor(agent_cmd::MonitorArgs),
     /// Run the scheduler alone, against a cluster's API.
     Scheduler(scheduler_cmd::SchedulerArgs),
     /// Run the controller manager alone, against a cluster's API.
@@ -66,6 +78,10 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Server(args) => runtime()?.block_on(server::run(args)),
+        Command::Up(args) => runtime()?.block_on(server::up(args)),
+        Command::Agent(args) => runtime()?.block_on(agent_cmd::run(args)),
+        Command::Image(cmd) => agent_cmd::image(cmd),
+        Command::Monitor(args) => agent_cmd::monitor(args),
         Command::Scheduler(args) => runtime()?.block_on(scheduler_cmd::run(args)),
         Command::ControllerManager(args) => runtime()?.block_on(controller_cmd::run(args)),
         Command::Sim(args) => runtime()?.block_on(sim::run(args)),

@@ -50,8 +50,30 @@ pub struct ServerArgs {
     election: crate::scheduler_cmd::LeaderElectionArgs,
 }
 
+/// Arguments of `kybern up`: a server and a node agent in one process.
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(flatten)]
+    agent: crate::agent_cmd::AgentFlags,
+}
+
 /// Runs the API server until interrupted.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    serve(args, None).await
+}
+
+/// `kybern up`: the API server, controllers, scheduler and a node agent
+/// (DATA_DIR/agent) in one process, until interrupted.
+pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    serve(args.server, Some(args.agent)).await
+}
+
+async fn serve(
+    args: ServerArgs,
+    agent: Option<crate::agent_cmd::AgentFlags>,
+) -> anyhow::Result<()> {
     if let Some(addr) = args.insecure_listen {
         anyhow::ensure!(
             addr.ip().is_loopback(),
@@ -141,8 +163,22 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             None => std::future::pending().await,
         }
     };
+    let node = async {
+        match &agent {
+            Some(flags) => {
+                let client = crate::scheduler_cmd::client_from_kubeconfig(&kubeconfig).await?;
+                println!();
+                println!("kybern up: a single-node cluster. Use it with:");
+                println!("  export KUBECONFIG={}", kubeconfig.display());
+                println!("  kubectl get nodes");
+                crate::agent_cmd::run_agent(client, &args.data_dir.join("agent"), flags).await
+            }
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = secure => {}
+        r = node => r.context("node agent")?,
         r = insecure => r.context("plain HTTP listener")?,
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
     }

@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod node;
 pub mod sim;
 
 use std::net::TcpListener;

@@ -1,0 +1,165 @@
+//! The kernel calls the agent makes itself (namespaces held by bind mounts,
+//! overlay mounts, cgroup directories), behind the [`NodeHost`] seam so the
+//! pod logic can be tested without root.
+
+use std::path::{Path, PathBuf};
+
+use crate::AgentError;
+
+/// Namespaces a pod's containers share, each held open by a bind-mounted file.
+pub const SHARED_NAMESPACES: [&str; 3] = ["net", "ipc", "uts"];
+
+/// What the agent needs from the node's kernel.
+pub trait NodeHost: Send + Sync {
+    /// Creates the pod's network, IPC and UTS namespaces as files in `dir`,
+    /// with `hostname` set in the UTS one.
+    fn create_namespaces(&self, dir: &Path, hostname: &str) -> Result<(), AgentError>;
+    /// Releases the namespace files in `dir` (missing ones are fine).
+    fn remove_namespaces(&self, dir: &Path) -> Result<(), AgentError>;
+    /// Mounts an overlay of `lower` (bottom layer first) with a writable
+    /// `upper` at `target`.
+    fn mount_overlay(
+        &self,
+        lower: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+    ) -> Result<(), AgentError>;
+    /// Unmounts `target` if something is mounted there.
+    fn unmount(&self, target: &Path) -> Result<(), AgentError>;
+    /// Removes the cgroup `path` (and anything under it) from every hierarchy.
+    fn remove_cgroup(&self, path: &str) -> Result<(), AgentError>;
+}
+
+/// The real kernel, through `unshare(1)` and mount(2).
+#[derive(Debug, Clone)]
+pub struct LinuxHost {
+    /// Where the cgroup hierarchies are mounted (`/sys/fs/cgroup`).
+    pub cgroup_root: PathBuf,
+}
+
+impl Default for LinuxHost {
+    fn default() -> Self {
+        LinuxHost {
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+        }
+    }
+}
+
+impl NodeHost for LinuxHost {
+    fn create_namespaces(&self, dir: &Path, hostname: &str) -> Result<(), AgentError> {
+        std::fs::create_dir_all(dir)?;
+        let mut cmd = std::process::Command::new("unshare");
+        for ns in SHARED_NAMESPACES {
+            let file = dir.join(ns);
+            std::fs::File::create(&file)?;
+            let mut arg = std::ffi::OsString::from(format!("--{ns}="));
+            arg.push(&file);
+            cmd.arg(arg);
+        }
+        // unshare binds each new namespace to its file, then runs `hostname`
+        // inside them; the namespaces live on with no process in them.
+        let out = cmd.arg("hostname").arg(hostname).output()?;
+        if !out.status.success() {
+            let _ = self.remove_namespaces(dir);
+            return Err(AgentError::Runtime(format!(
+                "creating pod namespaces: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    fn remove_namespaces(&self, dir: &Path) -> Result<(), AgentError> {
+        for ns in SHARED_NAMESPACES {
+            let file = dir.join(ns);
+            self.unmount(&file)?;
+            match std::fs::remove_file(&file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn mount_overlay(
+        &self,
+        lower: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+    ) -> Result<(), AgentError> {
+        use nix::mount::{MsFlags, mount};
+        // overlayfs lists the top layer first.
+        let lowerdir: Vec<String> = lower
+            .iter()
+            .rev()
+            .map(|p| p.display().to_string())
+            .collect();
+        for p in [upper, work, target] {
+            std::fs::create_dir_all(p)?;
+        }
+        let data = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lowerdir.join(":"),
+            upper.display(),
+            work.display()
+        );
+        mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(data.as_str()),
+        )
+        .map_err(|e| AgentError::Runtime(format!("mounting rootfs {}: {e}", target.display())))
+    }
+
+    fn unmount(&self, target: &Path) -> Result<(), AgentError> {
+        use nix::errno::Errno;
+        use nix::mount::{MntFlags, umount2};
+        match umount2(target, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(Errno::EINVAL | Errno::ENOENT) => Ok(()),
+            Err(e) => Err(AgentError::Runtime(format!(
+                "unmounting {}: {e}",
+                target.display()
+            ))),
+        }
+    }
+
+    fn remove_cgroup(&self, path: &str) -> Result<(), AgentError> {
+        let rel = path.trim_start_matches('/');
+        let Ok(hierarchies) = std::fs::read_dir(&self.cgroup_root) else {
+            return Ok(());
+        };
+        for h in hierarchies.flatten() {
+            let dir = h.path().join(rel);
+            if dir.is_dir() {
+                remove_cgroup_tree(&dir)?;
+            }
+        }
+        // The unified hierarchy of a v2 host sits at the root itself.
+        let unified = self.cgroup_root.join(rel);
+        if unified.is_dir() {
+            remove_cgroup_tree(&unified)?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes a cgroup directory, children first (cgroup files cannot be
+/// unlinked; only empty cgroup directories can be removed).
+fn remove_cgroup_tree(dir: &Path) -> Result<(), AgentError> {
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup_tree(&entry.path())?;
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(AgentError::Runtime(format!(
+            "removing cgroup {}: {e}",
+            dir.display()
+        ))),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,87 @@
+//! Kybern's node agent, the kubelet's role: registers the Node and keeps its
+//! Lease, and runs the pods bound to it as Linux containers (OCI bundles on
+//! overlayfs, run by runc under a monitor process, attached to the pod
+//! network through CNI).
+//!
+//! It is an API client like any other: it sees only its own pods, through a
+//! field selector, and never touches the store. Every kernel call sits behind
+//! a seam ([`runtime::ContainerRuntime`], [`network::PodNetwork`],
+//! [`host::NodeHost`]).
+
+pub mod host;
+pub mod images;
+pub mod network;
+pub mod node;
+mod pods;
+pub mod runtime;
+pub mod worker;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The kubelet version this agent reports.
+pub const KUBELET_VERSION: &str = "v1.35.0";
+
+/// What can go wrong in the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The API server refused or could not be reached.
+    #[error("API: {0}")]
+    Api(#[from] kube::Error),
+    /// A file or process operation failed.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// An image is missing, malformed or cannot be unpacked.
+    #[error("image: {0}")]
+    Image(String),
+    /// The OCI runtime or a kernel call failed.
+    #[error("runtime: {0}")]
+    Runtime(String),
+    /// The pod network failed.
+    #[error("network: {0}")]
+    Network(String),
+    /// The pod's spec asks for something that cannot be given (a missing
+    /// ConfigMap key, a volume path that leaves its volume).
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Everything the agent's tasks share.
+pub struct NodeContext {
+    /// The API client.
+    pub client: kube::Client,
+    /// This node's name.
+    pub node_name: String,
+    /// This node's IP (its InternalIP address).
+    pub node_ip: IpAddr,
+    /// The node's pod CIDR.
+    pub pod_cidr: String,
+    /// Pods the node takes.
+    pub max_pods: u32,
+    /// The port of the agent's own endpoint.
+    pub port: u16,
+    /// The agent's data directory.
+    pub data_dir: PathBuf,
+    /// The image store.
+    pub images: images::ImageStore,
+    /// The OCI runtime.
+    pub runtime: Arc<dyn runtime::ContainerRuntime>,
+    /// The runtime's version, for `nodeInfo`.
+    pub runtime_version: String,
+    /// The pod network.
+    pub network: Arc<dyn network::PodNetwork>,
+    /// Kernel calls.
+    pub host: Arc<dyn host::NodeHost>,
+}
+
+/// Registers the node, then runs its heartbeat and its pods until the future
+/// is dropped.
+pub async fn run(ctx: Arc<NodeContext>) -> Result<(), AgentError> {
+    std::fs::create_dir_all(ctx.data_dir.join("pods"))?;
+    node::register(&ctx).await?;
+    let heartbeat = tokio::spawn(node::heartbeat(ctx.clone()));
+    pods::run(ctx).await;
+    heartbeat.abort();
+    Ok(())
+}

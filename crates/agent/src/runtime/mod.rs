@@ -1,0 +1,147 @@
+//! Container runtimes: the [`ContainerRuntime`] seam the pod workers call,
+//! and [`Runc`], which runs each container under a `kybern monitor` process.
+
+pub mod bundle;
+pub mod monitor;
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+
+use crate::AgentError;
+
+/// Where a container's files are: its bundle, log and exit record.
+#[derive(Debug, Clone)]
+pub struct ContainerFiles {
+    /// The OCI bundle (`config.json`, `rootfs/`).
+    pub bundle: PathBuf,
+    /// The CRI-format log.
+    pub log: PathBuf,
+    /// The exit record the monitor writes.
+    pub exit_file: PathBuf,
+}
+
+/// What the node agent asks of an OCI runtime (one per RuntimeClass handler).
+#[async_trait]
+pub trait ContainerRuntime: Send + Sync {
+    /// Starts the container under a monitor that outlives the agent; returns
+    /// the monitor's process ID.
+    async fn start(&self, id: &str, files: &ContainerFiles) -> Result<u32, AgentError>;
+    /// Whether the runtime knows the container and it is running.
+    async fn is_running(&self, id: &str) -> Result<bool, AgentError>;
+    /// Sends a signal (`TERM`, `KILL`) to the container's init process.
+    async fn kill(&self, id: &str, signal: &str) -> Result<(), AgentError>;
+    /// Forgets the container, killing it if it still runs.
+    async fn delete(&self, id: &str) -> Result<(), AgentError>;
+    /// IDs of every container the runtime knows.
+    async fn list(&self) -> Result<Vec<String>, AgentError>;
+}
+
+/// runc, with its state under the agent's data directory.
+#[derive(Debug, Clone)]
+pub struct Runc {
+    /// The `runc` binary.
+    pub binary: PathBuf,
+    /// `runc --root`: its state directory.
+    pub root: PathBuf,
+    /// The executable that has the `monitor` subcommand (this `kybern`).
+    pub monitor_exe: PathBuf,
+}
+
+impl Runc {
+    async fn output(&self, args: &[&str]) -> Result<std::process::Output, AgentError> {
+        Ok(tokio::process::Command::new(&self.binary)
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .output()
+            .await?)
+    }
+}
+
+fn failed(what: &str, out: &std::process::Output) -> AgentError {
+    AgentError::Runtime(format!(
+        "runc {what}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    ))
+}
+
+#[async_trait]
+impl ContainerRuntime for Runc {
+    async fn start(&self, id: &str, files: &ContainerFiles) -> Result<u32, AgentError> {
+        let path = |p: &Path| p.as_os_str().to_owned();
+        let child = tokio::process::Command::new(&self.monitor_exe)
+            .arg("monitor")
+            .arg("--runtime")
+            .arg(path(&self.binary))
+            .arg("--root")
+            .arg(path(&self.root))
+            .arg("--bundle")
+            .arg(path(&files.bundle))
+            .arg("--id")
+            .arg(id)
+            .arg("--log")
+            .arg(path(&files.log))
+            .arg("--exit-file")
+            .arg(path(&files.exit_file))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            // Its own process group: a Ctrl-C or SIGKILL aimed at the agent's
+            // group leaves the containers running.
+            .process_group(0)
+            .spawn()?;
+        // Dropped, not awaited: tokio reaps it when it ends.
+        child
+            .id()
+            .ok_or_else(|| AgentError::Runtime("monitor exited at once".into()))
+    }
+
+    async fn is_running(&self, id: &str) -> Result<bool, AgentError> {
+        let out = self.output(&["state", id]).await?;
+        if !out.status.success() {
+            return Ok(false);
+        }
+        let state: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| AgentError::Runtime(format!("runc state {id}: {e}")))?;
+        Ok(matches!(
+            state["status"].as_str(),
+            Some("running" | "created" | "paused")
+        ))
+    }
+
+    async fn kill(&self, id: &str, signal: &str) -> Result<(), AgentError> {
+        let out = self.output(&["kill", id, signal]).await?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // Gone already, or not running any more: the goal is met.
+        if out.status.success()
+            || stderr.contains("does not exist")
+            || stderr.contains("not running")
+        {
+            return Ok(());
+        }
+        Err(failed("kill", &out))
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), AgentError> {
+        let out = self.output(&["delete", "--force", id]).await?;
+        if out.status.success() || String::from_utf8_lossy(&out.stderr).contains("does not exist") {
+            return Ok(());
+        }
+        Err(failed("delete", &out))
+    }
+
+    async fn list(&self) -> Result<Vec<String>, AgentError> {
+        let out = self.output(&["list", "--format", "json"]).await?;
+        if !out.status.success() {
+            return Err(failed("list", &out));
+        }
+        let list: Option<Vec<serde_json::Value>> = serde_json::from_slice(&out.stdout)
+            .map_err(|e| AgentError::Runtime(format!("runc list: {e}")))?;
+        Ok(list
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|c| c["id"].as_str().map(str::to_owned))
+            .collect())
+    }
+}

@@ -1,0 +1,427 @@
+//! Starting, restarting and stopping a pod's containers: init containers in
+//! order, sidecars, app containers, restart back-off, graceful termination.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use k8s_openapi::api::core::v1::{Container, Pod};
+
+use super::PodWorker;
+use super::state::{History, Run, history};
+use super::status::{Observed, is_sidecar, restarts};
+use crate::AgentError;
+use crate::runtime::ContainerFiles;
+
+/// The first restart waits this long, each further one twice as long...
+const BACKOFF_START: Duration = Duration::from_secs(10);
+/// ... up to this.
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// A container that ran this long restarts without waiting.
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
+
+/// What to do with one container now.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// Start a new run.
+    Start,
+    /// It runs (or ran to completion as needed): go on to the next container.
+    Proceed,
+    /// Wait for it (an init container running, or a restart in back-off).
+    Hold,
+}
+
+/// The delay before restarting a container after run number `attempt` ended.
+fn backoff(attempt: u32, ran_for: Duration) -> Duration {
+    if attempt == 0 || ran_for >= BACKOFF_RESET {
+        return Duration::ZERO;
+    }
+    let factor = 1u32.checked_shl(attempt - 1).unwrap_or(u32::MAX);
+    BACKOFF_START.saturating_mul(factor).min(BACKOFF_MAX)
+}
+
+fn decide(h: &History, policy: &str, blocks_when_running: bool) -> Next {
+    match &h.latest {
+        None => Next::Start,
+        Some((_, Run::Running { .. })) if blocks_when_running => Next::Hold,
+        Some((_, Run::Running { .. })) => Next::Proceed,
+        Some((
+            attempt,
+            Run::Exited {
+                started_at, exit, ..
+            },
+        )) => {
+            if !restarts(policy, exit.exit_code) {
+                return if exit.exit_code == 0 || !blocks_when_running {
+                    Next::Proceed
+                } else {
+                    Next::Hold
+                };
+            }
+            let ran = (exit.finished_at - *started_at)
+                .to_std()
+                .unwrap_or_default();
+            let due = exit.finished_at
+                + chrono::Duration::from_std(backoff(*attempt, ran)).unwrap_or_default();
+            if Utc::now() >= due {
+                Next::Start
+            } else {
+                Next::Hold
+            }
+        }
+    }
+}
+
+impl PodWorker {
+    /// The containers' histories, without acting.
+    pub(super) fn observe(&self, pod: &Pod) -> Observed {
+        let spec = pod.spec.as_ref();
+        let mut obs = Observed {
+            waiting: self.waiting.clone(),
+            image_ids: self.image_ids.clone(),
+            ..Default::default()
+        };
+        for c in spec
+            .into_iter()
+            .flat_map(|s| s.init_containers.iter().flatten())
+        {
+            obs.init.push(history(&self.dir, &c.name));
+        }
+        for c in spec.into_iter().flat_map(|s| s.containers.iter()) {
+            obs.app.push(history(&self.dir, &c.name));
+        }
+        self.fill_ids(pod, &mut obs);
+        obs
+    }
+
+    fn fill_ids(&self, pod: &Pod, obs: &mut Observed) {
+        let spec = pod.spec.as_ref();
+        let all = spec.into_iter().flat_map(|s| {
+            s.init_containers
+                .iter()
+                .flatten()
+                .zip(&obs.init)
+                .chain(s.containers.iter().zip(&obs.app))
+        });
+        let ids: Vec<(String, String)> = all
+            .filter_map(|(c, h)| {
+                let (attempt, _) = h.latest.as_ref()?;
+                Some((c.name.clone(), self.dir.container_id(&c.name, *attempt)))
+            })
+            .collect();
+        obs.container_ids.extend(ids);
+    }
+
+    /// Starts whatever should run now, in order, and returns what it sees.
+    pub(super) async fn step(&mut self, pod: &Pod, pod_ip: &str) -> Result<Observed, AgentError> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let policy = spec.restart_policy.as_deref().unwrap_or("Always");
+        let init_policy = if policy == "Never" {
+            "Never"
+        } else {
+            "OnFailure"
+        };
+        let mut blocked = false;
+        let mut obs = Observed::default();
+        for c in spec.init_containers.iter().flatten() {
+            let sidecar = is_sidecar(c);
+            let p = if sidecar { "Always" } else { init_policy };
+            let mut h = history(&self.dir, &c.name);
+            if !blocked {
+                match decide(&h, p, !sidecar) {
+                    Next::Start => {
+                        self.start(pod, c, pod_ip).await?;
+                        h = history(&self.dir, &c.name);
+                        blocked = !sidecar;
+                    }
+                    Next::Hold => blocked = true,
+                    Next::Proceed => {}
+                }
+            }
+            obs.init.push(h);
+        }
+        for c in &spec.containers {
+            let mut h = history(&self.dir, &c.name);
+            if !blocked && decide(&h, policy, false) == Next::Start {
+                self.start(pod, c, pod_ip).await?;
+                h = history(&self.dir, &c.name);
+            }
+            obs.app.push(h);
+        }
+        obs.waiting = self.waiting.clone();
+        obs.image_ids = self.image_ids.clone();
+        self.fill_ids(pod, &mut obs);
+        Ok(obs)
+    }
+
+    /// Starts a new run of `c`. Image and config problems become the
+    /// container's waiting reason rather than errors.
+    async fn start(&mut self, pod: &Pod, c: &Container, pod_ip: &str) -> Result<(), AgentError> {
+        let image_name = c.image.clone().unwrap_or_default();
+        let image = match self.ctx.images.resolve(&image_name) {
+            Ok(Some(image)) => image,
+            Ok(None) => {
+                let never = c.image_pull_policy.as_deref() == Some("Never");
+                let (reason, message) = if never {
+                    (
+                        "ErrImageNeverPull",
+                        format!("image {image_name:?} is not present with pull policy of Never"),
+                    )
+                } else {
+                    (
+                        "ErrImagePull",
+                        format!(
+                            "image {image_name:?} is not on this node, and pulling from registries is not built yet: import it with `kybern image import`"
+                        ),
+                    )
+                };
+                self.waiting
+                    .insert(c.name.clone(), (reason.into(), message));
+                return Ok(());
+            }
+            Err(e) => {
+                self.waiting
+                    .insert(c.name.clone(), ("ErrImagePull".into(), e.to_string()));
+                return Ok(());
+            }
+        };
+        let repo = image
+            .name
+            .rsplit_once(':')
+            .map_or(image.name.as_str(), |(r, _)| r);
+        self.image_ids
+            .insert(c.name.clone(), format!("{repo}@{}", image.manifest_digest));
+        let attempt = self.dir.attempts(&c.name).last().map_or(0, |a| a + 1);
+        self.retire_old_runs(&c.name, attempt).await?;
+        let attempt_dir = self.dir.attempt(&c.name, attempt);
+        let bundle = attempt_dir.join("bundle");
+        std::fs::create_dir_all(&bundle)?;
+        let src = super::volumes::env_sources(
+            &self.ctx.client,
+            pod,
+            pod_ip,
+            &self.ctx.node_ip.to_string(),
+        )
+        .await;
+        let plan =
+            src.and_then(|src| super::plan::plan(pod, c, &image, &self.dir, &attempt_dir, &src));
+        let plan = match plan {
+            Ok(plan) => plan,
+            Err(e) => {
+                std::fs::remove_dir_all(&attempt_dir)?;
+                self.waiting.insert(
+                    c.name.clone(),
+                    ("CreateContainerConfigError".into(), e.to_string()),
+                );
+                return Ok(());
+            }
+        };
+        let result = self
+            .launch(c, attempt, &attempt_dir, &image.layers, &plan)
+            .await;
+        if let Err(e) = result {
+            self.ctx.host.unmount(&bundle.join("rootfs"))?;
+            std::fs::remove_dir_all(&attempt_dir)?;
+            self.waiting.insert(
+                c.name.clone(),
+                ("CreateContainerError".into(), e.to_string()),
+            );
+            return Ok(());
+        }
+        self.waiting.remove(&c.name);
+        Ok(())
+    }
+
+    async fn launch(
+        &self,
+        c: &Container,
+        attempt: u32,
+        attempt_dir: &std::path::Path,
+        layers: &[std::path::PathBuf],
+        plan: &crate::runtime::bundle::ContainerPlan,
+    ) -> Result<(), AgentError> {
+        let bundle = attempt_dir.join("bundle");
+        self.ctx.host.mount_overlay(
+            layers,
+            &attempt_dir.join("upper"),
+            &attempt_dir.join("work"),
+            &bundle.join("rootfs"),
+        )?;
+        std::fs::File::create(attempt_dir.join("termination-log"))?;
+        let spec = crate::runtime::bundle::spec(plan)?;
+        std::fs::write(
+            bundle.join("config.json"),
+            serde_json::to_vec(&spec).map_err(|e| AgentError::Runtime(e.to_string()))?,
+        )?;
+        let log = self.dir.log(&c.name, attempt);
+        if let Some(parent) = log.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let files = ContainerFiles {
+            bundle,
+            log,
+            exit_file: attempt_dir.join("exit"),
+        };
+        let id = self.dir.container_id(&c.name, attempt);
+        let pid = self.ctx.runtime.start(&id, &files).await?;
+        super::state::mark_started(attempt_dir, pid)?;
+        tracing::info!(pod = %self.dir.uid, container = %c.name, attempt, "container started");
+        Ok(())
+    }
+
+    /// Before run `next` of a container: the run before it keeps only its
+    /// record (for `lastState`), older ones go entirely.
+    async fn retire_old_runs(&self, name: &str, next: u32) -> Result<(), AgentError> {
+        for attempt in self.dir.attempts(name) {
+            if attempt >= next {
+                continue;
+            }
+            let dir = self.dir.attempt(name, attempt);
+            self.ctx.host.unmount(&dir.join("bundle/rootfs"))?;
+            self.ctx
+                .runtime
+                .delete(&self.dir.container_id(name, attempt))
+                .await?;
+            if attempt + 1 == next {
+                for sub in ["bundle", "upper", "work"] {
+                    remove_if_present(&dir.join(sub))?;
+                }
+            } else {
+                remove_if_present(&dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every container's latest run that has not ended, by ID.
+    fn running_ids(&self) -> Vec<(String, std::path::PathBuf)> {
+        let containers = std::fs::read_dir(self.dir.root.join("containers"));
+        let mut out = Vec::new();
+        for entry in containers.into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some((attempt, Run::Running { .. })) = history(&self.dir, &name).latest {
+                out.push((
+                    self.dir.container_id(&name, attempt),
+                    self.dir.attempt(&name, attempt),
+                ));
+            }
+        }
+        out
+    }
+
+    /// SIGTERM to every running container, SIGKILL to those still running
+    /// after `grace`.
+    pub(super) async fn stop_containers(&self, grace: Duration) -> Result<(), AgentError> {
+        let running = self.running_ids();
+        if running.is_empty() {
+            return Ok(());
+        }
+        let signal = if grace.is_zero() { "KILL" } else { "TERM" };
+        for (id, _) in &running {
+            self.ctx.runtime.kill(id, signal).await?;
+        }
+        let ended = |running: &[(String, std::path::PathBuf)]| {
+            running.iter().all(|(_, dir)| dir.join("exit").exists())
+        };
+        let deadline = tokio::time::Instant::now() + grace;
+        while !ended(&running) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !ended(&running) {
+            for (id, dir) in &running {
+                if !dir.join("exit").exists() {
+                    self.ctx.runtime.kill(id, "KILL").await?;
+                }
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while !ended(&running) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the pod's containers and sandbox from the node. With
+    /// `everything`, its directory goes too; without, its logs and exit
+    /// records stay (a finished pod's `kubectl logs`).
+    pub(super) async fn teardown(&self, everything: bool) -> Result<(), AgentError> {
+        let containers = std::fs::read_dir(self.dir.root.join("containers"));
+        for entry in containers.into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            for attempt in self.dir.attempts(&name) {
+                let dir = self.dir.attempt(&name, attempt);
+                self.ctx.host.unmount(&dir.join("bundle/rootfs"))?;
+                self.ctx
+                    .runtime
+                    .delete(&self.dir.container_id(&name, attempt))
+                    .await?;
+                for sub in ["bundle", "upper", "work"] {
+                    remove_if_present(&dir.join(sub))?;
+                }
+            }
+        }
+        self.release_sandbox().await?;
+        if everything {
+            remove_if_present(&self.dir.root)?;
+        } else {
+            remove_if_present(&self.dir.root.join("volumes"))?;
+        }
+        Ok(())
+    }
+}
+
+fn remove_if_present(path: &std::path::Path) -> Result<(), AgentError> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::monitor::ExitRecord;
+
+    fn exited(attempt: u32, code: i32, ago: i64, ran: i64) -> History {
+        let finished_at = Utc::now() - chrono::Duration::seconds(ago);
+        History {
+            latest: Some((
+                attempt,
+                Run::Exited {
+                    started_at: finished_at - chrono::Duration::seconds(ran),
+                    exit: ExitRecord {
+                        exit_code: code,
+                        finished_at,
+                    },
+                    message: None,
+                },
+            )),
+            previous: None,
+        }
+    }
+
+    #[test]
+    fn restarts_back_off_exponentially_up_to_five_minutes() {
+        assert_eq!(backoff(0, Duration::ZERO), Duration::ZERO);
+        assert_eq!(backoff(1, Duration::ZERO), Duration::from_secs(10));
+        assert_eq!(backoff(2, Duration::ZERO), Duration::from_secs(20));
+        assert_eq!(backoff(10, Duration::ZERO), BACKOFF_MAX);
+        assert_eq!(backoff(40, Duration::ZERO), BACKOFF_MAX);
+        assert_eq!(backoff(5, BACKOFF_RESET), Duration::ZERO);
+    }
+
+    #[test]
+    fn decisions_follow_policy_and_back_off() {
+        assert_eq!(decide(&History::default(), "Always", false), Next::Start);
+        // The first crash restarts at once; the second waits 10 s.
+        assert_eq!(decide(&exited(0, 1, 0, 1), "Always", false), Next::Start);
+        assert_eq!(decide(&exited(1, 1, 2, 1), "Always", false), Next::Hold);
+        assert_eq!(decide(&exited(1, 1, 11, 1), "Always", false), Next::Start);
+        assert_eq!(
+            decide(&exited(0, 0, 0, 1), "OnFailure", false),
+            Next::Proceed
+        );
+        assert_eq!(decide(&exited(0, 1, 0, 1), "Never", false), Next::Proceed);
+        // A failed init container under Never holds the pod (it has failed).
+        assert_eq!(decide(&exited(0, 1, 0, 1), "Never", true), Next::Hold);
+    }
+}

@@ -1,0 +1,221 @@
+//! The pod worker: one task per pod on the node that drives the pod's sandbox
+//! and containers toward its spec and reports what it sees as the pod's status.
+
+mod containers;
+pub mod plan;
+pub mod qos;
+mod sandbox;
+pub mod state;
+pub mod status;
+pub mod volumes;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use self::state::PodDir;
+use crate::{AgentError, NodeContext};
+
+/// How often a worker looks at its containers when nothing else wakes it.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Drives one pod.
+pub struct PodWorker {
+    ctx: Arc<NodeContext>,
+    dir: PodDir,
+    /// The status last written to the API.
+    last_status: Option<Value>,
+    /// Why containers are not running, for their `waiting` state.
+    waiting: HashMap<String, (String, String)>,
+    image_ids: HashMap<String, String>,
+}
+
+impl PodWorker {
+    /// A worker for the pod with `uid`.
+    pub fn new(ctx: Arc<NodeContext>, uid: &str) -> Self {
+        let dir = PodDir {
+            root: ctx.data_dir.join("pods").join(uid),
+            uid: uid.to_owned(),
+        };
+        PodWorker {
+            ctx,
+            dir,
+            last_status: None,
+            waiting: HashMap::new(),
+            image_ids: HashMap::new(),
+        }
+    }
+
+    /// Runs until the pod is gone from the node. `pods` carries the pod's
+    /// latest version, or `None` once it is gone from the API.
+    pub async fn run(mut self, mut pods: watch::Receiver<Option<Arc<Pod>>>) {
+        loop {
+            let pod = pods.borrow_and_update().clone();
+            let next = match pod {
+                None => {
+                    if let Err(e) = self.remove_orphan().await {
+                        tracing::warn!(pod = %self.dir.uid, error = %e, "cleaning up a removed pod");
+                    }
+                    return;
+                }
+                Some(pod) => match self.sync(&pod).await {
+                    Ok(None) => return,
+                    Ok(Some(after)) => after,
+                    Err(e) => {
+                        tracing::warn!(pod = %self.dir.uid, error = %e, "pod sync failed");
+                        Duration::from_secs(2)
+                    }
+                },
+            };
+            tokio::select! {
+                changed = pods.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(next) => {}
+            }
+        }
+    }
+
+    /// One pass over the pod. `None` when the worker is done with it.
+    async fn sync(&mut self, pod: &Pod) -> Result<Option<Duration>, AgentError> {
+        if pod.metadata.deletion_timestamp.is_some() {
+            let grace = pod
+                .metadata
+                .deletion_grace_period_seconds
+                .or(pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds))
+                .unwrap_or(30);
+            self.stop_containers(Duration::from_secs(u64::try_from(grace).unwrap_or(0)))
+                .await?;
+            self.teardown(true).await?;
+            self.delete_from_api(pod).await?;
+            return Ok(None);
+        }
+        if self.dir.root.join("finished").exists() {
+            // Its final status is written and its sandbox gone; the pod
+            // object stays until someone deletes it.
+            return Ok(Some(Duration::from_secs(3600)));
+        }
+        std::fs::create_dir_all(&self.dir.root)?;
+        let start_time = self.start_time()?;
+        let sandbox = match self.ensure_sandbox(pod).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(pod = %self.dir.uid, error = %e, "pod sandbox failed");
+                let message = e.to_string();
+                for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+                    self.waiting.insert(
+                        c.name.clone(),
+                        ("ContainerCreating".into(), message.clone()),
+                    );
+                }
+                None
+            }
+        };
+        let mut obs = match &sandbox {
+            Some(s) => self.step(pod, &s.ip).await?,
+            None => self.observe(pod),
+        };
+        obs.pod_ip = sandbox.map(|s| s.ip);
+        obs.host_ip = self.ctx.node_ip.to_string();
+        obs.start_time = Some(start_time);
+        let status = status::pod_status(&self.basis(pod), &obs);
+        let terminal = matches!(status["phase"].as_str(), Some("Succeeded" | "Failed"));
+        self.publish(pod, status).await?;
+        if terminal {
+            self.teardown(false).await?;
+            std::fs::write(self.dir.root.join("finished"), b"")?;
+        }
+        Ok(Some(TICK))
+    }
+
+    /// When the agent first took the pod on (kept across agent restarts).
+    fn start_time(&self) -> Result<DateTime<Utc>, AgentError> {
+        let path = self.dir.root.join("accepted");
+        if let Some(t) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| DateTime::parse_from_rfc3339(s.trim()).ok())
+        {
+            return Ok(t.with_timezone(&Utc));
+        }
+        let now = Utc::now();
+        std::fs::write(&path, now.to_rfc3339())?;
+        Ok(now)
+    }
+
+    /// The pod with the conditions this worker last wrote, so their
+    /// transition times hold even while the watch lags behind our writes.
+    fn basis(&self, pod: &Pod) -> Pod {
+        let mut basis = pod.clone();
+        if let (Some(last), Some(status)) = (&self.last_status, basis.status.as_mut())
+            && let Ok(conditions) = serde_json::from_value(last["conditions"].clone())
+        {
+            status.conditions = Some(conditions);
+        }
+        basis
+    }
+
+    async fn publish(&mut self, pod: &Pod, status: Value) -> Result<(), AgentError> {
+        if self.last_status.as_ref() == Some(&status) {
+            return Ok(());
+        }
+        let api: Api<Pod> = Api::namespaced(
+            self.ctx.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        match api
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": status})),
+            )
+            .await
+        {
+            Ok(_) => {
+                self.last_status = Some(status);
+                Ok(())
+            }
+            // Gone: the watch will say so.
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn delete_from_api(&self, pod: &Pod) -> Result<(), AgentError> {
+        let api: Api<Pod> = Api::namespaced(
+            self.ctx.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        match api.delete(name, &params).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A pod that left the API without passing through graceful deletion
+    /// (forced, or while the agent was down): stop and remove what is left.
+    async fn remove_orphan(&mut self) -> Result<(), AgentError> {
+        if !self.dir.root.exists() {
+            return Ok(());
+        }
+        self.stop_containers(Duration::from_secs(2)).await?;
+        self.teardown(true).await
+    }
+}

@@ -1,0 +1,176 @@
+//! A pod's sandbox: the namespaces its containers share, its network
+//! attachment, its `/etc` files and volumes; and tearing all of it down.
+
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::Pod;
+use serde::{Deserialize, Serialize};
+
+use super::PodWorker;
+use crate::AgentError;
+use crate::network::PortMapping;
+
+/// What the sandbox holds, recorded once it is complete.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxRecord {
+    /// The pod's IP.
+    pub ip: String,
+    /// The pod shares the node's network namespace.
+    pub host_network: bool,
+    /// hostPorts mapped by the network plugin.
+    #[serde(default)]
+    pub ports: Vec<(i32, i32, String)>,
+}
+
+/// The pod's hostPorts.
+pub fn port_mappings(pod: &Pod) -> Vec<PortMapping> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            Some(PortMapping {
+                host_port: p.host_port.filter(|h| *h > 0)?,
+                container_port: p.container_port,
+                protocol: p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
+            })
+        })
+        .collect()
+}
+
+/// The host's resolver configuration, skipping systemd-resolved's stub.
+fn host_resolv_conf() -> String {
+    for path in ["/run/systemd/resolve/resolv.conf", "/etc/resolv.conf"] {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return text;
+        }
+    }
+    String::new()
+}
+
+impl PodWorker {
+    /// Reads the sandbox record, if the sandbox is complete.
+    pub(super) fn sandbox(&self) -> Option<SandboxRecord> {
+        let bytes = std::fs::read(self.dir.sandbox_record()).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Makes the pod's sandbox, or returns the one already made.
+    pub(super) async fn ensure_sandbox(&self, pod: &Pod) -> Result<SandboxRecord, AgentError> {
+        if let Some(record) = self.sandbox() {
+            return Ok(record);
+        }
+        let result = self.create_sandbox(pod).await;
+        if result.is_err() {
+            // Leave nothing half-made behind; the next sync starts afresh.
+            if let Err(e) = self.release_sandbox().await {
+                tracing::warn!(pod = %self.dir.uid, error = %e, "releasing a failed sandbox");
+            }
+        }
+        result
+    }
+
+    async fn create_sandbox(&self, pod: &Pod) -> Result<SandboxRecord, AgentError> {
+        let spec = pod.spec.as_ref();
+        let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let hostname: String = spec
+            .and_then(|s| s.hostname.clone())
+            .unwrap_or(name)
+            .chars()
+            .take(63)
+            .collect();
+        let etc = self.dir.etc();
+        std::fs::create_dir_all(&etc)?;
+        self.ctx.host.create_namespaces(&self.dir.ns(), &hostname)?;
+        let ports = port_mappings(pod);
+        let ip: IpAddr = if host_network {
+            self.ctx.node_ip
+        } else {
+            self.ctx
+                .network
+                .attach(&self.dir.uid, &self.dir.ns().join("net"), &ports)
+                .await?
+        };
+        let node_hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        std::fs::write(
+            etc.join("hostname"),
+            format!(
+                "{}\n",
+                if host_network {
+                    &node_hostname
+                } else {
+                    &hostname
+                }
+            ),
+        )?;
+        let mut hosts = String::from(
+            "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+        );
+        if !host_network {
+            hosts.push_str(&format!("{ip}\t{hostname}\n"));
+        }
+        for alias in spec
+            .and_then(|s| s.host_aliases.as_ref())
+            .into_iter()
+            .flatten()
+        {
+            let names = alias.hostnames.clone().unwrap_or_default().join("\t");
+            hosts.push_str(&format!("{}\t{names}\n", alias.ip));
+        }
+        std::fs::write(etc.join("hosts"), hosts)?;
+        std::fs::write(etc.join("resolv.conf"), host_resolv_conf())?;
+        super::volumes::materialize(&self.ctx.client, pod, &self.dir).await?;
+        let record = SandboxRecord {
+            ip: ip.to_string(),
+            host_network,
+            ports: ports
+                .iter()
+                .map(|p| (p.host_port, p.container_port, p.protocol.clone()))
+                .collect(),
+        };
+        let tmp = self.dir.root.join("sandbox.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&record).unwrap_or_default())?;
+        std::fs::rename(&tmp, self.dir.sandbox_record())?;
+        tracing::info!(pod = %self.dir.uid, %ip, "pod sandbox ready");
+        Ok(record)
+    }
+
+    /// Releases the network attachment, namespaces and cgroups of the pod
+    /// (its containers must have ended). Works from the sandbox record
+    /// alone, so it also serves pods that are gone from the API.
+    pub(super) async fn release_sandbox(&self) -> Result<(), AgentError> {
+        let record = self.sandbox();
+        let host_network = record.as_ref().is_some_and(|r| r.host_network);
+        let ports: Vec<PortMapping> = record
+            .iter()
+            .flat_map(|r| r.ports.iter())
+            .map(|(h, c, p)| PortMapping {
+                host_port: *h,
+                container_port: *c,
+                protocol: p.clone(),
+            })
+            .collect();
+        let netns = self.dir.ns().join("net");
+        if !host_network && netns.exists() {
+            self.ctx
+                .network
+                .detach(&self.dir.uid, &netns, &ports)
+                .await?;
+        }
+        self.ctx.host.remove_namespaces(&self.dir.ns())?;
+        for parent in ["/kubepods", "/kubepods/burstable", "/kubepods/besteffort"] {
+            self.ctx
+                .host
+                .remove_cgroup(&format!("{parent}/pod{}", self.dir.uid))?;
+        }
+        match std::fs::remove_file(self.dir.sandbox_record()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+}

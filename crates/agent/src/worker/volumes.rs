@@ -1,0 +1,282 @@
+//! A pod's volumes on the node (emptyDir, hostPath, configMap, secret,
+//! downwardAPI), and the ConfigMaps and Secrets its environment refers to.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{ConfigMap, KeyToPath, Pod, Secret, Volume};
+use kube::Api;
+
+use super::plan::EnvSources;
+use super::state::PodDir;
+use crate::AgentError;
+
+/// Where volume `name` of `pod` is on the host.
+pub fn host_path_of(pod: &Pod, name: &str, dir: &PodDir) -> Option<PathBuf> {
+    let v = volume(pod, name)?;
+    Some(match &v.host_path {
+        Some(h) => PathBuf::from(&h.path),
+        None => dir.volume(name),
+    })
+}
+
+fn volume<'a>(pod: &'a Pod, name: &str) -> Option<&'a Volume> {
+    pod.spec
+        .as_ref()?
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == name)
+}
+
+async fn data_of(
+    client: &kube::Client,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, AgentError> {
+    let mut out = BTreeMap::new();
+    if kind == "ConfigMap" {
+        let Some(cm) = Api::<ConfigMap>::namespaced(client.clone(), namespace)
+            .get_opt(name)
+            .await?
+        else {
+            return Ok(None);
+        };
+        for (k, v) in cm.data.unwrap_or_default() {
+            out.insert(k, v.into_bytes());
+        }
+        for (k, v) in cm.binary_data.unwrap_or_default() {
+            out.insert(k, v.0);
+        }
+    } else {
+        let Some(s) = Api::<Secret>::namespaced(client.clone(), namespace)
+            .get_opt(name)
+            .await?
+        else {
+            return Ok(None);
+        };
+        for (k, v) in s.data.unwrap_or_default() {
+            out.insert(k, v.0);
+        }
+        for (k, v) in s.string_data.unwrap_or_default() {
+            out.insert(k, v.into_bytes());
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Reads every ConfigMap and Secret the pod's containers take environment from.
+pub async fn env_sources(
+    client: &kube::Client,
+    pod: &Pod,
+    pod_ip: &str,
+    host_ip: &str,
+) -> Result<EnvSources, AgentError> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let mut wanted = Vec::new();
+    let spec = pod.spec.as_ref();
+    let containers = spec.into_iter().flat_map(|s| {
+        s.containers
+            .iter()
+            .chain(s.init_containers.iter().flatten())
+    });
+    for c in containers {
+        for f in c.env_from.iter().flatten() {
+            if let Some(r) = &f.config_map_ref {
+                wanted.push(("ConfigMap", r.name.clone()));
+            }
+            if let Some(r) = &f.secret_ref {
+                wanted.push(("Secret", r.name.clone()));
+            }
+        }
+        for e in c.env.iter().flatten() {
+            let Some(from) = &e.value_from else { continue };
+            if let Some(r) = &from.config_map_key_ref {
+                wanted.push(("ConfigMap", r.name.clone()));
+            }
+            if let Some(r) = &from.secret_key_ref {
+                wanted.push(("Secret", r.name.clone()));
+            }
+        }
+    }
+    wanted.sort();
+    wanted.dedup();
+    let mut src = EnvSources {
+        pod_ip: pod_ip.to_owned(),
+        host_ip: host_ip.to_owned(),
+        ..Default::default()
+    };
+    for (kind, name) in wanted {
+        if let Some(data) = data_of(client, ns, kind, &name).await? {
+            let text = data
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                .collect();
+            src.objects.insert((kind.to_owned(), name), text);
+        }
+    }
+    Ok(src)
+}
+
+/// Writes `data` into `dir` as files: all keys, or only `items` at their paths.
+fn project(
+    dir: &Path,
+    data: &BTreeMap<String, Vec<u8>>,
+    items: Option<&Vec<KeyToPath>>,
+    mode: Option<i32>,
+) -> Result<(), AgentError> {
+    std::fs::create_dir_all(dir)?;
+    let files: Vec<(String, &Vec<u8>, Option<i32>)> = match items {
+        Some(items) => items
+            .iter()
+            .filter_map(|i| Some((i.path.clone(), data.get(&i.key)?, i.mode.or(mode))))
+            .collect(),
+        None => data.iter().map(|(k, v)| (k.clone(), v, mode)).collect(),
+    };
+    for (rel, bytes, mode) in files {
+        if rel.starts_with('/') || rel.split('/').any(|p| p == "..") {
+            return Err(AgentError::Config(format!(
+                "volume path {rel:?} leaves its volume"
+            )));
+        }
+        let path = dir.join(&rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, bytes)?;
+        let mode = u32::try_from(mode.unwrap_or(0o644)).unwrap_or(0o644) & 0o777;
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// Creates every volume of the pod on the node.
+pub async fn materialize(client: &kube::Client, pod: &Pod, dir: &PodDir) -> Result<(), AgentError> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let target = dir.volume(&v.name);
+        if let Some(h) = &v.host_path {
+            let path = Path::new(&h.path);
+            match h.type_.as_deref().unwrap_or("") {
+                "DirectoryOrCreate" => std::fs::create_dir_all(path)?,
+                "FileOrCreate" if !path.exists() => {
+                    if let Some(parent) = path.parent() {
+                        std::fs::create_dir_all(parent)?;
+                    }
+                    std::fs::File::create(path)?;
+                }
+                "Directory" if !path.is_dir() => {
+                    return Err(AgentError::Config(format!(
+                        "hostPath {} is not a directory",
+                        h.path
+                    )));
+                }
+                "File" if !path.is_file() => {
+                    return Err(AgentError::Config(format!(
+                        "hostPath {} is not a file",
+                        h.path
+                    )));
+                }
+                _ => {}
+            }
+        } else if let Some(cm) = &v.config_map {
+            match data_of(client, ns, "ConfigMap", &cm.name).await? {
+                Some(data) => project(&target, &data, cm.items.as_ref(), cm.default_mode)?,
+                None if cm.optional.unwrap_or(false) => std::fs::create_dir_all(&target)?,
+                None => {
+                    return Err(AgentError::Config(format!(
+                        "configmap {:?} not found",
+                        cm.name
+                    )));
+                }
+            }
+        } else if let Some(s) = &v.secret {
+            let name = s.secret_name.clone().unwrap_or_default();
+            match data_of(client, ns, "Secret", &name).await? {
+                Some(data) => project(&target, &data, s.items.as_ref(), s.default_mode)?,
+                None if s.optional.unwrap_or(false) => std::fs::create_dir_all(&target)?,
+                None => return Err(AgentError::Config(format!("secret {name:?} not found"))),
+            }
+        } else if let Some(d) = &v.downward_api {
+            let mut data = BTreeMap::new();
+            let mut items = Vec::new();
+            for item in d.items.iter().flatten() {
+                let value = item
+                    .field_ref
+                    .as_ref()
+                    .and_then(|f| downward_field(pod, &f.field_path));
+                if let Some(value) = value {
+                    data.insert(item.path.clone(), value.into_bytes());
+                    items.push(KeyToPath {
+                        key: item.path.clone(),
+                        path: item.path.clone(),
+                        mode: item.mode,
+                    });
+                }
+            }
+            project(&target, &data, Some(&items), d.default_mode)?;
+        } else {
+            // emptyDir, and kinds not built yet, get an empty directory.
+            std::fs::create_dir_all(&target)?;
+        }
+    }
+    Ok(())
+}
+
+/// A downward API file: name, namespace, uid, labels or annotations.
+fn downward_field(pod: &Pod, path: &str) -> Option<String> {
+    let m = &pod.metadata;
+    let lines = |map: Option<&BTreeMap<String, String>>| {
+        map.map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={v:?}\n"))
+                .collect::<String>()
+        })
+    };
+    match path {
+        "metadata.name" => m.name.clone(),
+        "metadata.namespace" => m.namespace.clone(),
+        "metadata.uid" => m.uid.clone(),
+        "metadata.labels" => lines(m.labels.as_ref()).or(Some(String::new())),
+        "metadata.annotations" => lines(m.annotations.as_ref()).or(Some(String::new())),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn projection_writes_keys_or_items_and_refuses_escapes() {
+        let dir = tempfile::tempdir().expect("test setup");
+        let data: BTreeMap<String, Vec<u8>> = [
+            ("a".to_owned(), b"1".to_vec()),
+            ("b".to_owned(), b"2".to_vec()),
+        ]
+        .into();
+        project(dir.path(), &data, None, None).expect("test setup");
+        assert_eq!(
+            std::fs::read(dir.path().join("b")).expect("test setup"),
+            b"2"
+        );
+        let items = vec![KeyToPath {
+            key: "a".into(),
+            path: "sub/x".into(),
+            mode: Some(0o600),
+        }];
+        project(&dir.path().join("i"), &data, Some(&items), None).expect("test setup");
+        assert_eq!(
+            std::fs::read(dir.path().join("i/sub/x")).expect("test setup"),
+            b"1"
+        );
+        assert!(!dir.path().join("i/b").exists());
+        let escape = vec![KeyToPath {
+            key: "a".into(),
+            path: "../x".into(),
+            mode: None,
+        }];
+        assert!(project(dir.path(), &data, Some(&escape), None).is_err());
+    }
+}

@@ -1,0 +1,227 @@
+//! `kybern agent` (the node agent against a cluster), `kybern monitor` (one
+//! container's monitor, started by the agent) and `kybern image` (the node's
+//! image store).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use kybern_agent::host::LinuxHost;
+use kybern_agent::images::ImageStore;
+use kybern_agent::network::{BridgeSettings, Cni};
+use kybern_agent::runtime::Runc;
+use kybern_agent::runtime::monitor::MonitorSpec;
+
+/// Node settings shared by `kybern agent` and `kybern up`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AgentFlags {
+    /// The node's name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The node's IP (default: the address of the default route).
+    #[arg(long)]
+    node_ip: Option<IpAddr>,
+    /// The node's pod CIDR: pods get their IPs from it.
+    #[arg(long, default_value = "10.42.0.0/24")]
+    pod_cidr: String,
+    /// The Linux bridge of the pod network.
+    #[arg(long, default_value = "kybern0")]
+    bridge: String,
+    /// Do not masquerade traffic from pods to outside the pod network.
+    #[arg(long)]
+    no_ip_masq: bool,
+    /// Where the CNI plugins are.
+    #[arg(long, default_value = "/usr/lib/cni")]
+    cni_bin_dir: PathBuf,
+    /// The OCI runtime binary (RuntimeClass handler `runc`).
+    #[arg(long, default_value = "runc")]
+    runc: PathBuf,
+    /// Pods the node takes.
+    #[arg(long, default_value_t = 110)]
+    max_pods: u32,
+    /// Port of the agent's endpoint, published in the Node's `daemonEndpoints`.
+    #[arg(long, default_value_t = 10250)]
+    agent_port: u16,
+}
+
+/// Arguments of `kybern agent`.
+#[derive(clap::Args, Debug)]
+pub struct AgentArgs {
+    /// Kubeconfig of the cluster to join.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// Directory for images, pods and runtime state.
+    #[arg(long, default_value = "/var/lib/kybern/agent")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    flags: AgentFlags,
+}
+
+/// Arguments of `kybern monitor` (started by the agent, one per container).
+#[derive(clap::Args, Debug)]
+pub struct MonitorArgs {
+    #[arg(long)]
+    runtime: PathBuf,
+    #[arg(long)]
+    root: PathBuf,
+    #[arg(long)]
+    bundle: PathBuf,
+    #[arg(long)]
+    id: String,
+    #[arg(long)]
+    log: PathBuf,
+    #[arg(long)]
+    exit_file: PathBuf,
+}
+
+/// `kybern image ...`.
+#[derive(clap::Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Import the images of an OCI image layout (a directory or a tar
+    /// archive of one) into the node's store.
+    Import {
+        /// The layout or archive.
+        file: PathBuf,
+        /// The image's name when the archive gives only a tag.
+        #[arg(long)]
+        name: Option<String>,
+        /// The agent's data directory.
+        #[arg(long, default_value = "/var/lib/kybern/agent")]
+        data_dir: PathBuf,
+    },
+    /// List the images in the node's store.
+    List {
+        /// The agent's data directory.
+        #[arg(long, default_value = "/var/lib/kybern/agent")]
+        data_dir: PathBuf,
+    },
+}
+
+/// The IP of the interface the default route leaves by, else loopback.
+fn default_ip() -> IpAddr {
+    // Connecting a UDP socket sends nothing; it only picks a route.
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("192.0.2.1:9")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_ascii_lowercase())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+async fn runc_version(runc: &Path) -> String {
+    let out = tokio::process::Command::new(runc)
+        .arg("--version")
+        .output()
+        .await;
+    out.ok()
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            let first = text.lines().next()?.to_owned();
+            first.rsplit(' ').next().map(str::to_owned)
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Runs the node agent with `client` until the future is dropped.
+pub async fn run_agent(
+    client: kube::Client,
+    data_dir: &Path,
+    flags: &AgentFlags,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let data_dir = data_dir.canonicalize()?;
+    let runc = Runc {
+        binary: flags.runc.clone(),
+        root: data_dir.join("runc"),
+        monitor_exe: std::env::current_exe()?,
+    };
+    let network = Cni::bridge(
+        &flags.cni_bin_dir,
+        &BridgeSettings {
+            bridge: flags.bridge.clone(),
+            subnet: flags.pod_cidr.clone(),
+            ipam_dir: data_dir.join("cni/ipam"),
+            ip_masq: !flags.no_ip_masq,
+        },
+    );
+    let ctx = kybern_agent::NodeContext {
+        client,
+        node_name: flags.node_name.clone().unwrap_or_else(host_name),
+        node_ip: flags.node_ip.unwrap_or_else(default_ip),
+        pod_cidr: flags.pod_cidr.clone(),
+        max_pods: flags.max_pods,
+        port: flags.agent_port,
+        images: ImageStore::open(&data_dir.join("images"))?,
+        runtime_version: runc_version(&flags.runc).await,
+        runtime: Arc::new(runc),
+        network: Arc::new(network),
+        host: Arc::new(LinuxHost::default()),
+        data_dir,
+    };
+    println!(
+        "kybern agent: node {} ({}) running pods with runc, pod network {} on bridge {}",
+        ctx.node_name, ctx.node_ip, ctx.pod_cidr, flags.bridge
+    );
+    kybern_agent::run(Arc::new(ctx)).await?;
+    Ok(())
+}
+
+/// `kybern agent`: runs until interrupted.
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let client = crate::scheduler_cmd::client_from_kubeconfig(&args.kubeconfig).await?;
+    tokio::select! {
+        r = run_agent(client, &args.data_dir, &args.flags) => r,
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("interrupted; containers keep running");
+            Ok(())
+        }
+    }
+}
+
+/// `kybern monitor`: runs one container to its end.
+pub fn monitor(args: MonitorArgs) -> anyhow::Result<()> {
+    let spec = MonitorSpec {
+        runtime: args.runtime,
+        root: args.root,
+        bundle: args.bundle,
+        id: args.id,
+        log: args.log,
+        exit_file: args.exit_file,
+    };
+    kybern_agent::runtime::monitor::run(&spec)?;
+    Ok(())
+}
+
+/// `kybern image ...`.
+pub fn image(cmd: ImageCommand) -> anyhow::Result<()> {
+    match cmd {
+        ImageCommand::Import {
+            file,
+            name,
+            data_dir,
+        } => {
+            let store = ImageStore::open(&data_dir.join("images"))?;
+            for name in kybern_agent::images::import_archive(&store, &file, name.as_deref())? {
+                println!("imported {name}");
+            }
+        }
+        ImageCommand::List { data_dir } => {
+            let store = ImageStore::open(&data_dir.join("images"))?;
+            for (name, size) in store.list()? {
+                println!("{name}\t{size}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! Starts `kybern up` (a server with a real node agent) as root for the node
+//! tests: its own bridge and pod CIDR, a busybox image built from Debian's
+//! busybox-static, and a sweep on drop that leaves no container, mount,
+//! cgroup, veth or bridge behind even when a test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A single-node cluster run by `kybern up`.
+pub struct NodeCluster {
+    child: Option<Child>,
+    /// The data directory (the agent's is `agent/` under it).
+    pub dir: tempfile::TempDir,
+    /// The API port.
+    pub port: u16,
+    /// The pod network's bridge.
+    pub bridge: String,
+    /// The pod CIDR's prefix (`10.201.N.`).
+    pub pod_prefix: String,
+    /// The node's name.
+    pub node: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// The busybox image archive, built once per test binary.
+pub fn busybox_image() -> &'static Path {
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("busybox-image");
+        std::fs::create_dir_all(&dir).expect("image dir");
+        let out = dir.join("busybox.tar");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/busybox-image");
+        let status = Command::new("bash")
+            .arg(script)
+            .arg(&out)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run scripts/busybox-image");
+        assert!(status.success(), "building the busybox image failed");
+        out
+    })
+}
+
+impl NodeCluster {
+    /// Starts a cluster whose node holds the busybox image.
+    pub fn start() -> Self {
+        assert!(
+            nix_is_root(),
+            "the node agent tests run real containers and need root"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let out = Command::new(env!("CARGO_BIN_EXE_kybern"))
+            .args(["image", "import", "--name", "busybox", "--data-dir"])
+            .arg(dir.path().join("agent"))
+            .arg(busybox_image())
+            .output()
+            .expect("kybern image import");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bridge = format!("kbt{port}");
+        let pod_prefix = format!("10.201.{}.", port % 250);
+        let node = format!("node-{port}");
+        let mut cluster = NodeCluster {
+            child: None,
+            dir,
+            port,
+            bridge,
+            pod_prefix,
+            node,
+        };
+        cluster.spawn();
+        cluster
+    }
+
+    /// (Re)starts the `kybern up` process on the same data directory.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("up.log"))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_kybern"))
+            .args(["up", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--node-name", &self.node, "--node-ip", "127.0.0.1"])
+            .args(["--bridge", &self.bridge, "--no-ip-masq"])
+            .args(["--pod-cidr", &format!("{}0/24", self.pod_prefix)])
+            .args(["--agent-port", &free_port().to_string()])
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .env("KYBERN_LOG", "info,kube=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start kybern up");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.kubeconfig().exists()
+                && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("kybern up did not start: {}", self.log());
+    }
+
+    /// Kills the process with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// What `kybern up` logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("up.log")).unwrap_or_default()
+    }
+
+    /// The admin kubeconfig.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("admin.kubeconfig")
+    }
+
+    /// The agent's runc state directory.
+    pub fn runc_root(&self) -> PathBuf {
+        self.dir.path().join("agent/runc")
+    }
+
+    /// IDs of the containers runc runs for this node.
+    pub fn runc_containers(&self) -> Vec<String> {
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(self.runc_root())
+            .args(["list", "-q"])
+            .output()
+            .expect("runc list");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Mounts under the data directory.
+    pub fn mounts(&self) -> Vec<String> {
+        let dir = self.dir.path().to_string_lossy().into_owned();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&dir))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Interfaces attached to the pod bridge (one veth per pod).
+    pub fn bridge_ports(&self) -> usize {
+        std::fs::read_dir(format!("/sys/class/net/{}/brif", self.bridge))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// A kube-rs client as the admin.
+    pub async fn client(&self) -> kube::Client {
+        let kc = kube::config::Kubeconfig::read_from(self.kubeconfig()).expect("kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .expect("config");
+        kube::Client::try_from(config).expect("client")
+    }
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        .unwrap_or(false)
+}
+
+impl Drop for NodeCluster {
+    fn drop(&mut self) {
+        self.kill();
+        // Whatever a failed test left: containers, mounts, cgroups, bridge.
+        for id in self.runc_containers() {
+            let _ = Command::new("runc")
+                .arg("--root")
+                .arg(self.runc_root())
+                .args(["delete", "--force", &id])
+                .status();
+        }
+        let mut mounts = self.mounts();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = Command::new("umount").args(["-l", &m]).status();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+    }
+}

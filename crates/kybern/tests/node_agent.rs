@@ -1,0 +1,281 @@
+//! The node agent with real runc, overlayfs, cgroups and CNI plugins (as
+//! root): pods run, share their network and volumes, restart by policy,
+//! survive an agent crash, and leave nothing behind when deleted.
+
+mod common;
+
+use common::node::NodeCluster;
+use common::wait_for;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+use serde_json::{Value, json};
+
+async fn create(client: &kube::Client, pod: Value) -> Api<Pod> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(pod).expect("pod");
+    api.create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
+    api
+}
+
+async fn status_of(api: &Api<Pod>, name: &str) -> Value {
+    let pod = api.get(name).await.expect("get pod");
+    serde_json::to_value(pod.status.unwrap_or_default()).expect("status")
+}
+
+/// Waits until `check` holds for the pod's status; returns the status.
+async fn wait_status(
+    api: &Api<Pod>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    wait_for(what, async || {
+        let s = status_of(api, name).await;
+        check(&s).then_some(s)
+    })
+    .await
+}
+
+fn container<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["containerStatuses"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == name))
+        .unwrap_or(&Value::Null)
+}
+
+async fn delete_and_wait(api: &Api<Pod>, name: &str) {
+    api.delete(name, &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_for("the pod to be gone", async || {
+        api.get_opt(name)
+            .await
+            .expect("get")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
+fn log_of(cluster: &NodeCluster, uid: &str, container: &str, attempt: u32) -> String {
+    let path = cluster
+        .dir
+        .path()
+        .join(format!("agent/pods/{uid}/logs/{container}/{attempt}.log"));
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_pod_runs_with_shared_network_volumes_and_limits_and_leaves_nothing() {
+    let cluster = NodeCluster::start();
+    let client = cluster.client().await;
+    wait_for("the node to be Ready", async || {
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+        let node = nodes.get_opt(&cluster.node).await.ok()??;
+        let ready = node
+            .status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        ready.then_some(())
+    })
+    .await;
+    let api = create(&client, json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "initContainers": [{"name": "init", "image": "busybox",
+                "command": ["sh", "-c", "echo made-by-init > /work/index.html"],
+                "volumeMounts": [{"name": "work", "mountPath": "/work"}]}],
+            "containers": [
+                {"name": "server", "image": "busybox",
+                 "command": ["httpd", "-f", "-p", "8080", "-h", "/work"],
+                 "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+                 "resources": {"limits": {"memory": "64Mi", "cpu": "500m"}}},
+                {"name": "client", "image": "busybox",
+                 "command": ["sh", "-c", "trap 'exit 0' TERM; until wget -qO- http://localhost:8080/; do sleep 0.2; done; echo node=$NODE host=$(hostname); while true; do sleep 1; done"],
+                 "env": [{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]}],
+            "volumes": [{"name": "work", "emptyDir": {}}]}})).await;
+    let status = wait_status(&api, "web", "web to run", |s| {
+        s["phase"] == "Running"
+            && s["containerStatuses"]
+                .as_array()
+                .is_some_and(|a| a.iter().all(|c| c["ready"] == true))
+    })
+    .await;
+    let ip = status["podIP"].as_str().expect("pod IP");
+    assert!(
+        ip.starts_with(&cluster.pod_prefix),
+        "{ip} not in the node's pod CIDR"
+    );
+    assert_eq!(
+        status["initContainerStatuses"][0]["state"]["terminated"]["exitCode"],
+        0
+    );
+    assert_eq!(status["qosClass"], "Burstable");
+    let uid = api
+        .get("web")
+        .await
+        .expect("get")
+        .metadata
+        .uid
+        .expect("uid");
+
+    // The client reached the server over the pod's shared localhost and saw
+    // the file the init container wrote into the shared emptyDir.
+    let log = wait_for("the client's output", async || {
+        let log = log_of(&cluster, &uid, "client", 0);
+        log.contains("host=web").then_some(log)
+    })
+    .await;
+    assert!(log.contains(" stdout F made-by-init"), "{log}");
+    assert!(log.contains(&format!("node={}", cluster.node)), "{log}");
+
+    // The limits reached the container's cgroup.
+    let id = container(&status, "server")["containerID"]
+        .as_str()
+        .expect("id")
+        .trim_start_matches("runc://")
+        .to_owned();
+    let cgroup =
+        format!("/sys/fs/cgroup/memory/kubepods/burstable/pod{uid}/{id}/memory.limit_in_bytes");
+    let limit = std::fs::read_to_string(&cgroup).unwrap_or_else(|e| panic!("{cgroup}: {e}"));
+    assert_eq!(limit.trim(), (64u64 << 20).to_string());
+    let quota = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/cpu/kubepods/burstable/pod{uid}/{id}/cpu.cfs_quota_us"
+    ))
+    .expect("quota");
+    assert_eq!(quota.trim(), "50000");
+    assert_eq!(cluster.bridge_ports(), 1);
+
+    delete_and_wait(&api, "web").await;
+    assert!(
+        cluster.runc_containers().is_empty(),
+        "containers left: {:?}",
+        cluster.runc_containers()
+    );
+    let overlays: Vec<String> = cluster
+        .mounts()
+        .into_iter()
+        .filter(|m| m.contains("/pods/"))
+        .collect();
+    assert!(overlays.is_empty(), "mounts left: {overlays:?}");
+    assert_eq!(cluster.bridge_ports(), 0, "a veth is left on the bridge");
+    assert!(
+        !std::path::Path::new(&format!(
+            "/sys/fs/cgroup/memory/kubepods/burstable/pod{uid}"
+        ))
+        .exists()
+    );
+    assert!(
+        !cluster
+            .dir
+            .path()
+            .join(format!("agent/pods/{uid}"))
+            .exists()
+    );
+}
+
+#[tokio::test]
+async fn restart_policies_exit_codes_and_missing_images_are_reported() {
+    let cluster = NodeCluster::start();
+    let client = cluster.client().await;
+    let crash = |name: &str, policy: &str, code: i32| {
+        json!({
+        "metadata": {"name": name},
+        "spec": {"restartPolicy": policy, "terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "main", "image": "busybox",
+            "command": ["sh", "-c", format!("echo bye > /dev/termination-log; exit {code}")]}]}})
+    };
+    let api = create(&client, crash("loops", "Always", 3)).await;
+    create(&client, crash("fails", "Never", 2)).await;
+    create(&client, crash("succeeds", "OnFailure", 0)).await;
+    create(
+        &client,
+        json!({"metadata": {"name": "noimage"},
+        "spec": {"containers": [{"name": "main", "image": "registry.invalid/nothing:1"}]}}),
+    )
+    .await;
+
+    let s = wait_status(&api, "loops", "a restart and back-off", |s| {
+        let c = container(s, "main");
+        c["restartCount"].as_i64().unwrap_or(0) >= 1
+            && c["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    })
+    .await;
+    assert_eq!(
+        container(&s, "main")["lastState"]["terminated"]["exitCode"],
+        3
+    );
+    assert_eq!(s["phase"], "Running");
+
+    let s = wait_status(&api, "fails", "Failed", |s| s["phase"] == "Failed").await;
+    let t = &container(&s, "main")["state"]["terminated"];
+    assert_eq!(t["exitCode"], 2);
+    assert_eq!(t["reason"], "Error");
+    assert_eq!(t["message"], "bye\n");
+    let s = wait_status(&api, "succeeds", "Succeeded", |s| s["phase"] == "Succeeded").await;
+    assert_eq!(
+        container(&s, "main")["state"]["terminated"]["reason"],
+        "Completed"
+    );
+    assert_eq!(container(&s, "main")["restartCount"], 0);
+
+    let s = wait_status(&api, "noimage", "an image error", |s| {
+        container(s, "main")["state"]["waiting"]["reason"] == "ErrImagePull"
+    })
+    .await;
+    assert_eq!(s["phase"], "Pending");
+
+    for name in ["loops", "fails", "succeeds", "noimage"] {
+        delete_and_wait(&api, name).await;
+    }
+    assert!(cluster.runc_containers().is_empty());
+    assert_eq!(cluster.bridge_ports(), 0);
+}
+
+#[tokio::test]
+async fn containers_survive_an_agent_crash_and_are_adopted_again() {
+    let mut cluster = NodeCluster::start();
+    let client = cluster.client().await;
+    let api = create(&client, json!({"metadata": {"name": "steady"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": "busybox",
+            "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]}]}})).await;
+    let before = wait_status(&api, "steady", "steady to run", |s| {
+        container(s, "main")["ready"] == true
+    })
+    .await;
+    let containers = cluster.runc_containers();
+    assert_eq!(containers.len(), 1);
+
+    cluster.kill();
+    // With the agent gone, the container runs on.
+    assert_eq!(cluster.runc_containers(), containers);
+    cluster.spawn();
+    let client = cluster.client().await;
+    let api: Api<Pod> = Api::namespaced(client, "default");
+    // The restarted agent reports the same run: not restarted, same start.
+    wait_for("the agent to come back", async || {
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(cluster.client().await);
+        nodes
+            .get_opt(&cluster.node)
+            .await
+            .ok()
+            .flatten()
+            .map(|_| ())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let after = status_of(&api, "steady").await;
+    assert_eq!(container(&after, "main")["restartCount"], 0);
+    assert_eq!(
+        container(&after, "main")["state"],
+        container(&before, "main")["state"]
+    );
+    assert_eq!(cluster.runc_containers(), containers);
+
+    delete_and_wait(&api, "steady").await;
+    assert!(cluster.runc_containers().is_empty());
+}
