@@ -8,6 +8,7 @@
 //! a seam ([`runtime::ContainerRuntime`], [`network::PodNetwork`],
 //! [`host::NodeHost`]).
 
+pub mod endpoint;
 pub mod host;
 pub mod images;
 pub mod network;
@@ -73,15 +74,51 @@ pub struct NodeContext {
     pub network: Arc<dyn network::PodNetwork>,
     /// Kernel calls.
     pub host: Arc<dyn host::NodeHost>,
+    /// The UIDs of the node's pods by `namespace/name`.
+    pub pod_index: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
-/// Registers the node, then runs its heartbeat and its pods until the future
+impl NodeContext {
+    /// The UID of the pod `namespace/name` on this node.
+    pub fn pod_uid(&self, namespace: &str, name: &str) -> Option<String> {
+        let index = self.pod_index.lock().ok()?;
+        index.get(&format!("{namespace}/{name}")).cloned()
+    }
+
+    fn index_pod(&self, pod: &k8s_openapi::api::core::v1::Pod, present: bool) {
+        let (Some(ns), Some(name), Some(uid)) = (
+            pod.metadata.namespace.as_deref(),
+            pod.metadata.name.as_deref(),
+            pod.metadata.uid.as_deref(),
+        ) else {
+            return;
+        };
+        if let Ok(mut index) = self.pod_index.lock() {
+            let key = format!("{ns}/{name}");
+            if present {
+                index.insert(key, uid.to_owned());
+            } else if index.get(&key).is_some_and(|u| u == uid) {
+                index.remove(&key);
+            }
+        }
+    }
+}
+
+/// Registers the node, then runs its heartbeat, its endpoint (for clients
+/// with certificates from `client_cas`, DER) and its pods until the future
 /// is dropped.
-pub async fn run(ctx: Arc<NodeContext>) -> Result<(), AgentError> {
+pub async fn run(ctx: Arc<NodeContext>, client_cas: Vec<Vec<u8>>) -> Result<(), AgentError> {
     std::fs::create_dir_all(ctx.data_dir.join("pods"))?;
     node::register(&ctx).await?;
     let heartbeat = tokio::spawn(node::heartbeat(ctx.clone()));
-    pods::run(ctx).await;
+    let endpoint = tokio::spawn(endpoint::serve(ctx.clone(), client_cas));
+    tokio::select! {
+        _ = pods::run(ctx) => {}
+        r = endpoint => if let Ok(Err(e)) = r {
+            heartbeat.abort();
+            return Err(e);
+        },
+    }
     heartbeat.abort();
     Ok(())
 }

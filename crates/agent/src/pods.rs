@@ -23,6 +23,9 @@ fn uid(pod: &Pod) -> Option<String> {
 /// Hands `pod` (or its absence) to its worker, starting one if needed.
 fn dispatch(ctx: &Arc<NodeContext>, workers: &mut Workers, uid: &str, pod: Option<Arc<Pod>>) {
     workers.retain(|_, tx| !tx.is_closed());
+    if let Some(p) = &pod {
+        ctx.index_pod(p, true);
+    }
     if let Some(tx) = workers.get(uid) {
         let _ = tx.send(pod);
         return;
@@ -73,6 +76,7 @@ pub async fn run(ctx: Arc<NodeContext>) {
                 }
             }
             Ok(Event::Delete(pod)) => {
+                ctx.index_pod(&pod, false);
                 if let Some(uid) = uid(&pod) {
                     dispatch(&ctx, &mut workers, &uid, None);
                 }

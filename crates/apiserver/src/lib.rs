@@ -16,6 +16,7 @@ pub(crate) mod handlers;
 pub(crate) mod kinds;
 pub mod managed;
 pub mod metrics;
+pub mod node_proxy;
 pub mod object;
 pub mod openapi;
 pub mod pki;

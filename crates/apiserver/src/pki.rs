@@ -38,6 +38,10 @@ pub struct Pki {
     pub server_cert_pem: String,
     /// Serving key (PEM).
     pub server_key_pem: String,
+    /// The client certificate the API server shows node agents (PEM).
+    pub node_client_cert_pem: String,
+    /// Its key (PEM).
+    pub node_client_key_pem: String,
 }
 
 fn read(path: &Path) -> Result<String, PkiError> {
@@ -159,7 +163,25 @@ impl Pki {
             write(&adm_key, &key, true)?;
             write(&adm_crt, &cert, false)?;
         }
+        // Upstream's name for it: the API server as a client of kubelets.
+        let (node_crt, node_key) = (
+            dir.join("apiserver-kubelet-client.crt"),
+            dir.join("apiserver-kubelet-client.key"),
+        );
+        if !(node_crt.exists() && node_key.exists()) {
+            let (cert, key) = leaf(
+                &issuer,
+                "kube-apiserver-kubelet-client",
+                &["kubeadm:cluster-admins"],
+                vec![],
+                ExtendedKeyUsagePurpose::ClientAuth,
+            )?;
+            write(&node_key, &key, true)?;
+            write(&node_crt, &cert, false)?;
+        }
         Ok(Pki {
+            node_client_cert_pem: read(&node_crt)?,
+            node_client_key_pem: read(&node_key)?,
             dir: dir.to_owned(),
             ca_pem,
             server_cert_pem: read(&srv_crt)?,

@@ -21,6 +21,8 @@ pub struct ApiState {
     pub caches: crate::cache::Caches,
     /// Request metrics.
     pub metrics: Arc<crate::metrics::ApiMetrics>,
+    /// How the server reaches node agents (`pods/log`); unset without a PKI.
+    pub node_proxy: std::sync::OnceLock<crate::node_proxy::NodeProxy>,
 }
 
 impl ApiState {
@@ -31,6 +33,7 @@ impl ApiState {
             objects: ObjectStore::new(store),
             caches: Default::default(),
             metrics: Default::default(),
+            node_proxy: Default::default(),
         })
     }
 }

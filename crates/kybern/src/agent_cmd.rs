@@ -132,12 +132,19 @@ async fn runc_version(runc: &Path) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Runs the node agent with `client` until the future is dropped.
+/// Runs the node agent against the cluster of `kubeconfig` until the future
+/// is dropped.
 pub async fn run_agent(
-    client: kube::Client,
+    kubeconfig: &Path,
     data_dir: &Path,
     flags: &AgentFlags,
 ) -> anyhow::Result<()> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("reading kubeconfig {}", kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    // The agent's endpoint admits clients with certificates from the cluster CA.
+    let client_cas = config.root_cert.clone().unwrap_or_default();
+    let client = kube::Client::try_from(config)?;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
@@ -168,20 +175,20 @@ pub async fn run_agent(
         network: Arc::new(network),
         host: Arc::new(LinuxHost::default()),
         data_dir,
+        pod_index: Default::default(),
     };
     println!(
         "kybern agent: node {} ({}) running pods with runc, pod network {} on bridge {}",
         ctx.node_name, ctx.node_ip, ctx.pod_cidr, flags.bridge
     );
-    kybern_agent::run(Arc::new(ctx)).await?;
+    kybern_agent::run(Arc::new(ctx), client_cas).await?;
     Ok(())
 }
 
 /// `kybern agent`: runs until interrupted.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
-    let client = crate::scheduler_cmd::client_from_kubeconfig(&args.kubeconfig).await?;
     tokio::select! {
-        r = run_agent(client, &args.data_dir, &args.flags) => r,
+        r = run_agent(&args.kubeconfig, &args.data_dir, &args.flags) => r,
         _ = tokio::signal::ctrl_c() => {
             tracing::info!("interrupted; containers keep running");
             Ok(())

@@ -112,6 +112,9 @@ async fn serve(
         hosts.push(args.listen.ip().to_string());
     }
     let pki = Pki::ensure(&args.data_dir.join("pki"), &default_hosts(&hosts))?;
+    let _ = state
+        .node_proxy
+        .set(kybern_apiserver::node_proxy::NodeProxy::new(&pki)?);
     let auth = match &args.token_file {
         Some(path) => Authenticator::from_token_file(path)?,
         None => Authenticator::default(),
@@ -166,12 +169,11 @@ async fn serve(
     let node = async {
         match &agent {
             Some(flags) => {
-                let client = crate::scheduler_cmd::client_from_kubeconfig(&kubeconfig).await?;
                 println!();
                 println!("kybern up: a single-node cluster. Use it with:");
                 println!("  export KUBECONFIG={}", kubeconfig.display());
                 println!("  kubectl get nodes");
-                crate::agent_cmd::run_agent(client, &args.data_dir.join("agent"), flags).await
+                crate::agent_cmd::run_agent(&kubeconfig, &args.data_dir.join("agent"), flags).await
             }
             None => std::future::pending().await,
         }

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::cli::Cli;
 use common::node::NodeCluster;
 use common::wait_for;
 use k8s_openapi::api::core::v1::Pod;
@@ -133,6 +134,19 @@ async fn a_pod_runs_with_shared_network_volumes_and_limits_and_leaves_nothing() 
     assert!(log.contains(" stdout F made-by-init"), "{log}");
     assert!(log.contains(&format!("node={}", cluster.node)), "{log}");
 
+    // kubectl logs goes through the API server to the agent's endpoint.
+    let kubectl = Cli::kubectl_for(&cluster);
+    let out = kubectl.ok(&["logs", "web", "-c", "client"]);
+    assert!(out.contains("made-by-init\n"), "{out}");
+    assert!(out.contains("host=web\n"), "{out}");
+    let out = kubectl.ok(&["logs", "web", "-c", "client", "--tail=1", "--timestamps"]);
+    assert!(
+        out.ends_with(" host=web\n") && out.lines().count() == 1,
+        "{out}"
+    );
+    let err = kubectl.fails(&["logs", "web", "-c", "client", "--previous"]);
+    assert!(err.contains("previous terminated container"), "{err}");
+
     // The limits reached the container's cgroup.
     let id = container(&status, "server")["containerID"]
         .as_str()
@@ -217,6 +231,11 @@ async fn restart_policies_exit_codes_and_missing_images_are_reported() {
     assert_eq!(t["reason"], "Error");
     assert_eq!(t["message"], "bye\n");
     let s = wait_status(&api, "succeeds", "Succeeded", |s| s["phase"] == "Succeeded").await;
+    // Following the log of a finished container ends; the previous run of a
+    // restarted one is there too.
+    let kubectl = Cli::kubectl_for(&cluster);
+    assert_eq!(kubectl.ok(&["logs", "-f", "succeeds"]), "");
+    kubectl.ok(&["logs", "loops", "--previous"]);
     assert_eq!(
         container(&s, "main")["state"]["terminated"]["reason"],
         "Completed"

@@ -16,6 +16,8 @@ use crate::runtime::ContainerFiles;
 const BACKOFF_START: Duration = Duration::from_secs(10);
 /// ... up to this.
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// How long a new container may take to be running before the agent moves on.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// A container that ran this long restarts without waiting.
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
 
@@ -262,7 +264,18 @@ impl PodWorker {
             exit_file: attempt_dir.join("exit"),
         };
         let id = self.dir.container_id(&c.name, attempt);
+        let exit_file = files.exit_file.clone();
         let pid = self.ctx.runtime.start(&id, &files).await?;
+        // Started means runc has the container running (or it already
+        // ended), not merely that its monitor was spawned.
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        while !exit_file.exists() && !self.ctx.runtime.is_running(&id).await? {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(pod = %self.dir.uid, container = %c.name, "container not running after {START_TIMEOUT:?}");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         super::state::mark_started(attempt_dir, pid)?;
         tracing::info!(pod = %self.dir.uid, container = %c.name, attempt, "container started");
         Ok(())

@@ -47,6 +47,7 @@ pub(crate) fn subresource_kind<'a>(
         "binding" => (None, None, "Binding", &["create"]),
         "eviction" => (Some("policy"), Some("v1"), "Eviction", &["create"]),
         "finalize" => (None, None, &r.kind, &["update"]),
+        // Upstream lists pods/log with kind Pod and verb get.
         _ => (None, None, &r.kind, &["get"]),
     }
 }

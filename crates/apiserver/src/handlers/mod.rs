@@ -11,6 +11,7 @@ mod get;
 pub(crate) mod list;
 mod list_body;
 mod patch;
+mod pod_log;
 mod scale;
 mod watch;
 mod write;
@@ -194,6 +195,7 @@ async fn dispatch(
         }
         Some("binding") if method == Method::POST => return binding::bind(&ctx, body).await,
         Some("eviction") if method == Method::POST => return eviction::evict(&ctx, body).await,
+        Some("log") if method == Method::GET => return pod_log::log(&ctx).await,
         Some("finalize") if method == Method::PUT => return finalize::finalize(&ctx, body).await,
         _ => {}
     }

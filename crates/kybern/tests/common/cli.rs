@@ -39,12 +39,24 @@ impl Cli {
         Self::new(bin, server)
     }
 
+    /// kubectl for a `kybern up` cluster.
+    pub fn kubectl_for(cluster: &super::node::NodeCluster) -> Self {
+        let bin = tool_path("KUBECTL", "kubectl").expect(
+            "kubectl not found: run scripts/test (it fetches kubectl into .tools/bin) or set KUBECTL",
+        );
+        Self::with_kubeconfig(bin, cluster.kubeconfig(), cluster.dir.path())
+    }
+
     fn new(bin: PathBuf, server: &super::Server) -> Self {
-        let home = server.dir.path().join("home");
+        Self::with_kubeconfig(bin, server.kubeconfig(), server.dir.path())
+    }
+
+    fn with_kubeconfig(bin: PathBuf, kubeconfig: PathBuf, dir: &Path) -> Self {
+        let home = dir.join("home");
         std::fs::create_dir_all(&home).expect("home dir");
         Cli {
             bin,
-            kubeconfig: server.kubeconfig(),
+            kubeconfig,
             home,
         }
     }

@@ -195,6 +195,12 @@ fn nix_is_root() -> bool {
 impl Drop for NodeCluster {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            // Keep the log of a failed test where CI can find it.
+            let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{}.log", self.node));
+            let _ = std::fs::copy(self.dir.path().join("up.log"), &keep);
+            eprintln!("kybern up log kept in {}", keep.display());
+        }
         // Whatever a failed test left: containers, mounts, cgroups, bridge.
         for id in self.runc_containers() {
             let _ = Command::new("runc")

@@ -1,0 +1,159 @@
+//! The agent's own HTTPS endpoint (the kubelet's port 10250): the API server
+//! fetches container logs from it. Only clients with a certificate signed by
+//! the cluster CA get in; the agent serves with a self-signed certificate.
+
+pub mod logs;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::worker::state::{PodDir, Run, history};
+use crate::{AgentError, NodeContext};
+
+fn text(status: StatusCode, message: String) -> Response {
+    (status, [("content-type", "text/plain")], message).into_response()
+}
+
+async fn container_logs(
+    State(ctx): State<Arc<NodeContext>>,
+    Path((namespace, pod, container)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let opts = match logs::LogOptions::parse(query.as_deref().unwrap_or("")) {
+        Ok(o) => o,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e),
+    };
+    let uid = ctx.pod_uid(&namespace, &pod);
+    let Some(uid) = uid else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("pod {namespace}/{pod} is not on this node"),
+        );
+    };
+    let dir = PodDir {
+        root: ctx.data_dir.join("pods").join(&uid),
+        uid,
+    };
+    let h = history(&dir, &container);
+    let attempt = match (&h.latest, opts.previous) {
+        (Some((a, _)), false) => *a,
+        (Some((a, _)), true) if *a > 0 && h.previous.is_some() => *a - 1,
+        (_, true) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("previous terminated container \"{container}\" in pod \"{pod}\" not found"),
+            );
+        }
+        (None, false) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "container \"{container}\" in pod \"{pod}\" is waiting to start: ContainerCreating"
+                ),
+            );
+        }
+    };
+    let mut opts = opts;
+    // A run that has ended has nothing more to follow.
+    if !opts.previous && matches!(h.latest, Some((_, Run::Exited { .. }))) {
+        opts.follow = false;
+    }
+    let source = logs::LogSource {
+        file: dir.log(&container, attempt),
+        exit_file: dir.attempt(&container, attempt).join("exit"),
+    };
+    let body = axum::body::Body::from_stream(logs::stream(source, opts));
+    (StatusCode::OK, [("content-type", "text/plain")], body).into_response()
+}
+
+/// A self-signed serving certificate for `names`, kept under `dir`.
+fn serving_cert(
+    dir: &std::path::Path,
+    names: Vec<String>,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), AgentError> {
+    use rustls::pki_types::pem::PemObject;
+    std::fs::create_dir_all(dir)?;
+    let (crt, key) = (dir.join("agent.crt"), dir.join("agent.key"));
+    if !(crt.exists() && key.exists()) {
+        let cert = rcgen::generate_simple_self_signed(names)
+            .map_err(|e| AgentError::Runtime(format!("serving certificate: {e}")))?;
+        std::fs::write(&key, cert.signing_key.serialize_pem())?;
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        std::fs::write(&crt, cert.cert.pem())?;
+    }
+    let bad =
+        |e: rustls::pki_types::pem::Error| AgentError::Runtime(format!("serving certificate: {e}"));
+    let certs = CertificateDer::pem_file_iter(&crt)
+        .map_err(bad)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(bad)?;
+    let key = PrivateKeyDer::from_pem_file(&key).map_err(bad)?;
+    Ok((certs, key))
+}
+
+/// Serves the endpoint on `0.0.0.0:port` until the future is dropped;
+/// clients must present a certificate signed by one of `client_cas` (DER).
+pub async fn serve(ctx: Arc<NodeContext>, client_cas: Vec<Vec<u8>>) -> Result<(), AgentError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in client_cas {
+        roots
+            .add(CertificateDer::from(ca))
+            .map_err(|e| AgentError::Runtime(format!("cluster CA: {e}")))?;
+    }
+    let tls_err = |e: &dyn std::fmt::Display| AgentError::Runtime(format!("agent TLS: {e}"));
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| tls_err(&e))?;
+    let names = vec![ctx.node_name.clone(), ctx.node_ip.to_string()];
+    let (certs, key) = serving_cert(&ctx.data_dir.join("pki"), names)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_err(&e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| tls_err(&e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", ctx.port)).await?;
+    let app = Router::new()
+        .route(
+            "/containerLogs/{namespace}/{pod}/{container}",
+            get(container_logs),
+        )
+        .with_state(ctx);
+    loop {
+        let (tcp, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "agent endpoint accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let Ok(Ok(tls)) =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            let service = TowerToHyperService::new(app);
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,168 @@
+//! The API server as a client of node agents: it opens `pods/log` on the
+//! agent that runs the pod, over TLS with its own client certificate (the
+//! agent checks it against the cluster CA), and streams the answer back.
+//!
+//! Like upstream's API server without `--kubelet-certificate-authority`, it
+//! does not verify the agent's self-signed serving certificate; the agent is
+//! the side that authenticates.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+use crate::pki::Pki;
+
+/// TLS client settings for node agents.
+#[derive(Clone, Debug)]
+pub struct NodeProxy {
+    tls: Arc<rustls::ClientConfig>,
+}
+
+/// Accepts the agent's self-signed certificate, but still checks that the
+/// agent holds its key (the handshake signature).
+#[derive(Debug)]
+struct AnyAgentCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyAgentCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Why a node agent could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeProxyError {
+    /// The PKI's PEM could not be used.
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    /// Connecting or talking to the agent failed.
+    #[error("{0}")]
+    Connect(String),
+}
+
+/// The agent's answer: its status and a body to stream.
+pub struct AgentResponse {
+    /// HTTP status from the agent.
+    pub status: u16,
+    /// The body, streamed.
+    pub body: hyper::body::Incoming,
+}
+
+impl NodeProxy {
+    /// Client settings from the cluster PKI.
+    pub fn new(pki: &Pki) -> Result<Self, NodeProxyError> {
+        let bad = |e: &dyn std::fmt::Display| NodeProxyError::Tls(e.to_string());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(pki.node_client_cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .map_err(|e| bad(&e))?;
+        let key = PrivateKeyDer::from_pem_slice(pki.node_client_key_pem.as_bytes())
+            .map_err(|e| bad(&e))?;
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(&e))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyAgentCert(provider)))
+            .with_client_auth_cert(certs, key)
+            .map_err(|e| bad(&e))?;
+        Ok(NodeProxy {
+            tls: Arc::new(config),
+        })
+    }
+
+    /// GETs `path_and_query` from the agent at `host:port`.
+    pub async fn get(
+        &self,
+        host: &str,
+        port: u16,
+        path_and_query: &str,
+    ) -> Result<AgentResponse, NodeProxyError> {
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            NodeProxyError::Connect(format!("{what} node agent {host}:{port}: {e}"))
+        };
+        let tcp = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            tokio::net::TcpStream::connect((host, port)),
+        )
+        .await
+        .map_err(|e| fail("connecting to", &e))?
+        .map_err(|e| fail("connecting to", &e))?;
+        let name = ServerName::try_from(host.to_owned()).map_err(|e| fail("naming", &e))?;
+        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| fail("TLS with", &e))?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| fail("HTTP with", &e))?;
+        tokio::spawn(conn);
+        let req = hyper::Request::get(path_and_query)
+            .header("host", format!("{host}:{port}"))
+            .body(http_body_util::Empty::<Bytes>::new())
+            .map_err(|e| fail("request to", &e))?;
+        let resp = send
+            .send_request(req)
+            .await
+            .map_err(|e| fail("request to", &e))?;
+        Ok(AgentResponse {
+            status: resp.status().as_u16(),
+            body: resp.into_body(),
+        })
+    }
+}
+
+impl AgentResponse {
+    /// The whole body as text (for error answers, which are short).
+    pub async fn text(self) -> String {
+        match self.body.collect().await {
+            Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+            Err(e) => e.to_string(),
+        }
+    }
+}
