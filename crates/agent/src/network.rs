@@ -111,6 +111,14 @@ impl Cni {
         Ok(result)
     }
 
+    /// The plugins a pod needs: those that only map ports are skipped for
+    /// pods without hostPorts (portmap costs iptables calls per pod).
+    fn chain<'a>(&'a self, ports: &'a [PortMapping]) -> impl Iterator<Item = &'a Value> + 'a {
+        self.plugins
+            .iter()
+            .filter(move |p| !ports.is_empty() || p["capabilities"]["portMappings"] != json!(true))
+    }
+
     /// A plugin's config as the spec hands it over: the network's name and
     /// version, the previous result, and the runtime's port mappings.
     fn plugin_config(plugin: &Value, prev: Option<&Value>, ports: &[PortMapping]) -> Value {
@@ -159,7 +167,7 @@ impl PodNetwork for Cni {
         let lo = json!({"cniVersion": CNI_VERSION, "name": "loopback", "type": "loopback"});
         self.invoke("ADD", &lo, id, netns, "lo").await?;
         let mut prev: Option<Value> = None;
-        for plugin in &self.plugins {
+        for plugin in self.chain(ports) {
             let conf = Self::plugin_config(plugin, prev.as_ref(), ports);
             prev = Some(self.invoke("ADD", &conf, id, netns, "eth0").await?);
         }
@@ -175,7 +183,8 @@ impl PodNetwork for Cni {
         ports: &[PortMapping],
     ) -> Result<(), AgentError> {
         let mut first_error = None;
-        for plugin in self.plugins.iter().rev() {
+        let chain: Vec<&Value> = self.chain(ports).collect();
+        for plugin in chain.into_iter().rev() {
             let conf = Self::plugin_config(plugin, None, ports);
             if let Err(e) = self.invoke("DEL", &conf, id, netns, "eth0").await {
                 first_error.get_or_insert(e);

@@ -7,8 +7,10 @@ use std::str::FromStr;
 
 use oci_spec::runtime::{
     Capability, LinuxCapabilities, LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxNamespace,
-    LinuxNamespaceType, LinuxPids, LinuxResources, Mount, Process, Root, Spec, User,
+    LinuxPids, LinuxResources, Mount, Process, Root, Spec, User,
 };
+
+pub use oci_spec::runtime::LinuxNamespaceType;
 
 use crate::AgentError;
 

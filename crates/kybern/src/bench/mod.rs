@@ -3,6 +3,7 @@
 mod api;
 mod controllers;
 mod h2;
+mod pods;
 mod scheduler;
 mod server_process;
 mod stats;
@@ -18,6 +19,9 @@ pub enum BenchCommand {
     /// The controllers: Deployments rolled out on simulated nodes, beside
     /// bare pods as the baseline.
     Controllers(controllers::ControllerBenchArgs),
+    /// Pod startup through the node agent, beside raw runc; the agent's
+    /// memory and CPU with many pods (needs root, runc, CNI plugins).
+    Pods(pods::PodBenchArgs),
     /// The scheduler and simulated nodes, end to end through the API server.
     Scheduler(scheduler::SchedulerBenchArgs),
     /// The store: sqlite backend, etcd backend, and raw etcd as the baseline.
@@ -31,5 +35,6 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Api(args) => api::run(args).await,
         BenchCommand::Controllers(args) => controllers::run(args).await,
         BenchCommand::Scheduler(args) => scheduler::run(args).await,
+        BenchCommand::Pods(args) => pods::run(args).await,
     }
 }
