@@ -298,3 +298,60 @@ async fn containers_survive_an_agent_crash_and_are_adopted_again() {
     delete_and_wait(&api, "steady").await;
     assert!(cluster.runc_containers().is_empty());
 }
+
+#[tokio::test]
+async fn probes_gate_readiness_and_restart_unhealthy_containers() {
+    let cluster = NodeCluster::start();
+    let client = cluster.client().await;
+    let api = create(&client, json!({
+        "metadata": {"name": "probed"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [
+            // Ready only once /www/ready.html exists (after 3 s): httpGet.
+            {"name": "web", "image": "busybox",
+             "command": ["sh", "-c", "mkdir -p /www; httpd -p 8080 -h /www; sleep 3; echo ok > /www/ready.html; exec sleep 3600"],
+             "ports": [{"name": "http", "containerPort": 8080}],
+             "readinessProbe": {"httpGet": {"path": "/ready.html", "port": "http"}, "periodSeconds": 1}},
+            // Started once something listens on 9090 (after 2 s): tcpSocket.
+            {"name": "late", "image": "busybox",
+             "command": ["sh", "-c", "sleep 2; mkdir -p /w; exec httpd -f -p 9090 -h /w"],
+             "startupProbe": {"tcpSocket": {"port": 9090}, "periodSeconds": 1, "failureThreshold": 30}},
+            // Alive while /tmp/alive exists (removed after 4 s): exec.
+            {"name": "mortal", "image": "busybox",
+             "command": ["sh", "-c", "touch /tmp/alive; sleep 4; rm /tmp/alive; exec sleep 3600"],
+             "livenessProbe": {"exec": {"command": ["test", "-f", "/tmp/alive"]}, "periodSeconds": 1, "failureThreshold": 2}}]}})).await;
+
+    let first = wait_status(&api, "probed", "web to run", |s| {
+        container(s, "web")["state"]["running"].is_object()
+    })
+    .await;
+    assert_eq!(
+        container(&first, "web")["ready"],
+        false,
+        "ready before its readiness probe passed"
+    );
+    let ready = wait_status(&api, "probed", "web to become ready", |s| {
+        container(s, "web")["ready"] == true
+    })
+    .await;
+    assert_eq!(container(&ready, "web")["restartCount"], 0);
+    let started = wait_status(&api, "probed", "late to start", |s| {
+        container(s, "late")["started"] == true
+    })
+    .await;
+    assert_eq!(container(&started, "late")["ready"], true);
+    let restarted = wait_status(&api, "probed", "mortal to be restarted", |s| {
+        container(s, "mortal")["restartCount"].as_i64().unwrap_or(0) >= 1
+    })
+    .await;
+    assert!(
+        container(&restarted, "mortal")["lastState"]["terminated"]["exitCode"]
+            .as_i64()
+            .unwrap_or(0)
+            > 128
+    );
+    // The other containers were left alone.
+    assert_eq!(container(&restarted, "web")["restartCount"], 0);
+    assert_eq!(container(&restarted, "late")["restartCount"], 0);
+    delete_and_wait(&api, "probed").await;
+    assert!(cluster.runc_containers().is_empty());
+}

@@ -35,6 +35,14 @@ pub trait ContainerRuntime: Send + Sync {
     async fn delete(&self, id: &str) -> Result<(), AgentError>;
     /// IDs of every container the runtime knows.
     async fn list(&self) -> Result<Vec<String>, AgentError>;
+    /// Runs `command` in the container (an exec probe) and returns its exit
+    /// code; the process is killed after `timeout`.
+    async fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<i32, AgentError>;
 }
 
 /// runc, with its state under the agent's data directory.
@@ -129,6 +137,34 @@ impl ContainerRuntime for Runc {
             return Ok(());
         }
         Err(failed("delete", &out))
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<i32, AgentError> {
+        if command.is_empty() {
+            return Err(AgentError::Runtime("exec of an empty command".into()));
+        }
+        let mut child = tokio::process::Command::new(&self.binary)
+            .arg("--root")
+            .arg(&self.root)
+            .args(["exec", id])
+            .args(command)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(status) => Ok(status?.code().unwrap_or(137)),
+            Err(_) => {
+                let _ = child.kill().await;
+                Err(AgentError::Runtime(format!("exec in {id} timed out")))
+            }
+        }
     }
 
     async fn list(&self) -> Result<Vec<String>, AgentError> {

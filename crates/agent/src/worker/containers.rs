@@ -152,6 +152,7 @@ impl PodWorker {
         obs.waiting = self.waiting.clone();
         obs.image_ids = self.image_ids.clone();
         self.fill_ids(pod, &mut obs);
+        self.probe(pod, &mut obs, pod_ip).await;
         Ok(obs)
     }
 

@@ -3,6 +3,7 @@
 
 mod containers;
 pub mod plan;
+pub mod probes;
 pub mod qos;
 mod sandbox;
 pub mod state;
@@ -34,6 +35,8 @@ pub struct PodWorker {
     /// Why containers are not running, for their `waiting` state.
     waiting: HashMap<String, (String, String)>,
     image_ids: HashMap<String, String>,
+    /// Probe state of the containers' current runs.
+    probes: HashMap<String, probes::RunProbes>,
 }
 
 impl PodWorker {
@@ -49,6 +52,7 @@ impl PodWorker {
             last_status: None,
             waiting: HashMap::new(),
             image_ids: HashMap::new(),
+            probes: HashMap::new(),
         }
     }
 

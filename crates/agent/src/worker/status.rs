@@ -29,6 +29,8 @@ pub struct Observed {
     pub start_time: Option<DateTime<Utc>>,
     /// Container IDs by name of the latest runs.
     pub container_ids: HashMap<String, String>,
+    /// Probe verdicts of running containers that have probes, by name.
+    pub probes: HashMap<String, super::probes::Verdict>,
 }
 
 /// Whether a container that exited with `code` starts again under `policy`.
@@ -105,10 +107,11 @@ fn container_status(
                 .unwrap_or((default_waiting.to_owned(), String::new()));
             (waiting(&reason, &message), h.previous.as_ref())
         }
-        Some((_, run @ Run::Running { started_at })) => {
-            s["ready"] = json!(true);
-            s["started"] = json!(true);
-            let _ = run;
+        Some((_, Run::Running { started_at })) => {
+            // Without probes a running container is started and ready.
+            let probe = obs.probes.get(&c.name);
+            s["ready"] = json!(probe.is_none_or(|p| p.ready));
+            s["started"] = json!(probe.is_none_or(|p| p.started));
             (
                 json!({"running": {"startedAt": ts(started_at)}}),
                 h.previous.as_ref(),

@@ -1,0 +1,300 @@
+//! Startup, liveness and readiness probes (exec, httpGet, tcpSocket) of a
+//! pod's running containers, with the kubelet's delays, periods, thresholds
+//! and consequences: a failed liveness or startup probe restarts the
+//! container; readiness decides `ready`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use k8s_openapi::api::core::v1::{Container, Pod, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::PodWorker;
+use super::state::Run;
+use super::status::Observed;
+
+/// What the probes say of a container's current run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// The startup probe has succeeded (or there is none).
+    pub started: bool,
+    /// The readiness probe says ready (or there is none and it has started).
+    pub ready: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Startup,
+    Liveness,
+    Readiness,
+}
+
+/// Probe bookkeeping for one run of one container.
+#[derive(Debug, Default)]
+pub struct RunProbes {
+    attempt: u32,
+    started: bool,
+    ready: bool,
+    successes: HashMap<Kind, i32>,
+    failures: HashMap<Kind, i32>,
+    next: HashMap<Kind, tokio::time::Instant>,
+}
+
+fn probe_of(c: &Container, kind: Kind) -> Option<&Probe> {
+    match kind {
+        Kind::Startup => c.startup_probe.as_ref(),
+        Kind::Liveness => c.liveness_probe.as_ref(),
+        Kind::Readiness => c.readiness_probe.as_ref(),
+    }
+}
+
+/// The port a probe names: a number, or the name of a container port.
+fn port_of(c: &Container, port: &IntOrString) -> Option<u16> {
+    match port {
+        IntOrString::Int(p) => u16::try_from(*p).ok(),
+        IntOrString::String(name) => c
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name))
+            .and_then(|p| u16::try_from(p.container_port).ok())
+            .or_else(|| name.parse().ok()),
+    }
+}
+
+/// One HTTP GET; success is a status from 200 to 399.
+async fn http_get(host: &str, port: u16, path: &str, headers: &[(String, String)]) -> bool {
+    let Ok(mut tcp) = tokio::net::TcpStream::connect((host, port)).await else {
+        return false;
+    };
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.35\r\nAccept: */*\r\nConnection: close\r\n"
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    if tcp.write_all(req.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut head = [0u8; 64];
+    let Ok(n) = tcp.read(&mut head).await else {
+        return false;
+    };
+    let line = String::from_utf8_lossy(&head[..n]);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse::<u16>().ok())
+        .is_some_and(|code| (200..400).contains(&code))
+}
+
+impl PodWorker {
+    /// Runs one probe against container `c` (runtime ID `id`) at `ip`.
+    async fn run_probe(&self, c: &Container, probe: &Probe, id: &str, ip: &str) -> bool {
+        let timeout = Duration::from_secs(
+            u64::try_from(probe.timeout_seconds.unwrap_or(1).max(1)).unwrap_or(1),
+        );
+        let check = async {
+            if let Some(exec) = &probe.exec {
+                let command = exec.command.clone().unwrap_or_default();
+                return self
+                    .ctx
+                    .runtime
+                    .exec(id, &command, timeout)
+                    .await
+                    .is_ok_and(|code| code == 0);
+            }
+            if let Some(http) = &probe.http_get {
+                if http
+                    .scheme
+                    .as_deref()
+                    .is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"))
+                {
+                    tracing::warn!(container = %c.name, "HTTPS probes are not built; counting a failure");
+                    return false;
+                }
+                let Some(port) = port_of(c, &http.port) else {
+                    return false;
+                };
+                let host = http
+                    .host
+                    .clone()
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| ip.to_owned());
+                let headers: Vec<(String, String)> = http
+                    .http_headers
+                    .iter()
+                    .flatten()
+                    .map(|h| (h.name.clone(), h.value.clone()))
+                    .collect();
+                let path = http.path.clone().unwrap_or_else(|| "/".into());
+                return http_get(&host, port, &path, &headers).await;
+            }
+            if let Some(tcp) = &probe.tcp_socket {
+                let Some(port) = port_of(c, &tcp.port) else {
+                    return false;
+                };
+                let host = tcp
+                    .host
+                    .clone()
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| ip.to_owned());
+                return tokio::net::TcpStream::connect((host.as_str(), port))
+                    .await
+                    .is_ok();
+            }
+            tracing::warn!(container = %c.name, "gRPC probes are not built; counting a failure");
+            false
+        };
+        tokio::time::timeout(timeout, check).await.unwrap_or(false)
+    }
+
+    /// Runs the probes that are due for every running app container and
+    /// records their verdicts in `obs`. A container whose liveness or
+    /// startup probe failed `failureThreshold` times is stopped; its restart
+    /// policy takes it from there.
+    pub(super) async fn probe(&mut self, pod: &Pod, obs: &mut Observed, ip: &str) {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let grace = spec.termination_grace_period_seconds.unwrap_or(30);
+        for (c, h) in spec.containers.iter().zip(&obs.app) {
+            let Some((attempt, Run::Running { started_at })) = &h.latest else {
+                self.probes.remove(&c.name);
+                continue;
+            };
+            if [Kind::Startup, Kind::Liveness, Kind::Readiness]
+                .iter()
+                .all(|k| probe_of(c, *k).is_none())
+            {
+                continue;
+            }
+            let fresh = self
+                .probes
+                .get(&c.name)
+                .is_none_or(|p| p.attempt != *attempt);
+            if fresh {
+                self.probes.insert(
+                    c.name.clone(),
+                    RunProbes {
+                        attempt: *attempt,
+                        started: c.startup_probe.is_none(),
+                        ..Default::default()
+                    },
+                );
+            }
+            let id = self.dir.container_id(&c.name, *attempt);
+            let running_for = (Utc::now() - *started_at).to_std().unwrap_or_default();
+            let mut kill = false;
+            for kind in [Kind::Startup, Kind::Liveness, Kind::Readiness] {
+                let Some(probe) = probe_of(c, kind) else {
+                    continue;
+                };
+                let Some(state) = self.probes.get(&c.name) else {
+                    break;
+                };
+                // Liveness and readiness wait for the startup probe.
+                if kind != Kind::Startup && !state.started || kind == Kind::Startup && state.started
+                {
+                    continue;
+                }
+                let delay = Duration::from_secs(
+                    u64::try_from(probe.initial_delay_seconds.unwrap_or(0)).unwrap_or(0),
+                );
+                let now = tokio::time::Instant::now();
+                if running_for < delay || state.next.get(&kind).is_some_and(|t| now < *t) {
+                    continue;
+                }
+                let ok = self.run_probe(c, probe, &id, ip).await;
+                let Some(state) = self.probes.get_mut(&c.name) else {
+                    break;
+                };
+                let period = Duration::from_secs(
+                    u64::try_from(probe.period_seconds.unwrap_or(10).max(1)).unwrap_or(10),
+                );
+                state.next.insert(kind, now + period);
+                let (succ, fail) = if ok {
+                    *state.successes.entry(kind).or_default() += 1;
+                    state.failures.insert(kind, 0);
+                    (state.successes[&kind], 0)
+                } else {
+                    *state.failures.entry(kind).or_default() += 1;
+                    state.successes.insert(kind, 0);
+                    (0, state.failures[&kind])
+                };
+                let success_threshold = probe.success_threshold.unwrap_or(1).max(1);
+                let failure_threshold = probe.failure_threshold.unwrap_or(3).max(1);
+                match kind {
+                    Kind::Startup if succ >= 1 => state.started = true,
+                    Kind::Readiness if succ >= success_threshold => state.ready = true,
+                    Kind::Readiness if fail >= failure_threshold => state.ready = false,
+                    Kind::Startup | Kind::Liveness if fail >= failure_threshold => kill = true,
+                    _ => {}
+                }
+                if kill {
+                    tracing::info!(pod = %self.dir.uid, container = %c.name, ?kind, "probe failed; restarting the container");
+                    break;
+                }
+            }
+            if kill {
+                self.probes.remove(&c.name);
+                let runtime = self.ctx.runtime.clone();
+                let grace = Duration::from_secs(u64::try_from(grace.clamp(0, 30)).unwrap_or(0));
+                let _ = runtime.kill(&id, "TERM").await;
+                // The kubelet's grace period, then SIGKILL.
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    let _ = runtime.kill(&id, "KILL").await;
+                });
+                continue;
+            }
+            if let Some(state) = self.probes.get(&c.name) {
+                let ready = state.started && (c.readiness_probe.is_none() || state.ready);
+                obs.probes.insert(
+                    c.name.clone(),
+                    Verdict {
+                        started: state.started,
+                        ready,
+                    },
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_ports_resolve_through_the_container() {
+        let c: Container = serde_json::from_value(serde_json::json!({"name": "a",
+            "ports": [{"name": "http", "containerPort": 8080}]}))
+        .expect("container");
+        assert_eq!(port_of(&c, &IntOrString::String("http".into())), Some(8080));
+        assert_eq!(port_of(&c, &IntOrString::Int(81)), Some(81));
+        assert_eq!(port_of(&c, &IntOrString::String("nope".into())), None);
+    }
+
+    #[tokio::test]
+    async fn http_probes_succeed_on_2xx_and_3xx_only() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            for status in ["200 OK", "302 Found", "500 Internal Server Error"] {
+                let (mut s, _) = listener.accept().await.expect("accept");
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .await;
+            }
+        });
+        assert!(http_get("127.0.0.1", port, "/", &[]).await);
+        assert!(http_get("127.0.0.1", port, "/", &[]).await);
+        assert!(!http_get("127.0.0.1", port, "/", &[]).await);
+        assert!(!http_get("127.0.0.1", 1, "/", &[]).await);
+    }
+}
