@@ -208,6 +208,14 @@ async fn restart_policies_exit_codes_and_missing_images_are_reported() {
     create(&client, crash("succeeds", "OnFailure", 0)).await;
     create(
         &client,
+        json!({"metadata": {"name": "oom"},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox",
+            "command": ["sh", "-c", "sleep 1; dd if=/dev/zero of=/dev/null bs=64M count=1"],
+            "resources": {"limits": {"memory": "16Mi"}}}]}}),
+    )
+    .await;
+    create(
+        &client,
         json!({"metadata": {"name": "noimage"},
         "spec": {"containers": [{"name": "main", "image": "registry.invalid/nothing:1"}]}}),
     )
@@ -242,13 +250,18 @@ async fn restart_policies_exit_codes_and_missing_images_are_reported() {
     );
     assert_eq!(container(&s, "main")["restartCount"], 0);
 
+    let s = wait_status(&api, "oom", "the OOM kill", |s| s["phase"] == "Failed").await;
+    let t = &container(&s, "main")["state"]["terminated"];
+    assert_eq!(t["reason"], "OOMKilled", "{t}");
+    assert_eq!(t["exitCode"], 137);
+
     let s = wait_status(&api, "noimage", "an image error", |s| {
         container(s, "main")["state"]["waiting"]["reason"] == "ErrImagePull"
     })
     .await;
     assert_eq!(s["phase"], "Pending");
 
-    for name in ["loops", "fails", "succeeds", "noimage"] {
+    for name in ["loops", "fails", "succeeds", "oom", "noimage"] {
         delete_and_wait(&api, name).await;
     }
     assert!(cluster.runc_containers().is_empty());
@@ -354,4 +367,58 @@ async fn probes_gate_readiness_and_restart_unhealthy_containers() {
     assert_eq!(container(&restarted, "late")["restartCount"], 0);
     delete_and_wait(&api, "probed").await;
     assert!(cluster.runc_containers().is_empty());
+}
+
+#[tokio::test]
+async fn configmap_updates_reach_mounted_volumes() {
+    let cluster = NodeCluster::start();
+    let client = cluster.client().await;
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), "default");
+    let cm =
+        serde_json::from_value(json!({"metadata": {"name": "cfg"}, "data": {"greeting": "hello"}}))
+            .expect("configmap");
+    cms.create(&PostParams::default(), &cm)
+        .await
+        .expect("create configmap");
+    let api = create(&client, json!({
+        "metadata": {"name": "reader"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": "busybox",
+            "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do echo \"$(cat /cfg/greeting) $GREETING\"; sleep 0.5; done"],
+            "env": [{"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "greeting"}}}],
+            "volumeMounts": [{"name": "cfg", "mountPath": "/cfg", "readOnly": true}]}],
+            "volumes": [{"name": "cfg", "configMap": {"name": "cfg"}}]}})).await;
+    wait_status(&api, "reader", "reader to run", |s| {
+        container(s, "main")["ready"] == true
+    })
+    .await;
+    let uid = api
+        .get("reader")
+        .await
+        .expect("get")
+        .metadata
+        .uid
+        .expect("uid");
+    wait_for("the first greeting", async || {
+        log_of(&cluster, &uid, "main", 0)
+            .contains("stdout F hello hello")
+            .then_some(())
+    })
+    .await;
+    let patch = json!({"data": {"greeting": "bonjour"}});
+    cms.patch(
+        "cfg",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .expect("update configmap");
+    // The file changes in the running container; the environment does not.
+    wait_for("the updated greeting", async || {
+        log_of(&cluster, &uid, "main", 0)
+            .contains("stdout F bonjour hello")
+            .then_some(())
+    })
+    .await;
+    delete_and_wait(&api, "reader").await;
 }

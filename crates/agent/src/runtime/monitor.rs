@@ -40,6 +40,9 @@ pub struct ExitRecord {
     pub exit_code: i32,
     /// When the monitor saw it end.
     pub finished_at: chrono::DateTime<chrono::Utc>,
+    /// The kernel's OOM killer ended it (runc reported an `oom` event).
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
 /// Runs the container to its end. Returns its exit code after recording it.
@@ -69,10 +72,12 @@ pub fn run(spec: &MonitorSpec) -> Result<i32, AgentError> {
         let log = log.clone();
         copiers.push(std::thread::spawn(move || copy_lines(err, "stderr", &log)));
     }
+    let oom = OomWatch::start(spec);
     let status = child.wait()?;
     for c in copiers {
         let _ = c.join();
     }
+    let oom_killed = oom.finish();
     let exit_code = match (
         status.code(),
         std::os::unix::process::ExitStatusExt::signal(&status),
@@ -84,11 +89,99 @@ pub fn run(spec: &MonitorSpec) -> Result<i32, AgentError> {
     let record = ExitRecord {
         exit_code,
         finished_at: chrono::Utc::now(),
+        oom_killed,
     };
     let tmp = spec.exit_file.with_extension("tmp");
     std::fs::write(&tmp, serde_json::to_vec(&record).unwrap_or_default())?;
     std::fs::rename(&tmp, &spec.exit_file)?;
     Ok(exit_code)
+}
+
+/// Follows `runc events` of the container for `oom` events. runc checks that
+/// the cgroup still exists before it reports one, so the removal of the
+/// cgroup at exit does not read as an OOM kill. An OOM kill in the first
+/// moments, before `runc events` is attached, is missed.
+struct OomWatch {
+    seen: Arc<std::sync::atomic::AtomicBool>,
+    done: Arc<std::sync::atomic::AtomicBool>,
+    events: Arc<Mutex<Option<std::process::Child>>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl OomWatch {
+    fn start(spec: &MonitorSpec) -> Self {
+        let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let events: Arc<Mutex<Option<std::process::Child>>> = Default::default();
+        let (spec, flag, slot, ended) = (spec.clone(), seen.clone(), events.clone(), done.clone());
+        let thread = std::thread::spawn(move || {
+            let runc = |verb: &str| {
+                let mut c = Command::new(&spec.runtime);
+                c.arg("--root").arg(&spec.root).arg(verb).arg(&spec.id);
+                c
+            };
+            // Wait for runc to have the container (it is being created).
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !runc("state")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+            {
+                if std::time::Instant::now() > deadline
+                    || ended.load(std::sync::atomic::Ordering::SeqCst)
+                {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let Ok(mut child) = runc("events")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+            else {
+                return;
+            };
+            let out = child.stdout.take();
+            if let Ok(mut slot) = slot.lock() {
+                if ended.load(std::sync::atomic::Ordering::SeqCst) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return;
+                }
+                *slot = Some(child);
+            }
+            let Some(out) = out else { return };
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                if event["type"] == "oom" {
+                    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        });
+        OomWatch {
+            seen,
+            done,
+            events,
+            thread,
+        }
+    }
+
+    /// Stops following events; whether an OOM kill was seen.
+    fn finish(self) -> bool {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Ok(mut slot) = self.events.lock()
+            && let Some(mut child) = slot.take()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // The thread ends once the events process is gone.
+        let _ = self.thread.join();
+        self.seen.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// Copies `input` into the log, one CRI line per output line.

@@ -405,6 +405,7 @@ mod tests {
                     exit: ExitRecord {
                         exit_code: code,
                         finished_at,
+                        oom_killed: false,
                     },
                     message: None,
                 },

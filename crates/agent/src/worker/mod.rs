@@ -4,6 +4,7 @@
 mod containers;
 pub mod plan;
 pub mod probes;
+mod projection;
 pub mod qos;
 mod sandbox;
 pub mod state;
@@ -25,6 +26,9 @@ use crate::{AgentError, NodeContext};
 
 /// How often a worker looks at its containers when nothing else wakes it.
 const TICK: Duration = Duration::from_secs(1);
+/// How often projected volumes are compared with the API (the kubelet's
+/// sync period is a minute; ConfigMap updates reach pods within this).
+const VOLUME_SYNC: Duration = Duration::from_secs(10);
 
 /// Drives one pod.
 pub struct PodWorker {
@@ -37,6 +41,8 @@ pub struct PodWorker {
     image_ids: HashMap<String, String>,
     /// Probe state of the containers' current runs.
     probes: HashMap<String, probes::RunProbes>,
+    /// When the configMap, secret and downwardAPI volumes were last synced.
+    volumes_synced: Option<tokio::time::Instant>,
 }
 
 impl PodWorker {
@@ -53,6 +59,7 @@ impl PodWorker {
             waiting: HashMap::new(),
             image_ids: HashMap::new(),
             probes: HashMap::new(),
+            volumes_synced: None,
         }
     }
 
@@ -122,6 +129,9 @@ impl PodWorker {
                 None
             }
         };
+        if sandbox.is_some() {
+            self.sync_volumes(pod).await;
+        }
         let mut obs = match &sandbox {
             Some(s) => self.step(pod, &s.ip).await?,
             None => self.observe(pod),
@@ -137,6 +147,22 @@ impl PodWorker {
             std::fs::write(self.dir.root.join("finished"), b"")?;
         }
         Ok(Some(TICK))
+    }
+
+    /// Every `VOLUME_SYNC`, brings projected volumes up to date with their
+    /// ConfigMaps and Secrets (the sandbox wrote them first).
+    async fn sync_volumes(&mut self, pod: &Pod) {
+        let now = tokio::time::Instant::now();
+        match self.volumes_synced {
+            None => self.volumes_synced = Some(now),
+            Some(t) if now.duration_since(t) >= VOLUME_SYNC => {
+                self.volumes_synced = Some(now);
+                if let Err(e) = volumes::refresh(&self.ctx.client, pod, &self.dir).await {
+                    tracing::warn!(pod = %self.dir.uid, error = %e, "syncing volumes");
+                }
+            }
+            Some(_) => {}
+        }
     }
 
     /// When the agent first took the pod on (kept across agent restarts).

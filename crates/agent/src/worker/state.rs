@@ -132,6 +132,7 @@ pub fn read_run(dir: &Path, monitor_alive: &dyn Fn(u32) -> bool) -> Option<Run> 
         exit: ExitRecord {
             exit_code: 137,
             finished_at: Utc::now(),
+            oom_killed: false,
         },
         message: Some("the container's monitor ended without recording an exit".into()),
     })
@@ -184,6 +185,7 @@ mod tests {
         let record = ExitRecord {
             exit_code: 3,
             finished_at: Utc::now(),
+            oom_killed: false,
         };
         std::fs::write(
             attempt.join("exit"),

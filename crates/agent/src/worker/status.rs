@@ -60,10 +60,10 @@ fn terminated(run: &Run, id: Option<&String>) -> Option<Value> {
     else {
         return None;
     };
-    let reason = if exit.exit_code == 0 {
-        "Completed"
-    } else {
-        "Error"
+    let reason = match exit.exit_code {
+        _ if exit.oom_killed => "OOMKilled",
+        0 => "Completed",
+        _ => "Error",
     };
     let mut t = json!({"exitCode": exit.exit_code, "reason": reason,
         "startedAt": ts(started_at), "finishedAt": ts(&exit.finished_at)});
@@ -322,6 +322,7 @@ mod tests {
                     exit: ExitRecord {
                         exit_code: code,
                         finished_at: Utc::now(),
+                        oom_killed: false,
                     },
                     message: None,
                 },

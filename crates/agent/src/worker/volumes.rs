@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, KeyToPath, Pod, Secret, Volume};
 use kube::Api;
 
 use super::plan::EnvSources;
+use super::projection::project;
 use super::state::PodDir;
 use crate::AgentError;
 
@@ -119,38 +120,6 @@ pub async fn env_sources(
     Ok(src)
 }
 
-/// Writes `data` into `dir` as files: all keys, or only `items` at their paths.
-fn project(
-    dir: &Path,
-    data: &BTreeMap<String, Vec<u8>>,
-    items: Option<&Vec<KeyToPath>>,
-    mode: Option<i32>,
-) -> Result<(), AgentError> {
-    std::fs::create_dir_all(dir)?;
-    let files: Vec<(String, &Vec<u8>, Option<i32>)> = match items {
-        Some(items) => items
-            .iter()
-            .filter_map(|i| Some((i.path.clone(), data.get(&i.key)?, i.mode.or(mode))))
-            .collect(),
-        None => data.iter().map(|(k, v)| (k.clone(), v, mode)).collect(),
-    };
-    for (rel, bytes, mode) in files {
-        if rel.starts_with('/') || rel.split('/').any(|p| p == "..") {
-            return Err(AgentError::Config(format!(
-                "volume path {rel:?} leaves its volume"
-            )));
-        }
-        let path = dir.join(&rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&path, bytes)?;
-        let mode = u32::try_from(mode.unwrap_or(0o644)).unwrap_or(0o644) & 0o777;
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-    }
-    Ok(())
-}
-
 /// Creates every volume of the pod on the node.
 pub async fn materialize(client: &kube::Client, pod: &Pod, dir: &PodDir) -> Result<(), AgentError> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
@@ -180,46 +149,78 @@ pub async fn materialize(client: &kube::Client, pod: &Pod, dir: &PodDir) -> Resu
                 }
                 _ => {}
             }
-        } else if let Some(cm) = &v.config_map {
-            match data_of(client, ns, "ConfigMap", &cm.name).await? {
-                Some(data) => project(&target, &data, cm.items.as_ref(), cm.default_mode)?,
-                None if cm.optional.unwrap_or(false) => std::fs::create_dir_all(&target)?,
-                None => {
-                    return Err(AgentError::Config(format!(
-                        "configmap {:?} not found",
-                        cm.name
-                    )));
-                }
-            }
-        } else if let Some(s) = &v.secret {
-            let name = s.secret_name.clone().unwrap_or_default();
-            match data_of(client, ns, "Secret", &name).await? {
-                Some(data) => project(&target, &data, s.items.as_ref(), s.default_mode)?,
-                None if s.optional.unwrap_or(false) => std::fs::create_dir_all(&target)?,
-                None => return Err(AgentError::Config(format!("secret {name:?} not found"))),
-            }
-        } else if let Some(d) = &v.downward_api {
-            let mut data = BTreeMap::new();
-            let mut items = Vec::new();
-            for item in d.items.iter().flatten() {
-                let value = item
-                    .field_ref
-                    .as_ref()
-                    .and_then(|f| downward_field(pod, &f.field_path));
-                if let Some(value) = value {
-                    data.insert(item.path.clone(), value.into_bytes());
-                    items.push(KeyToPath {
-                        key: item.path.clone(),
-                        path: item.path.clone(),
-                        mode: item.mode,
-                    });
-                }
-            }
-            project(&target, &data, Some(&items), d.default_mode)?;
+        } else if project_volume(client, ns, pod, v, &target).await? {
+            // Written from the API.
         } else {
             // emptyDir, and kinds not built yet, get an empty directory.
             std::fs::create_dir_all(&target)?;
         }
+    }
+    Ok(())
+}
+
+/// Writes a configMap, secret or downwardAPI volume from the API; `false`
+/// for other kinds.
+async fn project_volume(
+    client: &kube::Client,
+    ns: &str,
+    pod: &Pod,
+    v: &Volume,
+    target: &Path,
+) -> Result<bool, AgentError> {
+    if let Some(cm) = &v.config_map {
+        match data_of(client, ns, "ConfigMap", &cm.name).await? {
+            Some(data) => {
+                project(target, &data, cm.items.as_ref(), cm.default_mode)?;
+            }
+            None if cm.optional.unwrap_or(false) => std::fs::create_dir_all(target)?,
+            None => {
+                return Err(AgentError::Config(format!(
+                    "configmap {:?} not found",
+                    cm.name
+                )));
+            }
+        }
+    } else if let Some(s) = &v.secret {
+        let name = s.secret_name.clone().unwrap_or_default();
+        match data_of(client, ns, "Secret", &name).await? {
+            Some(data) => {
+                project(target, &data, s.items.as_ref(), s.default_mode)?;
+            }
+            None if s.optional.unwrap_or(false) => std::fs::create_dir_all(target)?,
+            None => return Err(AgentError::Config(format!("secret {name:?} not found"))),
+        }
+    } else if let Some(d) = &v.downward_api {
+        let mut data = BTreeMap::new();
+        let mut items = Vec::new();
+        for item in d.items.iter().flatten() {
+            let value = item
+                .field_ref
+                .as_ref()
+                .and_then(|f| downward_field(pod, &f.field_path));
+            if let Some(value) = value {
+                data.insert(item.path.clone(), value.into_bytes());
+                items.push(KeyToPath {
+                    key: item.path.clone(),
+                    path: item.path.clone(),
+                    mode: item.mode,
+                });
+            }
+        }
+        project(target, &data, Some(&items), d.default_mode)?;
+    } else {
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Brings the pod's configMap, secret and downwardAPI volumes up to date
+/// with the API (the kubelet's periodic volume sync). Unchanged data is left
+/// as it is; changed data replaces the old at once.
+pub async fn refresh(client: &kube::Client, pod: &Pod, dir: &PodDir) -> Result<(), AgentError> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        project_volume(client, ns, pod, v, &dir.volume(&v.name)).await?;
     }
     Ok(())
 }
@@ -249,34 +250,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn projection_writes_keys_or_items_and_refuses_escapes() {
-        let dir = tempfile::tempdir().expect("test setup");
-        let data: BTreeMap<String, Vec<u8>> = [
-            ("a".to_owned(), b"1".to_vec()),
-            ("b".to_owned(), b"2".to_vec()),
-        ]
-        .into();
-        project(dir.path(), &data, None, None).expect("test setup");
+    fn downward_files_hold_fields_and_quoted_labels() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({"metadata": {
+            "name": "p", "namespace": "ns", "labels": {"app": "web", "tier": "a b"}}}))
+        .expect("pod");
+        assert_eq!(downward_field(&pod, "metadata.name").as_deref(), Some("p"));
         assert_eq!(
-            std::fs::read(dir.path().join("b")).expect("test setup"),
-            b"2"
+            downward_field(&pod, "metadata.labels").as_deref(),
+            Some("app=\"web\"\ntier=\"a b\"\n")
         );
-        let items = vec![KeyToPath {
-            key: "a".into(),
-            path: "sub/x".into(),
-            mode: Some(0o600),
-        }];
-        project(&dir.path().join("i"), &data, Some(&items), None).expect("test setup");
         assert_eq!(
-            std::fs::read(dir.path().join("i/sub/x")).expect("test setup"),
-            b"1"
+            downward_field(&pod, "metadata.annotations").as_deref(),
+            Some("")
         );
-        assert!(!dir.path().join("i/b").exists());
-        let escape = vec![KeyToPath {
-            key: "a".into(),
-            path: "../x".into(),
-            mode: None,
-        }];
-        assert!(project(dir.path(), &data, Some(&escape), None).is_err());
+        assert_eq!(downward_field(&pod, "spec.nodeName"), None);
     }
 }
