@@ -13,7 +13,7 @@ use crate::AgentError;
 const CNI_VERSION: &str = "1.0.0";
 
 /// A hostPort of the pod, for `portmap`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PortMapping {
     /// Port on the node.
     pub host_port: i32,

@@ -110,14 +110,6 @@ fn default_ip() -> IpAddr {
         .unwrap_or(IpAddr::from([127, 0, 0, 1]))
 }
 
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_ascii_lowercase())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 async fn runc_version(runc: &Path) -> String {
     let out = tokio::process::Command::new(runc)
         .arg("--version")
@@ -164,7 +156,10 @@ pub async fn run_agent(
     );
     let ctx = kybern_agent::NodeContext {
         client,
-        node_name: flags.node_name.clone().unwrap_or_else(host_name),
+        node_name: flags
+            .node_name
+            .clone()
+            .unwrap_or_else(|| crate::scheduler_cmd::hostname().to_ascii_lowercase()),
         node_ip: flags.node_ip.unwrap_or_else(default_ip),
         pod_cidr: flags.pod_cidr.clone(),
         max_pods: flags.max_pods,

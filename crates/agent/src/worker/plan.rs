@@ -289,6 +289,7 @@ pub fn plan(
     let cpu_limit = quantity("limits", "cpu").and_then(|q| super::qos::millis(&q));
     let memory_limit = quantity("limits", "memory").and_then(|q| super::qos::bytes(&q));
     let qos = QosClass::of(pod);
+    let (uid, gid) = user(pod, c, image);
     let id = dir.container_id(&c.name, attempt_number(attempt_dir));
     Ok(ContainerPlan {
         args: command_line(c, image),
@@ -299,8 +300,8 @@ pub fn plan(
             .or(image.config.working_dir.clone())
             .filter(|w| !w.is_empty())
             .unwrap_or_else(|| "/".into()),
-        uid: user(pod, c, image).0,
-        gid: user(pod, c, image).1,
+        uid,
+        gid,
         namespaces,
         cgroup_path: format!("{}/{id}", cgroup_parent(pod, qos)),
         memory_limit,

@@ -50,6 +50,11 @@ fn probe_of(c: &Container, kind: Kind) -> Option<&Probe> {
     }
 }
 
+/// Whole seconds from a spec field (negative counts as zero).
+fn secs(n: impl Into<i64>) -> Duration {
+    Duration::from_secs(u64::try_from(n.into()).unwrap_or(0))
+}
+
 /// The port a probe names: a number, or the name of a container port.
 fn port_of(c: &Container, port: &IntOrString) -> Option<u16> {
     match port {
@@ -93,9 +98,7 @@ async fn http_get(host: &str, port: u16, path: &str, headers: &[(String, String)
 impl PodWorker {
     /// Runs one probe against container `c` (runtime ID `id`) at `ip`.
     async fn run_probe(&self, c: &Container, probe: &Probe, id: &str, ip: &str) -> bool {
-        let timeout = Duration::from_secs(
-            u64::try_from(probe.timeout_seconds.unwrap_or(1).max(1)).unwrap_or(1),
-        );
+        let timeout = secs(probe.timeout_seconds.unwrap_or(1).max(1));
         let check = async {
             if let Some(exec) = &probe.exec {
                 let command = exec.command.clone().unwrap_or_default();
@@ -198,9 +201,7 @@ impl PodWorker {
                 {
                     continue;
                 }
-                let delay = Duration::from_secs(
-                    u64::try_from(probe.initial_delay_seconds.unwrap_or(0)).unwrap_or(0),
-                );
+                let delay = secs(probe.initial_delay_seconds.unwrap_or(0));
                 let now = tokio::time::Instant::now();
                 if running_for < delay || state.next.get(&kind).is_some_and(|t| now < *t) {
                     continue;
@@ -209,9 +210,7 @@ impl PodWorker {
                 let Some(state) = self.probes.get_mut(&c.name) else {
                     break;
                 };
-                let period = Duration::from_secs(
-                    u64::try_from(probe.period_seconds.unwrap_or(10).max(1)).unwrap_or(10),
-                );
+                let period = secs(probe.period_seconds.unwrap_or(10).max(1));
                 state.next.insert(kind, now + period);
                 let (succ, fail) = if ok {
                     *state.successes.entry(kind).or_default() += 1;
@@ -239,7 +238,7 @@ impl PodWorker {
             if kill {
                 self.probes.remove(&c.name);
                 let runtime = self.ctx.runtime.clone();
-                let grace = Duration::from_secs(u64::try_from(grace.clamp(0, 30)).unwrap_or(0));
+                let grace = secs(grace.clamp(0, 30));
                 let _ = runtime.kill(&id, "TERM").await;
                 // The kubelet's grace period, then SIGKILL.
                 tokio::spawn(async move {

@@ -20,7 +20,7 @@ pub struct SandboxRecord {
     pub host_network: bool,
     /// hostPorts mapped by the network plugin.
     #[serde(default)]
-    pub ports: Vec<(i32, i32, String)>,
+    pub ports: Vec<PortMapping>,
 }
 
 /// The pod's hostPorts.
@@ -128,10 +128,7 @@ impl PodWorker {
         let record = SandboxRecord {
             ip: ip.to_string(),
             host_network,
-            ports: ports
-                .iter()
-                .map(|p| (p.host_port, p.container_port, p.protocol.clone()))
-                .collect(),
+            ports,
         };
         let tmp = self.dir.root.join("sandbox.json.tmp");
         std::fs::write(&tmp, serde_json::to_vec(&record).unwrap_or_default())?;
@@ -146,15 +143,7 @@ impl PodWorker {
     pub(super) async fn release_sandbox(&self) -> Result<(), AgentError> {
         let record = self.sandbox();
         let host_network = record.as_ref().is_some_and(|r| r.host_network);
-        let ports: Vec<PortMapping> = record
-            .iter()
-            .flat_map(|r| r.ports.iter())
-            .map(|(h, c, p)| PortMapping {
-                host_port: *h,
-                container_port: *c,
-                protocol: p.clone(),
-            })
-            .collect();
+        let ports = record.map(|r| r.ports).unwrap_or_default();
         let netns = self.dir.ns().join("net");
         if !host_network && netns.exists() {
             self.ctx
