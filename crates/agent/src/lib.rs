@@ -15,6 +15,7 @@ pub mod network;
 pub mod node;
 mod pods;
 pub mod runtime;
+pub mod streaming;
 pub mod worker;
 
 use std::net::IpAddr;

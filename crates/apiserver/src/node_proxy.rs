@@ -116,13 +116,13 @@ impl NodeProxy {
         })
     }
 
-    /// GETs `path_and_query` from the agent at `host:port`.
-    pub async fn get(
+    /// An HTTP/1.1 connection to the agent at `host:port`, able to upgrade.
+    async fn connect(
         &self,
         host: &str,
         port: u16,
-        path_and_query: &str,
-    ) -> Result<AgentResponse, NodeProxyError> {
+    ) -> Result<hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>, NodeProxyError>
+    {
         let fail = |what: &str, e: &dyn std::fmt::Display| {
             NodeProxyError::Connect(format!("{what} node agent {host}:{port}: {e}"))
         };
@@ -138,22 +138,54 @@ impl NodeProxy {
             .connect(name, tcp)
             .await
             .map_err(|e| fail("TLS with", &e))?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| fail("HTTP with", &e))?;
-        tokio::spawn(conn);
-        let req = hyper::Request::get(path_and_query)
-            .header("host", format!("{host}:{port}"))
-            .body(http_body_util::Empty::<Bytes>::new())
-            .map_err(|e| fail("request to", &e))?;
-        let resp = send
-            .send_request(req)
-            .await
-            .map_err(|e| fail("request to", &e))?;
+        tokio::spawn(conn.with_upgrades());
+        Ok(send)
+    }
+
+    /// GETs `path_and_query` from the agent at `host:port`.
+    pub async fn get(
+        &self,
+        host: &str,
+        port: u16,
+        path_and_query: &str,
+    ) -> Result<AgentResponse, NodeProxyError> {
+        let resp = self
+            .request(host, port, hyper::Method::GET, path_and_query, &[])
+            .await?;
         Ok(AgentResponse {
             status: resp.status().as_u16(),
             body: resp.into_body(),
         })
+    }
+
+    /// Sends a body-less request with `headers` to the agent; the answer may
+    /// be an upgrade (`101`), to be taken with `hyper::upgrade::on`.
+    pub async fn request(
+        &self,
+        host: &str,
+        port: u16,
+        method: hyper::Method,
+        path_and_query: &str,
+        headers: &[(hyper::header::HeaderName, hyper::header::HeaderValue)],
+    ) -> Result<hyper::Response<hyper::body::Incoming>, NodeProxyError> {
+        let fail = |e: &dyn std::fmt::Display| {
+            NodeProxyError::Connect(format!("request to node agent {host}:{port}: {e}"))
+        };
+        let mut send = self.connect(host, port).await?;
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path_and_query)
+            .header("host", format!("{host}:{port}"));
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let req = req
+            .body(http_body_util::Empty::<Bytes>::new())
+            .map_err(|e| fail(&e))?;
+        send.send_request(req).await.map_err(|e| fail(&e))
     }
 }
 

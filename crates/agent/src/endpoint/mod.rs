@@ -1,8 +1,10 @@
 //! The agent's own HTTPS endpoint (the kubelet's port 10250): the API server
-//! fetches container logs from it. Only clients with a certificate signed by
+//! fetches container logs from it and passes exec and port-forward sessions
+//! through to it. Only clients with a certificate signed by
 //! the cluster CA get in; the agent serves with a self-signed certificate.
 
 pub mod logs;
+mod streams;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +13,7 @@ use axum::Router;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -133,6 +135,8 @@ pub async fn serve(ctx: Arc<NodeContext>, client_cas: Vec<Vec<u8>>) -> Result<()
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
         )
+        .route("/exec/{namespace}/{pod}/{container}", any(streams::exec))
+        .route("/portForward/{namespace}/{pod}", any(streams::port_forward))
         .with_state(ctx);
     loop {
         let (tcp, _) = match listener.accept().await {
@@ -152,7 +156,7 @@ pub async fn serve(ctx: Arc<NodeContext>, client_cas: Vec<Vec<u8>>) -> Result<()
             };
             let service = TowerToHyperService::new(app);
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
                 .await;
         });
     }

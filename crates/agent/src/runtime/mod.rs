@@ -43,6 +43,10 @@ pub trait ContainerRuntime: Send + Sync {
         command: &[String],
         timeout: std::time::Duration,
     ) -> Result<i32, AgentError>;
+    /// The command that runs `command` in the container in the foreground,
+    /// on a terminal when `tty` (its stdio must then be a terminal), for
+    /// `kubectl exec`; its exit code is the process's.
+    fn exec_command(&self, id: &str, command: &[String], tty: bool) -> tokio::process::Command;
 }
 
 /// runc, with its state under the agent's data directory.
@@ -165,6 +169,16 @@ impl ContainerRuntime for Runc {
                 Err(AgentError::Runtime(format!("exec in {id} timed out")))
             }
         }
+    }
+
+    fn exec_command(&self, id: &str, command: &[String], tty: bool) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&self.binary);
+        cmd.arg("--root").arg(&self.root).arg("exec");
+        if tty {
+            cmd.arg("--tty");
+        }
+        cmd.arg(id).args(command).kill_on_drop(true);
+        cmd
     }
 
     async fn list(&self) -> Result<Vec<String>, AgentError> {

@@ -47,6 +47,9 @@ pub(crate) fn subresource_kind<'a>(
         "binding" => (None, None, "Binding", &["create"]),
         "eviction" => (Some("policy"), Some("v1"), "Eviction", &["create"]),
         "finalize" => (None, None, &r.kind, &["update"]),
+        "exec" => (None, None, "PodExecOptions", &["create", "get"]),
+        "attach" => (None, None, "PodAttachOptions", &["create", "get"]),
+        "portforward" => (None, None, "PodPortForwardOptions", &["create", "get"]),
         // Upstream lists pods/log with kind Pod and verb get.
         _ => (None, None, &r.kind, &["get"]),
     }

@@ -12,6 +12,7 @@ pub(crate) mod list;
 mod list_body;
 mod patch;
 mod pod_log;
+mod pod_stream;
 mod scale;
 mod watch;
 mod write;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, Uri};
+use axum::http::{HeaderMap, Method, Request, Uri};
 use axum::response::{IntoResponse, Response};
 use kybern_apimachinery::{ApiError, StatusReason};
 
@@ -39,6 +40,8 @@ pub struct Ctx {
     pub path: ResourcePath,
     /// Query parameters.
     pub query: Query,
+    /// The query as sent (repeated keys such as exec's `command` intact).
+    pub raw_query: String,
     /// Request headers.
     pub headers: HeaderMap,
     /// The resource's `group/version`.
@@ -141,14 +144,13 @@ fn not_found_path() -> ApiError {
 }
 
 /// Serves every resource URL (`/api/v1/...`, `/apis/{group}/{version}/...`).
-pub async fn serve_resource(
-    State(state): State<Arc<ApiState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    match dispatch(state, method, uri, headers, body).await {
+pub async fn serve_resource(State(state): State<Arc<ApiState>>, req: Request<Body>) -> Response {
+    let (mut parts, body) = req.into_parts();
+    // Present on HTTP/1.1 requests; exec and port-forward take the
+    // connection over with it.
+    let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
+    match dispatch(state, method, uri, headers, body, upgrade).await {
         Ok(resp) => resp,
         Err(err) => err.into_response(),
     }
@@ -160,6 +162,7 @@ async fn dispatch(
     uri: Uri,
     headers: HeaderMap,
     body: Body,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Result<Response, ErrorResponse> {
     let path = ResourcePath::parse(uri.path()).ok_or_else(not_found_path)?;
     let info = state
@@ -185,6 +188,7 @@ async fn dispatch(
         info,
         path,
         query,
+        raw_query: uri.query().unwrap_or("").to_owned(),
         headers,
         api_version,
     };
@@ -196,6 +200,9 @@ async fn dispatch(
         Some("binding") if method == Method::POST => return binding::bind(&ctx, body).await,
         Some("eviction") if method == Method::POST => return eviction::evict(&ctx, body).await,
         Some("log") if method == Method::GET => return pod_log::log(&ctx).await,
+        Some("exec" | "portforward") if matches!(method, Method::GET | Method::POST) => {
+            return pod_stream::stream(&ctx, method, upgrade).await;
+        }
         Some("finalize") if method == Method::PUT => return finalize::finalize(&ctx, body).await,
         _ => {}
     }

@@ -29,7 +29,11 @@ fn names(pod: &Value, field: &str) -> Vec<String> {
 }
 
 /// The container the request names, or the pod's only one.
-fn container_of(pod: &Value, name: &str, asked: Option<&str>) -> Result<String, ApiError> {
+pub(super) fn container_of(
+    pod: &Value,
+    name: &str,
+    asked: Option<&str>,
+) -> Result<String, ApiError> {
     let apps = names(pod, "containers");
     let all: Vec<String> = apps
         .iter()
@@ -64,6 +68,32 @@ fn agent_of(node: &Value) -> Option<(String, u16)> {
     Some((ip, u16::try_from(port).ok()?))
 }
 
+/// The address of the agent that runs `pod`.
+pub(super) async fn agent_for_pod(ctx: &Ctx, pod: &Value) -> Result<(String, u16), ApiError> {
+    let name = pod["metadata"]["name"].as_str().unwrap_or("");
+    let Some(node_name) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
+        return Err(ApiError::bad_request(format!(
+            "pod {name} does not have a host assigned"
+        )));
+    };
+    let nodes = ctx
+        .state
+        .registry
+        .get("", "v1", "nodes")
+        .ok_or_else(|| ApiError::internal("nodes are not served"))?;
+    let node = ctx.state.objects.get(&nodes, "", node_name).await?;
+    agent_of(&node)
+        .ok_or_else(|| ApiError::internal(format!("node {node_name} publishes no agent endpoint")))
+}
+
+/// The server's client settings for node agents.
+pub(super) fn node_proxy(ctx: &Ctx) -> Result<&crate::node_proxy::NodeProxy, ApiError> {
+    ctx.state
+        .node_proxy
+        .get()
+        .ok_or_else(|| ApiError::internal("this server has no credentials for node agents"))
+}
+
 /// GET `.../pods/{name}/log`.
 pub async fn log(ctx: &Ctx) -> ApiResult {
     let name = ctx.name();
@@ -73,25 +103,8 @@ pub async fn log(ctx: &Ctx) -> ApiResult {
         .get(&ctx.info, ctx.namespace(), name)
         .await?;
     let container = container_of(&pod, name, ctx.query.get("container"))?;
-    let Some(node_name) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
-        return Err(
-            ApiError::bad_request(format!("pod {name} does not have a host assigned")).into(),
-        );
-    };
-    let nodes = ctx
-        .state
-        .registry
-        .get("", "v1", "nodes")
-        .ok_or_else(|| ApiError::internal("nodes are not served"))?;
-    let node = ctx.state.objects.get(&nodes, "", node_name).await?;
-    let (host, port) = agent_of(&node).ok_or_else(|| {
-        ApiError::internal(format!("node {node_name} publishes no agent endpoint"))
-    })?;
-    let proxy = ctx
-        .state
-        .node_proxy
-        .get()
-        .ok_or_else(|| ApiError::internal("this server has no credentials for node agents"))?;
+    let (host, port) = agent_for_pod(ctx, &pod).await?;
+    let proxy = node_proxy(ctx)?;
     let mut query: Vec<String> = Vec::new();
     for key in PASSED_ON {
         if let Some(v) = ctx.query.get(key) {

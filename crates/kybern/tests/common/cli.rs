@@ -85,6 +85,30 @@ impl Cli {
         cmd
     }
 
+    /// Runs the tool with `args` on a pseudo-terminal of `cols`x`rows` made
+    /// by util-linux `script` (as `kubectl exec -it` needs one); the exit
+    /// status is the tool's.
+    pub fn run_on_terminal(&self, args: &[&str], cols: u16, rows: u16) -> Output {
+        let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+        let mut line = format!(
+            "stty cols {cols} rows {rows}; exec {} --kubeconfig {}",
+            quote(&self.bin.to_string_lossy()),
+            quote(&self.kubeconfig.to_string_lossy())
+        );
+        for a in args {
+            line.push(' ');
+            line.push_str(&quote(a));
+        }
+        let cmd = self.command(&[]);
+        Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .current_dir(&self.home)
+            .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run script")
+    }
+
     /// Runs the tool with `args`, feeding `stdin`.
     pub fn run_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
         use std::io::Write;

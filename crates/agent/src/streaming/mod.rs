@@ -1,0 +1,145 @@
+//! Streaming into pods, the kubelet's `/exec`, `/attach` and `/portForward`:
+//! WebSocket sessions (`v5.channel.k8s.io`, and SPDY tunnelled in a
+//! WebSocket for port-forward) that the API server passes through from
+//! kubectl unchanged.
+
+pub mod channel;
+pub mod exec;
+pub mod portforward;
+pub mod spdy;
+pub mod tunnel;
+
+use std::path::PathBuf;
+
+use crate::NodeContext;
+use crate::worker::state::{PodDir, Run, history};
+
+/// What a client asked of `exec` or `attach`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// The command (`command=` repeated), for exec.
+    pub command: Vec<String>,
+    /// Standard input is sent.
+    pub stdin: bool,
+    /// Standard output is wanted.
+    pub stdout: bool,
+    /// Standard error is wanted (never with a terminal).
+    pub stderr: bool,
+    /// The process runs on a terminal.
+    pub tty: bool,
+}
+
+fn truthy(v: &str) -> bool {
+    matches!(v, "1" | "true" | "True" | "TRUE" | "t" | "T")
+}
+
+impl StreamOptions {
+    /// Parses a query string as kubectl writes it.
+    pub fn parse(query: &str) -> Result<StreamOptions, String> {
+        let mut o = StreamOptions::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = percent_decode(v).ok_or_else(|| format!("invalid {k} in the query"))?;
+            match k {
+                "command" => o.command.push(v),
+                "input" | "stdin" => o.stdin = truthy(&v),
+                "output" | "stdout" => o.stdout = truthy(&v),
+                "error" | "stderr" => o.stderr = truthy(&v),
+                "tty" => o.tty = truthy(&v),
+                _ => {}
+            }
+        }
+        if o.tty {
+            // A terminal merges the two output streams.
+            o.stderr = false;
+        }
+        if !(o.stdin || o.stdout || o.stderr) {
+            return Err("you must specify at least 1 of stdin, stdout, stderr".into());
+        }
+        Ok(o)
+    }
+}
+
+/// Decodes `%XX` escapes and `+` (a space in a form-encoded query).
+pub fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The close message that ends a session cleanly (code 1000): clients
+/// treat a close without a status as an error.
+pub fn normal_closure() -> axum::extract::ws::Message {
+    axum::extract::ws::Message::Close(Some(axum::extract::ws::CloseFrame {
+        code: axum::extract::ws::close_code::NORMAL,
+        reason: "".into(),
+    }))
+}
+
+/// A pod on this node, found by name.
+pub struct PodTarget {
+    /// The pod's directory.
+    pub dir: PodDir,
+}
+
+impl PodTarget {
+    /// The pod `namespace/name`, if this node runs it.
+    pub fn find(ctx: &NodeContext, namespace: &str, name: &str) -> Option<PodTarget> {
+        let uid = ctx.pod_uid(namespace, name)?;
+        Some(PodTarget {
+            dir: PodDir {
+                root: ctx.data_dir.join("pods").join(&uid),
+                uid,
+            },
+        })
+    }
+
+    /// The runtime ID of `container`'s current run, if it is running.
+    pub fn running_container(&self, container: &str) -> Option<String> {
+        match history(&self.dir, container).latest {
+            Some((attempt, Run::Running { .. })) => Some(self.dir.container_id(container, attempt)),
+            _ => None,
+        }
+    }
+
+    /// The pod's network namespace; `None` for a pod on the host's network.
+    pub fn netns(&self) -> Option<PathBuf> {
+        Some(self.dir.ns().join("net")).filter(|p| p.exists())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_options_are_read_as_kubectl_writes_them() {
+        let o = StreamOptions::parse(
+            "command=sh&command=-c&command=echo+hi%3B+exit+3&container=c&stdin=true&stdout=true&tty=true&stderr=true",
+        )
+        .expect("parse");
+        assert_eq!(o.command, ["sh", "-c", "echo hi; exit 3"]);
+        assert!(o.stdin && o.stdout && o.tty);
+        assert!(!o.stderr, "a terminal has no separate stderr");
+        assert!(StreamOptions::parse("command=ls").is_err());
+        assert!(StreamOptions::parse("command=%zz&stdout=1").is_err());
+    }
+}
