@@ -15,6 +15,7 @@ pub mod network;
 pub mod node;
 mod pods;
 pub mod runtime;
+pub mod stats;
 pub mod streaming;
 pub mod worker;
 
@@ -75,6 +76,8 @@ pub struct NodeContext {
     pub network: Arc<dyn network::PodNetwork>,
     /// Kernel calls.
     pub host: Arc<dyn host::NodeHost>,
+    /// Resource use of the node and its containers.
+    pub stats: stats::StatsCollector,
     /// The UIDs of the node's pods by `namespace/name`.
     pub pod_index: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
@@ -105,6 +108,15 @@ impl NodeContext {
     }
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Registers the node, then runs its heartbeat, its endpoint (for clients
 /// with certificates from `client_cas`, DER) and its pods until the future
 /// is dropped.
@@ -113,6 +125,8 @@ pub async fn run(ctx: Arc<NodeContext>, client_cas: Vec<Vec<u8>>) -> Result<(), 
     node::register(&ctx).await?;
     let heartbeat = tokio::spawn(node::heartbeat(ctx.clone()));
     let endpoint = tokio::spawn(endpoint::serve(ctx.clone(), client_cas));
+    let sampler = tokio::spawn(stats::run(ctx.clone()));
+    let _stop_sampler = AbortOnDrop(sampler);
     tokio::select! {
         _ = pods::run(ctx) => {}
         r = endpoint => if let Ok(Err(e)) = r {

@@ -170,6 +170,7 @@ pub async fn run_agent(
         network: Arc::new(network),
         host: Arc::new(LinuxHost::default()),
         data_dir,
+        stats: Default::default(),
         pod_index: Default::default(),
     };
     println!(

@@ -541,3 +541,48 @@ async fn exec_and_port_forward_reach_into_the_pod() {
     let _ = pf.wait();
     delete_and_wait(&api, "box").await;
 }
+
+#[tokio::test]
+async fn kubectl_top_shows_a_busy_container() {
+    let cluster = NodeCluster::start();
+    let client = cluster.client().await;
+    let kubectl = Cli::kubectl_for(&cluster);
+    let api = create(&client, json!({
+        "metadata": {"name": "busy", "labels": {"app": "busy"}},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "spin", "image": "busybox",
+            "command": ["sh", "-c", "while :; do :; done"]}]}})).await;
+    wait_status(&api, "busy", "busy to run", |s| {
+        container(s, "spin")["ready"] == true
+    })
+    .await;
+    // CPU use is a rate over the agent's samples: it shows after two.
+    let millicores = wait_for("the container's CPU use", async || {
+        let out = kubectl.run(&[
+            "top",
+            "pod",
+            "-l",
+            "app=busy",
+            "--no-headers",
+            "--containers",
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // "busy   spin   987m   0Mi"
+        let cpu = text
+            .split_whitespace()
+            .nth(2)?
+            .strip_suffix('m')?
+            .parse::<u64>()
+            .ok()?;
+        (cpu > 0).then_some(cpu)
+    })
+    .await;
+    assert!(
+        millicores >= 200,
+        "a spinning shell uses most of a core, not {millicores}m"
+    );
+    let nodes = kubectl.ok(&["top", "node", "--no-headers"]);
+    assert!(nodes.contains('%'), "{nodes}");
+    let err = kubectl.fails(&["top", "pod", "nothing-here"]);
+    assert!(err.contains("not found"), "{err}");
+    delete_and_wait(&api, "busy").await;
+}

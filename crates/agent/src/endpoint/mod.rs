@@ -77,6 +77,17 @@ async fn container_logs(
     (StatusCode::OK, [("content-type", "text/plain")], body).into_response()
 }
 
+/// `/stats/summary`: CPU and memory of the node, its pods and containers.
+async fn stats_summary(State(ctx): State<Arc<NodeContext>>) -> Response {
+    let summary = ctx.stats.summary(&ctx);
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        summary.to_string(),
+    )
+        .into_response()
+}
+
 /// A self-signed serving certificate for `names`, kept under `dir`.
 fn serving_cert(
     dir: &std::path::Path,
@@ -137,6 +148,7 @@ pub async fn serve(ctx: Arc<NodeContext>, client_cas: Vec<Vec<u8>>) -> Result<()
         )
         .route("/exec/{namespace}/{pod}/{container}", any(streams::exec))
         .route("/portForward/{namespace}/{pod}", any(streams::port_forward))
+        .route("/stats/summary", get(stats_summary))
         .with_state(ctx);
     loop {
         let (tcp, _) = match listener.accept().await {

@@ -38,7 +38,7 @@ fn resource(r: &ResourceInfo) -> Value {
         "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
         "scope": if r.namespaced() { "Namespaced" } else { "Cluster" },
         "singularResource": r.singular,
-        "verbs": super::VERBS,
+        "verbs": r.verbs(),
     });
     if !r.short_names.is_empty() {
         e["shortNames"] = json!(r.short_names);

@@ -14,17 +14,6 @@ use crate::registry::ResourceInfo;
 use crate::response::json;
 use crate::server::ApiState;
 
-const VERBS: &[&str] = &[
-    "create",
-    "delete",
-    "deletecollection",
-    "get",
-    "list",
-    "patch",
-    "update",
-    "watch",
-];
-
 /// What a subresource answers with: (group, version, kind, verbs); `None`
 /// group/version means the resource's own.
 pub(crate) fn subresource_kind<'a>(
@@ -62,7 +51,7 @@ fn resource_entries(r: &ResourceInfo) -> Vec<Value> {
         "singularName": r.singular,
         "namespaced": r.namespaced(),
         "kind": r.kind,
-        "verbs": VERBS,
+        "verbs": r.verbs(),
     });
     if !r.short_names.is_empty() {
         main["shortNames"] = json!(r.short_names);

@@ -10,6 +10,7 @@ mod finalize;
 mod get;
 pub(crate) mod list;
 mod list_body;
+mod metrics;
 mod patch;
 mod pod_log;
 mod pod_stream;
@@ -192,6 +193,9 @@ async fn dispatch(
         headers,
         api_version,
     };
+    if ctx.info.computed() {
+        return metrics::serve(&ctx, &method).await;
+    }
     let has_name = ctx.path.name.is_some();
     match ctx.path.subresource.as_deref() {
         Some("scale") if matches!(method, Method::GET | Method::PUT | Method::PATCH) => {

@@ -56,7 +56,7 @@ pub(super) fn container_of(
 
 /// The agent's address: the node's InternalIP (else its first address) and
 /// the port it publishes in `daemonEndpoints`.
-fn agent_of(node: &Value) -> Option<(String, u16)> {
+pub(super) fn agent_of(node: &Value) -> Option<(String, u16)> {
     let addresses = node["status"]["addresses"].as_array()?;
     let ip = addresses
         .iter()

@@ -57,6 +57,8 @@ const ROWS: &[Row] = rows! {
     "events.k8s.io" "v1" "Event" "events" Namespaced ["ev"] NONE NONE;
     "discovery.k8s.io" "v1" "EndpointSlice" "endpointslices" Namespaced [] NONE NONE;
     "policy" "v1" "PodDisruptionBudget" "poddisruptionbudgets" Namespaced ["pdb"] NONE STATUS;
+    "metrics.k8s.io" "v1beta1" "NodeMetrics" "nodes" Cluster [] NONE NONE;
+    "metrics.k8s.io" "v1beta1" "PodMetrics" "pods" Namespaced [] NONE NONE;
     "scheduling.k8s.io" "v1" "PriorityClass" "priorityclasses" Cluster ["pc"] NONE NONE;
     "node.k8s.io" "v1" "RuntimeClass" "runtimeclasses" Cluster [] NONE NONE;
     "networking.k8s.io" "v1" "NetworkPolicy" "networkpolicies" Namespaced ["netpol"] NONE NONE;

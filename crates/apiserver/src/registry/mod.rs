@@ -55,7 +55,34 @@ pub struct CustomVersion {
     pub scale: Option<serde_json::Value>,
 }
 
+/// Resource metrics: computed from the node agents on request, never stored.
+pub const METRICS_GROUP: &str = "metrics.k8s.io";
+
 impl ResourceInfo {
+    /// Whether the resource is computed on request (resource metrics)
+    /// rather than stored: it is only read, never watched or written.
+    pub fn computed(&self) -> bool {
+        self.group == METRICS_GROUP && self.custom.is_none()
+    }
+
+    /// The verbs discovery lists for the resource.
+    pub fn verbs(&self) -> &'static [&'static str] {
+        if self.computed() {
+            &["get", "list"]
+        } else {
+            &[
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch",
+            ]
+        }
+    }
+
     /// `group/version`, or `version` for core.
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {
