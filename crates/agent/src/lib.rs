@@ -68,6 +68,8 @@ pub struct NodeContext {
     pub data_dir: PathBuf,
     /// The image store.
     pub images: images::ImageStore,
+    /// Registry mirrors and plain-HTTP registries, for pulls.
+    pub registries: images::pull::Registries,
     /// The OCI runtime.
     pub runtime: Arc<dyn runtime::ContainerRuntime>,
     /// The runtime's version, for `nodeInfo`.

@@ -227,8 +227,8 @@ async fn renew_lease(ctx: &NodeContext) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// Renews the Lease every 10 s and reports status when it changes, or every
-/// minute; runs until the task is dropped.
+/// Renews the Lease every 10 s and reports status when its conditions or
+/// images change, or every minute; runs until the task is dropped.
 pub async fn heartbeat(ctx: std::sync::Arc<NodeContext>) {
     let mut last_report = tokio::time::Instant::now();
     let mut last_conditions = None;
@@ -243,6 +243,9 @@ pub async fn heartbeat(ctx: std::sync::Arc<NodeContext>) {
             .flatten()
             .map(|c| (c["type"].to_string(), c["status"].to_string()))
             .collect();
+        // New images (pulled or imported) are reported at the next beat.
+        let images = ctx.images.list().unwrap_or_default();
+        let conditions = (conditions, images);
         let changed = last_conditions.as_ref() != Some(&conditions);
         if changed || last_report.elapsed() >= STATUS_REPORT {
             match report_status(&ctx, &m).await {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use kybern_agent::host::LinuxHost;
 use kybern_agent::images::ImageStore;
+use kybern_agent::images::pull::Registries;
 use kybern_agent::network::{BridgeSettings, Cni};
 use kybern_agent::runtime::Runc;
 use kybern_agent::runtime::monitor::MonitorSpec;
@@ -43,6 +44,10 @@ pub struct AgentFlags {
     /// Port of the agent's endpoint, published in the Node's `daemonEndpoints`.
     #[arg(long, default_value_t = 10250)]
     agent_port: u16,
+    /// Registry mirrors and plain-HTTP registries, in k3s's `registries.yaml`
+    /// form (`mirrors: {docker.io: {endpoint: ["http://127.0.0.1:5000"]}}`).
+    #[arg(long)]
+    registries: Option<PathBuf>,
 }
 
 /// Arguments of `kybern agent`.
@@ -165,6 +170,12 @@ pub async fn run_agent(
         max_pods: flags.max_pods,
         port: flags.agent_port,
         images: ImageStore::open(&data_dir.join("images"))?,
+        registries: match &flags.registries {
+            Some(path) => {
+                Registries::load(path).with_context(|| format!("reading {}", path.display()))?
+            }
+            None => Registries::default(),
+        },
         runtime_version: runc_version(&flags.runc).await,
         runtime: Arc::new(runc),
         network: Arc::new(network),

@@ -8,6 +8,7 @@
 
 mod layer;
 mod oci_layout;
+pub mod pull;
 mod reference;
 
 use std::path::{Path, PathBuf};
@@ -160,6 +161,65 @@ impl ImageStore {
         }
         out.sort();
         Ok(out)
+    }
+
+    /// Moves a downloaded or copied blob at `tmp` into the store if its
+    /// content has `digest`; removes it otherwise.
+    pub(crate) fn commit_blob(&self, tmp: &Path, digest: &str) -> Result<(), AgentError> {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        std::io::copy(&mut std::fs::File::open(tmp)?, &mut hasher)?;
+        let actual = format!("sha256:{:x}", hasher.finalize());
+        if actual != digest {
+            let _ = std::fs::remove_file(tmp);
+            return Err(AgentError::Image(format!(
+                "blob {digest} has digest {actual}"
+            )));
+        }
+        std::fs::rename(tmp, self.blob_path(digest)?)?;
+        Ok(())
+    }
+
+    /// Whether the store holds the blob `digest`.
+    pub(crate) fn has_blob(&self, digest: &str) -> bool {
+        self.blob_path(digest).is_ok_and(|p| p.exists())
+    }
+
+    /// Unpacks each layer of `manifest` not unpacked yet.
+    pub(crate) fn unpack_layers(&self, manifest: &Manifest) -> Result<(), AgentError> {
+        for l in &manifest.layers {
+            let dir = self.root.join("layers/sha256").join(digest_hex(&l.digest)?);
+            if !dir.is_dir() {
+                layer::unpack(&self.blob_path(&l.digest)?, &dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks `name` as imported by hand: the node uses it as it is, even
+    /// for `imagePullPolicy: Always` (an offline node has nowhere to pull
+    /// from). A pull of the name lifts the mark.
+    pub fn pin(&self, name: &str, pinned: bool) -> Result<(), AgentError> {
+        let mark = self
+            .root
+            .join("pinned")
+            .join(self.ref_path(name).file_name().unwrap_or_default());
+        if pinned {
+            std::fs::create_dir_all(self.root.join("pinned"))?;
+            std::fs::write(mark, b"")?;
+        } else if mark.exists() {
+            std::fs::remove_file(mark)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `name` was imported by hand (see [`ImageStore::pin`]).
+    pub fn is_pinned(&self, name: &str) -> bool {
+        let name = normalize(name);
+        self.root
+            .join("pinned")
+            .join(self.ref_path(&name).file_name().unwrap_or_default())
+            .exists()
     }
 
     /// Points `name` at the manifest `digest` (written atomically).

@@ -5,9 +5,8 @@
 use std::path::Path;
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
-use super::{Descriptor, ImageStore, Manifest, digest_hex, layer, normalize};
+use super::{Descriptor, ImageStore, Manifest, digest_hex, normalize};
 use crate::AgentError;
 
 const MANIFEST_TYPES: [&str; 2] = [
@@ -77,15 +76,10 @@ fn import_layout(
         copy_blob(store, layout, &manifest.config.digest)?;
         for l in &manifest.layers {
             copy_blob(store, layout, &l.digest)?;
-            let dir = store
-                .root
-                .join("layers/sha256")
-                .join(digest_hex(&l.digest)?);
-            if !dir.is_dir() {
-                layer::unpack(&store.blob_path(&l.digest)?, &dir)?;
-            }
         }
+        store.unpack_layers(&manifest)?;
         store.tag(&full, &desc.digest)?;
+        store.pin(&full, true)?;
         tracing::info!(image = %full, digest = %desc.digest, "imported image");
         imported.push(full);
     }
@@ -112,26 +106,9 @@ fn copy_blob(store: &ImageStore, layout: &Path, digest: &str) -> Result<(), Agen
         .join("tmp")
         .join(format!("blob-{}", digest_hex(digest)?));
     let mut output = std::fs::File::create(&tmp)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = std::io::Read::read(&mut input, &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        std::io::Write::write_all(&mut output, &buf[..n])?;
-    }
+    std::io::copy(&mut input, &mut output)?;
     output.sync_all()?;
-    let actual = format!("sha256:{:x}", hasher.finalize());
-    if actual != digest {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(AgentError::Image(format!(
-            "blob {digest} has digest {actual}"
-        )));
-    }
-    std::fs::rename(&tmp, &dest)?;
-    Ok(())
+    store.commit_blob(&tmp, digest)
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, AgentError> {
@@ -144,6 +121,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, AgentErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     fn put_blob(layout: &Path, data: &[u8]) -> String {
         let hex = format!("{:x}", Sha256::digest(data));

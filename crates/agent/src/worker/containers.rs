@@ -159,31 +159,10 @@ impl PodWorker {
     /// Starts a new run of `c`. Image and config problems become the
     /// container's waiting reason rather than errors.
     async fn start(&mut self, pod: &Pod, c: &Container, pod_ip: &str) -> Result<(), AgentError> {
-        let image_name = c.image.clone().unwrap_or_default();
-        let image = match self.ctx.images.resolve(&image_name) {
-            Ok(Some(image)) => image,
-            Ok(None) => {
-                let never = c.image_pull_policy.as_deref() == Some("Never");
-                let (reason, message) = if never {
-                    (
-                        "ErrImageNeverPull",
-                        format!("image {image_name:?} is not present with pull policy of Never"),
-                    )
-                } else {
-                    (
-                        "ErrImagePull",
-                        format!(
-                            "image {image_name:?} is not on this node, and pulling from registries is not built yet: import it with `kybern image import`"
-                        ),
-                    )
-                };
-                self.waiting
-                    .insert(c.name.clone(), (reason.into(), message));
-                return Ok(());
-            }
-            Err(e) => {
-                self.waiting
-                    .insert(c.name.clone(), ("ErrImagePull".into(), e.to_string()));
+        let image = match self.image_for(pod, c).await {
+            Ok(image) => image,
+            Err(why) => {
+                self.waiting.insert(c.name.clone(), why);
                 return Ok(());
             }
         };

@@ -2,6 +2,7 @@
 //! and containers toward its spec and reports what it sees as the pod's status.
 
 mod containers;
+mod image_pull;
 pub mod plan;
 pub mod probes;
 mod projection;
@@ -38,6 +39,8 @@ pub struct PodWorker {
     last_status: Option<Value>,
     /// Why containers are not running, for their `waiting` state.
     waiting: HashMap<String, (String, String)>,
+    /// When images that failed to pull may be tried again.
+    pull_backoff: image_pull::PullBackoff,
     image_ids: HashMap<String, String>,
     /// Probe state of the containers' current runs.
     probes: HashMap<String, probes::RunProbes>,
@@ -57,6 +60,7 @@ impl PodWorker {
             dir,
             last_status: None,
             waiting: HashMap::new(),
+            pull_backoff: Default::default(),
             image_ids: HashMap::new(),
             probes: HashMap::new(),
             volumes_synced: None,

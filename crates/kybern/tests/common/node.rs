@@ -23,7 +23,7 @@ pub struct NodeCluster {
     pub node: String,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -52,6 +52,12 @@ pub fn busybox_image() -> &'static Path {
 impl NodeCluster {
     /// Starts a cluster whose node holds the busybox image.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts a cluster whose node holds the busybox image and pulls with
+    /// `registries` (a `registries.yaml`), if given.
+    pub fn start_with(registries: Option<&str>) -> Self {
         assert!(
             nix_is_root(),
             "the node agent tests run real containers and need root"
@@ -69,6 +75,9 @@ impl NodeCluster {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if let Some(yaml) = registries {
+            std::fs::write(dir.path().join("registries.yaml"), yaml).expect("registries.yaml");
+        }
         let bridge = format!("kbt{port}");
         let pod_prefix = format!("10.201.{}.", port % 250);
         let node = format!("node-{port}");
@@ -91,8 +100,13 @@ impl NodeCluster {
             .append(true)
             .open(self.dir.path().join("up.log"))
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_kybern"))
-            .args(["up", "--listen", &format!("127.0.0.1:{}", self.port)])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kybern"));
+        cmd.args(["up", "--listen", &format!("127.0.0.1:{}", self.port)]);
+        let registries = self.dir.path().join("registries.yaml");
+        if registries.exists() {
+            cmd.arg("--registries").arg(registries);
+        }
+        let child = cmd
             .args(["--node-name", &self.node, "--node-ip", "127.0.0.1"])
             .args(["--bridge", &self.bridge, "--no-ip-masq"])
             .args(["--pod-cidr", &format!("{}0/24", self.pod_prefix)])

@@ -1,0 +1,174 @@
+//! A container's image, per its `imagePullPolicy`: taken from the store or
+//! pulled (with the pod's `imagePullSecrets`), with back-off after failures
+//! (`ErrImagePull`, then `ImagePullBackOff`), as the kubelet does it.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Container, Pod, Secret};
+use kube::Api;
+
+use super::PodWorker;
+use crate::images::pull::{credentials_from_docker_config, pull};
+use crate::images::{Image, normalize};
+
+/// The first wait after a failed pull; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(10);
+/// The longest wait between pulls.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// When each image may be pulled again, and the wait after that.
+#[derive(Debug, Default)]
+pub struct PullBackoff(HashMap<String, (Instant, Duration)>);
+
+impl PullBackoff {
+    fn blocked(&self, image: &str, now: Instant) -> bool {
+        self.0.get(image).is_some_and(|(next, _)| now < *next)
+    }
+
+    fn failed(&mut self, image: &str, now: Instant) {
+        let wait = self
+            .0
+            .get(image)
+            .map_or(FIRST_BACKOFF, |(_, w)| (*w * 2).min(MAX_BACKOFF));
+        self.0.insert(image.to_owned(), (now + wait, wait));
+    }
+
+    fn succeeded(&mut self, image: &str) {
+        self.0.remove(image);
+    }
+}
+
+/// The pull policy in effect: the container's, else upstream's default
+/// (`Always` for `:latest` or no tag, else `IfNotPresent`).
+fn policy(c: &Container, name: &str) -> String {
+    c.image_pull_policy.clone().unwrap_or_else(|| {
+        if name.contains('@') || !name.ends_with(":latest") {
+            "IfNotPresent".into()
+        } else {
+            "Always".into()
+        }
+    })
+}
+
+/// Why the image cannot be had now: the waiting reason and message.
+pub type Unavailable = (String, String);
+
+impl PodWorker {
+    /// Credentials from the pod's `imagePullSecrets`, by registry host.
+    async fn pull_credentials(&self, pod: &Pod) -> HashMap<String, (String, String)> {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), ns);
+        let mut out = HashMap::new();
+        let refs = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.image_pull_secrets.clone())
+            .unwrap_or_default();
+        for r in refs {
+            match secrets.get_opt(&r.name).await {
+                Ok(Some(secret)) => {
+                    if let Some(config) = secret
+                        .data
+                        .as_ref()
+                        .and_then(|d| d.get(".dockerconfigjson"))
+                    {
+                        out.extend(credentials_from_docker_config(&config.0));
+                    }
+                }
+                // As the kubelet: a missing secret is pulled without.
+                Ok(None) => {}
+                Err(e) => tracing::warn!(secret = %r.name, error = %e, "reading a pull secret"),
+            }
+        }
+        out
+    }
+
+    /// The image to run `c` from.
+    pub(super) async fn image_for(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+    ) -> Result<Image, Unavailable> {
+        let asked = c.image.clone().unwrap_or_default();
+        let name = normalize(&asked);
+        let store = &self.ctx.images;
+        let present = store
+            .resolve(&name)
+            .map_err(|e| ("ErrImagePull".to_owned(), e.to_string()))?;
+        let policy = policy(c, &name);
+        match (policy.as_str(), present) {
+            ("Never", Some(image)) => return Ok(image),
+            ("Never", None) => {
+                return Err((
+                    "ErrImageNeverPull".into(),
+                    format!("Container image {asked:?} is not present with pull policy of Never"),
+                ));
+            }
+            ("IfNotPresent", Some(image)) => return Ok(image),
+            (_, Some(image)) if store.is_pinned(&name) => return Ok(image),
+            _ => {}
+        }
+        let now = Instant::now();
+        if self.pull_backoff.blocked(&name, now) {
+            return Err((
+                "ImagePullBackOff".into(),
+                format!("Back-off pulling image {asked:?}"),
+            ));
+        }
+        let credentials = self.pull_credentials(pod).await;
+        match pull(store, &self.ctx.registries, &asked, &credentials).await {
+            Ok(_) => {
+                self.pull_backoff.succeeded(&name);
+                store
+                    .resolve(&name)
+                    .map_err(|e| ("ErrImagePull".to_owned(), e.to_string()))?
+                    .ok_or_else(|| ("ErrImagePull".into(), format!("{asked:?} vanished")))
+            }
+            Err(e) => {
+                self.pull_backoff.failed(&name, now);
+                tracing::warn!(image = %name, error = %e, "image pull failed");
+                Err(("ErrImagePull".into(), e.to_string()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latest_is_pulled_always_unless_the_container_says() {
+        let c = |policy: Option<&str>| Container {
+            image_pull_policy: policy.map(str::to_owned),
+            ..Default::default()
+        };
+        assert_eq!(
+            policy(&c(None), "docker.io/library/busybox:latest"),
+            "Always"
+        );
+        assert_eq!(
+            policy(&c(None), "docker.io/library/busybox:1.36"),
+            "IfNotPresent"
+        );
+        assert_eq!(policy(&c(None), "r/x@sha256:ab"), "IfNotPresent");
+        assert_eq!(policy(&c(Some("Never")), "x:latest"), "Never");
+    }
+
+    #[test]
+    fn back_off_doubles_to_five_minutes_and_clears_on_success() {
+        let mut b = PullBackoff::default();
+        let t = Instant::now();
+        assert!(!b.blocked("i", t));
+        b.failed("i", t);
+        assert!(b.blocked("i", t + Duration::from_secs(9)));
+        assert!(!b.blocked("i", t + Duration::from_secs(10)));
+        for _ in 0..10 {
+            b.failed("i", t);
+        }
+        assert_eq!(b.0["i"].1, MAX_BACKOFF);
+        b.succeeded("i");
+        assert!(!b.blocked("i", t));
+    }
+}
