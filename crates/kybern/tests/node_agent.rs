@@ -6,68 +6,12 @@ mod common;
 
 use common::cli::Cli;
 use common::node::NodeCluster;
+use common::pods::{container, create, delete_and_wait, log_of, status_of, wait_status};
 use common::wait_for;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::{DeleteParams, PostParams};
-use serde_json::{Value, json};
-
-async fn create(client: &kube::Client, pod: Value) -> Api<Pod> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let pod: Pod = serde_json::from_value(pod).expect("pod");
-    api.create(&PostParams::default(), &pod)
-        .await
-        .expect("create pod");
-    api
-}
-
-async fn status_of(api: &Api<Pod>, name: &str) -> Value {
-    let pod = api.get(name).await.expect("get pod");
-    serde_json::to_value(pod.status.unwrap_or_default()).expect("status")
-}
-
-/// Waits until `check` holds for the pod's status; returns the status.
-async fn wait_status(
-    api: &Api<Pod>,
-    name: &str,
-    what: &str,
-    check: impl Fn(&Value) -> bool,
-) -> Value {
-    wait_for(what, async || {
-        let s = status_of(api, name).await;
-        check(&s).then_some(s)
-    })
-    .await
-}
-
-fn container<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["containerStatuses"]
-        .as_array()
-        .and_then(|a| a.iter().find(|c| c["name"] == name))
-        .unwrap_or(&Value::Null)
-}
-
-async fn delete_and_wait(api: &Api<Pod>, name: &str) {
-    api.delete(name, &DeleteParams::default())
-        .await
-        .expect("delete");
-    wait_for("the pod to be gone", async || {
-        api.get_opt(name)
-            .await
-            .expect("get")
-            .is_none()
-            .then_some(())
-    })
-    .await;
-}
-
-fn log_of(cluster: &NodeCluster, uid: &str, container: &str, attempt: u32) -> String {
-    let path = cluster
-        .dir
-        .path()
-        .join(format!("agent/pods/{uid}/logs/{container}/{attempt}.log"));
-    std::fs::read_to_string(path).unwrap_or_default()
-}
+use kube::api::PostParams;
+use serde_json::json;
 
 #[tokio::test]
 async fn a_pod_runs_with_shared_network_volumes_and_limits_and_leaves_nothing() {
@@ -255,8 +199,10 @@ async fn restart_policies_exit_codes_and_missing_images_are_reported() {
     assert_eq!(t["reason"], "OOMKilled", "{t}");
     assert_eq!(t["exitCode"], 137);
 
+    // No registry is reachable: the pull fails, then backs off.
     let s = wait_status(&api, "noimage", "an image error", |s| {
-        container(s, "main")["state"]["waiting"]["reason"] == "ErrImagePull"
+        let reason = &container(s, "main")["state"]["waiting"]["reason"];
+        reason == "ErrImagePull" || reason == "ImagePullBackOff"
     })
     .await;
     assert_eq!(s["phase"], "Pending");
@@ -423,166 +369,41 @@ async fn configmap_updates_reach_mounted_volumes() {
     delete_and_wait(&api, "reader").await;
 }
 
-/// Reads the local port from kubectl port-forward's first line.
-fn forwarded_port(child: &mut std::process::Child) -> u16 {
-    use std::io::BufRead;
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    let mut reader = std::io::BufReader::new(stdout);
-    reader.read_line(&mut line).expect("port-forward output");
-    // kubectl goes on writing a line per connection: keep its pipe open.
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    // "Forwarding from 127.0.0.1:PORT -> 8080"
-    line.split(':')
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"))
-}
-
-async fn http_get(port: u16) -> std::io::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect to the forwarded port");
-    tcp.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").await?;
-    let mut answer = String::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        tcp.read_to_string(&mut answer),
+#[tokio::test]
+async fn lifecycle_hooks_run_after_start_and_before_stop() {
+    let cluster = NodeCluster::start();
+    let client = cluster.client().await;
+    let marks = cluster.dir.path().join("hooks");
+    std::fs::create_dir_all(&marks).expect("hooks dir");
+    let hook = |cmd: &str| json!({"exec": {"command": ["sh", "-c", cmd]}});
+    let api = create(
+        &client,
+        json!({
+        "metadata": {"name": "hooked"},
+        "spec": {"terminationGracePeriodSeconds": 5, "containers": [
+            {"name": "main", "image": "busybox",
+             "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done"],
+             "volumeMounts": [{"name": "marks", "mountPath": "/marks"}],
+             "lifecycle": {"postStart": hook("echo started > /marks/post"),
+                           "preStop": hook("echo stopping > /marks/pre")}},
+            {"name": "bad-hook", "image": "busybox", "command": ["sleep", "3600"],
+             "lifecycle": {"postStart": hook("exit 3")}}],
+            "volumes": [{"name": "marks", "hostPath": {"path": marks.to_string_lossy()}}]}}),
     )
-    .await
-    .expect("an answer in time")?;
-    Ok(answer)
-}
-
-#[tokio::test]
-async fn exec_and_port_forward_reach_into_the_pod() {
-    let cluster = NodeCluster::start();
-    let client = cluster.client().await;
-    let kubectl = Cli::kubectl_for(&cluster);
-    // httpd listens on the pod's localhost only: port-forward must enter
-    // the pod's network namespace to reach it.
-    let api = create(&client, json!({
-        "metadata": {"name": "box"},
-        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": "busybox",
-            "command": ["sh", "-c", "mkdir -p /www && echo hello-from-pod > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www"],
-            "readinessProbe": {"periodSeconds": 1, "exec": {"command": ["wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/index.html"]}}}]}})).await;
-    wait_status(&api, "box", "box to run", |s| {
-        container(s, "main")["ready"] == true
-    })
     .await;
-
-    // Output streams apart, and the exit code comes back as kubectl's own.
-    let out = kubectl.run(&[
-        "exec",
-        "box",
-        "--",
-        "sh",
-        "-c",
-        "echo out; echo err >&2; exit 3",
-    ]);
-    assert_eq!(out.status.code(), Some(3), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("err"),
-        "{out:?}"
-    );
-    // Standard input reaches the process, and its end ends `cat`.
-    let echoed = kubectl.ok_stdin(&["exec", "-i", "box", "--", "cat"], "one\ntwo\n");
-    assert_eq!(echoed, "one\ntwo\n");
-    let err = kubectl.fails(&["exec", "box", "-c", "nope", "--", "true"]);
-    assert!(err.contains("container nope is not valid"), "{err}");
-    // On a terminal: the container sees one, of the client's size.
-    let out = kubectl.run_on_terminal(
-        &[
-            "exec",
-            "-it",
-            "box",
-            "--",
-            "sh",
-            "-c",
-            "tty; stty size; exit 7",
-        ],
-        132,
-        43,
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(7), "{text}");
-    assert!(text.contains("/dev/pts/"), "{text}");
-    assert!(text.contains("43 132"), "{text}");
-
-    // port-forward: two connections in turn through one kubectl.
-    let mut pf = kubectl
-        .command(&["port-forward", "pod/box", ":8080"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("port-forward");
-    let port = forwarded_port(&mut pf);
-    for _ in 0..2 {
-        let answer = http_get(port).await.expect("an answer through the tunnel");
-        assert!(answer.contains("hello-from-pod"), "{answer}");
-    }
-    let _ = pf.kill();
-    let _ = pf.wait();
-    // Nothing listens on 9090: the connection is closed, not left hanging.
-    let mut pf = kubectl
-        .command(&["port-forward", "pod/box", ":9090"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("port-forward");
-    let port = forwarded_port(&mut pf);
-    // (kubectl may reset the connection or close it.)
-    let answer = http_get(port).await.unwrap_or_default();
-    assert!(!answer.contains("hello-from-pod"), "{answer}");
-    let _ = pf.kill();
-    let _ = pf.wait();
-    delete_and_wait(&api, "box").await;
-}
-
-#[tokio::test]
-async fn kubectl_top_shows_a_busy_container() {
-    let cluster = NodeCluster::start();
-    let client = cluster.client().await;
-    let kubectl = Cli::kubectl_for(&cluster);
-    let api = create(&client, json!({
-        "metadata": {"name": "busy", "labels": {"app": "busy"}},
-        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "spin", "image": "busybox",
-            "command": ["sh", "-c", "while :; do :; done"]}]}})).await;
-    wait_status(&api, "busy", "busy to run", |s| {
-        container(s, "spin")["ready"] == true
-    })
+    // A failed postStart hook kills its container; the restart policy
+    // brings it back.
+    wait_status(
+        &api,
+        "hooked",
+        "the failing hook's container to restart",
+        |s| container(s, "bad-hook")["restartCount"].as_i64() >= Some(1),
+    )
     .await;
-    // CPU use is a rate over the agent's samples: it shows after two.
-    let millicores = wait_for("the container's CPU use", async || {
-        let out = kubectl.run(&[
-            "top",
-            "pod",
-            "-l",
-            "app=busy",
-            "--no-headers",
-            "--containers",
-        ]);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        // "busy   spin   987m   0Mi"
-        let cpu = text
-            .split_whitespace()
-            .nth(2)?
-            .strip_suffix('m')?
-            .parse::<u64>()
-            .ok()?;
-        (cpu > 0).then_some(cpu)
-    })
-    .await;
-    assert!(
-        millicores >= 200,
-        "a spinning shell uses most of a core, not {millicores}m"
-    );
-    let nodes = kubectl.ok(&["top", "node", "--no-headers"]);
-    assert!(nodes.contains('%'), "{nodes}");
-    let err = kubectl.fails(&["top", "pod", "nothing-here"]);
-    assert!(err.contains("not found"), "{err}");
-    delete_and_wait(&api, "busy").await;
+    let post = std::fs::read_to_string(marks.join("post")).expect("postStart ran");
+    assert_eq!(post, "started\n");
+    assert!(!marks.join("pre").exists(), "preStop runs only at the end");
+    delete_and_wait(&api, "hooked").await;
+    let pre = std::fs::read_to_string(marks.join("pre")).expect("preStop ran");
+    assert_eq!(pre, "stopping\n");
 }

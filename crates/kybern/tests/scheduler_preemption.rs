@@ -61,14 +61,18 @@ profiles:
     .await;
     assert_eq!(node_of(&client, "pack-1").await, packed);
     let events: Api<Event> = Api::namespaced(client.clone(), "default");
-    let from = events
-        .list(&ListParams::default().fields("involvedObject.name=pack-1"))
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .find_map(|e| e.source.and_then(|s| s.component));
-    assert_eq!(from.as_deref(), Some("bin-packer"));
+    // The Scheduled event is written after the binding: wait for it.
+    let from = common::wait_for("pack-1's Scheduled event", async || {
+        events
+            .list(&ListParams::default().fields("involvedObject.name=pack-1"))
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .find_map(|e| e.source.and_then(|s| s.component))
+    })
+    .await;
+    assert_eq!(from, "bin-packer");
     // A pod for a scheduler nobody runs stays pending.
     add_pod(
         &client,

@@ -200,6 +200,10 @@ impl PodWorker {
         let result = self
             .launch(c, attempt, &attempt_dir, &image.layers, &plan)
             .await;
+        if result.is_ok() {
+            let id = self.dir.container_id(&c.name, attempt);
+            self.post_start(c, &id, pod_ip).await;
+        }
         if let Err(e) = result {
             self.ctx.host.unmount(&bundle.join("rootfs"))?;
             std::fs::remove_dir_all(&attempt_dir)?;
@@ -301,13 +305,30 @@ impl PodWorker {
         out
     }
 
-    /// SIGTERM to every running container, SIGKILL to those still running
-    /// after `grace`.
-    pub(super) async fn stop_containers(&self, grace: Duration) -> Result<(), AgentError> {
+    /// The preStop hooks of `pod` (when known), then SIGTERM to every
+    /// running container, SIGKILL to those still running once `grace` is up.
+    pub(super) async fn stop_containers(
+        &self,
+        pod: Option<&Pod>,
+        grace: Duration,
+    ) -> Result<(), AgentError> {
         let running = self.running_ids();
         if running.is_empty() {
             return Ok(());
         }
+        let started = tokio::time::Instant::now();
+        if let Some(pod) = pod.filter(|_| !grace.is_zero()) {
+            let named: Vec<(String, String)> = running
+                .iter()
+                .filter_map(|(id, dir)| {
+                    let name = dir.parent()?.file_name()?.to_string_lossy().into_owned();
+                    Some((name, id.clone()))
+                })
+                .collect();
+            self.pre_stop(pod, &named, grace).await;
+        }
+        // The hooks spend from the same grace period.
+        let grace = grace.saturating_sub(started.elapsed());
         let signal = if grace.is_zero() { "KILL" } else { "TERM" };
         for (id, _) in &running {
             self.ctx.runtime.kill(id, signal).await?;

@@ -2,6 +2,7 @@
 //! and containers toward its spec and reports what it sees as the pod's status.
 
 mod containers;
+mod hooks;
 mod image_pull;
 pub mod plan;
 pub mod probes;
@@ -106,8 +107,11 @@ impl PodWorker {
                     .as_ref()
                     .and_then(|s| s.termination_grace_period_seconds))
                 .unwrap_or(30);
-            self.stop_containers(Duration::from_secs(u64::try_from(grace).unwrap_or(0)))
-                .await?;
+            self.stop_containers(
+                Some(pod),
+                Duration::from_secs(u64::try_from(grace).unwrap_or(0)),
+            )
+            .await?;
             self.teardown(true).await?;
             self.delete_from_api(pod).await?;
             return Ok(None);
@@ -249,7 +253,7 @@ impl PodWorker {
         if !self.dir.root.exists() {
             return Ok(());
         }
-        self.stop_containers(Duration::from_secs(2)).await?;
+        self.stop_containers(None, Duration::from_secs(2)).await?;
         self.teardown(true).await
     }
 }

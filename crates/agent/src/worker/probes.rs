@@ -56,7 +56,7 @@ fn secs(n: impl Into<i64>) -> Duration {
 }
 
 /// The port a probe names: a number, or the name of a container port.
-fn port_of(c: &Container, port: &IntOrString) -> Option<u16> {
+pub(super) fn port_of(c: &Container, port: &IntOrString) -> Option<u16> {
     match port {
         IntOrString::Int(p) => u16::try_from(*p).ok(),
         IntOrString::String(name) => c
@@ -70,7 +70,12 @@ fn port_of(c: &Container, port: &IntOrString) -> Option<u16> {
 }
 
 /// One HTTP GET; success is a status from 200 to 399.
-async fn http_get(host: &str, port: u16, path: &str, headers: &[(String, String)]) -> bool {
+pub(super) async fn http_get(
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+) -> bool {
     let Ok(mut tcp) = tokio::net::TcpStream::connect((host, port)).await else {
         return false;
     };

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod node;
+pub mod pods;
 pub mod registry;
 pub mod sim;
 

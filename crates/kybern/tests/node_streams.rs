@@ -1,0 +1,174 @@
+//! Reaching into pods on a `kybern up` node (as root, real runc): `kubectl
+//! exec` with and without a terminal, `port-forward`, and `top`.
+
+mod common;
+
+use common::cli::Cli;
+use common::node::NodeCluster;
+use common::pods::{container, create, delete_and_wait, wait_status};
+use common::wait_for;
+use serde_json::json;
+
+/// Reads the local port from kubectl port-forward's first line.
+fn forwarded_port(child: &mut std::process::Child) -> u16 {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    let mut reader = std::io::BufReader::new(stdout);
+    reader.read_line(&mut line).expect("port-forward output");
+    // kubectl goes on writing a line per connection: keep its pipe open.
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    // "Forwarding from 127.0.0.1:PORT -> 8080"
+    line.split(':')
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"))
+}
+
+async fn http_get(port: u16) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the forwarded port");
+    tcp.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").await?;
+    let mut answer = String::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        tcp.read_to_string(&mut answer),
+    )
+    .await
+    .expect("an answer in time")?;
+    Ok(answer)
+}
+
+#[tokio::test]
+async fn exec_and_port_forward_reach_into_the_pod() {
+    let cluster = NodeCluster::start();
+    let client = cluster.client().await;
+    let kubectl = Cli::kubectl_for(&cluster);
+    // httpd listens on the pod's localhost only: port-forward must enter
+    // the pod's network namespace to reach it.
+    let api = create(&client, json!({
+        "metadata": {"name": "box"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": "busybox",
+            "command": ["sh", "-c", "mkdir -p /www && echo hello-from-pod > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www"],
+            "readinessProbe": {"periodSeconds": 1, "exec": {"command": ["wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/index.html"]}}}]}})).await;
+    wait_status(&api, "box", "box to run", |s| {
+        container(s, "main")["ready"] == true
+    })
+    .await;
+
+    // Output streams apart, and the exit code comes back as kubectl's own.
+    let out = kubectl.run(&[
+        "exec",
+        "box",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("err"),
+        "{out:?}"
+    );
+    // Standard input reaches the process, and its end ends `cat`.
+    let echoed = kubectl.ok_stdin(&["exec", "-i", "box", "--", "cat"], "one\ntwo\n");
+    assert_eq!(echoed, "one\ntwo\n");
+    let err = kubectl.fails(&["exec", "box", "-c", "nope", "--", "true"]);
+    assert!(err.contains("container nope is not valid"), "{err}");
+    // On a terminal: the container sees one, of the client's size.
+    let out = kubectl.run_on_terminal(
+        &[
+            "exec",
+            "-it",
+            "box",
+            "--",
+            "sh",
+            "-c",
+            "tty; stty size; exit 7",
+        ],
+        132,
+        43,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(7), "{text}");
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert!(text.contains("43 132"), "{text}");
+
+    // port-forward: two connections in turn through one kubectl.
+    let mut pf = kubectl
+        .command(&["port-forward", "pod/box", ":8080"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("port-forward");
+    let port = forwarded_port(&mut pf);
+    for _ in 0..2 {
+        let answer = http_get(port).await.expect("an answer through the tunnel");
+        assert!(answer.contains("hello-from-pod"), "{answer}");
+    }
+    let _ = pf.kill();
+    let _ = pf.wait();
+    // Nothing listens on 9090: the connection is closed, not left hanging.
+    let mut pf = kubectl
+        .command(&["port-forward", "pod/box", ":9090"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("port-forward");
+    let port = forwarded_port(&mut pf);
+    // (kubectl may reset the connection or close it.)
+    let answer = http_get(port).await.unwrap_or_default();
+    assert!(!answer.contains("hello-from-pod"), "{answer}");
+    let _ = pf.kill();
+    let _ = pf.wait();
+    delete_and_wait(&api, "box").await;
+}
+
+#[tokio::test]
+async fn kubectl_top_shows_a_busy_container() {
+    let cluster = NodeCluster::start();
+    let client = cluster.client().await;
+    let kubectl = Cli::kubectl_for(&cluster);
+    let api = create(&client, json!({
+        "metadata": {"name": "busy", "labels": {"app": "busy"}},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "spin", "image": "busybox",
+            "command": ["sh", "-c", "while :; do :; done"]}]}})).await;
+    wait_status(&api, "busy", "busy to run", |s| {
+        container(s, "spin")["ready"] == true
+    })
+    .await;
+    // CPU use is a rate over the agent's samples: it shows after two.
+    let millicores = wait_for("the container's CPU use", async || {
+        let out = kubectl.run(&[
+            "top",
+            "pod",
+            "-l",
+            "app=busy",
+            "--no-headers",
+            "--containers",
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // "busy   spin   987m   0Mi"
+        let cpu = text
+            .split_whitespace()
+            .nth(2)?
+            .strip_suffix('m')?
+            .parse::<u64>()
+            .ok()?;
+        (cpu > 0).then_some(cpu)
+    })
+    .await;
+    assert!(
+        millicores >= 200,
+        "a spinning shell uses most of a core, not {millicores}m"
+    );
+    let nodes = kubectl.ok(&["top", "node", "--no-headers"]);
+    assert!(nodes.contains('%'), "{nodes}");
+    let err = kubectl.fails(&["top", "pod", "nothing-here"]);
+    assert!(err.contains("not found"), "{err}");
+    delete_and_wait(&api, "busy").await;
+}
