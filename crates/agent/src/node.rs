@@ -244,7 +244,7 @@ pub async fn heartbeat(ctx: std::sync::Arc<NodeContext>) {
             .map(|c| (c["type"].to_string(), c["status"].to_string()))
             .collect();
         // New images (pulled or imported) are reported at the next beat.
-        let images = ctx.images.list().unwrap_or_default();
+        let images = ctx.images.names().unwrap_or_default();
         let conditions = (conditions, images);
         let changed = last_conditions.as_ref() != Some(&conditions);
         if changed || last_report.elapsed() >= STATUS_REPORT {

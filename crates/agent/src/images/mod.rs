@@ -145,16 +145,21 @@ impl ImageStore {
         }))
     }
 
+    /// Every name this node holds, from the names alone (no manifest read).
+    pub fn names(&self) -> Result<Vec<String>, AgentError> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(self.root.join("refs"))? {
+            let name = entry?.file_name().to_string_lossy().replace('+', "/");
+            out.push(name);
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Every name this node holds and its image's size, for the Node's `images`.
     pub fn list(&self) -> Result<Vec<(String, u64)>, AgentError> {
         let mut out = Vec::new();
-        for entry in std::fs::read_dir(self.root.join("refs"))? {
-            let name: String = entry?
-                .file_name()
-                .to_string_lossy()
-                .chars()
-                .map(|c| if c == '+' { '/' } else { c })
-                .collect();
+        for name in self.names()? {
             if let Ok(Some(image)) = self.resolve(&name) {
                 out.push((name, image.size));
             }

@@ -243,10 +243,7 @@ async fn pull_from(
         if store.has_blob(&desc.digest) {
             continue;
         }
-        let tmp = store
-            .root
-            .join("tmp")
-            .join(format!("pull-{}", super::digest_hex(&desc.digest)?));
+        let tmp = download_path(store, &desc.digest)?;
         let file = tokio::fs::File::create(&tmp).await?;
         if let Err(e) = client
             .pull_blob(&reference, desc.digest.as_str(), file)
@@ -261,14 +258,19 @@ async fn pull_from(
     Ok(digest)
 }
 
+/// Where a blob is written while it downloads.
+fn download_path(store: &ImageStore, digest: &str) -> Result<std::path::PathBuf, AgentError> {
+    Ok(store
+        .root
+        .join("tmp")
+        .join(format!("pull-{}", super::digest_hex(digest)?)))
+}
+
 fn put_blob(store: &ImageStore, digest: &str, bytes: &[u8]) -> Result<(), AgentError> {
     if store.has_blob(digest) {
         return Ok(());
     }
-    let tmp = store
-        .root
-        .join("tmp")
-        .join(format!("pull-{}", super::digest_hex(digest)?));
+    let tmp = download_path(store, digest)?;
     std::fs::write(&tmp, bytes)?;
     store.commit_blob(&tmp, digest)
 }

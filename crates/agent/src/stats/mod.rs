@@ -67,7 +67,8 @@ struct Running {
 pub struct StatsCollector {
     files: KernelFiles,
     node: Mutex<Series>,
-    containers: Mutex<HashMap<String, Series>>,
+    /// The containers running at the last sample, by ID, with their series.
+    containers: Mutex<HashMap<String, (Running, Series)>>,
     /// cgroup paths by container ID, read once from each bundle.
     cgroups: Mutex<HashMap<String, String>>,
 }
@@ -137,17 +138,20 @@ impl StatsCollector {
             node.observe(now, time, usage);
         }
         let live = running(ctx);
-        let readings: Vec<(String, Usage)> = live
+        let readings: Vec<(&Running, Usage)> = live
             .iter()
             .filter_map(|c| {
                 let path = self.cgroup_of(ctx, c)?;
-                Some((c.id.clone(), self.files.cgroup(&path)?))
+                Some((c, self.files.cgroup(&path)?))
             })
             .collect();
-        if let Ok(mut series) = self.containers.lock() {
-            series.retain(|id, _| live.iter().any(|c| &c.id == id));
-            for (id, usage) in readings {
-                series.entry(id).or_default().observe(now, time, usage);
+        if let Ok(mut known) = self.containers.lock() {
+            known.retain(|id, _| live.iter().any(|c| &c.id == id));
+            for (c, usage) in readings {
+                let entry = known
+                    .entry(c.id.clone())
+                    .or_insert_with(|| (c.clone(), Series::default()));
+                entry.1.observe(now, time, usage);
             }
         }
         if let Ok(mut known) = self.cgroups.lock() {
@@ -155,21 +159,22 @@ impl StatsCollector {
         }
     }
 
-    /// The kubelet's Summary API document (`stats/v1alpha1`), CPU and memory.
+    /// The kubelet's Summary API document (`stats/v1alpha1`), CPU and memory
+    /// of what was running at the last sample.
     pub fn summary(&self, ctx: &NodeContext) -> Value {
         let mut node = json!({"nodeName": ctx.node_name});
         if let Some((cpu, memory)) = self.node.lock().ok().and_then(|n| n.render()) {
             node["cpu"] = cpu;
             node["memory"] = memory;
         }
-        let series = self
+        let known = self
             .containers
             .lock()
             .map(|s| s.clone())
             .unwrap_or_default();
         let mut pods: HashMap<String, Value> = HashMap::new();
-        for c in running(ctx) {
-            let Some((cpu, memory)) = series.get(&c.id).and_then(Series::render) else {
+        for (c, series) in known.values() {
+            let Some((cpu, memory)) = series.render() else {
                 continue;
             };
             let started = c.started_at.to_rfc3339_opts(SecondsFormat::Secs, true);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod};
 
 use super::PodWorker;
-use super::probes::{http_get, port_of};
+use super::probes::http_action;
 
 /// The longest a postStart hook may hold a container's start up.
 const POST_START_LIMIT: Duration = Duration::from_secs(120);
@@ -34,21 +34,7 @@ impl PodWorker {
                 };
             }
             if let Some(http) = &handler.http_get {
-                let port = port_of(c, &http.port).ok_or("no such port")?;
-                let host = http.host.clone().filter(|h| !h.is_empty());
-                let host = host.unwrap_or_else(|| ip.to_owned());
-                let path = http.path.clone().unwrap_or_else(|| "/".into());
-                let headers: Vec<(String, String)> = http
-                    .http_headers
-                    .iter()
-                    .flatten()
-                    .map(|h| (h.name.clone(), h.value.clone()))
-                    .collect();
-                return if http_get(&host, port, &path, &headers).await {
-                    Ok(())
-                } else {
-                    Err(format!("HTTP GET {host}:{port}{path} failed"))
-                };
+                return http_action(c, http, ip).await;
             }
             if let Some(sleep) = &handler.sleep {
                 let secs = u64::try_from(sleep.seconds).unwrap_or(0);

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::Utc;
-use k8s_openapi::api::core::v1::{Container, Pod, Probe};
+use k8s_openapi::api::core::v1::{Container, HTTPGetAction, Pod, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -56,7 +56,7 @@ fn secs(n: impl Into<i64>) -> Duration {
 }
 
 /// The port a probe names: a number, or the name of a container port.
-pub(super) fn port_of(c: &Container, port: &IntOrString) -> Option<u16> {
+fn port_of(c: &Container, port: &IntOrString) -> Option<u16> {
     match port {
         IntOrString::Int(p) => u16::try_from(*p).ok(),
         IntOrString::String(name) => c
@@ -100,6 +100,29 @@ pub(super) async fn http_get(
         .is_some_and(|code| (200..400).contains(&code))
 }
 
+/// An `httpGet` action (probe or hook) against container `c` at pod IP `ip`.
+pub(super) async fn http_action(
+    c: &Container,
+    http: &HTTPGetAction,
+    ip: &str,
+) -> Result<(), String> {
+    let port = port_of(c, &http.port).ok_or("no such port")?;
+    let host = http.host.clone().filter(|h| !h.is_empty());
+    let host = host.unwrap_or_else(|| ip.to_owned());
+    let path = http.path.clone().unwrap_or_else(|| "/".into());
+    let headers: Vec<(String, String)> = http
+        .http_headers
+        .iter()
+        .flatten()
+        .map(|h| (h.name.clone(), h.value.clone()))
+        .collect();
+    if http_get(&host, port, &path, &headers).await {
+        Ok(())
+    } else {
+        Err(format!("HTTP GET {host}:{port}{path} failed"))
+    }
+}
+
 impl PodWorker {
     /// Runs one probe against container `c` (runtime ID `id`) at `ip`.
     async fn run_probe(&self, c: &Container, probe: &Probe, id: &str, ip: &str) -> bool {
@@ -123,22 +146,7 @@ impl PodWorker {
                     tracing::warn!(container = %c.name, "HTTPS probes are not built; counting a failure");
                     return false;
                 }
-                let Some(port) = port_of(c, &http.port) else {
-                    return false;
-                };
-                let host = http
-                    .host
-                    .clone()
-                    .filter(|h| !h.is_empty())
-                    .unwrap_or_else(|| ip.to_owned());
-                let headers: Vec<(String, String)> = http
-                    .http_headers
-                    .iter()
-                    .flatten()
-                    .map(|h| (h.name.clone(), h.value.clone()))
-                    .collect();
-                let path = http.path.clone().unwrap_or_else(|| "/".into());
-                return http_get(&host, port, &path, &headers).await;
+                return http_action(c, http, ip).await.is_ok();
             }
             if let Some(tcp) = &probe.tcp_socket {
                 let Some(port) = port_of(c, &tcp.port) else {

@@ -8,7 +8,7 @@ use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::Ctx;
-use super::pod_log::{agent_of, node_proxy};
+use super::pod_log::{agent_of, core_resource, node_proxy};
 use crate::response::{ApiResult, json as json_response};
 use kybern_apimachinery::ApiError;
 use kybern_apimachinery::labels::Selector;
@@ -20,15 +20,10 @@ const MAX_OBJECTS: usize = 100_000;
 
 /// Every node's summary that could be fetched in time, with the node.
 async fn summaries(ctx: &Ctx, only: Option<&str>) -> Result<Vec<(Value, Value)>, ApiError> {
-    let nodes_info = ctx
-        .state
-        .registry
-        .get("", "v1", "nodes")
-        .ok_or_else(|| ApiError::internal("nodes are not served"))?;
     let nodes = ctx
         .state
         .objects
-        .list_page(&nodes_info, None, None, MAX_OBJECTS, 0)
+        .list_page(&*core_resource(ctx, "nodes")?, None, None, MAX_OBJECTS, 0)
         .await?
         .items;
     let proxy = node_proxy(ctx)?;
@@ -112,16 +107,11 @@ fn pod_metrics(pod: &Value, labels: &Value) -> Option<Value> {
 
 /// The pods' labels by `namespace/name`, for selectors and metadata.
 async fn pod_labels(ctx: &Ctx) -> Result<std::collections::HashMap<String, Value>, ApiError> {
-    let pods_info = ctx
-        .state
-        .registry
-        .get("", "v1", "pods")
-        .ok_or_else(|| ApiError::internal("pods are not served"))?;
     let ns = ctx.path.namespace.as_deref();
     let pods = ctx
         .state
         .objects
-        .list_page(&pods_info, ns, None, MAX_OBJECTS, 0)
+        .list_page(&*core_resource(ctx, "pods")?, ns, None, MAX_OBJECTS, 0)
         .await?
         .items;
     Ok(pods

@@ -76,14 +76,24 @@ pub(super) async fn agent_for_pod(ctx: &Ctx, pod: &Value) -> Result<(String, u16
             "pod {name} does not have a host assigned"
         )));
     };
-    let nodes = ctx
+    let node = ctx
         .state
-        .registry
-        .get("", "v1", "nodes")
-        .ok_or_else(|| ApiError::internal("nodes are not served"))?;
-    let node = ctx.state.objects.get(&nodes, "", node_name).await?;
+        .objects
+        .get(&*core_resource(ctx, "nodes")?, "", node_name)
+        .await?;
     agent_of(&node)
         .ok_or_else(|| ApiError::internal(format!("node {node_name} publishes no agent endpoint")))
+}
+
+/// A core/v1 resource the server must serve.
+pub(super) fn core_resource(
+    ctx: &Ctx,
+    plural: &str,
+) -> Result<std::sync::Arc<crate::registry::ResourceInfo>, ApiError> {
+    ctx.state
+        .registry
+        .get("", "v1", plural)
+        .ok_or_else(|| ApiError::internal(format!("{plural} are not served")))
 }
 
 /// The server's client settings for node agents.
