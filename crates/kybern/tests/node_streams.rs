@@ -88,7 +88,9 @@ async fn exec_and_port_forward_reach_into_the_pod() {
             "--",
             "sh",
             "-c",
-            "tty; stty size; exit 7",
+            // runc sizes the container's terminal just after starting the
+            // process, so the first look may find it still 0x0.
+            "tty; for i in $(seq 50); do s=$(stty size 2>/dev/null) && break; sleep 0.1; done; echo \"$s\"; exit 7",
         ],
         132,
         43,
