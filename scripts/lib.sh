@@ -25,8 +25,9 @@ KYBERN_BUILD_PACKAGES=(gcc libc6-dev pkg-config protobuf-compiler libprotobuf-de
 KYBERN_RUNTIME_PACKAGES=(runc containernetworking-plugins iptables iproute2 util-linux umoci busybox-static)
 
 # What the test suite drives for real: etcd for the etcd backend's conformance
-# suite; a local registry (docker-registry) and skopeo to fill it, for pulls.
-KYBERN_TEST_PACKAGES=(etcd-server docker-registry skopeo "${KYBERN_RUNTIME_PACKAGES[@]}")
+# suite; a local registry (docker-registry) and skopeo to fill it, for pulls;
+# openssl and curl to issue a user certificate and call a node agent with it.
+KYBERN_TEST_PACKAGES=(etcd-server docker-registry skopeo openssl curl "${KYBERN_RUNTIME_PACKAGES[@]}")
 
 # Checks for a Rust toolchain new enough for the workspace (edition 2024).
 kybern_check_rust() {

@@ -1,6 +1,6 @@
 //! Kubernetes' object model, as the API server and its clients need it: `Status`
 //! errors, label and field selectors, resource quantities, and the name and label
-//! rules of upstream's validation.
+//! rules of upstream's validation, and the identity in a client certificate.
 //!
 //! Pure logic with no I/O and no knowledge of storage or HTTP, so that every rule
 //! is unit-tested here against upstream's documented behaviour.
@@ -10,5 +10,6 @@ pub mod labels;
 pub mod names;
 pub mod quantity;
 pub mod status;
+pub mod x509;
 
 pub use status::{ApiError, Cause, StatusReason};

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use kybern_apimachinery::{ApiError, StatusReason};
 
 use crate::response::ErrorResponse;
+use crate::server::ApiState;
 
 /// An authenticated identity, as upstream's `user.Info`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +28,16 @@ pub struct UserInfo {
 }
 
 impl UserInfo {
+    /// The caller on the unauthenticated debugging listener: upstream's
+    /// insecure-port user, in `system:masters`.
+    pub fn unsecured() -> Self {
+        UserInfo {
+            name: "system:unsecured".into(),
+            uid: String::new(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        }
+    }
+
     fn anonymous() -> Self {
         UserInfo {
             name: "system:anonymous".into(),
@@ -50,13 +61,7 @@ pub struct PeerIdentity(pub Option<UserInfo>);
 
 /// Reads the user from a DER certificate: CN is the name, each O a group.
 pub fn identity_from_cert(der: &[u8]) -> Option<UserInfo> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let subject = cert.subject();
-    let name = subject.iter_common_name().next()?.as_str().ok()?.to_owned();
-    let groups = subject
-        .iter_organization()
-        .filter_map(|o| o.as_str().ok().map(str::to_owned))
-        .collect();
+    let (name, groups) = kybern_apimachinery::x509::subject_identity(der)?;
     Some(UserInfo::authenticated(name, String::new(), groups))
 }
 
@@ -138,7 +143,8 @@ impl Authenticator {
         );
     }
 
-    fn by_token(&self, token: &str) -> Option<UserInfo> {
+    /// The user a bearer token stands for, if any.
+    pub fn by_token(&self, token: &str) -> Option<UserInfo> {
         // Tokens are compared whole; a map lookup leaks no prefix information
         // an attacker could use beyond what hashing exposes.
         self.tokens.get(token).cloned()
@@ -157,9 +163,68 @@ fn unauthorized() -> Response {
     ErrorResponse(ApiError::new(StatusReason::Unauthorized, "Unauthorized")).into_response()
 }
 
+/// The user a ServiceAccount token stands for: its signature, lifetime and
+/// audience hold, and the ServiceAccount (and the pod or secret it is bound
+/// to) still exist with the UIDs it names.
+async fn service_account_user(state: &ApiState, token: &str) -> Option<UserInfo> {
+    use crate::service_account_token::ISSUER;
+    let claims = state.token_signer.get()?.verify(token)?;
+    if !claims.aud.iter().any(|a| a == ISSUER) {
+        return None;
+    }
+    let k = &claims.kubernetes;
+    let alive = async |plural: &str, name: &str, uid: &str| -> bool {
+        let Some(info) = state.registry.get("", "v1", plural) else {
+            return false;
+        };
+        match state.objects.get(&info, &k.namespace, name).await {
+            Ok(obj) => crate::object::meta_str(&obj, "uid") == uid,
+            Err(_) => false,
+        }
+    };
+    if !alive(
+        "serviceaccounts",
+        &k.serviceaccount.name,
+        &k.serviceaccount.uid,
+    )
+    .await
+    {
+        return None;
+    }
+    if let Some(p) = &k.pod
+        && !alive("pods", &p.name, &p.uid).await
+    {
+        return None;
+    }
+    if let Some(s) = &k.secret
+        && !alive("secrets", &s.name, &s.uid).await
+    {
+        return None;
+    }
+    Some(UserInfo::authenticated(
+        format!(
+            "system:serviceaccount:{}:{}",
+            k.namespace, k.serviceaccount.name
+        ),
+        k.serviceaccount.uid.clone(),
+        vec![
+            "system:serviceaccounts".into(),
+            format!("system:serviceaccounts:{}", k.namespace),
+        ],
+    ))
+}
+
+/// The user a bearer token stands for: a static token, or a ServiceAccount token.
+pub async fn authenticate_token(state: &ApiState, token: &str) -> Option<UserInfo> {
+    if let Some(user) = state.authenticator.get().and_then(|a| a.by_token(token)) {
+        return Some(user);
+    }
+    service_account_user(state, token).await
+}
+
 /// Middleware: authenticates the request and puts its [`UserInfo`] in the extensions.
 pub async fn authenticate(
-    State(auth): State<Arc<Authenticator>>,
+    State(state): State<Arc<ApiState>>,
     mut req: Request,
     next: Next,
 ) -> Response {
@@ -179,7 +244,7 @@ pub async fn authenticate(
         .map(str::to_owned);
     let user = match (bearer, from_cert) {
         // A presented token must be valid, even alongside a certificate.
-        (Some(token), _) => match auth.by_token(&token) {
+        (Some(token), _) => match authenticate_token(&state, &token).await {
             Some(u) => u,
             None => return unauthorized(),
         },

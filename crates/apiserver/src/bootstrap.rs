@@ -1,5 +1,6 @@
 //! Objects every cluster starts with: the system namespaces, the system
-//! PriorityClasses and the `default/kubernetes` Service, created once if absent.
+//! PriorityClasses, the bootstrap RBAC policy and the `default/kubernetes`
+//! Service, created once if absent.
 
 use kybern_apimachinery::{ApiError, StatusReason};
 use serde_json::{Value, json};
@@ -29,7 +30,8 @@ async fn ensure(
     }
 }
 
-/// Creates the system namespaces, PriorityClasses and the `kubernetes` Service if missing.
+/// Creates the system namespaces, PriorityClasses, default ClusterRoles and
+/// ClusterRoleBindings and the `kubernetes` Service if missing.
 pub async fn bootstrap(state: &ApiState, secure_port: u16) -> Result<(), ApiError> {
     for ns in SYSTEM_NAMESPACES {
         ensure(
@@ -44,6 +46,13 @@ pub async fn bootstrap(state: &ApiState, secure_port: u16) -> Result<(), ApiErro
             "metadata": {"name": name}, "value": value, "description": description,
             "preemptionPolicy": "PreemptLowerPriority"});
         ensure(state, ("scheduling.k8s.io", "v1", "priorityclasses"), class).await?;
+    }
+    let rbac = crate::authz::rbac::RBAC_GROUP;
+    for role in crate::authz::policy::cluster_roles() {
+        ensure(state, (rbac, "v1", "clusterroles"), role).await?;
+    }
+    for binding in crate::authz::policy::cluster_role_bindings() {
+        ensure(state, (rbac, "v1", "clusterrolebindings"), binding).await?;
     }
     ensure(
         state,

@@ -6,7 +6,7 @@ macro_rules! with_builtin_kinds {
     ($callback:ident ! ( $($args:tt)* )) => {{
         #[allow(unused_imports)]
         use k8s_openapi::api::{
-            apps, autoscaling, batch, coordination, core, discovery, events, networking, node,
+            apps, authentication, authorization, autoscaling, batch, coordination, core, discovery, events, networking, node,
             policy, rbac, scheduling, storage,
         };
         #[allow(unused_imports)]
@@ -50,6 +50,12 @@ macro_rules! with_builtin_kinds {
         ("storage.k8s.io", "v1", "StorageClass") => storage::v1::StorageClass,
         ("storage.k8s.io", "v1", "CSIDriver") => storage::v1::CSIDriver,
         ("storage.k8s.io", "v1", "CSINode") => storage::v1::CSINode,
+        ("authentication.k8s.io", "v1", "TokenReview") => authentication::v1::TokenReview,
+        ("authentication.k8s.io", "v1", "SelfSubjectReview") => authentication::v1::SelfSubjectReview,
+        ("authorization.k8s.io", "v1", "SubjectAccessReview") => authorization::v1::SubjectAccessReview,
+        ("authorization.k8s.io", "v1", "SelfSubjectAccessReview") => authorization::v1::SelfSubjectAccessReview,
+        ("authorization.k8s.io", "v1", "LocalSubjectAccessReview") => authorization::v1::LocalSubjectAccessReview,
+        ("authorization.k8s.io", "v1", "SelfSubjectRulesReview") => authorization::v1::SelfSubjectRulesReview,
         ("rbac.authorization.k8s.io", "v1", "Role") => rbac::v1::Role,
         ("rbac.authorization.k8s.io", "v1", "RoleBinding") => rbac::v1::RoleBinding,
         ("rbac.authorization.k8s.io", "v1", "ClusterRole") => rbac::v1::ClusterRole,

@@ -7,6 +7,7 @@
 //! agents are API clients and live in their own crates.
 
 pub mod auth;
+pub mod authz;
 pub mod bootstrap;
 pub mod cache;
 pub mod crd;
@@ -26,6 +27,8 @@ pub mod registry;
 pub mod request;
 pub mod response;
 pub mod server;
+pub mod service_account_token;
+pub mod service_accounts;
 pub mod service_ips;
 pub mod smp;
 pub mod spec_rules;

@@ -44,6 +44,9 @@ pub struct Pki {
     pub node_client_key_pem: String,
 }
 
+/// The user the API server is to node agents (its client certificate's CN).
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
+
 fn read(path: &Path) -> Result<String, PkiError> {
     std::fs::read_to_string(path).map_err(|source| PkiError::Io {
         path: path.to_owned(),
@@ -171,8 +174,8 @@ impl Pki {
         if !(node_crt.exists() && node_key.exists()) {
             let (cert, key) = leaf(
                 &issuer,
-                "kube-apiserver-kubelet-client",
-                &["kubeadm:cluster-admins"],
+                KUBELET_CLIENT_USER,
+                &[],
                 vec![],
                 ExtendedKeyUsagePurpose::ClientAuth,
             )?;

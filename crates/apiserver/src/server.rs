@@ -23,6 +23,10 @@ pub struct ApiState {
     pub metrics: Arc<crate::metrics::ApiMetrics>,
     /// How the server reaches node agents (`pods/log`); unset without a PKI.
     pub node_proxy: std::sync::OnceLock<crate::node_proxy::NodeProxy>,
+    /// The bearer-token authenticator, for `TokenReview`; unset without one.
+    pub authenticator: std::sync::OnceLock<Arc<crate::auth::Authenticator>>,
+    /// Signs and verifies ServiceAccount tokens; unset without a PKI.
+    pub token_signer: std::sync::OnceLock<Arc<crate::service_account_token::TokenSigner>>,
 }
 
 impl ApiState {
@@ -34,6 +38,8 @@ impl ApiState {
             caches: Default::default(),
             metrics: Default::default(),
             node_proxy: Default::default(),
+            authenticator: Default::default(),
+            token_signer: Default::default(),
         })
     }
 }
@@ -51,6 +57,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/livez", get(discovery::healthy))
         .route("/readyz", get(discovery::healthy))
         .route("/metrics", get(crate::metrics::serve))
+        .route(
+            "/.well-known/openid-configuration",
+            get(crate::discovery::openid_configuration),
+        )
+        .route("/openid/v1/jwks", get(crate::discovery::jwks))
         .route("/openapi/v2", get(crate::openapi::v2))
         .route("/openapi/v3", get(crate::openapi::v3_index))
         .route("/openapi/v3/{*rest}", get(crate::openapi::v3_document))
@@ -63,12 +74,18 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-/// The routes with authentication in front of everything.
+/// The routes with authentication, then authorization, in front of everything.
 pub fn authenticated_router(state: Arc<ApiState>, auth: Arc<crate::auth::Authenticator>) -> Router {
-    router(state).layer(axum::middleware::from_fn_with_state(
-        auth,
-        crate::auth::authenticate,
-    ))
+    let _ = state.authenticator.set(auth);
+    router(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::authz::authorize,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            crate::auth::authenticate,
+        ))
 }
 
 /// Serves the API on `listener` (plain HTTP, no authentication) until the future is dropped.

@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use crate::object::{self, Object};
 use crate::registry::ResourceInfo;
 
-const GENERATED_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+/// The characters of generated name suffixes (no vowels, no look-alikes).
+pub const GENERATED_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
 /// Kinds whose names follow the path-segment rule only (RBAC objects).
 fn name_rule(info: &ResourceInfo) -> fn(&str) -> Vec<String> {

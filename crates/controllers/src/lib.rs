@@ -3,6 +3,7 @@
 //! reconciles from what it observes, and can be restarted at any moment.
 
 pub mod autoscaler;
+pub mod clusterrole_aggregation;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -42,6 +43,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kybern_apimachinery::labels::Selector;
@@ -101,6 +103,8 @@ pub struct Informers {
     pub endpoints: Arc<Informer<Endpoints>>,
     /// The `kube-root-ca.crt` ConfigMap of every namespace.
     pub root_ca_maps: Arc<Informer<ConfigMap>>,
+    /// Every ClusterRole.
+    pub cluster_roles: Arc<Informer<ClusterRole>>,
 }
 
 impl Informers {
@@ -133,6 +137,7 @@ impl Informers {
                     serviceaccount::ROOT_CA_CONFIG_MAP
                 )),
             ),
+            cluster_roles: Informer::spawn(Api::all(client.clone())),
         }
     }
 }
@@ -185,6 +190,7 @@ pub async fn run(client: kube::Client, options: ControllerOptions) {
         garbage_collector::run(client.clone()),
         namespace::run(client.clone(), &informers),
         serviceaccount::run(client.clone(), &informers, options.root_ca_pem.clone()),
+        clusterrole_aggregation::run(client.clone(), &informers),
     );
 }
 

@@ -115,6 +115,10 @@ async fn serve(
     let _ = state
         .node_proxy
         .set(kybern_apiserver::node_proxy::NodeProxy::new(&pki)?);
+    let signer = kybern_apiserver::service_account_token::TokenSigner::load_or_create(
+        &args.data_dir.join("pki").join("service-account.key"),
+    )?;
+    let _ = state.token_signer.set(Arc::new(signer));
     let auth = match &args.token_file {
         Some(path) => Authenticator::from_token_file(path)?,
         None => Authenticator::default(),

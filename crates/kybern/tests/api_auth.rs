@@ -85,9 +85,15 @@ async fn certificates_tokens_and_anonymous() {
     );
 
     // A token from the token file, and a wrong one.
+    // (Known, but with no role bound: discovery and who-am-I only.)
     let good = kubeconfig_with_user(&server, "good", "{token: s3cr3t-token}");
+    let (ok, out) = run(&good, &["auth", "whoami"]);
+    assert!(ok && out.contains("alice"), "{out}");
     let (ok, out) = run(&good, &["get", "configmaps", "-A", "-o", "name"]);
-    assert!(ok, "{out}");
+    assert!(
+        !ok && out.contains("User \"alice\" cannot list resource \"configmaps\""),
+        "{out}"
+    );
     let bad = kubeconfig_with_user(&server, "bad", "{token: wrong}");
     let (ok, out) = run(&bad, &["get", "--raw", "/api"]);
     assert!(!ok && out.contains("Unauthorized"), "{out}");

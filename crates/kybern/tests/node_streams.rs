@@ -1,5 +1,6 @@
 //! Reaching into pods on a `kybern up` node (as root, real runc): `kubectl
-//! exec` with and without a terminal, `port-forward`, and `top`.
+//! exec` with and without a terminal, the service account token a pod
+//! carries, `port-forward`, `top`, and who the agent's own port lets in.
 
 mod common;
 
@@ -7,6 +8,11 @@ use common::cli::Cli;
 use common::node::NodeCluster;
 use common::pods::{container, create, delete_and_wait, wait_status};
 use common::wait_for;
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use kube::Api;
+use kube::api::ListParams;
 use serde_json::json;
 
 /// Reads the local port from kubectl port-forward's first line.
@@ -90,15 +96,64 @@ async fn exec_and_port_forward_reach_into_the_pod() {
             "-c",
             // runc sizes the container's terminal just after starting the
             // process, so the first look may find it still 0x0.
-            "tty; for i in $(seq 50); do s=$(stty size 2>/dev/null) && break; sleep 0.1; done; echo \"$s\"; exit 7",
+            "tty; for i in $(seq 100); do s=$(stty size 2>&1) && break; sleep 0.1; done; echo \"$s\"; exit 7",
         ],
         132,
         43,
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(7), "{text}");
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
     assert!(text.contains("/dev/pts/"), "{text}");
     assert!(text.contains("43 132"), "{text}");
+
+    // The service account volume: the pod's namespace, the cluster CA, and
+    // a token that is the pod's account (`default`, with no rights yet).
+    let sa_file = |name: &str| {
+        kubectl.ok(&[
+            "exec",
+            "box",
+            "--",
+            "cat",
+            &format!("/var/run/secrets/kubernetes.io/serviceaccount/{name}"),
+        ])
+    };
+    assert_eq!(sa_file("namespace"), "default");
+    assert!(
+        sa_file("ca.crt").contains("BEGIN CERTIFICATE"),
+        "no CA in the pod"
+    );
+    let token = sa_file("token");
+    let as_pod = common::client_with_token(&cluster.kubeconfig(), token.trim()).await;
+    let pods_as_pod: Api<Pod> = Api::default_namespaced(as_pod.clone());
+    match pods_as_pod.list(&ListParams::default()).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 403);
+            assert!(
+                s.message
+                    .contains("\"system:serviceaccount:default:default\" cannot list"),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("expected 403, got {other:?}"),
+    }
+    // Granted `view`, it reads pods, and still not secrets.
+    kubectl.ok(&[
+        "create",
+        "rolebinding",
+        "default-view",
+        "--clusterrole=view",
+        "--serviceaccount=default:default",
+    ]);
+    wait_for("the pod's token to read pods", async || {
+        pods_as_pod.list(&ListParams::default()).await.ok()
+    })
+    .await;
+    let secrets_as_pod: Api<Secret> = Api::default_namespaced(as_pod);
+    assert!(matches!(
+        secrets_as_pod.list(&ListParams::default()).await,
+        Err(kube::Error::Api(s)) if s.code == 403
+    ));
 
     // port-forward: two connections in turn through one kubectl.
     let mut pf = kubectl
@@ -128,6 +183,79 @@ async fn exec_and_port_forward_reach_into_the_pod() {
     let _ = pf.kill();
     let _ = pf.wait();
     delete_and_wait(&api, "box").await;
+}
+
+/// `GET https://127.0.0.1:port{path}` with a client certificate, if any,
+/// by curl: the status and body, or `None` when TLS refused the caller.
+fn agent_get(port: u16, path: &str, cert: Option<&(PathBuf, PathBuf)>) -> Option<(u16, String)> {
+    let mut curl = std::process::Command::new("curl");
+    curl.args(["-sk", "--max-time", "20", "-w", "\n%{http_code}"]);
+    if let Some((crt, key)) = cert {
+        curl.arg("--cert").arg(crt).arg("--key").arg(key);
+    }
+    let out = curl
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl");
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n')?;
+    Some((code.trim().parse().ok()?, body.to_owned()))
+}
+
+#[tokio::test]
+async fn the_agent_port_serves_only_whom_the_api_server_authorizes() {
+    let cluster = NodeCluster::start();
+    let client = cluster.client().await;
+    let kubectl = Cli::kubectl_for(&cluster);
+    let nodes: Api<Node> = Api::all(client);
+    let port = wait_for("the node to publish its agent port", async || {
+        let node = nodes.list(&ListParams::default()).await.ok()?.items.pop()?;
+        let port = node.status?.daemon_endpoints?.kubelet_endpoint?.port;
+        u16::try_from(port).ok().filter(|p| *p > 0)
+    })
+    .await;
+
+    // No certificate: TLS refuses the connection.
+    assert_eq!(agent_get(port, "/stats/summary", None), None);
+    // A certificate from the cluster CA names a user; RBAC decides.
+    let mallory = cluster.user_certificate("mallory", &["devs"]);
+    let (code, body) = agent_get(port, "/stats/summary", Some(&mallory)).expect("answer");
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(
+        body.trim(),
+        "Forbidden (user=mallory, verb=get, resource=nodes, subresource(s)=[stats])"
+    );
+    let (code, body) =
+        agent_get(port, "/containerLogs/default/p/c", Some(&mallory)).expect("answer");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("subresource(s)=[proxy]"), "{body}");
+    // A user granted `nodes/stats` reads stats, and nothing else.
+    kubectl.ok(&[
+        "create",
+        "clusterrole",
+        "node-stats",
+        "--verb=get",
+        "--resource=nodes/stats",
+    ]);
+    kubectl.ok(&[
+        "create",
+        "clusterrolebinding",
+        "node-stats",
+        "--clusterrole=node-stats",
+        "--user=monitor",
+    ]);
+    let monitor = cluster.user_certificate("monitor", &[]);
+    let (code, body) = wait_for("stats for the monitor", async || {
+        agent_get(port, "/stats/summary", Some(&monitor)).filter(|(code, _)| *code == 200)
+    })
+    .await;
+    assert_eq!(code, 200);
+    assert!(body.contains("\"node\""), "{body}");
+    let (code, _) = agent_get(port, "/containerLogs/default/p/c", Some(&monitor)).expect("answer");
+    assert_eq!(code, 403);
 }
 
 #[tokio::test]

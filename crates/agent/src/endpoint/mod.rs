@@ -1,8 +1,10 @@
 //! The agent's own HTTPS endpoint (the kubelet's port 10250): the API server
 //! fetches container logs from it and passes exec and port-forward sessions
-//! through to it. Only clients with a certificate signed by
-//! the cluster CA get in; the agent serves with a self-signed certificate.
+//! through to it. Only clients with a certificate signed by the cluster CA
+//! get in, and only for what the API server authorizes them to do on this
+//! node (`authz`); the agent serves with a self-signed certificate.
 
+mod authz;
 pub mod logs;
 mod streams;
 
@@ -149,6 +151,13 @@ pub async fn serve(ctx: Arc<NodeContext>, client_cas: Vec<Vec<u8>>) -> Result<()
         .route("/exec/{namespace}/{pod}/{container}", any(streams::exec))
         .route("/portForward/{namespace}/{pod}", any(streams::port_forward))
         .route("/stats/summary", get(stats_summary))
+        .layer(axum::middleware::from_fn_with_state(
+            authz::Gate {
+                ctx: ctx.clone(),
+                cache: Arc::default(),
+            },
+            authz::authorize,
+        ))
         .with_state(ctx);
     loop {
         let (tcp, _) = match listener.accept().await {
@@ -165,6 +174,17 @@ pub async fn serve(ctx: Arc<NodeContext>, client_cas: Vec<Vec<u8>>) -> Result<()
                 tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
             else {
                 return;
+            };
+            let caller = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(|cert| kybern_apimachinery::x509::subject_identity(cert))
+                .map(|(user, groups)| authz::Caller { user, groups });
+            let app = match caller {
+                Some(caller) => app.layer(axum::Extension(caller)),
+                None => app,
             };
             let service = TowerToHyperService::new(app);
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())

@@ -37,6 +37,11 @@ impl Terminal {
         if rustix::termios::tcsetwinsize(&self.master, size).is_err() {
             return;
         }
+        self.nudge();
+    }
+
+    /// Tells runc to pass our terminal's size on.
+    fn nudge(&self) {
         if let Some(pid) = self.runc_pid.and_then(|p| i32::try_from(p).ok()) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
@@ -150,6 +155,15 @@ fn pump(mut from: Reader, channel: u8, to: mpsc::Sender<Message>) -> tokio::task
     })
 }
 
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs one exec session on an upgraded WebSocket.
 pub async fn session(
     socket: WebSocket,
@@ -200,6 +214,19 @@ pub async fn session(
     .filter_map(|(r, ch)| r.map(|r| pump(r, ch, tx.clone())))
     .collect();
     let (mut stdin, terminal) = (p.stdin.take(), p.terminal.take());
+    let terminal = terminal.map(Arc::new);
+    // runc copies our size to the container's terminal once it has one; a
+    // SIGWINCH that reaches runc before its handler is set is lost, so nudge
+    // it again while it starts (each nudge just re-copies the size). Stopped
+    // with the session, so no signal goes to a recycled pid.
+    let nudger = terminal.clone().map(|t| {
+        AbortOnDrop(tokio::spawn(async move {
+            for ms in [100, 400, 1500] {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                t.nudge();
+            }
+        }))
+    });
     let input = async move {
         let mut first = first;
         loop {
@@ -251,6 +278,7 @@ pub async fn session(
             return;
         }
     };
+    drop(nudger);
     // Output still in pipes arrives; background children of the command
     // that keep them open do not hold the session up for long.
     for pump in pumps {

@@ -6,6 +6,7 @@ mod hooks;
 mod image_pull;
 pub mod plan;
 pub mod probes;
+mod projected;
 mod projection;
 pub mod qos;
 mod sandbox;

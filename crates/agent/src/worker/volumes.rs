@@ -1,5 +1,5 @@
 //! A pod's volumes on the node (emptyDir, hostPath, configMap, secret,
-//! downwardAPI), and the ConfigMaps and Secrets its environment refers to.
+//! downwardAPI, projected), and the ConfigMaps and Secrets its environment refers to.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,7 +30,7 @@ fn volume<'a>(pod: &'a Pod, name: &str) -> Option<&'a Volume> {
         .find(|v| v.name == name)
 }
 
-async fn data_of(
+pub(super) async fn data_of(
     client: &kube::Client,
     namespace: &str,
     kind: &str,
@@ -190,6 +190,8 @@ async fn project_volume(
             None if s.optional.unwrap_or(false) => std::fs::create_dir_all(target)?,
             None => return Err(AgentError::Config(format!("secret {name:?} not found"))),
         }
+    } else if let Some(p) = &v.projected {
+        super::projected::write(client, ns, pod, p, target).await?;
     } else if let Some(d) = &v.downward_api {
         let mut data = BTreeMap::new();
         let mut items = Vec::new();
@@ -226,7 +228,7 @@ pub async fn refresh(client: &kube::Client, pod: &Pod, dir: &PodDir) -> Result<(
 }
 
 /// A downward API file: name, namespace, uid, labels or annotations.
-fn downward_field(pod: &Pod, path: &str) -> Option<String> {
+pub(super) fn downward_field(pod: &Pod, path: &str) -> Option<String> {
     let m = &pod.metadata;
     let lines = |map: Option<&BTreeMap<String, String>>| {
         map.map(|m| {

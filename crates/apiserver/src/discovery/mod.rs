@@ -34,6 +34,12 @@ pub(crate) fn subresource_kind<'a>(
             &["get", "patch", "update"],
         ),
         "binding" => (None, None, "Binding", &["create"]),
+        "token" => (
+            Some("authentication.k8s.io"),
+            Some("v1"),
+            "TokenRequest",
+            &["create"],
+        ),
         "eviction" => (Some("policy"), Some("v1"), "Eviction", &["create"]),
         "finalize" => (None, None, &r.kind, &["update"]),
         "exec" => (None, None, "PodExecOptions", &["create", "get"]),
@@ -202,6 +208,24 @@ pub async fn version() -> Response {
             "platform": format!("{}/{}", std::env::consts::OS, if std::env::consts::ARCH == "x86_64" { "amd64" } else { std::env::consts::ARCH }),
         }),
     )
+}
+
+/// `GET /.well-known/openid-configuration`: the ServiceAccount token issuer.
+pub async fn openid_configuration() -> Response {
+    json(
+        StatusCode::OK,
+        &crate::service_account_token::openid_configuration(),
+    )
+}
+
+/// `GET /openid/v1/jwks`: the public key ServiceAccount tokens verify with.
+pub async fn jwks(
+    axum::extract::State(state): axum::extract::State<std::sync::Arc<crate::server::ApiState>>,
+) -> Response {
+    match state.token_signer.get() {
+        Some(signer) => json(StatusCode::OK, &signer.jwks()),
+        None => (StatusCode::NOT_FOUND, "no service account issuer").into_response(),
+    }
 }
 
 /// GET `/healthz`, `/livez`, `/readyz`.

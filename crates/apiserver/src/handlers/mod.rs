@@ -3,7 +3,7 @@
 
 mod apply;
 mod binding;
-mod body;
+pub(crate) mod body;
 mod delete;
 mod eviction;
 mod finalize;
@@ -15,6 +15,7 @@ mod patch;
 mod pod_log;
 mod pod_stream;
 mod scale;
+mod token_request;
 mod watch;
 mod write;
 
@@ -47,6 +48,8 @@ pub struct Ctx {
     pub headers: HeaderMap,
     /// The resource's `group/version`.
     pub api_version: String,
+    /// Who is asking (after impersonation).
+    pub user: crate::auth::UserInfo,
 }
 
 impl Ctx {
@@ -150,8 +153,14 @@ pub async fn serve_resource(State(state): State<Arc<ApiState>>, req: Request<Bod
     // Present on HTTP/1.1 requests; exec and port-forward take the
     // connection over with it.
     let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    // Without authentication (the plain-HTTP debugging listener) the caller
+    // is upstream's insecure-port user, a cluster admin.
+    let user = parts
+        .extensions
+        .remove::<crate::auth::UserInfo>()
+        .unwrap_or_else(crate::auth::UserInfo::unsecured);
     let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
-    match dispatch(state, method, uri, headers, body, upgrade).await {
+    match dispatch(state, method, uri, headers, body, upgrade, user).await {
         Ok(resp) => resp,
         Err(err) => err.into_response(),
     }
@@ -164,6 +173,7 @@ async fn dispatch(
     headers: HeaderMap,
     body: Body,
     upgrade: Option<hyper::upgrade::OnUpgrade>,
+    user: crate::auth::UserInfo,
 ) -> Result<Response, ErrorResponse> {
     let path = ResourcePath::parse(uri.path()).ok_or_else(not_found_path)?;
     let info = state
@@ -192,7 +202,11 @@ async fn dispatch(
         raw_query: uri.query().unwrap_or("").to_owned(),
         headers,
         api_version,
+        user,
     };
+    if ctx.info.review() {
+        return crate::authz::review::serve(&ctx, &method, body).await;
+    }
     if ctx.info.computed() {
         return metrics::serve(&ctx, &method).await;
     }
@@ -202,6 +216,7 @@ async fn dispatch(
             return scale::scale(&ctx, &method, body).await;
         }
         Some("binding") if method == Method::POST => return binding::bind(&ctx, body).await,
+        Some("token") if method == Method::POST => return token_request::create(&ctx, body).await,
         Some("eviction") if method == Method::POST => return eviction::evict(&ctx, body).await,
         Some("log") if method == Method::GET => return pod_log::log(&ctx).await,
         Some("exec" | "portforward") if matches!(method, Method::GET | Method::POST) => {

@@ -108,11 +108,13 @@ pub async fn create_object(
     }
     if info.group.is_empty() && info.plural == "pods" {
         crate::priority::admit(&ctx.state, &mut obj).await?;
+        crate::service_accounts::admit(&ctx.state, &mut obj).await;
     }
     let causes = strategy::validate(info, &obj, None);
     if !causes.is_empty() {
         return Err(invalid(info, &obj, causes));
     }
+    crate::authz::escalation::admit(&ctx.state, &ctx.user, &info.group, &info.plural, &obj).await?;
     check_namespace_open(ctx, object::namespace(&obj)).await?;
     if ctx.query.dry_run()? {
         return Ok(obj);
@@ -219,6 +221,8 @@ pub async fn update_with(
         if !causes.is_empty() {
             return Err(invalid(info, &new, causes));
         }
+        crate::authz::escalation::admit(&ctx.state, &ctx.user, &info.group, &info.plural, &new)
+            .await?;
         object::set_meta(&mut new, "resourceVersion", json!(old_rv.to_string()));
         ctx.to_storage(&mut new);
         let dry_run = ctx.query.dry_run()?;

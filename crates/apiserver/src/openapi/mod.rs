@@ -56,7 +56,7 @@ async fn gv_document(
         .registry
         .all()
         .into_iter()
-        .filter(|r| r.group == group && r.version == version && !r.computed())
+        .filter(|r| r.group == group && r.version == version && (!r.computed() || r.review()))
         .collect();
     if resources.is_empty() {
         return Ok(None);
@@ -121,7 +121,7 @@ fn group_versions(state: &ApiState) -> Vec<(String, String)> {
         .registry
         .all()
         .iter()
-        .filter(|r| !r.computed())
+        .filter(|r| !r.computed() || r.review())
         .map(|r| (r.group.clone(), r.version.clone()))
         .collect();
     gvs.sort();

@@ -116,6 +116,14 @@ pub fn add(paths: &mut Map<String, Value>, info: &ResourceInfo, def: &str) {
         &[("200", def), ("201", def), ("202", def)],
     );
     create["requestBody"] = body(def);
+    if info.review() {
+        // Reviews are only created: answered, never stored.
+        paths.insert(
+            collection,
+            json!({"post": create, "parameters": scope_params}),
+        );
+        return;
+    }
     paths.insert(
         collection.clone(),
         json!({

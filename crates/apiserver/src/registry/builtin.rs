@@ -36,7 +36,7 @@ const ROWS: &[Row] = rows! {
     "" "v1" "Endpoints" "endpoints" Namespaced ["ep"] NONE NONE;
     "" "v1" "ConfigMap" "configmaps" Namespaced ["cm"] NONE NONE;
     "" "v1" "Secret" "secrets" Namespaced [] NONE NONE;
-    "" "v1" "ServiceAccount" "serviceaccounts" Namespaced ["sa"] NONE NONE;
+    "" "v1" "ServiceAccount" "serviceaccounts" Namespaced ["sa"] NONE &["token"];
     "" "v1" "Event" "events" Namespaced ["ev"] NONE NONE;
     "" "v1" "PodTemplate" "podtemplates" Namespaced [] NONE NONE;
     "" "v1" "ReplicationController" "replicationcontrollers" Namespaced ["rc"] ALL STATUS_SCALE;
@@ -67,6 +67,12 @@ const ROWS: &[Row] = rows! {
     "storage.k8s.io" "v1" "StorageClass" "storageclasses" Cluster ["sc"] NONE NONE;
     "storage.k8s.io" "v1" "CSIDriver" "csidrivers" Cluster [] NONE NONE;
     "storage.k8s.io" "v1" "CSINode" "csinodes" Cluster [] NONE NONE;
+    "authentication.k8s.io" "v1" "TokenReview" "tokenreviews" Cluster [] NONE NONE;
+    "authentication.k8s.io" "v1" "SelfSubjectReview" "selfsubjectreviews" Cluster [] NONE NONE;
+    "authorization.k8s.io" "v1" "SubjectAccessReview" "subjectaccessreviews" Cluster [] NONE NONE;
+    "authorization.k8s.io" "v1" "SelfSubjectAccessReview" "selfsubjectaccessreviews" Cluster [] NONE NONE;
+    "authorization.k8s.io" "v1" "LocalSubjectAccessReview" "localsubjectaccessreviews" Namespaced [] NONE NONE;
+    "authorization.k8s.io" "v1" "SelfSubjectRulesReview" "selfsubjectrulesreviews" Cluster [] NONE NONE;
     "rbac.authorization.k8s.io" "v1" "Role" "roles" Namespaced [] NONE NONE;
     "rbac.authorization.k8s.io" "v1" "RoleBinding" "rolebindings" Namespaced [] NONE NONE;
     "rbac.authorization.k8s.io" "v1" "ClusterRole" "clusterroles" Cluster [] NONE NONE;

@@ -57,17 +57,27 @@ pub struct CustomVersion {
 
 /// Resource metrics: computed from the node agents on request, never stored.
 pub const METRICS_GROUP: &str = "metrics.k8s.io";
+/// Reviews (`TokenReview`, `SubjectAccessReview`, ...): answered on create, never stored.
+pub const REVIEW_GROUPS: [&str; 2] = ["authentication.k8s.io", "authorization.k8s.io"];
 
 impl ResourceInfo {
-    /// Whether the resource is computed on request (resource metrics)
-    /// rather than stored: it is only read, never watched or written.
+    /// Whether the resource is computed on request (resource metrics,
+    /// reviews) rather than stored: never watched, listed from the store or
+    /// collected by the garbage collector.
     pub fn computed(&self) -> bool {
-        self.group == METRICS_GROUP && self.custom.is_none()
+        self.custom.is_none() && (self.group == METRICS_GROUP || self.review())
+    }
+
+    /// Whether the resource is a review: created, answered, and forgotten.
+    pub fn review(&self) -> bool {
+        self.custom.is_none() && REVIEW_GROUPS.contains(&self.group.as_str())
     }
 
     /// The verbs discovery lists for the resource.
     pub fn verbs(&self) -> &'static [&'static str] {
-        if self.computed() {
+        if self.review() {
+            &["create"]
+        } else if self.computed() {
             &["get", "list"]
         } else {
             &[

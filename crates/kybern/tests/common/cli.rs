@@ -47,6 +47,25 @@ impl Cli {
         Self::with_kubeconfig(bin, cluster.kubeconfig(), cluster.dir.path())
     }
 
+    /// kubectl for `server` as the holder of a bearer `token` (same server
+    /// and CA as the admin's kubeconfig).
+    pub fn kubectl_with_token(server: &super::Server, token: &str) -> Self {
+        let admin = std::fs::read_to_string(server.kubeconfig()).expect("admin kubeconfig");
+        let cut = admin.find("users:").expect("users section");
+        let text = format!(
+            "{}users:\n- name: kybern-admin\n  user: {{token: {token}}}\n",
+            &admin[..cut]
+        );
+        // Tokens are too long for a file name: name the file by a hash.
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(token, &mut hasher);
+        let tag = std::hash::Hasher::finish(&hasher);
+        let path = server.dir.path().join(format!("token-{tag:x}.kubeconfig"));
+        std::fs::write(&path, text).expect("write kubeconfig");
+        let bin = tool_path("KUBECTL", "kubectl").expect("kubectl not found");
+        Self::with_kubeconfig(bin, path, server.dir.path())
+    }
+
     fn new(bin: PathBuf, server: &super::Server) -> Self {
         Self::with_kubeconfig(bin, server.kubeconfig(), server.dir.path())
     }

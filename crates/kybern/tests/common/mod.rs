@@ -104,6 +104,19 @@ impl Server {
     }
 }
 
+/// kube-rs against the server of `kubeconfig`, as the holder of `token`.
+pub async fn client_with_token(kubeconfig: &std::path::Path, token: &str) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("kubeconfig");
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.to_owned().into()),
+        ..Default::default()
+    };
+    kube::Client::try_from(config).expect("client")
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();

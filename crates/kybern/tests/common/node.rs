@@ -187,6 +187,71 @@ impl NodeCluster {
             .unwrap_or(0)
     }
 
+    /// A client certificate and key for `user` in `groups`, signed with the
+    /// cluster CA by openssl (as an administrator would issue one).
+    pub fn user_certificate(&self, user: &str, groups: &[&str]) -> (PathBuf, PathBuf) {
+        let dir = self.dir.path();
+        let (key, csr, crt, ext) = (
+            dir.join(format!("{user}.key")),
+            dir.join(format!("{user}.csr")),
+            dir.join(format!("{user}.crt")),
+            dir.join("client.ext"),
+        );
+        let subject: String = std::iter::once(format!("/CN={user}"))
+            .chain(groups.iter().map(|g| format!("/O={g}")))
+            .collect();
+        std::fs::write(
+            &ext,
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+        )
+        .expect("extensions file");
+        let run = |args: &[&std::ffi::OsStr]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let pki = dir.join("pki");
+        run(&[
+            "req".as_ref(),
+            "-new".as_ref(),
+            "-newkey".as_ref(),
+            "ec".as_ref(),
+            "-pkeyopt".as_ref(),
+            "ec_paramgen_curve:prime256v1".as_ref(),
+            "-nodes".as_ref(),
+            "-keyout".as_ref(),
+            key.as_os_str(),
+            "-subj".as_ref(),
+            subject.as_ref(),
+            "-out".as_ref(),
+            csr.as_os_str(),
+        ]);
+        run(&[
+            "x509".as_ref(),
+            "-req".as_ref(),
+            "-in".as_ref(),
+            csr.as_os_str(),
+            "-CA".as_ref(),
+            pki.join("ca.crt").as_os_str(),
+            "-CAkey".as_ref(),
+            pki.join("ca.key").as_os_str(),
+            "-CAcreateserial".as_ref(),
+            "-days".as_ref(),
+            "1".as_ref(),
+            "-extfile".as_ref(),
+            ext.as_os_str(),
+            "-out".as_ref(),
+            crt.as_os_str(),
+        ]);
+        (crt, key)
+    }
+
     /// A kube-rs client as the admin.
     pub async fn client(&self) -> kube::Client {
         let kc = kube::config::Kubeconfig::read_from(self.kubeconfig()).expect("kubeconfig");
