@@ -21,6 +21,7 @@ pub mod node_proxy;
 pub mod object;
 pub mod openapi;
 pub mod pki;
+pub mod pod_security;
 pub mod priority;
 pub mod proto;
 pub mod registry;

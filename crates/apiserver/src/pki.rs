@@ -195,14 +195,47 @@ impl Pki {
     /// Writes an admin kubeconfig for `server_url` (client certificate
     /// embedded) to `path`, readable by its owner only.
     pub fn write_admin_kubeconfig(&self, path: &Path, server_url: &str) -> Result<(), PkiError> {
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         let cert = read(&self.dir.join("admin.crt"))?;
         let key = read(&self.dir.join("admin.key"))?;
+        self.write_kubeconfig(path, server_url, "kybern-admin", &cert, &key)
+    }
+
+    /// Writes a kubeconfig for `server_url` whose user is `cn` in `groups`
+    /// (a client certificate issued now, valid a year), readable by its
+    /// owner only: the credentials of one component (the scheduler, a
+    /// node agent, ...).
+    pub fn write_client_kubeconfig(
+        &self,
+        path: &Path,
+        server_url: &str,
+        cn: &str,
+        groups: &[&str],
+    ) -> Result<(), PkiError> {
+        let (issuer, _) = load_or_make_ca(&self.dir)?;
+        let (cert, key) = leaf(
+            &issuer,
+            cn,
+            groups,
+            vec![],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )?;
+        self.write_kubeconfig(path, server_url, cn, &cert, &key)
+    }
+
+    fn write_kubeconfig(
+        &self,
+        path: &Path,
+        server_url: &str,
+        user: &str,
+        cert: &str,
+        key: &str,
+    ) -> Result<(), PkiError> {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: kybern\n  cluster:\n    server: {server_url}\n    certificate-authority-data: {}\ncontexts:\n- name: kybern\n  context:\n    cluster: kybern\n    user: kybern-admin\ncurrent-context: kybern\nusers:\n- name: kybern-admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: kybern\n  cluster:\n    server: {server_url}\n    certificate-authority-data: {}\ncontexts:\n- name: kybern\n  context:\n    cluster: kybern\n    user: {user:?}\ncurrent-context: kybern\nusers:\n- name: {user:?}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
             b64(&self.ca_pem),
-            b64(&cert),
-            b64(&key)
+            b64(cert),
+            b64(key)
         );
         write(path, &text, true)
     }

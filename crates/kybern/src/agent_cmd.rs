@@ -129,6 +129,14 @@ async fn runc_version(runc: &Path) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// The node's name: `--node-name`, or the host's name in lower case.
+pub fn node_name(flags: &AgentFlags) -> String {
+    flags
+        .node_name
+        .clone()
+        .unwrap_or_else(|| crate::scheduler_cmd::hostname().to_ascii_lowercase())
+}
+
 /// Runs the node agent against the cluster of `kubeconfig` until the future
 /// is dropped.
 pub async fn run_agent(
@@ -161,10 +169,7 @@ pub async fn run_agent(
     );
     let ctx = kybern_agent::NodeContext {
         client,
-        node_name: flags
-            .node_name
-            .clone()
-            .unwrap_or_else(|| crate::scheduler_cmd::hostname().to_ascii_lowercase()),
+        node_name: node_name(flags),
         node_ip: flags.node_ip.unwrap_or_else(default_ip),
         pod_cidr: flags.pod_cidr.clone(),
         max_pods: flags.max_pods,

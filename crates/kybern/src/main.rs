@@ -4,6 +4,7 @@
 mod agent_cmd;
 mod bench;
 mod controller_cmd;
+mod kubeconfig_cmd;
 mod scheduler_cmd;
 mod server;
 mod sim;
@@ -42,6 +43,10 @@ enum Command {
     /// Run one container under the agent (started by the agent, not by hand).
     #[command(hide = true)]
     Monitor(agent_cmd::MonitorArgs),
+    /// Issue a client certificate from the cluster CA and write a kubeconfig
+    /// with it (for a remote node agent: `--client-name system:node:NAME
+    /// --org system:nodes`).
+    Kubeconfig(kubeconfig_cmd::KubeconfigArgs),
     /// Run the scheduler alone, against a cluster's API.
     Scheduler(scheduler_cmd::SchedulerArgs),
     /// Run the controller manager alone, against a cluster's API.
@@ -82,6 +87,7 @@ fn main() -> anyhow::Result<()> {
         Command::Agent(args) => runtime()?.block_on(agent_cmd::run(args)),
         Command::Image(cmd) => agent_cmd::image(cmd),
         Command::Monitor(args) => agent_cmd::monitor(args),
+        Command::Kubeconfig(args) => kubeconfig_cmd::run(args),
         Command::Scheduler(args) => runtime()?.block_on(scheduler_cmd::run(args)),
         Command::ControllerManager(args) => runtime()?.block_on(controller_cmd::run(args)),
         Command::Sim(args) => runtime()?.block_on(sim::run(args)),

@@ -136,8 +136,11 @@ async fn serve(
     let kubeconfig = args.data_dir.join("admin.kubeconfig");
     pki.write_admin_kubeconfig(&kubeconfig, &server_url)?;
     if !args.disable_scheduler {
-        // An API client like any other, through the admin kubeconfig.
-        let client = crate::scheduler_cmd::client_from_kubeconfig(&kubeconfig).await?;
+        // An API client like any other, with its own identity and only the
+        // rights of upstream's `system:kube-scheduler`.
+        let own = args.data_dir.join("scheduler.kubeconfig");
+        pki.write_client_kubeconfig(&own, &server_url, "system:kube-scheduler", &[])?;
+        let client = crate::scheduler_cmd::client_from_kubeconfig(&own).await?;
         let metrics = kybern_scheduler::SchedulerMetrics::default();
         state.metrics.add_registry(metrics.registry());
         let scheduler = kybern_scheduler::Scheduler::new(client.clone(), profiles, metrics);
@@ -177,7 +180,12 @@ async fn serve(
                 println!("kybern up: a single-node cluster. Use it with:");
                 println!("  export KUBECONFIG={}", kubeconfig.display());
                 println!("  kubectl get nodes");
-                crate::agent_cmd::run_agent(&kubeconfig, &args.data_dir.join("agent"), flags).await
+                // The node's own identity, which the Node authorizer confines
+                // to what its pods need.
+                let own = args.data_dir.join("node.kubeconfig");
+                let user = format!("system:node:{}", crate::agent_cmd::node_name(flags));
+                pki.write_client_kubeconfig(&own, &server_url, &user, &["system:nodes"])?;
+                crate::agent_cmd::run_agent(&own, &args.data_dir.join("agent"), flags).await
             }
             None => std::future::pending().await,
         }

@@ -95,8 +95,10 @@ async fn exec_and_port_forward_reach_into_the_pod() {
             "sh",
             "-c",
             // runc sizes the container's terminal just after starting the
-            // process, so the first look may find it still 0x0.
-            "tty; for i in $(seq 100); do s=$(stty size 2>&1) && break; sleep 0.1; done; echo \"$s\"; exit 7",
+            // process, so the first look may find it still 0x0; and runc
+            // 1.1's terminal copy can drop what a process writes just
+            // before it exits, so the answer waits a moment.
+            "tty; for i in $(seq 100); do s=$(stty size 2>&1) && [ \"$s\" != '0 0' ] && break; sleep 0.1; done; echo \"$s\"; sleep 0.5; exit 7",
         ],
         132,
         43,
@@ -217,6 +219,30 @@ async fn the_agent_port_serves_only_whom_the_api_server_authorizes() {
         u16::try_from(port).ok().filter(|p| *p > 0)
     })
     .await;
+
+    // The agent itself runs as the node, which the Node authorizer confines
+    // to what its pods use.
+    let kc = kube::config::Kubeconfig::read_from(cluster.dir.path().join("node.kubeconfig"))
+        .expect("node kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("node config");
+    let as_node = kube::Client::try_from(config).expect("node client");
+    let secrets: Api<Secret> = Api::default_namespaced(as_node);
+    match secrets.get("unused").await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 403);
+            assert!(
+                s.message.contains(&format!(
+                    "User \"system:node:{}\" cannot get resource \"secrets\"",
+                    cluster.node
+                )),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("expected 403, got {other:?}"),
+    }
 
     // No certificate: TLS refuses the connection.
     assert_eq!(agent_get(port, "/stats/summary", None), None);

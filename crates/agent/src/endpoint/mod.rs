@@ -142,7 +142,9 @@ pub async fn serve(ctx: Arc<NodeContext>, client_cas: Vec<Vec<u8>>) -> Result<()
         .map_err(|e| tls_err(&e))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", ctx.port)).await?;
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", ctx.port))
+        .await
+        .map_err(|e| AgentError::Runtime(format!("binding the agent port {}: {e}", ctx.port)))?;
     let app = Router::new()
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",

@@ -1,7 +1,8 @@
 //! Authorization: what an authenticated request asks for (its attributes),
-//! impersonation, and the RBAC decision in front of every handler.
+//! impersonation, and the Node and RBAC decisions in front of every handler.
 
 pub mod escalation;
+pub mod node;
 pub mod policy;
 pub mod rbac;
 pub mod review;
@@ -134,12 +135,49 @@ pub fn forbidden(user: &UserInfo, a: &Attributes, reason: &str) -> ApiError {
     err
 }
 
+/// The authorizer chain, as upstream's `--authorization-mode=Node,RBAC`:
+/// the Node authorizer for node agents, then RBAC. A refusal's reason (for
+/// the 403) is in `reason`.
+pub async fn decide(
+    state: &ApiState,
+    user: &UserInfo,
+    attrs: &Attributes,
+) -> Result<rbac::Decision, ApiError> {
+    let mut why = String::new();
+    if let Some(name) = node::node_of(user) {
+        match node::authorize(state, name, attrs).await? {
+            node::NodeDecision::Allow => {
+                return Ok(rbac::Decision {
+                    allowed: true,
+                    reason: String::new(),
+                });
+            }
+            node::NodeDecision::Deny(reason) => {
+                return Ok(rbac::Decision {
+                    allowed: false,
+                    reason,
+                });
+            }
+            node::NodeDecision::NoOpinion(reason) => why = reason,
+        }
+    }
+    let decision = rbac::authorize(state, user, attrs).await?;
+    if decision.allowed {
+        return Ok(decision);
+    }
+    Ok(rbac::Decision {
+        allowed: false,
+        reason: why,
+    })
+}
+
 /// Authorizes `attrs` for `user`, as an error when denied.
 pub async fn check(state: &ApiState, user: &UserInfo, attrs: &Attributes) -> Result<(), ApiError> {
-    if rbac::authorize(state, user, attrs).await?.allowed {
+    let decision = decide(state, user, attrs).await?;
+    if decision.allowed {
         Ok(())
     } else {
-        Err(forbidden(user, attrs, ""))
+        Err(forbidden(user, attrs, &decision.reason))
     }
 }
 
@@ -235,15 +273,15 @@ pub async fn authorize(
         Err(e) => return ErrorResponse(e).into_response(),
     };
     let attrs = request_attributes(req.method(), req.uri());
-    match rbac::authorize(&state, &user, &attrs).await {
+    match decide(&state, &user, &attrs).await {
         Ok(d) if d.allowed => {
             req.extensions_mut().insert(user);
             next.run(req).await
         }
-        Ok(_) => {
+        Ok(d) => {
             tracing::debug!(user = %user.name, verb = %attrs.verb, resource = %attrs.resource,
                 namespace = %attrs.namespace, path = %attrs.path, "forbidden");
-            ErrorResponse(forbidden(&user, &attrs, "")).into_response()
+            ErrorResponse(forbidden(&user, &attrs, &d.reason)).into_response()
         }
         Err(e) => ErrorResponse(e).into_response(),
     }

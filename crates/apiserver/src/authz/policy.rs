@@ -233,7 +233,8 @@ fn scheduler_rules() -> Vec<Value> {
     ]
 }
 
-fn node_rules() -> Vec<Value> {
+/// The rules of `system:node`, which the Node authorizer grants every node.
+pub(super) fn node_rules() -> Vec<Value> {
     vec![
         rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
         rule(

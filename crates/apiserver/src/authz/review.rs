@@ -57,7 +57,7 @@ fn asked(ctx: &Ctx, spec: &Value) -> Result<Attributes, ApiError> {
 }
 
 async fn access_status(ctx: &Ctx, user: &UserInfo, attrs: &Attributes) -> Result<Value, ApiError> {
-    let decision = rbac::authorize(&ctx.state, user, attrs).await?;
+    let decision = super::decide(&ctx.state, user, attrs).await?;
     let mut status = json!({"allowed": decision.allowed});
     if !decision.reason.is_empty() {
         status["reason"] = json!(decision.reason);

@@ -73,6 +73,17 @@ pub async fn create(ctx: &Ctx, request: Body) -> ApiResult {
         secret: None,
     };
     let bound = &spec["boundObjectRef"];
+    let node = crate::authz::node::node_of(&ctx.user);
+    let node_refused = |why: &str| -> ApiError {
+        ApiError::forbidden(format!(
+            "serviceaccounts {:?} is forbidden: {why}",
+            ctx.name()
+        ))
+    };
+    if node.is_some() && bound["kind"].as_str() != Some("Pod") {
+        // NodeRestriction: a node's tokens are for its own pods only.
+        return Err(node_refused("node requested token not bound to a pod").into());
+    }
     if bound.is_object() {
         let kind = bound["kind"].as_str().unwrap_or_default();
         let name = bound["name"].as_str().unwrap_or_default();
@@ -90,6 +101,24 @@ pub async fn create(ctx: &Ctx, request: Body) -> ApiResult {
         };
         let info = super::pod_log::core_resource(ctx, plural)?;
         let obj = ctx.state.objects.get(&info, &ns, name).await?;
+        if let Some(node) = node
+            && obj["spec"]["nodeName"].as_str() != Some(node)
+        {
+            return Err(node_refused(
+                "node requested token bound to a pod scheduled on a different node",
+            )
+            .into());
+        }
+        let pod_account = obj["spec"]["serviceAccountName"]
+            .as_str()
+            .filter(|a| !a.is_empty())
+            .unwrap_or("default");
+        if node.is_some() && pod_account != ctx.name() {
+            return Err(node_refused(
+                "node requested token bound to a pod that runs as another service account",
+            )
+            .into());
+        }
         let uid = object::meta_str(&obj, "uid").to_owned();
         if let Some(want) = bound["uid"].as_str().filter(|u| !u.is_empty())
             && want != uid

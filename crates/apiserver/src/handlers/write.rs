@@ -115,6 +115,13 @@ pub async fn create_object(
         return Err(invalid(info, &obj, causes));
     }
     crate::authz::escalation::admit(&ctx.state, &ctx.user, &info.group, &info.plural, &obj).await?;
+    crate::authz::node::admit_create(
+        &ctx.user,
+        &info.plural,
+        &info.group,
+        object::meta_str(&obj, "name"),
+    )?;
+    crate::pod_security::admit(&ctx.state, info, &obj, warnings).await?;
     check_namespace_open(ctx, object::namespace(&obj)).await?;
     if ctx.query.dry_run()? {
         return Ok(obj);

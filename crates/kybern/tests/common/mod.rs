@@ -11,7 +11,28 @@ pub mod sim;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+/// A TCP port for a test's listener. It comes from below the kernel's
+/// ephemeral range, so no outgoing connection can take it between this
+/// check and the listener's bind (a port the kernel hands out for `:0` can),
+/// and a per-binary counter keeps the tests running side by side apart.
+pub fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    // Test binaries run one after another; the pid spreads them anyway.
+    let seed = std::process::id() % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = (LOW + (seed + n) % SPAN) as u16;
+        if TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN);
+}
 
 /// A running `kybern server` on a loopback port with a temporary data dir.
 pub struct Server {
@@ -44,11 +65,7 @@ impl Server {
     /// Starts the server as users run it, controllers included.
     pub fn start_cluster(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
+        let port = free_port();
         let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_kybern"))
             .args([
@@ -117,11 +134,100 @@ pub async fn client_with_token(kubeconfig: &std::path::Path, token: &str) -> kub
     kube::Client::try_from(config).expect("client")
 }
 
+/// A client certificate and key for `user` in `groups`, signed by openssl
+/// with the CA under `data_dir/pki` (as an administrator would issue one).
+pub fn user_certificate(
+    data_dir: &std::path::Path,
+    user: &str,
+    groups: &[&str],
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let tag = user.replace(':', "_");
+    let (key, csr, crt, ext) = (
+        data_dir.join(format!("{tag}.key")),
+        data_dir.join(format!("{tag}.csr")),
+        data_dir.join(format!("{tag}.crt")),
+        data_dir.join("client.ext"),
+    );
+    let subject: String = std::iter::once(format!("/CN={user}"))
+        .chain(groups.iter().map(|g| format!("/O={g}")))
+        .collect();
+    std::fs::write(
+        &ext,
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .expect("extensions file");
+    let pki = data_dir.join("pki");
+    let (ca_crt, ca_key) = (pki.join("ca.crt"), pki.join("ca.key"));
+    let steps: [Vec<&std::ffi::OsStr>; 2] = [
+        vec![
+            "req".as_ref(),
+            "-new".as_ref(),
+            "-newkey".as_ref(),
+            "ec".as_ref(),
+            "-pkeyopt".as_ref(),
+            "ec_paramgen_curve:prime256v1".as_ref(),
+            "-nodes".as_ref(),
+            "-keyout".as_ref(),
+            key.as_os_str(),
+            "-subj".as_ref(),
+            subject.as_ref(),
+            "-out".as_ref(),
+            csr.as_os_str(),
+        ],
+        vec![
+            "x509".as_ref(),
+            "-req".as_ref(),
+            "-in".as_ref(),
+            csr.as_os_str(),
+            "-CA".as_ref(),
+            ca_crt.as_os_str(),
+            "-CAkey".as_ref(),
+            ca_key.as_os_str(),
+            "-CAcreateserial".as_ref(),
+            "-days".as_ref(),
+            "1".as_ref(),
+            "-extfile".as_ref(),
+            ext.as_os_str(),
+            "-out".as_ref(),
+            crt.as_os_str(),
+        ],
+    ];
+    for args in steps {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (crt, key)
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.path().join("server.log"));
+            print_tail("kybern server", &log.unwrap_or_default());
+        }
     }
+}
+
+/// Prints the end of a component's log to stderr, where a failed test's
+/// output (and CI's record of it) shows why the component stopped.
+pub fn print_tail(what: &str, log: &str) {
+    const LINES: usize = 40;
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(LINES)..];
+    eprintln!("--- the last {} lines of the {what} log ---", tail.len());
+    for line in tail {
+        eprintln!("{line}");
+    }
+    eprintln!("--- end of the {what} log ---");
 }
 
 /// Polls `check` every 100 ms until it returns a value; fails the test

@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use super::free_port;
+
 /// A single-node cluster run by `kybern up`.
 pub struct NodeCluster {
     child: Option<Child>,
@@ -21,13 +23,6 @@ pub struct NodeCluster {
     pub pod_prefix: String,
     /// The node's name.
     pub node: String,
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 /// The busybox image archive, built once per test binary.
@@ -187,69 +182,10 @@ impl NodeCluster {
             .unwrap_or(0)
     }
 
-    /// A client certificate and key for `user` in `groups`, signed with the
-    /// cluster CA by openssl (as an administrator would issue one).
+    /// A client certificate and key for `user` in `groups` from the
+    /// cluster CA.
     pub fn user_certificate(&self, user: &str, groups: &[&str]) -> (PathBuf, PathBuf) {
-        let dir = self.dir.path();
-        let (key, csr, crt, ext) = (
-            dir.join(format!("{user}.key")),
-            dir.join(format!("{user}.csr")),
-            dir.join(format!("{user}.crt")),
-            dir.join("client.ext"),
-        );
-        let subject: String = std::iter::once(format!("/CN={user}"))
-            .chain(groups.iter().map(|g| format!("/O={g}")))
-            .collect();
-        std::fs::write(
-            &ext,
-            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
-        )
-        .expect("extensions file");
-        let run = |args: &[&std::ffi::OsStr]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .output()
-                .expect("openssl");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let pki = dir.join("pki");
-        run(&[
-            "req".as_ref(),
-            "-new".as_ref(),
-            "-newkey".as_ref(),
-            "ec".as_ref(),
-            "-pkeyopt".as_ref(),
-            "ec_paramgen_curve:prime256v1".as_ref(),
-            "-nodes".as_ref(),
-            "-keyout".as_ref(),
-            key.as_os_str(),
-            "-subj".as_ref(),
-            subject.as_ref(),
-            "-out".as_ref(),
-            csr.as_os_str(),
-        ]);
-        run(&[
-            "x509".as_ref(),
-            "-req".as_ref(),
-            "-in".as_ref(),
-            csr.as_os_str(),
-            "-CA".as_ref(),
-            pki.join("ca.crt").as_os_str(),
-            "-CAkey".as_ref(),
-            pki.join("ca.key").as_os_str(),
-            "-CAcreateserial".as_ref(),
-            "-days".as_ref(),
-            "1".as_ref(),
-            "-extfile".as_ref(),
-            ext.as_os_str(),
-            "-out".as_ref(),
-            crt.as_os_str(),
-        ]);
-        (crt, key)
+        super::user_certificate(self.dir.path(), user, groups)
     }
 
     /// A kube-rs client as the admin.
@@ -279,6 +215,7 @@ impl Drop for NodeCluster {
             let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{}.log", self.node));
             let _ = std::fs::copy(self.dir.path().join("up.log"), &keep);
             eprintln!("kybern up log kept in {}", keep.display());
+            super::print_tail("kybern up", &self.log());
         }
         // Whatever a failed test left: containers, mounts, cgroups, bridge.
         for id in self.runc_containers() {

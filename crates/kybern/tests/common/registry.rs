@@ -16,7 +16,7 @@ impl LocalRegistry {
     /// Starts `docker-registry` with its storage in a temporary directory.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let host = format!("127.0.0.1:{}", super::node::free_port());
+        let host = format!("127.0.0.1:{}", super::free_port());
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
