@@ -66,6 +66,31 @@ pub fn pod_spec(spec: &mut Map<String, Value>) {
     }
 }
 
+/// A pod's container that sets a limit and no request for a resource
+/// requests its limit, as upstream defaults pods (not templates, so that a
+/// template's later change of limit still moves the request).
+fn requests_from_limits(spec: &mut Map<String, Value>) {
+    for list in ["containers", "initContainers"] {
+        let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for c in cs.iter_mut().filter_map(|c| c.get_mut("resources")) {
+            let Some(limits) = c.get("limits").and_then(Value::as_object).cloned() else {
+                continue;
+            };
+            let Some(r) = obj(c) else { continue };
+            if !r.get("requests").is_some_and(Value::is_object) {
+                r.insert("requests".into(), json!({}));
+            }
+            if let Some(requests) = r.get_mut("requests").and_then(Value::as_object_mut) {
+                for (k, v) in limits {
+                    requests.entry(k).or_insert(v);
+                }
+            }
+        }
+    }
+}
+
 fn template(spec: &mut Map<String, Value>) {
     if let Some(t) = spec.get_mut("template").and_then(Value::as_object_mut)
         && let Some(s) = child(t, "spec")
@@ -118,6 +143,7 @@ pub fn apply(info: &ResourceInfo, body: &mut Value) {
         ("", "pods") => {
             if let Some(spec) = child(root, "spec") {
                 pod_spec(spec);
+                requests_from_limits(spec);
             }
         }
         ("", "podtemplates") => template(root),
@@ -251,6 +277,14 @@ mod tests {
             "IfNotPresent"
         );
         assert_eq!(pod["spec"]["containers"][0]["ports"][0]["protocol"], "TCP");
+        let mut limited = json!({"spec": {"containers": [{"name": "a", "image": "x:1",
+            "resources": {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "250m"}}}]}});
+        apply(&reg.get("", "v1", "pods").expect("pods"), &mut limited);
+        assert_eq!(
+            limited["spec"]["containers"][0]["resources"]["requests"],
+            json!({"cpu": "250m", "memory": "1Gi"}),
+            "a limit without a request is the request too"
+        );
         let mut d = json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "x:1"}]}}}});
         apply(
             &reg.get("apps", "v1", "deployments").expect("deploy"),

@@ -6,6 +6,7 @@
 //! It must not contain controller logic: controllers, the scheduler and node
 //! agents are API clients and live in their own crates.
 
+pub mod admission;
 pub mod auth;
 pub mod authz;
 pub mod bootstrap;

@@ -1,14 +1,17 @@
 //! The server: shared state, the router, and serving on a listener.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
+use kybern_apimachinery::ApiError;
 use kybern_store::Store;
 
+use crate::cache::{CachedObject, WatchCache};
 use crate::discovery;
 use crate::handlers::serve_resource;
-use crate::registry::Registry;
+use crate::registry::{Registry, ResourceInfo};
 use crate::storage::ObjectStore;
 
 /// State shared by every request.
@@ -41,6 +44,44 @@ impl ApiState {
             authenticator: Default::default(),
             token_signer: Default::default(),
         })
+    }
+
+    /// The loaded watch cache of one served `v1` resource, for the
+    /// authorizers and admission plugins that read objects on every request.
+    pub async fn loaded_cache(
+        &self,
+        group: &str,
+        plural: &str,
+    ) -> Result<(Arc<ResourceInfo>, Arc<WatchCache>), ApiError> {
+        let info = self
+            .registry
+            .get(group, "v1", plural)
+            .ok_or_else(|| ApiError::internal(format!("{plural} is not registered")))?;
+        let cache = self
+            .caches
+            .get(self.objects.store(), &info)
+            .ok_or_else(|| ApiError::internal("watch cache unavailable"))?;
+        if !cache.wait_loaded(Duration::from_secs(10)).await {
+            return Err(ApiError::unavailable(format!(
+                "the {plural} cache is still loading"
+            )));
+        }
+        Ok((info, cache))
+    }
+
+    /// The cached objects of one `v1` resource, in `namespace` (all when
+    /// `None`).
+    pub async fn cached_objects(
+        &self,
+        group: &str,
+        plural: &str,
+        namespace: Option<&str>,
+    ) -> Result<Vec<Arc<CachedObject>>, ApiError> {
+        let (_, cache) = self.loaded_cache(group, plural).await?;
+        Ok(cache
+            .snapshot(namespace)
+            .map(|(objects, _)| objects)
+            .unwrap_or_default())
     }
 }
 

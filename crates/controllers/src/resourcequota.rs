@@ -11,7 +11,9 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota, ResourceQuotaStatus};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
-use kybern_scheduler::resources::{Resources, pod_limits, pod_requests};
+use kybern_apimachinery::resources::{
+    format_quota_amount, is_pod_quota_resource, pod_quota_usage, quota_counted_kind,
+};
 
 use crate::informer::{Change, Informer, next_change};
 use crate::queue::{ObjectKey, ReconcileResult, WorkQueue, run_workers};
@@ -74,28 +76,6 @@ pub async fn run(client: kube::Client, informers: &Informers, workers: usize) {
     tokio::join!(events, sync);
 }
 
-/// A resource counted by listing: its group, version and plural.
-fn counted_kind(name: &str) -> Option<(String, String, String)> {
-    let core = |plural: &str| Some((String::new(), "v1".into(), plural.into()));
-    match name {
-        "services"
-        | "configmaps"
-        | "secrets"
-        | "persistentvolumeclaims"
-        | "replicationcontrollers"
-        | "resourcequotas" => core(name),
-        "services.loadbalancers" | "services.nodeports" => core("services"),
-        other => {
-            // `count/<plural>` (core) or `count/<plural>.<group>`.
-            let rest = other.strip_prefix("count/")?;
-            match rest.split_once('.') {
-                None => core(rest),
-                Some((plural, group)) => Some((group.into(), String::new(), plural.into())),
-            }
-        }
-    }
-}
-
 impl QuotaController {
     fn resync(&self) {
         for q in self.quotas.state() {
@@ -125,32 +105,18 @@ impl QuotaController {
                 )
             })
             .collect();
-        let mut requests = Resources::default();
-        let mut limits = Resources::default();
-        for p in &pods {
-            requests.add(&pod_requests(p));
-            limits.add(&pod_limits(p));
-        }
         let mut used: BTreeMap<String, Quantity> = BTreeMap::new();
         for name in hard.keys() {
-            let amount = match name.as_str() {
-                "pods" | "count/pods" => Some(Amount::Count(pods.len() as i64)),
-                "cpu" | "requests.cpu" => Some(Amount::Milli(requests.milli_cpu)),
-                "limits.cpu" => Some(Amount::Milli(limits.milli_cpu)),
-                "memory" | "requests.memory" => Some(Amount::Bytes(requests.memory)),
-                "limits.memory" => Some(Amount::Bytes(limits.memory)),
-                "ephemeral-storage" | "requests.ephemeral-storage" => {
-                    Some(Amount::Bytes(requests.ephemeral_storage))
-                }
-                "limits.ephemeral-storage" => Some(Amount::Bytes(limits.ephemeral_storage)),
-                other => match counted_kind(other) {
-                    Some(kind) => Some(Amount::Count(self.count(ns, other, kind).await?)),
-                    None => None,
-                },
+            let amount = if is_pod_quota_resource(name) {
+                pods.iter()
+                    .filter_map(|p| pod_quota_usage(p, name))
+                    .sum::<i64>()
+            } else if let Some(kind) = quota_counted_kind(name) {
+                self.count(ns, name, kind).await?
+            } else {
+                continue;
             };
-            if let Some(a) = amount {
-                used.insert(name.clone(), Quantity(a.format()));
-            }
+            used.insert(name.clone(), Quantity(format_quota_amount(name, amount)));
         }
         let status = ResourceQuotaStatus {
             hard: Some(hard),
@@ -227,63 +193,4 @@ async fn preferred_version(client: &kube::Client, group: &str) -> Option<String>
         .find(|g| g.name == group)?
         .preferred_version
         .map(|v| v.version)
-}
-
-/// A used amount in the unit its resource counts in.
-enum Amount {
-    Count(i64),
-    Milli(i64),
-    Bytes(i64),
-}
-
-impl Amount {
-    /// The canonical quantity text: `3`, `1500m`, `2`, `512Mi`, `1Gi`.
-    fn format(&self) -> String {
-        match *self {
-            Amount::Count(n) => n.to_string(),
-            Amount::Milli(m) if m % 1000 == 0 => (m / 1000).to_string(),
-            Amount::Milli(m) => format!("{m}m"),
-            Amount::Bytes(b) => {
-                for (suffix, unit) in [
-                    ("Ti", 1i64 << 40),
-                    ("Gi", 1 << 30),
-                    ("Mi", 1 << 20),
-                    ("Ki", 1 << 10),
-                ] {
-                    if b != 0 && b % unit == 0 {
-                        return format!("{}{suffix}", b / unit);
-                    }
-                }
-                b.to_string()
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn used_amounts_print_in_canonical_form() {
-        assert_eq!(Amount::Milli(1500).format(), "1500m");
-        assert_eq!(Amount::Milli(2000).format(), "2");
-        assert_eq!(Amount::Bytes(512 << 20).format(), "512Mi");
-        assert_eq!(Amount::Bytes(1 << 30).format(), "1Gi");
-        assert_eq!(Amount::Bytes(1000).format(), "1000");
-        assert_eq!(Amount::Bytes(0).format(), "0");
-    }
-
-    #[test]
-    fn object_count_names_map_to_kinds() {
-        assert_eq!(
-            counted_kind("count/deployments.apps"),
-            Some(("apps".into(), String::new(), "deployments".into()))
-        );
-        assert_eq!(
-            counted_kind("configmaps"),
-            Some((String::new(), "v1".into(), "configmaps".into()))
-        );
-        assert_eq!(counted_kind("requests.nvidia.com/gpu"), None);
-    }
 }

@@ -155,8 +155,18 @@ impl ServiceAccountController {
 fn created_or_exists<T>(r: Result<T, kube::Error>) -> Result<(), ControllerError> {
     match r {
         Ok(_) => Ok(()),
-        // A namespace being deleted refuses new content; the next sync sees it terminating.
-        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 403 => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        // A namespace being deleted refuses new content; the next sync sees
+        // it terminating. Other refusals (a quota without status yet) are
+        // retried.
+        Err(kube::Error::Api(s))
+            if s.code == 403
+                && s.details.as_ref().is_some_and(|d| {
+                    d.causes.iter().any(|c| c.reason == "NamespaceTerminating")
+                }) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -29,6 +29,12 @@ async fn quota_usage_follows_pods_and_objects() {
     }))
     .expect("quota");
     quotas.create(&post, &quota).await.expect("quota");
+    // Admission refuses what a quota counts until the controller has
+    // given it a status, as upstream does.
+    wait_for("the quota's first status", async || {
+        quotas.get("q").await.ok()?.status?.used.map(|_| ())
+    })
+    .await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "team");
     for name in ["a", "b"] {
         let pod: Pod = serde_json::from_value(json!({

@@ -17,10 +17,12 @@ pub mod plugins;
 pub mod preemption;
 pub mod profile;
 pub mod queue;
-pub mod resources;
 pub mod scheduler;
 pub mod volumes;
 
 pub use metrics::SchedulerMetrics;
 pub use profile::{DEFAULT_SCHEDULER_NAME, Profile};
 pub use scheduler::Scheduler;
+
+/// Resource vectors, shared with the quota code in `kybern-apimachinery`.
+pub use kybern_apimachinery::resources;

@@ -14,7 +14,6 @@ use std::sync::OnceLock;
 use kybern_apimachinery::ApiError;
 use serde_json::Value;
 
-use super::rbac::cached_in;
 use super::rules::{Attributes, PolicyRule};
 use crate::auth::UserInfo;
 use crate::server::ApiState;
@@ -145,7 +144,7 @@ async fn pods_on(
     node: &str,
     namespace: Option<&str>,
 ) -> Result<Vec<Value>, ApiError> {
-    let pods = cached_in(state, "", "pods", namespace).await?;
+    let pods = state.cached_objects("", "pods", namespace).await?;
     Ok(pods
         .iter()
         .filter(|p| {
@@ -161,7 +160,9 @@ async fn pods_on(
 async fn reachable(state: &ApiState, node: &str, attrs: &Attributes) -> Result<bool, ApiError> {
     if attrs.resource == "persistentvolumes" {
         // A volume is reachable through a claim of a pod on the node.
-        let claims = cached_in(state, "", "persistentvolumeclaims", None).await?;
+        let claims = state
+            .cached_objects("", "persistentvolumeclaims", None)
+            .await?;
         for pod in pods_on(state, node, None).await? {
             let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
             for claim in references(&pod, "persistentvolumeclaims") {
@@ -191,7 +192,7 @@ async fn pod_on(
     namespace: &str,
     name: &str,
 ) -> Result<bool, ApiError> {
-    let pods = cached_in(state, "", "pods", Some(namespace)).await?;
+    let pods = state.cached_objects("", "pods", Some(namespace)).await?;
     Ok(pods.iter().any(|p| {
         p.name() == name
             && p.fields

@@ -3,15 +3,13 @@
 //! caches of the rbac.authorization.k8s.io resources.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use kybern_apimachinery::ApiError;
 use serde_json::Value;
 
 use super::rules::{Attributes, PolicyRule};
 use crate::auth::UserInfo;
-use crate::cache::{CachedObject, WatchCache};
-use crate::registry::ResourceInfo;
+use crate::cache::CachedObject;
 use crate::server::ApiState;
 use crate::storage::ObjectStore;
 
@@ -29,50 +27,13 @@ pub struct Grant {
     pub rules: Vec<PolicyRule>,
 }
 
-/// The loaded watch cache of one resource (the authorizers read RBAC
-/// objects, pods and claims from them).
-pub(super) async fn cache_of(
-    state: &ApiState,
-    group: &str,
-    plural: &str,
-) -> Result<(Arc<ResourceInfo>, Arc<WatchCache>), ApiError> {
-    let info = state
-        .registry
-        .get(group, "v1", plural)
-        .ok_or_else(|| ApiError::internal(format!("{plural} is not registered")))?;
-    let cache = state
-        .caches
-        .get(state.objects.store(), &info)
-        .ok_or_else(|| ApiError::internal("watch cache unavailable"))?;
-    if !cache.wait_loaded(Duration::from_secs(10)).await {
-        return Err(ApiError::unavailable(format!(
-            "the {plural} cache is still loading"
-        )));
-    }
-    Ok((info, cache))
-}
-
-/// The cached objects of one resource, in `namespace` (all when `None`).
-pub(super) async fn cached_in(
-    state: &ApiState,
-    group: &str,
-    plural: &str,
-    namespace: Option<&str>,
-) -> Result<Vec<Arc<CachedObject>>, ApiError> {
-    let (_, cache) = cache_of(state, group, plural).await?;
-    Ok(cache
-        .snapshot(namespace)
-        .map(|(objects, _)| objects)
-        .unwrap_or_default())
-}
-
 /// The cached objects of one RBAC resource, in `namespace` (all when `None`).
 async fn cached(
     state: &ApiState,
     plural: &str,
     namespace: Option<&str>,
 ) -> Result<Vec<Arc<CachedObject>>, ApiError> {
-    cached_in(state, RBAC_GROUP, plural, namespace).await
+    state.cached_objects(RBAC_GROUP, plural, namespace).await
 }
 
 /// The rules of a Role (in `namespace`) or ClusterRole; `None` if missing.
@@ -87,7 +48,7 @@ pub async fn role_rules(
         "Role" => ("roles", namespace),
         _ => return Ok(None),
     };
-    let (info, cache) = cache_of(state, RBAC_GROUP, plural).await?;
+    let (info, cache) = state.loaded_cache(RBAC_GROUP, plural).await?;
     let Some(obj) = cache.get(&ObjectStore::key(&info, ns, name)) else {
         return Ok(None);
     };

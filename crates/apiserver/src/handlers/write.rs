@@ -59,6 +59,12 @@ pub async fn check_namespace_open(ctx: &Ctx, namespace: &str) -> Result<(), ApiE
             object::name(&ns)
         ));
         err.kind = Some(ctx.info.plural.clone());
+        // Clients tell this refusal from others by its cause, as upstream's.
+        err.causes.push(kybern_apimachinery::Cause {
+            reason: "NamespaceTerminating",
+            field: "metadata.namespace".into(),
+            message: format!("namespace {namespace} is being terminated"),
+        });
         return Err(err);
     }
     Ok(())
@@ -107,8 +113,16 @@ pub async fn create_object(
         object::set_meta(&mut obj, "managedFields", m);
     }
     if info.group.is_empty() && info.plural == "pods" {
+        crate::admission::limit_ranger::admit(&ctx.state, info, &mut obj).await?;
         crate::priority::admit(&ctx.state, &mut obj).await?;
         crate::service_accounts::admit(&ctx.state, &mut obj).await;
+        crate::admission::default_tolerations::admit(&mut obj);
+        // LimitRanger may have given the pod requests and limits.
+        obj["status"]["qosClass"] =
+            crate::defaults::qos_class(obj.get("spec").unwrap_or(&Value::Null)).into();
+    }
+    if info.group.is_empty() && info.plural == "persistentvolumeclaims" {
+        crate::admission::default_storage_class::admit(&ctx.state, &mut obj).await?;
     }
     let causes = strategy::validate(info, &obj, None);
     if !causes.is_empty() {
@@ -123,7 +137,10 @@ pub async fn create_object(
     )?;
     crate::pod_security::admit(&ctx.state, info, &obj, warnings).await?;
     check_namespace_open(ctx, object::namespace(&obj)).await?;
-    if ctx.query.dry_run()? {
+    let dry_run = ctx.query.dry_run()?;
+    // Last, so that a create refused for any other reason is not charged.
+    crate::admission::resource_quota::admit(&ctx.state, info, &obj, dry_run).await?;
+    if dry_run {
         return Ok(obj);
     }
     ctx.to_storage(&mut obj);

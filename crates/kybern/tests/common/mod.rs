@@ -76,7 +76,10 @@ impl Server {
             ])
             .arg(dir.path())
             .args(extra)
-            .env("KYBERN_LOG", "info")
+            .env(
+                "KYBERN_LOG",
+                std::env::var("KYBERN_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -211,8 +214,15 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.dir.path().join("server.log"));
-            print_tail("kybern server", &log.unwrap_or_default());
+            let path = self.dir.path().join("server.log");
+            let keep = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("server-{}.log", self.port));
+            let _ = std::fs::copy(&path, &keep);
+            eprintln!("kybern server log kept in {}", keep.display());
+            print_tail(
+                "kybern server",
+                &std::fs::read_to_string(&path).unwrap_or_default(),
+            );
         }
     }
 }

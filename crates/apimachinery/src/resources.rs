@@ -1,11 +1,12 @@
 //! Resource vectors: what a pod requests and what a node can allocate, as
-//! upstream's scheduler computes them (init containers, sidecars, overhead).
+//! upstream's scheduler computes them (init containers, sidecars, overhead),
+//! and what a ResourceQuota counts of a pod.
 
 use std::collections::BTreeMap;
 
+use crate::quantity::{parse_milli, parse_value};
 use k8s_openapi::api::core::v1::{Container, Node, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kybern_apimachinery::quantity::{parse_milli, parse_value};
 
 /// CPU assumed for a container without a CPU request when scoring (upstream's
 /// `DefaultMilliCPURequest`), so that such pods still spread.
@@ -176,6 +177,127 @@ pub fn node_allocatable(node: &Node) -> (Resources, i64) {
     (Resources::from_list(list), pods)
 }
 
+/// Whether a quota resource counts in millicores (the CPU ones).
+pub fn quota_counts_milli(name: &str) -> bool {
+    matches!(name, "cpu" | "requests.cpu" | "limits.cpu")
+}
+
+/// Reads a quota amount (`hard` or `used`) in the unit its resource counts
+/// in; `None` when the text is not a quantity.
+pub fn parse_quota_amount(name: &str, text: &str) -> Option<i64> {
+    if quota_counts_milli(name) {
+        parse_milli(text).ok()
+    } else {
+        parse_value(text).ok()
+    }
+}
+
+/// A quota amount in canonical text: `3`, `1500m`, `2`, `512Mi`, `1Gi`.
+pub fn format_quota_amount(name: &str, amount: i64) -> String {
+    if quota_counts_milli(name) {
+        return if amount % 1000 == 0 {
+            (amount / 1000).to_string()
+        } else {
+            format!("{amount}m")
+        };
+    }
+    if matches!(
+        name,
+        "memory"
+            | "requests.memory"
+            | "limits.memory"
+            | "ephemeral-storage"
+            | "requests.ephemeral-storage"
+            | "limits.ephemeral-storage"
+            | "requests.storage"
+    ) {
+        for (suffix, unit) in [
+            ("Ti", 1i64 << 40),
+            ("Gi", 1 << 30),
+            ("Mi", 1 << 20),
+            ("Ki", 1 << 10),
+        ] {
+            if amount != 0 && amount % unit == 0 {
+                return format!("{}{suffix}", amount / unit);
+            }
+        }
+    }
+    amount.to_string()
+}
+
+/// What one pod counts against the quota resource `name`, as upstream's pod
+/// evaluator: `pods` (and `count/pods`) is one; `cpu`, `memory`,
+/// `ephemeral-storage` and their `requests.`/`limits.` forms are the pod's
+/// effective request or limit; `requests.<extended resource>` its request.
+/// `None` for a resource pods do not count towards.
+pub fn pod_quota_usage(pod: &Pod, name: &str) -> Option<i64> {
+    let (kind, resource) = match name {
+        "pods" | "count/pods" => return Some(1),
+        "cpu" | "memory" | "ephemeral-storage" => ("requests", name),
+        other => other.split_once('.')?,
+    };
+    match kind {
+        "requests" => Some(pod_requests(pod).get(resource)),
+        "limits" if matches!(resource, "cpu" | "memory" | "ephemeral-storage") => {
+            Some(pod_limits(pod).get(resource))
+        }
+        _ => None,
+    }
+}
+
+/// Whether pods count towards the quota resource `name`.
+pub fn is_pod_quota_resource(name: &str) -> bool {
+    pod_quota_usage(&Pod::default(), name).is_some()
+}
+
+/// The kind a quota resource counts objects of: its group, version (empty
+/// for a group's preferred one) and plural. The legacy names (`services`,
+/// `configmaps`, ...), `services.loadbalancers` and `services.nodeports`
+/// count core kinds; `count/<plural>` a core kind, `count/<plural>.<group>`
+/// a kind of that group.
+pub fn quota_counted_kind(name: &str) -> Option<(String, String, String)> {
+    let core = |plural: &str| Some((String::new(), "v1".into(), plural.into()));
+    match name {
+        "services"
+        | "configmaps"
+        | "secrets"
+        | "persistentvolumeclaims"
+        | "replicationcontrollers"
+        | "resourcequotas" => core(name),
+        "services.loadbalancers" | "services.nodeports" => core("services"),
+        other => {
+            let rest = other.strip_prefix("count/")?;
+            match rest.split_once('.') {
+                None => core(rest),
+                Some((plural, group)) => Some((group.into(), String::new(), plural.into())),
+            }
+        }
+    }
+}
+
+/// The containers (init containers included) that set no `kind`
+/// (`requests` or `limits`) for `resource`: a quota on that resource needs
+/// every container to say, as upstream's pod evaluator insists.
+pub fn containers_missing(pod: &Pod, kind: &str, resource: &str) -> Vec<String> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Vec::new();
+    };
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .filter(|c| {
+            let r = c.resources.as_ref();
+            let list = match kind {
+                "requests" => r.and_then(|r| r.requests.as_ref()),
+                _ => r.and_then(|r| r.limits.as_ref()),
+            };
+            !list.is_some_and(|l| l.contains_key(resource))
+        })
+        .map(|c| c.name.clone())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,5 +333,57 @@ mod tests {
             (nz.milli_cpu, nz.memory),
             (DEFAULT_MILLI_CPU, DEFAULT_MEMORY)
         );
+    }
+
+    #[test]
+    fn quota_amounts_parse_and_print_in_their_units() {
+        assert_eq!(format_quota_amount("requests.cpu", 1500), "1500m");
+        assert_eq!(format_quota_amount("cpu", 2000), "2");
+        assert_eq!(format_quota_amount("limits.memory", 512 << 20), "512Mi");
+        assert_eq!(format_quota_amount("memory", 1 << 30), "1Gi");
+        assert_eq!(format_quota_amount("memory", 1000), "1000");
+        assert_eq!(format_quota_amount("pods", 3), "3");
+        assert_eq!(format_quota_amount("memory", 0), "0");
+        assert_eq!(parse_quota_amount("limits.cpu", "1"), Some(1000));
+        assert_eq!(parse_quota_amount("pods", "10"), Some(10));
+        assert_eq!(parse_quota_amount("pods", "ten"), None);
+    }
+
+    #[test]
+    fn a_pod_counts_its_requests_limits_and_itself() {
+        let p = pod(serde_json::json!({"spec": {"containers": [
+            {"name": "a", "resources": {"requests": {"cpu": "250m", "memory": "64Mi"},
+                                        "limits": {"cpu": "1"}}},
+            {"name": "b", "resources": {"requests": {"cpu": "250m", "example.com/gpu": "2"}}}
+        ]}}));
+        assert_eq!(pod_quota_usage(&p, "pods"), Some(1));
+        assert_eq!(pod_quota_usage(&p, "cpu"), Some(500));
+        assert_eq!(pod_quota_usage(&p, "requests.cpu"), Some(500));
+        assert_eq!(pod_quota_usage(&p, "limits.cpu"), Some(1000));
+        assert_eq!(pod_quota_usage(&p, "requests.memory"), Some(64 << 20));
+        assert_eq!(pod_quota_usage(&p, "requests.example.com/gpu"), Some(2));
+        assert_eq!(pod_quota_usage(&p, "configmaps"), None);
+        assert_eq!(pod_quota_usage(&p, "count/configmaps"), None);
+        assert_eq!(
+            containers_missing(&p, "limits", "cpu"),
+            vec!["b".to_owned()]
+        );
+        assert!(containers_missing(&p, "requests", "cpu").is_empty());
+    }
+
+    #[test]
+    fn object_count_names_map_to_kinds() {
+        assert_eq!(
+            quota_counted_kind("count/deployments.apps"),
+            Some(("apps".into(), String::new(), "deployments".into()))
+        );
+        assert_eq!(
+            quota_counted_kind("configmaps"),
+            Some((String::new(), "v1".into(), "configmaps".into()))
+        );
+        assert_eq!(quota_counted_kind("requests.nvidia.com/gpu"), None);
+        assert!(is_pod_quota_resource("requests.nvidia.com/gpu"));
+        assert!(is_pod_quota_resource("limits.memory"));
+        assert!(!is_pod_quota_resource("configmaps"));
     }
 }

@@ -1,0 +1,47 @@
+//! Admission plugins of the create path that upstream runs as separate
+//! plugins: LimitRanger, DefaultTolerationSeconds, DefaultStorageClass
+//! (mutating) and ResourceQuota (validating, and charging the quota).
+//! Priority, ServiceAccount, PodSecurity and NodeRestriction live beside the
+//! code they share (`priority`, `service_accounts`, `pod_security`,
+//! `authz::node`).
+
+pub mod default_storage_class;
+pub mod default_tolerations;
+pub mod limit_ranger;
+pub mod resource_quota;
+
+use kybern_apimachinery::ApiError;
+use serde_json::Value;
+
+use crate::object;
+use crate::registry::ResourceInfo;
+use crate::server::ApiState;
+
+/// Upstream's `admission.NewForbidden`: `pods "web" is forbidden: <why>`.
+fn forbidden(info: &ResourceInfo, obj: &Value, why: &str) -> ApiError {
+    let name = match object::name(obj) {
+        "" => object::meta_str(obj, "generateName"),
+        n => n,
+    };
+    let mut err = ApiError::forbidden(format!("{} {name:?} is forbidden: {why}", info.plural));
+    err.group = Some(info.group.clone());
+    err.kind = Some(info.plural.clone());
+    err.name = Some(name.to_owned());
+    err
+}
+
+/// The cached objects of one `v1` resource, decoded, in `namespace` (all
+/// when `None`).
+async fn cached_values(
+    state: &ApiState,
+    group: &str,
+    plural: &str,
+    namespace: Option<&str>,
+) -> Result<Vec<Value>, ApiError> {
+    Ok(state
+        .cached_objects(group, plural, namespace)
+        .await?
+        .iter()
+        .filter_map(|c| serde_json::from_slice(&c.json).ok())
+        .collect())
+}
