@@ -14,6 +14,7 @@ pub mod cache;
 pub mod crd;
 pub mod defaults;
 pub mod discovery;
+pub mod encryption;
 pub(crate) mod handlers;
 pub(crate) mod kinds;
 pub mod managed;

@@ -30,6 +30,8 @@ pub struct ApiState {
     pub authenticator: std::sync::OnceLock<Arc<crate::auth::Authenticator>>,
     /// Signs and verifies ServiceAccount tokens; unset without a PKI.
     pub token_signer: std::sync::OnceLock<Arc<crate::service_account_token::TokenSigner>>,
+    /// Encryption at rest, when configured (the store beneath is sealing).
+    pub encryption: std::sync::OnceLock<Arc<crate::encryption::EncryptionConfig>>,
 }
 
 impl ApiState {
@@ -43,6 +45,7 @@ impl ApiState {
             node_proxy: Default::default(),
             authenticator: Default::default(),
             token_signer: Default::default(),
+            encryption: Default::default(),
         })
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use kybern_apiserver::auth::Authenticator;
+use kybern_apiserver::encryption::{EncryptingStore, EncryptionConfig};
 use kybern_apiserver::pki::{Pki, default_hosts};
 use kybern_apiserver::{ApiState, bootstrap, tls};
 use kybern_store::{Compactor, CompactorOptions, StoreUrl};
@@ -26,6 +27,10 @@ pub struct ServerArgs {
     /// Extra names or IPs for the serving certificate.
     #[arg(long = "tls-san")]
     tls_sans: Vec<String>,
+    /// An upstream `EncryptionConfiguration` (`aesgcm`, `identity`): the
+    /// resources it names are stored sealed.
+    #[arg(long)]
+    encryption_provider_config: Option<PathBuf>,
     /// Static bearer tokens: `token,user,uid[,"group1,group2"]` per line.
     #[arg(long)]
     token_file: Option<PathBuf>,
@@ -100,7 +105,22 @@ async fn serve(
         };
         Compactor::spawn(Arc::downgrade(&store), opts)
     });
+    // Beneath everything else, so that no path reads or writes around it.
+    let encryption = match &args.encryption_provider_config {
+        Some(path) => Some(Arc::new(EncryptionConfig::load(path)?)),
+        None => None,
+    };
+    let store: Arc<dyn kybern_store::Store> = match &encryption {
+        Some(config) => {
+            tracing::info!("encrypting at rest");
+            Arc::new(EncryptingStore::new(store, config.clone()))
+        }
+        None => store,
+    };
     let state = ApiState::new(store);
+    if let Some(config) = encryption {
+        let _ = state.encryption.set(config);
+    }
     bootstrap::bootstrap(&state, args.listen.port())
         .await
         .map_err(|e| anyhow::anyhow!("bootstrapping system objects: {e}"))?;

@@ -45,8 +45,15 @@ pub trait ContainerRuntime: Send + Sync {
     ) -> Result<i32, AgentError>;
     /// The command that runs `command` in the container in the foreground,
     /// on a terminal when `tty` (its stdio must then be a terminal), for
-    /// `kubectl exec`; its exit code is the process's.
-    fn exec_command(&self, id: &str, command: &[String], tty: bool) -> tokio::process::Command;
+    /// `kubectl exec`; its exit code is the process's. The process's host
+    /// pid is written to `pid_file`, when given, once it runs.
+    fn exec_command(
+        &self,
+        id: &str,
+        command: &[String],
+        tty: bool,
+        pid_file: Option<&std::path::Path>,
+    ) -> tokio::process::Command;
 }
 
 /// runc, with its state under the agent's data directory.
@@ -171,11 +178,20 @@ impl ContainerRuntime for Runc {
         }
     }
 
-    fn exec_command(&self, id: &str, command: &[String], tty: bool) -> tokio::process::Command {
+    fn exec_command(
+        &self,
+        id: &str,
+        command: &[String],
+        tty: bool,
+        pid_file: Option<&std::path::Path>,
+    ) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.binary);
         cmd.arg("--root").arg(&self.root).arg("exec");
         if tty {
             cmd.arg("--tty");
+        }
+        if let Some(path) = pid_file {
+            cmd.arg("--pid-file").arg(path);
         }
         cmd.arg(id).args(command).kill_on_drop(true);
         cmd

@@ -18,29 +18,34 @@ use crate::runtime::ContainerRuntime;
 type Reader = Box<dyn AsyncRead + Send + Unpin>;
 type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
-/// A pseudo-terminal's controlling side, and the process reading it.
+/// A pseudo-terminal's controlling side, and the processes behind it.
 struct Terminal {
     master: OwnedFd,
     /// runc copies between our terminal and the container's; a SIGWINCH
     /// makes it pass our new size on.
     runc_pid: Option<u32>,
+    /// Where runc writes the exec'd process's pid, whose own terminal the
+    /// agent sizes directly: runc's relay of the size can come too late or
+    /// not at all, as containerd found too.
+    pid_file: tempfile::TempPath,
+    /// The size last asked for: `(width, height)`.
+    size: std::sync::Mutex<(u16, u16)>,
 }
 
 impl Terminal {
     fn resize(&self, width: u16, height: u16) {
-        let size = rustix::termios::Winsize {
-            ws_row: height,
-            ws_col: width,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
+        if let Ok(mut s) = self.size.lock() {
+            *s = (width, height);
+        }
+        let size = winsize(width, height);
         if rustix::termios::tcsetwinsize(&self.master, size).is_err() {
             return;
         }
         self.nudge();
     }
 
-    /// Tells runc to pass our terminal's size on.
+    /// Passes the size on: SIGWINCH to runc, and the size set on the
+    /// container process's terminal itself.
     fn nudge(&self) {
         if let Some(pid) = self.runc_pid.and_then(|p| i32::try_from(p).ok()) {
             let _ = nix::sys::signal::kill(
@@ -48,6 +53,33 @@ impl Terminal {
                 nix::sys::signal::Signal::SIGWINCH,
             );
         }
+        let Ok((width, height)) = self.size.lock().map(|s| *s) else {
+            return;
+        };
+        let pid = std::fs::read_to_string(&self.pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        if let Some(pid) = pid {
+            // The process's stdin is the terminal runc made for it; setting
+            // its size also signals the process's foreground group.
+            let path = format!("/proc/{pid}/fd/0");
+            use rustix::fs::{Mode, OFlags};
+            let flags = OFlags::RDWR | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+            if let Ok(fd) = rustix::fs::open(path.as_str(), flags, Mode::empty())
+                && rustix::termios::isatty(&fd)
+            {
+                let _ = rustix::termios::tcsetwinsize(&fd, winsize(width, height));
+            }
+        }
+    }
+}
+
+fn winsize(width: u16, height: u16) -> rustix::termios::Winsize {
+    rustix::termios::Winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
     }
 }
 
@@ -87,12 +119,22 @@ fn spawn(
     (width, height): (u16, u16),
 ) -> std::io::Result<Spawned> {
     use std::process::Stdio;
-    let mut cmd = runtime.exec_command(id, &opts.command, opts.tty);
     if opts.tty {
         let (master, slave) = open_pty()?;
+        let pid_file = tempfile::Builder::new()
+            .prefix("kybern-exec-")
+            .suffix(".pid")
+            .tempfile()?
+            .into_temp_path();
+        // runc writes the file once the process runs; until then there is
+        // none, rather than an empty one.
+        std::fs::remove_file(&pid_file)?;
+        let mut cmd = runtime.exec_command(id, &opts.command, true, Some(&pid_file));
         let terminal = Terminal {
             master,
             runc_pid: None,
+            pid_file,
+            size: std::sync::Mutex::new((width, height)),
         };
         terminal.resize(width, height);
         cmd.stdin(Stdio::from(slave.try_clone()?))
@@ -116,6 +158,7 @@ fn spawn(
             stderr: None,
         });
     }
+    let mut cmd = runtime.exec_command(id, &opts.command, false, None);
     let pipe = |wanted: bool| {
         if wanted {
             Stdio::piped()
@@ -184,15 +227,25 @@ pub async fn session(
     // kubectl sends the terminal's size first thing: waiting a moment for
     // it lets the process start at the right size instead of 80x24.
     let mut size = (80, 24);
-    let mut first = None;
+    // Whatever else comes first (stdin, pings) waits until the size is
+    // known, so that a first non-resize message does not start the process
+    // at the default size.
+    let mut pending = std::collections::VecDeque::new();
     if opts.tty {
-        match tokio::time::timeout(Duration::from_secs(1), source.next()).await {
-            Ok(Some(Ok(Message::Binary(b)))) => match channel::parse(&b) {
-                ClientMessage::Resize { width, height } => size = (width, height),
-                other => first = Some(other),
-            },
-            Ok(None | Some(Err(_))) => return,
-            _ => {}
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            match tokio::time::timeout_at(deadline, source.next()).await {
+                Ok(Some(Ok(Message::Binary(b)))) => match channel::parse(&b) {
+                    ClientMessage::Resize { width, height } => {
+                        size = (width, height);
+                        break;
+                    }
+                    other => pending.push_back(other),
+                },
+                Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return,
+                Ok(Some(Ok(_))) => {}
+                Err(_) => break,
+            }
         }
     }
     let mut p = match spawn(runtime.as_ref(), &id, &opts, size) {
@@ -228,9 +281,9 @@ pub async fn session(
         }))
     });
     let input = async move {
-        let mut first = first;
+        let mut pending = pending;
         loop {
-            let message = match first.take() {
+            let message = match pending.pop_front() {
                 Some(m) => m,
                 None => match source.next().await {
                     Some(Ok(Message::Binary(b))) => channel::parse(&b),

@@ -266,8 +266,15 @@ pub async fn update_with(
                 Err(e) => return Err(e),
             }
         }
-        if new == old || dry_run {
-            // Upstream does not write an update that changes nothing.
+        // Upstream does not write an update that changes nothing, except to
+        // re-seal data at rest (which it learns from the read; here any
+        // sealed resource's no-op update is written, so rewriting rotates).
+        let reseal = ctx
+            .state
+            .encryption
+            .get()
+            .is_some_and(|c| c.seals(&info.key_prefix()));
+        if (new == old && !reseal) || dry_run {
             return Ok(if dry_run { new } else { with_rv(old, old_rv) });
         }
         match ctx.state.objects.update(info, new, old_rv).await {

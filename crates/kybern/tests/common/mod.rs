@@ -34,6 +34,33 @@ pub fn free_port() -> u16 {
     panic!("no free port in {LOW}..{}", LOW + SPAN);
 }
 
+/// Starts `kybern server` on `port` and `dir`, logging (appending) to
+/// `dir/server.log`.
+fn spawn_server(dir: &std::path::Path, port: u16, extra: &[&str]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_kybern"))
+        .args([
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir)
+        .args(extra)
+        .env(
+            "KYBERN_LOG",
+            std::env::var("KYBERN_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start kybern server")
+}
+
 /// A running `kybern server` on a loopback port with a temporary data dir.
 pub struct Server {
     child: Child,
@@ -66,40 +93,41 @@ impl Server {
     pub fn start_cluster(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_kybern"))
-            .args([
-                "server",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(dir.path())
-            .args(extra)
-            .env(
-                "KYBERN_LOG",
-                std::env::var("KYBERN_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start kybern server");
-        let server = Server {
-            child,
+        let mut server = Server {
+            child: spawn_server(dir.path(), port, extra),
             url: format!("https://127.0.0.1:{port}"),
             port,
             dir,
         };
+        server.wait_ready();
+        server
+    }
+
+    /// Stops the server (SIGKILL) and starts it again on the same port and
+    /// data directory, without the controller manager, with `extra`.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut args = vec!["--disable-controllers"];
+        args.extend_from_slice(extra);
+        self.child = spawn_server(self.dir.path(), self.port, &args);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if server.kubeconfig().exists()
-                && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("kybern server exited ({status}): {}", self.log());
+            }
+            if self.kubeconfig().exists()
+                && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
             {
-                return server;
+                return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("kybern server did not become ready: {}", server.log());
+        panic!("kybern server did not become ready: {}", self.log());
     }
 
     /// What the server logged.
