@@ -244,13 +244,16 @@ pub async fn authenticate(
         .map(str::to_owned);
     let user = match (bearer, from_cert) {
         // A presented token must be valid, even alongside a certificate.
-        (Some(token), _) => match authenticate_token(&state, &token).await {
-            Some(u) => u,
-            None => return unauthorized(),
-        },
-        (None, Some(u)) => u,
-        (None, None) if public_path(req.uri().path()) => UserInfo::anonymous(),
-        (None, None) => return unauthorized(),
+        (Some(token), _) => authenticate_token(&state, &token).await,
+        (None, Some(u)) => Some(u),
+        (None, None) if public_path(req.uri().path()) => Some(UserInfo::anonymous()),
+        (None, None) => None,
+    };
+    let Some(user) = user else {
+        if let Some(auditor) = state.audit.get() {
+            auditor.failed_authentication(&req);
+        }
+        return unauthorized();
     };
     req.extensions_mut().insert(user);
     next.run(req).await

@@ -6,7 +6,7 @@ macro_rules! with_builtin_kinds {
     ($callback:ident ! ( $($args:tt)* )) => {{
         #[allow(unused_imports)]
         use k8s_openapi::api::{
-            apps, authentication, authorization, autoscaling, batch, coordination, core, discovery, events, networking, node,
+            admissionregistration, apps, authentication, authorization, autoscaling, batch, coordination, core, discovery, events, networking, node,
             policy, rbac, scheduling, storage,
         };
         #[allow(unused_imports)]
@@ -61,6 +61,8 @@ macro_rules! with_builtin_kinds {
         ("rbac.authorization.k8s.io", "v1", "ClusterRole") => rbac::v1::ClusterRole,
         ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding") => rbac::v1::ClusterRoleBinding,
         ("apiregistration.k8s.io", "v1", "APIService") => apiregistration::v1::APIService,
+        ("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicy") => admissionregistration::v1::ValidatingAdmissionPolicy,
+        ("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicyBinding") => admissionregistration::v1::ValidatingAdmissionPolicyBinding,
         ("apiextensions.k8s.io", "v1", "CustomResourceDefinition") => apiextensions::v1::CustomResourceDefinition,
         )
     }};

@@ -7,6 +7,7 @@
 //! agents are API clients and live in their own crates.
 
 pub mod admission;
+pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod bootstrap;

@@ -32,6 +32,8 @@ pub struct ApiState {
     pub token_signer: std::sync::OnceLock<Arc<crate::service_account_token::TokenSigner>>,
     /// Encryption at rest, when configured (the store beneath is sealing).
     pub encryption: std::sync::OnceLock<Arc<crate::encryption::EncryptionConfig>>,
+    /// The audit policy and log, when auditing.
+    pub audit: std::sync::OnceLock<Arc<crate::audit::Auditor>>,
 }
 
 impl ApiState {
@@ -46,6 +48,7 @@ impl ApiState {
             authenticator: Default::default(),
             token_signer: Default::default(),
             encryption: Default::default(),
+            audit: Default::default(),
         })
     }
 
@@ -118,13 +121,18 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-/// The routes with authentication, then authorization, in front of everything.
+/// The routes with authentication, auditing, then authorization in front of
+/// everything, in upstream's order.
 pub fn authenticated_router(state: Arc<ApiState>, auth: Arc<crate::auth::Authenticator>) -> Router {
     let _ = state.authenticator.set(auth);
     router(state.clone())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::authz::authorize,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::audit::audit,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state,

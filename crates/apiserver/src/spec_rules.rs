@@ -134,6 +134,14 @@ fn pod_spec_fixed(spec: &Value) -> Value {
 pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<Cause> {
     let mut causes = Vec::new();
     match (info.group.as_str(), info.plural.as_str()) {
+        ("admissionregistration.k8s.io", "validatingadmissionpolicies") => {
+            causes.extend(crate::admission::validating_policy::validation::policy(obj));
+        }
+        ("admissionregistration.k8s.io", "validatingadmissionpolicybindings") => {
+            causes.extend(crate::admission::validating_policy::validation::binding(
+                obj,
+            ));
+        }
         ("", "pods") => {
             pod_spec(obj.get("spec"), "spec", &mut causes);
             if let Some(old) = old {

@@ -94,7 +94,10 @@ pub async fn serve_tls(listener: TcpListener, config: Arc<rustls::ServerConfig>,
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(|c| identity_from_cert(c));
-            let service = TowerToHyperService::new(app.layer(Extension(PeerIdentity(identity))));
+            let service = TowerToHyperService::new(
+                app.layer(Extension(PeerIdentity(identity)))
+                    .layer(Extension(crate::audit::ClientAddr(peer))),
+            );
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             // Go's default, which kube-apiserver keeps: client-go opens another
             // connection when one reaches it.

@@ -27,7 +27,7 @@ pub struct ServerArgs {
     /// Extra names or IPs for the serving certificate.
     #[arg(long = "tls-san")]
     tls_sans: Vec<String>,
-    /// An upstream `EncryptionConfiguration` (`aesgcm`, `identity`): the
+    /// An upstream `EncryptionConfiguration` (`aesgcm`, `secretbox`, `identity`): the
     /// resources it names are stored sealed.
     #[arg(long)]
     encryption_provider_config: Option<PathBuf>,
@@ -49,6 +49,8 @@ pub struct ServerArgs {
     /// A `KubeSchedulerConfiguration` file for the scheduler.
     #[arg(long)]
     scheduler_config: Option<PathBuf>,
+    #[command(flatten)]
+    audit: crate::audit_flags::AuditFlags,
     #[command(flatten)]
     controllers: crate::controller_cmd::ControllerFlags,
     #[command(flatten)]
@@ -87,6 +89,7 @@ async fn serve(
     }
     // Read before anything starts, so a bad file stops the server at once.
     let profiles = crate::scheduler_cmd::load_profiles(args.scheduler_config.as_deref())?;
+    let auditor = args.audit.auditor()?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let url: StoreUrl = match &args.store {
@@ -120,6 +123,9 @@ async fn serve(
     let state = ApiState::new(store);
     if let Some(config) = encryption {
         let _ = state.encryption.set(config);
+    }
+    if let Some(auditor) = auditor {
+        let _ = state.audit.set(auditor);
     }
     bootstrap::bootstrap(&state, args.listen.port())
         .await

@@ -1,9 +1,9 @@
 //! Encryption at rest through the real server and kubectl: with an
 //! `EncryptionConfiguration`, Secrets reach the SQLite files sealed (no
 //! plaintext on disk, upstream's `k8s:enc:aesgcm:v1:<key>:` prefix), other
-//! resources stay plain, a rotated key list reads old data and re-sealing
-//! by rewrite moves it to the new key, and a server without the key refuses
-//! to serve the secret rather than serve garbage.
+//! resources stay plain, a rotated key list (to a `secretbox` key) reads old
+//! data and re-sealing by rewrite moves it to the new key, and a server
+//! without the key refuses to serve the secret rather than serve garbage.
 
 mod common;
 
@@ -15,15 +15,17 @@ use common::cli::Cli;
 const KEY1: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 const KEY2: &str = "MTYgYnl0ZXMga2V5ISEhIQ==";
 
-/// Writes a configuration sealing Secrets with `keys` (the first seals),
-/// reading plain data too when `identity`.
-fn config(dir: &Path, file: &str, keys: &[(&str, &str)], identity: bool) -> PathBuf {
+/// Writes a configuration sealing Secrets with `keys`, each `(provider,
+/// name, secret)` (the first seals), reading plain data too when `identity`.
+fn config(dir: &Path, file: &str, keys: &[(&str, &str, &str)], identity: bool) -> PathBuf {
     let mut text = String::from(
         "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n\
-         - resources: [secrets]\n  providers:\n  - aesgcm:\n      keys:\n",
+         - resources: [secrets]\n  providers:\n",
     );
-    for (name, secret) in keys {
-        text.push_str(&format!("      - name: {name}\n        secret: {secret}\n"));
+    for (provider, name, secret) in keys {
+        text.push_str(&format!(
+            "  - {provider}:\n      keys:\n      - name: {name}\n        secret: {secret}\n"
+        ));
     }
     if identity {
         text.push_str("  - identity: {}\n");
@@ -56,7 +58,12 @@ fn holds(bytes: &[u8], needle: &str) -> bool {
 #[test]
 fn secrets_are_sealed_on_disk_and_survive_key_rotation() {
     let configs = tempfile::tempdir().expect("tempdir");
-    let first = config(configs.path(), "first.yaml", &[("key1", KEY1)], true);
+    let first = config(
+        configs.path(),
+        "first.yaml",
+        &[("aesgcm", "key1", KEY1)],
+        true,
+    );
     let first = first.to_string_lossy().into_owned();
     let mut server = common::Server::start_with(&["--encryption-provider-config", &first]);
     let kubectl = Cli::kubectl(&server);
@@ -92,12 +99,12 @@ fn secrets_are_sealed_on_disk_and_survive_key_rotation() {
         "config maps are not sealed"
     );
 
-    // Rotation: the new key first, the old one still listed, then a rewrite
-    // of every secret seals it with the new key.
+    // Rotation: the new key (of the other provider) first, the old one
+    // still listed, then a rewrite of every secret seals it with the new key.
     let rotated = config(
         configs.path(),
         "rotated.yaml",
-        &[("key2", KEY2), ("key1", KEY1)],
+        &[("secretbox", "box1", KEY1), ("aesgcm", "key1", KEY1)],
         false,
     );
     server.restart_with(&["--encryption-provider-config", &rotated.to_string_lossy()]);
@@ -108,12 +115,17 @@ fn secrets_are_sealed_on_disk_and_survive_key_rotation() {
     kubectl.ok_stdin(&["replace", "--validate=false", "-f", "-"], &all);
     assert!(holds(
         &on_disk(server.dir.path()),
-        "k8s:enc:aesgcm:v1:key2:"
+        "k8s:enc:secretbox:v1:box1:"
     ));
 
     // Now key1 can go; a server that only has key1 cannot read the secret
     // and says so with a 500 instead of serving what it cannot open.
-    let only_new = config(configs.path(), "new.yaml", &[("key2", KEY2)], false);
+    let only_new = config(
+        configs.path(),
+        "new.yaml",
+        &[("secretbox", "box1", KEY1)],
+        false,
+    );
     server.restart_with(&["--encryption-provider-config", &only_new.to_string_lossy()]);
     assert_eq!(
         kubectl
@@ -121,7 +133,12 @@ fn secrets_are_sealed_on_disk_and_survive_key_rotation() {
             .trim(),
         "U2VhbGVkTWFya2VyLTdmM2E="
     );
-    let only_old = config(configs.path(), "old.yaml", &[("key1", KEY1)], false);
+    let only_old = config(
+        configs.path(),
+        "old.yaml",
+        &[("aesgcm", "key1", KEY1), ("aesgcm", "key2", KEY2)],
+        false,
+    );
     server.restart_with(&["--encryption-provider-config", &only_old.to_string_lossy()]);
     let err = kubectl.fails(&["get", "secret", "db"]);
     assert!(err.contains("InternalError"), "{err}");
@@ -137,7 +154,7 @@ fn a_configuration_the_server_cannot_honour_stops_it() {
     let path = dir.path().join("bad.yaml");
     std::fs::write(
         &path,
-        "kind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - secretbox:\n      keys: []\n",
+        "kind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - kms:\n      apiVersion: v2\n      name: vault\n",
     )
     .expect("write");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kybern"))
@@ -149,8 +166,5 @@ fn a_configuration_the_server_cannot_honour_stops_it() {
         .expect("run kybern server");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("the secretbox provider is not supported"),
-        "{err}"
-    );
+    assert!(err.contains("the kms provider is not supported"), "{err}");
 }

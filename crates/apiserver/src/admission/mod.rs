@@ -1,6 +1,7 @@
-//! Admission plugins of the create path that upstream runs as separate
-//! plugins: LimitRanger, DefaultTolerationSeconds, DefaultStorageClass
-//! (mutating) and ResourceQuota (validating, and charging the quota).
+//! Admission plugins that upstream runs as separate plugins: LimitRanger,
+//! DefaultTolerationSeconds, DefaultStorageClass (mutating, on create),
+//! ValidatingAdmissionPolicy (validating, on create and update) and
+//! ResourceQuota (validating, and charging the quota, on create).
 //! Priority, ServiceAccount, PodSecurity and NodeRestriction live beside the
 //! code they share (`priority`, `service_accounts`, `pod_security`,
 //! `authz::node`).
@@ -8,7 +9,9 @@
 pub mod default_storage_class;
 pub mod default_tolerations;
 pub mod limit_ranger;
+pub mod match_rules;
 pub mod resource_quota;
+pub mod validating_policy;
 
 use kybern_apimachinery::ApiError;
 use serde_json::Value;

@@ -268,12 +268,29 @@ pub async fn authorize(
     let Some(user) = req.extensions().get::<UserInfo>().cloned() else {
         return next.run(req).await;
     };
-    let user = match effective_user(&state, user, req.headers()).await {
+    let audit = req
+        .extensions()
+        .get::<crate::audit::AuditContext>()
+        .cloned()
+        .unwrap_or_default();
+    let user = match effective_user(&state, user.clone(), req.headers()).await {
+        Ok(u) if u != user => {
+            audit.impersonated(&u);
+            u
+        }
         Ok(u) => u,
         Err(e) => return ErrorResponse(e).into_response(),
     };
     let attrs = request_attributes(req.method(), req.uri());
-    match decide(&state, &user, &attrs).await {
+    let decision = decide(&state, &user, &attrs).await;
+    if let Ok(d) = &decision {
+        audit.annotate(
+            "authorization.k8s.io/decision",
+            if d.allowed { "allow" } else { "forbid" },
+        );
+        audit.annotate("authorization.k8s.io/reason", d.reason.clone());
+    }
+    match decision {
         Ok(d) if d.allowed => {
             req.extensions_mut().insert(user);
             next.run(req).await

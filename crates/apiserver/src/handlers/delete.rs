@@ -155,6 +155,9 @@ pub(super) async fn delete_object(
                 ));
             }
         }
+        // Admission sees the delete once per attempt, with the object it removes.
+        ctx.admit_policies("DELETE", None, Some(&old), &mut Vec::new())
+            .await?;
         let mut finalizers = object::finalizers(&old);
         let policy_finalizer = match opts.propagation.as_deref() {
             Some("Orphan") => Some("orphan"),

@@ -50,6 +50,8 @@ pub struct Ctx {
     pub api_version: String,
     /// Who is asking (after impersonation).
     pub user: crate::auth::UserInfo,
+    /// What admission adds to the request's audit event.
+    pub audit: crate::audit::AuditContext,
 }
 
 impl Ctx {
@@ -138,6 +140,46 @@ impl Ctx {
     pub fn name(&self) -> &str {
         self.path.name.as_deref().unwrap_or("")
     }
+
+    /// Runs the validating admission policies over a write of `object`
+    /// (`old` before it), as `operation`.
+    pub async fn admit_policies(
+        &self,
+        operation: &'static str,
+        object: Option<&crate::object::Object>,
+        old: Option<&crate::object::Object>,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), ApiError> {
+        let either = object.or(old);
+        let name = either
+            .map(crate::object::name)
+            .unwrap_or_else(|| self.name());
+        let namespace = match either.map(crate::object::namespace) {
+            Some(ns) if !ns.is_empty() => ns,
+            _ => self.namespace(),
+        };
+        let attempt = crate::admission::match_rules::AdmissionAttempt {
+            operation,
+            group: &self.info.group,
+            version: &self.info.version,
+            kind: &self.info.kind,
+            resource: &self.info.plural,
+            subresource: self.path.subresource.as_deref().unwrap_or(""),
+            namespace,
+            name,
+            object,
+            old_object: old,
+            dry_run: self.query.dry_run()?,
+        };
+        crate::admission::validating_policy::admit(
+            &self.state,
+            &self.user,
+            &attempt,
+            warnings,
+            &self.audit,
+        )
+        .await
+    }
 }
 
 fn not_found_path() -> ApiError {
@@ -159,8 +201,12 @@ pub async fn serve_resource(State(state): State<Arc<ApiState>>, req: Request<Bod
         .extensions
         .remove::<crate::auth::UserInfo>()
         .unwrap_or_else(crate::auth::UserInfo::unsecured);
+    let audit = parts
+        .extensions
+        .remove::<crate::audit::AuditContext>()
+        .unwrap_or_default();
     let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
-    match dispatch(state, method, uri, headers, body, upgrade, user).await {
+    match dispatch(state, method, uri, headers, body, upgrade, (user, audit)).await {
         Ok(resp) => resp,
         Err(err) => err.into_response(),
     }
@@ -173,7 +219,7 @@ async fn dispatch(
     headers: HeaderMap,
     body: Body,
     upgrade: Option<hyper::upgrade::OnUpgrade>,
-    user: crate::auth::UserInfo,
+    (user, audit): (crate::auth::UserInfo, crate::audit::AuditContext),
 ) -> Result<Response, ErrorResponse> {
     let path = ResourcePath::parse(uri.path()).ok_or_else(not_found_path)?;
     let info = state
@@ -203,6 +249,7 @@ async fn dispatch(
         headers,
         api_version,
         user,
+        audit,
     };
     if ctx.info.review() {
         return crate::authz::review::serve(&ctx, &method, body).await;

@@ -135,7 +135,9 @@ pub async fn create_object(
         &info.group,
         object::meta_str(&obj, "name"),
     )?;
-    crate::pod_security::admit(&ctx.state, info, &obj, warnings).await?;
+    crate::pod_security::admit(&ctx.state, info, &obj, warnings, &ctx.audit).await?;
+    ctx.admit_policies("CREATE", Some(&obj), None, warnings)
+        .await?;
     check_namespace_open(ctx, object::namespace(&obj)).await?;
     let dry_run = ctx.query.dry_run()?;
     // Last, so that a create refused for any other reason is not charged.
@@ -246,6 +248,8 @@ pub async fn update_with(
             return Err(invalid(info, &new, causes));
         }
         crate::authz::escalation::admit(&ctx.state, &ctx.user, &info.group, &info.plural, &new)
+            .await?;
+        ctx.admit_policies("UPDATE", Some(&new), Some(&old), warnings)
             .await?;
         object::set_meta(&mut new, "resourceVersion", json!(old_rv.to_string()));
         ctx.to_storage(&mut new);

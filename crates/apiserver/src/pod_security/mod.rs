@@ -102,12 +102,14 @@ async fn namespace_labels(state: &ApiState, name: &str) -> Result<Value, ApiErro
 
 /// Admits the creation of `obj`: refuses a pod that violates its
 /// namespace's `enforce` level; warns about a pod or template that
-/// violates the `warn` level.
+/// violates the `warn` level, and records in the audit event one that
+/// violates the `audit` level.
 pub async fn admit(
     state: &ApiState,
     info: &ResourceInfo,
     obj: &Value,
     warnings: &mut Vec<String>,
+    audit: &crate::audit::AuditContext,
 ) -> Result<(), ApiError> {
     let Some((meta, spec)) = pod_parts(info, obj) else {
         return Ok(());
@@ -119,7 +121,22 @@ pub async fn admit(
     let labels = namespace_labels(state, namespace).await?;
     let enforce = ModePolicy::from_labels(&labels, "enforce");
     let warn = ModePolicy::from_labels(&labels, "warn");
+    let audited = ModePolicy::from_labels(&labels, "audit");
     let is_pod = info.group.is_empty() && info.plural == "pods";
+    if is_pod {
+        audit.annotate("pod-security.kubernetes.io/enforce-policy", enforce.label());
+    }
+    let violations = checks::violations(audited.level, meta, spec);
+    if !violations.is_empty() {
+        audit.annotate(
+            "pod-security.kubernetes.io/audit-violations",
+            format!(
+                "would violate PodSecurity {:?}: {}",
+                audited.label(),
+                summary(&violations)
+            ),
+        );
+    }
     if is_pod {
         let violations = checks::violations(enforce.level, meta, spec);
         if !violations.is_empty() {

@@ -18,6 +18,7 @@ struct Row {
 }
 
 const ALL: &[&str] = &["all"];
+const API_EXTENSIONS: &[&str] = &["api-extensions"];
 const NONE: &[&str] = &[];
 const STATUS: &[&str] = &["status"];
 const STATUS_SCALE: &[&str] = &["status", "scale"];
@@ -78,6 +79,8 @@ const ROWS: &[Row] = rows! {
     "rbac.authorization.k8s.io" "v1" "ClusterRole" "clusterroles" Cluster [] NONE NONE;
     "rbac.authorization.k8s.io" "v1" "ClusterRoleBinding" "clusterrolebindings" Cluster [] NONE NONE;
     "apiregistration.k8s.io" "v1" "APIService" "apiservices" Cluster [] NONE STATUS;
+    "admissionregistration.k8s.io" "v1" "ValidatingAdmissionPolicy" "validatingadmissionpolicies" Cluster [] API_EXTENSIONS STATUS;
+    "admissionregistration.k8s.io" "v1" "ValidatingAdmissionPolicyBinding" "validatingadmissionpolicybindings" Cluster [] API_EXTENSIONS NONE;
     "apiextensions.k8s.io" "v1" "CustomResourceDefinition" "customresourcedefinitions" Cluster ["crd", "crds"] NONE STATUS;
 };
 
