@@ -1,15 +1,17 @@
 //! Kubernetes' object model, as the API server and its clients need it: `Status`
 //! errors, label and field selectors, resource quantities, what a pod requests and what a quota counts
-//! of it, the name and label rules of upstream's validation, and the identity
+//! of it (and which pods its scopes cover), the name and label rules of upstream's validation, and the identity
 //! in a client certificate.
 //!
 //! Pure logic with no I/O and no knowledge of storage or HTTP, so that every rule
 //! is unit-tested here against upstream's documented behaviour.
 
+pub mod bootstrap_token;
 pub mod fields;
 pub mod labels;
 pub mod names;
 pub mod quantity;
+pub mod quota_scope;
 pub mod resources;
 pub mod status;
 pub mod x509;

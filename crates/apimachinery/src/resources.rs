@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::quantity::{parse_milli, parse_value};
-use k8s_openapi::api::core::v1::{Container, Node, Pod};
+use k8s_openapi::api::core::v1::{Container, Node, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 /// CPU assumed for a container without a CPU request when scoring (upstream's
@@ -210,7 +210,8 @@ pub fn format_quota_amount(name: &str, amount: i64) -> String {
             | "requests.ephemeral-storage"
             | "limits.ephemeral-storage"
             | "requests.storage"
-    ) {
+    ) || name.ends_with(CLASS_STORAGE)
+    {
         for (suffix, unit) in [
             ("Ti", 1i64 << 40),
             ("Gi", 1 << 30),
@@ -234,6 +235,8 @@ pub fn pod_quota_usage(pod: &Pod, name: &str) -> Option<i64> {
     let (kind, resource) = match name {
         "pods" | "count/pods" => return Some(1),
         "cpu" | "memory" | "ephemeral-storage" => ("requests", name),
+        // Claims, not pods, count towards storage.
+        "requests.storage" => return None,
         other => other.split_once('.')?,
     };
     match kind {
@@ -243,6 +246,65 @@ pub fn pod_quota_usage(pod: &Pod, name: &str) -> Option<i64> {
         }
         _ => None,
     }
+}
+
+/// The suffix of a per-class storage quota resource
+/// (`<class>.storageclass.storage.k8s.io/requests.storage`).
+const CLASS_STORAGE: &str = ".storageclass.storage.k8s.io/requests.storage";
+/// The infix of per-class claim quota resources.
+const CLASS_INFIX: &str = ".storageclass.storage.k8s.io/";
+
+/// What one claim counts against the quota resource `name`, as upstream's
+/// claim evaluator: `requests.storage` its storage request, and
+/// `<class>.storageclass.storage.k8s.io/requests.storage` and
+/// `/persistentvolumeclaims` the same (or one) for claims of that class.
+/// `None` for what claims do not count towards (the plain claim count goes
+/// by [`quota_counted_kind`]).
+pub fn claim_quota_usage(claim: &PersistentVolumeClaim, name: &str) -> Option<i64> {
+    let storage = || {
+        claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .and_then(|q| parse_value(&q.0).ok())
+            .unwrap_or(0)
+    };
+    if name == "requests.storage" {
+        return Some(storage());
+    }
+    let (class, resource) = name.split_once(CLASS_INFIX)?;
+    let own = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.storage_class_name.as_deref())
+        .or_else(|| {
+            claim
+                .metadata
+                .annotations
+                .as_ref()?
+                .get("volume.beta.kubernetes.io/storage-class")
+                .map(String::as_str)
+        })
+        .unwrap_or("");
+    if own != class {
+        return None;
+    }
+    match resource {
+        "requests.storage" => Some(storage()),
+        "persistentvolumeclaims" => Some(1),
+        _ => None,
+    }
+}
+
+/// Whether claims count towards the quota resource `name` by what they
+/// request or their class (not the plain claim count).
+pub fn is_claim_quota_resource(name: &str) -> bool {
+    name == "requests.storage"
+        || name
+            .split_once(CLASS_INFIX)
+            .is_some_and(|(_, r)| matches!(r, "requests.storage" | "persistentvolumeclaims"))
 }
 
 /// Whether pods count towards the quota resource `name`.
@@ -385,5 +447,33 @@ mod tests {
         assert!(is_pod_quota_resource("requests.nvidia.com/gpu"));
         assert!(is_pod_quota_resource("limits.memory"));
         assert!(!is_pod_quota_resource("configmaps"));
+    }
+
+    #[test]
+    fn claims_count_their_storage_by_class() {
+        let claim: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "data"},
+            "spec": {"storageClassName": "fast", "resources": {"requests": {"storage": "2Gi"}}},
+        }))
+        .expect("claim");
+        assert_eq!(claim_quota_usage(&claim, "requests.storage"), Some(2 << 30));
+        let fast = "fast.storageclass.storage.k8s.io/requests.storage";
+        assert_eq!(claim_quota_usage(&claim, fast), Some(2 << 30));
+        assert_eq!(
+            claim_quota_usage(
+                &claim,
+                "fast.storageclass.storage.k8s.io/persistentvolumeclaims"
+            ),
+            Some(1)
+        );
+        assert_eq!(
+            claim_quota_usage(&claim, "slow.storageclass.storage.k8s.io/requests.storage"),
+            None
+        );
+        assert_eq!(claim_quota_usage(&claim, "pods"), None);
+        assert!(
+            is_claim_quota_resource(fast) && !is_claim_quota_resource("persistentvolumeclaims")
+        );
+        assert_eq!(format_quota_amount(fast, 3 << 30), "3Gi");
     }
 }

@@ -214,10 +214,14 @@ async fn service_account_user(state: &ApiState, token: &str) -> Option<UserInfo>
     ))
 }
 
-/// The user a bearer token stands for: a static token, or a ServiceAccount token.
+/// The user a bearer token stands for: a static token, a bootstrap token,
+/// or a ServiceAccount token.
 pub async fn authenticate_token(state: &ApiState, token: &str) -> Option<UserInfo> {
     if let Some(user) = state.authenticator.get().and_then(|a| a.by_token(token)) {
         return Some(user);
+    }
+    if kybern_apimachinery::bootstrap_token::split(token).is_some() {
+        return crate::bootstrap_tokens::authenticate(state, token).await;
     }
     service_account_user(state, token).await
 }

@@ -242,8 +242,33 @@ pub fn apply(info: &ResourceInfo, body: &mut Value) {
                 }
             }
         }
-        ("", "secrets") => default(root, "type", json!("Opaque")),
+        ("", "secrets") => {
+            default(root, "type", json!("Opaque"));
+            string_data(root);
+        }
         _ => {}
+    }
+}
+
+/// A Secret's `stringData` is write-only, as upstream converts it: each
+/// value goes into `data` base64-encoded (over a `data` key of the same
+/// name) and `stringData` itself is never stored.
+fn string_data(root: &mut Map<String, Value>) {
+    use base64::Engine;
+    let Some(Value::Object(strings)) = root.remove("stringData") else {
+        return;
+    };
+    let data = root.entry("data").or_insert_with(|| json!({}));
+    if data.is_null() {
+        *data = json!({});
+    }
+    if let Some(data) = data.as_object_mut() {
+        for (k, v) in strings {
+            if let Some(s) = v.as_str() {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(s);
+                data.insert(k, Value::String(encoded));
+            }
+        }
     }
 }
 
@@ -326,5 +351,17 @@ mod tests {
             json!({"port": 80, "protocol": "TCP", "targetPort": 80})
         );
         assert_eq!(s["spec"]["type"], "ClusterIP");
+    }
+
+    #[test]
+    fn secret_string_data_is_folded_into_data() {
+        let reg = crate::registry::Registry::with_builtins();
+        let info = reg.get("", "v1", "secrets").expect("secrets");
+        let mut s =
+            json!({"data": {"a": "eA==", "b": "eA=="}, "stringData": {"b": "yes", "c": "no"}});
+        apply(&info, &mut s);
+        assert_eq!(s["data"], json!({"a": "eA==", "b": "eWVz", "c": "bm8="}));
+        assert!(s.get("stringData").is_none());
+        assert_eq!(s["type"], "Opaque");
     }
 }

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod bootstrap;
+pub mod bootstrap_tokens;
 pub mod cache;
 pub mod crd;
 pub mod defaults;

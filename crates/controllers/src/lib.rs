@@ -3,6 +3,7 @@
 //! reconciles from what it observes, and can be restarted at any moment.
 
 pub mod autoscaler;
+pub mod bootstrap_token_cleaner;
 pub mod clusterrole_aggregation;
 pub mod cronjob;
 pub mod daemonset;
@@ -191,6 +192,7 @@ pub async fn run(client: kube::Client, options: ControllerOptions) {
         namespace::run(client.clone(), &informers),
         serviceaccount::run(client.clone(), &informers, options.root_ca_pem.clone()),
         clusterrole_aggregation::run(client.clone(), &informers),
+        bootstrap_token_cleaner::run(client.clone()),
     );
 }
 

@@ -1,18 +1,21 @@
 //! The ResourceQuota controller: each quota's `status.hard` and
 //! `status.used`, for object counts (`pods`, `services`, `count/<resource>`,
 //! …) and the compute its pods request and limit (`requests.cpu`,
-//! `limits.memory`, `cpu`, …); recomputed when a quota or a pod of its
-//! namespace changes, and every 10 s for the other kinds.
+//! `limits.memory`, `cpu`, …), the storage its claims request
+//! (`requests.storage`, per storage class); pods within a scoped quota's
+//! scopes only. Recomputed when a quota or a pod of its namespace changes,
+//! and every 10 s for the other kinds.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Pod, ResourceQuota, ResourceQuotaStatus};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, ResourceQuota, ResourceQuotaStatus};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kybern_apimachinery::resources::{
-    format_quota_amount, is_pod_quota_resource, pod_quota_usage, quota_counted_kind,
+    claim_quota_usage, format_quota_amount, is_claim_quota_resource, is_pod_quota_resource,
+    pod_quota_usage, quota_counted_kind,
 };
 
 use crate::informer::{Change, Informer, next_change};
@@ -87,11 +90,9 @@ impl QuotaController {
         let Some(quota) = self.quotas.get(key.namespace.as_deref(), &key.name) else {
             return Ok(None);
         };
-        let hard = quota
-            .spec
-            .as_ref()
-            .and_then(|s| s.hard.clone())
-            .unwrap_or_default();
+        let spec = quota.spec.clone().unwrap_or_default();
+        let scoped = kybern_apimachinery::quota_scope::is_scoped(&spec);
+        let hard = spec.hard.clone().unwrap_or_default();
         let ns = key.ns();
         // Pods that still hold resources: not finished.
         let pods: Vec<Arc<Pod>> = self
@@ -102,14 +103,33 @@ impl QuotaController {
                 !matches!(
                     p.status.as_ref().and_then(|s| s.phase.as_deref()),
                     Some("Succeeded" | "Failed")
-                )
+                ) && kybern_apimachinery::quota_scope::covers_pod(&spec, p)
             })
             .collect();
         let mut used: BTreeMap<String, Quantity> = BTreeMap::new();
+        // Listed once, on first need.
+        let mut claims: Option<Vec<PersistentVolumeClaim>> = None;
         for name in hard.keys() {
             let amount = if is_pod_quota_resource(name) {
                 pods.iter()
                     .filter_map(|p| pod_quota_usage(p, name))
+                    .sum::<i64>()
+            } else if scoped {
+                // A scoped quota counts pods only, as upstream.
+                continue;
+            } else if is_claim_quota_resource(name) {
+                let claims = match &claims {
+                    Some(c) => c,
+                    None => claims.insert(
+                        Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), ns)
+                            .list(&ListParams::default())
+                            .await?
+                            .items,
+                    ),
+                };
+                claims
+                    .iter()
+                    .filter_map(|c| claim_quota_usage(c, name))
                     .sum::<i64>()
             } else if let Some(kind) = quota_counted_kind(name) {
                 self.count(ns, name, kind).await?

@@ -98,3 +98,78 @@ async fn certificates_tokens_and_anonymous() {
     let (ok, out) = run(&bad, &["get", "--raw", "/api"]);
     assert!(!ok && out.contains("Unauthorized"), "{out}");
 }
+
+/// A bootstrap token Secret in kube-system for `id.secret`, expiring at `expiration`.
+fn bootstrap_secret(id: &str, secret: &str, expiration: &str) -> String {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "bootstrap.kubernetes.io/token",
+        "metadata": {"name": format!("bootstrap-token-{id}"), "namespace": "kube-system"},
+        "stringData": {"token-id": id, "token-secret": secret, "expiration": expiration,
+            "usage-bootstrap-authentication": "true",
+            "auth-extra-groups": "system:bootstrappers:kybern:default-node-token"},
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_tokens_authenticate_until_they_expire() {
+    // With the controllers: the token cleaner removes expired tokens.
+    let server = common::Server::start_cluster(&["--disable-scheduler"]);
+    let future = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let past = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    for (id, secret, at) in [
+        ("abcdef", "0123456789abcdef", future.as_str()),
+        ("expird", "0123456789abcdef", past.as_str()),
+    ] {
+        let path = server.dir.path().join(format!("{id}.json"));
+        std::fs::write(&path, bootstrap_secret(id, secret, at)).expect("secret");
+        let (ok, out) = run(
+            &server.kubeconfig(),
+            &["apply", "-f", path.to_str().expect("path")],
+        );
+        assert!(ok, "{out}");
+    }
+
+    let live = kubeconfig_with_user(&server, "live", "{token: abcdef.0123456789abcdef}");
+    let (ok, out) = run(&live, &["auth", "whoami", "-o", "json"]);
+    assert!(ok, "{out}");
+    let who: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        who["status"]["userInfo"]["username"],
+        "system:bootstrap:abcdef"
+    );
+    assert_eq!(
+        who["status"]["userInfo"]["groups"],
+        serde_json::json!([
+            "system:bootstrappers",
+            "system:bootstrappers:kybern:default-node-token",
+            "system:authenticated"
+        ])
+    );
+    // The right id with a wrong secret, and an expired token: 401.
+    for (name, token) in [
+        ("wrong", "abcdef.0123456789abcdee"),
+        ("expired", "expird.0123456789abcdef"),
+    ] {
+        let kc = kubeconfig_with_user(&server, name, &format!("{{token: {token}}}"));
+        let (ok, out) = run(&kc, &["auth", "whoami"]);
+        assert!(!ok && out.contains("Unauthorized"), "{name}: {out}");
+    }
+    // The cleaner deletes the expired token's Secret and keeps the live one.
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(server.client().await, "kube-system");
+    common::wait_for("the expired token deleted", async || {
+        match secrets.get_opt("bootstrap-token-expird").await {
+            Ok(None) => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(
+        secrets
+            .get_opt("bootstrap-token-abcdef")
+            .await
+            .expect("get")
+            .is_some()
+    );
+}

@@ -341,7 +341,58 @@ async fn roles_bindings_and_reviews_follow_upstream() {
     ]);
     assert!(err.contains("forbidden"), "{err}");
 
-    // `can-i --list` shows the rules, `whoami` the identity.
+    // `can-i --list` shows the rules of `view`, `edit` and `admin`,
+    // `whoami` the identity.
+    let listing = |token: &str| {
+        let list = Cli::kubectl_with_token(&server, token)
+            .ok(&["auth", "can-i", "--list", "-n", "team-a"]);
+        move |res: &str| {
+            list.lines()
+                .find(|l| l.split_whitespace().next() == Some(res))
+                .map(str::to_owned)
+        }
+    };
+    let writes = |l: Option<String>| {
+        l.is_some_and(|l| {
+            ["create", "delete", "patch", "update"]
+                .iter()
+                .all(|v| l.contains(v))
+        })
+    };
+    for (token, rbac) in [("editor-token", false), ("admin-token", true)] {
+        let line = listing(token);
+        for res in [
+            "pods",
+            "secrets",
+            "configmaps",
+            "deployments.apps",
+            "jobs.batch",
+        ] {
+            assert!(writes(line(res)), "{token} {res}: {:?}", line(res));
+        }
+        assert!(
+            line("pods/exec").is_some_and(|l| l.contains("create")),
+            "{token}"
+        );
+        assert!(
+            line("namespaces").is_some_and(|l| !l.contains("create")),
+            "{token}"
+        );
+        for res in [
+            "roles.rbac.authorization.k8s.io",
+            "rolebindings.rbac.authorization.k8s.io",
+        ] {
+            assert_eq!(writes(line(res)), rbac, "{token} {res}: {:?}", line(res));
+        }
+        assert_eq!(
+            line("localsubjectaccessreviews.authorization.k8s.io").is_some(),
+            rbac,
+            "{token}"
+        );
+        assert!(
+            line("nodes").is_none() && line("clusterroles.rbac.authorization.k8s.io").is_none()
+        );
+    }
     let list = Cli::kubectl_with_token(&server, "viewer-token")
         .ok(&["auth", "can-i", "--list", "-n", "team-a"]);
     let line = |res: &str| {

@@ -1,13 +1,17 @@
 //! The ResourceQuota and HorizontalPodAutoscaler controllers inside `kybern
-//! server`: quota usage follows pods and objects; an autoscaler keeps its
-//! target within bounds and says that resource metrics are unavailable.
+//! server`: quota usage follows pods and objects, scoped quotas count and
+//! refuse only the pods their scopes cover; an autoscaler keeps its target
+//! within bounds and says that resource metrics are unavailable.
 
 mod common;
 
 use common::wait_for;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ResourceQuota};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, Pod, ResourceQuota,
+};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
@@ -79,6 +83,179 @@ async fn quota_usage_follows_pods_and_objects() {
         let q = quotas.get("q").await.ok()?;
         (used(&q, "pods").as_deref() == Some("1")
             && used(&q, "requests.cpu").as_deref() == Some("250m"))
+        .then_some(())
+    })
+    .await;
+    scoped_quotas_cover_only_their_pods(&client).await;
+    claims_are_held_to_storage_limits_and_quotas(&client).await;
+}
+
+/// LimitRange `PersistentVolumeClaim` bounds and storage quotas, overall
+/// and per storage class.
+async fn claims_are_held_to_storage_limits_and_quotas(client: &kube::Client) {
+    let post = PostParams::default();
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "storage"}})).expect("ns");
+    Api::<Namespace>::all(client.clone())
+        .create(&post, &ns)
+        .await
+        .expect("ns");
+    let range: LimitRange = serde_json::from_value(json!({"metadata": {"name": "claims"},
+        "spec": {"limits": [{"type": "PersistentVolumeClaim",
+            "min": {"storage": "1Gi"}, "max": {"storage": "2Gi"}}]}}))
+    .expect("range");
+    Api::<LimitRange>::namespaced(client.clone(), "storage")
+        .create(&post, &range)
+        .await
+        .expect("limit range");
+    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), "storage");
+    let quota: ResourceQuota = serde_json::from_value(json!({"metadata": {"name": "storage"},
+        "spec": {"hard": {"requests.storage": "3Gi",
+            "fast.storageclass.storage.k8s.io/persistentvolumeclaims": "1"}}}))
+    .expect("quota");
+    quotas.create(&post, &quota).await.expect("quota");
+    wait_for("storage quota status", async || {
+        quotas.get("storage").await.ok()?.status?.used.map(|_| ())
+    })
+    .await;
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "storage");
+    let claim = |name: &str, class: &str, size: &str| -> PersistentVolumeClaim {
+        serde_json::from_value(json!({"metadata": {"name": name},
+            "spec": {"storageClassName": class, "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": size}}}}))
+        .expect("claim")
+    };
+    let refused = async |c: PersistentVolumeClaim| -> String {
+        claims
+            .create(&post, &c)
+            .await
+            .expect_err("refused")
+            .to_string()
+    };
+    let err = refused(claim("tiny", "slow", "500Mi")).await;
+    assert!(
+        err.contains("persistentvolumeclaims \"tiny\" is forbidden: minimum storage usage per PersistentVolumeClaim is 1Gi, but request is 500Mi"),
+        "{err}"
+    );
+    let err = refused(claim("huge", "slow", "5Gi")).await;
+    assert!(
+        err.contains("maximum storage usage per PersistentVolumeClaim is 2Gi, but request is 5Gi"),
+        "{err}"
+    );
+    claims
+        .create(&post, &claim("a", "fast", "2Gi"))
+        .await
+        .expect("a");
+    let err = refused(claim("b", "slow", "2Gi")).await;
+    assert!(
+        err.contains("exceeded quota: storage, requested: requests.storage=2Gi, used: requests.storage=2Gi, limited: requests.storage=3Gi"),
+        "{err}"
+    );
+    let err = refused(claim("c", "fast", "1Gi")).await;
+    assert!(
+        err.contains("exceeded quota: storage, requested: fast.storageclass.storage.k8s.io/persistentvolumeclaims=1"),
+        "{err}"
+    );
+    claims
+        .create(&post, &claim("d", "slow", "1Gi"))
+        .await
+        .expect("d");
+    let used = |q: &ResourceQuota, k: &str| -> Option<String> {
+        Some(q.status.as_ref()?.used.as_ref()?.get(k)?.0.clone())
+    };
+    wait_for("storage usage", async || {
+        let q = quotas.get("storage").await.ok()?;
+        (used(&q, "requests.storage").as_deref() == Some("3Gi")
+            && used(
+                &q,
+                "fast.storageclass.storage.k8s.io/persistentvolumeclaims",
+            )
+            .as_deref()
+                == Some("1"))
+        .then_some(())
+    })
+    .await;
+}
+
+/// BestEffort and PriorityClass scopes: each quota counts, and refuses, only
+/// the pods its scopes cover.
+async fn scoped_quotas_cover_only_their_pods(client: &kube::Client) {
+    let post = PostParams::default();
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "scoped"}})).expect("ns");
+    Api::<Namespace>::all(client.clone())
+        .create(&post, &ns)
+        .await
+        .expect("ns");
+    let class: PriorityClass =
+        serde_json::from_value(json!({"metadata": {"name": "high"}, "value": 1000}))
+            .expect("class");
+    Api::<PriorityClass>::all(client.clone())
+        .create(&post, &class)
+        .await
+        .expect("priority class");
+    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), "scoped");
+    for q in [
+        json!({"metadata": {"name": "be"},
+            "spec": {"hard": {"pods": "1"}, "scopes": ["BestEffort"]}}),
+        json!({"metadata": {"name": "high"},
+            "spec": {"hard": {"pods": "1", "requests.cpu": "1"}, "scopeSelector": {"matchExpressions": [
+                {"scopeName": "PriorityClass", "operator": "In", "values": ["high"]}]}}}),
+    ] {
+        let q: ResourceQuota = serde_json::from_value(q).expect("quota");
+        quotas.create(&post, &q).await.expect("quota");
+    }
+    for name in ["be", "high"] {
+        wait_for("scoped quota status", async || {
+            quotas.get(name).await.ok()?.status?.used.map(|_| ())
+        })
+        .await;
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "scoped");
+    let pod = |name: &str, extra: serde_json::Value| -> Pod {
+        let mut spec = json!({"containers": [{"name": "c", "image": "registry.local/x:1"}]});
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).expect("pod")
+    };
+    let sized = json!({"containers": [{"name": "c", "image": "registry.local/x:1",
+        "resources": {"requests": {"cpu": "600m"}}}]});
+    pods.create(&post, &pod("be1", json!({})))
+        .await
+        .expect("be1");
+    let err = pods
+        .create(&post, &pod("be2", json!({})))
+        .await
+        .expect_err("a second best-effort pod is over the quota");
+    assert!(
+        err.to_string()
+            .contains("exceeded quota: be, requested: pods=1, used: pods=1, limited: pods=1"),
+        "{err}"
+    );
+    // Neither quota covers a sized pod without the class.
+    pods.create(&post, &pod("sized", sized.clone()))
+        .await
+        .expect("sized");
+    let mut high = sized.clone();
+    high["priorityClassName"] = json!("high");
+    pods.create(&post, &pod("h1", high.clone()))
+        .await
+        .expect("h1");
+    let err = pods
+        .create(&post, &pod("h2", high))
+        .await
+        .expect_err("a second high pod is over the quota");
+    assert!(err.to_string().contains("exceeded quota: high"), "{err}");
+    let used = |q: &ResourceQuota, k: &str| -> Option<String> {
+        Some(q.status.as_ref()?.used.as_ref()?.get(k)?.0.clone())
+    };
+    wait_for("scoped usage", async || {
+        let be = quotas.get("be").await.ok()?;
+        let high = quotas.get("high").await.ok()?;
+        (used(&be, "pods").as_deref() == Some("1")
+            && used(&high, "pods").as_deref() == Some("1")
+            && used(&high, "requests.cpu").as_deref() == Some("600m"))
         .then_some(())
     })
     .await;

@@ -1,7 +1,8 @@
 //! LimitRanger: the LimitRanges of a namespace give a new pod's containers
 //! the requests and limits they leave out (`defaultRequest`, `default`), then
 //! hold each container and the pod as a whole to `min`, `max` and
-//! `maxLimitRequestRatio`, with upstream's messages.
+//! `maxLimitRequestRatio`, and a new claim's storage request to
+//! `PersistentVolumeClaim` items' `min` and `max`, with upstream's messages.
 
 use std::collections::BTreeMap;
 
@@ -235,6 +236,69 @@ fn violations(ranges: &[Value], pod: &Value) -> Vec<String> {
     errs
 }
 
+/// Upstream's claim constraints: the request (only) against `min` and `max`.
+fn check_claim(item: &Value, requests: &Value, errs: &mut Vec<String>) {
+    const KIND: &str = "PersistentVolumeClaim";
+    for (resource, min) in list(&item["min"]) {
+        match requests[&resource].as_str() {
+            None => errs.push(format!(
+                "minimum {resource} usage per {KIND} is {min}.  No request is specified"
+            )),
+            Some(r) if milli(r) < milli(&min) => errs.push(format!(
+                "minimum {resource} usage per {KIND} is {min}, but request is {r}"
+            )),
+            _ => {}
+        }
+    }
+    for (resource, max) in list(&item["max"]) {
+        match requests[&resource].as_str() {
+            None => errs.push(format!(
+                "maximum {resource} usage per {KIND} is {max}.  No request is specified"
+            )),
+            Some(r) if milli(r) > milli(&max) => errs.push(format!(
+                "maximum {resource} usage per {KIND} is {max}, but request is {r}"
+            )),
+            _ => {}
+        }
+    }
+}
+
+/// The error for `errs`: one as it is, several as upstream's aggregate.
+fn refusal(info: &ResourceInfo, obj: &Value, errs: &[String]) -> Result<(), ApiError> {
+    match errs.len() {
+        0 => Ok(()),
+        1 => Err(super::forbidden(info, obj, &errs[0])),
+        _ => Err(super::forbidden(
+            info,
+            obj,
+            &format!("[{}]", errs.join(", ")),
+        )),
+    }
+}
+
+/// Checks a new claim's storage request against its namespace's
+/// `PersistentVolumeClaim` LimitRange items.
+pub async fn admit_claim(
+    state: &ApiState,
+    info: &ResourceInfo,
+    claim: &Value,
+) -> Result<(), ApiError> {
+    let namespace = object::namespace(claim);
+    if namespace.is_empty() {
+        return Ok(());
+    }
+    let ranges = super::cached_values(state, "", "limitranges", Some(namespace)).await?;
+    let mut errs = Vec::new();
+    for range in &ranges {
+        for item in range["spec"]["limits"].as_array().into_iter().flatten() {
+            if item["type"].as_str() == Some("PersistentVolumeClaim") {
+                check_claim(item, &claim["spec"]["resources"]["requests"], &mut errs);
+            }
+        }
+    }
+    refusal(info, claim, &errs)
+}
+
 /// Defaults and checks a new pod against its namespace's LimitRanges.
 pub async fn admit(state: &ApiState, info: &ResourceInfo, pod: &mut Value) -> Result<(), ApiError> {
     let namespace = object::namespace(pod).to_owned();
@@ -248,15 +312,7 @@ pub async fn admit(state: &ApiState, info: &ResourceInfo, pod: &mut Value) -> Re
     ranges.sort_by(|a, b| object::name(a).cmp(object::name(b)));
     apply_defaults(&ranges, pod);
     let errs = violations(&ranges, pod);
-    match errs.len() {
-        0 => Ok(()),
-        1 => Err(super::forbidden(info, pod, &errs[0])),
-        _ => Err(super::forbidden(
-            info,
-            pod,
-            &format!("[{}]", errs.join(", ")),
-        )),
-    }
+    refusal(info, pod, &errs)
 }
 
 #[cfg(test)]

@@ -8,10 +8,11 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, ResourceQuotaSpec};
+use kybern_apimachinery::quota_scope::{covers_pod, is_scoped};
 use kybern_apimachinery::resources::{
-    containers_missing, format_quota_amount, parse_quota_amount, pod_quota_usage,
-    quota_counted_kind,
+    claim_quota_usage, containers_missing, format_quota_amount, is_claim_quota_resource,
+    parse_quota_amount, pod_quota_usage, quota_counted_kind,
 };
 use kybern_apimachinery::{ApiError, StatusReason};
 use serde_json::Value;
@@ -40,6 +41,13 @@ fn usage(info: &ResourceInfo, obj: &Value, pod: Option<&Pod>, name: &str) -> Opt
     if let Some(pod) = pod {
         return pod_quota_usage(pod, name);
     }
+    if is_claim_quota_resource(name) {
+        if !(info.group.is_empty() && info.plural == "persistentvolumeclaims") {
+            return None;
+        }
+        let claim = serde_json::from_value(obj.clone()).ok()?;
+        return claim_quota_usage(&claim, name);
+    }
     let (group, _, plural) = quota_counted_kind(name)?;
     if group != info.group || plural != info.plural {
         return None;
@@ -53,6 +61,13 @@ fn usage(info: &ResourceInfo, obj: &Value, pod: Option<&Pod>, name: &str) -> Opt
         ))),
         _ => Some(1),
     }
+}
+
+/// Whether a quota counts the new object at all: a scoped quota counts only
+/// the pods its scopes cover.
+fn in_scope(quota: &Value, pod: Option<&Pod>) -> bool {
+    let spec: ResourceQuotaSpec = serde_json::from_value(quota["spec"].clone()).unwrap_or_default();
+    !is_scoped(&spec) || pod.is_some_and(|p| covers_pod(&spec, p))
 }
 
 /// `a=1,b=2` in name order, as upstream prints resource lists.
@@ -157,6 +172,9 @@ pub async fn admit(
     };
     let mut charges = Vec::new();
     for quota in quotas {
+        if !in_scope(&quota, pod.as_ref()) {
+            continue;
+        }
         let delta = deltas_of(&quota);
         if delta.is_empty() {
             continue;

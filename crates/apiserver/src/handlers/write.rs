@@ -122,6 +122,7 @@ pub async fn create_object(
             crate::defaults::qos_class(obj.get("spec").unwrap_or(&Value::Null)).into();
     }
     if info.group.is_empty() && info.plural == "persistentvolumeclaims" {
+        crate::admission::limit_ranger::admit_claim(&ctx.state, info, &obj).await?;
         crate::admission::default_storage_class::admit(&ctx.state, &mut obj).await?;
     }
     let causes = strategy::validate(info, &obj, None);

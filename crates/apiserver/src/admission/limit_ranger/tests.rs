@@ -86,3 +86,29 @@ fn a_pod_is_held_to_its_total() {
         ["maximum memory usage per Pod is 1Gi, but limit is 1536Mi"]
     );
 }
+
+#[test]
+fn claims_are_held_to_their_storage_bounds() {
+    let item = json!({"type": "PersistentVolumeClaim", "min": {"storage": "1Gi"}, "max": {"storage": "2Gi"}});
+    let errs = |requests: Value| {
+        let mut errs = Vec::new();
+        check_claim(&item, &requests, &mut errs);
+        errs
+    };
+    assert!(errs(json!({"storage": "1536Mi"})).is_empty());
+    assert_eq!(
+        errs(json!({"storage": "5Gi"})),
+        vec!["maximum storage usage per PersistentVolumeClaim is 2Gi, but request is 5Gi"]
+    );
+    assert_eq!(
+        errs(json!({"storage": "500Mi"})),
+        vec!["minimum storage usage per PersistentVolumeClaim is 1Gi, but request is 500Mi"]
+    );
+    assert_eq!(
+        errs(json!({})),
+        vec![
+            "minimum storage usage per PersistentVolumeClaim is 1Gi.  No request is specified",
+            "maximum storage usage per PersistentVolumeClaim is 2Gi.  No request is specified"
+        ]
+    );
+}
