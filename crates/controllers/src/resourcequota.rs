@@ -51,7 +51,14 @@ pub async fn run(client: kube::Client, informers: &Informers, workers: usize) {
                 tokio::select! {
                     _ = tick.tick() => ctl.resync(),
                     c = next_change(&mut quota_changes) => match c {
-                        Some(Change::Added(q) | Change::Modified(q) | Change::Deleted(q)) => ctl.queue.add(ObjectKey::of(q.as_ref())),
+                        Some(Change::Added(q) | Change::Deleted(q)) => ctl.queue.add(ObjectKey::of(q.as_ref())),
+                        // As upstream: only a change of `hard` is recomputed at once. A
+                        // status-only change is admission charging the quota; recomputing
+                        // then, from a pod cache that has not yet seen the pod just
+                        // admitted, would hand the charge back and let the next create
+                        // overshoot.
+                        Some(Change::Modified(q)) if hard_changed(&q) => ctl.queue.add(ObjectKey::of(q.as_ref())),
+                        Some(Change::Modified(_)) => {}
                         Some(Change::Resync) => ctl.resync(),
                         None => return,
                     },
@@ -77,6 +84,12 @@ pub async fn run(client: kube::Client, informers: &Informers, workers: usize) {
         })
     };
     tokio::join!(events, sync);
+}
+
+/// Whether a quota's `spec.hard` differs from the `status.hard` last
+/// written for it.
+fn hard_changed(q: &ResourceQuota) -> bool {
+    q.spec.as_ref().and_then(|s| s.hard.as_ref()) != q.status.as_ref().and_then(|s| s.hard.as_ref())
 }
 
 impl QuotaController {
