@@ -80,12 +80,10 @@ pub fn user_from_secret(
 pub async fn authenticate(state: &ApiState, token: &str) -> Option<UserInfo> {
     let (id, _) = split(token)?;
     let name = format!("{SECRET_PREFIX}{id}");
-    let (info, cache) = state.loaded_cache("", "secrets").await.ok()?;
-    let key = crate::storage::ObjectStore::key(&info, NAMESPACE, &name);
-    let secret: Value = match cache.get(&key) {
-        Some(cached) => serde_json::from_slice(&cached.json).ok()?,
-        None => state.objects.get(&info, NAMESPACE, &name).await.ok()?,
-    };
+    let secret = state
+        .cached_or_stored("", "secrets", NAMESPACE, &name)
+        .await
+        .ok()?;
     user_from_secret(token, &secret, chrono::Utc::now())
 }
 

@@ -75,6 +75,32 @@ impl ApiState {
         Ok((info, cache))
     }
 
+    /// One object of a `v1` resource: the watch cache's copy when it has
+    /// one (without waiting for the cache to load), else the store's, so
+    /// that an object written a moment ago is found.
+    pub async fn cached_or_stored(
+        &self,
+        group: &str,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<serde_json::Value, ApiError> {
+        let info = self
+            .registry
+            .get(group, "v1", plural)
+            .ok_or_else(|| ApiError::internal(format!("{plural} is not registered")))?;
+        let key = ObjectStore::key(&info, namespace, name);
+        let cached = self
+            .caches
+            .get(self.objects.store(), &info)
+            .and_then(|c| c.get(&key))
+            .and_then(|c| serde_json::from_slice(&c.json).ok());
+        match cached {
+            Some(obj) => Ok(obj),
+            None => self.objects.get(&info, namespace, name).await,
+        }
+    }
+
     /// The cached objects of one `v1` resource, in `namespace` (all when
     /// `None`).
     pub async fn cached_objects(

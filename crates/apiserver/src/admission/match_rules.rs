@@ -121,16 +121,17 @@ pub async fn matches(
     Ok(namespaces.matches_labels(labels.as_ref()))
 }
 
-/// The request's namespace object, from the watch cache.
+/// The request's namespace object (`None` for cluster-scoped requests or a
+/// namespace that does not exist).
 pub async fn namespace_object(state: &ApiState, name: &str) -> Result<Option<Value>, ApiError> {
     if name.is_empty() {
         return Ok(None);
     }
-    let (info, cache) = state.loaded_cache("", "namespaces").await?;
-    let key = crate::storage::ObjectStore::key(&info, "", name);
-    Ok(cache
-        .get(&key)
-        .and_then(|c| serde_json::from_slice(&c.json).ok()))
+    match state.cached_or_stored("", "namespaces", "", name).await {
+        Ok(ns) => Ok(Some(ns)),
+        Err(e) if e.reason == kybern_apimachinery::StatusReason::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

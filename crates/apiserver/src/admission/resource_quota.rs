@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Pod, ResourceQuotaSpec};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, ResourceQuotaSpec};
 use kybern_apimachinery::quota_scope::{covers_pod, is_scoped};
 use kybern_apimachinery::resources::{
     claim_quota_usage, containers_missing, format_quota_amount, is_claim_quota_resource,
@@ -36,17 +36,42 @@ const MUST_SPECIFY: [&str; 6] = [
     "limits.memory",
 ];
 
+/// The new object decoded, for the kinds quotas count by their contents.
+enum Typed {
+    Pod(Box<Pod>),
+    Claim(Box<PersistentVolumeClaim>),
+    Other,
+}
+
+impl Typed {
+    fn of(info: &ResourceInfo, obj: &Value) -> Self {
+        match (info.group.as_str(), info.plural.as_str()) {
+            ("", "pods") => serde_json::from_value(obj.clone())
+                .map_or(Typed::Other, |p| Typed::Pod(Box::new(p))),
+            ("", "persistentvolumeclaims") => serde_json::from_value(obj.clone())
+                .map_or(Typed::Other, |c| Typed::Claim(Box::new(c))),
+            _ => Typed::Other,
+        }
+    }
+
+    fn pod(&self) -> Option<&Pod> {
+        match self {
+            Typed::Pod(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
 /// What the new object adds to each quota resource it counts towards.
-fn usage(info: &ResourceInfo, obj: &Value, pod: Option<&Pod>, name: &str) -> Option<i64> {
-    if let Some(pod) = pod {
+fn usage(info: &ResourceInfo, obj: &Value, typed: &Typed, name: &str) -> Option<i64> {
+    if let Typed::Pod(pod) = typed {
         return pod_quota_usage(pod, name);
     }
     if is_claim_quota_resource(name) {
-        if !(info.group.is_empty() && info.plural == "persistentvolumeclaims") {
+        let Typed::Claim(claim) = typed else {
             return None;
-        }
-        let claim = serde_json::from_value(obj.clone()).ok()?;
-        return claim_quota_usage(&claim, name);
+        };
+        return claim_quota_usage(claim, name);
     }
     let (group, _, plural) = quota_counted_kind(name)?;
     if group != info.group || plural != info.plural {
@@ -157,29 +182,26 @@ pub async fn admit(
     if quotas.is_empty() {
         return Ok(());
     }
-    let pod: Option<Pod> = if info.group.is_empty() && info.plural == "pods" {
-        serde_json::from_value(obj.clone()).ok()
-    } else {
-        None
-    };
+    let typed = Typed::of(info, obj);
+    let pod = typed.pod();
     let deltas_of = |quota: &Value| -> Delta {
         quota["spec"]["hard"]
             .as_object()
             .into_iter()
             .flatten()
-            .filter_map(|(k, _)| Some((k.clone(), usage(info, obj, pod.as_ref(), k)?)))
+            .filter_map(|(k, _)| Some((k.clone(), usage(info, obj, &typed, k)?)))
             .collect()
     };
     let mut charges = Vec::new();
     for quota in quotas {
-        if !in_scope(&quota, pod.as_ref()) {
+        if !in_scope(&quota, pod) {
             continue;
         }
         let delta = deltas_of(&quota);
         if delta.is_empty() {
             continue;
         }
-        if let Some(pod) = &pod
+        if let Some(pod) = pod
             && let Some(why) = missing_constraints(pod, &delta)
         {
             let q = object::name(&quota);
@@ -286,13 +308,16 @@ mod tests {
         let cms = reg.get("", "v1", "configmaps").expect("configmaps");
         let svcs = reg.get("", "v1", "services").expect("services");
         let cm = json!({});
-        assert_eq!(usage(&cms, &cm, None, "configmaps"), Some(1));
-        assert_eq!(usage(&cms, &cm, None, "count/configmaps"), Some(1));
-        assert_eq!(usage(&cms, &cm, None, "secrets"), None);
+        assert_eq!(usage(&cms, &cm, &Typed::Other, "configmaps"), Some(1));
+        assert_eq!(usage(&cms, &cm, &Typed::Other, "count/configmaps"), Some(1));
+        assert_eq!(usage(&cms, &cm, &Typed::Other, "secrets"), None);
         let lb = json!({"spec": {"type": "LoadBalancer"}});
-        assert_eq!(usage(&svcs, &lb, None, "services.nodeports"), Some(1));
         assert_eq!(
-            usage(&svcs, &json!({}), None, "services.loadbalancers"),
+            usage(&svcs, &lb, &Typed::Other, "services.nodeports"),
+            Some(1)
+        );
+        assert_eq!(
+            usage(&svcs, &json!({}), &Typed::Other, "services.loadbalancers"),
             Some(0)
         );
         let pod: Pod = serde_json::from_value(json!({"spec": {"containers": [

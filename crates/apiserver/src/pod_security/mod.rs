@@ -84,19 +84,7 @@ fn pod_parts<'a>(info: &ResourceInfo, obj: &'a Value) -> Option<(&'a Value, &'a 
 
 /// The labels of namespace `name`, from the watch cache when it has it.
 async fn namespace_labels(state: &ApiState, name: &str) -> Result<Value, ApiError> {
-    let Some(info) = state.registry.get("", "v1", "namespaces") else {
-        return Ok(Value::Null);
-    };
-    let key = crate::storage::ObjectStore::key(&info, "", name);
-    let cached = state
-        .caches
-        .get(state.objects.store(), &info)
-        .and_then(|c| c.get(&key))
-        .and_then(|c| serde_json::from_slice::<Value>(&c.json).ok());
-    let ns = match cached {
-        Some(ns) => ns,
-        None => state.objects.get(&info, "", name).await?,
-    };
+    let ns = state.cached_or_stored("", "namespaces", "", name).await?;
     Ok(ns["metadata"]["labels"].clone())
 }
 

@@ -83,24 +83,23 @@ pub fn compile_error(expression: &str) -> Option<String> {
 struct Inputs<'a> {
     object: &'a Value,
     old_object: &'a Value,
-    request: Value,
+    request: &'a Value,
     params: &'a Value,
     namespace_object: &'a Value,
 }
 
 /// Evaluates `expression` to a value.
-fn eval(
+/// The inputs as CEL values, converted once for all of a policy's
+/// expressions.
+fn base_context<'v>(
     env: &Arc<cel::Env>,
     inputs: &Inputs<'_>,
-    variables: &serde_json::Map<String, Value>,
-    expression: &str,
-) -> Result<Value, String> {
-    let program = program(env, expression).map_err(|e| format!("compilation failed: {e}"))?;
+) -> Result<cel::Context<'static, 'v>, String> {
     let mut context = cel::Context::with_env(env.clone());
     for (name, value) in [
         ("object", inputs.object),
         ("oldObject", inputs.old_object),
-        ("request", &inputs.request),
+        ("request", inputs.request),
         ("params", inputs.params),
         ("namespaceObject", inputs.namespace_object),
     ] {
@@ -108,6 +107,18 @@ fn eval(
             .add_variable(name, value)
             .map_err(|e| e.to_string())?;
     }
+    Ok(context)
+}
+
+/// Evaluates `expression` in `base` with the variables computed so far.
+fn eval(
+    env: &cel::Env,
+    base: &cel::Context<'_, '_>,
+    variables: &serde_json::Map<String, Value>,
+    expression: &str,
+) -> Result<Value, String> {
+    let program = program(env, expression).map_err(|e| format!("compilation failed: {e}"))?;
+    let mut context = base.new_inner_scope();
     context
         .add_variable("variables", variables)
         .map_err(|e| e.to_string())?;
@@ -238,6 +249,7 @@ fn evaluate(
     out: &mut Vec<Violation>,
 ) -> Result<(), String> {
     let env = env()?;
+    let base = base_context(&env, inputs)?;
     let spec = &policy["spec"];
     let fail_closed = spec["failurePolicy"].as_str() != Some("Ignore");
     let name = |v: &Value| v["metadata"]["name"].as_str().unwrap_or("").to_owned();
@@ -255,13 +267,13 @@ fn evaluate(
         let (Some(n), Some(expr)) = (v["name"].as_str(), v["expression"].as_str()) else {
             continue;
         };
-        if let Ok(value) = eval(&env, inputs, &variables, expr) {
+        if let Ok(value) = eval(&env, &base, &variables, expr) {
             variables.insert(n.to_owned(), value);
         }
     }
     for condition in spec["matchConditions"].as_array().into_iter().flatten() {
         let expr = condition["expression"].as_str().unwrap_or("");
-        match eval(&env, inputs, &variables, expr) {
+        match eval(&env, &base, &variables, expr) {
             Ok(Value::Bool(true)) => {}
             Ok(Value::Bool(false)) => return Ok(()),
             Ok(_) | Err(_) if !fail_closed => return Ok(()),
@@ -293,7 +305,7 @@ fn evaluate(
         .enumerate()
     {
         let expr = validation["expression"].as_str().unwrap_or("");
-        let failed = match eval(&env, inputs, &variables, expr) {
+        let failed = match eval(&env, &base, &variables, expr) {
             Ok(Value::Bool(true)) => continue,
             Ok(Value::Bool(false)) => None,
             Ok(_) => Some("validation expression must evaluate to bool".to_owned()),
@@ -306,7 +318,7 @@ fn evaluate(
                 Some(m) => m.to_owned(),
                 None => validation["messageExpression"]
                     .as_str()
-                    .and_then(|m| match eval(&env, inputs, &variables, m) {
+                    .and_then(|m| match eval(&env, &base, &variables, m) {
                         Ok(Value::String(s)) if !s.trim().is_empty() => Some(s),
                         _ => None,
                     })
@@ -345,6 +357,7 @@ pub async fn admit(
     let mut namespace: Option<Value> = None;
     let mut audited = Vec::new();
     let mut denied: Option<Violation> = None;
+    let request = request_value(a, user);
     for binding in &bindings {
         let policy_name = binding["spec"]["policyName"].as_str().unwrap_or("");
         let Some(policy) = policies
@@ -376,7 +389,7 @@ pub async fn admit(
                     let inputs = Inputs {
                         object: a.object.unwrap_or(&Value::Null),
                         old_object: a.old_object.unwrap_or(&Value::Null),
-                        request: request_value(a, user),
+                        request: &request,
                         params: p,
                         namespace_object: namespace.as_ref().unwrap_or(&Value::Null),
                     };

@@ -12,7 +12,7 @@ fn run(policy: &Value, object: &Value) -> Vec<Violation> {
     let inputs = Inputs {
         object,
         old_object: &Value::Null,
-        request: json!({"operation": "CREATE", "userInfo": {"username": "alice"}}),
+        request: &json!({"operation": "CREATE", "userInfo": {"username": "alice"}}),
         params: &json!({"data": {"max": "3"}}),
         namespace_object: &json!({"metadata": {"labels": {"env": "prod"}}}),
     };
