@@ -5,11 +5,10 @@
 //! start missed runs, keep their history, and `kubectl create job --from`
 //! works.
 
-mod common;
-
+use crate::common;
 use std::collections::BTreeSet;
 
-use common::wait_for;
+use crate::common::wait_for;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};

@@ -2,12 +2,11 @@
 //! through the `kube-system/kube-scheduler` Lease and schedules; when it dies,
 //! the other takes the Lease over and schedules.
 
-mod common;
-
+use crate::common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::cluster::{add_node, add_pod, node_of};
+use crate::common::cluster::{add_node, add_pod, node_of};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use serde_json::json;

@@ -3,12 +3,11 @@
 //! user, impersonation, the authorization decision, PodSecurity's audit
 //! violations and upstream's stages, and Secret values never reach the log.
 
-mod common;
-
+use crate::common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::cli::Cli;
+use crate::common::cli::Cli;
 use serde_json::Value;
 
 const POLICY: &str = r#"apiVersion: audit.k8s.io/v1

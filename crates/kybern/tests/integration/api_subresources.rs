@@ -3,8 +3,7 @@
 //! `spec.finalizers` are cleared, refusing new content meanwhile, and a pod is
 //! bound once.
 
-mod common;
-
+use crate::common;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams, PostParams};

@@ -3,9 +3,8 @@
 //! TokenReview, the OIDC discovery documents, and the token volume every
 //! new pod gets.
 
-mod common;
-
-use common::cli::Cli;
+use crate::common;
+use crate::common::cli::Cli;
 use k8s_openapi::api::authentication::v1::TokenReview;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::Api;

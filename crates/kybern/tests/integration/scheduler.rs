@@ -2,11 +2,10 @@
 //! each plugin's effect on where pods go, the `FailedScheduling` message and
 //! `PodScheduled` condition, requeue when a node is added, scheduling gates.
 
-mod common;
-
+use crate::common;
 use std::time::{Duration, Instant};
 
-use common::cluster::{add_node, add_pod, failure_of, node_of, stays_pending};
+use crate::common::cluster::{add_node, add_pod, failure_of, node_of, stays_pending};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;

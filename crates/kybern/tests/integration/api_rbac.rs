@@ -3,9 +3,8 @@
 //! resources against upstream's rules, enforcement of real requests, the
 //! escalation check, impersonation and the review APIs.
 
-mod common;
-
-use common::cli::Cli;
+use crate::common;
+use crate::common::cli::Cli;
 use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::rbac::v1::ClusterRole;

@@ -1,8 +1,7 @@
 //! CustomResourceDefinitions through kube-rs: a CRD becomes an API (discovery,
 //! CRUD, status subresource), and deleting it removes the API and its objects.
 
-mod common;
-
+use crate::common;
 use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

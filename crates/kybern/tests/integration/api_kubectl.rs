@@ -2,9 +2,8 @@
 //! .tools/bin, or found through $KUBECTL): apply, get with output formats and
 //! selectors, label, annotate, patch, replace, delete, watch, api-resources.
 
-mod common;
-
-use common::cli::Cli;
+use crate::common;
+use crate::common::cli::Cli;
 
 fn setup() -> (common::Server, Cli) {
     let server = common::Server::start();

@@ -2,8 +2,7 @@
 //! objects, the status and scale subresources, printer columns in
 //! `kubectl get`, two served versions with `None` conversion, and `explain`.
 
-mod common;
-
+use crate::common;
 use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

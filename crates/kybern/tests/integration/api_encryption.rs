@@ -5,11 +5,10 @@
 //! data and re-sealing by rewrite moves it to the new key, and a server
 //! without the key refuses to serve the secret rather than serve garbage.
 
-mod common;
-
+use crate::common;
 use std::path::{Path, PathBuf};
 
-use common::cli::Cli;
+use crate::common::cli::Cli;
 
 /// 32 and 16 random-looking bytes, base64.
 const KEY1: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";

@@ -2,11 +2,10 @@
 //! by side, PriorityClass admission, and preemption (victims chosen with
 //! disruption budgets respected, `nominatedNodeName`, `preemptionPolicy: Never`).
 
-mod common;
-
+use crate::common;
 use std::time::Duration;
 
-use common::cluster::{add_node, add_pod, failure_of, node_of, stays_pending};
+use crate::common::cluster::{add_node, add_pod, failure_of, node_of, stays_pending};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;

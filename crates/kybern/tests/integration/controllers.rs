@@ -4,9 +4,8 @@
 //! propagation policy; namespaces empty themselves; every namespace gets its
 //! default ServiceAccount and root CA.
 
-mod common;
-
-use common::wait_for;
+use crate::common;
+use crate::common::wait_for;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ServiceAccount};

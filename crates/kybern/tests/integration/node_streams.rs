@@ -2,12 +2,11 @@
 //! exec` with and without a terminal, the service account token a pod
 //! carries, `port-forward`, `top`, and who the agent's own port lets in.
 
-mod common;
-
-use common::cli::Cli;
-use common::node::NodeCluster;
-use common::pods::{container, create, delete_and_wait, wait_status};
-use common::wait_for;
+use crate::common;
+use crate::common::cli::Cli;
+use crate::common::node::NodeCluster;
+use crate::common::pods::{container, create, delete_and_wait, wait_status};
+use crate::common::wait_for;
 use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};

@@ -2,8 +2,7 @@
 //! bearer tokens from a token file, and anonymous requests limited to health
 //! and version, driven with the real kubectl.
 
-mod common;
-
+use crate::common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

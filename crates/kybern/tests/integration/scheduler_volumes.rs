@@ -3,9 +3,8 @@
 //! upstream's messages, requeue when a claim or node appears, and nodes that
 //! already hold a pod's large image preferred.
 
-mod common;
-
-use common::cluster::{add_node, add_pod, failure_of, node_of};
+use crate::common;
+use crate::common::cluster::{add_node, add_pod, failure_of, node_of};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};

@@ -4,9 +4,8 @@
 //! included) with upstream's messages, DefaultTolerationSeconds and
 //! DefaultStorageClass fill in their defaults.
 
-mod common;
-
-use common::cli::Cli;
+use crate::common;
+use crate::common::cli::Cli;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, ResourceQuota};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};

@@ -5,9 +5,8 @@
 //! (through evictions a PodDisruptionBudget paces) and `uncordon` work; pods
 //! bound to a deleted node are collected.
 
-mod common;
-
-use common::wait_for;
+use crate::common;
+use crate::common::wait_for;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;

@@ -5,9 +5,8 @@
 //! roll from the highest ordinal down to the partition, scale down in
 //! reverse, and get their claims; replication controllers keep their count.
 
-mod common;
-
-use common::wait_for;
+use crate::common;
+use crate::common::wait_for;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};

@@ -3,9 +3,8 @@
 //! refuse only the pods their scopes cover; an autoscaler keeps its target
 //! within bounds and says that resource metrics are unavailable.
 
-mod common;
-
-use common::wait_for;
+use crate::common;
+use crate::common::wait_for;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{

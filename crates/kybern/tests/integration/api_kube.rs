@@ -2,8 +2,7 @@
 //! concurrency, patches, selectors, pagination, watch, finalizers, dry run, and
 //! upstream's `Status` errors.
 
-mod common;
-
+use crate::common;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};

@@ -2,9 +2,8 @@
 //! `pod-security.kubernetes.io/*` labels refuse or warn about pods that
 //! break the Pod Security Standards, with upstream's messages.
 
-mod common;
-
-use common::cli::Cli;
+use crate::common;
+use crate::common::cli::Cli;
 
 const PRIVILEGED: &str = r#"{"apiVersion": "v1", "kind": "Pod",
   "metadata": {"name": "evil"},

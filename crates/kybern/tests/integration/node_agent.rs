@@ -2,12 +2,10 @@
 //! root): pods run, share their network and volumes, restart by policy,
 //! survive an agent crash, and leave nothing behind when deleted.
 
-mod common;
-
-use common::cli::Cli;
-use common::node::NodeCluster;
-use common::pods::{container, create, delete_and_wait, log_of, status_of, wait_status};
-use common::wait_for;
+use crate::common::cli::Cli;
+use crate::common::node::NodeCluster;
+use crate::common::pods::{container, create, delete_and_wait, log_of, status_of, wait_status};
+use crate::common::wait_for;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::PostParams;

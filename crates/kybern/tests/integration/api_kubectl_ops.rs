@@ -2,13 +2,12 @@
 //! (protobuf bodies), server-side apply with conflicts, `diff`, `explain`,
 //! `describe`, `--watch`, and deletion with finalizers and cascade policies.
 
-mod common;
-
+use crate::common;
 use std::io::Read;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::cli::Cli;
+use crate::common::cli::Cli;
 
 fn setup() -> (common::Server, Cli) {
     let server = common::Server::start();

@@ -1,8 +1,7 @@
 //! kube-rs with server-side apply and strategic merge patch: field managers,
 //! conflicts and `force`, apply as create, ownership in managedFields.
 
-mod common;
-
+use crate::common;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;

@@ -3,8 +3,7 @@
 //! with an IP), finishes Job pods, removes deleted pods after their grace
 //! period, and stops heartbeating a node labelled to fail.
 
-mod common;
-
+use crate::common;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;

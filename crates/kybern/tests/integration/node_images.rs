@@ -2,12 +2,10 @@
 //! `docker-registry` on loopback), through a mirror of docker.io and by the
 //! registry's own address, with back-off when an image is missing.
 
-mod common;
-
-use common::cli::Cli;
-use common::node::{NodeCluster, busybox_image};
-use common::registry::LocalRegistry;
-use common::wait_for;
+use crate::common::cli::Cli;
+use crate::common::node::{NodeCluster, busybox_image};
+use crate::common::registry::LocalRegistry;
+use crate::common::wait_for;
 
 /// A pod's field by JSONPath, through kubectl.
 fn field(kubectl: &Cli, pod: &str, path: &str) -> String {

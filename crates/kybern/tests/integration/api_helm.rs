@@ -2,9 +2,8 @@
 //! the chart `helm create` makes (no `--wait`: no pods run yet). Helm stores
 //! releases as protobuf Secrets and applies with server-side apply.
 
-mod common;
-
-use common::cli::Cli;
+use crate::common;
+use crate::common::cli::Cli;
 
 #[test]
 fn helm_release_lifecycle() {

@@ -4,11 +4,10 @@
 //! parameters from a ConfigMap, on create, update and delete; a policy whose
 //! CEL does not compile is refused; removing a binding lifts it.
 
-mod common;
-
+use crate::common;
 use std::time::{Duration, Instant};
 
-use common::cli::Cli;
+use crate::common::cli::Cli;
 
 const REPLICA_LIMIT: &str = r#"
 apiVersion: admissionregistration.k8s.io/v1

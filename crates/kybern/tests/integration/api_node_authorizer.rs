@@ -2,8 +2,7 @@
 //! (client certificate `system:node:NAME` in `system:nodes`) reads only
 //! what pods bound to it use, and writes only itself and its pods' status.
 
-mod common;
-
+use crate::common;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, ServiceAccount};
 use kube::Api;
