@@ -16,4 +16,4 @@ pub mod resources;
 pub mod status;
 pub mod x509;
 
-pub use status::{ApiError, Cause, StatusReason};
+pub use status::{ApiError, Cause, ForeignStatus, StatusReason};

@@ -200,6 +200,20 @@ pub struct ApiError {
     pub causes: Vec<Cause>,
     /// `details.retryAfterSeconds`.
     pub retry_after_seconds: Option<u32>,
+    /// A code and reason another party chose (an admission webhook's
+    /// `Status`), sent instead of `reason`'s.
+    pub foreign: Option<ForeignStatus>,
+}
+
+/// The code and reason of a `Status` that came from outside the server: an
+/// admission webhook may answer with any code of 400 or more and any reason
+/// (or none), and upstream passes them through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForeignStatus {
+    /// HTTP status code.
+    pub code: u16,
+    /// `reason`, left out of the `Status` when empty.
+    pub reason: String,
 }
 
 impl ApiError {
@@ -213,7 +227,37 @@ impl ApiError {
             kind: None,
             causes: Vec::new(),
             retry_after_seconds: None,
+            foreign: None,
         }
+    }
+
+    /// An error carrying another party's code and reason (an admission
+    /// webhook's `Status`); `reason` is the nearest known reason, for the
+    /// server's own decisions about the error.
+    pub fn foreign(code: u16, reason: impl Into<String>, message: impl Into<String>) -> Self {
+        let known = match code {
+            401 => StatusReason::Unauthorized,
+            403 => StatusReason::Forbidden,
+            404 => StatusReason::NotFound,
+            405 => StatusReason::MethodNotAllowed,
+            406 => StatusReason::NotAcceptable,
+            409 => StatusReason::Conflict,
+            410 => StatusReason::Gone,
+            413 => StatusReason::RequestEntityTooLarge,
+            415 => StatusReason::UnsupportedMediaType,
+            422 => StatusReason::Invalid,
+            429 => StatusReason::TooManyRequests,
+            503 => StatusReason::ServiceUnavailable,
+            504 => StatusReason::Timeout,
+            500..=599 => StatusReason::InternalError,
+            _ => StatusReason::BadRequest,
+        };
+        let mut err = ApiError::new(known, message);
+        err.foreign = Some(ForeignStatus {
+            code,
+            reason: reason.into(),
+        });
+        err
     }
 
     fn qualified(resource: &str, group: &str) -> String {
@@ -335,7 +379,10 @@ impl ApiError {
 
     /// The HTTP status code.
     pub fn code(&self) -> u16 {
-        self.reason.code()
+        match &self.foreign {
+            Some(f) => f.code,
+            None => self.reason.code(),
+        }
     }
 
     /// The `Status` object (`kind: Status`, `apiVersion: v1`).
@@ -349,6 +396,14 @@ impl ApiError {
             "reason": self.reason.as_str(),
             "code": self.code(),
         });
+        if let Some(f) = &self.foreign
+            && let Some(m) = status.as_object_mut()
+        {
+            match f.reason.as_str() {
+                "" => m.remove("reason"),
+                r => m.insert("reason".into(), json!(r)),
+            };
+        }
         let mut details = serde_json::Map::new();
         if let Some(name) = &self.name {
             details.insert("name".into(), json!(name));
@@ -440,6 +495,20 @@ mod tests {
         assert_eq!(
             (s["code"].as_u64(), s["reason"].as_str()),
             (Some(409), Some("Conflict"))
+        );
+    }
+
+    #[test]
+    fn foreign_status_keeps_its_code_and_reason() {
+        let s = ApiError::foreign(418, "", "no tea").to_status();
+        assert_eq!(s["code"], 418);
+        assert!(s.get("reason").is_none(), "{s}");
+        let e = ApiError::foreign(403, "Forbidden", "no");
+        assert_eq!(e.reason, StatusReason::Forbidden);
+        assert_eq!(e.to_status()["reason"], "Forbidden");
+        assert_eq!(
+            ApiError::foreign(429, "Busy", "x").to_status()["reason"],
+            "Busy"
         );
     }
 }

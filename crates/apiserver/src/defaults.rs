@@ -147,6 +147,12 @@ pub fn apply(info: &ResourceInfo, body: &mut Value) {
             }
         }
         ("", "podtemplates") => template(root),
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations") => {
+            crate::admission::webhook::config::apply_defaults(root, true);
+        }
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations") => {
+            crate::admission::webhook::config::apply_defaults(root, false);
+        }
         ("", "replicationcontrollers") | ("apps", "replicasets") => {
             if let Some(spec) = child(root, "spec") {
                 default(spec, "replicas", json!(1));

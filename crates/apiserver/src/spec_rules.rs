@@ -142,6 +142,12 @@ pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<
                 obj,
             ));
         }
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations") => {
+            causes.extend(crate::admission::webhook::config::validate(obj, true));
+        }
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations") => {
+            causes.extend(crate::admission::webhook::config::validate(obj, false));
+        }
         ("", "pods") => {
             pod_spec(obj.get("spec"), "spec", &mut causes);
             if let Some(old) = old {

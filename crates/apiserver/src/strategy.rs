@@ -119,7 +119,10 @@ pub fn prepare_create(info: &ResourceInfo, obj: &mut Object) -> Result<(), ApiEr
     ] {
         object::remove_meta(obj, field);
     }
-    if obj.get("spec").is_some() || info.group.contains('.') && !info.group.ends_with("k8s.io") {
+    if obj.get("spec").is_some()
+        || info.group.contains('.') && !info.group.ends_with("k8s.io")
+        || generation_field(info) == "webhooks"
+    {
         object::set_meta(obj, "generation", json!(1));
     } else {
         object::remove_meta(obj, "generation");
@@ -276,7 +279,8 @@ pub fn prepare_update(
             l.insert("kubernetes.io/metadata.name".into(), json!(name));
         }
     }
-    let spec_changed = new.get("spec") != old.get("spec");
+    let field = generation_field(info);
+    let spec_changed = new.get(field) != old.get(field);
     if let Some(generation) = old.pointer("/metadata/generation").and_then(Value::as_i64) {
         object::set_meta(
             new,
@@ -287,6 +291,18 @@ pub fn prepare_update(
                 generation
             }),
         );
+    }
+}
+
+/// The top-level field whose changes bump `generation`: a webhook
+/// configuration has `webhooks` where other kinds have `spec`.
+fn generation_field(info: &ResourceInfo) -> &'static str {
+    match (info.group.as_str(), info.plural.as_str()) {
+        (
+            "admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations" | "validatingwebhookconfigurations",
+        ) => "webhooks",
+        _ => "spec",
     }
 }
 

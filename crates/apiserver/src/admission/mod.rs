@@ -1,7 +1,8 @@
 //! Admission plugins that upstream runs as separate plugins: LimitRanger,
 //! DefaultTolerationSeconds, DefaultStorageClass (mutating, on create),
-//! ValidatingAdmissionPolicy (validating, on create and update) and
-//! ResourceQuota (validating, and charging the quota, on create).
+//! ValidatingAdmissionPolicy (validating, on create, update and delete),
+//! the mutating and validating admission webhooks, and ResourceQuota
+//! (validating, and charging the quota, on create).
 //! Priority, ServiceAccount, PodSecurity and NodeRestriction live beside the
 //! code they share (`priority`, `service_accounts`, `pod_security`,
 //! `authz::node`).
@@ -12,6 +13,7 @@ pub mod limit_ranger;
 pub mod match_rules;
 pub mod resource_quota;
 pub mod validating_policy;
+pub mod webhook;
 
 use kybern_apimachinery::ApiError;
 use serde_json::Value;

@@ -156,7 +156,10 @@ pub(super) async fn delete_object(
             }
         }
         // Admission sees the delete once per attempt, with the object it removes.
-        ctx.admit_policies("DELETE", None, Some(&old), &mut Vec::new())
+        let mut warnings = Vec::new();
+        ctx.mutate_admission("DELETE", None, Some(&old), &mut warnings)
+            .await?;
+        ctx.validate_admission("DELETE", None, Some(&old), &mut warnings)
             .await?;
         let mut finalizers = object::finalizers(&old);
         let policy_finalizer = match opts.propagation.as_deref() {

@@ -1,6 +1,7 @@
 //! The REST handlers: one module per verb, all generic over the resource registry.
 //! This module resolves a request to its resource and verb and dispatches it.
 
+mod admission;
 mod apply;
 mod binding;
 pub(crate) mod body;
@@ -139,46 +140,6 @@ impl Ctx {
     /// The object name from the URL ("" for collections).
     pub fn name(&self) -> &str {
         self.path.name.as_deref().unwrap_or("")
-    }
-
-    /// Runs the validating admission policies over a write of `object`
-    /// (`old` before it), as `operation`.
-    pub async fn admit_policies(
-        &self,
-        operation: &'static str,
-        object: Option<&crate::object::Object>,
-        old: Option<&crate::object::Object>,
-        warnings: &mut Vec<String>,
-    ) -> Result<(), ApiError> {
-        let either = object.or(old);
-        let name = either
-            .map(crate::object::name)
-            .unwrap_or_else(|| self.name());
-        let namespace = match either.map(crate::object::namespace) {
-            Some(ns) if !ns.is_empty() => ns,
-            _ => self.namespace(),
-        };
-        let attempt = crate::admission::match_rules::AdmissionAttempt {
-            operation,
-            group: &self.info.group,
-            version: &self.info.version,
-            kind: &self.info.kind,
-            resource: &self.info.plural,
-            subresource: self.path.subresource.as_deref().unwrap_or(""),
-            namespace,
-            name,
-            object,
-            old_object: old,
-            dry_run: self.query.dry_run()?,
-        };
-        crate::admission::validating_policy::admit(
-            &self.state,
-            &self.user,
-            &attempt,
-            warnings,
-            &self.audit,
-        )
-        .await
     }
 }
 

@@ -117,13 +117,17 @@ pub async fn create_object(
         crate::priority::admit(&ctx.state, &mut obj).await?;
         crate::service_accounts::admit(&ctx.state, &mut obj).await;
         crate::admission::default_tolerations::admit(&mut obj);
-        // LimitRanger may have given the pod requests and limits.
-        obj["status"]["qosClass"] =
-            crate::defaults::qos_class(obj.get("spec").unwrap_or(&Value::Null)).into();
     }
     if info.group.is_empty() && info.plural == "persistentvolumeclaims" {
         crate::admission::limit_ranger::admit_claim(&ctx.state, info, &obj).await?;
         crate::admission::default_storage_class::admit(&ctx.state, &mut obj).await?;
+    }
+    ctx.mutate_admission("CREATE", Some(&mut obj), None, warnings)
+        .await?;
+    if info.group.is_empty() && info.plural == "pods" {
+        // LimitRanger or a webhook may have given the pod requests and limits.
+        obj["status"]["qosClass"] =
+            crate::defaults::qos_class(obj.get("spec").unwrap_or(&Value::Null)).into();
     }
     let causes = strategy::validate(info, &obj, None);
     if !causes.is_empty() {
@@ -137,7 +141,7 @@ pub async fn create_object(
         object::meta_str(&obj, "name"),
     )?;
     crate::pod_security::admit(&ctx.state, info, &obj, warnings, &ctx.audit).await?;
-    ctx.admit_policies("CREATE", Some(&obj), None, warnings)
+    ctx.validate_admission("CREATE", Some(&obj), None, warnings)
         .await?;
     check_namespace_open(ctx, object::namespace(&obj)).await?;
     let dry_run = ctx.query.dry_run()?;
@@ -244,13 +248,15 @@ pub async fn update_with(
         if record_ownership {
             crate::managed::record_update(&mut new, Some(&old), &writer);
         }
+        ctx.mutate_admission("UPDATE", Some(&mut new), Some(&old), warnings)
+            .await?;
         let causes = strategy::validate(info, &new, Some(&old));
         if !causes.is_empty() {
             return Err(invalid(info, &new, causes));
         }
         crate::authz::escalation::admit(&ctx.state, &ctx.user, &info.group, &info.plural, &new)
             .await?;
-        ctx.admit_policies("UPDATE", Some(&new), Some(&old), warnings)
+        ctx.validate_admission("UPDATE", Some(&new), Some(&old), warnings)
             .await?;
         object::set_meta(&mut new, "resourceVersion", json!(old_rv.to_string()));
         ctx.to_storage(&mut new);

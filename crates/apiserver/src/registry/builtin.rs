@@ -81,6 +81,8 @@ const ROWS: &[Row] = rows! {
     "apiregistration.k8s.io" "v1" "APIService" "apiservices" Cluster [] NONE STATUS;
     "admissionregistration.k8s.io" "v1" "ValidatingAdmissionPolicy" "validatingadmissionpolicies" Cluster [] API_EXTENSIONS STATUS;
     "admissionregistration.k8s.io" "v1" "ValidatingAdmissionPolicyBinding" "validatingadmissionpolicybindings" Cluster [] API_EXTENSIONS NONE;
+    "admissionregistration.k8s.io" "v1" "MutatingWebhookConfiguration" "mutatingwebhookconfigurations" Cluster [] API_EXTENSIONS NONE;
+    "admissionregistration.k8s.io" "v1" "ValidatingWebhookConfiguration" "validatingwebhookconfigurations" Cluster [] API_EXTENSIONS NONE;
     "apiextensions.k8s.io" "v1" "CustomResourceDefinition" "customresourcedefinitions" Cluster ["crd", "crds"] NONE STATUS;
 };
 

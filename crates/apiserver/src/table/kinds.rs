@@ -329,6 +329,13 @@ pub(super) fn for_resource(info: &ResourceInfo) -> (Vec<Column>, Cells) {
             ],
             cronjob_cells,
         ),
+        (
+            "admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations" | "validatingwebhookconfigurations",
+        ) => (vec![NAME, col("Webhooks", "integer", 0, ""), AGE], |o| {
+            let count = o["webhooks"].as_array().map_or(0, Vec::len);
+            vec![name(o), json!(count), created(o)]
+        }),
         ("coordination.k8s.io", "leases") => {
             (vec![NAME, col("Holder", "string", 0, ""), AGE], |o| {
                 vec![name(o), json!(s(o, "/spec/holderIdentity")), created(o)]

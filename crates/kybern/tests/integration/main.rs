@@ -7,6 +7,7 @@ mod common;
 
 mod api_admission;
 mod api_admission_policy;
+mod api_admission_webhook;
 mod api_audit;
 mod api_auth;
 mod api_crd;

@@ -157,6 +157,47 @@ fn request_value(a: &AdmissionAttempt<'_>, user: &UserInfo) -> Value {
     })
 }
 
+/// Evaluates an admission webhook's `matchConditions` (over `object`,
+/// `oldObject` and `request`): false as soon as one is false; an error (or
+/// a non-bool) is the webhook's failure, for its failure policy to decide.
+pub fn match_conditions(
+    conditions: &Value,
+    a: &AdmissionAttempt<'_>,
+    user: &UserInfo,
+) -> Result<bool, String> {
+    let env = env()?;
+    let request = request_value(a, user);
+    let inputs = Inputs {
+        object: a.object.unwrap_or(&Value::Null),
+        old_object: a.old_object.unwrap_or(&Value::Null),
+        request: &request,
+        params: &Value::Null,
+        namespace_object: &Value::Null,
+    };
+    let base = base_context(&env, &inputs)?;
+    let none = serde_json::Map::new();
+    for condition in conditions.as_array().into_iter().flatten() {
+        let expr = condition["expression"].as_str().unwrap_or("");
+        match eval(&env, &base, &none, expr) {
+            Ok(Value::Bool(true)) => {}
+            Ok(Value::Bool(false)) => return Ok(false),
+            Ok(_) => {
+                return Err(format!(
+                    "matchCondition '{}' must evaluate to bool",
+                    condition["name"].as_str().unwrap_or("")
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "matchCondition '{}' resulted in error: {e}",
+                    condition["name"].as_str().unwrap_or("")
+                ));
+            }
+        }
+    }
+    Ok(true)
+}
+
 fn reason_of(validation: &Value) -> StatusReason {
     match validation["reason"].as_str() {
         Some("Unauthorized") => StatusReason::Unauthorized,

@@ -8,6 +8,7 @@ pub mod node;
 pub mod pods;
 pub mod registry;
 pub mod sim;
+pub mod webhook;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
