@@ -119,7 +119,8 @@ impl Query {
     }
 }
 
-fn percent_decode(s: &str) -> String {
+/// Decodes a query component (`%XX` and `+` as a space).
+pub(crate) fn percent_decode(s: &str) -> String {
     fn hex(c: u8) -> Option<u8> {
         (c as char).to_digit(16).map(|d| d as u8)
     }

@@ -82,6 +82,52 @@ impl Ctx {
         crate::defaults::apply(&self.info, obj);
     }
 
+    /// Admission of a CONNECT (exec, port-forward): webhooks and policies
+    /// see the options object (`PodExecOptions`, `PodPortForwardOptions`)
+    /// as upstream sends it; patches have nothing to change.
+    pub async fn connect_admission(
+        &self,
+        kind: &'static str,
+        options: &Value,
+    ) -> Result<(), ApiError> {
+        let (name, namespace) = (self.name().to_owned(), self.namespace().to_owned());
+        let mut attempt = self.attempt("CONNECT", (&name, &namespace), Some(options), None)?;
+        attempt.kind = kind;
+        let mut warnings = Vec::new();
+        let mut copy = options.clone();
+        let ignore = |_: &mut Value| {};
+        let before = AdmissionAttempt {
+            object: None,
+            ..attempt.clone()
+        };
+        webhook::mutate(
+            &self.state,
+            &self.user,
+            &before,
+            Some(&mut copy),
+            &ignore,
+            &mut warnings,
+            &self.audit,
+        )
+        .await?;
+        validating_policy::admit(
+            &self.state,
+            &self.user,
+            &attempt,
+            &mut warnings,
+            &self.audit,
+        )
+        .await?;
+        webhook::validate(
+            &self.state,
+            &self.user,
+            &attempt,
+            &mut warnings,
+            &self.audit,
+        )
+        .await
+    }
+
     /// Runs the validating admission policies, then the validating webhooks,
     /// over a write of `object` (`old` before it), as `operation`.
     pub async fn validate_admission(

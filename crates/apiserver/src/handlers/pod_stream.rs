@@ -45,8 +45,12 @@ pub async fn stream(
             ))
             .into());
         }
+        ctx.connect_admission("PodExecOptions", &exec_options(ctx, &container))
+            .await?;
         format!("/exec/{}/{name}/{container}", ctx.namespace())
     } else {
+        ctx.connect_admission("PodPortForwardOptions", &port_forward_options(ctx))
+            .await?;
         format!("/portForward/{}/{name}", ctx.namespace())
     };
     let (host, port) = agent_for_pod(ctx, &pod).await?;
@@ -99,6 +103,39 @@ pub async fn stream(
         tracing::debug!(stream = %what, "stream ended");
     });
     Ok(resp)
+}
+
+/// Every value of a repeated query parameter, decoded.
+fn query_values(ctx: &Ctx, key: &str) -> Vec<String> {
+    ctx.raw_query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(k, _)| crate::request::percent_decode(k) == key)
+        .map(|(_, v)| crate::request::percent_decode(v))
+        .collect()
+}
+
+/// The `PodExecOptions` admission sees, from the query.
+fn exec_options(ctx: &Ctx, container: &str) -> serde_json::Value {
+    let flag = |k: &str| matches!(ctx.query.get(k), Some("true" | "1"));
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "PodExecOptions",
+        "stdin": flag("stdin"), "stdout": flag("stdout"), "stderr": flag("stderr"),
+        "tty": flag("tty"), "container": container, "command": query_values(ctx, "command"),
+    })
+}
+
+/// The `PodPortForwardOptions` admission sees, from the query.
+fn port_forward_options(ctx: &Ctx) -> serde_json::Value {
+    let ports: Vec<u16> = query_values(ctx, "ports")
+        .iter()
+        .flat_map(|p| {
+            p.split(',')
+                .filter_map(|n| n.trim().parse().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    serde_json::json!({"apiVersion": "v1", "kind": "PodPortForwardOptions", "ports": ports})
 }
 
 /// Copies bytes both ways until the agent's side ends. Unlike

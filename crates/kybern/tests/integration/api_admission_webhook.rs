@@ -357,6 +357,50 @@ async fn webhooks_mutate_validate_and_fail_as_configured() {
         "jsonpath={.metadata.generation}",
     ]);
     assert_eq!(generation, "2");
+
+    // CONNECT: an exec is reviewed with its PodExecOptions, and refused.
+    let connect = configuration(
+        "ValidatingWebhookConfiguration",
+        "connect.kybern.test",
+        vec![hook(
+            "exec.kybern.test",
+            &url("/deny-all"),
+            &ca,
+            rule("pods/exec", &["CONNECT"]),
+            json!({}),
+        )],
+    );
+    kubectl.ok_stdin(&["create", "-f", "-"], &connect);
+    kubectl.ok(&[
+        "run",
+        "box",
+        "-n",
+        "plain",
+        "--image=busybox",
+        "--restart=Never",
+    ]);
+    let refused = common::wait_for("the exec webhook to be in force", async || {
+        let out = kubectl.run(&["exec", "box", "-n", "plain", "--", "ls", "-l"]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        stderr.contains("exec.kybern.test").then_some(stderr)
+    })
+    .await;
+    assert!(
+        refused.contains("admission webhook \"exec.kybern.test\" denied the request: no entry"),
+        "{refused}"
+    );
+    let reviews = webhook.reviews("/deny-all");
+    let exec = &reviews.last().expect("an exec review")["request"];
+    assert_eq!(
+        (
+            exec["operation"].as_str(),
+            exec["subResource"].as_str(),
+            exec["kind"]["kind"].as_str()
+        ),
+        (Some("CONNECT"), Some("exec"), Some("PodExecOptions"))
+    );
+    assert_eq!(exec["object"]["command"], json!(["ls", "-l"]));
+    assert_eq!(exec["name"], "box");
 }
 
 /// A bridge with one address, removed on drop: the webhook's endpoint must

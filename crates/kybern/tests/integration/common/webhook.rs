@@ -3,7 +3,8 @@
 //! records every review it receives and answers by path:
 //! `/validate` refuses objects labelled `deny: "yes"` (403), `/mutate`
 //! labels objects `mutated-by: test-webhook` with a warning, `/slow`
-//! answers after three seconds, `/bad-uid` answers another request's uid.
+//! answers after three seconds, `/bad-uid` answers another request's uid,
+//! `/deny-all` refuses everything.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -70,6 +71,7 @@ fn answer_for(path: &str, review: &Value) -> Value {
                 "auditAnnotations": {"labelled": "true"}})
         }
         "/bad-uid" => json!({"uid": "not-the-request", "allowed": true}),
+        "/deny-all" => json!({"uid": uid, "allowed": false, "status": {"message": "no entry"}}),
         _ => json!({"uid": uid, "allowed": true}),
     };
     json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
