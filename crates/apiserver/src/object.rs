@@ -43,6 +43,16 @@ pub fn labels(obj: &Object) -> Option<&Value> {
     obj.get("metadata").and_then(|m| m.get("labels"))
 }
 
+/// The strings of an array value, borrowed (non-strings skipped; none
+/// when it is not an array).
+pub fn str_items(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
 /// The strings of the array at a JSON pointer (non-strings skipped; none when absent).
 pub fn strings_at(obj: &Object, pointer: &str) -> Vec<String> {
     obj.pointer(pointer)

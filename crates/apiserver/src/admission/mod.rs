@@ -22,6 +22,29 @@ use crate::object;
 use crate::registry::ResourceInfo;
 use crate::server::ApiState;
 
+/// The group of admission configuration (policies, bindings, webhook
+/// configurations).
+pub const ADMISSION_GROUP: &str = "admissionregistration.k8s.io";
+
+/// Whether the request is exempt from configurable admission: objects of
+/// the admission group itself, as upstream, so a broken policy or webhook
+/// can always be removed.
+fn exempt(a: &match_rules::AdmissionAttempt<'_>) -> bool {
+    a.group == ADMISSION_GROUP
+}
+
+/// The cached objects of an admission-group resource, by name (the order
+/// upstream applies bindings and webhook configurations in).
+async fn configurations(state: &ApiState, plural: &str) -> Result<Vec<Value>, ApiError> {
+    let mut all = cached_values(state, ADMISSION_GROUP, plural, None).await?;
+    all.sort_by(|a, b| {
+        a["metadata"]["name"]
+            .as_str()
+            .cmp(&b["metadata"]["name"].as_str())
+    });
+    Ok(all)
+}
+
 /// Upstream's `admission.NewForbidden`: `pods "web" is forbidden: <why>`.
 fn forbidden(info: &ResourceInfo, obj: &Value, why: &str) -> ApiError {
     let name = match object::name(obj) {

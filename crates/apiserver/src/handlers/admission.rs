@@ -96,14 +96,10 @@ impl Ctx {
         let mut warnings = Vec::new();
         let mut copy = options.clone();
         let ignore = |_: &mut Value| {};
-        let before = AdmissionAttempt {
-            object: None,
-            ..attempt.clone()
-        };
         webhook::mutate(
             &self.state,
             &self.user,
-            &before,
+            &attempt,
             Some(&mut copy),
             &ignore,
             &mut warnings,

@@ -137,13 +137,7 @@ fn failing(spec: &Value, mut bad: impl FnMut(&Value) -> bool) -> Vec<String> {
         .collect()
 }
 
-fn strings(v: &Value) -> Vec<&str> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect()
-}
+use crate::object::str_items as strings;
 
 fn baseline(spec: &Value, meta: &Value, out: &mut Vec<Violation>) {
     let pod_sc = &spec["securityContext"];

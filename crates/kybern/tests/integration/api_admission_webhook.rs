@@ -406,13 +406,13 @@ async fn webhooks_mutate_validate_and_fail_as_configured() {
 /// A bridge with one address, removed on drop: the webhook's endpoint must
 /// be a routable address (upstream refuses loopback ones), and this kernel
 /// may lack the dummy link type.
-struct DummyLink {
+struct AddressedBridge {
     name: String,
 }
 
-impl DummyLink {
+impl AddressedBridge {
     fn add(name: &str, address: &str) -> Self {
-        let link = DummyLink {
+        let link = AddressedBridge {
             name: name.to_owned(),
         };
         for args in [
@@ -431,7 +431,7 @@ impl DummyLink {
     }
 }
 
-impl Drop for DummyLink {
+impl Drop for AddressedBridge {
     fn drop(&mut self) {
         let _ = Command::new("ip")
             .args(["link", "del", &self.name])
@@ -444,7 +444,7 @@ async fn a_webhook_behind_a_service_is_reached_through_its_endpoints() {
     let webhook = WebhookServer::start(&["hooks.webhooks.svc"]);
     let octet = webhook.port % 250 + 1;
     let address = format!("10.254.{octet}.1");
-    let _link = DummyLink::add(&format!("kbwh{}", webhook.port), &format!("{address}/32"));
+    let _link = AddressedBridge::add(&format!("kbwh{}", webhook.port), &format!("{address}/32"));
     let server = common::Server::start();
     let client = server.client().await;
     let kubectl = Cli::kubectl(&server);

@@ -17,7 +17,7 @@ use crate::server::ApiState;
 
 /// The group whose objects no policy applies to, so that a bad policy can
 /// always be fixed or removed.
-const GROUP: &str = "admissionregistration.k8s.io";
+use super::ADMISSION_GROUP as GROUP;
 
 /// What one validation concluded.
 struct Violation {
@@ -381,20 +381,14 @@ pub async fn admit(
     warnings: &mut Vec<String>,
     audit: &AuditContext,
 ) -> Result<(), ApiError> {
-    if a.group == GROUP {
+    if super::exempt(a) {
         return Ok(());
     }
-    let mut bindings =
-        super::cached_values(state, GROUP, "validatingadmissionpolicybindings", None).await?;
+    let bindings = super::configurations(state, "validatingadmissionpolicybindings").await?;
     if bindings.is_empty() {
         return Ok(());
     }
     let policies = super::cached_values(state, GROUP, "validatingadmissionpolicies", None).await?;
-    bindings.sort_by(|x, y| {
-        x["metadata"]["name"]
-            .as_str()
-            .cmp(&y["metadata"]["name"].as_str())
-    });
     let mut namespace: Option<Value> = None;
     let mut audited = Vec::new();
     let mut denied: Option<Violation> = None;
@@ -454,12 +448,7 @@ pub async fn admit(
                 index: 0,
             }),
         }
-        let actions: Vec<&str> = binding["spec"]["validationActions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+        let actions = crate::object::str_items(&binding["spec"]["validationActions"]);
         for v in violations {
             if actions.contains(&"Warn") {
                 warnings.push(format!(

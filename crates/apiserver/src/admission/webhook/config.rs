@@ -7,6 +7,8 @@ use std::collections::HashSet;
 use kybern_apimachinery::{Cause, names};
 use serde_json::{Map, Value, json};
 
+use crate::object::str_items as strings;
+
 fn default(map: &mut Map<String, Value>, key: &str, value: Value) {
     if map.get(key).is_none_or(Value::is_null) {
         map.insert(key.to_owned(), value);
@@ -49,14 +51,6 @@ fn not_supported(hook: &Value, key: &str, field: &str, allowed: &[&str], causes:
     {
         causes.push(Cause::not_supported(format!("{field}.{key}"), v, allowed));
     }
-}
-
-fn strings(v: &Value) -> Vec<&str> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect()
 }
 
 /// Upstream's `IsFullyQualifiedName`: a DNS subdomain of three or more labels.

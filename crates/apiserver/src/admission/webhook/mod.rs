@@ -19,8 +19,6 @@ use crate::auth::UserInfo;
 use crate::server::ApiState;
 use review::Verdict;
 
-const GROUP: &str = "admissionregistration.k8s.io";
-
 /// One configured webhook and the configuration it belongs to.
 struct Hook {
     configuration: String,
@@ -48,13 +46,8 @@ impl Hook {
 /// Every webhook of every configuration of `plural`, in upstream's order:
 /// configurations by name, webhooks in the order listed.
 async fn hooks(state: &ApiState, plural: &str) -> Result<Vec<Hook>, ApiError> {
-    let mut configurations = super::cached_values(state, GROUP, plural, None).await?;
-    configurations.sort_by(|a, b| {
-        a["metadata"]["name"]
-            .as_str()
-            .cmp(&b["metadata"]["name"].as_str())
-    });
-    Ok(configurations
+    Ok(super::configurations(state, plural)
+        .await?
         .into_iter()
         .flat_map(|mut c| {
             let name = c["metadata"]["name"].as_str().unwrap_or("").to_owned();
@@ -109,7 +102,7 @@ async fn call(
     let failed = |why: String| format!("failed calling webhook {name:?}: {why}");
     let version = review::review_version(&hook.spec);
     let uid = uuid::Uuid::new_v4().to_string();
-    let body = review::request_body(version, &uid, a, a.object, user).to_string();
+    let body = review::request_body(version, &uid, a, user).to_string();
     let client_config = &hook.spec["clientConfig"];
     let target = client::resolve(state, client_config)
         .await
@@ -123,20 +116,27 @@ async fn call(
     review::parse_response(&answer, version, &uid, name, mutating).map_err(failed)
 }
 
+/// Where a webhook was called: `mutation` or `validating`, the round and
+/// the webhook's index, as upstream's audit annotations name them.
+type CallSite = (&'static str, usize, usize);
+
 /// A webhook that could not be called: refused (`Fail`) with upstream's
 /// internal error, or let through (`Ignore`) with a log line and an audit
 /// annotation.
 fn on_failure(
     hook: &Hook,
     why: String,
-    annotation: String,
+    (stage, round, index): CallSite,
     audit: &AuditContext,
 ) -> Result<(), ApiError> {
     if !hook.fails_open() {
         return Err(ApiError::internal(why));
     }
     tracing::warn!(webhook = hook.name(), error = %why, "admission webhook failed open");
-    audit.annotate(&annotation, hook.name().to_owned());
+    audit.annotate(
+        &format!("failed-open.{stage}.webhook.admission.k8s.io/round_{round}_index_{index}"),
+        hook.name().to_owned(),
+    );
     Ok(())
 }
 
@@ -182,7 +182,7 @@ pub async fn mutate(
     warnings: &mut Vec<String>,
     audit: &AuditContext,
 ) -> Result<(), ApiError> {
-    if a.group == GROUP {
+    if super::exempt(a) {
         return Ok(());
     }
     let hooks = hooks(state, "mutatingwebhookconfigurations").await?;
@@ -205,15 +205,13 @@ pub async fn mutate(
                     object: current,
                     ..a.clone()
                 };
-                let failed_open = format!(
-                    "failed-open.mutation.webhook.admission.k8s.io/round_{round}_index_{index}"
-                );
+                let site = ("mutation", round, index);
                 match applies(state, hook, &attempt, user).await? {
                     Ok(false) => continue,
                     Ok(true) => {}
                     Err(why) => {
                         let why = format!("failed calling webhook {:?}: {why}", hook.name());
-                        on_failure(hook, why, failed_open, audit)?;
+                        on_failure(hook, why, site, audit)?;
                         continue;
                     }
                 }
@@ -221,7 +219,7 @@ pub async fn mutate(
                 match call(state, hook, &attempt, user, true).await {
                     Ok(v) => v,
                     Err(why) => {
-                        on_failure(hook, why, failed_open, audit)?;
+                        on_failure(hook, why, site, audit)?;
                         continue;
                     }
                 }
@@ -232,12 +230,10 @@ pub async fn mutate(
                 Verdict::Allowed(allowed) => allowed,
             };
             record_allowed(hook, &allowed, warnings, audit);
-            let mut mutated = false;
-            if let (Some(patch), Some(obj)) = (&allowed.patch, object.as_deref_mut()) {
-                let before = obj.clone();
-                apply_patch(hook, obj, patch, settle)?;
-                mutated = *obj != before;
-            }
+            let mutated = match (&allowed.patch, object.as_deref_mut()) {
+                (Some(patch), Some(obj)) => apply_patch(hook, obj, patch, settle)?,
+                _ => false,
+            };
             audit.annotate(
                 &format!("mutation.webhook.admission.k8s.io/round_{round}_index_{index}"),
                 json!({"configuration": hook.configuration, "webhook": hook.name(),
@@ -268,13 +264,14 @@ pub async fn mutate(
     Ok(())
 }
 
-/// Applies a webhook's JSON patch; the object must keep its kind.
+/// Applies a webhook's JSON patch (the object must keep its kind); true
+/// when the object changed.
 fn apply_patch(
     hook: &Hook,
     obj: &mut Value,
     patch: &json_patch::Patch,
     settle: &(dyn Fn(&mut Value) + Sync),
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     let (api_version, kind) = (obj["apiVersion"].clone(), obj["kind"].clone());
     let mut patched = obj.clone();
     json_patch::patch(&mut patched, patch).map_err(|e| {
@@ -290,8 +287,9 @@ fn apply_patch(
         )));
     }
     settle(&mut patched);
+    let changed = patched != *obj;
     *obj = patched;
-    Ok(())
+    Ok(changed)
 }
 
 /// Runs the validating webhooks that match, all at once (as upstream); the
@@ -303,23 +301,22 @@ pub async fn validate(
     warnings: &mut Vec<String>,
     audit: &AuditContext,
 ) -> Result<(), ApiError> {
-    if a.group == GROUP {
+    if super::exempt(a) {
         return Ok(());
     }
     let hooks = hooks(state, "validatingwebhookconfigurations").await?;
     let mut chosen = Vec::new();
     for (index, hook) in hooks.iter().enumerate() {
-        let failed_open =
-            format!("failed-open.validating.webhook.admission.k8s.io/round_0_index_{index}");
+        let site = ("validating", 0, index);
         match applies(state, hook, a, user).await? {
             Ok(true) => {
                 check_dry_run(hook, a)?;
-                chosen.push((hook, failed_open));
+                chosen.push((hook, site));
             }
             Ok(false) => {}
             Err(why) => {
                 let why = format!("failed calling webhook {:?}: {why}", hook.name());
-                on_failure(hook, why, failed_open, audit)?;
+                on_failure(hook, why, site, audit)?;
             }
         }
     }
@@ -330,14 +327,14 @@ pub async fn validate(
     )
     .await;
     let mut refusal = None;
-    for ((hook, failed_open), verdict) in chosen.iter().zip(verdicts) {
+    for ((hook, site), verdict) in chosen.iter().zip(verdicts) {
         let outcome = match verdict {
             Ok(Verdict::Allowed(allowed)) => {
                 record_allowed(hook, &allowed, warnings, audit);
                 Ok(())
             }
             Ok(Verdict::Denied(err)) => Err(*err),
-            Err(why) => on_failure(hook, why, failed_open.clone(), audit),
+            Err(why) => on_failure(hook, why, *site, audit),
         };
         if let Err(e) = outcome {
             refusal.get_or_insert(e);

@@ -15,11 +15,8 @@ pub const REVIEW_GROUP: &str = "admission.k8s.io";
 /// The review version to speak with a webhook: the first of its
 /// `admissionReviewVersions` this server knows (both have one shape).
 pub fn review_version(hook: &Value) -> &'static str {
-    let listed = hook["admissionReviewVersions"].as_array();
-    let first = listed
+    let first = crate::object::str_items(&hook["admissionReviewVersions"])
         .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
         .find(|v| matches!(*v, "v1" | "v1beta1"));
     match first {
         Some("v1beta1") => "v1beta1",
@@ -38,13 +35,7 @@ fn options(operation: &str) -> Value {
 }
 
 /// The `AdmissionReview` for one call of one webhook.
-pub fn request_body(
-    version: &str,
-    uid: &str,
-    a: &AdmissionAttempt<'_>,
-    object: Option<&Value>,
-    user: &UserInfo,
-) -> Value {
+pub fn request_body(version: &str, uid: &str, a: &AdmissionAttempt<'_>, user: &UserInfo) -> Value {
     let kind = json!({"group": a.group, "version": a.version, "kind": a.kind});
     let resource = json!({"group": a.group, "version": a.version, "resource": a.resource});
     let mut request = json!({
@@ -55,7 +46,7 @@ pub fn request_body(
         "requestResource": resource,
         "operation": a.operation,
         "userInfo": {"username": user.name, "groups": user.groups},
-        "object": object,
+        "object": a.object,
         "oldObject": a.old_object,
         "dryRun": a.dry_run,
         "options": options(a.operation),
@@ -255,7 +246,15 @@ mod tests {
             groups: vec!["dev".into()],
         };
         let obj = json!({"metadata": {"name": "cm"}});
-        let review = request_body("v1", "u-1", &attempt(), Some(&obj), &user);
+        let review = request_body(
+            "v1",
+            "u-1",
+            &AdmissionAttempt {
+                object: Some(&obj),
+                ..attempt()
+            },
+            &user,
+        );
         assert_eq!(review["apiVersion"], "admission.k8s.io/v1");
         let r = &review["request"];
         assert_eq!(r["uid"], "u-1");
