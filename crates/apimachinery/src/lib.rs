@@ -3,7 +3,7 @@
 //! of it (and which pods its scopes cover), the name and label rules of upstream's validation, and the identity
 //! in a client certificate.
 //!
-//! Pure logic with no I/O and no knowledge of storage or HTTP, so that every rule
+//! Pure logic with no I/O (TLS appears only as a certificate-verification policy) and no knowledge of storage or HTTP, so that every rule
 //! is unit-tested here against upstream's documented behaviour.
 
 pub mod bootstrap_token;
@@ -14,6 +14,7 @@ pub mod quantity;
 pub mod quota_scope;
 pub mod resources;
 pub mod status;
+pub mod tls;
 pub mod x509;
 
 pub use status::{ApiError, Cause, ForeignStatus, StatusReason};

@@ -11,10 +11,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use kybern_apimachinery::tls::AnyServerCert;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::pki::Pki;
 
@@ -22,56 +21,6 @@ use crate::pki::Pki;
 #[derive(Clone, Debug)]
 pub struct NodeProxy {
     tls: Arc<rustls::ClientConfig>,
-}
-
-/// Accepts the agent's self-signed certificate, but still checks that the
-/// agent holds its key (the handshake signature).
-#[derive(Debug)]
-struct AnyAgentCert(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyAgentCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// Why a node agent could not be reached.
@@ -108,7 +57,7 @@ impl NodeProxy {
             .with_safe_default_protocol_versions()
             .map_err(|e| bad(&e))?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyAgentCert(provider)))
+            .with_custom_certificate_verifier(Arc::new(AnyServerCert::new(provider)))
             .with_client_auth_cert(certs, key)
             .map_err(|e| bad(&e))?;
         Ok(NodeProxy {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod};
 
 use super::PodWorker;
-use super::probes::http_action;
+use super::checks::http_action;
 
 /// The longest a postStart hook may hold a container's start up.
 const POST_START_LIMIT: Duration = Duration::from_secs(120);

@@ -1,6 +1,7 @@
 //! The pod worker: one task per pod on the node that drives the pod's sandbox
 //! and containers toward its spec and reports what it sees as the pod's status.
 
+mod checks;
 mod containers;
 mod hooks;
 mod image_pull;

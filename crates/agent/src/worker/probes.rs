@@ -1,4 +1,4 @@
-//! Startup, liveness and readiness probes (exec, httpGet, tcpSocket) of a
+//! Startup, liveness and readiness probes (exec, httpGet, tcpSocket, grpc) of a
 //! pod's running containers, with the kubelet's delays, periods, thresholds
 //! and consequences: a failed liveness or startup probe restarts the
 //! container; readiness decides `ready`.
@@ -7,11 +7,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::Utc;
-use k8s_openapi::api::core::v1::{Container, HTTPGetAction, Pod, Probe};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use k8s_openapi::api::core::v1::{Container, Pod, Probe};
 
 use super::PodWorker;
+use super::checks::{grpc_health, http_action, port_of, tcp_open};
 use super::state::Run;
 use super::status::Observed;
 
@@ -55,74 +54,6 @@ fn secs(n: impl Into<i64>) -> Duration {
     Duration::from_secs(u64::try_from(n.into()).unwrap_or(0))
 }
 
-/// The port a probe names: a number, or the name of a container port.
-fn port_of(c: &Container, port: &IntOrString) -> Option<u16> {
-    match port {
-        IntOrString::Int(p) => u16::try_from(*p).ok(),
-        IntOrString::String(name) => c
-            .ports
-            .iter()
-            .flatten()
-            .find(|p| p.name.as_deref() == Some(name))
-            .and_then(|p| u16::try_from(p.container_port).ok())
-            .or_else(|| name.parse().ok()),
-    }
-}
-
-/// One HTTP GET; success is a status from 200 to 399.
-pub(super) async fn http_get(
-    host: &str,
-    port: u16,
-    path: &str,
-    headers: &[(String, String)],
-) -> bool {
-    let Ok(mut tcp) = tokio::net::TcpStream::connect((host, port)).await else {
-        return false;
-    };
-    let mut req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.35\r\nAccept: */*\r\nConnection: close\r\n"
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    if tcp.write_all(req.as_bytes()).await.is_err() {
-        return false;
-    }
-    let mut head = [0u8; 64];
-    let Ok(n) = tcp.read(&mut head).await else {
-        return false;
-    };
-    let line = String::from_utf8_lossy(&head[..n]);
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse::<u16>().ok())
-        .is_some_and(|code| (200..400).contains(&code))
-}
-
-/// An `httpGet` action (probe or hook) against container `c` at pod IP `ip`.
-pub(super) async fn http_action(
-    c: &Container,
-    http: &HTTPGetAction,
-    ip: &str,
-) -> Result<(), String> {
-    let port = port_of(c, &http.port).ok_or("no such port")?;
-    let host = http.host.clone().filter(|h| !h.is_empty());
-    let host = host.unwrap_or_else(|| ip.to_owned());
-    let path = http.path.clone().unwrap_or_else(|| "/".into());
-    let headers: Vec<(String, String)> = http
-        .http_headers
-        .iter()
-        .flatten()
-        .map(|h| (h.name.clone(), h.value.clone()))
-        .collect();
-    if http_get(&host, port, &path, &headers).await {
-        Ok(())
-    } else {
-        Err(format!("HTTP GET {host}:{port}{path} failed"))
-    }
-}
-
 impl PodWorker {
     /// Runs one probe against container `c` (runtime ID `id`) at `ip`.
     async fn run_probe(&self, c: &Container, probe: &Probe, id: &str, ip: &str) -> bool {
@@ -138,30 +69,28 @@ impl PodWorker {
                     .is_ok_and(|code| code == 0);
             }
             if let Some(http) = &probe.http_get {
-                if http
-                    .scheme
-                    .as_deref()
-                    .is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"))
-                {
-                    tracing::warn!(container = %c.name, "HTTPS probes are not built; counting a failure");
-                    return false;
-                }
                 return http_action(c, http, ip).await.is_ok();
             }
             if let Some(tcp) = &probe.tcp_socket {
                 let Some(port) = port_of(c, &tcp.port) else {
                     return false;
                 };
-                let host = tcp
-                    .host
-                    .clone()
-                    .filter(|h| !h.is_empty())
-                    .unwrap_or_else(|| ip.to_owned());
-                return tokio::net::TcpStream::connect((host.as_str(), port))
-                    .await
-                    .is_ok();
+                let host = tcp.host.clone().filter(|h| !h.is_empty());
+                return tcp_open(host.as_deref().unwrap_or(ip), port).await;
             }
-            tracing::warn!(container = %c.name, "gRPC probes are not built; counting a failure");
+            if let Some(grpc) = &probe.grpc {
+                let Ok(port) = u16::try_from(grpc.port) else {
+                    return false;
+                };
+                let service = grpc.service.as_deref().unwrap_or_default();
+                return match grpc_health(ip, port, service).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::debug!(container = %c.name, error = %e, "gRPC probe failed");
+                        false
+                    }
+                };
+            }
             false
         };
         tokio::time::timeout(timeout, check).await.unwrap_or(false)
@@ -271,42 +200,5 @@ impl PodWorker {
                 );
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn named_ports_resolve_through_the_container() {
-        let c: Container = serde_json::from_value(serde_json::json!({"name": "a",
-            "ports": [{"name": "http", "containerPort": 8080}]}))
-        .expect("container");
-        assert_eq!(port_of(&c, &IntOrString::String("http".into())), Some(8080));
-        assert_eq!(port_of(&c, &IntOrString::Int(81)), Some(81));
-        assert_eq!(port_of(&c, &IntOrString::String("nope".into())), None);
-    }
-
-    #[tokio::test]
-    async fn http_probes_succeed_on_2xx_and_3xx_only() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        tokio::spawn(async move {
-            for status in ["200 OK", "302 Found", "500 Internal Server Error"] {
-                let (mut s, _) = listener.accept().await.expect("accept");
-                let mut buf = [0u8; 1024];
-                let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())
-                    .await;
-            }
-        });
-        assert!(http_get("127.0.0.1", port, "/", &[]).await);
-        assert!(http_get("127.0.0.1", port, "/", &[]).await);
-        assert!(!http_get("127.0.0.1", port, "/", &[]).await);
-        assert!(!http_get("127.0.0.1", 1, "/", &[]).await);
     }
 }

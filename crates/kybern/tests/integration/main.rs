@@ -30,6 +30,7 @@ mod controllers_policy;
 mod controllers_sets;
 mod node_agent;
 mod node_images;
+mod node_probes;
 mod node_streams;
 mod scheduler;
 mod scheduler_leader;

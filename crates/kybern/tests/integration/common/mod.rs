@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cluster;
 pub mod node;
 pub mod pods;
+pub mod probe_targets;
 pub mod registry;
 pub mod sim;
 pub mod webhook;
