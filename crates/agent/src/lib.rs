@@ -70,8 +70,8 @@ pub struct NodeContext {
     pub images: images::ImageStore,
     /// Registry mirrors and plain-HTTP registries, for pulls.
     pub registries: images::pull::Registries,
-    /// The OCI runtime.
-    pub runtime: Arc<dyn runtime::ContainerRuntime>,
+    /// The OCI runtimes, by RuntimeClass handler.
+    pub runtimes: runtime::handlers::RuntimeHandlers,
     /// The runtime's version, for `nodeInfo`.
     pub runtime_version: String,
     /// The pod network.

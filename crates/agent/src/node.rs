@@ -171,6 +171,9 @@ pub fn node_status(ctx: &NodeContext, m: &Machine, previous: Option<&Node>) -> V
             "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
         },
         "images": images,
+        "runtimeHandlers": ctx.runtimes.names().iter()
+            .map(|h| json!({"name": h, "features": {"recursiveReadOnlyMounts": false, "userNamespaces": false}}))
+            .collect::<Vec<_>>(),
     })
 }
 

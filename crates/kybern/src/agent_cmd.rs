@@ -12,6 +12,7 @@ use kybern_agent::images::ImageStore;
 use kybern_agent::images::pull::Registries;
 use kybern_agent::network::{BridgeSettings, Cni};
 use kybern_agent::runtime::Runc;
+use kybern_agent::runtime::handlers::RuntimeHandlers;
 use kybern_agent::runtime::monitor::MonitorSpec;
 
 /// Node settings shared by `kybern agent` and `kybern up`.
@@ -38,6 +39,10 @@ pub struct AgentFlags {
     /// The OCI runtime binary (RuntimeClass handler `runc`).
     #[arg(long, default_value = "runc")]
     runc: PathBuf,
+    /// More RuntimeClass handlers, as `NAME=BINARY` (an OCI runtime with
+    /// runc's command line, e.g. `crun=/usr/bin/crun`); repeatable.
+    #[arg(long = "runtime-handler", value_parser = parse_handler)]
+    runtime_handlers: Vec<(String, PathBuf)>,
     /// Pods the node takes.
     #[arg(long, default_value_t = 110)]
     max_pods: u32,
@@ -103,6 +108,26 @@ pub enum ImageCommand {
     },
 }
 
+/// `NAME=BINARY`, NAME a DNS label as RuntimeClass handlers are.
+fn parse_handler(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, binary) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=BINARY"))?;
+    let label = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if !label || binary.is_empty() {
+        return Err(format!(
+            "{s:?}: the handler must be a DNS label and the binary a path"
+        ));
+    }
+    Ok((name.to_owned(), PathBuf::from(binary)))
+}
+
 /// The IP of the interface the default route leaves by, else loopback.
 fn default_ip() -> IpAddr {
     // Connecting a UDP socket sends nothing; it only picks a route.
@@ -153,11 +178,23 @@ pub async fn run_agent(
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
-    let runc = Runc {
+    let monitor_exe = std::env::current_exe()?;
+    let mut runtimes = RuntimeHandlers::new(Arc::new(Runc {
         binary: flags.runc.clone(),
         root: data_dir.join("runc"),
-        monitor_exe: std::env::current_exe()?,
-    };
+        monitor_exe: monitor_exe.clone(),
+    }));
+    for (name, binary) in &flags.runtime_handlers {
+        // Each handler keeps its state apart: runtimes' state formats differ.
+        runtimes.insert(
+            name,
+            Arc::new(Runc {
+                binary: binary.clone(),
+                root: data_dir.join("runtimes").join(name),
+                monitor_exe: monitor_exe.clone(),
+            }),
+        );
+    }
     let network = Cni::bridge(
         &flags.cni_bin_dir,
         &BridgeSettings {
@@ -182,7 +219,7 @@ pub async fn run_agent(
             None => Registries::default(),
         },
         runtime_version: runc_version(&flags.runc).await,
-        runtime: Arc::new(runc),
+        runtimes,
         network: Arc::new(network),
         host: Arc::new(LinuxHost::default()),
         data_dir,
@@ -190,8 +227,12 @@ pub async fn run_agent(
         pod_index: Default::default(),
     };
     println!(
-        "kybern agent: node {} ({}) running pods with runc, pod network {} on bridge {}",
-        ctx.node_name, ctx.node_ip, ctx.pod_cidr, flags.bridge
+        "kybern agent: node {} ({}) running pods with {}, pod network {} on bridge {}",
+        ctx.node_name,
+        ctx.node_ip,
+        ctx.runtimes.names().join(", "),
+        ctx.pod_cidr,
+        flags.bridge
     );
     kybern_agent::run(Arc::new(ctx), client_cas).await?;
     Ok(())

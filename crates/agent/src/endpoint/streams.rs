@@ -53,7 +53,7 @@ pub async fn exec(
             "exec needs a WebSocket upgrade (v5.channel.k8s.io)".into(),
         );
     };
-    let runtime = ctx.runtime.clone();
+    let runtime = target.runtime(&ctx);
     tracing::info!(%namespace, %pod, %container, tty = opts.tty, "exec");
     ws.protocols(channel::PROTOCOLS)
         .on_upgrade(move |socket| exec::session(socket, runtime, id, opts))

@@ -1,7 +1,9 @@
 //! Container runtimes: the [`ContainerRuntime`] seam the pod workers call,
-//! and [`Runc`], which runs each container under a `kybern monitor` process.
+//! [`Runc`], which runs each container under a `kybern monitor` process, and
+//! the handlers that RuntimeClasses name.
 
 pub mod bundle;
+pub mod handlers;
 pub mod monitor;
 
 use std::path::{Path, PathBuf};

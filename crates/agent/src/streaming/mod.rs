@@ -120,6 +120,15 @@ impl PodTarget {
         }
     }
 
+    /// The runtime the pod's containers run under (its RuntimeClass's).
+    pub fn runtime(
+        &self,
+        ctx: &NodeContext,
+    ) -> std::sync::Arc<dyn crate::runtime::ContainerRuntime> {
+        ctx.runtimes
+            .get_or_default(&crate::worker::sandbox::recorded_handler(&self.dir))
+    }
+
     /// The pod's network namespace; `None` for a pod on the host's network.
     pub fn netns(&self) -> Option<PathBuf> {
         Some(self.dir.ns().join("net")).filter(|p| p.exists())

@@ -249,11 +249,11 @@ impl PodWorker {
         };
         let id = self.dir.container_id(&c.name, attempt);
         let exit_file = files.exit_file.clone();
-        let pid = self.ctx.runtime.start(&id, &files).await?;
+        let pid = self.runtime.start(&id, &files).await?;
         // Started means runc has the container running (or it already
         // ended), not merely that its monitor was spawned.
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-        while !exit_file.exists() && !self.ctx.runtime.is_running(&id).await? {
+        while !exit_file.exists() && !self.runtime.is_running(&id).await? {
             if tokio::time::Instant::now() >= deadline {
                 tracing::warn!(pod = %self.dir.uid, container = %c.name, "container not running after {START_TIMEOUT:?}");
                 break;
@@ -274,8 +274,7 @@ impl PodWorker {
             }
             let dir = self.dir.attempt(name, attempt);
             self.ctx.host.unmount(&dir.join("bundle/rootfs"))?;
-            self.ctx
-                .runtime
+            self.runtime
                 .delete(&self.dir.container_id(name, attempt))
                 .await?;
             if attempt + 1 == next {
@@ -331,7 +330,7 @@ impl PodWorker {
         let grace = grace.saturating_sub(started.elapsed());
         let signal = if grace.is_zero() { "KILL" } else { "TERM" };
         for (id, _) in &running {
-            self.ctx.runtime.kill(id, signal).await?;
+            self.runtime.kill(id, signal).await?;
         }
         let ended = |running: &[(String, std::path::PathBuf)]| {
             running.iter().all(|(_, dir)| dir.join("exit").exists())
@@ -343,7 +342,7 @@ impl PodWorker {
         if !ended(&running) {
             for (id, dir) in &running {
                 if !dir.join("exit").exists() {
-                    self.ctx.runtime.kill(id, "KILL").await?;
+                    self.runtime.kill(id, "KILL").await?;
                 }
             }
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -364,8 +363,7 @@ impl PodWorker {
             for attempt in self.dir.attempts(&name) {
                 let dir = self.dir.attempt(&name, attempt);
                 self.ctx.host.unmount(&dir.join("bundle/rootfs"))?;
-                self.ctx
-                    .runtime
+                self.runtime
                     .delete(&self.dir.container_id(&name, attempt))
                     .await?;
                 for sub in ["bundle", "upper", "work"] {

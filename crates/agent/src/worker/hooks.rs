@@ -27,7 +27,7 @@ impl PodWorker {
         let run = async {
             if let Some(exec) = &handler.exec {
                 let command = exec.command.clone().unwrap_or_default();
-                return match self.ctx.runtime.exec(id, &command, limit).await {
+                return match self.runtime.exec(id, &command, limit).await {
                     Ok(0) => Ok(()),
                     Ok(code) => Err(format!("command {command:?} exited with {code}")),
                     Err(e) => Err(e.to_string()),
@@ -56,7 +56,7 @@ impl PodWorker {
         if let Err(message) = self.run_hook(c, handler, id, ip, POST_START_LIMIT).await {
             tracing::warn!(pod = %self.dir.uid, container = %c.name, %message,
                 "FailedPostStartHook: killing the container");
-            if let Err(e) = self.ctx.runtime.kill(id, "KILL").await {
+            if let Err(e) = self.runtime.kill(id, "KILL").await {
                 tracing::warn!(container = %c.name, error = %e, "killing after a failed postStart hook");
             }
         }

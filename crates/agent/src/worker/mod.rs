@@ -10,7 +10,7 @@ pub mod probes;
 mod projected;
 mod projection;
 pub mod qos;
-mod sandbox;
+pub mod sandbox;
 pub mod state;
 pub mod status;
 pub mod volumes;
@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use self::state::PodDir;
+use crate::runtime::ContainerRuntime;
 use crate::{AgentError, NodeContext};
 
 /// How often a worker looks at its containers when nothing else wakes it.
@@ -49,6 +50,9 @@ pub struct PodWorker {
     probes: HashMap<String, probes::RunProbes>,
     /// When the configMap, secret and downwardAPI volumes were last synced.
     volumes_synced: Option<tokio::time::Instant>,
+    /// The runtime of the pod's RuntimeClass handler (the default until
+    /// the sandbox says otherwise).
+    runtime: Arc<dyn ContainerRuntime>,
 }
 
 impl PodWorker {
@@ -58,7 +62,9 @@ impl PodWorker {
             root: ctx.data_dir.join("pods").join(uid),
             uid: uid.to_owned(),
         };
+        let handler = sandbox::recorded_handler(&dir);
         PodWorker {
+            runtime: ctx.runtimes.get_or_default(&handler),
             ctx,
             dir,
             last_status: None,
@@ -126,7 +132,10 @@ impl PodWorker {
         std::fs::create_dir_all(&self.dir.root)?;
         let start_time = self.start_time()?;
         let sandbox = match self.ensure_sandbox(pod).await {
-            Ok(s) => Some(s),
+            Ok(s) => {
+                self.runtime = self.ctx.runtimes.get_or_default(&s.handler);
+                Some(s)
+            }
             Err(e) => {
                 tracing::warn!(pod = %self.dir.uid, error = %e, "pod sandbox failed");
                 let message = e.to_string();

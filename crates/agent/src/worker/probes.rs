@@ -62,7 +62,6 @@ impl PodWorker {
             if let Some(exec) = &probe.exec {
                 let command = exec.command.clone().unwrap_or_default();
                 return self
-                    .ctx
                     .runtime
                     .exec(id, &command, timeout)
                     .await
@@ -179,7 +178,7 @@ impl PodWorker {
             }
             if kill {
                 self.probes.remove(&c.name);
-                let runtime = self.ctx.runtime.clone();
+                let runtime = self.runtime.clone();
                 let grace = secs(grace.clamp(0, 30));
                 let _ = runtime.kill(&id, "TERM").await;
                 // The kubelet's grace period, then SIGKILL.

@@ -21,6 +21,13 @@ pub struct SandboxRecord {
     /// hostPorts mapped by the network plugin.
     #[serde(default)]
     pub ports: Vec<PortMapping>,
+    /// The RuntimeClass handler its containers run under.
+    #[serde(default = "default_handler")]
+    pub handler: String,
+}
+
+fn default_handler() -> String {
+    crate::runtime::handlers::DEFAULT_HANDLER.to_owned()
 }
 
 /// The pod's hostPorts.
@@ -49,6 +56,14 @@ fn host_resolv_conf() -> String {
     String::new()
 }
 
+/// The handler recorded in the sandbox of the pod at `dir`, or the default.
+pub fn recorded_handler(dir: &super::state::PodDir) -> String {
+    std::fs::read(dir.sandbox_record())
+        .ok()
+        .and_then(|b| serde_json::from_slice::<SandboxRecord>(&b).ok())
+        .map_or_else(default_handler, |r| r.handler)
+}
+
 impl PodWorker {
     /// Reads the sandbox record, if the sandbox is complete.
     pub(super) fn sandbox(&self) -> Option<SandboxRecord> {
@@ -72,6 +87,8 @@ impl PodWorker {
     }
 
     async fn create_sandbox(&self, pod: &Pod) -> Result<SandboxRecord, AgentError> {
+        // First, so that a pod no runtime here can run leaves nothing made.
+        let handler = self.ctx.runtimes.handler_for(&self.ctx.client, pod).await?;
         let spec = pod.spec.as_ref();
         let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
         let name = pod.metadata.name.clone().unwrap_or_default();
@@ -129,6 +146,7 @@ impl PodWorker {
             ip: ip.to_string(),
             host_network,
             ports,
+            handler,
         };
         let tmp = self.dir.root.join("sandbox.json.tmp");
         std::fs::write(&tmp, serde_json::to_vec(&record).unwrap_or_default())?;

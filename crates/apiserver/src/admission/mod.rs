@@ -1,5 +1,6 @@
 //! Admission plugins that upstream runs as separate plugins: LimitRanger,
-//! DefaultTolerationSeconds, DefaultStorageClass (mutating, on create),
+//! DefaultTolerationSeconds, DefaultStorageClass, RuntimeClass (mutating, on
+//! create),
 //! ValidatingAdmissionPolicy (validating, on create, update and delete),
 //! the mutating and validating admission webhooks, and ResourceQuota
 //! (validating, and charging the quota, on create).
@@ -12,6 +13,7 @@ pub mod default_tolerations;
 pub mod limit_ranger;
 pub mod match_rules;
 pub mod resource_quota;
+pub mod runtime_class;
 pub mod validating_policy;
 pub mod webhook;
 

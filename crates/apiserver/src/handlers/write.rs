@@ -115,6 +115,7 @@ pub async fn create_object(
     if info.group.is_empty() && info.plural == "pods" {
         crate::admission::limit_ranger::admit(&ctx.state, info, &mut obj).await?;
         crate::priority::admit(&ctx.state, &mut obj).await?;
+        crate::admission::runtime_class::admit(&ctx.state, info, &mut obj).await?;
         crate::service_accounts::admit(&ctx.state, &mut obj).await;
         crate::admission::default_tolerations::admit(&mut obj);
     }

@@ -31,6 +31,7 @@ mod controllers_sets;
 mod node_agent;
 mod node_images;
 mod node_probes;
+mod node_runtime_class;
 mod node_streams;
 mod scheduler;
 mod scheduler_leader;

@@ -23,6 +23,8 @@ pub struct NodeCluster {
     pub pod_prefix: String,
     /// The node's name.
     pub node: String,
+    /// More arguments for `kybern up`.
+    extra_args: Vec<String>,
 }
 
 /// The busybox image archive, built once per test binary.
@@ -53,6 +55,12 @@ impl NodeCluster {
     /// Starts a cluster whose node holds the busybox image and pulls with
     /// `registries` (a `registries.yaml`), if given.
     pub fn start_with(registries: Option<&str>) -> Self {
+        Self::start_configured(registries, &[])
+    }
+
+    /// Starts a cluster as [`NodeCluster::start_with`], passing `extra_args`
+    /// to `kybern up`.
+    pub fn start_configured(registries: Option<&str>, extra_args: &[&str]) -> Self {
         assert!(
             nix_is_root(),
             "the node agent tests run real containers and need root"
@@ -83,6 +91,7 @@ impl NodeCluster {
             bridge,
             pod_prefix,
             node,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         cluster.spawn();
         cluster
@@ -108,6 +117,7 @@ impl NodeCluster {
             .args(["--agent-port", &free_port().to_string()])
             .arg("--data-dir")
             .arg(self.dir.path())
+            .args(&self.extra_args)
             .env("KYBERN_LOG", "info,kube=warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -151,18 +161,35 @@ impl NodeCluster {
 
     /// IDs of the containers runc runs for this node.
     pub fn runc_containers(&self) -> Vec<String> {
-        let out = Command::new("runc")
-            .arg("--root")
-            .arg(self.runc_root())
-            .args(["list", "-q"])
-            .output()
-            .expect("runc list");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        runc_list(&self.runc_root())
     }
 
+    /// The runc state directories: the default handler's, then those of
+    /// other RuntimeClass handlers (`agent/runtimes/<handler>`).
+    pub fn runc_roots(&self) -> Vec<PathBuf> {
+        let mut roots = vec![self.runc_root()];
+        if let Ok(dirs) = std::fs::read_dir(self.dir.path().join("agent/runtimes")) {
+            roots.extend(dirs.flatten().map(|d| d.path()));
+        }
+        roots
+    }
+}
+
+/// The containers runc knows under `root`.
+pub fn runc_list(root: &Path) -> Vec<String> {
+    let out = Command::new("runc")
+        .arg("--root")
+        .arg(root)
+        .args(["list", "-q"])
+        .output()
+        .expect("runc list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+impl NodeCluster {
     /// Mounts under the data directory.
     pub fn mounts(&self) -> Vec<String> {
         let dir = self.dir.path().to_string_lossy().into_owned();
@@ -218,12 +245,14 @@ impl Drop for NodeCluster {
             super::print_tail("kybern up", &self.log());
         }
         // Whatever a failed test left: containers, mounts, cgroups, bridge.
-        for id in self.runc_containers() {
-            let _ = Command::new("runc")
-                .arg("--root")
-                .arg(self.runc_root())
-                .args(["delete", "--force", &id])
-                .status();
+        for root in self.runc_roots() {
+            for id in runc_list(&root) {
+                let _ = Command::new("runc")
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["delete", "--force", &id])
+                    .status();
+            }
         }
         let mut mounts = self.mounts();
         mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
