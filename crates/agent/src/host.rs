@@ -27,6 +27,10 @@ pub trait NodeHost: Send + Sync {
     ) -> Result<(), AgentError>;
     /// Unmounts `target` if something is mounted there.
     fn unmount(&self, target: &Path) -> Result<(), AgentError>;
+    /// Mounts a tmpfs of at most `size` bytes (the kernel's default, half
+    /// the memory, when `None`) at the directory `target`, unless one is
+    /// already mounted there.
+    fn mount_tmpfs(&self, target: &Path, size: Option<u64>) -> Result<(), AgentError>;
     /// Removes the cgroup `path` (and anything under it) from every hierarchy.
     fn remove_cgroup(&self, path: &str) -> Result<(), AgentError>;
 }
@@ -115,10 +119,34 @@ impl NodeHost for LinuxHost {
         .map_err(|e| AgentError::Runtime(format!("mounting rootfs {}: {e}", target.display())))
     }
 
+    fn mount_tmpfs(&self, target: &Path, size: Option<u64>) -> Result<(), AgentError> {
+        use nix::mount::{MsFlags, mount};
+        use std::os::unix::fs::MetadataExt;
+        std::fs::create_dir_all(target)?;
+        let parent = target.parent().unwrap_or(Path::new("/"));
+        if std::fs::metadata(target)?.dev() != std::fs::metadata(parent)?.dev() {
+            return Ok(());
+        }
+        let data = match size {
+            Some(bytes) => format!("mode=0777,size={bytes}"),
+            None => "mode=0777".to_owned(),
+        };
+        mount(
+            Some("tmpfs"),
+            target,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(data.as_str()),
+        )
+        .map_err(|e| AgentError::Runtime(format!("mounting tmpfs {}: {e}", target.display())))
+    }
+
     fn unmount(&self, target: &Path) -> Result<(), AgentError> {
         use nix::errno::Errno;
         use nix::mount::{MntFlags, umount2};
-        match umount2(target, MntFlags::MNT_DETACH) {
+        // NOFOLLOW: a volume may be a symlink to a host path (a claim's
+        // PersistentVolume) whose own mount must stay.
+        match umount2(target, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
             Ok(()) | Err(Errno::EINVAL | Errno::ENOENT) => Ok(()),
             Err(e) => Err(AgentError::Runtime(format!(
                 "unmounting {}: {e}",

@@ -372,6 +372,12 @@ impl PodWorker {
             }
         }
         self.release_sandbox().await?;
+        // In-memory emptyDirs are tmpfs mounts (claims are symlinks, which
+        // unmount does not follow).
+        let volumes = std::fs::read_dir(self.dir.root.join("volumes"));
+        for entry in volumes.into_iter().flatten().flatten() {
+            self.ctx.host.unmount(&entry.path())?;
+        }
         if everything {
             remove_if_present(&self.dir.root)?;
         } else {

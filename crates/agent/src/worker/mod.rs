@@ -2,6 +2,7 @@
 //! and containers toward its spec and reports what it sees as the pod's status.
 
 mod checks;
+mod claims;
 mod containers;
 mod hooks;
 mod image_pull;

@@ -271,7 +271,9 @@ pub fn plan(
                 std::fs::create_dir_all(&source)?;
             }
         }
-        mounts.push(bind(&vm.mount_path, &source, vm.read_only.unwrap_or(false)));
+        let read_only =
+            vm.read_only.unwrap_or(false) || super::volumes::forced_read_only(pod, &vm.name);
+        mounts.push(bind(&vm.mount_path, &source, read_only));
     }
     let sc = c.security_context.as_ref();
     let caps = sc.and_then(|s| s.capabilities.as_ref());

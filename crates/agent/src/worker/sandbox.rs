@@ -141,7 +141,8 @@ impl PodWorker {
         }
         std::fs::write(etc.join("hosts"), hosts)?;
         std::fs::write(etc.join("resolv.conf"), host_resolv_conf())?;
-        super::volumes::materialize(&self.ctx.client, pod, &self.dir).await?;
+        super::volumes::materialize(&self.ctx.client, self.ctx.host.as_ref(), pod, &self.dir)
+            .await?;
         let record = SandboxRecord {
             ip: ip.to_string(),
             host_network,

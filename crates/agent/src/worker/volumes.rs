@@ -1,5 +1,6 @@
-//! A pod's volumes on the node (emptyDir, hostPath, configMap, secret,
-//! downwardAPI, projected), and the ConfigMaps and Secrets its environment refers to.
+//! A pod's volumes on the node (emptyDir on disk or in memory, hostPath,
+//! configMap, secret, downwardAPI, projected, persistentVolumeClaim), and
+//! the ConfigMaps and Secrets its environment refers to.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use super::plan::EnvSources;
 use super::projection::project;
 use super::state::PodDir;
 use crate::AgentError;
+use crate::host::NodeHost;
 
 /// Where volume `name` of `pod` is on the host.
 pub fn host_path_of(pod: &Pod, name: &str, dir: &PodDir) -> Option<PathBuf> {
@@ -19,6 +21,15 @@ pub fn host_path_of(pod: &Pod, name: &str, dir: &PodDir) -> Option<PathBuf> {
         Some(h) => PathBuf::from(&h.path),
         None => dir.volume(name),
     })
+}
+
+/// Whether volume `name` is mounted read-only whatever the mount says (a
+/// claim given with `readOnly: true`).
+pub fn forced_read_only(pod: &Pod, name: &str) -> bool {
+    volume(pod, name)
+        .and_then(|v| v.persistent_volume_claim.as_ref())
+        .and_then(|c| c.read_only)
+        .unwrap_or(false)
 }
 
 fn volume<'a>(pod: &'a Pod, name: &str) -> Option<&'a Volume> {
@@ -121,7 +132,12 @@ pub async fn env_sources(
 }
 
 /// Creates every volume of the pod on the node.
-pub async fn materialize(client: &kube::Client, pod: &Pod, dir: &PodDir) -> Result<(), AgentError> {
+pub async fn materialize(
+    client: &kube::Client,
+    host: &dyn NodeHost,
+    pod: &Pod,
+    dir: &PodDir,
+) -> Result<(), AgentError> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
         let target = dir.volume(&v.name);
@@ -151,6 +167,26 @@ pub async fn materialize(client: &kube::Client, pod: &Pod, dir: &PodDir) -> Resu
             }
         } else if project_volume(client, ns, pod, v, &target).await? {
             // Written from the API.
+        } else if let Some(claim) = &v.persistent_volume_claim {
+            let path = super::claims::claimed_path(client, ns, &claim.claim_name).await?;
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            if std::fs::symlink_metadata(&target).is_ok() {
+                std::fs::remove_file(&target)?;
+            }
+            std::os::unix::fs::symlink(path, &target)?;
+        } else if let Some(empty) = v
+            .empty_dir
+            .as_ref()
+            .filter(|e| e.medium.as_deref() == Some("Memory"))
+        {
+            let size = empty
+                .size_limit
+                .as_ref()
+                .and_then(|q| super::qos::bytes(&q.0))
+                .and_then(|b| u64::try_from(b).ok());
+            host.mount_tmpfs(&target, size)?;
         } else {
             // emptyDir, and kinds not built yet, get an empty directory.
             std::fs::create_dir_all(&target)?;

@@ -33,6 +33,7 @@ mod node_images;
 mod node_probes;
 mod node_runtime_class;
 mod node_streams;
+mod node_volumes;
 mod scheduler;
 mod scheduler_leader;
 mod scheduler_preemption;
