@@ -13,6 +13,7 @@ use kybern_agent::images::pull::Registries;
 use kybern_agent::network::{BridgeSettings, Cni};
 use kybern_agent::runtime::Runc;
 use kybern_agent::runtime::handlers::RuntimeHandlers;
+use kybern_agent::runtime::log_file::LogPolicy;
 use kybern_agent::runtime::monitor::MonitorSpec;
 
 /// Node settings shared by `kybern agent` and `kybern up`.
@@ -43,6 +44,13 @@ pub struct AgentFlags {
     /// runc's command line, e.g. `crun=/usr/bin/crun`); repeatable.
     #[arg(long = "runtime-handler", value_parser = parse_handler)]
     runtime_handlers: Vec<(String, PathBuf)>,
+    /// Rotate a container's log once it reaches this size (a quantity:
+    /// `10Mi`), as the kubelet's containerLogMaxSize.
+    #[arg(long, default_value = "10Mi", value_parser = parse_size)]
+    container_log_max_size: u64,
+    /// Log files kept per container, the current one included.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..))]
+    container_log_max_files: u32,
     /// Pods the node takes.
     #[arg(long, default_value_t = 110)]
     max_pods: u32,
@@ -83,6 +91,10 @@ pub struct MonitorArgs {
     log: PathBuf,
     #[arg(long)]
     exit_file: PathBuf,
+    #[arg(long, default_value_t = LogPolicy::default().max_size)]
+    log_max_size: u64,
+    #[arg(long, default_value_t = LogPolicy::default().max_files)]
+    log_max_files: u32,
 }
 
 /// `kybern image ...`.
@@ -106,6 +118,15 @@ pub enum ImageCommand {
         #[arg(long, default_value = "/var/lib/kybern/agent")]
         data_dir: PathBuf,
     },
+}
+
+/// A positive byte quantity (`10Mi`, `512Ki`, `1000000`).
+fn parse_size(s: &str) -> Result<u64, String> {
+    kybern_apimachinery::quantity::parse_value(s)
+        .ok()
+        .and_then(|v| u64::try_from(v).ok())
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("{s:?} is not a positive size"))
 }
 
 /// `NAME=BINARY`, NAME a DNS label as RuntimeClass handlers are.
@@ -179,10 +200,15 @@ pub async fn run_agent(
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
     let monitor_exe = std::env::current_exe()?;
+    let log_policy = LogPolicy {
+        max_size: flags.container_log_max_size,
+        max_files: flags.container_log_max_files,
+    };
     let mut runtimes = RuntimeHandlers::new(Arc::new(Runc {
         binary: flags.runc.clone(),
         root: data_dir.join("runc"),
         monitor_exe: monitor_exe.clone(),
+        log_policy,
     }));
     for (name, binary) in &flags.runtime_handlers {
         // Each handler keeps its state apart: runtimes' state formats differ.
@@ -192,6 +218,7 @@ pub async fn run_agent(
                 binary: binary.clone(),
                 root: data_dir.join("runtimes").join(name),
                 monitor_exe: monitor_exe.clone(),
+                log_policy,
             }),
         );
     }
@@ -258,6 +285,10 @@ pub fn monitor(args: MonitorArgs) -> anyhow::Result<()> {
         id: args.id,
         log: args.log,
         exit_file: args.exit_file,
+        log_policy: LogPolicy {
+            max_size: args.log_max_size,
+            max_files: args.log_max_files,
+        },
     };
     kybern_agent::runtime::monitor::run(&spec)?;
     Ok(())

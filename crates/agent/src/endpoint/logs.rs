@@ -2,7 +2,7 @@
 //! writes and renders them with the options of `pods/log` (tail, since,
 //! timestamps, limit, previous, follow).
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -101,19 +101,50 @@ pub struct LogSource {
     pub exit_file: PathBuf,
 }
 
-/// Reads complete lines appended to `file` after `offset`; returns them and
-/// the new offset (a partial last line waits for its end).
-fn read_from(file: &std::path::Path, offset: u64) -> std::io::Result<(String, u64)> {
-    let mut f = std::fs::File::open(file)?;
-    f.seek(SeekFrom::Start(offset))?;
-    let mut buf = Vec::new();
-    f.read_to_end(&mut buf)?;
-    let complete = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    buf.truncate(complete);
-    Ok((
-        String::from_utf8_lossy(&buf).into_owned(),
-        offset + complete as u64,
-    ))
+/// Reads a log as it grows, across the monitor's rotations: the file it
+/// has open is read to its end before it moves to the file that now has
+/// the log's name.
+struct Follower {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    /// A last line not yet complete.
+    partial: Vec<u8>,
+}
+
+impl Follower {
+    fn new(path: PathBuf) -> Self {
+        Follower {
+            path,
+            file: None,
+            partial: Vec::new(),
+        }
+    }
+
+    /// The complete lines appended since the last call.
+    fn read(&mut self) -> std::io::Result<String> {
+        use std::os::unix::fs::MetadataExt;
+        let mut buf = std::mem::take(&mut self.partial);
+        if self.file.is_none() {
+            self.file = Some(std::fs::File::open(&self.path)?);
+        }
+        if let Some(f) = self.file.as_mut() {
+            f.read_to_end(&mut buf)?;
+            let rotated = match (std::fs::metadata(&self.path), f.metadata()) {
+                (Ok(named), Ok(open)) => named.ino() != open.ino(),
+                _ => false,
+            };
+            if rotated {
+                // What was written before the rename, then the new file.
+                f.read_to_end(&mut buf)?;
+                let mut next = std::fs::File::open(&self.path)?;
+                next.read_to_end(&mut buf)?;
+                self.file = Some(next);
+            }
+        }
+        let complete = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        self.partial = buf.split_off(complete);
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
 }
 
 /// The log as a stream of chunks: what is there now, then (with `follow`)
@@ -125,15 +156,15 @@ pub fn stream(
     struct State {
         source: LogSource,
         opts: LogOptions,
-        offset: u64,
+        log: Follower,
         sent: usize,
         first: bool,
         done: bool,
     }
     let state = State {
+        log: Follower::new(source.file.clone()),
         source,
         opts,
-        offset: 0,
         sent: 0,
         first: true,
         done: false,
@@ -144,11 +175,10 @@ pub fn stream(
                 return None;
             }
             let ended = s.source.exit_file.exists();
-            let (text, offset) = match read_from(&s.source.file, s.offset) {
-                Ok(r) => r,
+            let text = match s.log.read() {
+                Ok(t) => t,
                 Err(e) => return Some((Err(e), State { done: true, ..s })),
             };
-            s.offset = offset;
             let mut opts = s.opts.clone();
             if !s.first {
                 opts.tail_lines = None;
@@ -250,6 +280,21 @@ mod tests {
             .expect("open");
         std::io::Write::write_all(&mut f, b"2026-01-01T00:00:01Z stdout F b\n").expect("append");
         assert_eq!(s.next().await.expect("chunk").expect("ok"), "b\n");
+        // The monitor rotates: a line lands in the old file just before
+        // the rename, the next ones in the new file.
+        std::io::Write::write_all(&mut f, b"2026-01-01T00:00:02Z stdout F c\n").expect("append");
+        std::fs::rename(
+            &source.file,
+            dir.path().join("0.log.20260101-000002.000000"),
+        )
+        .expect("rotate");
+        std::fs::write(&source.file, "2026-01-01T00:00:03Z stdout F d\n").expect("new file");
+        let mut seen = String::new();
+        while seen != "c\nd\n" {
+            let chunk = s.next().await.expect("chunk").expect("ok");
+            seen.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+            assert!(seen.len() <= 4, "{seen:?}");
+        }
         std::fs::write(&source.exit_file, "{}").expect("exit");
         assert!(s.next().await.is_none());
     }

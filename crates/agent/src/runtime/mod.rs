@@ -4,6 +4,7 @@
 
 pub mod bundle;
 pub mod handlers;
+pub mod log_file;
 pub mod monitor;
 
 use std::path::{Path, PathBuf};
@@ -67,6 +68,8 @@ pub struct Runc {
     pub root: PathBuf,
     /// The executable that has the `monitor` subcommand (this `kybern`).
     pub monitor_exe: PathBuf,
+    /// When containers' logs rotate.
+    pub log_policy: log_file::LogPolicy,
 }
 
 impl Runc {
@@ -105,6 +108,10 @@ impl ContainerRuntime for Runc {
             .arg(path(&files.log))
             .arg("--exit-file")
             .arg(path(&files.exit_file))
+            .arg("--log-max-size")
+            .arg(self.log_policy.max_size.to_string())
+            .arg("--log-max-files")
+            .arg(self.log_policy.max_files.to_string())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -3,13 +3,14 @@
 //! its log in the CRI format, and records its exit code. It outlives the agent,
 //! so containers, their logs and their exit codes survive an agent restart.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use super::log_file::RotatingLog;
 use crate::AgentError;
 
 /// A CRI log line longer than this is split into partial (`P`) lines.
@@ -30,6 +31,8 @@ pub struct MonitorSpec {
     pub log: PathBuf,
     /// Where to record the exit.
     pub exit_file: PathBuf,
+    /// When the log rotates.
+    pub log_policy: super::log_file::LogPolicy,
 }
 
 /// How a container ended, as the monitor recorded it.
@@ -47,10 +50,7 @@ pub struct ExitRecord {
 
 /// Runs the container to its end. Returns its exit code after recording it.
 pub fn run(spec: &MonitorSpec) -> Result<i32, AgentError> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&spec.log)?;
+    let log = RotatingLog::open(&spec.log, spec.log_policy)?;
     let log = Arc::new(Mutex::new(log));
     let mut child = Command::new(&spec.runtime)
         .arg("--root")
@@ -185,7 +185,7 @@ impl OomWatch {
 }
 
 /// Copies `input` into the log, one CRI line per output line.
-fn copy_lines(input: impl Read, stream: &str, log: &Mutex<std::fs::File>) {
+fn copy_lines(input: impl Read, stream: &str, log: &Mutex<RotatingLog>) {
     let mut reader = BufReader::new(input);
     let mut line = Vec::new();
     loop {
@@ -197,7 +197,7 @@ fn copy_lines(input: impl Read, stream: &str, log: &Mutex<std::fs::File>) {
         let text = line.strip_suffix(b"\n").unwrap_or(&line);
         let encoded = cri_lines(chrono::Utc::now(), stream, text);
         if let Ok(mut f) = log.lock() {
-            let _ = f.write_all(&encoded);
+            let _ = f.write(&encoded);
         }
     }
 }
@@ -259,6 +259,7 @@ mod tests {
             id: "c".into(),
             log: dir.path().join("0.log"),
             exit_file: dir.path().join("exit"),
+            log_policy: Default::default(),
         };
         assert_eq!(run(&spec).expect("test setup"), 3);
         let record: ExitRecord =

@@ -327,3 +327,66 @@ async fn kubectl_top_shows_a_busy_container() {
     assert!(err.contains("not found"), "{err}");
     delete_and_wait(&api, "busy").await;
 }
+
+#[tokio::test]
+async fn container_logs_rotate_and_kubectl_logs_reads_the_current_file() {
+    let cluster = NodeCluster::start_configured(
+        None,
+        &[
+            "--container-log-max-size",
+            "4Ki",
+            "--container-log-max-files",
+            "2",
+        ],
+    );
+    let client = cluster.client().await;
+    let kubectl = Cli::kubectl_for(&cluster);
+    let api = create(&client, json!({
+        "metadata": {"name": "chatty"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "c", "image": "busybox",
+            "command": ["sh", "-c", "i=0; while [ $i -lt 400 ]; do echo \"line $i of the chatty container\"; i=$((i+1)); done; echo done; exec sleep 3600"]}]}})).await;
+    wait_status(&api, "chatty", "the container to run", |s| {
+        container(s, "c")["state"]["running"].is_object()
+    })
+    .await;
+    let uid = api
+        .get("chatty")
+        .await
+        .expect("pod")
+        .metadata
+        .uid
+        .expect("uid");
+    let logs = cluster.dir.path().join(format!("agent/pods/{uid}/logs/c"));
+    let current = logs.join("0.log");
+    wait_for("the last line in the log", || {
+        let current = current.clone();
+        async move {
+            std::fs::read_to_string(current)
+                .unwrap_or_default()
+                .contains(" stdout F done\n")
+                .then_some(())
+        }
+    })
+    .await;
+    let mut files: Vec<String> = std::fs::read_dir(&logs)
+        .expect("log dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "the current log and one rotated: {files:?}");
+    assert_eq!(files[0], "0.log");
+    assert!(files[1].starts_with("0.log.2"), "{files:?}");
+    for f in &files {
+        let size = std::fs::metadata(logs.join(f)).expect("size").len();
+        assert!(size <= 4096, "{f} holds {size} bytes");
+    }
+    // kubectl logs reads the current file, as upstream: the end, not the start.
+    let out = kubectl.ok(&["logs", "chatty"]);
+    assert!(
+        out.ends_with("line 399 of the chatty container\ndone\n"),
+        "{out}"
+    );
+    assert!(!out.contains("line 0 of"), "{out}");
+    delete_and_wait(&api, "chatty").await;
+}
