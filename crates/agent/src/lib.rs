@@ -68,6 +68,8 @@ pub struct NodeContext {
     pub data_dir: PathBuf,
     /// The image store.
     pub images: images::ImageStore,
+    /// When unused images are removed.
+    pub image_gc: images::gc::GcPolicy,
     /// Registry mirrors and plain-HTTP registries, for pulls.
     pub registries: images::pull::Registries,
     /// The OCI runtimes, by RuntimeClass handler.
@@ -129,6 +131,8 @@ pub async fn run(ctx: Arc<NodeContext>, client_cas: Vec<Vec<u8>>) -> Result<(), 
     let endpoint = tokio::spawn(endpoint::serve(ctx.clone(), client_cas));
     let sampler = tokio::spawn(stats::run(ctx.clone()));
     let _stop_sampler = AbortOnDrop(sampler);
+    let image_gc = tokio::spawn(images::gc::run(ctx.clone(), ctx.image_gc));
+    let _stop_image_gc = AbortOnDrop(image_gc);
     tokio::select! {
         _ = pods::run(ctx) => {}
         r = endpoint => if let Ok(Err(e)) = r {

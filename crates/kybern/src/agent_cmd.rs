@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use kybern_agent::host::LinuxHost;
 use kybern_agent::images::ImageStore;
+use kybern_agent::images::gc::GcPolicy;
 use kybern_agent::images::pull::Registries;
 use kybern_agent::network::{BridgeSettings, Cni};
 use kybern_agent::runtime::Runc;
@@ -51,6 +52,19 @@ pub struct AgentFlags {
     /// Log files kept per container, the current one included.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..))]
     container_log_max_files: u32,
+    /// Remove unused images once the image filesystem is this full
+    /// (percent; 100 never).
+    #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(0..=100))]
+    image_gc_high_threshold: u8,
+    /// Remove unused images down to this (percent, below the high one).
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
+    image_gc_low_threshold: u8,
+    /// Keep images tagged more recently than this (`2m`, `30s`, `1h`).
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    image_minimum_gc_age: std::time::Duration,
+    /// How often image usage is checked.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    image_gc_interval: std::time::Duration,
     /// Pods the node takes.
     #[arg(long, default_value_t = 110)]
     max_pods: u32,
@@ -118,6 +132,20 @@ pub enum ImageCommand {
         #[arg(long, default_value = "/var/lib/kybern/agent")]
         data_dir: PathBuf,
     },
+}
+
+/// A duration as `<n>s`, `<n>m` or `<n>h`.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{s:?} is not a duration such as 30s, 2m or 1h");
+    let (digits, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60).ok_or_else(bad)?,
+        "h" => n.checked_mul(3600).ok_or_else(bad)?,
+        _ => return Err(bad()),
+    };
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 /// A positive byte quantity (`10Mi`, `512Ki`, `1000000`).
@@ -231,7 +259,22 @@ pub async fn run_agent(
             ip_masq: !flags.no_ip_masq,
         },
     );
+    if flags.image_gc_low_threshold >= flags.image_gc_high_threshold
+        && flags.image_gc_high_threshold < 100
+    {
+        anyhow::bail!(
+            "--image-gc-low-threshold ({}) must be below --image-gc-high-threshold ({})",
+            flags.image_gc_low_threshold,
+            flags.image_gc_high_threshold
+        );
+    }
     let ctx = kybern_agent::NodeContext {
+        image_gc: GcPolicy {
+            high_percent: flags.image_gc_high_threshold,
+            low_percent: flags.image_gc_low_threshold,
+            min_age: flags.image_minimum_gc_age,
+            interval: flags.image_gc_interval,
+        },
         client,
         node_name: node_name(flags),
         node_ip: flags.node_ip.unwrap_or_else(default_ip),

@@ -35,9 +35,9 @@ enum Command {
     Server(server::ServerArgs),
     /// Run a whole single-node cluster in one process: API server,
     /// controllers, scheduler and node agent, with an admin kubeconfig.
-    Up(server::UpArgs),
+    Up(Box<server::UpArgs>),
     /// Run the node agent (the kubelet's role) against a cluster.
-    Agent(agent_cmd::AgentArgs),
+    Agent(Box<agent_cmd::AgentArgs>),
     /// Import and list the node's container images.
     #[command(subcommand)]
     Image(agent_cmd::ImageCommand),
@@ -84,8 +84,8 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Server(args) => runtime()?.block_on(server::run(args)),
-        Command::Up(args) => runtime()?.block_on(server::up(args)),
-        Command::Agent(args) => runtime()?.block_on(agent_cmd::run(args)),
+        Command::Up(args) => runtime()?.block_on(server::up(*args)),
+        Command::Agent(args) => runtime()?.block_on(agent_cmd::run(*args)),
         Command::Image(cmd) => agent_cmd::image(cmd),
         Command::Monitor(args) => agent_cmd::monitor(args),
         Command::Kubeconfig(args) => kubeconfig_cmd::run(args),

@@ -6,6 +6,7 @@
 //! import), `layers/sha256/<hex>/` (a layer unpacked, named by its blob
 //! digest), `refs/<escaped name>` (the manifest digest a name points at).
 
+pub mod gc;
 mod layer;
 mod oci_layout;
 pub mod pull;
@@ -84,6 +85,7 @@ pub(crate) struct Manifest {
 #[derive(Debug, Clone)]
 pub struct ImageStore {
     root: PathBuf,
+    gate: std::sync::Arc<gc::WriteGate>,
 }
 
 impl ImageStore {
@@ -94,6 +96,7 @@ impl ImageStore {
         }
         Ok(ImageStore {
             root: root.to_owned(),
+            gate: Default::default(),
         })
     }
 

@@ -28,6 +28,7 @@ pub fn import_archive(
     path: &Path,
     name: Option<&str>,
 ) -> Result<Vec<String>, AgentError> {
+    let _writing = store.begin_write();
     if path.is_dir() {
         return import_layout(store, path, name);
     }

@@ -170,6 +170,7 @@ pub async fn pull(
     credentials: &HashMap<String, (String, String)>,
 ) -> Result<String, AgentError> {
     let name = normalize(image);
+    let _writing = store.begin_write();
     let (registry, repo_ref) = name
         .split_once('/')
         .ok_or_else(|| image_error(format!("invalid image name {image:?}")))?;

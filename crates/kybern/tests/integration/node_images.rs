@@ -87,3 +87,95 @@ async fn images_are_pulled_through_mirrors_and_missing_ones_back_off() {
         "--wait=true",
     ]);
 }
+
+/// The names in the node's image store.
+fn stored_names(cluster: &NodeCluster) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(cluster.dir.path().join("agent/images/refs"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn entries(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| d.count())
+}
+
+#[tokio::test]
+async fn unused_images_are_collected_under_disk_pressure() {
+    // Any real disk is over 1 %: every unused image older than 15 s goes.
+    let cluster = NodeCluster::start_configured(
+        None,
+        &[
+            "--image-gc-high-threshold",
+            "1",
+            "--image-gc-low-threshold",
+            "0",
+            "--image-minimum-gc-age",
+            "15s",
+            "--image-gc-interval",
+            "1s",
+        ],
+    );
+    let kubectl = Cli::kubectl_for(&cluster);
+    let imported = std::process::Command::new(env!("CARGO_BIN_EXE_kybern"))
+        .args(["image", "import", "--name", "spare", "--data-dir"])
+        .arg(cluster.dir.path().join("agent"))
+        .arg(busybox_image())
+        .output()
+        .expect("kybern image import");
+    assert!(imported.status.success());
+    kubectl.ok(&[
+        "run",
+        "user",
+        "--image=busybox",
+        "--restart=Never",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    kubectl.ok(&["wait", "--for=condition=Ready", "pod/user", "--timeout=60s"]);
+    assert_eq!(
+        stored_names(&cluster),
+        [
+            "docker.io+library+busybox:latest",
+            "docker.io+library+spare:latest"
+        ]
+    );
+
+    // The spare name goes once it is old enough; the one a pod uses stays.
+    wait_for("the unused image to be collected", || async {
+        (stored_names(&cluster).len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(stored_names(&cluster), ["docker.io+library+busybox:latest"]);
+    wait_for("the node to stop reporting it", || async {
+        let images = kubectl.ok(&[
+            "get",
+            "node",
+            &cluster.node,
+            "-o",
+            "jsonpath={.status.images[*].names}",
+        ]);
+        (!images.contains("spare") && images.contains("busybox")).then_some(())
+    })
+    .await;
+    assert_eq!(field(&kubectl, "user", "{.status.phase}"), "Running");
+
+    // Once its pod is gone the last image goes too, content and all.
+    kubectl.ok(&["delete", "pod", "user", "--grace-period=1", "--wait=true"]);
+    wait_for("the last image to be collected", || async {
+        stored_names(&cluster).is_empty().then_some(())
+    })
+    .await;
+    let images = cluster.dir.path().join("agent/images");
+    wait_for("its blobs and layers to be swept", || async {
+        (entries(&images.join("blobs/sha256")) + entries(&images.join("layers/sha256")) == 0)
+            .then_some(())
+    })
+    .await;
+}
