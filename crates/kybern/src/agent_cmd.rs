@@ -109,6 +109,8 @@ pub struct MonitorArgs {
     log_max_size: u64,
     #[arg(long, default_value_t = LogPolicy::default().max_files)]
     log_max_files: u32,
+    #[arg(long)]
+    stdin_fifo: Option<PathBuf>,
 }
 
 /// `kybern image ...`.
@@ -332,6 +334,7 @@ pub fn monitor(args: MonitorArgs) -> anyhow::Result<()> {
             max_size: args.log_max_size,
             max_files: args.log_max_files,
         },
+        stdin_fifo: args.stdin_fifo,
     };
     kybern_agent::runtime::monitor::run(&spec)?;
     Ok(())

@@ -104,7 +104,7 @@ pub struct LogSource {
 /// Reads a log as it grows, across the monitor's rotations: the file it
 /// has open is read to its end before it moves to the file that now has
 /// the log's name.
-struct Follower {
+pub(crate) struct Follower {
     path: PathBuf,
     file: Option<std::fs::File>,
     /// A last line not yet complete.
@@ -120,8 +120,20 @@ impl Follower {
         }
     }
 
+    /// A follower of what is appended from now on.
+    pub(crate) fn at_end(path: PathBuf) -> std::io::Result<Self> {
+        use std::io::{Seek, SeekFrom};
+        let mut file = std::fs::File::open(&path)?;
+        file.seek(SeekFrom::End(0))?;
+        Ok(Follower {
+            path,
+            file: Some(file),
+            partial: Vec::new(),
+        })
+    }
+
     /// The complete lines appended since the last call.
-    fn read(&mut self) -> std::io::Result<String> {
+    pub(crate) fn read(&mut self) -> std::io::Result<String> {
         use std::os::unix::fs::MetadataExt;
         let mut buf = std::mem::take(&mut self.partial);
         if self.file.is_none() {

@@ -151,6 +151,10 @@ pub async fn serve(ctx: Arc<NodeContext>, client_cas: Vec<Vec<u8>>) -> Result<()
             get(container_logs),
         )
         .route("/exec/{namespace}/{pod}/{container}", any(streams::exec))
+        .route(
+            "/attach/{namespace}/{pod}/{container}",
+            any(streams::attach),
+        )
         .route("/portForward/{namespace}/{pod}", any(streams::port_forward))
         .route("/stats/summary", get(stats_summary))
         .layer(axum::middleware::from_fn_with_state(

@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 
 use super::text;
 use crate::NodeContext;
-use crate::streaming::{PodTarget, StreamOptions, channel, exec, portforward, tunnel};
+use crate::streaming::{PodTarget, StreamOptions, attach, channel, exec, portforward, tunnel};
 
 fn not_on_node(namespace: &str, pod: &str) -> Response {
     text(
@@ -57,6 +57,37 @@ pub async fn exec(
     tracing::info!(%namespace, %pod, %container, tty = opts.tty, "exec");
     ws.protocols(channel::PROTOCOLS)
         .on_upgrade(move |socket| exec::session(socket, runtime, id, opts))
+}
+
+/// `/attach/{namespace}/{pod}/{container}`.
+pub async fn attach(
+    State(ctx): State<Arc<NodeContext>>,
+    Path((namespace, pod, container)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let opts = match StreamOptions::parse(query.as_deref().unwrap_or("")) {
+        Ok(o) => o,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e),
+    };
+    let Some(target) = PodTarget::find(&ctx, &namespace, &pod) else {
+        return not_on_node(&namespace, &pod);
+    };
+    let Some(run) = target.attach_target(&container) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("container {container} is not running in pod {namespace}/{pod}"),
+        );
+    };
+    let Ok(ws) = ws else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "attach needs a WebSocket upgrade (v5.channel.k8s.io)".into(),
+        );
+    };
+    tracing::info!(%namespace, %pod, %container, stdin = opts.stdin, "attach");
+    ws.protocols(channel::PROTOCOLS)
+        .on_upgrade(move |socket| attach::session(socket, run, opts))
 }
 
 /// `/portForward/{namespace}/{pod}`: SPDY tunnelled in a WebSocket, or SPDY

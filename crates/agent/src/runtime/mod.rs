@@ -22,6 +22,8 @@ pub struct ContainerFiles {
     pub log: PathBuf,
     /// The exit record the monitor writes.
     pub exit_file: PathBuf,
+    /// The named pipe that is the container's standard input, if it has one.
+    pub stdin_fifo: Option<PathBuf>,
 }
 
 /// What the node agent asks of an OCI runtime (one per RuntimeClass handler).
@@ -112,6 +114,12 @@ impl ContainerRuntime for Runc {
             .arg(self.log_policy.max_size.to_string())
             .arg("--log-max-files")
             .arg(self.log_policy.max_files.to_string())
+            .args(
+                files
+                    .stdin_fifo
+                    .iter()
+                    .flat_map(|f| [std::ffi::OsString::from("--stdin-fifo"), path(f)]),
+            )
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -33,6 +33,9 @@ pub struct MonitorSpec {
     pub exit_file: PathBuf,
     /// When the log rotates.
     pub log_policy: super::log_file::LogPolicy,
+    /// A named pipe to create and give the container as its standard input
+    /// (containers with `stdin: true`; `kubectl attach -i` writes to it).
+    pub stdin_fifo: Option<PathBuf>,
 }
 
 /// How a container ended, as the monitor recorded it.
@@ -52,6 +55,10 @@ pub struct ExitRecord {
 pub fn run(spec: &MonitorSpec) -> Result<i32, AgentError> {
     let log = RotatingLog::open(&spec.log, spec.log_policy)?;
     let log = Arc::new(Mutex::new(log));
+    let stdin = match &spec.stdin_fifo {
+        Some(fifo) => Stdio::from(open_stdin_fifo(fifo)?),
+        None => Stdio::null(),
+    };
     let mut child = Command::new(&spec.runtime)
         .arg("--root")
         .arg(&spec.root)
@@ -59,7 +66,7 @@ pub fn run(spec: &MonitorSpec) -> Result<i32, AgentError> {
         .arg("--bundle")
         .arg(&spec.bundle)
         .arg(&spec.id)
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
@@ -95,6 +102,20 @@ pub fn run(spec: &MonitorSpec) -> Result<i32, AgentError> {
     std::fs::write(&tmp, serde_json::to_vec(&record).unwrap_or_default())?;
     std::fs::rename(&tmp, &spec.exit_file)?;
     Ok(exit_code)
+}
+
+/// Creates the named pipe (if missing) and opens it for reading and
+/// writing: the open does not wait for a writer, and the container never
+/// sees end-of-file when an attached client goes away.
+fn open_stdin_fifo(fifo: &std::path::Path) -> Result<std::fs::File, AgentError> {
+    match nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)) {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+        Err(e) => return Err(AgentError::Io(e.into())),
+    }
+    Ok(std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(fifo)?)
 }
 
 /// Follows `runc events` of the container for `oom` events. runc checks that
@@ -260,6 +281,7 @@ mod tests {
             log: dir.path().join("0.log"),
             exit_file: dir.path().join("exit"),
             log_policy: Default::default(),
+            stdin_fifo: Some(dir.path().join("stdin")),
         };
         assert_eq!(run(&spec).expect("test setup"), 3);
         let record: ExitRecord =

@@ -3,6 +3,7 @@
 //! WebSocket for port-forward) that the API server passes through from
 //! kubectl unchanged.
 
+pub mod attach;
 pub mod channel;
 pub mod exec;
 pub mod portforward;
@@ -109,6 +110,20 @@ impl PodTarget {
                 root: ctx.data_dir.join("pods").join(&uid),
                 uid,
             },
+        })
+    }
+
+    /// Where `container`'s current run keeps its output and input, if it is
+    /// running.
+    pub fn attach_target(&self, container: &str) -> Option<attach::AttachTarget> {
+        let Some((attempt, Run::Running { .. })) = history(&self.dir, container).latest else {
+            return None;
+        };
+        let run = self.dir.attempt(container, attempt);
+        Some(attach::AttachTarget {
+            log: self.dir.log(container, attempt),
+            exit_file: run.join("exit"),
+            stdin_fifo: Some(run.join("stdin")).filter(|f| f.exists()),
         })
     }
 

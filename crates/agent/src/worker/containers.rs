@@ -246,6 +246,7 @@ impl PodWorker {
             bundle,
             log,
             exit_file: attempt_dir.join("exit"),
+            stdin_fifo: c.stdin.unwrap_or(false).then(|| attempt_dir.join("stdin")),
         };
         let id = self.dir.container_id(&c.name, attempt);
         let exit_file = files.exit_file.clone();

@@ -227,7 +227,7 @@ async fn dispatch(
         Some("token") if method == Method::POST => return token_request::create(&ctx, body).await,
         Some("eviction") if method == Method::POST => return eviction::evict(&ctx, body).await,
         Some("log") if method == Method::GET => return pod_log::log(&ctx).await,
-        Some("exec" | "portforward") if matches!(method, Method::GET | Method::POST) => {
+        Some("exec" | "attach" | "portforward") if matches!(method, Method::GET | Method::POST) => {
             return pod_stream::stream(&ctx, method, upgrade).await;
         }
         Some("finalize") if method == Method::PUT => return finalize::finalize(&ctx, body).await,

@@ -1,4 +1,5 @@
-//! `pods/exec` and `pods/portforward`: the client's upgrade request goes on
+//! `pods/exec`, `pods/attach` and `pods/portforward`: the client's upgrade
+//! request goes on
 //! to the agent that runs the pod, and once both sides have switched
 //! protocols the server copies bytes between them. The session's protocol
 //! (WebSocket `v5.channel.k8s.io`, SPDY for port-forward) is the agent's
@@ -24,7 +25,7 @@ const UPGRADE_HEADERS: [&str; 6] = [
     "x-stream-protocol-version",
 ];
 
-/// GET or POST `.../pods/{name}/exec` or `.../portforward`.
+/// GET or POST `.../pods/{name}/exec`, `.../attach` or `.../portforward`.
 pub async fn stream(
     ctx: &Ctx,
     method: Method,
@@ -37,17 +38,31 @@ pub async fn stream(
         .objects
         .get(&ctx.info, ctx.namespace(), name)
         .await?;
-    let path = if sub == "exec" {
+    let path = if sub == "exec" || sub == "attach" {
         let container = container_of(&pod, name, ctx.query.get("container"))?;
         if let Some(phase @ ("Succeeded" | "Failed")) = pod["status"]["phase"].as_str() {
+            let what = if sub == "exec" {
+                "exec into"
+            } else {
+                "attach to"
+            };
             return Err(ApiError::bad_request(format!(
-                "cannot exec into a container in a completed pod; current phase is {phase}"
+                "cannot {what} a container in a completed pod; current phase is {phase}"
             ))
             .into());
         }
-        ctx.connect_admission("PodExecOptions", &exec_options(ctx, &container))
-            .await?;
-        format!("/exec/{}/{name}/{container}", ctx.namespace())
+        let mut options = exec_options(ctx, &container);
+        let kind = if sub == "attach" {
+            options["kind"] = "PodAttachOptions".into();
+            if let Some(o) = options.as_object_mut() {
+                o.remove("command");
+            }
+            "PodAttachOptions"
+        } else {
+            "PodExecOptions"
+        };
+        ctx.connect_admission(kind, &options).await?;
+        format!("/{sub}/{}/{name}/{container}", ctx.namespace())
     } else {
         ctx.connect_admission("PodPortForwardOptions", &port_forward_options(ctx))
             .await?;
@@ -115,7 +130,8 @@ fn query_values(ctx: &Ctx, key: &str) -> Vec<String> {
         .collect()
 }
 
-/// The `PodExecOptions` admission sees, from the query.
+/// The `PodExecOptions` admission sees, from the query (less the command,
+/// the `PodAttachOptions`).
 fn exec_options(ctx: &Ctx, container: &str) -> serde_json::Value {
     let flag = |k: &str| matches!(ctx.query.get(k), Some("true" | "1"));
     serde_json::json!({

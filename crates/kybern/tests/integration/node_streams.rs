@@ -1,6 +1,7 @@
 //! Reaching into pods on a `kybern up` node (as root, real runc): `kubectl
-//! exec` with and without a terminal, the service account token a pod
-//! carries, `port-forward`, `top`, and who the agent's own port lets in.
+//! exec` with and without a terminal, `attach`, logs across rotations, the
+//! service account token a pod carries, `port-forward`, `top`, and who the
+//! agent's own port lets in.
 
 use crate::common;
 use crate::common::cli::Cli;
@@ -389,4 +390,40 @@ async fn container_logs_rotate_and_kubectl_logs_reads_the_current_file() {
     );
     assert!(!out.contains("line 0 of"), "{out}");
     delete_and_wait(&api, "chatty").await;
+}
+
+#[tokio::test]
+async fn kubectl_attach_talks_to_a_running_container() {
+    let cluster = NodeCluster::start();
+    let client = cluster.client().await;
+    let kubectl = Cli::kubectl_for(&cluster);
+    let api = create(&client, json!({
+        "metadata": {"name": "talker"},
+        "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": "busybox", "stdin": true,
+                "command": ["sh", "-c", "echo before; while read line; do [ \"$line\" = quit ] && break; echo \"got $line\"; echo \"err $line\" >&2; done; echo bye"]}]}})).await;
+    wait_status(&api, "talker", "the container to run", |s| {
+        container(s, "c")["state"]["running"].is_object()
+    })
+    .await;
+    // What the container wrote before the attach is not replayed; what it
+    // answers to our input is, on the right streams; the session ends with
+    // the container.
+    let out = kubectl.run_with_stdin(
+        &["attach", "-i", "talker", "-c", "c"],
+        Some("hello\nquit\n"),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(stdout, "got hello\nbye\n", "stderr: {stderr}");
+    assert!(stderr.contains("err hello\n"), "{stderr}");
+    let done = wait_status(&api, "talker", "the container to finish", |s| {
+        s["phase"] == "Succeeded"
+    })
+    .await;
+    assert_eq!(container(&done, "c")["state"]["terminated"]["exitCode"], 0);
+    let late = kubectl.run(&["attach", "talker", "-c", "c"]);
+    assert!(!late.status.success(), "attached to a finished pod");
+    delete_and_wait(&api, "talker").await;
 }
