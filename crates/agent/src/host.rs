@@ -31,6 +31,10 @@ pub trait NodeHost: Send + Sync {
     /// the memory, when `None`) at the directory `target`, unless one is
     /// already mounted there.
     fn mount_tmpfs(&self, target: &Path, size: Option<u64>) -> Result<(), AgentError>;
+    /// Creates the pod cgroup `path` in the pids controller and caps the
+    /// processes of everything under it at `limit` (the kubelet's
+    /// `podPidsLimit`).
+    fn limit_pids(&self, path: &str, limit: i64) -> Result<(), AgentError>;
     /// Removes the cgroup `path` (and anything under it) from every hierarchy.
     fn remove_cgroup(&self, path: &str) -> Result<(), AgentError>;
 }
@@ -153,6 +157,26 @@ impl NodeHost for LinuxHost {
                 target.display()
             ))),
         }
+    }
+
+    fn limit_pids(&self, path: &str, limit: i64) -> Result<(), AgentError> {
+        let rel = path.trim_start_matches('/');
+        let v1 = self.cgroup_root.join("pids");
+        let dir = if v1.is_dir() {
+            v1.join(rel)
+        } else {
+            // v2: each ancestor must hand the pids controller down.
+            let mut at = self.cgroup_root.clone();
+            for part in rel.split('/') {
+                std::fs::write(at.join("cgroup.subtree_control"), "+pids")?;
+                at.push(part);
+                std::fs::create_dir_all(&at)?;
+            }
+            at
+        };
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("pids.max"), limit.to_string())?;
+        Ok(())
     }
 
     fn remove_cgroup(&self, path: &str) -> Result<(), AgentError> {

@@ -62,6 +62,8 @@ pub struct NodeContext {
     pub pod_cidr: String,
     /// Pods the node takes.
     pub max_pods: u32,
+    /// The most processes a pod may have (`None`: unlimited).
+    pub pod_pids_limit: Option<i64>,
     /// The port of the agent's own endpoint.
     pub port: u16,
     /// The agent's data directory.

@@ -68,6 +68,10 @@ pub struct AgentFlags {
     /// Pods the node takes.
     #[arg(long, default_value_t = 110)]
     max_pods: u32,
+    /// The most processes one pod may run (the kubelet's podPidsLimit;
+    /// -1 for no limit).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pod_max_pids: i64,
     /// Port of the agent's endpoint, published in the Node's `daemonEndpoints`.
     #[arg(long, default_value_t = 10250)]
     agent_port: u16,
@@ -282,6 +286,7 @@ pub async fn run_agent(
         node_ip: flags.node_ip.unwrap_or_else(default_ip),
         pod_cidr: flags.pod_cidr.clone(),
         max_pods: flags.max_pods,
+        pod_pids_limit: (flags.pod_max_pids > 0).then_some(flags.pod_max_pids),
         port: flags.agent_port,
         images: ImageStore::open(&data_dir.join("images"))?,
         registries: match &flags.registries {

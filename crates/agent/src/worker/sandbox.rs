@@ -101,6 +101,11 @@ impl PodWorker {
         let etc = self.dir.etc();
         std::fs::create_dir_all(&etc)?;
         self.ctx.host.create_namespaces(&self.dir.ns(), &hostname)?;
+        if let Some(limit) = self.ctx.pod_pids_limit {
+            let qos = super::qos::QosClass::of(pod);
+            let cgroup = super::qos::cgroup_parent(pod, qos);
+            self.ctx.host.limit_pids(&cgroup, limit)?;
+        }
         let ports = port_mappings(pod);
         let ip: IpAddr = if host_network {
             self.ctx.node_ip

@@ -30,6 +30,7 @@ mod controllers_policy;
 mod controllers_sets;
 mod node_agent;
 mod node_images;
+mod node_pids;
 mod node_probes;
 mod node_runtime_class;
 mod node_streams;
