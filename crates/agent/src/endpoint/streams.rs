@@ -14,6 +14,20 @@ use super::text;
 use crate::NodeContext;
 use crate::streaming::{PodTarget, StreamOptions, attach, channel, exec, portforward, tunnel};
 
+fn not_running(namespace: &str, pod: &str, container: &str) -> Response {
+    text(
+        StatusCode::NOT_FOUND,
+        format!("container {container} is not running in pod {namespace}/{pod}"),
+    )
+}
+
+fn needs_websocket(verb: &str) -> Response {
+    text(
+        StatusCode::BAD_REQUEST,
+        format!("{verb} needs a WebSocket upgrade (v5.channel.k8s.io)"),
+    )
+}
+
 fn not_on_node(namespace: &str, pod: &str) -> Response {
     text(
         StatusCode::NOT_FOUND,
@@ -42,16 +56,10 @@ pub async fn exec(
         return not_on_node(&namespace, &pod);
     };
     let Some(id) = target.running_container(&container) else {
-        return text(
-            StatusCode::NOT_FOUND,
-            format!("container {container} is not running in pod {namespace}/{pod}"),
-        );
+        return not_running(&namespace, &pod, &container);
     };
     let Ok(ws) = ws else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "exec needs a WebSocket upgrade (v5.channel.k8s.io)".into(),
-        );
+        return needs_websocket("exec");
     };
     let runtime = target.runtime(&ctx);
     tracing::info!(%namespace, %pod, %container, tty = opts.tty, "exec");
@@ -74,16 +82,10 @@ pub async fn attach(
         return not_on_node(&namespace, &pod);
     };
     let Some(run) = target.attach_target(&container) else {
-        return text(
-            StatusCode::NOT_FOUND,
-            format!("container {container} is not running in pod {namespace}/{pod}"),
-        );
+        return not_running(&namespace, &pod, &container);
     };
     let Ok(ws) = ws else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "attach needs a WebSocket upgrade (v5.channel.k8s.io)".into(),
-        );
+        return needs_websocket("attach");
     };
     tracing::info!(%namespace, %pod, %container, stdin = opts.stdin, "attach");
     ws.protocols(channel::PROTOCOLS)

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
@@ -79,16 +79,7 @@ async fn relay_output(
 
 /// Runs one attach session on an upgraded WebSocket.
 pub async fn session(socket: WebSocket, target: AttachTarget, opts: StreamOptions) {
-    let (mut sink, mut source) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<Message>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
-            if sink.send(m).await.is_err() {
-                return;
-            }
-        }
-        let _ = sink.send(super::normal_closure()).await;
-    });
+    let (tx, mut source, writer) = super::split_session(socket);
     let log = match Follower::at_end(target.log.clone()) {
         Ok(l) => l,
         Err(e) => {

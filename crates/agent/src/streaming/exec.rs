@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -214,16 +214,7 @@ pub async fn session(
     id: String,
     opts: StreamOptions,
 ) {
-    let (mut sink, mut source) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<Message>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
-            if sink.send(m).await.is_err() {
-                return;
-            }
-        }
-        let _ = sink.send(super::normal_closure()).await;
-    });
+    let (tx, mut source, writer) = super::split_session(socket);
     // kubectl sends the terminal's size first thing: waiting a moment for
     // it lets the process start at the right size instead of 80x24.
     let mut size = (80, 24);

@@ -95,6 +95,30 @@ pub fn normal_closure() -> axum::extract::ws::Message {
     }))
 }
 
+/// Splits a session's WebSocket: messages sent on the returned channel go
+/// out in order from a writer task, which closes the socket normally once
+/// every sender is gone.
+pub fn split_session(
+    socket: axum::extract::ws::WebSocket,
+) -> (
+    tokio::sync::mpsc::Sender<axum::extract::ws::Message>,
+    futures::stream::SplitStream<axum::extract::ws::WebSocket>,
+    tokio::task::JoinHandle<()>,
+) {
+    use futures::{SinkExt, StreamExt};
+    let (mut sink, source) = socket.split();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            if sink.send(m).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.send(normal_closure()).await;
+    });
+    (tx, source, writer)
+}
+
 /// A pod on this node, found by name.
 pub struct PodTarget {
     /// The pod's directory.
