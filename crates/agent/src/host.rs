@@ -39,7 +39,32 @@ pub trait NodeHost: Send + Sync {
     fn remove_cgroup(&self, path: &str) -> Result<(), AgentError>;
 }
 
-/// The real kernel, through `unshare(1)` and mount(2).
+/// Moves the calling thread into new network, IPC and UTS namespaces, sets
+/// the hostname in the UTS one and binds each to its file in `dir`.
+fn enter_and_bind(dir: &Path, hostname: &str) -> Result<(), AgentError> {
+    use nix::sched::CloneFlags;
+    let failed = |what: &str, e: nix::Error| {
+        AgentError::Runtime(format!("creating pod namespaces: {what}: {e}"))
+    };
+    nix::sched::unshare(
+        CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS,
+    )
+    .map_err(|e| failed("unshare", e))?;
+    nix::unistd::sethostname(hostname).map_err(|e| failed("sethostname", e))?;
+    for ns in SHARED_NAMESPACES {
+        nix::mount::mount(
+            Some(Path::new("/proc/thread-self/ns").join(ns).as_path()),
+            &dir.join(ns),
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| failed(ns, e))?;
+    }
+    Ok(())
+}
+
+/// The real kernel, through unshare(2) and mount(2).
 #[derive(Debug, Clone)]
 pub struct LinuxHost {
     /// Where the cgroup hierarchies are mounted (`/sys/fs/cgroup`).
@@ -57,25 +82,25 @@ impl Default for LinuxHost {
 impl NodeHost for LinuxHost {
     fn create_namespaces(&self, dir: &Path, hostname: &str) -> Result<(), AgentError> {
         std::fs::create_dir_all(dir)?;
-        let mut cmd = std::process::Command::new("unshare");
         for ns in SHARED_NAMESPACES {
-            let file = dir.join(ns);
-            std::fs::File::create(&file)?;
-            let mut arg = std::ffi::OsString::from(format!("--{ns}="));
-            arg.push(&file);
-            cmd.arg(arg);
+            std::fs::File::create(dir.join(ns))?;
         }
-        // unshare binds each new namespace to its file, then runs `hostname`
-        // inside them; the namespaces live on with no process in them.
-        let out = cmd.arg("hostname").arg(hostname).output()?;
-        if !out.status.success() {
+        // Namespaces belong to threads: a thread of our own moves into new
+        // ones, names its UTS namespace, binds each to its file and ends;
+        // the namespaces live on with no process in them. (A pooled thread
+        // would carry the namespaces back into the pool.) This saves
+        // spawning `unshare(1)` per pod.
+        let (dir_in, name) = (dir.to_owned(), hostname.to_owned());
+        let made = std::thread::Builder::new()
+            .name("pod-namespaces".into())
+            .spawn(move || enter_and_bind(&dir_in, &name))?
+            .join()
+            .map_err(|_| AgentError::Runtime("creating pod namespaces: thread panicked".into()))
+            .and_then(|r| r);
+        if made.is_err() {
             let _ = self.remove_namespaces(dir);
-            return Err(AgentError::Runtime(format!(
-                "creating pod namespaces: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
         }
-        Ok(())
+        made
     }
 
     fn remove_namespaces(&self, dir: &Path) -> Result<(), AgentError> {

@@ -165,13 +165,19 @@ impl PodNetwork for Cni {
         ports: &[PortMapping],
     ) -> Result<IpAddr, AgentError> {
         let lo = json!({"cniVersion": CNI_VERSION, "name": "loopback", "type": "loopback"});
-        self.invoke("ADD", &lo, id, netns, "lo").await?;
-        let mut prev: Option<Value> = None;
-        for plugin in self.chain(ports) {
-            let conf = Self::plugin_config(plugin, prev.as_ref(), ports);
-            prev = Some(self.invoke("ADD", &conf, id, netns, "eth0").await?);
-        }
-        prev.as_ref()
+        // `lo` and `eth0` are separate networks: set up side by side.
+        let eth0 = async {
+            let mut prev: Option<Value> = None;
+            for plugin in self.chain(ports) {
+                let conf = Self::plugin_config(plugin, prev.as_ref(), ports);
+                prev = Some(self.invoke("ADD", &conf, id, netns, "eth0").await?);
+            }
+            Ok::<_, AgentError>(prev)
+        };
+        let (lo, prev) = tokio::join!(self.invoke("ADD", &lo, id, netns, "lo"), eth0);
+        lo?;
+        prev?
+            .as_ref()
             .and_then(first_address)
             .ok_or_else(|| AgentError::Network("the CNI result has no address".into()))
     }

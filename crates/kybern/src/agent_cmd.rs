@@ -115,6 +115,8 @@ pub struct MonitorArgs {
     log_max_files: u32,
     #[arg(long)]
     stdin_fifo: Option<PathBuf>,
+    #[arg(long)]
+    pid_file: PathBuf,
 }
 
 /// `kybern image ...`.
@@ -340,9 +342,23 @@ pub fn monitor(args: MonitorArgs) -> anyhow::Result<()> {
             max_files: args.log_max_files,
         },
         stdin_fifo: args.stdin_fifo,
+        pid_file: args.pid_file,
     };
     kybern_agent::runtime::monitor::run(&spec)?;
     Ok(())
+}
+
+/// Arguments of `kybern gate` (an OCI hook in a container's bundle).
+#[derive(clap::Args, Debug)]
+pub struct GateArgs {
+    /// The gate file the agent opens or closes.
+    file: PathBuf,
+}
+
+/// `kybern gate`: returns once the gate opens, fails if it closes.
+pub fn gate(args: GateArgs) -> anyhow::Result<()> {
+    kybern_agent::runtime::gate::wait(&args.file, kybern_agent::runtime::gate::GATE_TIMEOUT)
+        .map_err(|why| anyhow::anyhow!("{why}"))
 }
 
 /// `kybern image ...`.

@@ -44,6 +44,10 @@ enum Command {
     /// Run one container under the agent (started by the agent, not by hand).
     #[command(hide = true)]
     Monitor(agent_cmd::MonitorArgs),
+    /// Hold a container until its pod's network is ready (an OCI hook the
+    /// agent puts in the bundle, not run by hand).
+    #[command(hide = true)]
+    Gate(agent_cmd::GateArgs),
     /// Issue a client certificate from the cluster CA and write a kubeconfig
     /// with it (for a remote node agent: `--client-name system:node:NAME
     /// --org system:nodes`).
@@ -88,6 +92,7 @@ fn main() -> anyhow::Result<()> {
         Command::Agent(args) => runtime()?.block_on(agent_cmd::run(*args)),
         Command::Image(cmd) => agent_cmd::image(cmd),
         Command::Monitor(args) => agent_cmd::monitor(args),
+        Command::Gate(args) => agent_cmd::gate(args),
         Command::Kubeconfig(args) => kubeconfig_cmd::run(args),
         Command::Scheduler(args) => runtime()?.block_on(scheduler_cmd::run(args)),
         Command::ControllerManager(args) => runtime()?.block_on(controller_cmd::run(args)),

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use oci_spec::runtime::{
-    Capability, LinuxCapabilities, LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxNamespace,
-    LinuxPids, LinuxResources, Mount, Process, Root, Spec, User,
+    Capability, Hook, Hooks, LinuxCapabilities, LinuxCpu, LinuxDeviceCgroup, LinuxMemory,
+    LinuxNamespace, LinuxPids, LinuxResources, Mount, Process, Root, Spec, User,
 };
 
 pub use oci_spec::runtime::LinuxNamespaceType;
@@ -85,6 +85,9 @@ pub struct ContainerPlan {
     pub no_new_privileges: bool,
     /// OOM score adjustment from the pod's QoS class.
     pub oom_score_adj: Option<i32>,
+    /// Hold the container before its command runs until this gate opens:
+    /// `(the kybern executable, the gate file)`.
+    pub start_gate: Option<(PathBuf, PathBuf)>,
 }
 
 fn capability(name: &str) -> Result<Capability, AgentError> {
@@ -269,6 +272,21 @@ pub fn spec(plan: &ContainerPlan) -> Result<Spec, AgentError> {
         linux.set_masked_paths(None);
         linux.set_readonly_paths(None);
     }
+    if let Some((exe, gate)) = &plan.start_gate {
+        let mut hook = Hook::default();
+        hook.set_path(exe.clone());
+        hook.set_args(Some(vec![
+            "kybern".into(),
+            "gate".into(),
+            gate.to_string_lossy().into_owned(),
+        ]));
+        // runc kills a hook that outlives this; the gate gives up first.
+        let limit = super::gate::GATE_TIMEOUT.as_secs() as i64 + 5;
+        hook.set_timeout(Some(limit));
+        let mut hooks = Hooks::default();
+        hooks.set_create_runtime(Some(vec![hook]));
+        spec.set_hooks(Some(hooks));
+    }
     Ok(spec)
 }
 
@@ -329,5 +347,21 @@ mod tests {
         p.cap_add.clear();
         p.privileged = true;
         assert!(capabilities(&p).expect("test setup").len() > 30);
+    }
+
+    #[test]
+    fn a_gated_container_waits_in_a_create_runtime_hook() {
+        let json = serde_json::to_value(spec(&plan()).expect("test setup")).expect("test setup");
+        assert!(json.get("hooks").is_none());
+        let mut p = plan();
+        p.start_gate = Some(("/usr/bin/kybern".into(), "/pods/u/network-gate".into()));
+        let json = serde_json::to_value(spec(&p).expect("test setup")).expect("test setup");
+        let hook = &json["hooks"]["createRuntime"][0];
+        assert_eq!(hook["path"], "/usr/bin/kybern");
+        assert_eq!(
+            hook["args"],
+            serde_json::json!(["kybern", "gate", "/pods/u/network-gate"])
+        );
+        assert!(hook["timeout"].as_i64().expect("test setup") > 60);
     }
 }

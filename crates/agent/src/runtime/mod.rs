@@ -3,9 +3,11 @@
 //! the handlers that RuntimeClasses name.
 
 pub mod bundle;
+pub mod gate;
 pub mod handlers;
 pub mod log_file;
 pub mod monitor;
+pub mod oom;
 
 use std::path::{Path, PathBuf};
 
@@ -22,15 +24,37 @@ pub struct ContainerFiles {
     pub log: PathBuf,
     /// The exit record the monitor writes.
     pub exit_file: PathBuf,
+    /// Where the runtime writes the container's process ID once it runs.
+    pub pid_file: PathBuf,
     /// The named pipe that is the container's standard input, if it has one.
     pub stdin_fifo: Option<PathBuf>,
+}
+
+impl ContainerFiles {
+    /// Waits until the container runs, or has ended, or `timeout` passes.
+    /// The runtime writes the pid file once the container's process has
+    /// been released to run its command (`runc run` creates, starts, then
+    /// writes it), and the monitor writes the exit file if it never gets
+    /// that far: two stat calls a poll, where asking `runc state` would
+    /// cost a process each time.
+    pub async fn started(&self, timeout: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.pid_file.exists() && !self.exit_file.exists() {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(bundle = %self.bundle.display(), "container not running after {timeout:?}");
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
 }
 
 /// What the node agent asks of an OCI runtime (one per RuntimeClass handler).
 #[async_trait]
 pub trait ContainerRuntime: Send + Sync {
     /// Starts the container under a monitor that outlives the agent; returns
-    /// the monitor's process ID.
+    /// the monitor's process ID ([`ContainerFiles::started`] says when the
+    /// container runs).
     async fn start(&self, id: &str, files: &ContainerFiles) -> Result<u32, AgentError>;
     /// Whether the runtime knows the container and it is running.
     async fn is_running(&self, id: &str) -> Result<bool, AgentError>;
@@ -110,6 +134,8 @@ impl ContainerRuntime for Runc {
             .arg(path(&files.log))
             .arg("--exit-file")
             .arg(path(&files.exit_file))
+            .arg("--pid-file")
+            .arg(path(&files.pid_file))
             .arg("--log-max-size")
             .arg(self.log_policy.max_size.to_string())
             .arg("--log-max-files")

@@ -4,15 +4,18 @@
 //! so containers, their logs and their exit codes survive an agent restart.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
 use super::log_file::RotatingLog;
+use super::oom::MemoryCgroup;
 use crate::AgentError;
 
+/// Where the cgroup hierarchies are mounted.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// A CRI log line longer than this is split into partial (`P`) lines.
 const MAX_LINE: usize = 16 * 1024;
 
@@ -31,6 +34,8 @@ pub struct MonitorSpec {
     pub log: PathBuf,
     /// Where to record the exit.
     pub exit_file: PathBuf,
+    /// Where the runtime writes the container's process ID once it runs.
+    pub pid_file: PathBuf,
     /// When the log rotates.
     pub log_policy: super::log_file::LogPolicy,
     /// A named pipe to create and give the container as its standard input
@@ -52,6 +57,11 @@ pub struct ExitRecord {
 }
 
 /// Runs the container to its end. Returns its exit code after recording it.
+///
+/// `runc run --detach` creates and starts the container and leaves; its
+/// process, orphaned, comes to the monitor as the subreaper, which waits
+/// for it, reads the cgroup's OOM-kill count and then has runc delete the
+/// container. No runtime process stays behind per container.
 pub fn run(spec: &MonitorSpec) -> Result<i32, AgentError> {
     let log = RotatingLog::open(&spec.log, spec.log_policy)?;
     let log = Arc::new(Mutex::new(log));
@@ -59,12 +69,20 @@ pub fn run(spec: &MonitorSpec) -> Result<i32, AgentError> {
         Some(fifo) => Stdio::from(open_stdin_fifo(fifo)?),
         None => Stdio::null(),
     };
-    let mut child = Command::new(&spec.runtime)
-        .arg("--root")
-        .arg(&spec.root)
-        .arg("run")
+    nix::sys::prctl::set_child_subreaper(true).map_err(|e| AgentError::Io(e.into()))?;
+    let runtime = |verb: &str| {
+        let mut c = Command::new(&spec.runtime);
+        c.arg("--root").arg(&spec.root).arg(verb);
+        c
+    };
+    // The container inherits these pipes: its output reaches the log
+    // directly, and runc's own complaints land there too.
+    let mut child = runtime("run")
+        .arg("--detach")
         .arg("--bundle")
         .arg(&spec.bundle)
+        .arg("--pid-file")
+        .arg(&spec.pid_file)
         .arg(&spec.id)
         .stdin(stdin)
         .stdout(Stdio::piped())
@@ -79,20 +97,29 @@ pub fn run(spec: &MonitorSpec) -> Result<i32, AgentError> {
         let log = log.clone();
         copiers.push(std::thread::spawn(move || copy_lines(err, "stderr", &log)));
     }
-    let oom = OomWatch::start(spec);
-    let status = child.wait()?;
+    let started = child.wait()?;
+    let exit_code = if started.success() {
+        match read_pid(&spec.pid_file) {
+            Some(pid) => wait_for(pid),
+            None => 255,
+        }
+    } else {
+        status_code(started)
+    };
+    let cgroup = super::oom::bundle_cgroup(&spec.bundle)
+        .map(|path| MemoryCgroup::locate(Path::new(CGROUP_ROOT), &path));
+    let oom_killed = cgroup.and_then(|c| c.oom_kills()).unwrap_or(0) > 0;
+    // Its processes are gone: remove its cgroup and runc's record of it.
+    let _ = runtime("delete")
+        .arg("--force")
+        .arg(&spec.id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
     for c in copiers {
         let _ = c.join();
     }
-    let oom_killed = oom.finish();
-    let exit_code = match (
-        status.code(),
-        std::os::unix::process::ExitStatusExt::signal(&status),
-    ) {
-        (Some(code), _) => code,
-        (None, Some(sig)) => 128 + sig,
-        (None, None) => 255,
-    };
     let record = ExitRecord {
         exit_code,
         finished_at: chrono::Utc::now(),
@@ -102,6 +129,45 @@ pub fn run(spec: &MonitorSpec) -> Result<i32, AgentError> {
     std::fs::write(&tmp, serde_json::to_vec(&record).unwrap_or_default())?;
     std::fs::rename(&tmp, &spec.exit_file)?;
     Ok(exit_code)
+}
+
+/// An exit status as a container exit code: 128 + the signal that killed it.
+fn status_code(status: std::process::ExitStatus) -> i32 {
+    match (
+        status.code(),
+        std::os::unix::process::ExitStatusExt::signal(&status),
+    ) {
+        (Some(code), _) => code,
+        (None, Some(sig)) => 128 + sig,
+        (None, None) => 255,
+    }
+}
+
+fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Waits for the container's process, the monitor's child by adoption, and
+/// returns its exit code. Only that process is waited for: the monitor may
+/// live inside a process (a test) whose other children are not its own.
+fn wait_for(pid: i32) -> i32 {
+    use nix::sys::wait::{WaitStatus, waitpid};
+    let pid = nix::unistd::Pid::from_raw(pid);
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, signal, _)) => return 128 + signal as i32,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => {
+                // Not ours after all (it was gone, or has another parent):
+                // wait for it to end, without its exit code.
+                while nix::sys::signal::kill(pid, None).is_ok() {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                return 255;
+            }
+        }
+    }
 }
 
 /// Creates the named pipe (if missing) and opens it for reading and
@@ -116,93 +182,6 @@ fn open_stdin_fifo(fifo: &std::path::Path) -> Result<std::fs::File, AgentError> 
         .read(true)
         .write(true)
         .open(fifo)?)
-}
-
-/// Follows `runc events` of the container for `oom` events. runc checks that
-/// the cgroup still exists before it reports one, so the removal of the
-/// cgroup at exit does not read as an OOM kill. An OOM kill in the first
-/// moments, before `runc events` is attached, is missed.
-struct OomWatch {
-    seen: Arc<std::sync::atomic::AtomicBool>,
-    done: Arc<std::sync::atomic::AtomicBool>,
-    events: Arc<Mutex<Option<std::process::Child>>>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl OomWatch {
-    fn start(spec: &MonitorSpec) -> Self {
-        let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let events: Arc<Mutex<Option<std::process::Child>>> = Default::default();
-        let (spec, flag, slot, ended) = (spec.clone(), seen.clone(), events.clone(), done.clone());
-        let thread = std::thread::spawn(move || {
-            let runc = |verb: &str| {
-                let mut c = Command::new(&spec.runtime);
-                c.arg("--root").arg(&spec.root).arg(verb).arg(&spec.id);
-                c
-            };
-            // Wait for runc to have the container (it is being created).
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while !runc("state")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-            {
-                if std::time::Instant::now() > deadline
-                    || ended.load(std::sync::atomic::Ordering::SeqCst)
-                {
-                    return;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            let Ok(mut child) = runc("events")
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-            else {
-                return;
-            };
-            let out = child.stdout.take();
-            if let Ok(mut slot) = slot.lock() {
-                if ended.load(std::sync::atomic::Ordering::SeqCst) {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return;
-                }
-                *slot = Some(child);
-            }
-            let Some(out) = out else { return };
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-                if event["type"] == "oom" {
-                    flag.store(true, std::sync::atomic::Ordering::SeqCst);
-                }
-            }
-        });
-        OomWatch {
-            seen,
-            done,
-            events,
-            thread,
-        }
-    }
-
-    /// Stops following events; whether an OOM kill was seen.
-    fn finish(self) -> bool {
-        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Ok(mut slot) = self.events.lock()
-            && let Some(mut child) = slot.take()
-        {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        // The thread ends once the events process is gone.
-        let _ = self.thread.join();
-        self.seen.load(std::sync::atomic::Ordering::SeqCst)
-    }
 }
 
 /// Copies `input` into the log, one CRI line per output line.
@@ -280,6 +259,7 @@ mod tests {
             id: "c".into(),
             log: dir.path().join("0.log"),
             exit_file: dir.path().join("exit"),
+            pid_file: dir.path().join("pid"),
             log_policy: Default::default(),
             stdin_fifo: Some(dir.path().join("stdin")),
         };
@@ -291,5 +271,41 @@ mod tests {
         let log = std::fs::read_to_string(&spec.log).expect("test setup");
         assert!(log.contains(" stdout F out\n"), "{log}");
         assert!(log.contains(" stderr F err\n"), "{log}");
+    }
+
+    #[test]
+    fn a_detached_container_is_adopted_and_waited_for() {
+        let dir = tempfile::tempdir().expect("test setup");
+        // A stand-in runtime: `run` leaves a process behind that writes a
+        // line and exits 7 a little later, names it in the pid file and
+        // returns at once, as `runc run --detach` does.
+        let runtime = dir.path().join("fake-runtime");
+        std::fs::write(
+            &runtime,
+            "#!/bin/sh\ncase \" $* \" in *\" run \"*) ;; *) exit 0;; esac\n\
+             while [ $# -gt 0 ]; do [ \"$1\" = --pid-file ] && pf=$2; shift; done\n\
+             ( sleep 0.2; echo from-container; exit 7 ) &\n\
+             echo $! > \"$pf\"\n",
+        )
+        .expect("test setup");
+        std::fs::set_permissions(
+            &runtime,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("test setup");
+        let spec = MonitorSpec {
+            runtime,
+            root: dir.path().into(),
+            bundle: dir.path().into(),
+            id: "c".into(),
+            log: dir.path().join("0.log"),
+            exit_file: dir.path().join("exit"),
+            pid_file: dir.path().join("pid"),
+            log_policy: Default::default(),
+            stdin_fifo: None,
+        };
+        assert_eq!(run(&spec).expect("test setup"), 7);
+        let log = std::fs::read_to_string(&spec.log).expect("test setup");
+        assert!(log.contains(" stdout F from-container\n"), "{log}");
     }
 }

@@ -21,6 +21,14 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// A container that ran this long restarts without waiting.
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
 
+/// A run handed to the runtime and not yet known to be running.
+pub(super) struct Launch {
+    attempt: u32,
+    attempt_dir: std::path::PathBuf,
+    files: ContainerFiles,
+    monitor_pid: u32,
+}
+
 /// What to do with one container now.
 #[derive(Debug, PartialEq, Eq)]
 enum Next {
@@ -159,11 +167,27 @@ impl PodWorker {
     /// Starts a new run of `c`. Image and config problems become the
     /// container's waiting reason rather than errors.
     async fn start(&mut self, pod: &Pod, c: &Container, pod_ip: &str) -> Result<(), AgentError> {
+        if let Some(launch) = self.launch(pod, c, pod_ip, None).await? {
+            self.await_start(c, launch, pod_ip).await?;
+        }
+        Ok(())
+    }
+
+    /// Prepares a new run of `c` and hands it to the runtime, held at
+    /// `gate` when given (`pod_ip` is then not known yet). `None` when it
+    /// cannot start (the reason is in `waiting`).
+    pub(super) async fn launch(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        pod_ip: &str,
+        gate: Option<&std::path::Path>,
+    ) -> Result<Option<Launch>, AgentError> {
         let image = match self.image_for(pod, c).await {
             Ok(image) => image,
             Err(why) => {
                 self.waiting.insert(c.name.clone(), why);
-                return Ok(());
+                return Ok(None);
             }
         };
         let repo = image
@@ -186,7 +210,7 @@ impl PodWorker {
         .await;
         let plan =
             src.and_then(|src| super::plan::plan(pod, c, &image, &self.dir, &attempt_dir, &src));
-        let plan = match plan {
+        let mut plan = match plan {
             Ok(plan) => plan,
             Err(e) => {
                 std::fs::remove_dir_all(&attempt_dir)?;
@@ -194,37 +218,77 @@ impl PodWorker {
                     c.name.clone(),
                     ("CreateContainerConfigError".into(), e.to_string()),
                 );
-                return Ok(());
+                return Ok(None);
             }
         };
-        let result = self
-            .launch(c, attempt, &attempt_dir, &image.layers, &plan)
-            .await;
-        if result.is_ok() {
-            let id = self.dir.container_id(&c.name, attempt);
-            self.post_start(c, &id, pod_ip).await;
+        if let Some(gate) = gate {
+            plan.start_gate = Some((std::env::current_exe()?, gate.to_owned()));
         }
-        if let Err(e) = result {
-            self.ctx.host.unmount(&bundle.join("rootfs"))?;
-            std::fs::remove_dir_all(&attempt_dir)?;
-            self.waiting.insert(
-                c.name.clone(),
-                ("CreateContainerError".into(), e.to_string()),
-            );
-            return Ok(());
+        match self
+            .spawn(c, attempt, &attempt_dir, &image.layers, &plan)
+            .await
+        {
+            Ok((files, monitor_pid)) => Ok(Some(Launch {
+                attempt,
+                attempt_dir,
+                files,
+                monitor_pid,
+            })),
+            Err(e) => {
+                self.ctx.host.unmount(&bundle.join("rootfs"))?;
+                std::fs::remove_dir_all(&attempt_dir)?;
+                self.waiting.insert(
+                    c.name.clone(),
+                    ("CreateContainerError".into(), e.to_string()),
+                );
+                Ok(None)
+            }
         }
+    }
+
+    /// Waits for a launched run to be running (or over), records it as
+    /// started and runs its postStart hook.
+    pub(super) async fn await_start(
+        &mut self,
+        c: &Container,
+        launch: Launch,
+        pod_ip: &str,
+    ) -> Result<(), AgentError> {
+        // Started means the container runs (or it already ended), not
+        // merely that its monitor was spawned.
+        launch.files.started(START_TIMEOUT).await;
+        super::state::mark_started(&launch.attempt_dir, launch.monitor_pid)?;
+        tracing::info!(pod = %self.dir.uid, container = %c.name, attempt = launch.attempt, "container started");
+        let id = self.dir.container_id(&c.name, launch.attempt);
+        self.post_start(c, &id, pod_ip).await;
         self.waiting.remove(&c.name);
         Ok(())
     }
 
-    async fn launch(
+    /// Gives up a launched run that never got past its gate: waits for
+    /// its monitor to record the failure, then removes every trace, so it
+    /// does not count as a run.
+    pub(super) async fn abandon(&self, c: &Container, launch: Launch) -> Result<(), AgentError> {
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        while !launch.files.exit_file.exists() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let id = self.dir.container_id(&c.name, launch.attempt);
+        self.runtime.delete(&id).await?;
+        self.ctx.host.unmount(&launch.files.bundle.join("rootfs"))?;
+        remove_if_present(&launch.attempt_dir)?;
+        remove_if_present(&self.dir.log(&c.name, launch.attempt))
+    }
+
+    /// Mounts the rootfs, writes the bundle and starts the monitor.
+    async fn spawn(
         &self,
         c: &Container,
         attempt: u32,
         attempt_dir: &std::path::Path,
         layers: &[std::path::PathBuf],
         plan: &crate::runtime::bundle::ContainerPlan,
-    ) -> Result<(), AgentError> {
+    ) -> Result<(ContainerFiles, u32), AgentError> {
         let bundle = attempt_dir.join("bundle");
         self.ctx.host.mount_overlay(
             layers,
@@ -246,24 +310,13 @@ impl PodWorker {
             bundle,
             log,
             exit_file: attempt_dir.join("exit"),
+            pid_file: attempt_dir.join("pid"),
             stdin_fifo: c.stdin.unwrap_or(false).then(|| attempt_dir.join("stdin")),
         };
         let id = self.dir.container_id(&c.name, attempt);
-        let exit_file = files.exit_file.clone();
+        tracing::debug!(pod = %self.dir.uid, container = %c.name, "bundle ready");
         let pid = self.runtime.start(&id, &files).await?;
-        // Started means runc has the container running (or it already
-        // ended), not merely that its monitor was spawned.
-        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-        while !exit_file.exists() && !self.runtime.is_running(&id).await? {
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(pod = %self.dir.uid, container = %c.name, "container not running after {START_TIMEOUT:?}");
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        super::state::mark_started(attempt_dir, pid)?;
-        tracing::info!(pod = %self.dir.uid, container = %c.name, attempt, "container started");
-        Ok(())
+        Ok((files, pid))
     }
 
     /// Before run `next` of a container: the run before it keeps only its
@@ -388,8 +441,14 @@ impl PodWorker {
     }
 }
 
-fn remove_if_present(path: &std::path::Path) -> Result<(), AgentError> {
-    match std::fs::remove_dir_all(path) {
+/// Removes the file or directory tree at `path`, if there is one.
+pub(super) fn remove_if_present(path: &std::path::Path) -> Result<(), AgentError> {
+    let removed = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match removed {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
         _ => Ok(()),
     }

@@ -84,31 +84,38 @@ impl PodWorker {
         out
     }
 
-    /// The image to run `c` from.
-    pub(super) async fn image_for(
-        &mut self,
-        pod: &Pod,
-        c: &Container,
-    ) -> Result<Image, Unavailable> {
+    /// The container's image from the store, when its pull policy lets it
+    /// be used without a pull.
+    pub(super) fn image_at_hand(&self, c: &Container) -> Result<Option<Image>, Unavailable> {
         let asked = c.image.clone().unwrap_or_default();
         let name = normalize(&asked);
         let store = &self.ctx.images;
         let present = store
             .resolve(&name)
             .map_err(|e| ("ErrImagePull".to_owned(), e.to_string()))?;
-        let policy = policy(c, &name);
-        match (policy.as_str(), present) {
-            ("Never", Some(image)) => return Ok(image),
-            ("Never", None) => {
-                return Err((
-                    "ErrImageNeverPull".into(),
-                    format!("Container image {asked:?} is not present with pull policy of Never"),
-                ));
-            }
-            ("IfNotPresent", Some(image)) => return Ok(image),
-            (_, Some(image)) if store.is_pinned(&name) => return Ok(image),
-            _ => {}
+        match (policy(c, &name).as_str(), present) {
+            ("Never", None) => Err((
+                "ErrImageNeverPull".into(),
+                format!("Container image {asked:?} is not present with pull policy of Never"),
+            )),
+            ("Never" | "IfNotPresent", Some(image)) => Ok(Some(image)),
+            (_, Some(image)) if store.is_pinned(&name) => Ok(Some(image)),
+            _ => Ok(None),
         }
+    }
+
+    /// The image to run `c` from.
+    pub(super) async fn image_for(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+    ) -> Result<Image, Unavailable> {
+        if let Some(image) = self.image_at_hand(c)? {
+            return Ok(image);
+        }
+        let asked = c.image.clone().unwrap_or_default();
+        let name = normalize(&asked);
+        let store = &self.ctx.images;
         let now = Instant::now();
         if self.pull_backoff.blocked(&name, now) {
             return Err((

@@ -131,6 +131,7 @@ impl PodWorker {
             return Ok(Some(Duration::from_secs(3600)));
         }
         std::fs::create_dir_all(&self.dir.root)?;
+        tracing::debug!(pod = %self.dir.uid, "pod sync");
         let start_time = self.start_time()?;
         let sandbox = match self.ensure_sandbox(pod).await {
             Ok(s) => {
@@ -229,6 +230,7 @@ impl PodWorker {
             .await
         {
             Ok(_) => {
+                tracing::debug!(pod = %self.dir.uid, "pod status written");
                 self.last_status = Some(status);
                 Ok(())
             }

@@ -320,6 +320,7 @@ pub fn plan(
         cap_drop: caps.and_then(|c| c.drop.clone()).unwrap_or_default(),
         no_new_privileges: sc.and_then(|s| s.allow_privilege_escalation) == Some(false),
         oom_score_adj: Some(qos.oom_score_adj()),
+        start_gate: None,
     })
 }
 

@@ -3,12 +3,14 @@
 
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod};
 use serde::{Deserialize, Serialize};
 
 use super::PodWorker;
+use super::containers::remove_if_present;
 use crate::AgentError;
 use crate::network::PortMapping;
+use crate::runtime::gate;
 
 /// What the sandbox holds, recorded once it is complete.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,6 +48,28 @@ pub fn port_mappings(pod: &Pod) -> Vec<PortMapping> {
         .collect()
 }
 
+/// The pod's `/etc/hosts`: localhost, the pod's name at its address (once
+/// known, and not for hostNetwork pods), and its hostAliases.
+fn hosts_file(pod: &Pod, ip: Option<IpAddr>, hostname: &str) -> String {
+    let spec = pod.spec.as_ref();
+    let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
+    let mut hosts = String::from(
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    );
+    if let Some(ip) = ip.filter(|_| !host_network) {
+        hosts.push_str(&format!("{ip}\t{hostname}\n"));
+    }
+    for alias in spec
+        .and_then(|s| s.host_aliases.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let names = alias.hostnames.clone().unwrap_or_default().join("\t");
+        hosts.push_str(&format!("{}\t{names}\n", alias.ip));
+    }
+    hosts
+}
+
 /// The host's resolver configuration, skipping systemd-resolved's stub.
 fn host_resolv_conf() -> String {
     for path in ["/run/systemd/resolve/resolv.conf", "/etc/resolv.conf"] {
@@ -72,7 +96,7 @@ impl PodWorker {
     }
 
     /// Makes the pod's sandbox, or returns the one already made.
-    pub(super) async fn ensure_sandbox(&self, pod: &Pod) -> Result<SandboxRecord, AgentError> {
+    pub(super) async fn ensure_sandbox(&mut self, pod: &Pod) -> Result<SandboxRecord, AgentError> {
         if let Some(record) = self.sandbox() {
             return Ok(record);
         }
@@ -86,9 +110,13 @@ impl PodWorker {
         result
     }
 
-    async fn create_sandbox(&self, pod: &Pod) -> Result<SandboxRecord, AgentError> {
+    /// Makes the namespaces, then attaches the network while the volumes
+    /// are written and the first container is created behind the start
+    /// gate; the gate opens once the pod has its address.
+    async fn create_sandbox(&mut self, pod: &Pod) -> Result<SandboxRecord, AgentError> {
         // First, so that a pod no runtime here can run leaves nothing made.
         let handler = self.ctx.runtimes.handler_for(&self.ctx.client, pod).await?;
+        self.runtime = self.ctx.runtimes.get_or_default(&handler);
         let spec = pod.spec.as_ref();
         let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
         let name = pod.metadata.name.clone().unwrap_or_default();
@@ -101,20 +129,13 @@ impl PodWorker {
         let etc = self.dir.etc();
         std::fs::create_dir_all(&etc)?;
         self.ctx.host.create_namespaces(&self.dir.ns(), &hostname)?;
+        tracing::debug!(pod = %self.dir.uid, "pod namespaces made");
         if let Some(limit) = self.ctx.pod_pids_limit {
             let qos = super::qos::QosClass::of(pod);
             let cgroup = super::qos::cgroup_parent(pod, qos);
             self.ctx.host.limit_pids(&cgroup, limit)?;
         }
         let ports = port_mappings(pod);
-        let ip: IpAddr = if host_network {
-            self.ctx.node_ip
-        } else {
-            self.ctx
-                .network
-                .attach(&self.dir.uid, &self.dir.ns().join("net"), &ports)
-                .await?
-        };
         let node_hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .unwrap_or_default()
             .trim()
@@ -130,24 +151,51 @@ impl PodWorker {
                 }
             ),
         )?;
-        let mut hosts = String::from(
-            "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-        );
-        if !host_network {
-            hosts.push_str(&format!("{ip}\t{hostname}\n"));
-        }
-        for alias in spec
-            .and_then(|s| s.host_aliases.as_ref())
-            .into_iter()
-            .flatten()
-        {
-            let names = alias.hostnames.clone().unwrap_or_default().join("\t");
-            hosts.push_str(&format!("{}\t{names}\n", alias.ip));
-        }
-        std::fs::write(etc.join("hosts"), hosts)?;
         std::fs::write(etc.join("resolv.conf"), host_resolv_conf())?;
-        super::volumes::materialize(&self.ctx.client, self.ctx.host.as_ref(), pod, &self.dir)
-            .await?;
+        // Without the pod's own line until its address is known; rewritten
+        // in place (the containers bind-mount this very file).
+        std::fs::write(etc.join("hosts"), hosts_file(pod, None, &hostname))?;
+
+        let early = self.early_container(pod, host_network);
+        let gate = self.dir.root.join("network-gate");
+        remove_if_present(&gate)?;
+        let attach = {
+            let (ctx, uid, netns) = (
+                self.ctx.clone(),
+                self.dir.uid.clone(),
+                self.dir.ns().join("net"),
+            );
+            let ports = ports.clone();
+            async move {
+                if host_network {
+                    Ok(ctx.node_ip)
+                } else {
+                    ctx.network.attach(&uid, &netns, &ports).await
+                }
+            }
+        };
+        let prepare = async {
+            super::volumes::materialize(&self.ctx.client, self.ctx.host.as_ref(), pod, &self.dir)
+                .await?;
+            match &early {
+                Some(c) => self.launch(pod, c, "", Some(&gate)).await,
+                None => Ok(None),
+            }
+        };
+        let (ip, launched) = tokio::join!(attach, prepare);
+        let launched = launched?;
+        let ip: IpAddr = match ip {
+            Ok(ip) => ip,
+            Err(e) => {
+                if let (Some(c), Some(launch)) = (&early, launched) {
+                    gate::close(&gate, &e.to_string())?;
+                    self.abandon(c, launch).await?;
+                }
+                return Err(e);
+            }
+        };
+        tracing::debug!(pod = %self.dir.uid, %ip, "pod network attached");
+        std::fs::write(etc.join("hosts"), hosts_file(pod, Some(ip), &hostname))?;
         let record = SandboxRecord {
             ip: ip.to_string(),
             host_network,
@@ -158,7 +206,36 @@ impl PodWorker {
         std::fs::write(&tmp, serde_json::to_vec(&record).unwrap_or_default())?;
         std::fs::rename(&tmp, self.dir.sandbox_record())?;
         tracing::info!(pod = %self.dir.uid, %ip, "pod sandbox ready");
+        if let (Some(c), Some(launch)) = (&early, launched) {
+            gate::open(&gate)?;
+            self.await_start(c, launch, &record.ip).await?;
+        }
         Ok(record)
+    }
+
+    /// The container that starts first, if it can be created while the
+    /// network is set up: its image is at hand and nothing in it needs the
+    /// pod's address (a downward API `status.podIP` in its environment).
+    fn early_container(&self, pod: &Pod, host_network: bool) -> Option<Container> {
+        if host_network {
+            return None;
+        }
+        let spec = pod.spec.as_ref()?;
+        let first = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .next()
+            .or(spec.containers.first())?;
+        let needs_ip = first.env.iter().flatten().any(|e| {
+            e.value_from
+                .as_ref()
+                .and_then(|v| v.field_ref.as_ref())
+                .is_some_and(|f| f.field_path.starts_with("status.podIP"))
+        });
+        let fresh = self.dir.attempts(&first.name).is_empty();
+        let at_hand = matches!(self.image_at_hand(first), Ok(Some(_)));
+        (!needs_ip && fresh && at_hand).then(|| first.clone())
     }
 
     /// Releases the network attachment, namespaces and cgroups of the pod

@@ -18,7 +18,7 @@ use kybern_agent::images::ImageStore;
 use kybern_agent::runtime::bundle::{ContainerPlan, LinuxNamespaceType, spec};
 
 use super::server_process::{create_ns, start_server, status_bytes};
-use super::stats::{Samples, ms};
+use super::stats::{Samples, machine_busy_seconds, ms};
 
 /// Arguments of `kybern bench pods`.
 #[derive(clap::Args, Debug)]
@@ -38,6 +38,9 @@ pub struct PodBenchArgs {
     /// The runc binary.
     #[arg(long, default_value = "runc")]
     runc: PathBuf,
+    /// Copy the server's and the agent's logs into this directory at the end.
+    #[arg(long)]
+    keep_logs: Option<PathBuf>,
 }
 
 const NS: &str = "bench";
@@ -133,9 +136,12 @@ impl RawRunc {
         Ok(())
     }
 
-    async fn batch(&self, prefix: &str, n: usize, at_once: bool) -> anyhow::Result<Samples> {
+    /// Starts `n` containers; their latencies and the machine's CPU
+    /// seconds per container.
+    async fn batch(&self, prefix: &str, n: usize, at_once: bool) -> anyhow::Result<(Samples, f64)> {
         let mut samples = Samples::with_capacity(n);
         let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+        let busy = machine_busy_seconds();
         if at_once {
             let results = futures::future::join_all(ids.iter().map(|id| self.run_one(id))).await;
             for r in results {
@@ -146,10 +152,11 @@ impl RawRunc {
                 samples.push(self.run_one(id).await?);
             }
         }
+        let cpu = (machine_busy_seconds() - busy) / n.max(1) as f64;
         for id in &ids {
             self.remove(id).await?;
         }
-        Ok(samples)
+        Ok((samples, cpu))
     }
 }
 
@@ -248,15 +255,16 @@ async fn delete_all(pods: &Api<Pod>, runc: &Path, runc_root: &Path) -> anyhow::R
 }
 
 /// Creates `names` (one at a time, or all at once) and returns each one's
-/// create → running latency.
+/// create → running latency, and the machine's CPU seconds per pod.
 async fn start_pods(
     pods: &Api<Pod>,
     running: &Running,
     names: &[String],
     at_once: bool,
-) -> anyhow::Result<Samples> {
+) -> anyhow::Result<(Samples, f64)> {
     let mut samples = Samples::with_capacity(names.len());
     let mut created = HashMap::new();
+    let busy = machine_busy_seconds();
     if at_once {
         let t0 = Instant::now();
         let posts = names.iter().map(|n| async move {
@@ -277,6 +285,7 @@ async fn start_pods(
             wait_running(running, std::slice::from_ref(n), Duration::from_secs(60)).await?;
         }
     }
+    let cpu = (machine_busy_seconds() - busy) / names.len().max(1) as f64;
     let seen = running
         .lock()
         .map_err(|_| anyhow::anyhow!("watch state poisoned"))?;
@@ -285,7 +294,7 @@ async fn start_pods(
             samples.push(t1.saturating_duration_since(*t0));
         }
     }
-    Ok(samples)
+    Ok((samples, cpu))
 }
 
 /// CPU seconds (user + system) the process has used.
@@ -325,8 +334,8 @@ pub async fn run(args: PodBenchArgs) -> anyhow::Result<()> {
         layers: image.layers.clone(),
         host: LinuxHost::default(),
     };
-    let mut raw_serial = raw.batch("serial", args.serial, false).await?;
-    let mut raw_burst = raw.batch("burst", args.concurrent, true).await?;
+    let (mut raw_serial, raw_serial_cpu) = raw.batch("serial", args.serial, false).await?;
+    let (mut raw_burst, raw_burst_cpu) = raw.batch("burst", args.concurrent, true).await?;
     LinuxHost::default().remove_cgroup("/kybern-bench")?;
 
     println!("== kybern: server + agent processes, pods watched until running");
@@ -368,36 +377,47 @@ pub async fn run(args: PodBenchArgs) -> anyhow::Result<()> {
     let _ = std::process::Command::new("ip")
         .args(["link", "del", BRIDGE])
         .status();
+    if let Some(keep) = &args.keep_logs {
+        std::fs::create_dir_all(keep)?;
+        for log in ["agent.log", "server.log"] {
+            std::fs::copy(dir.path().join(log), keep.join(log))?;
+        }
+    }
     cleanup?;
-    let (mut serial, mut burst, rss, cpu) = result?;
+    let ((mut serial, serial_cpu), (mut burst, burst_cpu), rss, cpu) = result?;
 
     println!();
     println!(
-        "pod startup, create → all containers running (p50 / p99 ms), beside raw runc of the same bundle"
+        "pod startup, create → all containers running (p50 / p99 ms), beside raw runc of the same bundle;"
     );
-    println!("{:<34} {:>10} {:>10}", "", "p50", "p99");
-    let row = |label: &str, s: &mut Samples| {
+    println!("CPU is the whole machine's busy time while they start, per pod");
+    println!(
+        "{:<34} {:>10} {:>10} {:>12}",
+        "", "p50", "p99", "CPU ms/pod"
+    );
+    let row = |label: &str, (s, cpu): (&mut Samples, f64)| {
         println!(
-            "{label:<34} {:>10} {:>10}",
+            "{label:<34} {:>10} {:>10} {:>12.1}",
             ms(s.percentile(50.0)),
-            ms(s.percentile(99.0))
+            ms(s.percentile(99.0)),
+            cpu * 1000.0
         );
     };
     row(
         &format!("raw runc, 1 at a time (n={})", args.serial),
-        &mut raw_serial,
+        (&mut raw_serial, raw_serial_cpu),
     );
     row(
         &format!("kybern pod, 1 at a time (n={})", args.serial),
-        &mut serial,
+        (&mut serial, serial_cpu),
     );
     row(
         &format!("raw runc, {} at once", args.concurrent),
-        &mut raw_burst,
+        (&mut raw_burst, raw_burst_cpu),
     );
     row(
         &format!("kybern pods, {} at once", args.concurrent),
-        &mut burst,
+        (&mut burst, burst_cpu),
     );
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
     println!(
@@ -420,7 +440,7 @@ async fn measure(
     args: &PodBenchArgs,
     agent_pid: u32,
     agent_dir: &Path,
-) -> anyhow::Result<(Samples, Samples, u64, f64)> {
+) -> anyhow::Result<((Samples, f64), (Samples, f64), u64, f64)> {
     let nodes: Api<Node> = Api::all(client.clone());
     let deadline = Instant::now() + Duration::from_secs(30);
     while nodes.get_opt("bench-node").await?.is_none() {

@@ -39,6 +39,31 @@ impl Samples {
     }
 }
 
+/// CPU time the whole machine has spent busy (every process, the kernel
+/// included), in seconds, from `/proc/stat`: what a phase of a benchmark
+/// costs is the difference across it.
+pub fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let jiffies: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: all but idle and iowait.
+    let busy: f64 = jiffies
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, j)| j)
+        .sum();
+    // USER_HZ is 100 on every Linux architecture Kybern builds for.
+    busy / 100.0
+}
+
 /// Delivery latencies: for each watcher's `(event, arrival)` pairs, the time
 /// since the event was `sent`. Fails unless there are `expected` of them
 /// (every watcher saw every event).

@@ -30,7 +30,7 @@ async fn a_pod_runs_with_shared_network_volumes_and_limits_and_leaves_nothing() 
         "metadata": {"name": "web"},
         "spec": {
             "initContainers": [{"name": "init", "image": "busybox",
-                "command": ["sh", "-c", "echo made-by-init > /work/index.html"],
+                "command": ["sh", "-c", "echo made-by-init > /work/index.html; grep web /etc/hosts > /work/seen; ip -4 addr show eth0 >> /work/seen"],
                 "volumeMounts": [{"name": "work", "mountPath": "/work"}]}],
             "containers": [
                 {"name": "server", "image": "busybox",
@@ -78,6 +78,11 @@ async fn a_pod_runs_with_shared_network_volumes_and_limits_and_leaves_nothing() 
 
     // kubectl logs goes through the API server to the agent's endpoint.
     let kubectl = Cli::kubectl_for(&cluster);
+    // The first container is created while the network is set up, but its
+    // command ran only once the pod had its address and /etc/hosts line.
+    let seen = kubectl.ok(&["exec", "web", "-c", "server", "--", "cat", "/work/seen"]);
+    assert!(seen.contains(&format!("{ip}\tweb\n")), "{seen}");
+    assert!(seen.contains(&format!("inet {ip}/")), "{seen}");
     let out = kubectl.ok(&["logs", "web", "-c", "client"]);
     assert!(out.contains("made-by-init\n"), "{out}");
     assert!(out.contains("host=web\n"), "{out}");
