@@ -84,6 +84,8 @@ pub struct NodeContext {
     pub host: Arc<dyn host::NodeHost>,
     /// Resource use of the node and its containers.
     pub stats: stats::StatsCollector,
+    /// Events about the node's pods, reported as `kubelet` from this node.
+    pub events: kybern_apimachinery::events::EventRecorder,
     /// The UIDs of the node's pods by `namespace/name`.
     pub pod_index: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }

@@ -2,6 +2,7 @@
 //! container's monitor, started by the agent) and `kybern image` (the node's
 //! image store).
 
+use kybern_apimachinery::events::EventRecorder;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -276,7 +277,9 @@ pub async fn run_agent(
             flags.image_gc_high_threshold
         );
     }
+    let node = node_name(flags);
     let ctx = kybern_agent::NodeContext {
+        events: EventRecorder::new(client.clone(), "kubelet").on_host(&node),
         image_gc: GcPolicy {
             high_percent: flags.image_gc_high_threshold,
             low_percent: flags.image_gc_low_threshold,
@@ -284,7 +287,7 @@ pub async fn run_agent(
             interval: flags.image_gc_interval,
         },
         client,
-        node_name: node_name(flags),
+        node_name: node,
         node_ip: flags.node_ip.unwrap_or_else(default_ip),
         pod_cidr: flags.pod_cidr.clone(),
         max_pods: flags.max_pods,

@@ -1,13 +1,11 @@
 //! What the scheduler tells users: `Scheduled` and `FailedScheduling` Events
-//! (core/v1, so `kubectl describe` and `kubectl get events` show them; a
-//! repeated failure bumps the same Event's `count`) and the pod's
-//! `PodScheduled` condition.
+//! (through the shared recorder, which folds repeats into a `count`) and the
+//! pod's `PodScheduled` condition.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 use crate::cache::PodInfo;
@@ -35,88 +33,33 @@ pub fn fit_error_message(nodes: usize, reasons: &BTreeMap<String, usize>) -> Str
     format!("0/{nodes} nodes are available: {}.", parts.join(", "))
 }
 
-/// An Event's identity for folding repeats: pod uid, reason, message.
-type EventKey = (String, String, String);
-
-/// Posts Events for one scheduler, folding repeats into a count.
+/// Posts the scheduler's Events and pod conditions.
 #[derive(Clone)]
 pub struct EventRecorder {
     client: kube::Client,
-    component: String,
-    /// The last Event name and count for each (pod uid, reason, message).
-    seen: Arc<Mutex<HashMap<EventKey, (String, i32)>>>,
+    events: kybern_apimachinery::events::EventRecorder,
 }
 
 impl EventRecorder {
     /// A recorder reporting as `component` (the scheduler's name).
     pub fn new(client: kube::Client, component: &str) -> Self {
         EventRecorder {
+            events: kybern_apimachinery::events::EventRecorder::new(client.clone(), component),
             client,
-            component: component.to_owned(),
-            seen: Arc::default(),
         }
     }
 
     /// The component Events are reported as.
     pub fn component(&self) -> &str {
-        &self.component
+        self.events.component()
     }
 
     /// Records an Event about a pod. Failures are logged: an Event is advice.
     pub async fn record(&self, pod: &PodInfo, type_: &str, reason: &str, message: &str) {
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &pod.namespace);
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let key = (pod.uid.clone(), reason.to_owned(), message.to_owned());
-        let previous = self.seen.lock().ok().and_then(|m| m.get(&key).cloned());
-        if let Some((name, count)) = previous {
-            let patch = json!({"count": count + 1, "lastTimestamp": now});
-            if api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .is_ok()
-            {
-                if let Ok(mut m) = self.seen.lock() {
-                    m.insert(key, (name, count + 1));
-                }
-                return;
-            }
-        }
-        let name = format!(
-            "{}.{:x}",
-            pod.name,
-            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
-        );
-        let event = json!({
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": name, "namespace": pod.namespace},
-            "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": pod.namespace,
-                "name": pod.name, "uid": pod.uid,
-                "resourceVersion": pod.pod.metadata.resource_version},
-            "reason": reason, "message": message, "type": type_,
-            "source": {"component": self.component},
-            "reportingComponent": self.component, "reportingInstance": self.component,
-            "action": "Scheduling",
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-        });
-        let event: Event = match serde_json::from_value(event) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(error = %e, "building an Event");
-                return;
-            }
-        };
-        match api.create(&PostParams::default(), &event).await {
-            Ok(_) => {
-                if let Ok(mut m) = self.seen.lock() {
-                    // Forget old entries so the map stays bounded.
-                    if m.len() > 10_000 {
-                        m.clear();
-                    }
-                    m.insert(key, (name, 1));
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, pod = %pod.key(), "recording an Event"),
-        }
+        let object = kybern_apimachinery::events::pod_reference(&pod.pod, None);
+        self.events
+            .record(&object, type_, reason, "Scheduling", message)
+            .await;
     }
 
     /// Sets `PodScheduled=False` with the reason and message of the failure.

@@ -143,7 +143,10 @@ impl PodWorker {
                         h = history(&self.dir, &c.name);
                         blocked = !sidecar;
                     }
-                    Next::Hold => blocked = true,
+                    Next::Hold => {
+                        self.report_backoff(pod, c, &h, p);
+                        blocked = true;
+                    }
                     Next::Proceed => {}
                 }
             }
@@ -151,9 +154,15 @@ impl PodWorker {
         }
         for c in &spec.containers {
             let mut h = history(&self.dir, &c.name);
-            if !blocked && decide(&h, policy, false) == Next::Start {
-                self.start(pod, c, pod_ip).await?;
-                h = history(&self.dir, &c.name);
+            if !blocked {
+                match decide(&h, policy, false) {
+                    Next::Start => {
+                        self.start(pod, c, pod_ip).await?;
+                        h = history(&self.dir, &c.name);
+                    }
+                    Next::Hold => self.report_backoff(pod, c, &h, policy),
+                    Next::Proceed => {}
+                }
             }
             obs.app.push(h);
         }
@@ -164,11 +173,32 @@ impl PodWorker {
         Ok(obs)
     }
 
+    /// A `BackOff` Event, once per ended run, for a container that waits to
+    /// be restarted (what shows as CrashLoopBackOff).
+    fn report_backoff(&mut self, pod: &Pod, c: &Container, h: &History, policy: &str) {
+        let Some((attempt, Run::Exited { exit, .. })) = &h.latest else {
+            return;
+        };
+        if !restarts(policy, exit.exit_code) || self.backoff_reported.get(&c.name) == Some(attempt)
+        {
+            return;
+        }
+        self.backoff_reported.insert(c.name.clone(), *attempt);
+        let message = format!(
+            "Back-off restarting failed container {} in pod {}_{}({})",
+            c.name,
+            pod.metadata.name.as_deref().unwrap_or_default(),
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            self.dir.uid
+        );
+        self.event(pod, Some(&c.name), "Warning", "BackOff", message);
+    }
+
     /// Starts a new run of `c`. Image and config problems become the
     /// container's waiting reason rather than errors.
     async fn start(&mut self, pod: &Pod, c: &Container, pod_ip: &str) -> Result<(), AgentError> {
         if let Some(launch) = self.launch(pod, c, pod_ip, None).await? {
-            self.await_start(c, launch, pod_ip).await?;
+            self.await_start(pod, c, launch, pod_ip).await?;
         }
         Ok(())
     }
@@ -214,6 +244,13 @@ impl PodWorker {
             Ok(plan) => plan,
             Err(e) => {
                 std::fs::remove_dir_all(&attempt_dir)?;
+                self.event(
+                    pod,
+                    Some(&c.name),
+                    "Warning",
+                    "Failed",
+                    format!("Error: {e}"),
+                );
                 self.waiting.insert(
                     c.name.clone(),
                     ("CreateContainerConfigError".into(), e.to_string()),
@@ -237,6 +274,13 @@ impl PodWorker {
             Err(e) => {
                 self.ctx.host.unmount(&bundle.join("rootfs"))?;
                 std::fs::remove_dir_all(&attempt_dir)?;
+                self.event(
+                    pod,
+                    Some(&c.name),
+                    "Warning",
+                    "Failed",
+                    format!("Error: {e}"),
+                );
                 self.waiting.insert(
                     c.name.clone(),
                     ("CreateContainerError".into(), e.to_string()),
@@ -250,6 +294,7 @@ impl PodWorker {
     /// started and runs its postStart hook.
     pub(super) async fn await_start(
         &mut self,
+        pod: &Pod,
         c: &Container,
         launch: Launch,
         pod_ip: &str,
@@ -259,8 +304,23 @@ impl PodWorker {
         launch.files.started(START_TIMEOUT).await;
         super::state::mark_started(&launch.attempt_dir, launch.monitor_pid)?;
         tracing::info!(pod = %self.dir.uid, container = %c.name, attempt = launch.attempt, "container started");
+        let name = Some(c.name.as_str());
+        self.event(
+            pod,
+            name,
+            "Normal",
+            "Created",
+            format!("Created container: {}", c.name),
+        );
+        self.event(
+            pod,
+            name,
+            "Normal",
+            "Started",
+            format!("Started container {}", c.name),
+        );
         let id = self.dir.container_id(&c.name, launch.attempt);
-        self.post_start(c, &id, pod_ip).await;
+        self.post_start(pod, c, &id, pod_ip).await;
         self.waiting.remove(&c.name);
         Ok(())
     }
@@ -370,14 +430,20 @@ impl PodWorker {
             return Ok(());
         }
         let started = tokio::time::Instant::now();
+        let named: Vec<(String, String)> = running
+            .iter()
+            .filter_map(|(id, dir)| {
+                let name = dir.parent()?.file_name()?.to_string_lossy().into_owned();
+                Some((name, id.clone()))
+            })
+            .collect();
+        if let Some(pod) = pod {
+            for (name, _) in &named {
+                let message = format!("Stopping container {name}");
+                self.event(pod, Some(name), "Normal", "Killing", message);
+            }
+        }
         if let Some(pod) = pod.filter(|_| !grace.is_zero()) {
-            let named: Vec<(String, String)> = running
-                .iter()
-                .filter_map(|(id, dir)| {
-                    let name = dir.parent()?.file_name()?.to_string_lossy().into_owned();
-                    Some((name, id.clone()))
-                })
-                .collect();
             self.pre_stop(pod, &named, grace).await;
         }
         // The hooks spend from the same grace period.

@@ -49,13 +49,21 @@ impl PodWorker {
 
     /// Runs `c`'s postStart hook, if any, after the container `id` started;
     /// on failure the container is killed.
-    pub(super) async fn post_start(&self, c: &Container, id: &str, ip: &str) {
+    pub(super) async fn post_start(&self, pod: &Pod, c: &Container, id: &str, ip: &str) {
         let Some(handler) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) else {
             return;
         };
         if let Err(message) = self.run_hook(c, handler, id, ip, POST_START_LIMIT).await {
             tracing::warn!(pod = %self.dir.uid, container = %c.name, %message,
                 "FailedPostStartHook: killing the container");
+            let message = format!("PostStartHook failed: {message}");
+            self.event(
+                pod,
+                Some(&c.name),
+                "Warning",
+                "FailedPostStartHook",
+                message,
+            );
             if let Err(e) = self.runtime.kill(id, "KILL").await {
                 tracing::warn!(container = %c.name, error = %e, "killing after a failed postStart hook");
             }
@@ -85,6 +93,8 @@ impl PodWorker {
                 if let Err(message) = self.run_hook(c, handler, id, &ip, grace).await {
                     tracing::warn!(pod = %self.dir.uid, container = %c.name, %message,
                         "FailedPreStopHook");
+                    let message = format!("PreStopHook failed: {message}");
+                    self.event(pod, Some(&c.name), "Warning", "FailedPreStopHook", message);
                 }
             })
         });

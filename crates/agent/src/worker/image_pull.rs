@@ -2,7 +2,7 @@
 //! pulled (with the pod's `imagePullSecrets`), with back-off after failures
 //! (`ErrImagePull`, then `ImagePullBackOff`), as the kubelet does it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, Pod, Secret};
@@ -17,11 +17,17 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(10);
 /// The longest wait between pulls.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
-/// When each image may be pulled again, and the wait after that.
+/// When each image may be pulled again, and the wait after that; and which
+/// back-offs have been reported (one `BackOff` Event per failed pull).
 #[derive(Debug, Default)]
-pub struct PullBackoff(HashMap<String, (Instant, Duration)>);
+pub struct PullBackoff(HashMap<String, (Instant, Duration)>, HashSet<String>);
 
 impl PullBackoff {
+    /// Whether this back-off of `image` is not reported yet (and now is).
+    fn first_report(&mut self, image: &str) -> bool {
+        self.1.insert(image.to_owned())
+    }
+
     fn blocked(&self, image: &str, now: Instant) -> bool {
         self.0.get(image).is_some_and(|(next, _)| now < *next)
     }
@@ -32,10 +38,12 @@ impl PullBackoff {
             .get(image)
             .map_or(FIRST_BACKOFF, |(_, w)| (*w * 2).min(MAX_BACKOFF));
         self.0.insert(image.to_owned(), (now + wait, wait));
+        self.1.remove(image);
     }
 
     fn succeeded(&mut self, image: &str) {
         self.0.remove(image);
+        self.1.remove(image);
     }
 }
 
@@ -110,23 +118,49 @@ impl PodWorker {
         pod: &Pod,
         c: &Container,
     ) -> Result<Image, Unavailable> {
-        if let Some(image) = self.image_at_hand(c)? {
-            return Ok(image);
-        }
         let asked = c.image.clone().unwrap_or_default();
+        let at_hand = self.image_at_hand(c);
+        let container = Some(c.name.as_str());
+        match at_hand {
+            Ok(Some(image)) => {
+                let message = format!("Container image {asked:?} already present on machine");
+                self.event(pod, container, "Normal", "Pulled", message);
+                return Ok(image);
+            }
+            Ok(None) => {}
+            Err((reason, message)) => {
+                if self.pull_backoff.first_report(&format!("{reason} {asked}")) {
+                    self.event(pod, container, "Warning", &reason, message.clone());
+                }
+                return Err((reason, message));
+            }
+        }
         let name = normalize(&asked);
-        let store = &self.ctx.images;
         let now = Instant::now();
         if self.pull_backoff.blocked(&name, now) {
-            return Err((
-                "ImagePullBackOff".into(),
-                format!("Back-off pulling image {asked:?}"),
-            ));
+            let message = format!("Back-off pulling image {asked:?}");
+            if self.pull_backoff.first_report(&name) {
+                self.event(pod, container, "Normal", "BackOff", message.clone());
+            }
+            return Err(("ImagePullBackOff".into(), message));
         }
+        self.event(
+            pod,
+            container,
+            "Normal",
+            "Pulling",
+            format!("Pulling image {asked:?}"),
+        );
         let credentials = self.pull_credentials(pod).await;
+        let store = &self.ctx.images;
         match pull(store, &self.ctx.registries, &asked, &credentials).await {
             Ok(_) => {
                 self.pull_backoff.succeeded(&name);
+                let message = format!(
+                    "Successfully pulled image {asked:?} in {:.3}s",
+                    now.elapsed().as_secs_f64()
+                );
+                self.event(pod, container, "Normal", "Pulled", message);
                 store
                     .resolve(&name)
                     .map_err(|e| ("ErrImagePull".to_owned(), e.to_string()))?
@@ -135,6 +169,8 @@ impl PodWorker {
             Err(e) => {
                 self.pull_backoff.failed(&name, now);
                 tracing::warn!(image = %name, error = %e, "image pull failed");
+                let message = format!("Failed to pull image {asked:?}: {e}");
+                self.event(pod, container, "Warning", "Failed", message);
                 Err(("ErrImagePull".into(), e.to_string()))
             }
         }

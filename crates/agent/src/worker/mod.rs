@@ -54,6 +54,8 @@ pub struct PodWorker {
     /// The runtime of the pod's RuntimeClass handler (the default until
     /// the sandbox says otherwise).
     runtime: Arc<dyn ContainerRuntime>,
+    /// The run of each container whose restart back-off has been reported.
+    backoff_reported: HashMap<String, u32>,
 }
 
 impl PodWorker {
@@ -74,6 +76,7 @@ impl PodWorker {
             image_ids: HashMap::new(),
             probes: HashMap::new(),
             volumes_synced: None,
+            backoff_reported: HashMap::new(),
         }
     }
 
@@ -141,6 +144,13 @@ impl PodWorker {
             Err(e) => {
                 tracing::warn!(pod = %self.dir.uid, error = %e, "pod sandbox failed");
                 let message = e.to_string();
+                self.event(
+                    pod,
+                    None,
+                    "Warning",
+                    "FailedCreatePodSandBox",
+                    format!("Failed to create pod sandbox: {message}"),
+                );
                 for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
                     self.waiting.insert(
                         c.name.clone(),
@@ -184,6 +194,24 @@ impl PodWorker {
             }
             Some(_) => {}
         }
+    }
+
+    /// Records an Event about the pod, or about one of its containers, in
+    /// the background: the pod's progress does not wait for it.
+    fn event(
+        &self,
+        pod: &Pod,
+        container: Option<&str>,
+        type_: &str,
+        reason: &str,
+        message: String,
+    ) {
+        let object = kybern_apimachinery::events::pod_reference(pod, container);
+        let events = self.ctx.events.clone();
+        let (type_, reason) = (type_.to_owned(), reason.to_owned());
+        tokio::spawn(async move {
+            events.record(&object, &type_, &reason, "", &message).await;
+        });
     }
 
     /// When the agent first took the pod on (kept across agent restarts).

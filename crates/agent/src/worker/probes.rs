@@ -148,6 +148,10 @@ impl PodWorker {
                     continue;
                 }
                 let ok = self.run_probe(c, probe, &id, ip).await;
+                if !ok {
+                    let message = format!("{kind:?} probe failed");
+                    self.event(pod, Some(&c.name), "Warning", "Unhealthy", message);
+                }
                 let Some(state) = self.probes.get_mut(&c.name) else {
                     break;
                 };
@@ -173,6 +177,12 @@ impl PodWorker {
                 }
                 if kill {
                     tracing::info!(pod = %self.dir.uid, container = %c.name, ?kind, "probe failed; restarting the container");
+                    let message = format!(
+                        "Container {} failed {} probe, will be restarted",
+                        c.name,
+                        format!("{kind:?}").to_lowercase()
+                    );
+                    self.event(pod, Some(&c.name), "Normal", "Killing", message);
                     break;
                 }
             }

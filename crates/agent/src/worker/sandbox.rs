@@ -208,7 +208,7 @@ impl PodWorker {
         tracing::info!(pod = %self.dir.uid, %ip, "pod sandbox ready");
         if let (Some(c), Some(launch)) = (&early, launched) {
             gate::open(&gate)?;
-            self.await_start(c, launch, &record.ip).await?;
+            self.await_start(pod, c, launch, &record.ip).await?;
         }
         Ok(record)
     }

@@ -210,6 +210,57 @@ async fn restart_policies_exit_codes_and_missing_images_are_reported() {
     .await;
     assert_eq!(s["phase"], "Pending");
 
+    // The agent reports what it did as the kubelet's Events.
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
+    let about = async |pod: &str, reason: &str| {
+        wait_for(&format!("a {reason} Event about {pod}"), async || {
+            let list = events.list(&Default::default()).await.ok()?;
+            list.items.into_iter().find(|e| {
+                e.involved_object.name.as_deref() == Some(pod)
+                    && e.reason.as_deref() == Some(reason)
+            })
+        })
+        .await
+    };
+    let started = about("succeeds", "Started").await;
+    assert_eq!(started.message.as_deref(), Some("Started container main"));
+    let source = started.source.clone().expect("source");
+    assert_eq!(source.component.as_deref(), Some("kubelet"));
+    assert_eq!(source.host.as_deref(), Some(cluster.node.as_str()));
+    assert_eq!(
+        started.involved_object.field_path.as_deref(),
+        Some("spec.containers{main}")
+    );
+    let pulled = about("succeeds", "Pulled").await;
+    assert!(
+        pulled
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("already present on machine")),
+        "{pulled:?}"
+    );
+    about("succeeds", "Created").await;
+    let backoff = about("loops", "BackOff").await;
+    assert_eq!(backoff.type_.as_deref(), Some("Warning"));
+    assert!(
+        backoff
+            .message
+            .as_deref()
+            .is_some_and(|m| m
+                .starts_with("Back-off restarting failed container main in pod loops_default(")),
+        "{backoff:?}"
+    );
+    let failed = about("noimage", "Failed").await;
+    assert!(
+        failed
+            .message
+            .as_deref()
+            .is_some_and(|m| m.starts_with("Failed to pull image \"registry.invalid/nothing:1\"")),
+        "{failed:?}"
+    );
+    let described = Cli::kubectl_for(&cluster).ok(&["describe", "pod", "succeeds"]);
+    assert!(described.contains("Started container main"), "{described}");
+
     for name in ["loops", "fails", "succeeds", "oom", "noimage"] {
         delete_and_wait(&api, name).await;
     }
