@@ -31,12 +31,61 @@ pub trait NodeHost: Send + Sync {
     /// the memory, when `None`) at the directory `target`, unless one is
     /// already mounted there.
     fn mount_tmpfs(&self, target: &Path, size: Option<u64>) -> Result<(), AgentError>;
-    /// Creates the pod cgroup `path` in the pids controller and caps the
-    /// processes of everything under it at `limit` (the kubelet's
-    /// `podPidsLimit`).
-    fn limit_pids(&self, path: &str, limit: i64) -> Result<(), AgentError>;
+    /// Creates the pod cgroup `path` and holds everything under it to
+    /// `limits` (the kubelet's pod-level cgroup settings).
+    fn limit_pod(&self, path: &str, limits: &PodLimits) -> Result<(), AgentError>;
     /// Removes the cgroup `path` (and anything under it) from every hierarchy.
     fn remove_cgroup(&self, path: &str) -> Result<(), AgentError>;
+}
+
+/// What a pod's own cgroup is held to (`None`: unlimited).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PodLimits {
+    /// CPU shares (v1 `cpu.shares`; v2 `cpu.weight` from it).
+    pub cpu_shares: Option<u64>,
+    /// CFS quota per 100 ms period, in microseconds.
+    pub cpu_quota: Option<i64>,
+    /// Memory limit in bytes.
+    pub memory: Option<i64>,
+    /// Processes.
+    pub pids: Option<i64>,
+}
+
+impl PodLimits {
+    /// `(controller, file, value)` for each limit set, in v1's file names
+    /// when `v1`, else in v2's.
+    pub fn files(&self, v1: bool) -> Vec<(&'static str, &'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(shares) = self.cpu_shares {
+            if v1 {
+                out.push(("cpu", "cpu.shares", shares.to_string()));
+            } else {
+                // runc's conversion of shares [2, 262144] to weight [1, 10000].
+                let weight = 1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142;
+                out.push(("cpu", "cpu.weight", weight.to_string()));
+            }
+        }
+        if let Some(quota) = self.cpu_quota {
+            if v1 {
+                out.push(("cpu", "cpu.cfs_period_us", "100000".into()));
+                out.push(("cpu", "cpu.cfs_quota_us", quota.to_string()));
+            } else {
+                out.push(("cpu", "cpu.max", format!("{quota} 100000")));
+            }
+        }
+        if let Some(bytes) = self.memory {
+            let file = if v1 {
+                "memory.limit_in_bytes"
+            } else {
+                "memory.max"
+            };
+            out.push(("memory", file, bytes.to_string()));
+        }
+        if let Some(pids) = self.pids {
+            out.push(("pids", "pids.max", pids.to_string()));
+        }
+        out
+    }
 }
 
 /// Moves the calling thread into new network, IPC and UTS namespaces, sets
@@ -184,23 +233,35 @@ impl NodeHost for LinuxHost {
         }
     }
 
-    fn limit_pids(&self, path: &str, limit: i64) -> Result<(), AgentError> {
+    fn limit_pod(&self, path: &str, limits: &PodLimits) -> Result<(), AgentError> {
         let rel = path.trim_start_matches('/');
-        let v1 = self.cgroup_root.join("pids");
-        let dir = if v1.is_dir() {
-            v1.join(rel)
-        } else {
-            // v2: each ancestor must hand the pids controller down.
-            let mut at = self.cgroup_root.clone();
-            for part in rel.split('/') {
-                std::fs::write(at.join("cgroup.subtree_control"), "+pids")?;
-                at.push(part);
-                std::fs::create_dir_all(&at)?;
+        let v1 = self.cgroup_root.join("memory").is_dir();
+        let files = limits.files(v1);
+        if files.is_empty() {
+            return Ok(());
+        }
+        if v1 {
+            // v1: one hierarchy per controller.
+            for (controller, file, value) in files {
+                let dir = self.cgroup_root.join(controller).join(rel);
+                std::fs::create_dir_all(&dir)?;
+                std::fs::write(dir.join(file), value)?;
             }
-            at
-        };
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join("pids.max"), limit.to_string())?;
+            return Ok(());
+        }
+        // v2: each ancestor must hand the controllers down.
+        let mut controllers: Vec<&str> = files.iter().map(|(c, _, _)| *c).collect();
+        controllers.dedup();
+        let enable: Vec<String> = controllers.iter().map(|c| format!("+{c}")).collect();
+        let mut at = self.cgroup_root.clone();
+        for part in rel.split('/') {
+            std::fs::write(at.join("cgroup.subtree_control"), enable.join(" "))?;
+            at.push(part);
+            std::fs::create_dir_all(&at)?;
+        }
+        for (_, file, value) in files {
+            std::fs::write(at.join(file), value)?;
+        }
         Ok(())
     }
 
@@ -238,5 +299,51 @@ fn remove_cgroup_tree(dir: &Path) -> Result<(), AgentError> {
             dir.display()
         ))),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_limits_name_the_files_of_either_cgroup_version() {
+        let limits = PodLimits {
+            cpu_shares: Some(1024),
+            cpu_quota: Some(50_000),
+            memory: Some(64 << 20),
+            pids: None,
+        };
+        let v1 = limits.files(true);
+        assert!(v1.contains(&("cpu", "cpu.shares", "1024".into())));
+        assert!(v1.contains(&("cpu", "cpu.cfs_quota_us", "50000".into())));
+        assert!(v1.contains(&("memory", "memory.limit_in_bytes", (64u64 << 20).to_string())));
+        let v2 = limits.files(false);
+        assert!(v2.contains(&("cpu", "cpu.weight", "39".into())));
+        assert!(v2.contains(&("cpu", "cpu.max", "50000 100000".into())));
+        assert!(v2.contains(&("memory", "memory.max", (64u64 << 20).to_string())));
+        assert!(PodLimits::default().files(true).is_empty());
+    }
+
+    #[test]
+    fn limits_are_written_into_each_v1_hierarchy() {
+        let root = tempfile::tempdir().expect("test setup");
+        for c in ["cpu", "memory", "pids"] {
+            std::fs::create_dir(root.path().join(c)).expect("test setup");
+        }
+        let host = LinuxHost {
+            cgroup_root: root.path().to_owned(),
+        };
+        let limits = PodLimits {
+            cpu_shares: Some(2),
+            pids: Some(16),
+            ..Default::default()
+        };
+        host.limit_pod("/kubepods/besteffort/podu", &limits)
+            .expect("test setup");
+        let read = |p: &str| std::fs::read_to_string(root.path().join(p)).expect("written");
+        assert_eq!(read("cpu/kubepods/besteffort/podu/cpu.shares"), "2");
+        assert_eq!(read("pids/kubepods/besteffort/podu/pids.max"), "16");
+        assert!(!root.path().join("memory/kubepods").exists());
     }
 }

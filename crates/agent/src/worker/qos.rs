@@ -15,6 +15,28 @@ pub enum QosClass {
     BestEffort,
 }
 
+/// The lowest OOM score adjustment this process can hand to containers.
+static OOM_SCORE_FLOOR: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+
+/// Lowering an OOM score adjustment below one's own takes
+/// `CAP_SYS_RESOURCE`; without it (some sandboxes and containers drop it)
+/// runc would fail to start every Guaranteed pod, so the floor is then the
+/// agent's own adjustment. From `/proc/self/status` and
+/// `/proc/self/oom_score_adj`.
+pub fn oom_score_floor(status: &str, own_adj: &str) -> i32 {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    if effective & (1 << CAP_SYS_RESOURCE) != 0 {
+        -1000
+    } else {
+        own_adj.trim().parse().unwrap_or(0)
+    }
+}
+
 /// Thousandths of a CPU in a quantity.
 pub fn millis(q: &str) -> Option<u64> {
     parse_milli(q).ok().and_then(|m| u64::try_from(m).ok())
@@ -77,13 +99,93 @@ impl QosClass {
     }
 
     /// The OOM score adjustment of its containers (the kubelet's policy,
-    /// without the per-request scaling of Burstable pods).
+    /// without the per-request scaling of Burstable pods), no lower than
+    /// this node can set.
     pub fn oom_score_adj(self) -> i32 {
-        match self {
+        let wanted = match self {
             QosClass::Guaranteed => -997,
             QosClass::Burstable => 500,
             QosClass::BestEffort => 1000,
+        };
+        wanted.max(*OOM_SCORE_FLOOR.get_or_init(|| {
+            oom_score_floor(
+                &std::fs::read_to_string("/proc/self/status").unwrap_or_default(),
+                &std::fs::read_to_string("/proc/self/oom_score_adj").unwrap_or_default(),
+            )
+        }))
+    }
+}
+
+/// What the pod's own cgroup is held to, as the kubelet sets it: CPU shares
+/// from the pod's CPU request (2 for a BestEffort pod), and a CFS quota and
+/// a memory limit only when every container declares that limit. The
+/// pod's value is what it needs at its peak: its app containers and
+/// sidecars together, or its largest other init container, if more; and
+/// its RuntimeClass overhead on top.
+pub fn pod_limits(pod: &Pod, qos: QosClass, pids: Option<i64>) -> crate::host::PodLimits {
+    let spec = pod.spec.as_ref();
+    let quantity = |c: &Container, kind: &str, name: &str| -> Option<String> {
+        let r = c.resources.as_ref()?;
+        let map = if kind == "limits" {
+            r.limits.as_ref()
+        } else {
+            r.requests.as_ref().or(r.limits.as_ref())
+        }?;
+        let q = map.get(name).or_else(|| {
+            // A request defaults to the limit.
+            (kind == "requests").then(|| r.limits.as_ref()?.get(name))?
+        })?;
+        Some(q.0.clone())
+    };
+    let overhead =
+        |name: &str| -> Option<String> { Some(spec?.overhead.as_ref()?.get(name)?.0.clone()) };
+    // The peak of a per-container amount, or None if a container lacks it.
+    let peak = |amount: &dyn Fn(&Container) -> Option<i64>| -> Option<i64> {
+        let app = spec.into_iter().flat_map(|s| s.containers.iter());
+        let init: Vec<&Container> = spec
+            .into_iter()
+            .flat_map(|s| s.init_containers.iter().flatten())
+            .collect();
+        let (sidecars, others): (Vec<&Container>, Vec<&Container>) =
+            init.into_iter().partition(|c| super::status::is_sidecar(c));
+        let mut running = 0i64;
+        for c in app.chain(sidecars) {
+            running = running.saturating_add(amount(c)?);
         }
+        let mut most = running;
+        for c in others {
+            most = most.max(amount(c)?);
+        }
+        Some(most)
+    };
+    let cpu = |kind: &'static str| {
+        move |c: &Container| {
+            quantity(c, kind, "cpu")
+                .and_then(|q| millis(&q))
+                .and_then(|m| i64::try_from(m).ok())
+        }
+    };
+    let plus_overhead = |v: i64, name: &str, parse: &dyn Fn(&str) -> Option<i64>| {
+        v.saturating_add(overhead(name).and_then(|q| parse(&q)).unwrap_or(0))
+    };
+    let as_millis = |q: &str| millis(q).and_then(|m| i64::try_from(m).ok());
+    let cpu_request = peak(&|c: &Container| Some(cpu("requests")(c).unwrap_or(0)))
+        .map(|m| plus_overhead(m, "cpu", &as_millis))
+        .unwrap_or(0);
+    let cpu_shares = match qos {
+        QosClass::BestEffort => 2,
+        _ => u64::try_from(cpu_request * 1024 / 1000).unwrap_or(0).max(2),
+    };
+    let cpu_quota = peak(&cpu("limits"))
+        .filter(|m| *m > 0)
+        .map(|m| plus_overhead(m, "cpu", &as_millis) * 100);
+    let memory = peak(&|c: &Container| quantity(c, "limits", "memory").and_then(|q| bytes(&q)))
+        .map(|b| plus_overhead(b, "memory", &bytes));
+    crate::host::PodLimits {
+        cpu_shares: Some(cpu_shares),
+        cpu_quota,
+        memory,
+        pids,
     }
 }
 
@@ -125,5 +227,42 @@ mod tests {
         );
         assert_eq!(millis("250m"), Some(250));
         assert_eq!(bytes("64Mi"), Some(64 << 20));
+    }
+
+    #[test]
+    fn the_oom_score_floor_follows_cap_sys_resource() {
+        assert_eq!(oom_score_floor("CapEff:\t000001ffffffffff\n", "0\n"), -1000);
+        assert_eq!(oom_score_floor("CapEff:\t000001fffeffffff\n", "0\n"), 0);
+        assert_eq!(oom_score_floor("CapEff:\t0000000000000000\n", "-500"), -500);
+    }
+
+    #[test]
+    fn the_pod_cgroup_gets_the_peak_of_its_containers() {
+        let two = |second: serde_json::Value| -> Pod {
+            serde_json::from_value(serde_json::json!({"metadata": {"uid": "u"}, "spec": {
+                "initContainers": [{"name": "setup",
+                    "resources": {"limits": {"cpu": "2", "memory": "200Mi"}}}],
+                "containers": [
+                    {"name": "a", "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}},
+                    {"name": "b", "resources": second}],
+                "overhead": {"memory": "10Mi"}}}))
+            .expect("test setup")
+        };
+        let all = two(serde_json::json!({"limits": {"cpu": "250m", "memory": "32Mi"}}));
+        let l = pod_limits(&all, QosClass::of(&all), Some(16));
+        // The init container's 2 CPUs and 200Mi exceed the app's 750m and 96Mi.
+        assert_eq!(l.cpu_quota, Some(200_000));
+        assert_eq!(l.memory, Some((200 << 20) + (10 << 20)));
+        assert_eq!(l.cpu_shares, Some(2048));
+        assert_eq!(l.pids, Some(16));
+        let partial = two(serde_json::json!({"requests": {"cpu": "100m"}}));
+        let l = pod_limits(&partial, QosClass::of(&partial), None);
+        assert_eq!((l.cpu_quota, l.memory), (None, None));
+        assert_eq!(l.cpu_shares, Some(2048));
+        let none = pod(serde_json::json!({}));
+        assert_eq!(
+            pod_limits(&none, QosClass::BestEffort, None).cpu_shares,
+            Some(2)
+        );
     }
 }

@@ -130,11 +130,11 @@ impl PodWorker {
         std::fs::create_dir_all(&etc)?;
         self.ctx.host.create_namespaces(&self.dir.ns(), &hostname)?;
         tracing::debug!(pod = %self.dir.uid, "pod namespaces made");
-        if let Some(limit) = self.ctx.pod_pids_limit {
-            let qos = super::qos::QosClass::of(pod);
-            let cgroup = super::qos::cgroup_parent(pod, qos);
-            self.ctx.host.limit_pids(&cgroup, limit)?;
-        }
+        // The pod's cgroup before its first container, which runc puts in it.
+        let qos = super::qos::QosClass::of(pod);
+        let limits = super::qos::pod_limits(pod, qos, self.ctx.pod_pids_limit);
+        let cgroup = super::qos::cgroup_parent(pod, qos);
+        self.ctx.host.limit_pod(&cgroup, &limits)?;
         let ports = port_mappings(pod);
         let node_hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .unwrap_or_default()
