@@ -239,30 +239,35 @@ mod tests {
         assert!(cri_lines(at, "stdout", b"").ends_with(b"stdout F \n"));
     }
 
-    #[test]
-    fn the_exit_of_a_command_is_recorded() {
-        let dir = tempfile::tempdir().expect("test setup");
-        // A stand-in runtime: a shell script that ignores runc's arguments,
-        // prints a line on each stream and exits 3.
-        let runtime = dir.path().join("fake-runtime");
-        std::fs::write(&runtime, "#!/bin/sh\necho out; echo err >&2; exit 3\n")
-            .expect("test setup");
+    /// A monitor spec whose runtime is the shell `script`, all files in `dir`.
+    fn fake_runtime(dir: &std::path::Path, script: &str) -> MonitorSpec {
+        let runtime = dir.join("fake-runtime");
+        std::fs::write(&runtime, script).expect("test setup");
         std::fs::set_permissions(
             &runtime,
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )
         .expect("test setup");
-        let spec = MonitorSpec {
+        MonitorSpec {
             runtime,
-            root: dir.path().into(),
-            bundle: dir.path().into(),
+            root: dir.into(),
+            bundle: dir.into(),
             id: "c".into(),
-            log: dir.path().join("0.log"),
-            exit_file: dir.path().join("exit"),
-            pid_file: dir.path().join("pid"),
+            log: dir.join("0.log"),
+            exit_file: dir.join("exit"),
+            pid_file: dir.join("pid"),
             log_policy: Default::default(),
-            stdin_fifo: Some(dir.path().join("stdin")),
-        };
+            stdin_fifo: None,
+        }
+    }
+
+    #[test]
+    fn the_exit_of_a_command_is_recorded() {
+        let dir = tempfile::tempdir().expect("test setup");
+        // A stand-in runtime: a shell script that ignores runc's arguments,
+        // prints a line on each stream and exits 3.
+        let mut spec = fake_runtime(dir.path(), "#!/bin/sh\necho out; echo err >&2; exit 3\n");
+        spec.stdin_fifo = Some(dir.path().join("stdin"));
         assert_eq!(run(&spec).expect("test setup"), 3);
         let record: ExitRecord =
             serde_json::from_slice(&std::fs::read(&spec.exit_file).expect("test setup"))
@@ -279,31 +284,13 @@ mod tests {
         // A stand-in runtime: `run` leaves a process behind that writes a
         // line and exits 7 a little later, names it in the pid file and
         // returns at once, as `runc run --detach` does.
-        let runtime = dir.path().join("fake-runtime");
-        std::fs::write(
-            &runtime,
+        let spec = fake_runtime(
+            dir.path(),
             "#!/bin/sh\ncase \" $* \" in *\" run \"*) ;; *) exit 0;; esac\n\
              while [ $# -gt 0 ]; do [ \"$1\" = --pid-file ] && pf=$2; shift; done\n\
              ( sleep 0.2; echo from-container; exit 7 ) &\n\
              echo $! > \"$pf\"\n",
-        )
-        .expect("test setup");
-        std::fs::set_permissions(
-            &runtime,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .expect("test setup");
-        let spec = MonitorSpec {
-            runtime,
-            root: dir.path().into(),
-            bundle: dir.path().into(),
-            id: "c".into(),
-            log: dir.path().join("0.log"),
-            exit_file: dir.path().join("exit"),
-            pid_file: dir.path().join("pid"),
-            log_policy: Default::default(),
-            stdin_fifo: None,
-        };
+        );
         assert_eq!(run(&spec).expect("test setup"), 7);
         let log = std::fs::read_to_string(&spec.log).expect("test setup");
         assert!(log.contains(" stdout F from-container\n"), "{log}");

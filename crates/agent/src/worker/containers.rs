@@ -244,17 +244,7 @@ impl PodWorker {
             Ok(plan) => plan,
             Err(e) => {
                 std::fs::remove_dir_all(&attempt_dir)?;
-                self.event(
-                    pod,
-                    Some(&c.name),
-                    "Warning",
-                    "Failed",
-                    format!("Error: {e}"),
-                );
-                self.waiting.insert(
-                    c.name.clone(),
-                    ("CreateContainerConfigError".into(), e.to_string()),
-                );
+                self.cannot_create(pod, c, "CreateContainerConfigError", &e);
                 return Ok(None);
             }
         };
@@ -274,20 +264,24 @@ impl PodWorker {
             Err(e) => {
                 self.ctx.host.unmount(&bundle.join("rootfs"))?;
                 std::fs::remove_dir_all(&attempt_dir)?;
-                self.event(
-                    pod,
-                    Some(&c.name),
-                    "Warning",
-                    "Failed",
-                    format!("Error: {e}"),
-                );
-                self.waiting.insert(
-                    c.name.clone(),
-                    ("CreateContainerError".into(), e.to_string()),
-                );
+                self.cannot_create(pod, c, "CreateContainerError", &e);
                 Ok(None)
             }
         }
+    }
+
+    /// A run of `c` that could not be made: a `Failed` Event, and `reason`
+    /// as the container's waiting reason.
+    fn cannot_create(&mut self, pod: &Pod, c: &Container, reason: &str, e: &AgentError) {
+        self.event(
+            pod,
+            Some(&c.name),
+            "Warning",
+            "Failed",
+            format!("Error: {e}"),
+        );
+        self.waiting
+            .insert(c.name.clone(), (reason.into(), e.to_string()));
     }
 
     /// Waits for a launched run to be running (or over), records it as
