@@ -117,6 +117,10 @@ pub struct MonitorArgs {
     #[arg(long)]
     stdin_fifo: Option<PathBuf>,
     #[arg(long)]
+    stdin_once: bool,
+    #[arg(long)]
+    tty: bool,
+    #[arg(long)]
     pid_file: PathBuf,
 }
 
@@ -345,6 +349,8 @@ pub fn monitor(args: MonitorArgs) -> anyhow::Result<()> {
             max_files: args.log_max_files,
         },
         stdin_fifo: args.stdin_fifo,
+        stdin_once: args.stdin_once,
+        tty: args.tty,
         pid_file: args.pid_file,
     };
     kybern_agent::runtime::monitor::run(&spec)?;

@@ -88,6 +88,9 @@ pub struct ContainerPlan {
     /// Hold the container before its command runs until this gate opens:
     /// `(the kybern executable, the gate file)`.
     pub start_gate: Option<(PathBuf, PathBuf)>,
+    /// Run on a terminal (`tty: true`), whose controlling side runc hands
+    /// to the monitor.
+    pub tty: bool,
 }
 
 fn capability(name: &str) -> Result<Capability, AgentError> {
@@ -193,9 +196,14 @@ pub fn spec(plan: &ContainerPlan) -> Result<Spec, AgentError> {
     linux_caps.set_inheritable(Some(HashSet::new()));
     linux_caps.set_ambient(Some(HashSet::new()));
     let mut process = Process::default();
-    process.set_terminal(Some(false));
+    process.set_terminal(Some(plan.tty));
     process.set_args(Some(plan.args.clone()));
-    process.set_env(Some(plan.env.clone()));
+    let mut env = plan.env.clone();
+    // As containerd does for a terminal, unless the pod says otherwise.
+    if plan.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+    process.set_env(Some(env));
     process.set_cwd(PathBuf::from(if plan.cwd.is_empty() {
         "/"
     } else {
@@ -363,5 +371,25 @@ mod tests {
             serde_json::json!(["kybern", "gate", "/pods/u/network-gate"])
         );
         assert!(hook["timeout"].as_i64().expect("test setup") > 60);
+    }
+
+    #[test]
+    fn a_terminal_container_gets_a_terminal_and_a_term() {
+        let json = serde_json::to_value(spec(&plan()).expect("test setup")).expect("test setup");
+        assert_eq!(json["process"]["terminal"], false);
+        let mut p = plan();
+        p.tty = true;
+        let json = serde_json::to_value(spec(&p).expect("test setup")).expect("test setup");
+        assert_eq!(json["process"]["terminal"], true);
+        assert_eq!(
+            json["process"]["env"],
+            serde_json::json!(["A=1", "TERM=xterm"])
+        );
+        p.env.push("TERM=vt100".into());
+        let json = serde_json::to_value(spec(&p).expect("test setup")).expect("test setup");
+        assert_eq!(
+            json["process"]["env"],
+            serde_json::json!(["A=1", "TERM=vt100"])
+        );
     }
 }

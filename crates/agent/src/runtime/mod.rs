@@ -8,6 +8,7 @@ pub mod handlers;
 pub mod log_file;
 pub mod monitor;
 pub mod oom;
+pub mod stdio;
 
 use std::path::{Path, PathBuf};
 
@@ -26,8 +27,13 @@ pub struct ContainerFiles {
     pub exit_file: PathBuf,
     /// Where the runtime writes the container's process ID once it runs.
     pub pid_file: PathBuf,
-    /// The named pipe that is the container's standard input, if it has one.
+    /// The named pipe through which attached clients reach the container's
+    /// standard input, if it has one.
     pub stdin_fifo: Option<PathBuf>,
+    /// The container's input closes when the first attached client leaves.
+    pub stdin_once: bool,
+    /// The container runs on a terminal.
+    pub tty: bool,
 }
 
 impl ContainerFiles {
@@ -146,6 +152,8 @@ impl ContainerRuntime for Runc {
                     .iter()
                     .flat_map(|f| [std::ffi::OsString::from("--stdin-fifo"), path(f)]),
             )
+            .args(files.stdin_once.then_some("--stdin-once"))
+            .args(files.tty.then_some("--tty"))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -1,9 +1,8 @@
 //! The container monitor (conmon's role): a small process per container that
-//! runs the OCI runtime in the foreground, writes the container's output to
-//! its log in the CRI format, and records its exit code. It outlives the agent,
+//! starts it with the OCI runtime, writes its output to its log in the CRI
+//! format, holds its input and terminal, and records its exit code. It outlives the agent,
 //! so containers, their logs and their exit codes survive an agent restart.
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -12,12 +11,13 @@ use serde::{Deserialize, Serialize};
 
 use super::log_file::RotatingLog;
 use super::oom::MemoryCgroup;
+use super::stdio::{ConsoleSocket, StdinDoor, copy_output};
 use crate::AgentError;
 
 /// Where the cgroup hierarchies are mounted.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-/// A CRI log line longer than this is split into partial (`P`) lines.
-const MAX_LINE: usize = 16 * 1024;
+/// How long runc may take to hand over a container's terminal.
+const CONSOLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the monitor needs to run one container.
 #[derive(Debug, Clone)]
@@ -38,9 +38,14 @@ pub struct MonitorSpec {
     pub pid_file: PathBuf,
     /// When the log rotates.
     pub log_policy: super::log_file::LogPolicy,
-    /// A named pipe to create and give the container as its standard input
-    /// (containers with `stdin: true`; `kubectl attach -i` writes to it).
+    /// A named pipe to create, through which attached clients write to the
+    /// container's standard input (containers with `stdin: true`).
     pub stdin_fifo: Option<PathBuf>,
+    /// Close the container's input when the first attached client leaves
+    /// (`stdinOnce`; not for a terminal, as in containerd).
+    pub stdin_once: bool,
+    /// The container runs on a terminal (`tty: true`).
+    pub tty: bool,
 }
 
 /// How a container ended, as the monitor recorded it.
@@ -65,9 +70,19 @@ pub struct ExitRecord {
 pub fn run(spec: &MonitorSpec) -> Result<i32, AgentError> {
     let log = RotatingLog::open(&spec.log, spec.log_policy)?;
     let log = Arc::new(Mutex::new(log));
-    let stdin = match &spec.stdin_fifo {
-        Some(fifo) => Stdio::from(open_stdin_fifo(fifo)?),
-        None => Stdio::null(),
+    let door = match &spec.stdin_fifo {
+        Some(fifo) => Some(StdinDoor::create(fifo, spec.stdin_once && !spec.tty)?),
+        None => None,
+    };
+    // A terminal's controlling side comes from runc; without one, the
+    // container reads a pipe whose writing end only the monitor holds.
+    let console = spec.tty.then(ConsoleSocket::bind).transpose()?;
+    let (stdin, input) = match (&door, &console) {
+        (Some(_), None) => {
+            let (read, write) = std::io::pipe()?;
+            (Stdio::from(read), Some(write))
+        }
+        _ => (Stdio::null(), None),
     };
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| AgentError::Io(e.into()))?;
     let runtime = |verb: &str| {
@@ -75,29 +90,64 @@ pub fn run(spec: &MonitorSpec) -> Result<i32, AgentError> {
         c.arg("--root").arg(&spec.root).arg(verb);
         c
     };
-    // The container inherits these pipes: its output reaches the log
-    // directly, and runc's own complaints land there too.
-    let mut child = runtime("run")
-        .arg("--detach")
+    let mut run = runtime("run");
+    run.arg("--detach")
         .arg("--bundle")
         .arg(&spec.bundle)
         .arg("--pid-file")
-        .arg(&spec.pid_file)
+        .arg(&spec.pid_file);
+    if let Some(console) = &console {
+        run.arg("--console-socket").arg(console.path());
+    }
+    // The container inherits these pipes (unless it has a terminal): its
+    // output reaches the log directly, and runc's own complaints land there
+    // too.
+    let mut child = run
         .arg(&spec.id)
         .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
+    // The container's end of its input is the container's alone.
+    drop(run);
     let mut copiers = Vec::new();
     if let Some(out) = child.stdout.take() {
         let log = log.clone();
-        copiers.push(std::thread::spawn(move || copy_lines(out, "stdout", &log)));
+        copiers.push(std::thread::spawn(move || copy_output(out, "stdout", &log)));
     }
     if let Some(err) = child.stderr.take() {
         let log = log.clone();
-        copiers.push(std::thread::spawn(move || copy_lines(err, "stderr", &log)));
+        copiers.push(std::thread::spawn(move || copy_output(err, "stderr", &log)));
+    }
+    if let (Some(door), Some(input)) = (door.clone(), input) {
+        door.serve(input);
     }
     let started = child.wait()?;
+    if let Some(console) = console.filter(|_| started.success()) {
+        match console.receive(CONSOLE_TIMEOUT) {
+            Ok(terminal) => {
+                let output = std::fs::File::from(terminal);
+                if let Some(door) = door {
+                    door.serve(output.try_clone()?);
+                }
+                let log = log.clone();
+                copiers.push(std::thread::spawn(move || {
+                    copy_output(output, "stdout", &log)
+                }));
+            }
+            Err(e) => {
+                let line = format!("kybern monitor: {e}");
+                if let Ok(mut f) = log.lock() {
+                    let _ = f.write(&super::stdio::cri_lines(
+                        chrono::Utc::now(),
+                        "stderr",
+                        line.as_bytes(),
+                        true,
+                    ));
+                }
+            }
+        }
+    }
     let exit_code = if started.success() {
         match read_pid(&spec.pid_file) {
             Some(pid) => wait_for(pid),
@@ -170,74 +220,9 @@ fn wait_for(pid: i32) -> i32 {
     }
 }
 
-/// Creates the named pipe (if missing) and opens it for reading and
-/// writing: the open does not wait for a writer, and the container never
-/// sees end-of-file when an attached client goes away.
-fn open_stdin_fifo(fifo: &std::path::Path) -> Result<std::fs::File, AgentError> {
-    match nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)) {
-        Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
-        Err(e) => return Err(AgentError::Io(e.into())),
-    }
-    Ok(std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(fifo)?)
-}
-
-/// Copies `input` into the log, one CRI line per output line.
-fn copy_lines(input: impl Read, stream: &str, log: &Mutex<RotatingLog>) {
-    let mut reader = BufReader::new(input);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let text = line.strip_suffix(b"\n").unwrap_or(&line);
-        let encoded = cri_lines(chrono::Utc::now(), stream, text);
-        if let Ok(mut f) = log.lock() {
-            let _ = f.write(&encoded);
-        }
-    }
-}
-
-/// `text` as CRI log lines: `<RFC 3339 nano time> <stream> <P|F> <content>`.
-pub fn cri_lines(at: chrono::DateTime<chrono::Utc>, stream: &str, text: &[u8]) -> Vec<u8> {
-    let ts = at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-    let mut out = Vec::with_capacity(text.len() + 48);
-    let mut chunks = text.chunks(MAX_LINE).peekable();
-    if chunks.peek().is_none() {
-        out.extend_from_slice(format!("{ts} {stream} F \n").as_bytes());
-    }
-    while let Some(chunk) = chunks.next() {
-        let tag = if chunks.peek().is_some() { "P" } else { "F" };
-        out.extend_from_slice(format!("{ts} {stream} {tag} ").as_bytes());
-        out.extend_from_slice(chunk);
-        out.push(b'\n');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lines_are_cri_formatted_and_long_ones_split() {
-        let at = chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123456789Z")
-            .expect("test setup")
-            .with_timezone(&chrono::Utc);
-        let out = cri_lines(at, "stdout", b"hello");
-        assert_eq!(out, b"2026-01-02T03:04:05.123456789Z stdout F hello\n");
-        let long = vec![b'x'; MAX_LINE + 3];
-        let out = String::from_utf8(cri_lines(at, "stderr", &long)).expect("test setup");
-        let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines.len(), 2);
-        assert!(lines[0].contains(" stderr P "));
-        assert!(lines[1].ends_with(" stderr F xxx"));
-        assert!(cri_lines(at, "stdout", b"").ends_with(b"stdout F \n"));
-    }
 
     /// A monitor spec whose runtime is the shell `script`, all files in `dir`.
     fn fake_runtime(dir: &std::path::Path, script: &str) -> MonitorSpec {
@@ -258,6 +243,8 @@ mod tests {
             pid_file: dir.join("pid"),
             log_policy: Default::default(),
             stdin_fifo: None,
+            stdin_once: false,
+            tty: false,
         }
     }
 

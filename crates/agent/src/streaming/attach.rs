@@ -1,9 +1,10 @@
 //! `kubectl attach`: a WebSocket session (`v5.channel.k8s.io`) on a running
 //! container. Output is what the container writes from now on, read from
-//! the log its monitor keeps; input goes to the named pipe the monitor made
-//! its standard input (containers with `stdin: true`). The session ends
-//! when the container does, or when the client leaves (the container runs
-//! on).
+//! the log its monitor keeps; input goes through the named pipe its monitor
+//! copies into the container's standard input (containers with `stdin:
+//! true`), and leaving closes that input for a `stdinOnce` container; a
+//! terminal container's size follows the client's. The session ends when
+//! the container does, or when the client leaves (the container runs on).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +25,8 @@ pub struct AttachTarget {
     pub log: PathBuf,
     /// The exit record that appears when the run ends.
     pub exit_file: PathBuf,
+    /// The run's process ID, whose terminal (if it has one) is resized.
+    pub pid_file: PathBuf,
     /// The run's standard input, if it has one.
     pub stdin_fifo: Option<PathBuf>,
 }
@@ -73,9 +76,37 @@ async fn relay_output(
         if ended {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A terminal's echo should feel immediate.
+        let pause = if opts.tty { 15 } else { 50 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
     }
 }
+
+/// Opens the container's input door for writing. The monitor waits on it
+/// for one client at a time, and reopens it after each: a moment's refusal
+/// is retried, a lasting one (the input was closed after a `stdinOnce`
+/// client, or the container is gone) means no input.
+async fn open_input(fifo: &std::path::Path) -> Option<tokio::net::unix::pipe::Sender> {
+    let deadline = tokio::time::Instant::now() + INPUT_WAIT;
+    loop {
+        match tokio::net::unix::pipe::OpenOptions::new().open_sender(fifo) {
+            Ok(sender) => return Some(sender),
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENXIO as i32) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => {
+                tracing::debug!(fifo = %fifo.display(), error = %e, "no input door");
+                return None;
+            }
+        }
+    }
+}
+
+/// How long a session waits for the monitor to take its input.
+const INPUT_WAIT: Duration = Duration::from_secs(1);
 
 /// Runs one attach session on an upgraded WebSocket.
 pub async fn session(socket: WebSocket, target: AttachTarget, opts: StreamOptions) {
@@ -91,13 +122,7 @@ pub async fn session(socket: WebSocket, target: AttachTarget, opts: StreamOption
         }
     };
     let mut stdin = match (&target.stdin_fifo, opts.stdin) {
-        // The monitor holds the pipe open for reading, so this open does
-        // not wait.
-        (Some(fifo), true) => tokio::fs::OpenOptions::new()
-            .write(true)
-            .open(fifo)
-            .await
-            .ok(),
+        (Some(fifo), true) => open_input(fifo).await,
         _ => None,
     };
     let output = relay_output(log, target.clone(), opts.clone(), tx.clone());
@@ -116,8 +141,12 @@ pub async fn session(socket: WebSocket, target: AttachTarget, opts: StreamOption
                         stdin = None;
                     }
                 }
-                // The container keeps its input open; this client is done.
+                // This client is done writing: the monitor closes the
+                // container's input if it is `stdinOnce`.
                 ClientMessage::CloseStdin => stdin = None,
+                ClientMessage::Resize { width, height } if opts.tty => {
+                    super::size_process_terminal(&target.pid_file, width, height);
+                }
                 ClientMessage::Resize { .. } | ClientMessage::Ignored => {}
             }
         }

@@ -11,8 +11,8 @@ use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::StreamOptions;
 use super::channel::{self, ClientMessage};
+use super::{StreamOptions, winsize};
 use crate::runtime::ContainerRuntime;
 
 type Reader = Box<dyn AsyncRead + Send + Unpin>;
@@ -53,33 +53,10 @@ impl Terminal {
                 nix::sys::signal::Signal::SIGWINCH,
             );
         }
-        let Ok((width, height)) = self.size.lock().map(|s| *s) else {
-            return;
-        };
-        let pid = std::fs::read_to_string(&self.pid_file)
-            .ok()
-            .and_then(|p| p.trim().parse::<u32>().ok());
-        if let Some(pid) = pid {
-            // The process's stdin is the terminal runc made for it; setting
-            // its size also signals the process's foreground group.
-            let path = format!("/proc/{pid}/fd/0");
-            use rustix::fs::{Mode, OFlags};
-            let flags = OFlags::RDWR | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC;
-            if let Ok(fd) = rustix::fs::open(path.as_str(), flags, Mode::empty())
-                && rustix::termios::isatty(&fd)
-            {
-                let _ = rustix::termios::tcsetwinsize(&fd, winsize(width, height));
-            }
+        if let Ok((width, height)) = self.size.lock().map(|s| *s) {
+            // The process's stdin is the terminal runc made for it.
+            super::size_process_terminal(&self.pid_file, width, height);
         }
-    }
-}
-
-fn winsize(width: u16, height: u16) -> rustix::termios::Winsize {
-    rustix::termios::Winsize {
-        ws_row: height,
-        ws_col: width,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
     }
 }
 

@@ -61,6 +61,35 @@ impl StreamOptions {
     }
 }
 
+/// A terminal size as the kernel takes it.
+pub(crate) fn winsize(width: u16, height: u16) -> rustix::termios::Winsize {
+    rustix::termios::Winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    }
+}
+
+/// Sizes the terminal that is the standard input of the process named in
+/// `pid_file` (a host pid, as runc writes it); setting it also signals the
+/// terminal's foreground process group. Nothing happens when the process
+/// is not there yet or its input is not a terminal.
+pub(crate) fn size_process_terminal(pid_file: &std::path::Path, width: u16, height: u16) {
+    use rustix::fs::{Mode, OFlags};
+    let pid = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok());
+    let Some(pid) = pid else { return };
+    let path = format!("/proc/{pid}/fd/0");
+    let flags = OFlags::RDWR | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    if let Ok(fd) = rustix::fs::open(path.as_str(), flags, Mode::empty())
+        && rustix::termios::isatty(&fd)
+    {
+        let _ = rustix::termios::tcsetwinsize(&fd, winsize(width, height));
+    }
+}
+
 /// Decodes `%XX` escapes and `+` (a space in a form-encoded query).
 pub fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
@@ -147,6 +176,7 @@ impl PodTarget {
         Some(attach::AttachTarget {
             log: self.dir.log(container, attempt),
             exit_file: run.join("exit"),
+            pid_file: run.join("pid"),
             stdin_fifo: Some(run.join("stdin")).filter(|f| f.exists()),
         })
     }

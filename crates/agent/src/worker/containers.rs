@@ -366,6 +366,8 @@ impl PodWorker {
             exit_file: attempt_dir.join("exit"),
             pid_file: attempt_dir.join("pid"),
             stdin_fifo: c.stdin.unwrap_or(false).then(|| attempt_dir.join("stdin")),
+            stdin_once: c.stdin_once.unwrap_or(false),
+            tty: c.tty.unwrap_or(false),
         };
         let id = self.dir.container_id(&c.name, attempt);
         tracing::debug!(pod = %self.dir.uid, container = %c.name, "bundle ready");

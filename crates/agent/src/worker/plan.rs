@@ -321,6 +321,7 @@ pub fn plan(
         no_new_privileges: sc.and_then(|s| s.allow_privilege_escalation) == Some(false),
         oom_score_adj: Some(qos.oom_score_adj()),
         start_gate: None,
+        tty: c.tty.unwrap_or(false),
     })
 }
 

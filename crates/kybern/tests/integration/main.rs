@@ -34,6 +34,7 @@ mod node_pids;
 mod node_probes;
 mod node_runtime_class;
 mod node_streams;
+mod node_terminals;
 mod node_volumes;
 mod scheduler;
 mod scheduler_leader;
