@@ -4,6 +4,7 @@
 mod checks;
 mod claims;
 mod containers;
+mod eviction;
 mod hooks;
 mod image_pull;
 pub mod plan;
@@ -56,6 +57,8 @@ pub struct PodWorker {
     runtime: Arc<dyn ContainerRuntime>,
     /// The run of each container whose restart back-off has been reported.
     backoff_reported: HashMap<String, u32>,
+    /// When the pod's local storage was last measured against its limits.
+    storage_checked: Option<tokio::time::Instant>,
 }
 
 impl PodWorker {
@@ -77,6 +80,7 @@ impl PodWorker {
             probes: HashMap::new(),
             volumes_synced: None,
             backoff_reported: HashMap::new(),
+            storage_checked: None,
         }
     }
 
@@ -133,6 +137,9 @@ impl PodWorker {
             // object stays until someone deletes it.
             return Ok(Some(Duration::from_secs(3600)));
         }
+        if let Some(message) = eviction::recorded(&self.dir) {
+            return self.finish_evicted(pod, message).await;
+        }
         std::fs::create_dir_all(&self.dir.root)?;
         tracing::debug!(pod = %self.dir.uid, "pod sync");
         let start_time = self.start_time()?;
@@ -162,6 +169,9 @@ impl PodWorker {
         };
         if sandbox.is_some() {
             self.sync_volumes(pod).await;
+            if let Some(message) = self.check_storage(pod).await {
+                return self.finish_evicted(pod, message).await;
+            }
         }
         let mut obs = match &sandbox {
             Some(s) => self.step(pod, &s.ip).await?,
@@ -194,6 +204,53 @@ impl PodWorker {
             }
             Some(_) => {}
         }
+    }
+
+    /// Every [`eviction::CHECK_EVERY`], measures the local storage of a pod
+    /// that has limits on it; over a limit, records the eviction and says why.
+    async fn check_storage(&mut self, pod: &Pod) -> Option<String> {
+        let now = tokio::time::Instant::now();
+        if !eviction::limited(pod)
+            || self
+                .storage_checked
+                .is_some_and(|t| now.duration_since(t) < eviction::CHECK_EVERY)
+        {
+            return None;
+        }
+        self.storage_checked = Some(now);
+        let (pod_copy, dir) = (pod.clone(), self.dir.clone());
+        let message = tokio::task::spawn_blocking(move || {
+            eviction::exceeded(&pod_copy, &dir, &eviction::disk_usage)
+        })
+        .await
+        .ok()??;
+        tracing::info!(pod = %self.dir.uid, %message, "evicting the pod");
+        if let Err(e) = std::fs::write(eviction::marker(&self.dir), &message) {
+            tracing::warn!(pod = %self.dir.uid, error = %e, "recording the eviction");
+        }
+        self.event(pod, None, "Warning", "Evicted", message.clone());
+        Some(message)
+    }
+
+    /// Ends an evicted pod: its containers are killed at once (as the
+    /// kubelet's local-storage eviction does), its status says why, and
+    /// its sandbox goes; the pod object stays, `Failed`.
+    async fn finish_evicted(
+        &mut self,
+        pod: &Pod,
+        message: String,
+    ) -> Result<Option<Duration>, AgentError> {
+        self.stop_containers(Some(pod), Duration::ZERO).await?;
+        let mut obs = self.observe(pod);
+        obs.evicted = Some(message);
+        obs.pod_ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
+        obs.host_ip = self.ctx.node_ip.to_string();
+        obs.start_time = Some(self.start_time()?);
+        let status = status::pod_status(&self.basis(pod), &obs);
+        self.publish(pod, status).await?;
+        self.teardown(false).await?;
+        std::fs::write(self.dir.root.join("finished"), b"")?;
+        Ok(Some(TICK))
     }
 
     /// Records an Event about the pod, or about one of its containers, in

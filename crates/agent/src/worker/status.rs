@@ -31,6 +31,8 @@ pub struct Observed {
     pub container_ids: HashMap<String, String>,
     /// Probe verdicts of running containers that have probes, by name.
     pub probes: HashMap<String, super::probes::Verdict>,
+    /// Why the agent evicted the pod, if it did.
+    pub evicted: Option<String>,
 }
 
 /// Whether a container that exited with `code` starts again under `policy`.
@@ -196,8 +198,21 @@ pub fn pod_status(pod: &Pod, obs: &Observed) -> Value {
     let spec = pod.spec.as_ref();
     let policy = spec
         .and_then(|s| s.restart_policy.clone())
-        .unwrap_or_else(|| "Always".into());
-    let phase = phase(pod, obs);
+        .filter(|_| obs.evicted.is_none())
+        // An evicted pod's containers are not started again.
+        .unwrap_or_else(|| {
+            if obs.evicted.is_some() {
+                "Never"
+            } else {
+                "Always"
+            }
+            .into()
+        });
+    let phase = if obs.evicted.is_some() {
+        "Failed"
+    } else {
+        phase(pod, obs)
+    };
     let inits: Vec<&Container> = spec
         .into_iter()
         .flat_map(|s| s.init_containers.iter().flatten())
@@ -254,7 +269,7 @@ pub fn pod_status(pod: &Pod, obs: &Observed) -> Value {
         }
         c
     };
-    let conditions = vec![
+    let mut conditions = vec![
         condition(
             "PodReadyToStartContainers",
             obs.pod_ip.is_some() && !terminal,
@@ -281,6 +296,13 @@ pub fn pod_status(pod: &Pod, obs: &Observed) -> Value {
         ),
         condition("PodScheduled", true, None),
     ];
+    if let Some(message) = &obs.evicted {
+        // As the kubelet marks a pod it ends (PodDisruptionConditions).
+        let mut c = condition("DisruptionTarget", true, None);
+        c["reason"] = json!("TerminationByKubelet");
+        c["message"] = json!(message);
+        conditions.push(c);
+    }
     let mut status = json!({"phase": phase, "conditions": conditions,
         "hostIP": obs.host_ip, "hostIPs": [{"ip": obs.host_ip}],
         "qosClass": QosClass::of(pod).as_str(),
@@ -294,6 +316,10 @@ pub fn pod_status(pod: &Pod, obs: &Observed) -> Value {
     }
     if inits.is_empty() {
         status["initContainerStatuses"] = Value::Null;
+    }
+    if let Some(message) = &obs.evicted {
+        status["reason"] = json!("Evicted");
+        status["message"] = json!(message);
     }
     status
 }
@@ -404,5 +430,38 @@ mod tests {
             s["containerStatuses"][0]["lastState"]["terminated"]["exitCode"],
             2
         );
+    }
+
+    #[test]
+    fn an_evicted_pod_failed_with_the_reason_and_a_disruption_condition() {
+        let evicted = Observed {
+            app: vec![exited(137)],
+            evicted: Some("Usage of EmptyDir volume \"v\" exceeds the limit \"1Mi\". ".into()),
+            ..Default::default()
+        };
+        // Even where the restart policy would start the container again.
+        let s = pod_status(&pod("Always", 0), &evicted);
+        assert_eq!(s["phase"], "Failed");
+        assert_eq!(s["reason"], "Evicted");
+        assert_eq!(
+            s["containerStatuses"][0]["state"]["terminated"]["exitCode"],
+            137
+        );
+        assert!(
+            s["message"]
+                .as_str()
+                .expect("message")
+                .starts_with("Usage of EmptyDir")
+        );
+        let disruption = s["conditions"]
+            .as_array()
+            .expect("test setup")
+            .iter()
+            .find(|c| c["type"] == "DisruptionTarget")
+            .expect("a DisruptionTarget condition");
+        assert_eq!(disruption["status"], "True");
+        assert_eq!(disruption["reason"], "TerminationByKubelet");
+        let s = pod_status(&pod("Always", 0), &Observed::default());
+        assert!(s.get("reason").is_none());
     }
 }

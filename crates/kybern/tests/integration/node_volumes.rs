@@ -1,7 +1,9 @@
 //! Volumes backed by something other than the pod directory (as root, real
 //! runc): a PersistentVolumeClaim bound to a hostPath PersistentVolume
 //! (read-write and read-only), an in-memory emptyDir held to its sizeLimit,
-//! and a claim that is not bound yet keeping its pod waiting.
+//! a claim that is not bound yet keeping its pod waiting, and the eviction
+//! of pods that outgrow a disk emptyDir's sizeLimit or a container's
+//! ephemeral-storage limit.
 
 use crate::common::cli::Cli;
 use crate::common::node::NodeCluster;
@@ -140,4 +142,91 @@ async fn claims_and_memory_volumes_are_mounted_as_asked() {
     assert!(disk.path().join("seed").exists());
     assert!(cluster.mounts().is_empty(), "{:?}", cluster.mounts());
     assert!(cluster.runc_containers().is_empty());
+}
+
+#[tokio::test]
+async fn pods_over_their_local_storage_limits_are_evicted() {
+    let cluster = NodeCluster::start();
+    let client = cluster.client().await;
+    let kubectl = Cli::kubectl_for(&cluster);
+    // Each writes 4 MiB past a 1 MiB limit: one into its disk emptyDir,
+    // one into its own writable layer. A third stays within its limits.
+    let fill = |path: &str| format!("dd if=/dev/zero of={path} bs=1024 count=4096 && sleep 3600");
+    let api = create(
+        &client,
+        json!({
+        "metadata": {"name": "scratchy"},
+        "spec": {"terminationGracePeriodSeconds": 30, "containers": [
+            {"name": "c", "image": "busybox", "command": ["sh", "-c", fill("/scratch/fill")],
+             "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]}],
+            "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": "1Mi"}}]}}),
+    )
+    .await;
+    create(
+        &client,
+        json!({
+        "metadata": {"name": "layered"},
+        "spec": {"terminationGracePeriodSeconds": 30, "containers": [
+            {"name": "writer", "image": "busybox", "command": ["sh", "-c", fill("/fill")],
+             "resources": {"limits": {"ephemeral-storage": "1Mi"}}}]}}),
+    )
+    .await;
+    create(&client, json!({
+        "metadata": {"name": "modest"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [
+            {"name": "c", "image": "busybox", "command": ["sh", "-c", "echo small > /scratch/f; sleep 3600"],
+             "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+             "resources": {"limits": {"ephemeral-storage": "64Mi"}}}],
+            "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": "1Mi"}}]}})).await;
+    let cases = [
+        (
+            "scratchy",
+            "c",
+            "Usage of EmptyDir volume \"scratch\" exceeds the limit \"1Mi\". ",
+        ),
+        (
+            "layered",
+            "writer",
+            "Container writer exceeded its local ephemeral storage limit \"1Mi\". ",
+        ),
+    ];
+    for (pod, c, message) in cases {
+        let s = wait_status(&api, pod, "the pod to be evicted", |s| {
+            s["phase"] == "Failed"
+        })
+        .await;
+        assert_eq!(s["reason"], "Evicted", "{s}");
+        assert_eq!(s["message"], message, "{s}");
+        // Killed at once, not after its 30 s grace period, and not restarted.
+        assert_eq!(
+            container(&s, c)["state"]["terminated"]["exitCode"],
+            137,
+            "{s}"
+        );
+        let disruption = s["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "DisruptionTarget"))
+            .unwrap_or_else(|| panic!("no DisruptionTarget condition: {s}"));
+        assert_eq!(disruption["reason"], "TerminationByKubelet");
+        let events = kubectl.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={pod},reason=Evicted"),
+            "-o",
+            "jsonpath={.items[*].message}",
+        ]);
+        assert_eq!(events.trim(), message.trim(), "{pod}");
+    }
+    let modest = wait_status(&api, "modest", "the modest pod to run", |s| {
+        s["phase"] == "Running"
+    })
+    .await;
+    assert!(modest.get("reason").is_none(), "{modest}");
+    // Its sandbox is gone: only the modest pod's container runs.
+    let running = cluster.runc_containers();
+    assert_eq!(running.len(), 1, "{running:?}");
+    for pod in ["scratchy", "layered", "modest"] {
+        delete_and_wait(&api, pod).await;
+    }
 }
