@@ -6,7 +6,7 @@ macro_rules! with_builtin_kinds {
     ($callback:ident ! ( $($args:tt)* )) => {{
         #[allow(unused_imports)]
         use k8s_openapi::api::{
-            admissionregistration, apps, authentication, authorization, autoscaling, batch, coordination, core, discovery, events, networking, node,
+            admissionregistration, apps, authentication, authorization, autoscaling, batch, certificates, coordination, core, discovery, events, networking, node,
             policy, rbac, scheduling, storage,
         };
         #[allow(unused_imports)]
@@ -47,6 +47,7 @@ macro_rules! with_builtin_kinds {
         ("networking.k8s.io", "v1", "NetworkPolicy") => networking::v1::NetworkPolicy,
         ("networking.k8s.io", "v1", "Ingress") => networking::v1::Ingress,
         ("networking.k8s.io", "v1", "IngressClass") => networking::v1::IngressClass,
+        ("certificates.k8s.io", "v1", "CertificateSigningRequest") => certificates::v1::CertificateSigningRequest,
         ("storage.k8s.io", "v1", "StorageClass") => storage::v1::StorageClass,
         ("storage.k8s.io", "v1", "CSIDriver") => storage::v1::CSIDriver,
         ("storage.k8s.io", "v1", "CSINode") => storage::v1::CSINode,

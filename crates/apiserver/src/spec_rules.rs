@@ -148,6 +148,9 @@ pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<
         ("admissionregistration.k8s.io", "validatingwebhookconfigurations") => {
             causes.extend(crate::admission::webhook::config::validate(obj, false));
         }
+        (crate::certificates::GROUP, "certificatesigningrequests") => {
+            causes.extend(crate::certificates::validate(obj));
+        }
         ("", "pods") => {
             pod_spec(obj.get("spec"), "spec", &mut causes);
             if let Some(old) = old {

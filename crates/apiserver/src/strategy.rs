@@ -222,6 +222,12 @@ pub fn prepare_update(
     old: &Object,
     subresource: Option<&str>,
 ) {
+    if crate::certificates::is_csr(&info.group, &info.plural) {
+        crate::certificates::prepare_update(new, old, subresource);
+        if subresource == Some("approval") {
+            return;
+        }
+    }
     if subresource != Some("status") {
         crate::defaults::apply(info, new);
     }

@@ -4,6 +4,7 @@
 
 pub mod autoscaler;
 pub mod bootstrap_token_cleaner;
+pub mod certificates;
 pub mod clusterrole_aggregation;
 pub mod cronjob;
 pub mod daemonset;
@@ -154,6 +155,9 @@ pub struct ControllerOptions {
     /// How long a node may go without a heartbeat before it is marked
     /// `Ready=Unknown` (upstream's `--node-monitor-grace-period`: 50 s).
     pub node_monitor_grace_period: Duration,
+    /// The CA that signs approved certificate requests (upstream's
+    /// `--cluster-signing-{cert,key}-file`); without one nothing is signed.
+    pub signing_ca: Option<certificates::SigningCa>,
 }
 
 impl Default for ControllerOptions {
@@ -162,6 +166,7 @@ impl Default for ControllerOptions {
             root_ca_pem: None,
             workers: 5,
             node_monitor_grace_period: Duration::from_secs(50),
+            signing_ca: None,
         }
     }
 }
@@ -193,6 +198,7 @@ pub async fn run(client: kube::Client, options: ControllerOptions) {
         serviceaccount::run(client.clone(), &informers, options.root_ca_pem.clone()),
         clusterrole_aggregation::run(client.clone(), &informers),
         bootstrap_token_cleaner::run(client.clone()),
+        certificates::run(client.clone(), options.signing_ca.clone()),
     );
 }
 

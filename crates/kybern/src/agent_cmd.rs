@@ -85,9 +85,20 @@ pub struct AgentFlags {
 /// Arguments of `kybern agent`.
 #[derive(clap::Args, Debug)]
 pub struct AgentArgs {
-    /// Kubeconfig of the cluster to join.
+    /// Kubeconfig of the cluster to join. With `--token`, where the agent
+    /// writes the one it obtains, if it does not exist yet.
     #[arg(long)]
     kubeconfig: PathBuf,
+    /// The API server's URL, to join with `--token`.
+    #[arg(long, requires_all = ["token", "certificate_authority"])]
+    server: Option<String>,
+    /// A bootstrap token (`<id>.<secret>`) to join with: the agent asks for
+    /// its client certificate with it (TLS bootstrap).
+    #[arg(long, requires = "server")]
+    token: Option<String>,
+    /// The cluster CA certificate (PEM), to trust the server when joining.
+    #[arg(long, requires = "server")]
+    certificate_authority: Option<PathBuf>,
     /// Directory for images, pods and runtime state.
     #[arg(long, default_value = "/var/lib/kybern/agent")]
     data_dir: PathBuf,
@@ -326,6 +337,13 @@ pub async fn run_agent(
 
 /// `kybern agent`: runs until interrupted.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    if let (Some(server), Some(token), Some(ca)) =
+        (&args.server, &args.token, &args.certificate_authority)
+        && !args.kubeconfig.exists()
+    {
+        let node = node_name(&args.flags);
+        crate::agent_join::bootstrap(server, token, ca, &node, &args.kubeconfig).await?;
+    }
     tokio::select! {
         r = run_agent(&args.kubeconfig, &args.data_dir, &args.flags) => r,
         _ = tokio::signal::ctrl_c() => {

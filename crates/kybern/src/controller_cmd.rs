@@ -17,6 +17,12 @@ pub struct ControllerManagerArgs {
     /// PEM file of the cluster CA, published as `kube-root-ca.crt` in every namespace.
     #[arg(long)]
     root_ca_file: Option<PathBuf>,
+    /// PEM certificate of the CA that signs approved certificate requests.
+    #[arg(long, requires = "cluster_signing_key_file")]
+    cluster_signing_cert_file: Option<PathBuf>,
+    /// PEM private key of that CA.
+    #[arg(long, requires = "cluster_signing_cert_file")]
+    cluster_signing_key_file: Option<PathBuf>,
     #[command(flatten)]
     controllers: ControllerFlags,
     #[command(flatten)]
@@ -44,6 +50,7 @@ impl ControllerFlags {
             node_monitor_grace_period: std::time::Duration::from_secs(
                 self.node_monitor_grace_period.max(1),
             ),
+            signing_ca: None,
         }
     }
 }
@@ -82,7 +89,16 @@ pub async fn run(args: ControllerManagerArgs) -> anyhow::Result<()> {
         Some(p) => Some(std::fs::read_to_string(p)?),
         None => None,
     };
-    let options = args.controllers.options(root_ca_pem);
+    let mut options = args.controllers.options(root_ca_pem);
+    if let (Some(cert), Some(key)) = (
+        &args.cluster_signing_cert_file,
+        &args.cluster_signing_key_file,
+    ) {
+        options.signing_ca = Some(kybern_controllers::certificates::SigningCa {
+            cert_pem: std::fs::read_to_string(cert)?,
+            key_pem: std::fs::read_to_string(key)?,
+        });
+    }
     println!("kybern controller-manager: running controllers");
     let identity = format!("controller-manager-{}", std::process::id());
     let task = spawn(client, options, &args.election, &identity);

@@ -176,7 +176,13 @@ async fn serve(
     }
     if !args.disable_controllers {
         let client = crate::scheduler_cmd::client_from_kubeconfig(&kubeconfig).await?;
-        let options = args.controllers.options(Some(pki.ca_pem.clone()));
+        let mut options = args.controllers.options(Some(pki.ca_pem.clone()));
+        // The server's controllers sign with the cluster CA itself.
+        options.signing_ca = Some(kybern_controllers::certificates::SigningCa {
+            cert_pem: pki.ca_pem.clone(),
+            key_pem: std::fs::read_to_string(pki.dir.join("ca.key"))
+                .context("reading the cluster CA key")?,
+        });
         let identity = format!("server-{}", addr.port());
         crate::controller_cmd::spawn(client, options, &args.election, &identity);
     }

@@ -420,6 +420,55 @@ pub fn cluster_roles() -> Vec<Value> {
             &[],
             vec![rule(&[""], &["endpoints", "services"], &["list", "watch"])],
         ),
+        // Certificates: agents joining with a bootstrap token ask for their
+        // client certificate; the approver approves node client requests.
+        role(
+            "system:node-bootstrapper",
+            &[],
+            vec![rule(
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests"],
+                &["create", "get", "list", "watch"],
+            )],
+        ),
+        role(
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            &[],
+            vec![rule(
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/nodeclient"],
+                &["create"],
+            )],
+        ),
+        role(
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            &[],
+            vec![rule(
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/selfnodeclient"],
+                &["create"],
+            )],
+        ),
+        role(
+            "system:certificates.k8s.io:kube-apiserver-client-kubelet-approver",
+            &[],
+            vec![named(
+                &["certificates.k8s.io"],
+                &["signers"],
+                &["kubernetes.io/kube-apiserver-client-kubelet"],
+                &["approve"],
+            )],
+        ),
+        role(
+            "system:certificates.k8s.io:kube-apiserver-client-approver",
+            &[],
+            vec![named(
+                &["certificates.k8s.io"],
+                &["signers"],
+                &["kubernetes.io/kube-apiserver-client"],
+                &["approve"],
+            )],
+        ),
         // What the API server needs of node agents: logs, exec,
         // port-forward, stats.
         role(
@@ -519,6 +568,24 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             "kube-apiserver-kubelet-admin",
             "system:kubelet-api-admin",
             vec![user(crate::pki::KUBELET_CLIENT_USER)],
+        ),
+        // kubeadm's bindings for joining nodes, given to every bootstrap
+        // token (kubeadm: its default token's group) and to nodes, which
+        // renew their certificates through the same API.
+        binding(
+            "system:node-bootstrapper",
+            "system:node-bootstrapper",
+            vec![group("system:bootstrappers"), group("system:nodes")],
+        ),
+        binding(
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            vec![group("system:bootstrappers")],
+        ),
+        binding(
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            vec![group("system:nodes")],
         ),
     ]
 }

@@ -26,7 +26,7 @@ pub(crate) fn subresource_kind<'a>(
     &'static [&'static str],
 ) {
     match sub {
-        "status" => (None, None, &r.kind, &["get", "patch", "update"]),
+        "status" | "approval" => (None, None, &r.kind, &["get", "patch", "update"]),
         "scale" => (
             Some("autoscaling"),
             Some("v1"),

@@ -88,7 +88,7 @@ impl Ctx {
         };
         let subresource = self.path.subresource.as_deref().unwrap_or("");
         let domain = match subresource {
-            "status" => crate::managed::Domain::StatusOnly,
+            "status" | "approval" => crate::managed::Domain::StatusOnly,
             _ if crate::strategy::separates_status(&self.info) => crate::managed::Domain::NoStatus,
             _ => crate::managed::Domain::All,
         };
@@ -219,6 +219,13 @@ async fn dispatch(
         return metrics::serve(&ctx, &method).await;
     }
     let has_name = ctx.path.name.is_some();
+    if let Some(sub @ ("approval" | "status")) = ctx.path.subresource.as_deref()
+        && matches!(method, Method::PUT | Method::PATCH)
+        && crate::certificates::is_csr(&ctx.info.group, &ctx.info.plural)
+    {
+        let stored = ctx.state.objects.get(&ctx.info, "", ctx.name()).await?;
+        crate::certificates::authorize_subresource(&ctx.state, &ctx.user, &stored, sub).await?;
+    }
     match ctx.path.subresource.as_deref() {
         Some("scale") if matches!(method, Method::GET | Method::PUT | Method::PATCH) => {
             return scale::scale(&ctx, &method, body).await;

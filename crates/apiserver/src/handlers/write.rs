@@ -119,6 +119,9 @@ pub async fn create_object(
         crate::service_accounts::admit(&ctx.state, &mut obj).await;
         crate::admission::default_tolerations::admit(&mut obj);
     }
+    if crate::certificates::is_csr(&info.group, &info.plural) {
+        crate::certificates::admit_create(&ctx.user, &mut obj);
+    }
     if info.group.is_empty() && info.plural == "persistentvolumeclaims" {
         crate::admission::limit_ranger::admit_claim(&ctx.state, info, &obj).await?;
         crate::admission::default_storage_class::admit(&ctx.state, &mut obj).await?;

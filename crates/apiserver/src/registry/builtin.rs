@@ -65,6 +65,7 @@ const ROWS: &[Row] = rows! {
     "networking.k8s.io" "v1" "NetworkPolicy" "networkpolicies" Namespaced ["netpol"] NONE NONE;
     "networking.k8s.io" "v1" "Ingress" "ingresses" Namespaced ["ing"] NONE STATUS;
     "networking.k8s.io" "v1" "IngressClass" "ingressclasses" Cluster [] NONE NONE;
+    "certificates.k8s.io" "v1" "CertificateSigningRequest" "certificatesigningrequests" Cluster ["csr"] NONE &["status", "approval"];
     "storage.k8s.io" "v1" "StorageClass" "storageclasses" Cluster ["sc"] NONE NONE;
     "storage.k8s.io" "v1" "CSIDriver" "csidrivers" Cluster [] NONE NONE;
     "storage.k8s.io" "v1" "CSINode" "csinodes" Cluster [] NONE NONE;

@@ -336,6 +336,17 @@ pub(super) fn for_resource(info: &ResourceInfo) -> (Vec<Column>, Cells) {
             let count = o["webhooks"].as_array().map_or(0, Vec::len);
             vec![name(o), json!(count), created(o)]
         }),
+        ("certificates.k8s.io", "certificatesigningrequests") => (
+            vec![
+                NAME,
+                AGE,
+                col("SignerName", "string", 0, ""),
+                col("Requestor", "string", 0, ""),
+                col("RequestedDuration", "string", 0, ""),
+                col("Condition", "string", 0, ""),
+            ],
+            csr_cells,
+        ),
         ("coordination.k8s.io", "leases") => {
             (vec![NAME, col("Holder", "string", 0, ""), AGE], |o| {
                 vec![name(o), json!(s(o, "/spec/holderIdentity")), created(o)]
@@ -354,4 +365,46 @@ pub(super) fn for_resource(info: &ResourceInfo) -> (Vec<Column>, Cells) {
             default_cells,
         ),
     }
+}
+
+/// A CertificateSigningRequest's row, as kubectl prints it: its conditions
+/// (`Pending` without any), with `Issued` once it holds a certificate.
+fn csr_cells(o: &Object) -> Vec<Value> {
+    let mut conditions: Vec<String> = o
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|c| c["status"] != "False")
+        .filter_map(|c| c["type"].as_str().map(str::to_owned))
+        .collect();
+    if conditions.is_empty() {
+        conditions.push("Pending".into());
+    }
+    if !s(o, "/status/certificate").is_empty() {
+        conditions.push("Issued".into());
+    }
+    let duration = o
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_i64)
+        .map_or_else(
+            || "<none>".to_owned(),
+            |secs| {
+                if secs % 3600 == 0 {
+                    format!("{}h", secs / 3600)
+                } else if secs % 60 == 0 {
+                    format!("{}m", secs / 60)
+                } else {
+                    format!("{secs}s")
+                }
+            },
+        );
+    vec![
+        name(o),
+        created(o),
+        json!(s(o, "/spec/signerName")),
+        json!(s(o, "/spec/username")),
+        json!(duration),
+        json!(conditions.join(",")),
+    ]
 }

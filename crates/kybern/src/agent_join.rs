@@ -1,0 +1,136 @@
+//! `kybern agent --server URL --token TOKEN`: TLS bootstrap, as the
+//! kubelet's. With a bootstrap token the agent asks the cluster for its own
+//! client certificate (a CertificateSigningRequest for
+//! `kubernetes.io/kube-apiserver-client-kubelet`, which the controller
+//! manager approves and signs) and writes the kubeconfig it runs with.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use kube::api::{Api, PostParams};
+
+/// How long the agent waits for its certificate.
+const WAIT: Duration = Duration::from_secs(300);
+
+fn b64(bytes: impl AsRef<[u8]>) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A kubeconfig for `server` (trusting `ca_pem`) with the given user entry.
+fn kubeconfig_yaml(server: &str, ca_pem: &str, user: &str, credentials: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kybern\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\ncontexts:\n- name: {user}@kybern\n  context:\n    cluster: kybern\n    user: {user}\ncurrent-context: {user}@kybern\nusers:\n- name: {user}\n  user:\n{credentials}",
+        ca = b64(ca_pem),
+    )
+}
+
+/// Obtains the node's client certificate with `token` and writes a
+/// kubeconfig holding it to `out` (readable by its owner only).
+pub async fn bootstrap(
+    server: &str,
+    token: &str,
+    ca_file: &Path,
+    node: &str,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let ca_pem = std::fs::read_to_string(ca_file)
+        .with_context(|| format!("reading the cluster CA {}", ca_file.display()))?;
+    let yaml = kubeconfig_yaml(
+        server,
+        &ca_pem,
+        "bootstrap",
+        &format!("    token: {token}\n"),
+    );
+    let client = client_of(&yaml).await?;
+
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "system:nodes");
+    let user = format!("system:node:{node}");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, user.as_str());
+    let request = params.serialize_request(&key)?.pem()?;
+    let csr: CertificateSigningRequest = serde_json::from_value(serde_json::json!({
+        "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+        "metadata": {"generateName": "node-csr-"},
+        "spec": {"request": b64(&request),
+            "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+            "usages": ["digital signature", "client auth"]}}))?;
+    let api: Api<CertificateSigningRequest> = Api::all(client);
+    let created = api
+        .create(&PostParams::default(), &csr)
+        .await
+        .context("asking for the node's certificate")?;
+    let name = created.metadata.name.unwrap_or_default();
+    tracing::info!(csr = %name, %node, "waiting for the node's certificate");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let certificate = loop {
+        let csr = api.get(&name).await?;
+        let status = csr.status.unwrap_or_default();
+        if let Some(c) = status.certificate.filter(|c| !c.0.is_empty()) {
+            break String::from_utf8(c.0).context("the certificate is not PEM")?;
+        }
+        if let Some(c) = status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| matches!(c.type_.as_str(), "Denied" | "Failed") && c.status != "False")
+        {
+            bail!(
+                "certificate request {name} {}: {}",
+                c.type_.to_lowercase(),
+                c.message.clone().unwrap_or_default()
+            );
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("certificate request {name} not signed after {WAIT:?}: is it approved?");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let credentials = format!(
+        "    client-certificate-data: {}\n    client-key-data: {}\n",
+        b64(&certificate),
+        b64(key.serialize_pem())
+    );
+    let yaml = kubeconfig_yaml(server, &ca_pem, &user, &credentials);
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = out.with_extension("tmp");
+    std::fs::write(&tmp, yaml)?;
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    std::fs::rename(&tmp, out)?;
+    tracing::info!(csr = %name, kubeconfig = %out.display(), "joined the cluster");
+    Ok(())
+}
+
+async fn client_of(yaml: &str) -> anyhow::Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::from_yaml(yaml)?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kubeconfig_parses_with_its_credentials() {
+        let yaml = kubeconfig_yaml(
+            "https://10.0.0.1:6443",
+            "-----BEGIN CERTIFICATE-----\n",
+            "system:node:n1",
+            "    token: abcdef.0123456789abcdef\n",
+        );
+        let kc = kube::config::Kubeconfig::from_yaml(&yaml).expect("parses");
+        assert_eq!(kc.current_context.as_deref(), Some("system:node:n1@kybern"));
+        let auth = kc.auth_infos[0].auth_info.as_ref().expect("user");
+        assert!(auth.token.is_some());
+    }
+}

@@ -1,0 +1,149 @@
+//! A node agent joining a cluster with a bootstrap token (as root): `kybern
+//! agent --server --token --certificate-authority` asks for its client
+//! certificate, the controller manager approves and signs it, and the node
+//! registers and is Ready under its own identity.
+
+use crate::common::{Server, free_port, wait_for};
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::api::core::v1::{Node, Secret};
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use serde_json::json;
+use std::process::{Command, Stdio};
+
+/// The agent process and what it made, removed when the test ends.
+struct JoiningAgent {
+    child: std::process::Child,
+    bridge: String,
+}
+
+impl Drop for JoiningAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn an_agent_joins_with_a_bootstrap_token() {
+    let server = Server::start_cluster(&[]);
+    let client = server.client().await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "kube-system");
+    let token = serde_json::from_value(json!({
+        "metadata": {"name": "bootstrap-token-j01n3d"},
+        "type": "bootstrap.kubernetes.io/token",
+        "stringData": {"token-id": "j01n3d", "token-secret": "0123456789abcdef",
+            "usage-bootstrap-authentication": "true"}}))
+    .expect("token secret");
+    secrets
+        .create(&PostParams::default(), &token)
+        .await
+        .expect("create the bootstrap token");
+
+    let dir = server.dir.path();
+    let kubeconfig = dir.join("joiner.kubeconfig");
+    let port = free_port();
+    let bridge = format!("kbj{port}");
+    let log = std::fs::File::create(dir.join("agent.log")).expect("log");
+    let child = Command::new(env!("CARGO_BIN_EXE_kybern"))
+        .args(["agent", "--server", &server.url])
+        .args(["--token", "j01n3d.0123456789abcdef"])
+        .arg("--certificate-authority")
+        .arg(dir.join("pki/ca.crt"))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("--data-dir")
+        .arg(dir.join("agent"))
+        .args(["--node-name", "joiner", "--node-ip", "127.0.0.1"])
+        .args(["--bridge", &bridge, "--no-ip-masq"])
+        .args(["--pod-cidr", &format!("10.202.{}.0/24", port % 250)])
+        .args(["--agent-port", &free_port().to_string()])
+        .env("KYBERN_LOG", "info,kube=warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start kybern agent");
+    let _agent = JoiningAgent { child, bridge };
+
+    let nodes: Api<Node> = Api::all(client.clone());
+    let agent_log = || std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+    wait_for("the joined node to be Ready", async || {
+        let node = nodes.get_opt("joiner").await.expect("get node")?;
+        let ready = node
+            .status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        ready.then_some(())
+    })
+    .await;
+
+    // Its request was approved automatically and signed by the kubelet
+    // client signer; it was made by the bootstrap token's identity.
+    let csrs: Api<CertificateSigningRequest> = Api::all(client.clone());
+    let list = csrs.list(&ListParams::default()).await.expect("list CSRs");
+    assert_eq!(list.items.len(), 1, "{}", agent_log());
+    let csr = &list.items[0];
+    assert_eq!(
+        csr.spec.signer_name,
+        "kubernetes.io/kube-apiserver-client-kubelet"
+    );
+    assert_eq!(
+        csr.spec.username.as_deref(),
+        Some("system:bootstrap:j01n3d")
+    );
+    let approved = csr
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Approved"))
+        .expect("an Approved condition");
+    assert_eq!(approved.reason.as_deref(), Some("AutoApproved"));
+
+    // The agent runs as its node, with a kubeconfig only it may read.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&kubeconfig)
+            .expect("kubeconfig")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let kc = kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("config");
+    let as_node = kube::Client::try_from(config).expect("client");
+    let who: serde_json::Value = as_node
+        .request(
+            http::Request::post("/apis/authentication.k8s.io/v1/selfsubjectreviews")
+                .header("content-type", "application/json")
+                .body(
+                    serde_json::to_vec(&json!({"apiVersion": "authentication.k8s.io/v1",
+                        "kind": "SelfSubjectReview"}))
+                    .expect("body"),
+                )
+                .expect("request"),
+        )
+        .await
+        .expect("whoami");
+    assert_eq!(who["status"]["userInfo"]["username"], "system:node:joiner");
+
+    // A token that is not one joins nothing.
+    let refused = Command::new(env!("CARGO_BIN_EXE_kybern"))
+        .args(["agent", "--server", &server.url])
+        .args(["--token", "j01n3d.ffffffffffffffff"])
+        .arg("--certificate-authority")
+        .arg(dir.join("pki/ca.crt"))
+        .arg("--kubeconfig")
+        .arg(dir.join("intruder.kubeconfig"))
+        .arg("--data-dir")
+        .arg(dir.join("intruder"))
+        .args(["--node-name", "intruder"])
+        .output()
+        .expect("run kybern agent");
+    assert!(!refused.status.success());
+    assert!(!dir.join("intruder.kubeconfig").exists());
+}
