@@ -11,6 +11,7 @@ mod scheduler_cmd;
 mod server;
 mod sim;
 mod store_writer;
+mod token_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -53,6 +54,9 @@ enum Command {
     /// with it (for a remote node agent: `--client-name system:node:NAME
     /// --org system:nodes`).
     Kubeconfig(kubeconfig_cmd::KubeconfigArgs),
+    /// Make bootstrap tokens for agents to join with.
+    #[command(subcommand)]
+    Token(token_cmd::TokenCommand),
     /// Run the scheduler alone, against a cluster's API.
     Scheduler(scheduler_cmd::SchedulerArgs),
     /// Run the controller manager alone, against a cluster's API.
@@ -95,6 +99,7 @@ fn main() -> anyhow::Result<()> {
         Command::Monitor(args) => agent_cmd::monitor(args),
         Command::Gate(args) => agent_cmd::gate(args),
         Command::Kubeconfig(args) => kubeconfig_cmd::run(args),
+        Command::Token(cmd) => runtime()?.block_on(token_cmd::run(cmd)),
         Command::Scheduler(args) => runtime()?.block_on(scheduler_cmd::run(args)),
         Command::ControllerManager(args) => runtime()?.block_on(controller_cmd::run(args)),
         Command::Sim(args) => runtime()?.block_on(sim::run(args)),

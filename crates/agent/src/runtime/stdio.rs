@@ -31,7 +31,11 @@ pub fn copy_output(mut input: impl Read, stream: &str, log: &Mutex<RotatingLog>)
         };
         let encoded = cri_chunk(chrono::Utc::now(), stream, &buf[..n]);
         if let Ok(mut f) = log.lock() {
-            let _ = f.write(&encoded);
+            // A line at a time: the log rotates between lines, never
+            // letting one read's worth of lines run past its size.
+            for line in encoded.split_inclusive(|&b| b == b'\n') {
+                let _ = f.write(line);
+            }
         }
     }
 }
@@ -237,6 +241,31 @@ mod tests {
         let out = String::from_utf8(cri_chunk(at(), "stdout", b"F F")).expect("utf-8");
         assert!(out.ends_with(" stdout P F F\n"), "{out}");
         assert!(cri_chunk(at(), "stdout", b"").is_empty());
+    }
+
+    #[test]
+    fn output_rotates_between_lines_however_much_one_read_holds() {
+        let dir = tempfile::tempdir().expect("test setup");
+        let path = dir.path().join("0.log");
+        let policy = crate::runtime::log_file::LogPolicy {
+            max_size: 1024,
+            max_files: 3,
+        };
+        let log = Mutex::new(RotatingLog::open(&path, policy).expect("test setup"));
+        // 8 KiB of lines in one read.
+        let text: String = (0..200)
+            .map(|i| format!("line {i:03} of the output\n"))
+            .collect();
+        copy_output(text.as_bytes(), "stdout", &log);
+        for entry in std::fs::read_dir(dir.path()).expect("test setup").flatten() {
+            let size = entry.metadata().expect("test setup").len();
+            assert!(size <= 1024, "{:?} holds {size} bytes", entry.file_name());
+        }
+        let current = std::fs::read_to_string(&path).expect("test setup");
+        assert!(
+            current.ends_with(" stdout F line 199 of the output\n"),
+            "{current}"
+        );
     }
 
     #[test]

@@ -238,10 +238,19 @@ pub async fn session(
     let terminal = terminal.map(Arc::new);
     // runc copies our size to the container's terminal once it has one; a
     // SIGWINCH that reaches runc before its handler is set is lost, so nudge
-    // it again while it starts (each nudge just re-copies the size). Stopped
-    // with the session, so no signal goes to a recycled pid.
+    // it again while it starts (each nudge just re-copies the size), until
+    // the process runs (a loaded node can take seconds) and a little after,
+    // when the agent sizes the process's terminal itself. Stopped with the
+    // session, so no signal goes to a recycled pid.
     let nudger = terminal.clone().map(|t| {
         AbortOnDrop(tokio::spawn(async move {
+            for _ in 0..300 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                t.nudge();
+                if t.pid_file.exists() {
+                    break;
+                }
+            }
             for ms in [100, 400, 1500] {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 t.nudge();

@@ -1,5 +1,6 @@
 //! A node agent joining a cluster with a bootstrap token (as root): `kybern
-//! agent --server --token --certificate-authority` asks for its client
+//! token create` makes one and prints the join command; `kybern agent
+//! --server --token --certificate-authority` asks for its client
 //! certificate, the controller manager approves and signs it, and the node
 //! registers and is Ready under its own identity.
 
@@ -7,7 +8,7 @@ use crate::common::{Server, free_port, wait_for};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use serde_json::json;
 use std::process::{Command, Stdio};
 
@@ -32,28 +33,50 @@ impl Drop for JoiningAgent {
 async fn an_agent_joins_with_a_bootstrap_token() {
     let server = Server::start_cluster(&[]);
     let client = server.client().await;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "kube-system");
-    let token = serde_json::from_value(json!({
-        "metadata": {"name": "bootstrap-token-j01n3d"},
-        "type": "bootstrap.kubernetes.io/token",
-        "stringData": {"token-id": "j01n3d", "token-secret": "0123456789abcdef",
-            "usage-bootstrap-authentication": "true"}}))
-    .expect("token secret");
-    secrets
-        .create(&PostParams::default(), &token)
-        .await
-        .expect("create the bootstrap token");
-
     let dir = server.dir.path();
+    // The administrator makes a token and the command that joins with it.
+    let out = Command::new(env!("CARGO_BIN_EXE_kybern"))
+        .args(["token", "create", "--kubeconfig"])
+        .arg(server.kubeconfig())
+        .arg("--print-join-command")
+        .arg(dir.join("join-ca.crt"))
+        .output()
+        .expect("kybern token create");
+    let join = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let words: Vec<&str> = join.split_whitespace().collect();
+    let after = |flag: &str| {
+        let at = words.iter().position(|w| *w == flag).expect(flag);
+        words[at + 1].to_owned()
+    };
+    assert_eq!(after("--server"), server.url, "{join}");
+    let token = after("--token");
+    let ca = std::path::PathBuf::from(after("--certificate-authority"));
+    let id = token.split('.').next().expect("token id").to_owned();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "kube-system");
+    let secret = secrets
+        .get(&format!("bootstrap-token-{id}"))
+        .await
+        .expect("the token's Secret");
+    assert_eq!(
+        secret.type_.as_deref(),
+        Some("bootstrap.kubernetes.io/token")
+    );
+    assert!(secret.data.expect("data").contains_key("expiration"));
+
     let kubeconfig = dir.join("joiner.kubeconfig");
     let port = free_port();
     let bridge = format!("kbj{port}");
     let log = std::fs::File::create(dir.join("agent.log")).expect("log");
     let child = Command::new(env!("CARGO_BIN_EXE_kybern"))
         .args(["agent", "--server", &server.url])
-        .args(["--token", "j01n3d.0123456789abcdef"])
+        .args(["--token", &token])
         .arg("--certificate-authority")
-        .arg(dir.join("pki/ca.crt"))
+        .arg(&ca)
         .arg("--kubeconfig")
         .arg(&kubeconfig)
         .arg("--data-dir")
@@ -94,7 +117,7 @@ async fn an_agent_joins_with_a_bootstrap_token() {
     );
     assert_eq!(
         csr.spec.username.as_deref(),
-        Some("system:bootstrap:j01n3d")
+        Some(format!("system:bootstrap:{id}").as_str())
     );
     let approved = csr
         .status
@@ -134,7 +157,7 @@ async fn an_agent_joins_with_a_bootstrap_token() {
     // A token that is not one joins nothing.
     let refused = Command::new(env!("CARGO_BIN_EXE_kybern"))
         .args(["agent", "--server", &server.url])
-        .args(["--token", "j01n3d.ffffffffffffffff"])
+        .args(["--token", &format!("{id}.ffffffffffffffff")])
         .arg("--certificate-authority")
         .arg(dir.join("pki/ca.crt"))
         .arg("--kubeconfig")
