@@ -204,18 +204,11 @@ async fn approve_node_client(
     }
     let name = csr.metadata.name.clone().unwrap_or_default();
     tracing::info!(csr = %name, requester = %username, "approving node client certificate");
-    let now = jiff::Timestamp::now().to_string();
-    let mut conditions = csr
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.clone())
-        .map(|c| serde_json::to_value(c).unwrap_or_default())
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default();
-    conditions.push(
-        json!({"type": "Approved", "status": "True", "reason": "AutoApproved",
-        "message": "Auto approving kubelet client certificate after SubjectAccessReview.",
-        "lastUpdateTime": now, "lastTransitionTime": now}),
+    let conditions = with_condition(
+        csr,
+        "Approved",
+        "AutoApproved",
+        "Auto approving kubelet client certificate after SubjectAccessReview.",
     );
     let api: Api<CertificateSigningRequest> = Api::all(client.clone());
     let patch = json!({"status": {"conditions": conditions}});
@@ -227,6 +220,26 @@ async fn approve_node_client(
     )
     .await?;
     Ok(())
+}
+
+/// The request's conditions with a new one of `type_` (status `True`).
+fn with_condition(
+    csr: &CertificateSigningRequest,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) -> Vec<serde_json::Value> {
+    let now = jiff::Timestamp::now().to_string();
+    let mut conditions: Vec<serde_json::Value> = csr
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| serde_json::to_value(c).ok())
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default();
+    conditions.push(json!({"type": type_, "status": "True", "reason": reason,
+        "message": message, "lastUpdateTime": now, "lastTransitionTime": now}));
+    conditions
 }
 
 /// The certificate for an approved request, or why the signer refuses it.
@@ -326,17 +339,7 @@ async fn sign(
             json!({"status": {"certificate": encoded}})
         }
         Err(why) => {
-            let now = jiff::Timestamp::now().to_string();
-            let mut conditions = csr
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.clone())
-                .map(|c| serde_json::to_value(c).unwrap_or_default())
-                .and_then(|v| v.as_array().cloned())
-                .unwrap_or_default();
-            conditions.push(json!({"type": "Failed", "status": "True",
-                "reason": "SignerValidationFailure", "message": why,
-                "lastUpdateTime": now, "lastTransitionTime": now}));
+            let conditions = with_condition(csr, "Failed", "SignerValidationFailure", &why);
             json!({"status": {"conditions": conditions}})
         }
     };

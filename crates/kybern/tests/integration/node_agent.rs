@@ -15,17 +15,7 @@ use serde_json::json;
 async fn a_pod_runs_with_shared_network_volumes_and_limits_and_leaves_nothing() {
     let cluster = NodeCluster::start();
     let client = cluster.client().await;
-    wait_for("the node to be Ready", async || {
-        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
-        let node = nodes.get_opt(&cluster.node).await.ok()??;
-        let ready = node
-            .status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        ready.then_some(())
-    })
-    .await;
+    crate::common::node::wait_node_ready(&client, &cluster.node).await;
     let api = create(&client, json!({
         "metadata": {"name": "web"},
         "spec": {

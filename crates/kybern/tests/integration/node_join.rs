@@ -4,9 +4,9 @@
 //! certificate, the controller manager approves and signs it, and the node
 //! registers and is Ready under its own identity.
 
-use crate::common::{Server, free_port, wait_for};
+use crate::common::{Server, free_port};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use k8s_openapi::api::core::v1::{Node, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::ListParams;
 use serde_json::json;
@@ -92,18 +92,8 @@ async fn an_agent_joins_with_a_bootstrap_token() {
         .expect("start kybern agent");
     let _agent = JoiningAgent { child, bridge };
 
-    let nodes: Api<Node> = Api::all(client.clone());
     let agent_log = || std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
-    wait_for("the joined node to be Ready", async || {
-        let node = nodes.get_opt("joiner").await.expect("get node")?;
-        let ready = node
-            .status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        ready.then_some(())
-    })
-    .await;
+    crate::common::node::wait_node_ready(&client, "joiner").await;
 
     // Its request was approved automatically and signed by the kubelet
     // client signer; it was made by the bootstrap token's identity.

@@ -5,14 +5,13 @@
 
 use crate::common::cli::Cli;
 use crate::common::node::NodeCluster;
-use crate::common::wait_for;
+use crate::common::pods::wait_gone;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::process::{Child, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 
 /// Waits for `child` at most `secs` seconds; kills it and fails the test
@@ -50,18 +49,6 @@ fn run_args<'a>(name: &'a str, flags: &[&'a str], command: &[&'a str]) -> Vec<&'
     args
 }
 
-async fn wait_gone(client: &kube::Client, name: &str) {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    wait_for("kubectl --rm to delete the pod", async || {
-        pods.get_opt(name)
-            .await
-            .expect("get pod")
-            .is_none()
-            .then_some(())
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn kubectl_run_i_closes_the_input_when_kubectl_does() {
     let cluster = NodeCluster::start();
@@ -90,7 +77,7 @@ async fn kubectl_run_i_closes_the_input_when_kubectl_does() {
     );
     // kubectl run -i returns the container's exit code.
     assert_eq!(out.status.code(), Some(3), "stderr: {stderr}");
-    wait_gone(&client, "counter").await;
+    wait_gone(&Api::namespaced(client, "default"), "counter").await;
 }
 
 /// A pseudo-terminal of `rows` × `cols`: its controlling side, and its
@@ -195,5 +182,5 @@ async fn kubectl_run_it_gives_the_container_a_terminal() {
     keyboard.write_all(b"exit 5\r").expect("type");
     let out = finish_within(child, 120);
     assert_eq!(out.status.code(), Some(5), "{}", screen.text());
-    wait_gone(&client, "shell").await;
+    wait_gone(&Api::namespaced(client, "default"), "shell").await;
 }

@@ -46,6 +46,21 @@ pub fn busybox_image() -> &'static Path {
     })
 }
 
+/// Waits until the Node `name` reports `Ready=True`.
+pub async fn wait_node_ready(client: &kube::Client, name: &str) {
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+    super::wait_for("the node to be Ready", async || {
+        let node = nodes.get_opt(name).await.ok()??;
+        let ready = node
+            .status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        ready.then_some(())
+    })
+    .await;
+}
+
 impl NodeCluster {
     /// Starts a cluster whose node holds the busybox image.
     pub fn start() -> Self {

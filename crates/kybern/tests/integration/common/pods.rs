@@ -52,6 +52,11 @@ pub async fn delete_and_wait(api: &Api<Pod>, name: &str) {
     api.delete(name, &DeleteParams::default())
         .await
         .expect("delete");
+    wait_gone(api, name).await;
+}
+
+/// Waits until the pod is gone from the API.
+pub async fn wait_gone(api: &Api<Pod>, name: &str) {
     wait_for("the pod to be gone", async || {
         api.get_opt(name)
             .await
