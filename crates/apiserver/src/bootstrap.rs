@@ -48,11 +48,22 @@ pub async fn bootstrap(state: &ApiState, secure_port: u16) -> Result<(), ApiErro
         ensure(state, ("scheduling.k8s.io", "v1", "priorityclasses"), class).await?;
     }
     let rbac = crate::authz::rbac::RBAC_GROUP;
-    for role in crate::authz::policy::cluster_roles() {
+    use crate::authz::{controller_policy, policy};
+    for role in policy::cluster_roles()
+        .into_iter()
+        .chain(controller_policy::cluster_roles())
+    {
         ensure(state, (rbac, "v1", "clusterroles"), role).await?;
     }
-    for binding in crate::authz::policy::cluster_role_bindings() {
+    for binding in policy::cluster_role_bindings()
+        .into_iter()
+        .chain(controller_policy::cluster_role_bindings())
+    {
         ensure(state, (rbac, "v1", "clusterrolebindings"), binding).await?;
+    }
+    for (role, binding) in controller_policy::kube_system_roles() {
+        ensure(state, (rbac, "v1", "roles"), role).await?;
+        ensure(state, (rbac, "v1", "rolebindings"), binding).await?;
     }
     ensure(
         state,

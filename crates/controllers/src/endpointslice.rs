@@ -30,6 +30,8 @@ pub const CONTROLLER_NAME: &str = "endpointslice-controller.k8s.io";
 
 struct EndpointSliceController {
     client: kube::Client,
+    /// The Endpoints controller's own identity, for the Endpoints it mirrors.
+    endpoints_client: kube::Client,
     services: Arc<Informer<Service>>,
     pods: Arc<Informer<Pod>>,
     slices: Arc<Informer<EndpointSlice>>,
@@ -41,9 +43,15 @@ struct EndpointSliceController {
 }
 
 /// Runs the EndpointSlice and Endpoints controllers.
-pub async fn run(client: kube::Client, informers: &Informers, workers: usize) {
+pub async fn run(
+    client: kube::Client,
+    endpoints_client: kube::Client,
+    informers: &Informers,
+    workers: usize,
+) {
     let ctl = Arc::new(EndpointSliceController {
         client,
+        endpoints_client,
         services: informers.services.clone(),
         pods: informers.pods.clone(),
         slices: informers.endpoint_slices.clone(),
@@ -146,7 +154,7 @@ impl EndpointSliceController {
             // Slices go with their owner through the garbage collector;
             // Endpoints carry no owner and are deleted here, as upstream.
             if self.endpoints.get(Some(ns), &key.name).is_some() {
-                let api: Api<Endpoints> = Api::namespaced(self.client.clone(), ns);
+                let api: Api<Endpoints> = Api::namespaced(self.endpoints_client.clone(), ns);
                 match api.delete(&key.name, &DeleteParams::default()).await {
                     Ok(_) => {}
                     Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -164,7 +172,7 @@ impl EndpointSliceController {
         let pods = selected_pods(&svc, &selector, &self.pods.in_namespace(ns));
         let existing = self.endpoints.get(Some(ns), &key.name);
         endpoints::write(
-            &self.client,
+            &self.endpoints_client,
             &svc,
             existing.as_deref(),
             endpoints::subsets(pods.clone()),

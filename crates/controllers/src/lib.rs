@@ -6,6 +6,7 @@ pub mod autoscaler;
 pub mod bootstrap_token_cleaner;
 pub mod certificates;
 pub mod clusterrole_aggregation;
+pub mod credentials;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -50,6 +51,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kybern_apimachinery::labels::Selector;
 
+pub use crate::credentials::ControllerClients;
 use crate::informer::Informer;
 
 /// Why a sync failed; the key is retried with back-off.
@@ -171,34 +173,58 @@ impl Default for ControllerOptions {
     }
 }
 
-/// Runs every controller until the process ends.
-pub async fn run(client: kube::Client, options: ControllerOptions) {
-    let informers = Informers::start(&client);
+/// Runs every controller until the process ends: the informers under the
+/// manager's own identity, each controller under the one `clients` gives it.
+pub async fn run(clients: ControllerClients, options: ControllerOptions) {
+    let informers = Informers::start(clients.root());
     let workers = options.workers;
+    let c = |name: &'static str| clients.client(name);
     tokio::join!(
-        replicaset::run(client.clone(), &informers, workers),
-        replicaset::run_replication_controllers(client.clone(), &informers, workers),
-        deployment::run(client.clone(), &informers, workers),
-        endpointslice::run(client.clone(), &informers, workers),
-        daemonset::run(client.clone(), &informers, workers),
-        statefulset::run(client.clone(), &informers, workers),
-        job::run(client.clone(), &informers, workers),
-        cronjob::run(client.clone(), &informers, workers),
-        disruption::run(client.clone(), &informers, workers),
+        replicaset::run(c("replicaset-controller").await, &informers, workers),
+        replicaset::run_replication_controllers(
+            c("replication-controller").await,
+            &informers,
+            workers
+        ),
+        deployment::run(c("deployment-controller").await, &informers, workers),
+        endpointslice::run(
+            c("endpointslice-controller").await,
+            c("endpoint-controller").await,
+            &informers,
+            workers
+        ),
+        daemonset::run(c("daemon-set-controller").await, &informers, workers),
+        statefulset::run(c("statefulset-controller").await, &informers, workers),
+        job::run(
+            c("job-controller").await,
+            c("ttl-after-finished-controller").await,
+            &informers,
+            workers
+        ),
+        cronjob::run(c("cronjob-controller").await, &informers, workers),
+        disruption::run(c("disruption-controller").await, &informers, workers),
         node_lifecycle::run(
-            client.clone(),
+            c("node-controller").await,
             &informers,
             options.node_monitor_grace_period
         ),
-        podgc::run(client.clone(), &informers),
-        autoscaler::run(client.clone(), &informers),
-        resourcequota::run(client.clone(), &informers, workers),
-        garbage_collector::run(client.clone()),
-        namespace::run(client.clone(), &informers),
-        serviceaccount::run(client.clone(), &informers, options.root_ca_pem.clone()),
-        clusterrole_aggregation::run(client.clone(), &informers),
-        bootstrap_token_cleaner::run(client.clone()),
-        certificates::run(client.clone(), options.signing_ca.clone()),
+        podgc::run(c("pod-garbage-collector").await, &informers),
+        autoscaler::run(c("horizontal-pod-autoscaler").await, &informers),
+        resourcequota::run(c("resourcequota-controller").await, &informers, workers),
+        garbage_collector::run(c("generic-garbage-collector").await),
+        namespace::run(c("namespace-controller").await, &informers),
+        serviceaccount::run(
+            c("service-account-controller").await,
+            c("root-ca-cert-publisher").await,
+            &informers,
+            options.root_ca_pem.clone()
+        ),
+        clusterrole_aggregation::run(c("clusterrole-aggregation-controller").await, &informers),
+        bootstrap_token_cleaner::run(c("token-cleaner").await),
+        certificates::run(
+            c("certificate-controller").await,
+            options.signing_ca.clone()
+        ),
     );
 }
 

@@ -22,6 +22,8 @@ const DESCRIPTION: &str = "Contains a CA bundle that can be used to verify the k
 
 struct ServiceAccountController {
     client: kube::Client,
+    /// The root CA publisher's own identity, for the ConfigMaps.
+    publisher_client: kube::Client,
     namespaces: Arc<Informer<Namespace>>,
     accounts: Arc<Informer<ServiceAccount>>,
     maps: Arc<Informer<ConfigMap>>,
@@ -30,9 +32,15 @@ struct ServiceAccountController {
 }
 
 /// Runs both controllers; the CA is published only when `root_ca` is given.
-pub async fn run(client: kube::Client, informers: &Informers, root_ca: Option<String>) {
+pub async fn run(
+    client: kube::Client,
+    publisher_client: kube::Client,
+    informers: &Informers,
+    root_ca: Option<String>,
+) {
     let ctl = Arc::new(ServiceAccountController {
         client,
+        publisher_client,
         namespaces: informers.namespaces.clone(),
         accounts: informers.service_accounts.clone(),
         maps: informers.root_ca_maps.clone(),
@@ -123,7 +131,7 @@ impl ServiceAccountController {
             return Ok(None);
         };
         let data = BTreeMap::from([("ca.crt".to_owned(), pem.clone())]);
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
+        let api: Api<ConfigMap> = Api::namespaced(self.publisher_client.clone(), ns);
         match self.maps.get(Some(ns), ROOT_CA_CONFIG_MAP) {
             Some(cm) if cm.data.as_ref() == Some(&data) => {}
             Some(cm) => {

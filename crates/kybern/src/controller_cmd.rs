@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use kybern_controllers::ControllerOptions;
+use kybern_controllers::{ControllerClients, ControllerOptions};
 use kybern_scheduler::leader::{ElectionTimings, LeaseElector};
 
-use crate::scheduler_cmd::{LeaderElectionArgs, client_from_kubeconfig, hostname};
+use crate::scheduler_cmd::{LeaderElectionArgs, config_from_kubeconfig, hostname};
 
 /// Arguments of `kybern controller-manager`.
 #[derive(clap::Args, Debug)]
@@ -39,6 +39,12 @@ pub struct ControllerFlags {
     /// `Ready=Unknown` and tainted unreachable.
     #[arg(long, default_value_t = 50)]
     node_monitor_grace_period: u64,
+    /// Run each controller as its own ServiceAccount in `kube-system`, with
+    /// only its `system:controller:*` role (`=false`: every controller acts
+    /// with the manager's own credentials).
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true",
+        action = clap::ArgAction::Set)]
+    pub use_service_account_credentials: bool,
 }
 
 impl ControllerFlags {
@@ -53,18 +59,29 @@ impl ControllerFlags {
             signing_ca: None,
         }
     }
+
+    /// The controllers' clients: the manager's own from `config`, and per
+    /// controller a ServiceAccount's unless switched off.
+    pub fn clients(&self, config: kube::Config) -> anyhow::Result<ControllerClients> {
+        let root = kube::Client::try_from(config.clone())?;
+        Ok(if self.use_service_account_credentials {
+            ControllerClients::service_accounts(root, config)
+        } else {
+            ControllerClients::shared(root)
+        })
+    }
 }
 
 /// Starts the controllers: under the `kube-system/kube-controller-manager`
 /// Lease as `identity`, or at once.
 pub fn spawn(
-    client: kube::Client,
+    clients: ControllerClients,
     options: ControllerOptions,
     election: &LeaderElectionArgs,
     identity: &str,
 ) -> tokio::task::JoinHandle<()> {
     if !election.leader_elect {
-        return tokio::spawn(kybern_controllers::run(client, options));
+        return tokio::spawn(kybern_controllers::run(clients, options));
     }
     let timings = ElectionTimings {
         lease_duration: election.leader_elect_lease_duration,
@@ -73,18 +90,20 @@ pub fn spawn(
     };
     let identity = format!("{}_{identity}", hostname());
     let elector = LeaseElector::new(
-        client.clone(),
+        clients.root().clone(),
         "kube-system",
         "kube-controller-manager",
         &identity,
         timings,
     );
-    tokio::spawn(elector.run(move || kybern_controllers::run(client.clone(), options.clone())))
+    tokio::spawn(elector.run(move || kybern_controllers::run(clients.clone(), options.clone())))
 }
 
 /// Runs the controller manager until interrupted.
 pub async fn run(args: ControllerManagerArgs) -> anyhow::Result<()> {
-    let client = client_from_kubeconfig(&args.kubeconfig).await?;
+    let clients = args
+        .controllers
+        .clients(config_from_kubeconfig(&args.kubeconfig).await?)?;
     let root_ca_pem = match &args.root_ca_file {
         Some(p) => Some(std::fs::read_to_string(p)?),
         None => None,
@@ -101,7 +120,7 @@ pub async fn run(args: ControllerManagerArgs) -> anyhow::Result<()> {
     }
     println!("kybern controller-manager: running controllers");
     let identity = format!("controller-manager-{}", std::process::id());
-    let task = spawn(client, options, &args.election, &identity);
+    let task = spawn(clients, options, &args.election, &identity);
     tokio::select! {
         _ = task => {}
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),

@@ -92,10 +92,14 @@ pub fn load_profiles(path: Option<&Path>) -> anyhow::Result<Vec<Profile>> {
 
 /// A client for the cluster a kubeconfig names.
 pub async fn client_from_kubeconfig(path: &Path) -> anyhow::Result<kube::Client> {
+    Ok(kube::Client::try_from(config_from_kubeconfig(path).await?)?)
+}
+
+/// The client settings of the kubeconfig at `path` (its current context).
+pub async fn config_from_kubeconfig(path: &Path) -> anyhow::Result<kube::Config> {
     let kc = kube::config::Kubeconfig::read_from(path)
         .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    Ok(kube::Client::try_from(config)?)
+    Ok(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?)
 }
 
 /// Runs the scheduler until interrupted.

@@ -175,7 +175,19 @@ async fn serve(
         crate::scheduler_cmd::spawn(scheduler, client, &args.election, &identity);
     }
     if !args.disable_controllers {
-        let client = crate::scheduler_cmd::client_from_kubeconfig(&kubeconfig).await?;
+        // The manager's own identity (upstream's `system:kube-controller-manager`),
+        // and under it each controller as its own ServiceAccount; without
+        // those, every controller acts as the cluster admin.
+        let own = if args.controllers.use_service_account_credentials {
+            let own = args.data_dir.join("controller-manager.kubeconfig");
+            let user = "system:kube-controller-manager";
+            pki.write_client_kubeconfig(&own, &server_url, user, &[])?;
+            own
+        } else {
+            kubeconfig.clone()
+        };
+        let config = crate::scheduler_cmd::config_from_kubeconfig(&own).await?;
+        let clients = args.controllers.clients(config)?;
         let mut options = args.controllers.options(Some(pki.ca_pem.clone()));
         // The server's controllers sign with the cluster CA itself.
         options.signing_ca = Some(kybern_controllers::certificates::SigningCa {
@@ -184,7 +196,7 @@ async fn serve(
                 .context("reading the cluster CA key")?,
         });
         let identity = format!("server-{}", addr.port());
-        crate::controller_cmd::spawn(client, options, &args.election, &identity);
+        crate::controller_cmd::spawn(clients, options, &args.election, &identity);
     }
     let app = kybern_apiserver::server::authenticated_router(state.clone(), Arc::new(auth));
     let secure = tls::serve_tls(listener, tls::server_config(&pki)?, app);

@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 const RW: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
-const READ: &[&str] = &["get", "list", "watch"];
+pub(super) const READ: &[&str] = &["get", "list", "watch"];
 const ALL_RW: &[&str] = &[
     "create",
     "delete",
@@ -23,11 +23,11 @@ pub const BOOTSTRAP_LABEL: (&str, &str) = ("kubernetes.io/bootstrapping", "rbac-
 /// The annotation marking objects the server keeps up to date.
 pub const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
 
-fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value {
+pub(super) fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value {
     json!({"apiGroups": groups, "resources": resources, "verbs": verbs})
 }
 
-fn named(groups: &[&str], resources: &[&str], names: &[&str], verbs: &[&str]) -> Value {
+pub(super) fn named(groups: &[&str], resources: &[&str], names: &[&str], verbs: &[&str]) -> Value {
     json!({"apiGroups": groups, "resources": resources, "resourceNames": names, "verbs": verbs})
 }
 
@@ -35,7 +35,7 @@ fn urls(paths: &[&str], verbs: &[&str]) -> Value {
     json!({"nonResourceURLs": paths, "verbs": verbs})
 }
 
-fn meta(name: &str, labels: &[(&str, &str)]) -> Value {
+pub(super) fn meta(name: &str, labels: &[(&str, &str)]) -> Value {
     let mut l = serde_json::Map::new();
     l.insert(BOOTSTRAP_LABEL.0.into(), json!(BOOTSTRAP_LABEL.1));
     for (k, v) in labels {
@@ -44,7 +44,7 @@ fn meta(name: &str, labels: &[(&str, &str)]) -> Value {
     json!({"name": name, "labels": l, "annotations": {AUTOUPDATE: "true"}})
 }
 
-fn role(name: &str, labels: &[(&str, &str)], rules: Vec<Value>) -> Value {
+pub(super) fn role(name: &str, labels: &[(&str, &str)], rules: Vec<Value>) -> Value {
     json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
         "metadata": meta(name, labels), "rules": rules})
 }
@@ -495,18 +495,18 @@ pub fn cluster_roles() -> Vec<Value> {
     ]
 }
 
-fn binding(name: &str, role: &str, subjects: Vec<Value>) -> Value {
+pub(super) fn binding(name: &str, role: &str, subjects: Vec<Value>) -> Value {
     json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
         "metadata": meta(name, &[]),
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
         "subjects": subjects})
 }
 
-fn group(name: &str) -> Value {
+pub(super) fn group(name: &str) -> Value {
     json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": name})
 }
 
-fn user(name: &str) -> Value {
+pub(super) fn user(name: &str) -> Value {
     json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name})
 }
 

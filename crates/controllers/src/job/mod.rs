@@ -34,6 +34,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(360);
 
 struct JobController {
     client: kube::Client,
+    /// The TTL-after-finished controller's own identity, which deletes
+    /// finished Jobs.
+    ttl_client: kube::Client,
     jobs: Arc<Informer<Job>>,
     pods: Arc<Informer<Pod>>,
     expectations: Expectations,
@@ -42,9 +45,15 @@ struct JobController {
 
 /// Runs the Job controller (and the TTL-after-finished controller's part)
 /// with `workers` concurrent syncs.
-pub async fn run(client: kube::Client, informers: &Informers, workers: usize) {
+pub async fn run(
+    client: kube::Client,
+    ttl_client: kube::Client,
+    informers: &Informers,
+    workers: usize,
+) {
     let ctl = Arc::new(JobController {
         client,
+        ttl_client,
         jobs: informers.jobs.clone(),
         pods: informers.pods.clone(),
         expectations: Expectations::default(),
@@ -382,7 +391,7 @@ impl JobController {
             return Ok(Some(ttl - age));
         }
         let ns = job.metadata.namespace.as_deref().unwrap_or_default();
-        let api: Api<Job> = Api::namespaced(self.client.clone(), ns);
+        let api: Api<Job> = Api::namespaced(self.ttl_client.clone(), ns);
         // As upstream: foreground, and only the version that was judged.
         let params = DeleteParams {
             propagation_policy: Some(kube::api::PropagationPolicy::Foreground),

@@ -39,7 +39,7 @@ const PRIVILEGED: &str = r#"{"apiVersion": "v1", "kind": "Pod",
   "spec": {"containers": [{"name": "c", "image": "busybox",
       "securityContext": {"privileged": true}}]}}"#;
 
-fn events(path: &Path) -> Vec<Value> {
+pub(crate) fn events(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -48,7 +48,7 @@ fn events(path: &Path) -> Vec<Value> {
 }
 
 /// The first event `matches` picks, waiting for the log writer.
-fn find(path: &Path, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+pub(crate) fn find(path: &Path, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Some(ev) = events(path).into_iter().find(&matches) {

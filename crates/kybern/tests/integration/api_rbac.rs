@@ -24,7 +24,7 @@ async fn token_client(server: &common::Server, token: &str) -> kube::Client {
     common::client_with_token(&server.kubeconfig(), token).await
 }
 
-fn can_i(cli: &Cli, args: &[&str]) -> bool {
+pub(crate) fn can_i(cli: &Cli, args: &[&str]) -> bool {
     let mut full = vec!["auth", "can-i"];
     full.extend_from_slice(args);
     let out = cli.run(&full);

@@ -26,6 +26,7 @@ mod api_service_accounts;
 mod api_subresources;
 mod controllers;
 mod controllers_batch;
+mod controllers_identity;
 mod controllers_nodes;
 mod controllers_policy;
 mod controllers_sets;

@@ -1,0 +1,158 @@
+//! Least privilege for the controller manager, as upstream's
+//! `--use-service-account-credentials`: its informers read as
+//! `system:kube-controller-manager`, each controller writes as its own
+//! ServiceAccount in `kube-system`, and each may do only what its
+//! `system:controller:*` role says.
+
+use crate::api_audit::{events, find};
+use crate::api_rbac::can_i;
+use crate::common;
+use crate::common::cli::Cli;
+
+const POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [\"RequestReceived\"]
+rules:
+- level: Metadata
+";
+
+fn user_of(ev: &serde_json::Value) -> &str {
+    ev["user"]["username"].as_str().unwrap_or_default()
+}
+
+#[test]
+fn each_controller_acts_as_its_own_service_account() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let policy = work.path().join("policy.yaml");
+    std::fs::write(&policy, POLICY).expect("policy");
+    let log = work.path().join("audit.log");
+    let server = common::Server::start_cluster(&[
+        "--disable-scheduler",
+        "--audit-policy-file",
+        &policy.to_string_lossy(),
+        "--audit-log-path",
+        &log.to_string_lossy(),
+    ]);
+    let kubectl = Cli::kubectl(&server);
+
+    // A Deployment's ReplicaSet is made by the Deployment controller, the
+    // ReplicaSet's pod by the ReplicaSet controller, each under its name.
+    kubectl.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox",
+        "--replicas=1",
+    ]);
+    let made_set = find(&log, "replicaset create", |e| {
+        e["verb"] == "create"
+            && e["objectRef"]["resource"] == "replicasets"
+            && e["stage"] == "ResponseComplete"
+    });
+    assert_eq!(
+        user_of(&made_set),
+        "system:serviceaccount:kube-system:deployment-controller"
+    );
+    assert_eq!(made_set["responseStatus"]["code"], 201);
+    let groups = made_set["user"]["groups"].to_string();
+    assert!(
+        groups.contains("system:serviceaccounts:kube-system"),
+        "{groups}"
+    );
+    let made_pod = find(&log, "pod create", |e| {
+        e["verb"] == "create"
+            && e["objectRef"]["resource"] == "pods"
+            && e["stage"] == "ResponseComplete"
+    });
+    assert_eq!(
+        user_of(&made_pod),
+        "system:serviceaccount:kube-system:replicaset-controller"
+    );
+    assert_eq!(made_pod["responseStatus"]["code"], 201);
+    // The shared informers watch as the manager itself.
+    let watch = find(&log, "informer watch", |e| {
+        e["verb"] == "watch" && e["objectRef"]["resource"] == "replicasets"
+    });
+    assert_eq!(user_of(&watch), "system:kube-controller-manager");
+    // No controller was refused anything on the way.
+    let refused: Vec<String> = events(&log)
+        .into_iter()
+        .filter(|e| {
+            e["responseStatus"]["code"] == 403
+                && user_of(e).contains("system:serviceaccount:kube-system:")
+        })
+        .map(|e| e.to_string())
+        .collect();
+    assert!(refused.is_empty(), "{refused:?}");
+
+    // The accounts exist, and their rights are upstream's.
+    let accounts = kubectl.ok(&["get", "serviceaccounts", "-n", "kube-system", "-o", "name"]);
+    for name in [
+        "deployment-controller",
+        "replicaset-controller",
+        "namespace-controller",
+        "generic-garbage-collector",
+        "certificate-controller",
+        "token-cleaner",
+    ] {
+        assert!(
+            accounts.contains(&format!("serviceaccount/{name}")),
+            "{name}: {accounts}"
+        );
+    }
+    let sa = |name: &str| format!("--as=system:serviceaccount:kube-system:{name}");
+    let deployments = sa("deployment-controller");
+    assert!(can_i(&kubectl, &["create", "replicasets", &deployments]));
+    assert!(can_i(
+        &kubectl,
+        &["update", "deployments/status", &deployments]
+    ));
+    assert!(!can_i(&kubectl, &["create", "pods", &deployments]));
+    assert!(!can_i(&kubectl, &["get", "secrets", &deployments]));
+    let replicas = sa("replicaset-controller");
+    assert!(can_i(&kubectl, &["delete", "pods", &replicas]));
+    assert!(!can_i(&kubectl, &["delete", "replicasets", &replicas]));
+    let cleaner = sa("token-cleaner");
+    assert!(can_i(
+        &kubectl,
+        &["delete", "secrets", "-n", "kube-system", &cleaner]
+    ));
+    assert!(!can_i(
+        &kubectl,
+        &["delete", "secrets", "-n", "default", &cleaner]
+    ));
+    let manager = "--as=system:kube-controller-manager";
+    assert!(can_i(&kubectl, &["watch", "secrets", "-A", manager]));
+    assert!(can_i(
+        &kubectl,
+        &[
+            "create",
+            "serviceaccounts/token",
+            "-n",
+            "kube-system",
+            manager
+        ]
+    ));
+    assert!(!can_i(&kubectl, &["delete", "pods", manager]));
+    assert!(!can_i(
+        &kubectl,
+        &["create", "clusterrolebindings", manager]
+    ));
+
+    // A token of a controller's account is held to its role like any other.
+    let token = kubectl.ok(&[
+        "create",
+        "token",
+        "deployment-controller",
+        "-n",
+        "kube-system",
+    ]);
+    let as_deployments = Cli::kubectl_with_token(&server, token.trim());
+    let denied = as_deployments.fails(&["get", "secrets", "-n", "kube-system"]);
+    assert!(
+        denied.contains("system:serviceaccount:kube-system:deployment-controller")
+            && denied.contains("cannot list resource \"secrets\""),
+        "{denied}"
+    );
+    as_deployments.ok(&["get", "replicasets"]);
+}
