@@ -17,10 +17,11 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::pki::Pki;
 
-/// TLS client settings for node agents.
+/// TLS client settings for node agents; replaceable when the API server's
+/// client certificate is renewed.
 #[derive(Clone, Debug)]
 pub struct NodeProxy {
-    tls: Arc<rustls::ClientConfig>,
+    tls: Arc<std::sync::RwLock<Arc<rustls::ClientConfig>>>,
 }
 
 /// Why a node agent could not be reached.
@@ -45,6 +46,21 @@ pub struct AgentResponse {
 impl NodeProxy {
     /// Client settings from the cluster PKI.
     pub fn new(pki: &Pki) -> Result<Self, NodeProxyError> {
+        Ok(NodeProxy {
+            tls: Arc::new(std::sync::RwLock::new(Self::config(pki)?)),
+        })
+    }
+
+    /// Uses `pki`'s client certificate from the next connection on.
+    pub fn replace(&self, pki: &Pki) -> Result<(), NodeProxyError> {
+        let fresh = Self::config(pki)?;
+        if let Ok(mut slot) = self.tls.write() {
+            *slot = fresh;
+        }
+        Ok(())
+    }
+
+    fn config(pki: &Pki) -> Result<Arc<rustls::ClientConfig>, NodeProxyError> {
         let bad = |e: &dyn std::fmt::Display| NodeProxyError::Tls(e.to_string());
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let certs: Vec<CertificateDer<'static>> =
@@ -60,9 +76,7 @@ impl NodeProxy {
             .with_custom_certificate_verifier(Arc::new(AnyServerCert::new(provider)))
             .with_client_auth_cert(certs, key)
             .map_err(|e| bad(&e))?;
-        Ok(NodeProxy {
-            tls: Arc::new(config),
-        })
+        Ok(Arc::new(config))
     }
 
     /// An HTTP/1.1 connection to the agent at `host:port`, able to upgrade.
@@ -83,7 +97,12 @@ impl NodeProxy {
         .map_err(|e| fail("connecting to", &e))?
         .map_err(|e| fail("connecting to", &e))?;
         let name = ServerName::try_from(host.to_owned()).map_err(|e| fail("naming", &e))?;
-        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+        let config = self
+            .tls
+            .read()
+            .map(|c| c.clone())
+            .map_err(|_| fail("TLS with", &"a poisoned lock"))?;
+        let tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
             .map_err(|e| fail("TLS with", &e))?;

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
+use kybern_apimachinery::x509::{Validity, unix_now};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
@@ -126,17 +127,48 @@ fn leaf(
     Ok((cert.pem(), key.serialize_pem()))
 }
 
+/// The certificate and key `dir/NAME.{crt,key}`, issued by `make` (and
+/// written, key first) when absent, unreadable, due for renewal, or not
+/// covering `hosts`.
+fn keep_or_issue(
+    dir: &Path,
+    name: &str,
+    hosts: &[String],
+    make: impl FnOnce() -> Result<(String, String), PkiError>,
+) -> Result<(String, String), PkiError> {
+    let (crt, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    if let (Ok(cert), Ok(k)) = (std::fs::read_to_string(&crt), std::fs::read_to_string(&key))
+        && let Some(v) = Validity::of_pem(&cert)
+        && !v.renewal_due(unix_now())
+        && v.covers(hosts)
+    {
+        return Ok((cert, k));
+    }
+    let (cert, k) = make()?;
+    if crt.exists() {
+        tracing::info!(certificate = %crt.display(), "renewed a certificate");
+    }
+    write(&key, &k, true)?;
+    write(&crt, &cert, false)?;
+    Ok((cert, k))
+}
+
 impl Pki {
     /// Loads the PKI under `dir`, making what is missing: the CA, a serving
-    /// certificate for `hosts` (names and IPs), and an admin client certificate.
+    /// certificate for `hosts` (names and IPs), and an admin client
+    /// certificate. A leaf certificate that is due for renewal (four fifths
+    /// of its year gone), unreadable, or (the serving one) missing one of
+    /// `hosts` is issued anew with a new key; the CA is kept.
     pub fn ensure(dir: &Path, hosts: &[String]) -> Result<Self, PkiError> {
         std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
             path: dir.to_owned(),
             source,
         })?;
         let (issuer, ca_pem) = load_or_make_ca(dir)?;
-        let (srv_crt, srv_key) = (dir.join("apiserver.crt"), dir.join("apiserver.key"));
-        if !(srv_crt.exists() && srv_key.exists()) {
+        let (srv_crt, srv_key) = keep_or_issue(dir, "apiserver", hosts, || {
             let mut sans = Vec::new();
             for h in hosts {
                 match h.parse::<IpAddr>() {
@@ -144,51 +176,40 @@ impl Pki {
                     Err(_) => sans.push(SanType::DnsName(h.as_str().try_into()?)),
                 }
             }
-            let (cert, key) = leaf(
+            leaf(
                 &issuer,
                 "kybern-apiserver",
                 &[],
                 sans,
                 ExtendedKeyUsagePurpose::ServerAuth,
-            )?;
-            write(&srv_key, &key, true)?;
-            write(&srv_crt, &cert, false)?;
-        }
-        let (adm_crt, adm_key) = (dir.join("admin.crt"), dir.join("admin.key"));
-        if !(adm_crt.exists() && adm_key.exists()) {
-            let (cert, key) = leaf(
+            )
+        })?;
+        let _ = keep_or_issue(dir, "admin", &[], || {
+            leaf(
                 &issuer,
                 "kybern-admin",
                 &["system:masters"],
                 vec![],
                 ExtendedKeyUsagePurpose::ClientAuth,
-            )?;
-            write(&adm_key, &key, true)?;
-            write(&adm_crt, &cert, false)?;
-        }
+            )
+        })?;
         // Upstream's name for it: the API server as a client of kubelets.
-        let (node_crt, node_key) = (
-            dir.join("apiserver-kubelet-client.crt"),
-            dir.join("apiserver-kubelet-client.key"),
-        );
-        if !(node_crt.exists() && node_key.exists()) {
-            let (cert, key) = leaf(
+        let (node_crt, node_key) = keep_or_issue(dir, "apiserver-kubelet-client", &[], || {
+            leaf(
                 &issuer,
                 KUBELET_CLIENT_USER,
                 &[],
                 vec![],
                 ExtendedKeyUsagePurpose::ClientAuth,
-            )?;
-            write(&node_key, &key, true)?;
-            write(&node_crt, &cert, false)?;
-        }
+            )
+        })?;
         Ok(Pki {
-            node_client_cert_pem: read(&node_crt)?,
-            node_client_key_pem: read(&node_key)?,
+            node_client_cert_pem: node_crt,
+            node_client_key_pem: node_key,
             dir: dir.to_owned(),
             ca_pem,
-            server_cert_pem: read(&srv_crt)?,
-            server_key_pem: read(&srv_key)?,
+            server_cert_pem: srv_crt,
+            server_key_pem: srv_key,
         })
     }
 
@@ -266,4 +287,38 @@ pub fn default_hosts(extra: &[String]) -> Vec<String> {
     hosts.sort();
     hosts.dedup();
     hosts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leaves_are_kept_until_due_and_reissued_for_new_names() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let first = Pki::ensure(dir.path(), &hosts).expect("pki");
+        let v = Validity::of_pem(&first.server_cert_pem).expect("serving cert");
+        assert!(v.covers(&hosts));
+        assert!(!v.renewal_due(unix_now()));
+        // Nothing due: the same files.
+        let again = Pki::ensure(dir.path(), &hosts).expect("pki");
+        assert_eq!(again.server_cert_pem, first.server_cert_pem);
+        assert_eq!(again.node_client_cert_pem, first.node_client_cert_pem);
+        // A name the certificate lacks: a new serving certificate, same CA.
+        let more = vec!["localhost".to_owned(), "10.1.2.3".to_owned()];
+        let wider = Pki::ensure(dir.path(), &more).expect("pki");
+        assert_ne!(wider.server_cert_pem, first.server_cert_pem);
+        assert_eq!(wider.ca_pem, first.ca_pem);
+        assert!(
+            Validity::of_pem(&wider.server_cert_pem)
+                .expect("cert")
+                .covers(&more)
+        );
+        // An unreadable one is replaced.
+        std::fs::write(dir.path().join("admin.crt"), "garbage").expect("write");
+        Pki::ensure(dir.path(), &more).expect("pki");
+        let admin = std::fs::read_to_string(dir.path().join("admin.crt")).expect("admin");
+        assert!(Validity::of_pem(&admin).is_some());
+    }
 }

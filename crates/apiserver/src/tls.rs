@@ -11,6 +11,7 @@ use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
+use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -28,16 +29,61 @@ pub enum TlsError {
     Rustls(String),
 }
 
-/// The server's TLS configuration: its certificate, and client certificates
-/// verified against the cluster CA but not required (tokens are the other way in).
-pub fn server_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+/// The server's certificate, replaceable while it serves: each new
+/// connection gets the one current at its handshake.
+#[derive(Debug)]
+pub struct ServingCert {
+    current: std::sync::RwLock<Arc<CertifiedKey>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServingCert {
+    /// The serving certificate of `pki`.
+    pub fn new(pki: &Pki) -> Result<Arc<Self>, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let current = std::sync::RwLock::new(Arc::new(certified(pki, &provider)?));
+        Ok(Arc::new(ServingCert { current, provider }))
+    }
+
+    /// Serves `pki`'s certificate from the next handshake on.
+    pub fn replace(&self, pki: &Pki) -> Result<(), TlsError> {
+        let fresh = Arc::new(certified(pki, &self.provider)?);
+        if let Ok(mut slot) = self.current.write() {
+            *slot = fresh;
+        }
+        Ok(())
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServingCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.read().ok().map(|c| c.clone())
+    }
+}
+
+fn certified(
+    pki: &Pki,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<CertifiedKey, TlsError> {
     let certs: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(pki.server_cert_pem.as_bytes())
             .collect::<Result<_, _>>()
             .map_err(|e| TlsError::Pem(e.to_string()))?;
     let key = PrivateKeyDer::from_pem_slice(pki.server_key_pem.as_bytes())
         .map_err(|e| TlsError::Pem(e.to_string()))?;
+    let certified = CertifiedKey::from_der(certs, key, provider)
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    Ok(certified)
+}
+
+/// The server's TLS configuration: its certificate (from `serving`), and
+/// client certificates verified against the cluster CA but not required
+/// (tokens are the other way in).
+pub fn server_config(
+    pki: &Pki,
+    serving: Arc<ServingCert>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = serving.provider.clone();
     let mut roots = rustls::RootCertStore::empty();
     for ca in CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
         roots
@@ -52,8 +98,7 @@ pub fn server_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Rustls(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+        .with_cert_resolver(serving);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -247,7 +247,27 @@ pub async fn run_agent(
     let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
     // The agent's endpoint admits clients with certificates from the cluster CA.
     let client_cas = config.root_cert.clone().unwrap_or_default();
-    let client = kube::Client::try_from(config)?;
+    let node = node_name(flags);
+    // A node's own certificate is rotated before it expires; the client
+    // presents the current one at each new connection.
+    let identity = match crate::client_cert::identity_of(&config.auth_info)? {
+        Some((cert, key)) if crate::client_cert::names_node(&cert, &node) => {
+            Some(crate::client_cert::RotatingIdentity::new(&cert, &key)?)
+        }
+        _ => None,
+    };
+    let client = match &identity {
+        Some(id) => crate::client_cert::client_with(&config, id.clone())?,
+        None => kube::Client::try_from(config)?,
+    };
+    let _rotation = identity.map(|id| {
+        AbortOnDrop(tokio::spawn(crate::client_cert::rotate(
+            client.clone(),
+            kubeconfig.to_owned(),
+            id,
+            node.clone(),
+        )))
+    });
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
@@ -292,7 +312,6 @@ pub async fn run_agent(
             flags.image_gc_high_threshold
         );
     }
-    let node = node_name(flags);
     let ctx = kybern_agent::NodeContext {
         events: EventRecorder::new(client.clone(), "kubelet").on_host(&node),
         image_gc: GcPolicy {
@@ -333,6 +352,15 @@ pub async fn run_agent(
     );
     kybern_agent::run(Arc::new(ctx), client_cas).await?;
     Ok(())
+}
+
+/// Ends a background task with the scope that started it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// `kybern agent`: runs until interrupted.

@@ -45,7 +45,32 @@ pub async fn bootstrap(
         &format!("    token: {token}\n"),
     );
     let client = client_of(&yaml).await?;
+    let (certificate, key) = request_node_certificate(client, node).await?;
+    let user = format!("system:node:{node}");
+    let credentials = format!(
+        "    client-certificate-data: {}\n    client-key-data: {}\n",
+        b64(&certificate),
+        b64(key)
+    );
+    let yaml = kubeconfig_yaml(server, &ca_pem, &user, &credentials);
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = out.with_extension("tmp");
+    std::fs::write(&tmp, yaml)?;
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    std::fs::rename(&tmp, out)?;
+    tracing::info!(kubeconfig = %out.display(), "joined the cluster");
+    Ok(())
+}
 
+/// Asks the cluster, through `client`, for a client certificate of
+/// `system:node:NODE` in `system:nodes` with a new key, and waits until it
+/// is signed: the certificate and key (PEM).
+pub async fn request_node_certificate(
+    client: kube::Client,
+    node: &str,
+) -> anyhow::Result<(String, String)> {
     let key = rcgen::KeyPair::generate()?;
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
     params
@@ -93,21 +118,8 @@ pub async fn bootstrap(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let credentials = format!(
-        "    client-certificate-data: {}\n    client-key-data: {}\n",
-        b64(&certificate),
-        b64(key.serialize_pem())
-    );
-    let yaml = kubeconfig_yaml(server, &ca_pem, &user, &credentials);
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = out.with_extension("tmp");
-    std::fs::write(&tmp, yaml)?;
-    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    std::fs::rename(&tmp, out)?;
-    tracing::info!(csr = %name, kubeconfig = %out.display(), "joined the cluster");
-    Ok(())
+    tracing::info!(csr = %name, %node, "the node's certificate was issued");
+    Ok((certificate, key.serialize_pem()))
 }
 
 async fn client_of(yaml: &str) -> anyhow::Result<kube::Client> {

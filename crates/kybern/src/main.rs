@@ -5,6 +5,7 @@ mod agent_cmd;
 mod agent_join;
 mod audit_flags;
 mod bench;
+mod client_cert;
 mod controller_cmd;
 mod kubeconfig_cmd;
 mod scheduler_cmd;

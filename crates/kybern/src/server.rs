@@ -199,7 +199,15 @@ async fn serve(
         crate::controller_cmd::spawn(clients, options, &args.election, &identity);
     }
     let app = kybern_apiserver::server::authenticated_router(state.clone(), Arc::new(auth));
-    let secure = tls::serve_tls(listener, tls::server_config(&pki)?, app);
+    let serving = tls::ServingCert::new(&pki)?;
+    let secure = tls::serve_tls(listener, tls::server_config(&pki, serving.clone())?, app);
+    tokio::spawn(renew_certificates(
+        pki.clone(),
+        default_hosts(&hosts),
+        serving,
+        state.clone(),
+        (kubeconfig.clone(), server_url.clone()),
+    ));
     tracing::info!(%addr, "API server listening (HTTPS)");
     println!("kybern server: serving the Kubernetes API on {server_url}");
     println!(
@@ -241,4 +249,49 @@ async fn serve(
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
     }
     Ok(())
+}
+
+/// How often the server looks whether its certificates are due for renewal.
+const RENEWAL_CHECK: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Renews the server's leaf certificates as they fall due while it runs:
+/// the serving certificate from the next handshake on, its client
+/// certificate for node agents from the next connection, and the admin's
+/// (rewriting the admin kubeconfig).
+async fn renew_certificates(
+    mut pki: Pki,
+    hosts: Vec<String>,
+    serving: Arc<tls::ServingCert>,
+    state: Arc<ApiState>,
+    (kubeconfig, server_url): (PathBuf, String),
+) {
+    let admin = |dir: &std::path::Path| std::fs::read_to_string(dir.join("admin.crt")).ok();
+    loop {
+        tokio::time::sleep(RENEWAL_CHECK).await;
+        let before = admin(&pki.dir);
+        let fresh = match Pki::ensure(&pki.dir, &hosts) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot renew the server's certificates");
+                continue;
+            }
+        };
+        if fresh.server_cert_pem != pki.server_cert_pem
+            && let Err(e) = serving.replace(&fresh)
+        {
+            tracing::error!(error = %e, "cannot serve the renewed certificate");
+        }
+        if fresh.node_client_cert_pem != pki.node_client_cert_pem
+            && let Some(proxy) = state.node_proxy.get()
+            && let Err(e) = proxy.replace(&fresh)
+        {
+            tracing::error!(error = %e, "cannot use the renewed node client certificate");
+        }
+        if admin(&fresh.dir) != before
+            && let Err(e) = fresh.write_admin_kubeconfig(&kubeconfig, &server_url)
+        {
+            tracing::error!(error = %e, "cannot rewrite the admin kubeconfig");
+        }
+        pki = fresh;
+    }
 }

@@ -140,3 +140,85 @@ async fn an_approved_user_certificate_is_signed_and_authenticates_its_user() {
         "{err}"
     );
 }
+
+/// The certificate the server at `port` presents, as PEM (openssl's view).
+fn served_certificate(port: u16) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl s_client");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let begin = text
+        .find("-----BEGIN CERTIFICATE-----")
+        .expect("a certificate");
+    let end = text.find("-----END CERTIFICATE-----").expect("its end");
+    text[begin..end + "-----END CERTIFICATE-----".len()].to_owned()
+}
+
+#[test]
+fn the_server_renews_its_certificates_when_they_fall_due() {
+    use kybern_apimachinery::x509::{Validity, unix_now};
+    let mut server = Server::start();
+    let pki = server.dir.path().join("pki");
+    let dir = server.dir.path().to_owned();
+    // Ten days of 310 left on the serving and the admin certificates.
+    let (serving, key) = crate::common::nearly_expired_certificate(
+        &dir,
+        "kybern-apiserver",
+        &[],
+        &["127.0.0.1", "localhost"],
+        true,
+    );
+    std::fs::write(pki.join("apiserver.crt"), &serving).expect("write");
+    std::fs::write(pki.join("apiserver.key"), &key).expect("write");
+    let (admin, key) = crate::common::nearly_expired_certificate(
+        &dir,
+        "kybern-admin",
+        &["system:masters"],
+        &[],
+        false,
+    );
+    std::fs::write(pki.join("admin.crt"), &admin).expect("write");
+    std::fs::write(pki.join("admin.key"), &key).expect("write");
+    let ca_before = std::fs::read_to_string(pki.join("ca.crt")).expect("ca");
+
+    server.restart_with(&[]);
+    let year = |pem: &str| {
+        let v = Validity::of_pem(pem).expect("a certificate");
+        v.not_after - unix_now() > 300 * 86400
+    };
+    let renewed = std::fs::read_to_string(pki.join("apiserver.crt")).expect("renewed");
+    assert_ne!(renewed, serving);
+    assert!(year(&renewed), "{renewed}");
+    let served = served_certificate(server.port);
+    assert_eq!(served.trim(), renewed.trim());
+    let admin_now = std::fs::read_to_string(pki.join("admin.crt")).expect("renewed");
+    assert!(year(&admin_now));
+    // The CA stays; the admin kubeconfig carries the new certificate and works.
+    assert_eq!(
+        std::fs::read_to_string(pki.join("ca.crt")).expect("ca"),
+        ca_before
+    );
+    let embedded = base64::engine::general_purpose::STANDARD.encode(&admin_now);
+    // The server writes it just after it starts listening.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(server.kubeconfig())
+        .unwrap_or_default()
+        .contains(&embedded)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the admin kubeconfig was not rewritten"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Cli::kubectl(&server).ok(&["get", "namespaces"]);
+
+    // A certificate with life left is kept across restarts.
+    server.restart_with(&[]);
+    assert_eq!(
+        std::fs::read_to_string(pki.join("apiserver.crt")).expect("kept"),
+        renewed
+    );
+}

@@ -155,7 +155,9 @@ async fn a_namespace_goes_when_finalize_clears_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binding_assigns_a_pod_once() {
     use k8s_openapi::api::core::v1::Pod;
-    let server = common::Server::start();
+    // No scheduler: finding no node, it would mark the pod unschedulable
+    // just after the test's binding, racing the assertions.
+    let server = common::Server::start_with(&["--disable-scheduler"]);
     let client = server.client().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let pod: Pod = serde_json::from_value(serde_json::json!({

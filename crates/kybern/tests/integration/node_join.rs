@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::ListParams;
 use serde_json::json;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// The agent process and what it made, removed when the test ends.
@@ -27,6 +28,31 @@ impl Drop for JoiningAgent {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// Starts `kybern agent` as `node` with `kubeconfig` and `extra` flags,
+/// logging to `dir/agent.log`.
+fn spawn_agent(dir: &Path, node: &str, kubeconfig: &Path, extra: &[&str]) -> JoiningAgent {
+    let port = free_port();
+    let bridge = format!("kbj{port}");
+    let log = std::fs::File::create(dir.join("agent.log")).expect("log");
+    let child = Command::new(env!("CARGO_BIN_EXE_kybern"))
+        .arg("agent")
+        .args(extra)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--data-dir")
+        .arg(dir.join("agent"))
+        .args(["--node-name", node, "--node-ip", "127.0.0.1"])
+        .args(["--bridge", &bridge, "--no-ip-masq"])
+        .args(["--pod-cidr", &format!("10.202.{}.0/24", port % 250)])
+        .args(["--agent-port", &free_port().to_string()])
+        .env("KYBERN_LOG", "info,kube=warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start kybern agent");
+    JoiningAgent { child, bridge }
 }
 
 #[tokio::test]
@@ -69,28 +95,19 @@ async fn an_agent_joins_with_a_bootstrap_token() {
     assert!(secret.data.expect("data").contains_key("expiration"));
 
     let kubeconfig = dir.join("joiner.kubeconfig");
-    let port = free_port();
-    let bridge = format!("kbj{port}");
-    let log = std::fs::File::create(dir.join("agent.log")).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_kybern"))
-        .args(["agent", "--server", &server.url])
-        .args(["--token", &token])
-        .arg("--certificate-authority")
-        .arg(&ca)
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .arg("--data-dir")
-        .arg(dir.join("agent"))
-        .args(["--node-name", "joiner", "--node-ip", "127.0.0.1"])
-        .args(["--bridge", &bridge, "--no-ip-masq"])
-        .args(["--pod-cidr", &format!("10.202.{}.0/24", port % 250)])
-        .args(["--agent-port", &free_port().to_string()])
-        .env("KYBERN_LOG", "info,kube=warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start kybern agent");
-    let _agent = JoiningAgent { child, bridge };
+    let _agent = spawn_agent(
+        dir,
+        "joiner",
+        &kubeconfig,
+        &[
+            "--server",
+            &server.url,
+            "--token",
+            &token,
+            "--certificate-authority",
+            &ca.to_string_lossy(),
+        ],
+    );
 
     let agent_log = || std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
     crate::common::node::wait_node_ready(&client, "joiner").await;
@@ -159,4 +176,105 @@ async fn an_agent_joins_with_a_bootstrap_token() {
         .expect("run kybern agent");
     assert!(!refused.status.success());
     assert!(!dir.join("intruder.kubeconfig").exists());
+}
+
+/// Seconds from now until the client certificate in a kubeconfig expires.
+fn remaining_life(kubeconfig: &Path) -> i64 {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
+    let data = kc.auth_infos[0]
+        .auth_info
+        .as_ref()
+        .and_then(|a| a.client_certificate_data.clone())
+        .expect("client-certificate-data");
+    use base64::Engine;
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .expect("base64");
+    let validity = kybern_apimachinery::x509::Validity::of_pem(&String::from_utf8_lossy(&pem))
+        .expect("a certificate");
+    validity.not_after - kybern_apimachinery::x509::unix_now()
+}
+
+#[tokio::test]
+async fn an_agent_renews_its_certificate_before_it_expires() {
+    let server = Server::start_cluster(&[]);
+    let client = server.client().await;
+    let dir = server.dir.path();
+    // The node's certificate has ten of its 310 days left: due.
+    let (cert, key) = crate::common::nearly_expired_certificate(
+        dir,
+        "system:node:renewer",
+        &["system:nodes"],
+        &[],
+        false,
+    );
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let admin = std::fs::read_to_string(server.kubeconfig()).expect("admin kubeconfig");
+    let cut = admin.find("users:").expect("users section");
+    let kubeconfig = dir.join("renewer.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "{}users:\n- name: kybern-admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+            &admin[..cut],
+            b64(&cert),
+            b64(&key)
+        ),
+    )
+    .expect("kubeconfig");
+    assert!(remaining_life(&kubeconfig) < 11 * 86400);
+    let _agent = spawn_agent(dir, "renewer", &kubeconfig, &[]);
+    crate::common::node::wait_node_ready(&client, "renewer").await;
+
+    // The node asked for a new certificate as itself; it was approved as a
+    // node renewing itself, signed for a year, and written in place.
+    let csrs: Api<CertificateSigningRequest> = Api::all(client.clone());
+    let agent_log = || std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+    let issued = crate::common::wait_for("the renewed certificate", async || {
+        let list = csrs.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|c| {
+            c.status
+                .as_ref()
+                .and_then(|s| s.certificate.as_ref())
+                .is_some()
+        })
+    })
+    .await;
+    assert_eq!(
+        issued.spec.username.as_deref(),
+        Some("system:node:renewer"),
+        "{}",
+        agent_log()
+    );
+    let approved = issued
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Approved"))
+        .expect("an Approved condition");
+    assert_eq!(approved.reason.as_deref(), Some("AutoApproved"));
+    crate::common::wait_for("the rewritten kubeconfig", async || {
+        (remaining_life(&kubeconfig) > 300 * 86400).then_some(())
+    })
+    .await;
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&kubeconfig)
+            .expect("kubeconfig")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    // The rewritten kubeconfig works, as the node.
+    let kc = kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("config");
+    let as_node = kube::Client::try_from(config).expect("client");
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(as_node);
+    nodes.get("renewer").await.expect("the node reads its Node");
+    assert!(
+        agent_log().contains("rotated the node's client certificate"),
+        "{}",
+        agent_log()
+    );
 }

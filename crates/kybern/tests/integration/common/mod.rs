@@ -239,6 +239,46 @@ pub fn user_certificate(
     (crt, key)
 }
 
+/// A certificate for `cn` in `orgs` (with `sans`, for serving or client
+/// use) signed by the cluster CA under `dir/pki`,
+/// 300 days into its 310-day life (due for renewal), and its key (PEM).
+pub fn nearly_expired_certificate(
+    dir: &std::path::Path,
+    cn: &str,
+    orgs: &[&str],
+    sans: &[&str],
+    server: bool,
+) -> (String, String) {
+    let ca = std::fs::read_to_string(dir.join("pki/ca.crt")).expect("ca.crt");
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(dir.join("pki/ca.key")).expect("ca.key"))
+            .expect("CA key");
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca, ca_key).expect("issuer");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params =
+        rcgen::CertificateParams::new(sans.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+            .expect("params");
+    for o in orgs {
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, *o);
+    }
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params.extended_key_usages = vec![if server {
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth
+    } else {
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth
+    }];
+    let now = std::time::SystemTime::now();
+    let day = std::time::Duration::from_secs(86400);
+    params.not_before = (now - 300 * day).into();
+    params.not_after = (now + 10 * day).into();
+    let cert = params.signed_by(&key, &issuer).expect("sign");
+    (cert.pem(), key.serialize_pem())
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
