@@ -15,7 +15,8 @@ use kube::api::{Api, PostParams};
 /// How long the agent waits for its certificate.
 const WAIT: Duration = Duration::from_secs(300);
 
-fn b64(bytes: impl AsRef<[u8]>) -> String {
+/// Standard base64, as kubeconfigs embed certificates and keys.
+pub(crate) fn b64(bytes: impl AsRef<[u8]>) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 

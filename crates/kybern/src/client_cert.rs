@@ -197,7 +197,7 @@ fn rewrite_credentials(path: &Path, cert: &str, key: &str) -> anyhow::Result<()>
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut doc = serde_json::to_value(kube::config::Kubeconfig::from_yaml(&text)?)?;
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    use crate::agent_join::b64;
     for user in doc["users"].as_array_mut().into_iter().flatten() {
         let Some(entry) = user.get_mut("user").and_then(|u| u.as_object_mut()) else {
             continue;
@@ -243,7 +243,7 @@ mod tests {
     #[test]
     fn credentials_are_rewritten_in_place_and_swapped_live() {
         let (old_cert, old_key) = certificate("system:node:n1");
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        use crate::agent_join::b64;
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("node.kubeconfig");
         std::fs::write(

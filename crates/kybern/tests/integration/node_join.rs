@@ -126,26 +126,11 @@ async fn an_agent_joins_with_a_bootstrap_token() {
         csr.spec.username.as_deref(),
         Some(format!("system:bootstrap:{id}").as_str())
     );
-    let approved = csr
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Approved"))
-        .expect("an Approved condition");
-    assert_eq!(approved.reason.as_deref(), Some("AutoApproved"));
+    assert_auto_approved(csr);
 
     // The agent runs as its node, with a kubeconfig only it may read.
-    let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(&kubeconfig)
-            .expect("kubeconfig")
-            .permissions(),
-    );
-    assert_eq!(mode & 0o777, 0o600);
-    let kc = kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .expect("config");
-    let as_node = kube::Client::try_from(config).expect("client");
+    assert_owner_only(&kubeconfig);
+    let as_node = client_of(&kubeconfig).await;
     let who: serde_json::Value = as_node
         .request(
             http::Request::post("/apis/authentication.k8s.io/v1/selfsubjectreviews")
@@ -176,6 +161,34 @@ async fn an_agent_joins_with_a_bootstrap_token() {
         .expect("run kybern agent");
     assert!(!refused.status.success());
     assert!(!dir.join("intruder.kubeconfig").exists());
+}
+
+/// Asserts the request was approved by the controller manager's approver.
+fn assert_auto_approved(csr: &CertificateSigningRequest) {
+    let approved = csr
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Approved"))
+        .expect("an Approved condition");
+    assert_eq!(approved.reason.as_deref(), Some("AutoApproved"));
+}
+
+/// Asserts only its owner may read or write `path`.
+fn assert_owner_only(path: &Path) {
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(path).expect("kubeconfig").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+/// A client with the identity of the kubeconfig at `path`.
+async fn client_of(path: &Path) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(path).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("config");
+    kube::Client::try_from(config).expect("client")
 }
 
 /// Seconds from now until the client certificate in a kubeconfig expires.
@@ -247,29 +260,14 @@ async fn an_agent_renews_its_certificate_before_it_expires() {
         "{}",
         agent_log()
     );
-    let approved = issued
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Approved"))
-        .expect("an Approved condition");
-    assert_eq!(approved.reason.as_deref(), Some("AutoApproved"));
+    assert_auto_approved(&issued);
     crate::common::wait_for("the rewritten kubeconfig", async || {
         (remaining_life(&kubeconfig) > 300 * 86400).then_some(())
     })
     .await;
-    let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(&kubeconfig)
-            .expect("kubeconfig")
-            .permissions(),
-    );
-    assert_eq!(mode & 0o777, 0o600);
+    assert_owner_only(&kubeconfig);
     // The rewritten kubeconfig works, as the node.
-    let kc = kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .expect("config");
-    let as_node = kube::Client::try_from(config).expect("client");
+    let as_node = client_of(&kubeconfig).await;
     let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(as_node);
     nodes.get("renewer").await.expect("the node reads its Node");
     assert!(
