@@ -8,6 +8,7 @@
 //! a seam ([`runtime::ContainerRuntime`], [`network::PodNetwork`],
 //! [`host::NodeHost`]).
 
+pub mod csr;
 pub mod endpoint;
 pub mod host;
 pub mod images;
@@ -44,6 +45,9 @@ pub enum AgentError {
     /// The pod network failed.
     #[error("network: {0}")]
     Network(String),
+    /// A certificate could not be asked for, issued or used.
+    #[error("certificate: {0}")]
+    Certificate(String),
     /// The pod's spec asks for something that cannot be given (a missing
     /// ConfigMap key, a volume path that leaves its volume).
     #[error("{0}")]
@@ -86,6 +90,9 @@ pub struct NodeContext {
     pub stats: stats::StatsCollector,
     /// Events about the node's pods, reported as `kubelet` from this node.
     pub events: kybern_apimachinery::events::EventRecorder,
+    /// Whether to ask the cluster for a signed serving certificate (the
+    /// kubelet's `serverTLSBootstrap`); needs the node's own credentials.
+    pub server_tls_bootstrap: bool,
     /// The UIDs of the node's pods by `namespace/name`.
     pub pod_index: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
@@ -132,7 +139,16 @@ pub async fn run(ctx: Arc<NodeContext>, client_cas: Vec<Vec<u8>>) -> Result<(), 
     std::fs::create_dir_all(ctx.data_dir.join("pods"))?;
     node::register(&ctx).await?;
     let heartbeat = tokio::spawn(node::heartbeat(ctx.clone()));
-    let endpoint = tokio::spawn(endpoint::serve(ctx.clone(), client_cas));
+    let names = vec![ctx.node_name.clone(), ctx.node_ip.to_string()];
+    let serving = endpoint::serving_cert::ServingCert::load(&ctx.data_dir.join("pki"), names)?;
+    // Asked for once the Node (with its addresses) exists: the approver checks them.
+    let _serving_rotation = ctx.server_tls_bootstrap.then(|| {
+        AbortOnDrop(tokio::spawn(endpoint::serving_cert::rotate(
+            ctx.clone(),
+            serving.clone(),
+        )))
+    });
+    let endpoint = tokio::spawn(endpoint::serve(ctx.clone(), client_cas, serving));
     let sampler = tokio::spawn(stats::run(ctx.clone()));
     let _stop_sampler = AbortOnDrop(sampler);
     let image_gc = tokio::spawn(images::gc::run(ctx.clone(), ctx.image_gc));

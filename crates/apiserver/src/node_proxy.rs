@@ -1,10 +1,14 @@
-//! The API server as a client of node agents: it opens `pods/log` on the
-//! agent that runs the pod, over TLS with its own client certificate (the
-//! agent checks it against the cluster CA), and streams the answer back.
+//! The API server as a client of node agents: it opens `pods/log`, exec,
+//! attach, port-forward and stats on the agent that runs the pod, over TLS
+//! with its own client certificate (the agent checks it against the
+//! cluster CA), and streams the answer back.
 //!
-//! Like upstream's API server without `--kubelet-certificate-authority`, it
-//! does not verify the agent's self-signed serving certificate; the agent is
-//! the side that authenticates.
+//! It verifies the agent in turn (upstream's `--kubelet-certificate-authority`,
+//! here on by default): the agent's certificate must chain to the cluster CA,
+//! cover the address dialed, and name `system:node:NODE` for the node the
+//! pod runs on, so that no one else's certificate (another node's included)
+//! can stand in for it. `--kubelet-insecure-tls` turns this off for agents
+//! that serve self-signed certificates.
 
 use std::sync::Arc;
 
@@ -22,6 +26,18 @@ use crate::pki::Pki;
 #[derive(Clone, Debug)]
 pub struct NodeProxy {
     tls: Arc<std::sync::RwLock<Arc<rustls::ClientConfig>>>,
+    verify: bool,
+}
+
+/// Where a node's agent listens, and which node it must prove to be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentAddress {
+    /// The node's name.
+    pub node: String,
+    /// Its address (the node's InternalIP, else its first).
+    pub host: String,
+    /// The port it publishes in `daemonEndpoints`.
+    pub port: u16,
 }
 
 /// Why a node agent could not be reached.
@@ -44,23 +60,25 @@ pub struct AgentResponse {
 }
 
 impl NodeProxy {
-    /// Client settings from the cluster PKI.
-    pub fn new(pki: &Pki) -> Result<Self, NodeProxyError> {
+    /// Client settings from the cluster PKI; `verify`: whether agents must
+    /// prove themselves with a certificate the cluster CA signed.
+    pub fn new(pki: &Pki, verify: bool) -> Result<Self, NodeProxyError> {
         Ok(NodeProxy {
-            tls: Arc::new(std::sync::RwLock::new(Self::config(pki)?)),
+            tls: Arc::new(std::sync::RwLock::new(Self::config(pki, verify)?)),
+            verify,
         })
     }
 
     /// Uses `pki`'s client certificate from the next connection on.
     pub fn replace(&self, pki: &Pki) -> Result<(), NodeProxyError> {
-        let fresh = Self::config(pki)?;
+        let fresh = Self::config(pki, self.verify)?;
         if let Ok(mut slot) = self.tls.write() {
             *slot = fresh;
         }
         Ok(())
     }
 
-    fn config(pki: &Pki) -> Result<Arc<rustls::ClientConfig>, NodeProxyError> {
+    fn config(pki: &Pki, verify: bool) -> Result<Arc<rustls::ClientConfig>, NodeProxyError> {
         let bad = |e: &dyn std::fmt::Display| NodeProxyError::Tls(e.to_string());
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let certs: Vec<CertificateDer<'static>> =
@@ -69,23 +87,33 @@ impl NodeProxy {
                 .map_err(|e| bad(&e))?;
         let key = PrivateKeyDer::from_pem_slice(pki.node_client_key_pem.as_bytes())
             .map_err(|e| bad(&e))?;
-        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| bad(&e))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyServerCert::new(provider)))
+            .map_err(|e| bad(&e))?;
+        let builder = if verify {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
+                roots.add(ca.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+            }
+            builder.with_root_certificates(roots)
+        } else {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyServerCert::new(provider)))
+        };
+        let config = builder
             .with_client_auth_cert(certs, key)
             .map_err(|e| bad(&e))?;
         Ok(Arc::new(config))
     }
 
-    /// An HTTP/1.1 connection to the agent at `host:port`, able to upgrade.
+    /// An HTTP/1.1 connection to the agent at `agent`, able to upgrade.
     async fn connect(
         &self,
-        host: &str,
-        port: u16,
+        agent: &AgentAddress,
     ) -> Result<hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>, NodeProxyError>
     {
+        let (host, port) = (agent.host.as_str(), agent.port);
         let fail = |what: &str, e: &dyn std::fmt::Display| {
             NodeProxyError::Connect(format!("{what} node agent {host}:{port}: {e}"))
         };
@@ -106,6 +134,25 @@ impl NodeProxy {
             .connect(name, tcp)
             .await
             .map_err(|e| fail("TLS with", &e))?;
+        if self.verify {
+            let named = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(|cert| kybern_apimachinery::x509::subject_identity(cert))
+                .map(|(user, _)| user);
+            let expected = format!("system:node:{}", agent.node);
+            if named.as_deref() != Some(expected.as_str()) {
+                return Err(fail(
+                    "verifying",
+                    &format!(
+                        "its certificate names {}, not {expected}",
+                        named.as_deref().unwrap_or("no one")
+                    ),
+                ));
+            }
+        }
         let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| fail("HTTP with", &e))?;
@@ -113,15 +160,14 @@ impl NodeProxy {
         Ok(send)
     }
 
-    /// GETs `path_and_query` from the agent at `host:port`.
+    /// GETs `path_and_query` from `agent`.
     pub async fn get(
         &self,
-        host: &str,
-        port: u16,
+        agent: &AgentAddress,
         path_and_query: &str,
     ) -> Result<AgentResponse, NodeProxyError> {
         let resp = self
-            .request(host, port, hyper::Method::GET, path_and_query, &[])
+            .request(agent, hyper::Method::GET, path_and_query, &[])
             .await?;
         Ok(AgentResponse {
             status: resp.status().as_u16(),
@@ -133,16 +179,16 @@ impl NodeProxy {
     /// be an upgrade (`101`), to be taken with `hyper::upgrade::on`.
     pub async fn request(
         &self,
-        host: &str,
-        port: u16,
+        agent: &AgentAddress,
         method: hyper::Method,
         path_and_query: &str,
         headers: &[(hyper::header::HeaderName, hyper::header::HeaderValue)],
     ) -> Result<hyper::Response<hyper::body::Incoming>, NodeProxyError> {
+        let (host, port) = (agent.host.as_str(), agent.port);
         let fail = |e: &dyn std::fmt::Display| {
             NodeProxyError::Connect(format!("request to node agent {host}:{port}: {e}"))
         };
-        let mut send = self.connect(host, port).await?;
+        let mut send = self.connect(agent).await?;
         let mut req = hyper::Request::builder()
             .method(method)
             .uri(path_and_query)

@@ -256,6 +256,8 @@ pub async fn run_agent(
         }
         _ => None,
     };
+    // Only a node's own identity may ask for its serving certificate.
+    let server_tls_bootstrap = identity.is_some();
     let client = match &identity {
         Some(id) => crate::client_cert::client_with(&config, id.clone())?,
         None => kube::Client::try_from(config)?,
@@ -340,6 +342,7 @@ pub async fn run_agent(
         host: Arc::new(LinuxHost::default()),
         data_dir,
         stats: Default::default(),
+        server_tls_bootstrap,
         pod_index: Default::default(),
     };
     println!(

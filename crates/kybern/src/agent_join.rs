@@ -5,15 +5,9 @@
 //! manager approves and signs) and writes the kubeconfig it runs with.
 
 use std::path::Path;
-use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use base64::Engine;
-use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use kube::api::{Api, PostParams};
-
-/// How long the agent waits for its certificate.
-const WAIT: Duration = Duration::from_secs(300);
 
 /// Standard base64, as kubeconfigs embed certificates and keys.
 pub(crate) fn b64(bytes: impl AsRef<[u8]>) -> String {
@@ -66,61 +60,16 @@ pub async fn bootstrap(
 }
 
 /// Asks the cluster, through `client`, for a client certificate of
-/// `system:node:NODE` in `system:nodes` with a new key, and waits until it
-/// is signed: the certificate and key (PEM).
+/// `system:node:NODE` with a new key, and waits until it is signed: the
+/// certificate and key (PEM).
 pub async fn request_node_certificate(
     client: kube::Client,
     node: &str,
 ) -> anyhow::Result<(String, String)> {
-    let key = rcgen::KeyPair::generate()?;
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::OrganizationName, "system:nodes");
-    let user = format!("system:node:{node}");
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, user.as_str());
-    let request = params.serialize_request(&key)?.pem()?;
-    let csr: CertificateSigningRequest = serde_json::from_value(serde_json::json!({
-        "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
-        "metadata": {"generateName": "node-csr-"},
-        "spec": {"request": b64(&request),
-            "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
-            "usages": ["digital signature", "client auth"]}}))?;
-    let api: Api<CertificateSigningRequest> = Api::all(client);
-    let created = api
-        .create(&PostParams::default(), &csr)
+    let ask = kybern_agent::csr::CertificateAsk::client(node);
+    kybern_agent::csr::request(client, &ask)
         .await
-        .context("asking for the node's certificate")?;
-    let name = created.metadata.name.unwrap_or_default();
-    tracing::info!(csr = %name, %node, "waiting for the node's certificate");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let certificate = loop {
-        let csr = api.get(&name).await?;
-        let status = csr.status.unwrap_or_default();
-        if let Some(c) = status.certificate.filter(|c| !c.0.is_empty()) {
-            break String::from_utf8(c.0).context("the certificate is not PEM")?;
-        }
-        if let Some(c) = status
-            .conditions
-            .iter()
-            .flatten()
-            .find(|c| matches!(c.type_.as_str(), "Denied" | "Failed") && c.status != "False")
-        {
-            bail!(
-                "certificate request {name} {}: {}",
-                c.type_.to_lowercase(),
-                c.message.clone().unwrap_or_default()
-            );
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!("certificate request {name} not signed after {WAIT:?}: is it approved?");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    tracing::info!(csr = %name, %node, "the node's certificate was issued");
-    Ok((certificate, key.serialize_pem()))
+        .context("asking for the node's client certificate")
 }
 
 async fn client_of(yaml: &str) -> anyhow::Result<kube::Client> {

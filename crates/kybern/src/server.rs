@@ -38,6 +38,11 @@ pub struct ServerArgs {
     /// (off by default; for debugging).
     #[arg(long)]
     insecure_listen: Option<SocketAddr>,
+    /// Do not verify node agents' serving certificates (they must otherwise
+    /// be signed by the cluster CA for the node dialed; agents get them
+    /// through `kubelet-serving` certificate requests).
+    #[arg(long)]
+    kubelet_insecure_tls: bool,
     /// Do not run the scheduler in this process (run `kybern scheduler`, or
     /// another scheduler, instead).
     #[arg(long)]
@@ -140,7 +145,10 @@ async fn serve(
     let pki = Pki::ensure(&args.data_dir.join("pki"), &default_hosts(&hosts))?;
     let _ = state
         .node_proxy
-        .set(kybern_apiserver::node_proxy::NodeProxy::new(&pki)?);
+        .set(kybern_apiserver::node_proxy::NodeProxy::new(
+            &pki,
+            !args.kubelet_insecure_tls,
+        )?);
     let signer = kybern_apiserver::service_account_token::TokenSigner::load_or_create(
         &args.data_dir.join("pki").join("service-account.key"),
     )?;

@@ -2,10 +2,12 @@
 //! fetches container logs from it and passes exec and port-forward sessions
 //! through to it. Only clients with a certificate signed by the cluster CA
 //! get in, and only for what the API server authorizes them to do on this
-//! node (`authz`); the agent serves with a self-signed certificate.
+//! node (`authz`); the agent serves with a certificate the cluster signs
+//! (`serving_cert`), so that the API server can verify it.
 
 mod authz;
 pub mod logs;
+pub mod serving_cert;
 mod streams;
 
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 
 use crate::worker::state::{PodDir, Run, history};
 use crate::{AgentError, NodeContext};
@@ -90,34 +92,18 @@ async fn stats_summary(State(ctx): State<Arc<NodeContext>>) -> Response {
         .into_response()
 }
 
-/// A self-signed serving certificate for `names`, kept under `dir`.
-fn serving_cert(
-    dir: &std::path::Path,
-    names: Vec<String>,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), AgentError> {
-    use rustls::pki_types::pem::PemObject;
-    std::fs::create_dir_all(dir)?;
-    let (crt, key) = (dir.join("agent.crt"), dir.join("agent.key"));
-    if !(crt.exists() && key.exists()) {
-        let cert = rcgen::generate_simple_self_signed(names)
-            .map_err(|e| AgentError::Runtime(format!("serving certificate: {e}")))?;
-        std::fs::write(&key, cert.signing_key.serialize_pem())?;
-        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-        std::fs::write(&crt, cert.cert.pem())?;
-    }
-    let bad =
-        |e: rustls::pki_types::pem::Error| AgentError::Runtime(format!("serving certificate: {e}"));
-    let certs = CertificateDer::pem_file_iter(&crt)
-        .map_err(bad)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(bad)?;
-    let key = PrivateKeyDer::from_pem_file(&key).map_err(bad)?;
-    Ok((certs, key))
-}
+/// How long a handshake waits for the first signed serving certificate
+/// before it gets the self-signed one.
+const FIRST_CERTIFICATE: Duration = Duration::from_secs(10);
 
-/// Serves the endpoint on `0.0.0.0:port` until the future is dropped;
-/// clients must present a certificate signed by one of `client_cas` (DER).
-pub async fn serve(ctx: Arc<NodeContext>, client_cas: Vec<Vec<u8>>) -> Result<(), AgentError> {
+/// Serves the endpoint on `0.0.0.0:port` with `serving` until the future
+/// is dropped; clients must present a certificate signed by one of
+/// `client_cas` (DER).
+pub async fn serve(
+    ctx: Arc<NodeContext>,
+    client_cas: Vec<Vec<u8>>,
+    serving: Arc<serving_cert::ServingCert>,
+) -> Result<(), AgentError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for ca in client_cas {
@@ -132,16 +118,14 @@ pub async fn serve(ctx: Arc<NodeContext>, client_cas: Vec<Vec<u8>>) -> Result<()
     )
     .build()
     .map_err(|e| tls_err(&e))?;
-    let names = vec![ctx.node_name.clone(), ctx.node_ip.to_string()];
-    let (certs, key) = serving_cert(&ctx.data_dir.join("pki"), names)?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_err(&e))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .map_err(|e| tls_err(&e))?;
+        .with_cert_resolver(serving.clone());
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let bootstrapping = ctx.server_tls_bootstrap;
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", ctx.port))
         .await
         .map_err(|e| AgentError::Runtime(format!("binding the agent port {}: {e}", ctx.port)))?;
@@ -175,7 +159,11 @@ pub async fn serve(ctx: Arc<NodeContext>, client_cas: Vec<Vec<u8>>) -> Result<()
             }
         };
         let (acceptor, app) = (acceptor.clone(), app.clone());
+        let awaited = bootstrapping.then(|| serving.clone());
         tokio::spawn(async move {
+            if let Some(serving) = awaited {
+                serving.signed_within(FIRST_CERTIFICATE).await;
+            }
             let Ok(Ok(tls)) =
                 tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
             else {

@@ -367,12 +367,18 @@ fn controllers() -> Vec<(&'static str, Vec<Value>)> {
                     // `patch`: ours writes conditions and the certificate by merge patch.
                     &["update", "patch"],
                 ),
+                // `kubelet-serving` and `nodes`: ours also approves a node's
+                // serving request that names only that node's addresses.
                 named(
                     &["certificates.k8s.io"],
                     &["signers"],
-                    &["kubernetes.io/kube-apiserver-client-kubelet"],
+                    &[
+                        "kubernetes.io/kube-apiserver-client-kubelet",
+                        "kubernetes.io/kubelet-serving",
+                    ],
                     &["approve"],
                 ),
+                rule(&[""], &["nodes"], &["get"]),
                 named(
                     &["certificates.k8s.io"],
                     &["signers"],

@@ -31,10 +31,10 @@ async fn summaries(ctx: &Ctx, only: Option<&str>) -> Result<Vec<(Value, Value)>,
         .into_iter()
         .filter(|n| only.is_none_or(|name| n["metadata"]["name"] == name))
         .filter_map(|node| {
-            let (host, port) = agent_of(&node)?;
+            let agent = agent_of(&node)?;
             Some(async move {
                 let fetch = async {
-                    let resp = proxy.get(&host, port, "/stats/summary").await.ok()?;
+                    let resp = proxy.get(&agent, "/stats/summary").await.ok()?;
                     if resp.status != 200 {
                         return None;
                     }

@@ -6,6 +6,7 @@ use axum::response::IntoResponse;
 use serde_json::Value;
 
 use super::Ctx;
+use crate::node_proxy::AgentAddress;
 use crate::response::ApiResult;
 use kybern_apimachinery::ApiError;
 
@@ -56,7 +57,8 @@ pub(super) fn container_of(
 
 /// The agent's address: the node's InternalIP (else its first address) and
 /// the port it publishes in `daemonEndpoints`.
-pub(super) fn agent_of(node: &Value) -> Option<(String, u16)> {
+pub(super) fn agent_of(node: &Value) -> Option<AgentAddress> {
+    let name = node["metadata"]["name"].as_str()?.to_owned();
     let addresses = node["status"]["addresses"].as_array()?;
     let ip = addresses
         .iter()
@@ -65,11 +67,15 @@ pub(super) fn agent_of(node: &Value) -> Option<(String, u16)> {
         .as_str()?
         .to_owned();
     let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64()?;
-    Some((ip, u16::try_from(port).ok()?))
+    Some(AgentAddress {
+        node: name,
+        host: ip,
+        port: u16::try_from(port).ok()?,
+    })
 }
 
 /// The address of the agent that runs `pod`.
-pub(super) async fn agent_for_pod(ctx: &Ctx, pod: &Value) -> Result<(String, u16), ApiError> {
+pub(super) async fn agent_for_pod(ctx: &Ctx, pod: &Value) -> Result<AgentAddress, ApiError> {
     let name = pod["metadata"]["name"].as_str().unwrap_or("");
     let Some(node_name) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
         return Err(ApiError::bad_request(format!(
@@ -113,7 +119,7 @@ pub async fn log(ctx: &Ctx) -> ApiResult {
         .get(&ctx.info, ctx.namespace(), name)
         .await?;
     let container = container_of(&pod, name, ctx.query.get("container"))?;
-    let (host, port) = agent_for_pod(ctx, &pod).await?;
+    let agent = agent_for_pod(ctx, &pod).await?;
     let proxy = node_proxy(ctx)?;
     let mut query: Vec<String> = Vec::new();
     for key in PASSED_ON {
@@ -133,7 +139,7 @@ pub async fn log(ctx: &Ctx) -> ApiResult {
         query.join("&")
     );
     let resp = proxy
-        .get(&host, port, &path)
+        .get(&agent, &path)
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
     if resp.status != 200 {
@@ -178,10 +184,16 @@ mod tests {
 
     #[test]
     fn the_agent_is_found_from_the_node_status() {
-        let node = json!({"status": {"addresses": [{"type": "Hostname", "address": "n"},
+        let node = json!({"metadata": {"name": "n1"},
+            "status": {"addresses": [{"type": "Hostname", "address": "n"},
             {"type": "InternalIP", "address": "10.0.0.5"}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}}}});
-        assert_eq!(agent_of(&node), Some(("10.0.0.5".into(), 10250)));
+        let agent = AgentAddress {
+            node: "n1".into(),
+            host: "10.0.0.5".into(),
+            port: 10250,
+        };
+        assert_eq!(agent_of(&node), Some(agent));
         assert_eq!(agent_of(&json!({"status": {}})), None);
     }
 }

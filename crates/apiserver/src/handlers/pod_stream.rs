@@ -68,7 +68,7 @@ pub async fn stream(
             .await?;
         format!("/portForward/{}/{name}", ctx.namespace())
     };
-    let (host, port) = agent_for_pod(ctx, &pod).await?;
+    let agent = agent_for_pod(ctx, &pod).await?;
     let proxy = node_proxy(ctx)?;
     let (Some(client), true) = (client, ctx.headers.contains_key(header::UPGRADE)) else {
         return Err(ApiError::bad_request("Upgrade request required").into());
@@ -81,7 +81,7 @@ pub async fn stream(
     }
     let path_and_query = format!("{path}?{}", ctx.raw_query);
     let agent = proxy
-        .request(&host, port, method, &path_and_query, &headers)
+        .request(&agent, method, &path_and_query, &headers)
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
     if agent.status() != StatusCode::SWITCHING_PROTOCOLS {

@@ -2,11 +2,12 @@
 //! token create` makes one and prints the join command; `kybern agent
 //! --server --token --certificate-authority` asks for its client
 //! certificate, the controller manager approves and signs it, and the node
-//! registers and is Ready under its own identity.
+//! registers and is Ready under its own identity; its serving certificate
+//! comes the same way, and the API server checks it.
 
 use crate::common::{Server, free_port};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::Api;
 use kube::api::ListParams;
 use serde_json::json;
@@ -116,12 +117,13 @@ async fn an_agent_joins_with_a_bootstrap_token() {
     // client signer; it was made by the bootstrap token's identity.
     let csrs: Api<CertificateSigningRequest> = Api::all(client.clone());
     let list = csrs.list(&ListParams::default()).await.expect("list CSRs");
-    assert_eq!(list.items.len(), 1, "{}", agent_log());
-    let csr = &list.items[0];
-    assert_eq!(
-        csr.spec.signer_name,
-        "kubernetes.io/kube-apiserver-client-kubelet"
-    );
+    let client_requests: Vec<_> = list
+        .items
+        .iter()
+        .filter(|c| c.spec.signer_name == "kubernetes.io/kube-apiserver-client-kubelet")
+        .collect();
+    assert_eq!(client_requests.len(), 1, "{}", agent_log());
+    let csr = client_requests[0];
     assert_eq!(
         csr.spec.username.as_deref(),
         Some(format!("system:bootstrap:{id}").as_str())
@@ -146,6 +148,8 @@ async fn an_agent_joins_with_a_bootstrap_token() {
         .expect("whoami");
     assert_eq!(who["status"]["userInfo"]["username"], "system:node:joiner");
 
+    assert_serves_as_itself(&client, dir, "joiner").await;
+
     // A token that is not one joins nothing.
     let refused = Command::new(env!("CARGO_BIN_EXE_kybern"))
         .args(["agent", "--server", &server.url])
@@ -161,6 +165,118 @@ async fn an_agent_joins_with_a_bootstrap_token() {
         .expect("run kybern agent");
     assert!(!refused.status.success());
     assert!(!dir.join("intruder.kubeconfig").exists());
+}
+
+/// The first issued request for `signer`, waited for.
+async fn issued(client: &kube::Client, signer: &str) -> CertificateSigningRequest {
+    let csrs: Api<CertificateSigningRequest> = Api::all(client.clone());
+    crate::common::wait_for("an issued certificate", async || {
+        let list = csrs.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|c| {
+            c.spec.signer_name == signer
+                && c.status
+                    .as_ref()
+                    .and_then(|s| s.certificate.as_ref())
+                    .is_some()
+        })
+    })
+    .await
+}
+
+/// Asserts `node`'s agent asked for its serving certificate as itself, got
+/// it approved and signed, and presents it; and that the API server refuses
+/// it when it dials the agent for another node.
+async fn assert_serves_as_itself(client: &kube::Client, dir: &Path, node: &str) {
+    let serving = issued(client, "kubernetes.io/kubelet-serving").await;
+    let user = format!("system:node:{node}");
+    assert_eq!(serving.spec.username.as_deref(), Some(user.as_str()));
+    assert_auto_approved(&serving);
+    let nodes: Api<Node> = Api::all(client.clone());
+    let port = nodes
+        .get(node)
+        .await
+        .expect("node")
+        .status
+        .and_then(|s| s.daemon_endpoints)
+        .and_then(|d| d.kubelet_endpoint)
+        .map(|e| e.port)
+        .expect("the agent's port");
+    let port = u16::try_from(port).expect("port");
+    crate::common::wait_for("the agent to present its signed certificate", async || {
+        (verified_agent_identity(&dir.join("pki"), port)
+            .await
+            .as_deref()
+            == Some(user.as_str()))
+        .then_some(())
+    })
+    .await;
+
+    // A Node that points at this agent's address gets no logs through it:
+    // the agent's certificate names another node.
+    let impostor: Node =
+        serde_json::from_value(json!({"metadata": {"name": "impostor"}})).expect("node");
+    nodes
+        .create(&Default::default(), &impostor)
+        .await
+        .expect("create node");
+    let status = json!({"status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}});
+    nodes
+        .patch_status(
+            "impostor",
+            &Default::default(),
+            &kube::api::Patch::Merge(status),
+        )
+        .await
+        .expect("node status");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "misdirected"},
+        "spec": {"nodeName": "impostor", "containers": [{"name": "c", "image": "busybox"}]}}))
+    .expect("pod");
+    pods.create(&Default::default(), &pod)
+        .await
+        .expect("create pod");
+    let refused = pods
+        .logs("misdirected", &Default::default())
+        .await
+        .expect_err("no logs from another node's agent");
+    assert!(
+        refused.to_string().contains("not system:node:impostor"),
+        "{refused}"
+    );
+}
+
+/// The user the certificate of the agent on 127.0.0.1:`port` names, if it
+/// verifies against the cluster CA for that address (the admin connects).
+async fn verified_agent_identity(pki: &Path, port: u16) -> Option<String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(pki.join("ca.crt")).ok()?)
+        .ok()?;
+    let certs = CertificateDer::pem_file_iter(pki.join("admin.crt"))
+        .ok()?
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    let key = PrivateKeyDer::from_pem_file(pki.join("admin.key")).ok()?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .ok()?;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let name = ServerName::try_from("127.0.0.1").ok()?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .ok()?;
+    let cert = tls.get_ref().1.peer_certificates()?.first()?.clone();
+    kybern_apimachinery::x509::subject_identity(&cert).map(|(user, _)| user)
 }
 
 /// Asserts the request was approved by the controller manager's approver.
@@ -242,18 +358,8 @@ async fn an_agent_renews_its_certificate_before_it_expires() {
 
     // The node asked for a new certificate as itself; it was approved as a
     // node renewing itself, signed for a year, and written in place.
-    let csrs: Api<CertificateSigningRequest> = Api::all(client.clone());
     let agent_log = || std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
-    let issued = crate::common::wait_for("the renewed certificate", async || {
-        let list = csrs.list(&ListParams::default()).await.ok()?;
-        list.items.into_iter().find(|c| {
-            c.status
-                .as_ref()
-                .and_then(|s| s.certificate.as_ref())
-                .is_some()
-        })
-    })
-    .await;
+    let issued = issued(&client, "kubernetes.io/kube-apiserver-client-kubelet").await;
     assert_eq!(
         issued.spec.username.as_deref(),
         Some("system:node:renewer"),

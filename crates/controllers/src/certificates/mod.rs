@@ -1,5 +1,5 @@
-//! The certificate controllers: the approver of node client certificates
-//! (upstream's csrapproving), and the signer (csrsigning) that signs
+//! The certificate controllers: the approver of node certificates
+//! (upstream's csrapproving, `approver`), and the signer (csrsigning) that signs
 //! approved requests for the built-in client and kubelet signers with the
 //! cluster CA.
 
@@ -7,11 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
-};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use rcgen::{
     CertificateSigningRequestParams, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer,
     KeyPair, KeyUsagePurpose, SanType,
@@ -20,6 +17,8 @@ use serde_json::json;
 
 use crate::ControllerError;
 use crate::informer::{Informer, next_change};
+
+mod approver;
 
 /// Node agents' client certificates.
 pub const KUBELET_CLIENT: &str = "kubernetes.io/kube-apiserver-client-kubelet";
@@ -98,7 +97,7 @@ async fn reconcile(
         return Ok(());
     }
     if !has_condition(csr, "Approved") {
-        return approve_node_client(client, csr).await;
+        return approver::approve(client, csr).await;
     }
     match issuer {
         Some(issuer) => sign(client, csr, issuer).await,
@@ -107,13 +106,13 @@ async fn reconcile(
 }
 
 /// What the request asks for, parsed.
-struct Request {
-    params: CertificateSigningRequestParams,
-    common_name: String,
-    organizations: Vec<String>,
+pub(super) struct Request {
+    pub(super) params: CertificateSigningRequestParams,
+    pub(super) common_name: String,
+    pub(super) organizations: Vec<String>,
 }
 
-fn parse(csr: &CertificateSigningRequest) -> Result<Request, String> {
+pub(super) fn parse(csr: &CertificateSigningRequest) -> Result<Request, String> {
     let pem = String::from_utf8(csr.spec.request.0.clone()).map_err(|e| e.to_string())?;
     let params = CertificateSigningRequestParams::from_pem(&pem).map_err(|e| e.to_string())?;
     let text = |v: &DnValue| match v {
@@ -141,7 +140,7 @@ fn parse(csr: &CertificateSigningRequest) -> Result<Request, String> {
 /// Whether a kubelet client request has the shape upstream requires:
 /// `system:node:<name>` in `system:nodes`, no alternative names, and only
 /// the usages of a client certificate.
-fn is_node_client(csr: &CertificateSigningRequest, request: &Request) -> bool {
+pub(super) fn is_node_client(csr: &CertificateSigningRequest, request: &Request) -> bool {
     let usages: Vec<&str> = csr
         .spec
         .usages
@@ -159,71 +158,8 @@ fn is_node_client(csr: &CertificateSigningRequest, request: &Request) -> bool {
             .all(|u| matches!(*u, "client auth" | "digital signature" | "key encipherment"))
 }
 
-/// Approves a node client request when its requester may create one: a
-/// node renewing its own certificate (`selfnodeclient`), or a bootstrap
-/// identity asking for a node's (`nodeclient`).
-async fn approve_node_client(
-    client: &kube::Client,
-    csr: &CertificateSigningRequest,
-) -> Result<(), ControllerError> {
-    if csr.spec.signer_name != KUBELET_CLIENT {
-        return Ok(());
-    }
-    let Ok(request) = parse(csr) else {
-        return Ok(());
-    };
-    if !is_node_client(csr, &request) {
-        return Ok(());
-    }
-    let username = csr.spec.username.clone().unwrap_or_default();
-    let subresource = if username == request.common_name {
-        "selfnodeclient"
-    } else {
-        "nodeclient"
-    };
-    let review = SubjectAccessReview {
-        spec: SubjectAccessReviewSpec {
-            user: csr.spec.username.clone(),
-            uid: csr.spec.uid.clone(),
-            groups: csr.spec.groups.clone(),
-            resource_attributes: Some(ResourceAttributes {
-                group: Some("certificates.k8s.io".into()),
-                resource: Some("certificatesigningrequests".into()),
-                subresource: Some(subresource.into()),
-                verb: Some("create".into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let reviews: Api<SubjectAccessReview> = Api::all(client.clone());
-    let answer = reviews.create(&PostParams::default(), &review).await?;
-    if !answer.status.is_some_and(|s| s.allowed) {
-        return Ok(());
-    }
-    let name = csr.metadata.name.clone().unwrap_or_default();
-    tracing::info!(csr = %name, requester = %username, "approving node client certificate");
-    let conditions = with_condition(
-        csr,
-        "Approved",
-        "AutoApproved",
-        "Auto approving kubelet client certificate after SubjectAccessReview.",
-    );
-    let api: Api<CertificateSigningRequest> = Api::all(client.clone());
-    let patch = json!({"status": {"conditions": conditions}});
-    api.patch_subresource(
-        "approval",
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(patch),
-    )
-    .await?;
-    Ok(())
-}
-
 /// The request's conditions with a new one of `type_` (status `True`).
-fn with_condition(
+pub(super) fn with_condition(
     csr: &CertificateSigningRequest,
     type_: &str,
     reason: &str,
