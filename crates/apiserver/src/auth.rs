@@ -163,6 +163,19 @@ fn unauthorized() -> Response {
     ErrorResponse(ApiError::new(StatusReason::Unauthorized, "Unauthorized")).into_response()
 }
 
+/// `metadata.uid` of an object's JSON, reading nothing else into memory.
+fn uid_of(json: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        uid: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Object {
+        metadata: Meta,
+    }
+    serde_json::from_slice::<Object>(json).ok()?.metadata.uid
+}
+
 /// The user a ServiceAccount token stands for: its signature, lifetime and
 /// audience hold, and the ServiceAccount (and the pod or secret it is bound
 /// to) still exist with the UIDs it names.
@@ -177,6 +190,20 @@ async fn service_account_user(state: &ApiState, token: &str) -> Option<UserInfo>
         let Some(info) = state.registry.get("", "v1", plural) else {
             return false;
         };
+        // The watch cache answers without a store read. It may trail the
+        // store by an event: an object deleted this instant may still count
+        // (upstream caches a token's user for ten seconds), but a miss or
+        // another UID is checked against the store, so that a new token
+        // for a new object is never refused.
+        if let Some(cache) = state.caches.get(state.objects.store(), &info) {
+            let key = crate::storage::ObjectStore::key(&info, &k.namespace, name);
+            if cache
+                .get(&key)
+                .is_some_and(|cached| uid_of(&cached.json).as_deref() == Some(uid))
+            {
+                return true;
+            }
+        }
         match state.objects.get(&info, &k.namespace, name).await {
             Ok(obj) => crate::object::meta_str(&obj, "uid") == uid,
             Err(_) => false,

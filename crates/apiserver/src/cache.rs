@@ -45,7 +45,7 @@ pub struct CachedObject {
 }
 
 impl CachedObject {
-    fn new(info: &ResourceInfo, key: &str, obj: &Value, revision: Revision) -> Self {
+    pub(crate) fn new(info: &ResourceInfo, key: &str, obj: &Value, revision: Revision) -> Self {
         let fields = selectable_fields(info)
             .iter()
             .map(|f| (*f, field_of(obj, f).unwrap_or_default()))
@@ -340,6 +340,12 @@ impl WatchCache {
             tokio::time::timeout(limit, rx.wait_for(|loaded| *loaded)).await,
             Ok(Ok(_))
         )
+    }
+
+    /// The revision of the last change the cache holds, once loaded.
+    pub fn revision(&self) -> Option<Revision> {
+        let st = self.state.read().ok()?;
+        st.ready.then_some(st.revision)
     }
 
     /// One cached object by store key, if the cache is loaded and holds it.

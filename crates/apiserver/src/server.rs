@@ -34,6 +34,8 @@ pub struct ApiState {
     pub encryption: std::sync::OnceLock<Arc<crate::encryption::EncryptionConfig>>,
     /// The audit policy and log, when auditing.
     pub audit: std::sync::OnceLock<Arc<crate::audit::Auditor>>,
+    /// The RBAC objects, parsed for the authorizer.
+    pub rbac: crate::authz::rbac_index::RbacIndex,
 }
 
 impl ApiState {
@@ -49,6 +51,7 @@ impl ApiState {
             token_signer: Default::default(),
             encryption: Default::default(),
             audit: Default::default(),
+            rbac: Default::default(),
         })
     }
 

@@ -91,7 +91,14 @@ pub struct TokenSigner {
     key: EcdsaKeyPair,
     kid: String,
     rng: SystemRandom,
+    /// Claims of tokens whose signature held, by token: a client sends the
+    /// same token with every request, and checking its signature each time
+    /// is most of what authenticating it costs. Lifetimes are checked anew.
+    verified: std::sync::Mutex<std::collections::HashMap<String, Claims>>,
 }
+
+/// The most verified tokens remembered; past it the memory starts over.
+const VERIFIED_MAX: usize = 4096;
 
 impl std::fmt::Debug for TokenSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -124,7 +131,12 @@ impl TokenSigner {
             .map_err(|_| SignerError::BadKey(path.display().to_string()))?;
         let digest = ring::digest::digest(&ring::digest::SHA256, key.public_key().as_ref());
         let kid = B64.encode(digest.as_ref());
-        Ok(TokenSigner { key, kid, rng })
+        Ok(TokenSigner {
+            key,
+            kid,
+            rng,
+            verified: Default::default(),
+        })
     }
 
     /// Signs `claims` into a compact JWT.
@@ -146,6 +158,30 @@ impl TokenSigner {
     /// The claims of a token this signer made, if its signature holds and
     /// it is within its lifetime. Binding checks are the caller's.
     pub fn verify(&self, token: &str) -> Option<Claims> {
+        let remembered = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|v| v.get(token).cloned());
+        let claims = match remembered {
+            Some(claims) => claims,
+            None => {
+                let claims = self.verify_signature(token)?;
+                if let Ok(mut verified) = self.verified.lock() {
+                    if verified.len() >= VERIFIED_MAX {
+                        verified.clear();
+                    }
+                    verified.insert(token.to_owned(), claims.clone());
+                }
+                claims
+            }
+        };
+        let t = now();
+        (claims.iss == ISSUER && claims.nbf <= t + 60 && t < claims.exp).then_some(claims)
+    }
+
+    /// The claims of a token whose signature is this signer's.
+    fn verify_signature(&self, token: &str) -> Option<Claims> {
         let mut parts = token.split('.');
         let (h, c, s) = (parts.next()?, parts.next()?, parts.next()?);
         if parts.next().is_some() {
@@ -161,9 +197,7 @@ impl TokenSigner {
         );
         let sig = B64.decode(s).ok()?;
         public.verify(format!("{h}.{c}").as_bytes(), &sig).ok()?;
-        let claims: Claims = serde_json::from_slice(&B64.decode(c).ok()?).ok()?;
-        let t = now();
-        (claims.iss == ISSUER && claims.nbf <= t + 60 && t < claims.exp).then_some(claims)
+        serde_json::from_slice(&B64.decode(c).ok()?).ok()
     }
 
     /// The public key as a JWK set (`/openid/v1/jwks`).

@@ -6,6 +6,7 @@ pub mod escalation;
 pub mod node;
 pub mod policy;
 pub mod rbac;
+pub mod rbac_index;
 pub mod review;
 pub mod rules;
 

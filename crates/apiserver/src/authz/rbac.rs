@@ -1,17 +1,16 @@
 //! The RBAC authorizer: the rules a user holds, from the ClusterRoleBindings
-//! and the RoleBindings of the request's namespace, read from the watch
-//! caches of the rbac.authorization.k8s.io resources.
+//! and the RoleBindings of the request's namespace, as parsed from the watch
+//! caches of the rbac.authorization.k8s.io resources (`rbac_index`).
 
 use std::sync::Arc;
 
 use kybern_apimachinery::ApiError;
 use serde_json::Value;
 
+use super::rbac_index::{Binding, RbacSnapshot};
 use super::rules::{Attributes, PolicyRule};
 use crate::auth::UserInfo;
-use crate::cache::CachedObject;
 use crate::server::ApiState;
-use crate::storage::ObjectStore;
 
 /// The group holding the RBAC resources.
 pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
@@ -24,16 +23,7 @@ pub struct Grant {
     /// `ClusterRoleBinding "x" of ClusterRole "y"` (upstream's wording).
     pub source: String,
     /// The rules of the bound role.
-    pub rules: Vec<PolicyRule>,
-}
-
-/// The cached objects of one RBAC resource, in `namespace` (all when `None`).
-async fn cached(
-    state: &ApiState,
-    plural: &str,
-    namespace: Option<&str>,
-) -> Result<Vec<Arc<CachedObject>>, ApiError> {
-    state.cached_objects(RBAC_GROUP, plural, namespace).await
+    pub rules: Arc<Vec<PolicyRule>>,
 }
 
 /// The rules of a Role (in `namespace`) or ClusterRole; `None` if missing.
@@ -42,20 +32,12 @@ pub async fn role_rules(
     kind: &str,
     namespace: &str,
     name: &str,
-) -> Result<Option<Vec<PolicyRule>>, ApiError> {
-    let (plural, ns) = match kind {
-        "ClusterRole" => ("clusterroles", ""),
-        "Role" => ("roles", namespace),
-        _ => return Ok(None),
-    };
-    let (info, cache) = state.loaded_cache(RBAC_GROUP, plural).await?;
-    let Some(obj) = cache.get(&ObjectStore::key(&info, ns, name)) else {
-        return Ok(None);
-    };
-    let role: Value = serde_json::from_slice(&obj.json).unwrap_or(Value::Null);
-    Ok(Some(
-        serde_json::from_value(role["rules"].clone()).unwrap_or_default(),
-    ))
+) -> Result<Option<Arc<Vec<PolicyRule>>>, ApiError> {
+    Ok(state
+        .rbac
+        .snapshot(state)
+        .await?
+        .rules(kind, namespace, name))
 }
 
 /// Whether `subject` of a binding in `binding_ns` names this user.
@@ -75,45 +57,63 @@ pub fn applies(subject: &Value, user: &UserInfo, binding_ns: &str) -> bool {
     }
 }
 
-/// Every grant the user holds in `namespace` ("" for cluster-wide only).
+/// Every grant the user holds in `namespace` ("" for cluster-wide only),
+/// ClusterRoleBindings first, each kind by name.
 pub async fn grants(
     state: &ApiState,
     user: &UserInfo,
     namespace: &str,
 ) -> Result<Vec<Grant>, ApiError> {
+    let snapshot = state.rbac.snapshot(state).await?;
     let mut out = Vec::new();
-    let mut scopes = vec![("clusterrolebindings", None)];
-    if !namespace.is_empty() {
-        scopes.push(("rolebindings", Some(namespace)));
-    }
-    for (plural, ns) in scopes {
-        for obj in cached(state, plural, ns).await? {
-            let binding: Value = serde_json::from_slice(&obj.json).unwrap_or(Value::Null);
-            let subjects = binding["subjects"].as_array().map(Vec::as_slice);
-            if !subjects
-                .unwrap_or_default()
-                .iter()
-                .any(|s| applies(s, user, namespace))
-            {
+    for_each_grant(&snapshot, user, namespace, |binding, rules| {
+        out.push(Grant {
+            source: source(binding),
+            rules: rules.clone(),
+        });
+        false
+    });
+    Ok(out)
+}
+
+/// Calls `visit` with each binding that names the user and the rules of
+/// its role, in [`grants`]' order, until `visit` returns true; whether one did.
+fn for_each_grant(
+    snapshot: &RbacSnapshot,
+    user: &UserInfo,
+    namespace: &str,
+    mut visit: impl FnMut(&Binding, &Arc<Vec<PolicyRule>>) -> bool,
+) -> bool {
+    let scopes = [
+        (None, snapshot.cluster_bindings.as_slice()),
+        (Some(namespace), snapshot.bindings_in(namespace)),
+    ];
+    for (ns, bindings) in scopes {
+        if ns == Some("") {
+            continue;
+        }
+        for binding in bindings {
+            if !binding.subjects.iter().any(|s| applies(s, user, namespace)) {
                 continue;
             }
-            let kind = binding["roleRef"]["kind"].as_str().unwrap_or_default();
-            let role = binding["roleRef"]["name"].as_str().unwrap_or_default();
-            if let Some(rules) = role_rules(state, kind, namespace, role).await? {
-                let what = if ns.is_some() {
-                    "RoleBinding"
-                } else {
-                    "ClusterRoleBinding"
-                };
-                let source = match ns {
-                    Some(ns) => format!("{what} \"{}/{}\" of {kind} {role:?}", ns, obj.name()),
-                    None => format!("{what} {:?} of {kind} {role:?}", obj.name()),
-                };
-                out.push(Grant { source, rules });
+            let role_ns = ns.unwrap_or(namespace);
+            if let Some(rules) = snapshot.rules(&binding.role_kind, role_ns, &binding.role_name)
+                && visit(binding, &rules)
+            {
+                return true;
             }
         }
     }
-    Ok(out)
+    false
+}
+
+/// Where a grant comes from, in upstream's words.
+fn source(binding: &Binding) -> String {
+    let (kind, role) = (&binding.role_kind, &binding.role_name);
+    match &binding.namespace {
+        Some(ns) => format!("RoleBinding \"{ns}/{}\" of {kind} {role:?}", binding.name),
+        None => format!("ClusterRoleBinding {:?} of {kind} {role:?}", binding.name),
+    }
 }
 
 /// The outcome of authorizing one request.
@@ -138,23 +138,25 @@ pub async fn authorize(
             reason: String::new(),
         });
     }
-    for grant in grants(state, user, &attrs.namespace).await? {
-        if grant.rules.iter().any(|r| r.allows(attrs)) {
-            let who = if user.name.starts_with("system:serviceaccount:") {
-                "ServiceAccount"
-            } else {
-                "User"
-            };
-            return Ok(Decision {
-                allowed: true,
-                reason: format!("RBAC: allowed by {} to {who} {:?}", grant.source, user.name),
-            });
+    let snapshot = state.rbac.snapshot(state).await?;
+    let mut reason = String::new();
+    let allowed = for_each_grant(&snapshot, user, &attrs.namespace, |binding, rules| {
+        if !rules.iter().any(|r| r.allows(attrs)) {
+            return false;
         }
-    }
-    Ok(Decision {
-        allowed: false,
-        reason: String::new(),
-    })
+        let who = if user.name.starts_with("system:serviceaccount:") {
+            "ServiceAccount"
+        } else {
+            "User"
+        };
+        reason = format!(
+            "RBAC: allowed by {} to {who} {:?}",
+            source(binding),
+            user.name
+        );
+        true
+    });
+    Ok(Decision { allowed, reason })
 }
 
 /// Every rule the user holds in `namespace`, for rules reviews and the
@@ -182,7 +184,7 @@ pub async fn rules_of(
     Ok(grants(state, user, namespace)
         .await?
         .into_iter()
-        .flat_map(|g| g.rules)
+        .flat_map(|g| g.rules.as_ref().clone())
         .collect())
 }
 
