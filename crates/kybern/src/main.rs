@@ -6,6 +6,7 @@ mod agent_join;
 mod audit_flags;
 mod bench;
 mod client_cert;
+mod component_cert;
 mod controller_cmd;
 mod kubeconfig_cmd;
 mod scheduler_cmd;

@@ -12,6 +12,8 @@ use kybern_apiserver::pki::{Pki, default_hosts};
 use kybern_apiserver::{ApiState, bootstrap, tls};
 use kybern_store::{Compactor, CompactorOptions, StoreUrl};
 
+use crate::component_cert::ComponentIdentity;
+
 /// Arguments of `kybern server`.
 #[derive(clap::Args, Debug)]
 pub struct ServerArgs {
@@ -169,12 +171,17 @@ async fn serve(
     let server_url = format!("https://{}", SocketAddr::new(host.parse()?, addr.port()));
     let kubeconfig = args.data_dir.join("admin.kubeconfig");
     pki.write_admin_kubeconfig(&kubeconfig, &server_url)?;
+    // In-process components' certificates, renewed while the server runs.
+    let mut components = Vec::new();
     if !args.disable_scheduler {
         // An API client like any other, with its own identity and only the
         // rights of upstream's `system:kube-scheduler`.
         let own = args.data_dir.join("scheduler.kubeconfig");
-        pki.write_client_kubeconfig(&own, &server_url, "system:kube-scheduler", &[])?;
-        let client = crate::scheduler_cmd::client_from_kubeconfig(&own).await?;
+        let user = "system:kube-scheduler";
+        let (component, config) =
+            ComponentIdentity::issue(&pki, &own, &server_url, user, &[]).await?;
+        let client = component.client(&config)?;
+        components.push(component);
         let metrics = kybern_scheduler::SchedulerMetrics::default();
         state.metrics.add_registry(metrics.registry());
         let scheduler = kybern_scheduler::Scheduler::new(client.clone(), profiles, metrics);
@@ -186,16 +193,18 @@ async fn serve(
         // The manager's own identity (upstream's `system:kube-controller-manager`),
         // and under it each controller as its own ServiceAccount; without
         // those, every controller acts as the cluster admin.
-        let own = if args.controllers.use_service_account_credentials {
+        let clients = if args.controllers.use_service_account_credentials {
             let own = args.data_dir.join("controller-manager.kubeconfig");
             let user = "system:kube-controller-manager";
-            pki.write_client_kubeconfig(&own, &server_url, user, &[])?;
-            own
+            let (component, config) =
+                ComponentIdentity::issue(&pki, &own, &server_url, user, &[]).await?;
+            let root = component.client(&config)?;
+            components.push(component);
+            args.controllers.clients_with(root, config)
         } else {
-            kubeconfig.clone()
+            let config = crate::scheduler_cmd::config_from_kubeconfig(&kubeconfig).await?;
+            args.controllers.clients(config)?
         };
-        let config = crate::scheduler_cmd::config_from_kubeconfig(&own).await?;
-        let clients = args.controllers.clients(config)?;
         let mut options = args.controllers.options(Some(pki.ca_pem.clone()));
         // The server's controllers sign with the cluster CA itself.
         options.signing_ca = Some(kybern_controllers::certificates::SigningCa {
@@ -214,6 +223,7 @@ async fn serve(
         default_hosts(&hosts),
         serving,
         state.clone(),
+        components,
         (kubeconfig.clone(), server_url.clone()),
     ));
     tracing::info!(%addr, "API server listening (HTTPS)");
@@ -264,13 +274,15 @@ const RENEWAL_CHECK: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Renews the server's leaf certificates as they fall due while it runs:
 /// the serving certificate from the next handshake on, its client
-/// certificate for node agents from the next connection, and the admin's
-/// (rewriting the admin kubeconfig).
+/// certificate for node agents from the next connection, the admin's
+/// (rewriting the admin kubeconfig), and those of the in-process scheduler
+/// and controller manager.
 async fn renew_certificates(
     mut pki: Pki,
     hosts: Vec<String>,
     serving: Arc<tls::ServingCert>,
     state: Arc<ApiState>,
+    components: Vec<ComponentIdentity>,
     (kubeconfig, server_url): (PathBuf, String),
 ) {
     let admin = |dir: &std::path::Path| std::fs::read_to_string(dir.join("admin.crt")).ok();
@@ -299,6 +311,11 @@ async fn renew_certificates(
             && let Err(e) = fresh.write_admin_kubeconfig(&kubeconfig, &server_url)
         {
             tracing::error!(error = %e, "cannot rewrite the admin kubeconfig");
+        }
+        for component in &components {
+            if let Err(e) = component.renew_if_due(&fresh, &server_url) {
+                tracing::error!(error = %format!("{e:#}"), "cannot renew a component's certificate");
+            }
         }
         pki = fresh;
     }
