@@ -13,7 +13,10 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use rcgen::SanType;
 use serde_json::json;
 
-use super::{KUBELET_CLIENT, KUBELET_SERVING, Request, is_node_client, parse, with_condition};
+use super::{
+    KUBELET_CLIENT, KUBELET_SERVING, Request, is_node_client, is_serving, parse, usages,
+    with_condition,
+};
 use crate::ControllerError;
 
 /// Approves `csr` when it is a node's request that may be approved
@@ -126,18 +129,8 @@ fn serving_refusal(
     if request.organizations != ["system:nodes"] {
         return Some("the subject's organization is not system:nodes".into());
     }
-    let usages: Vec<&str> = csr
-        .spec
-        .usages
-        .iter()
-        .flatten()
-        .map(String::as_str)
-        .collect();
-    if !usages.contains(&"server auth")
-        || !usages
-            .iter()
-            .all(|u| matches!(*u, "server auth" | "digital signature" | "key encipherment"))
-    {
+    let usages = usages(csr);
+    if !is_serving(&usages) {
         return Some(format!("usages {usages:?} are not a serving certificate's"));
     }
     let Some(node) = node else {

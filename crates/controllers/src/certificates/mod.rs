@@ -137,17 +137,30 @@ pub(super) fn parse(csr: &CertificateSigningRequest) -> Result<Request, String> 
     })
 }
 
-/// Whether a kubelet client request has the shape upstream requires:
-/// `system:node:<name>` in `system:nodes`, no alternative names, and only
-/// the usages of a client certificate.
-pub(super) fn is_node_client(csr: &CertificateSigningRequest, request: &Request) -> bool {
-    let usages: Vec<&str> = csr
-        .spec
+/// The request's `spec.usages`.
+pub(super) fn usages(csr: &CertificateSigningRequest) -> Vec<&str> {
+    csr.spec
         .usages
         .iter()
         .flatten()
         .map(String::as_str)
-        .collect();
+        .collect()
+}
+
+/// Whether `usages` are a serving certificate's: `server auth`, and
+/// nothing but it, `digital signature` and `key encipherment`.
+pub(super) fn is_serving(usages: &[&str]) -> bool {
+    usages.contains(&"server auth")
+        && usages
+            .iter()
+            .all(|u| matches!(*u, "server auth" | "digital signature" | "key encipherment"))
+}
+
+/// Whether a kubelet client request has the shape upstream requires:
+/// `system:node:<name>` in `system:nodes`, no alternative names, and only
+/// the usages of a client certificate.
+pub(super) fn is_node_client(csr: &CertificateSigningRequest, request: &Request) -> bool {
+    let usages = usages(csr);
     request.common_name.starts_with("system:node:")
         && request.common_name.len() > "system:node:".len()
         && request.organizations == ["system:nodes"]
@@ -190,13 +203,7 @@ fn certificate(
         return Ok(None);
     }
     let mut request = parse(csr)?;
-    let usages: Vec<&str> = csr
-        .spec
-        .usages
-        .iter()
-        .flatten()
-        .map(String::as_str)
-        .collect();
+    let usages = usages(csr);
     match signer {
         KUBELET_CLIENT if !is_node_client(csr, &request) => {
             return Err("invalid kubelet client certificate request".into());
@@ -204,10 +211,7 @@ fn certificate(
         KUBELET_SERVING
             if !(request.common_name.starts_with("system:node:")
                 && request.organizations == ["system:nodes"]
-                && usages.contains(&"server auth")
-                && usages.iter().all(|u| {
-                    matches!(*u, "server auth" | "digital signature" | "key encipherment")
-                })) =>
+                && is_serving(&usages)) =>
         {
             return Err("invalid kubelet serving certificate request".into());
         }
