@@ -1,7 +1,7 @@
 //! Authentication: who is making a request. x509 client certificates (CN is the
-//! user, each O a group) and bearer tokens from a static token file; anonymous
-//! requests reach only the health and version endpoints. Authorization is
-//! allow-all for authenticated users until RBAC arrives.
+//! user, each O a group) and bearer tokens (a static token file, bootstrap
+//! tokens, ServiceAccount tokens); anonymous requests reach only the health
+//! and version endpoints and a GET of `kube-public/cluster-info`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -159,6 +159,16 @@ fn public_path(path: &str) -> bool {
         || path.starts_with("/readyz/")
 }
 
+/// The one object anonymous users may read, through RBAC like anyone else:
+/// `kube-public/cluster-info`, which a joining node fetches before it knows
+/// whether it may trust the server with its bootstrap token.
+fn cluster_info_path(req: &Request) -> bool {
+    use kybern_apimachinery::bootstrap_token::{CLUSTER_INFO, PUBLIC_NAMESPACE};
+    req.method() == axum::http::Method::GET
+        && req.uri().path()
+            == format!("/api/v1/namespaces/{PUBLIC_NAMESPACE}/configmaps/{CLUSTER_INFO}")
+}
+
 fn unauthorized() -> Response {
     ErrorResponse(ApiError::new(StatusReason::Unauthorized, "Unauthorized")).into_response()
 }
@@ -277,7 +287,9 @@ pub async fn authenticate(
         // A presented token must be valid, even alongside a certificate.
         (Some(token), _) => authenticate_token(&state, &token).await,
         (None, Some(u)) => Some(u),
-        (None, None) if public_path(req.uri().path()) => Some(UserInfo::anonymous()),
+        (None, None) if public_path(req.uri().path()) || cluster_info_path(&req) => {
+            Some(UserInfo::anonymous())
+        }
         (None, None) => None,
     };
     let Some(user) = user else {

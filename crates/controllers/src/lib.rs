@@ -3,6 +3,7 @@
 //! reconciles from what it observes, and can be restarted at any moment.
 
 pub mod autoscaler;
+pub mod bootstrap_signer;
 pub mod bootstrap_token_cleaner;
 pub mod certificates;
 pub mod clusterrole_aggregation;
@@ -221,6 +222,7 @@ pub async fn run(clients: ControllerClients, options: ControllerOptions) {
         ),
         clusterrole_aggregation::run(c("clusterrole-aggregation-controller").await, &informers),
         bootstrap_token_cleaner::run(c("token-cleaner").await),
+        bootstrap_signer::run(c("bootstrap-signer").await),
         certificates::run(
             c("certificate-controller").await,
             options.signing_ca.clone()

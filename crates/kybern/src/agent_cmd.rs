@@ -90,15 +90,21 @@ pub struct AgentArgs {
     #[arg(long)]
     kubeconfig: PathBuf,
     /// The API server's URL, to join with `--token`.
-    #[arg(long, requires_all = ["token", "certificate_authority"])]
+    #[arg(long, requires_all = ["token", "trust"])]
     server: Option<String>,
     /// A bootstrap token (`<id>.<secret>`) to join with: the agent asks for
     /// its client certificate with it (TLS bootstrap).
     #[arg(long, requires = "server")]
     token: Option<String>,
     /// The cluster CA certificate (PEM), to trust the server when joining.
-    #[arg(long, requires = "server")]
+    #[arg(long, requires = "server", group = "trust")]
     certificate_authority: Option<PathBuf>,
+    /// The pin of the cluster CA's public key (`sha256:<hex>`, as `kybern
+    /// token create --print-join-command` prints it): the agent learns the
+    /// CA from the cluster's signed `kube-public/cluster-info` and trusts it
+    /// only if its key is pinned. Repeat for several.
+    #[arg(long, requires = "server", group = "trust")]
+    discovery_token_ca_cert_hash: Vec<String>,
     /// Directory for images, pods and runtime state.
     #[arg(long, default_value = "/var/lib/kybern/agent")]
     data_dir: PathBuf,
@@ -368,12 +374,23 @@ impl Drop for AbortOnDrop {
 
 /// `kybern agent`: runs until interrupted.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
-    if let (Some(server), Some(token), Some(ca)) =
-        (&args.server, &args.token, &args.certificate_authority)
+    if let (Some(server), Some(token)) = (&args.server, &args.token)
         && !args.kubeconfig.exists()
     {
+        let ca_pem = match &args.certificate_authority {
+            Some(file) => std::fs::read_to_string(file)
+                .with_context(|| format!("reading the cluster CA {}", file.display()))?,
+            None => {
+                crate::agent_discovery::discover_ca(
+                    server,
+                    token,
+                    &args.discovery_token_ca_cert_hash,
+                )
+                .await?
+            }
+        };
         let node = node_name(&args.flags);
-        crate::agent_join::bootstrap(server, token, ca, &node, &args.kubeconfig).await?;
+        crate::agent_join::bootstrap(server, token, &ca_pem, &node, &args.kubeconfig).await?;
     }
     tokio::select! {
         r = run_agent(&args.kubeconfig, &args.data_dir, &args.flags) => r,

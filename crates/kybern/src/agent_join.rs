@@ -2,7 +2,9 @@
 //! kubelet's. With a bootstrap token the agent asks the cluster for its own
 //! client certificate (a CertificateSigningRequest for
 //! `kubernetes.io/kube-apiserver-client-kubelet`, which the controller
-//! manager approves and signs) and writes the kubeconfig it runs with.
+//! manager approves and signs) and writes the kubeconfig it runs with. The
+//! cluster CA it trusts comes from a file or from token discovery
+//! (`agent_discovery`).
 
 use std::path::Path;
 
@@ -27,15 +29,13 @@ fn kubeconfig_yaml(server: &str, ca_pem: &str, user: &str, credentials: &str) ->
 pub async fn bootstrap(
     server: &str,
     token: &str,
-    ca_file: &Path,
+    ca_pem: &str,
     node: &str,
     out: &Path,
 ) -> anyhow::Result<()> {
-    let ca_pem = std::fs::read_to_string(ca_file)
-        .with_context(|| format!("reading the cluster CA {}", ca_file.display()))?;
     let yaml = kubeconfig_yaml(
         server,
-        &ca_pem,
+        ca_pem,
         "bootstrap",
         &format!("    token: {token}\n"),
     );
@@ -47,7 +47,7 @@ pub async fn bootstrap(
         b64(&certificate),
         b64(key)
     );
-    let yaml = kubeconfig_yaml(server, &ca_pem, &user, &credentials);
+    let yaml = kubeconfig_yaml(server, ca_pem, &user, &credentials);
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }

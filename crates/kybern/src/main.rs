@@ -2,6 +2,7 @@
 //! subcommand to its module; owns no logic of its own.
 
 mod agent_cmd;
+mod agent_discovery;
 mod agent_join;
 mod audit_flags;
 mod bench;

@@ -171,6 +171,9 @@ async fn serve(
     let server_url = format!("https://{}", SocketAddr::new(host.parse()?, addr.port()));
     let kubeconfig = args.data_dir.join("admin.kubeconfig");
     pki.write_admin_kubeconfig(&kubeconfig, &server_url)?;
+    bootstrap::publish_cluster_info(&state, &server_url, &pki.ca_pem)
+        .await
+        .map_err(|e| anyhow::anyhow!("publishing cluster-info: {e}"))?;
     // In-process components' certificates, renewed while the server runs.
     let mut components = Vec::new();
     if !args.disable_scheduler {

@@ -1,7 +1,7 @@
 //! `kybern token create`: a bootstrap token for agents to join with, as
 //! `kubeadm token create` makes one (a `kube-system/bootstrap-token-ID`
-//! Secret), printed on stdout — with the whole `kybern agent` command line
-//! when asked.
+//! Secret), printed on stdout — with the whole `kybern agent` command line,
+//! CA pin included, when asked.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
-use kybern_apimachinery::bootstrap_token::{NAMESPACE, SECRET_PREFIX, SECRET_TYPE};
+use kybern_apimachinery::bootstrap_token::{NAMESPACE, SECRET_PREFIX, SECRET_TYPE, ca_cert_hash};
 
 /// The characters of token ids and secrets.
 const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
@@ -33,10 +33,12 @@ pub struct CreateArgs {
     /// A description kept in the token's Secret.
     #[arg(long)]
     description: Option<String>,
-    /// Print the `kybern agent` command that joins with the token; the
-    /// cluster CA is written to this file for it.
+    /// Print the `kybern agent` command that joins with the token: the
+    /// server's URL, the token and the pin of the cluster CA's public key
+    /// (`--discovery-token-ca-cert-hash`), as `kubeadm token create
+    /// --print-join-command`.
     #[arg(long)]
-    print_join_command: Option<PathBuf>,
+    print_join_command: bool,
 }
 
 fn parse_ttl(s: &str) -> Result<u64, String> {
@@ -99,35 +101,18 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
         .await
         .context("creating the token's Secret")?;
     let token = format!("{id}.{secret}");
-    match args.print_join_command {
-        None => println!("{token}"),
-        Some(ca_file) => {
-            let Some(der) = ca.first() else {
-                bail!("the kubeconfig names no cluster CA to give the agent");
-            };
-            std::fs::write(&ca_file, pem_certificate(der))
-                .with_context(|| format!("writing {}", ca_file.display()))?;
-            println!(
-                "kybern agent --server {} --token {token} --certificate-authority {} --kubeconfig /var/lib/kybern/agent.kubeconfig",
-                server.trim_end_matches('/'),
-                ca_file.display()
-            );
-        }
+    if !args.print_join_command {
+        println!("{token}");
+        return Ok(());
     }
+    let Some(pin) = ca.first().and_then(|der| ca_cert_hash(der)) else {
+        bail!("the kubeconfig names no cluster CA to pin");
+    };
+    println!(
+        "kybern agent --server {} --token {token} --discovery-token-ca-cert-hash {pin} --kubeconfig /var/lib/kybern/agent.kubeconfig",
+        server.trim_end_matches('/'),
+    );
     Ok(())
-}
-
-/// A DER certificate as PEM.
-fn pem_certificate(der: &[u8]) -> String {
-    use base64::Engine;
-    let body = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in body.as_bytes().chunks(64) {
-        pem.push_str(&String::from_utf8_lossy(line));
-        pem.push('\n');
-    }
-    pem.push_str("-----END CERTIFICATE-----\n");
-    pem
 }
 
 #[cfg(test)]

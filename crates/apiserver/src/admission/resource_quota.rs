@@ -1,5 +1,5 @@
-//! ResourceQuota admission: a new object that a quota of its namespace
-//! counts is refused when it would take the quota's `status.used` past its
+//! ResourceQuota admission: a new object (or an update that grows one) that a
+//! quota of its namespace counts is refused when it would take the quota's `status.used` past its
 //! `status.hard`, with upstream's messages; otherwise the quota is charged
 //! at once (compare-and-swap on the quota, retried on conflict), so that
 //! creates racing each other cannot overshoot it. The ResourceQuota
@@ -174,6 +174,35 @@ pub async fn admit(
     obj: &Value,
     dry_run: bool,
 ) -> Result<(), ApiError> {
+    admit_change(state, info, obj, None, dry_run).await
+}
+
+/// Refuses or charges an update of `old` to `obj` by what it adds: a
+/// Service becoming a NodePort or LoadBalancer, a claim asking for more
+/// storage. As upstream, only growth is charged (shrinking is given back by
+/// the controller's recount), object counts do not change, and pods are not
+/// charged on update (their resources change only through `resize`, which
+/// this server does not serve).
+pub async fn admit_update(
+    state: &ApiState,
+    info: &ResourceInfo,
+    obj: &Value,
+    old: &Value,
+    dry_run: bool,
+) -> Result<(), ApiError> {
+    if info.group.is_empty() && info.plural == "pods" {
+        return Ok(());
+    }
+    admit_change(state, info, obj, Some(old), dry_run).await
+}
+
+async fn admit_change(
+    state: &ApiState,
+    info: &ResourceInfo,
+    obj: &Value,
+    old: Option<&Value>,
+    dry_run: bool,
+) -> Result<(), ApiError> {
     let namespace = object::namespace(obj);
     if namespace.is_empty() {
         return Ok(());
@@ -184,12 +213,21 @@ pub async fn admit(
     }
     let typed = Typed::of(info, obj);
     let pod = typed.pod();
+    let old = old.map(|o| (o, Typed::of(info, o)));
     let deltas_of = |quota: &Value| -> Delta {
         quota["spec"]["hard"]
             .as_object()
             .into_iter()
             .flatten()
-            .filter_map(|(k, _)| Some((k.clone(), usage(info, obj, &typed, k)?)))
+            .filter_map(|(k, _)| {
+                let now = usage(info, obj, &typed, k)?;
+                let before = old
+                    .as_ref()
+                    .and_then(|(o, t)| usage(info, o, t, k))
+                    .unwrap_or(0);
+                let grows = now.saturating_sub(before);
+                (old.is_none() || grows > 0).then(|| (k.clone(), grows.max(0)))
+            })
             .collect()
     };
     let mut charges = Vec::new();

@@ -443,36 +443,76 @@ pub fn cluster_role_bindings() -> Vec<Value> {
     bindings
 }
 
-/// Upstream's namespaced Roles in `kube-system` (with their RoleBindings):
-/// the bootstrap token cleaner may only touch that namespace's Secrets.
-pub fn kube_system_roles() -> Vec<(Value, Value)> {
-    let name = format!("{ROLE_PREFIX}token-cleaner");
-    let mut r = role(
-        &name,
-        &[],
-        vec![
-            rule(&[""], &["secrets"], &["delete", "get", "list", "watch"]),
-            events(),
-        ],
-    );
+/// A Role in `namespace` with the RoleBinding that gives it to `subjects`.
+fn namespaced_role(
+    namespace: &str,
+    name: &str,
+    rules: Vec<Value>,
+    subjects: Vec<Value>,
+) -> (Value, Value) {
+    let mut r = role(name, &[], rules);
     r["kind"] = json!("Role");
-    r["metadata"]["namespace"] = json!(NAMESPACE);
+    r["metadata"]["namespace"] = json!(namespace);
+    let mut m = meta(name, &[]);
+    m["namespace"] = json!(namespace);
     let b = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": namespaced(meta(&name, &[])),
+        "metadata": m,
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [service_account("token-cleaner")]});
-    vec![(r, b)]
+        "subjects": subjects});
+    (r, b)
 }
 
-fn namespaced(mut meta: Value) -> Value {
-    meta["namespace"] = json!(NAMESPACE);
-    meta
+/// The Role that lets anyone, unauthenticated too, read
+/// `kube-public/cluster-info` (kubeadm's `bootstrap-signer-clusterinfo`): a
+/// joining node reads it before it may trust the server with its token.
+pub const CLUSTER_INFO_READER: &str = "kybern:bootstrap-signer-clusterinfo";
+
+/// Upstream's namespaced Roles (with their RoleBindings): the bootstrap
+/// token cleaner may only touch `kube-system`'s Secrets; the bootstrap signer
+/// reads them and may only write `kube-public/cluster-info`, which anyone may
+/// read.
+pub fn namespaced_roles() -> Vec<(Value, Value)> {
+    use kybern_apimachinery::bootstrap_token::{CLUSTER_INFO, PUBLIC_NAMESPACE};
+    let signer = format!("{ROLE_PREFIX}bootstrap-signer");
+    vec![
+        namespaced_role(
+            NAMESPACE,
+            &format!("{ROLE_PREFIX}token-cleaner"),
+            vec![
+                rule(&[""], &["secrets"], &["delete", "get", "list", "watch"]),
+                events(),
+            ],
+            vec![service_account("token-cleaner")],
+        ),
+        namespaced_role(
+            NAMESPACE,
+            &signer,
+            vec![rule(&[""], &["secrets"], READ)],
+            vec![service_account("bootstrap-signer")],
+        ),
+        namespaced_role(
+            PUBLIC_NAMESPACE,
+            &signer,
+            vec![
+                rule(&[""], &["configmaps"], READ),
+                named(&[""], &["configmaps"], &[CLUSTER_INFO], &["update"]),
+                events(),
+            ],
+            vec![service_account("bootstrap-signer")],
+        ),
+        namespaced_role(
+            PUBLIC_NAMESPACE,
+            CLUSTER_INFO_READER,
+            vec![named(&[""], &["configmaps"], &[CLUSTER_INFO], &["get"])],
+            vec![user("system:anonymous")],
+        ),
+    ]
 }
 
 /// The ServiceAccount names of every controller with a role here.
 pub fn controller_names() -> Vec<&'static str> {
     let mut names: Vec<&str> = controllers().into_iter().map(|(n, _)| n).collect();
-    names.push("token-cleaner");
+    names.extend(["token-cleaner", "bootstrap-signer"]);
     names
 }
 
@@ -499,9 +539,9 @@ mod tests {
         assert_eq!(deployment["kind"], "ServiceAccount");
         assert_eq!(deployment["namespace"], "kube-system");
         assert_eq!(deployment["name"], "deployment-controller");
-        for (r, b) in kube_system_roles() {
-            assert_eq!(r["metadata"]["namespace"], NAMESPACE);
-            assert_eq!(b["metadata"]["namespace"], NAMESPACE);
+        for (r, b) in namespaced_roles() {
+            assert_eq!(r["metadata"]["namespace"], b["metadata"]["namespace"]);
+            assert_eq!(r["metadata"]["name"], b["roleRef"]["name"]);
             assert_eq!(b["roleRef"]["kind"], "Role");
         }
         assert!(controller_names().contains(&"token-cleaner"));

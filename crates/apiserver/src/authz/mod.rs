@@ -7,6 +7,7 @@ pub mod node;
 pub mod policy;
 pub mod rbac;
 pub mod rbac_index;
+pub mod reconcile;
 pub mod review;
 pub mod rules;
 

@@ -262,9 +262,13 @@ pub async fn update_with(
             .await?;
         ctx.validate_admission("UPDATE", Some(&new), Some(&old), warnings)
             .await?;
+        let dry_run = ctx.query.dry_run()?;
+        if !object::is_deleting(&new) {
+            crate::admission::resource_quota::admit_update(&ctx.state, info, &new, &old, dry_run)
+                .await?;
+        }
         object::set_meta(&mut new, "resourceVersion", json!(old_rv.to_string()));
         ctx.to_storage(&mut new);
-        let dry_run = ctx.query.dry_run()?;
         // The last finalizer of a deleting object is gone: remove the object.
         if object::is_deleting(&new) && !object::held(&new) {
             if dry_run {

@@ -82,6 +82,40 @@ async fn certificates_tokens_and_anonymous() {
         (version["major"].as_str(), version["minor"].as_str()),
         (Some("1"), Some("35"))
     );
+    // And the one object a joining node reads before it may trust anyone:
+    // cluster-info, naming the cluster's CA. Nothing else of kube-public.
+    let info: serde_json::Value = serde_json::from_str(
+        &raw_get(
+            &anon,
+            "/api/v1/namespaces/kube-public/configmaps/cluster-info",
+        )
+        .await
+        .expect("cluster-info"),
+    )
+    .expect("json");
+    let kubeconfig = info["data"]["kubeconfig"].as_str().expect("kubeconfig");
+    let ca = std::fs::read_to_string(server.dir.path().join("pki/ca.crt")).expect("ca");
+    {
+        use base64::Engine;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&ca);
+        assert!(kubeconfig.contains(&encoded), "{kubeconfig}");
+    }
+    for path in [
+        "/api/v1/namespaces/kube-public/configmaps",
+        "/api/v1/watch/namespaces/kube-public/configmaps/cluster-info",
+        "/api/v1/namespaces/kube-public/configmaps?fieldSelector=metadata.name%3Dcluster-info",
+    ] {
+        match raw_get(&anon, path).await {
+            Err(kube::Error::Api(s)) => assert!(
+                matches!(
+                    (s.code, s.reason.as_str()),
+                    (401, "Unauthorized") | (403, "Forbidden")
+                ),
+                "{path}: {s:?}"
+            ),
+            other => panic!("{path}: expected a refusal, got {other:?}"),
+        }
+    }
 
     // A token from the token file, and a wrong one.
     // (Known, but with no role bound: discovery and who-am-I only.)

@@ -1,6 +1,7 @@
 //! The ResourceQuota and HorizontalPodAutoscaler controllers inside `kybern
 //! server`: quota usage follows pods and objects, scoped quotas count and
-//! refuse only the pods their scopes cover; an autoscaler keeps its target
+//! refuse only the pods their scopes cover, updates that grow a claim or open
+//! a node port are charged; an autoscaler keeps its target
 //! within bounds and says that resource metrics are unavailable.
 
 use crate::common;
@@ -8,10 +9,10 @@ use crate::common::wait_for;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, Pod, ResourceQuota,
+    ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Service,
 };
 use k8s_openapi::api::scheduling::v1::PriorityClass;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,6 +175,69 @@ async fn claims_are_held_to_storage_limits_and_quotas(client: &kube::Client) {
         .then_some(())
     })
     .await;
+    // Growing a claim is charged like creating one; shrinking is free.
+    let grow = |size: &str| json!({"spec": {"resources": {"requests": {"storage": size}}}});
+    let err = claims
+        .patch("d", &merge(), &Patch::Merge(grow("2Gi")))
+        .await
+        .expect_err("growth past the quota")
+        .to_string();
+    assert!(
+        err.contains("persistentvolumeclaims \"d\" is forbidden: exceeded quota: storage, requested: requests.storage=1Gi, used: requests.storage=3Gi, limited: requests.storage=3Gi"),
+        "{err}"
+    );
+    claims
+        .patch("a", &merge(), &Patch::Merge(grow("1Gi")))
+        .await
+        .expect("shrinking");
+    services_are_charged_when_they_open_node_ports(client).await;
+}
+
+fn merge() -> PatchParams {
+    PatchParams::default()
+}
+
+/// A Service turned into a NodePort on update takes a `services.nodeports`
+/// unit, and is refused when none is left (upstream charges updates too).
+async fn services_are_charged_when_they_open_node_ports(client: &kube::Client) {
+    let post = PostParams::default();
+    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), "storage");
+    let quota: ResourceQuota = serde_json::from_value(
+        json!({"metadata": {"name": "ports"}, "spec": {"hard": {"services.nodeports": "1"}}}),
+    )
+    .expect("quota");
+    quotas.create(&post, &quota).await.expect("quota");
+    wait_for("ports quota status", async || {
+        quotas.get("ports").await.ok()?.status?.used.map(|_| ())
+    })
+    .await;
+    let services: Api<Service> = Api::namespaced(client.clone(), "storage");
+    for name in ["one", "two"] {
+        let svc: Service = serde_json::from_value(json!({"metadata": {"name": name},
+            "spec": {"ports": [{"port": 80}]}}))
+        .expect("service");
+        services.create(&post, &svc).await.expect("service");
+    }
+    let open = Patch::Merge(json!({"spec": {"type": "NodePort"}}));
+    services
+        .patch("one", &merge(), &open)
+        .await
+        .expect("the first node port fits");
+    let err = services
+        .patch("two", &merge(), &open)
+        .await
+        .expect_err("no node port left")
+        .to_string();
+    assert!(
+        err.contains("services \"two\" is forbidden: exceeded quota: ports, requested: services.nodeports=1, used: services.nodeports=1, limited: services.nodeports=1"),
+        "{err}"
+    );
+    let two = services.get("two").await.expect("two");
+    assert_eq!(
+        two.spec.and_then(|s| s.type_).as_deref(),
+        Some("ClusterIP"),
+        "a refused update changes nothing"
+    );
 }
 
 /// BestEffort and PriorityClass scopes: each quota counts, and refuses, only

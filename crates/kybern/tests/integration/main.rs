@@ -22,6 +22,7 @@ mod api_kubectl_ops;
 mod api_node_authorizer;
 mod api_pod_security;
 mod api_rbac;
+mod api_rbac_reconcile;
 mod api_service_accounts;
 mod api_subresources;
 mod controllers;

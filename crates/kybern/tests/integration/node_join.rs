@@ -1,13 +1,14 @@
 //! A node agent joining a cluster with a bootstrap token (as root): `kybern
 //! token create` makes one and prints the join command; `kybern agent
-//! --server --token --certificate-authority` asks for its client
-//! certificate, the controller manager approves and signs it, and the node
+//! --server --token --discovery-token-ca-cert-hash` learns the CA from the
+//! signed cluster-info (and refuses a CA that is not pinned), asks for its
+//! client certificate, the controller manager approves and signs it, and the node
 //! registers and is Ready under its own identity; its serving certificate
 //! comes the same way, and the API server checks it.
 
 use crate::common::{Server, free_port};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use kube::Api;
 use kube::api::ListParams;
 use serde_json::json;
@@ -29,6 +30,38 @@ impl Drop for JoiningAgent {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// kubeadm's recipe for a CA pin: SHA-256 of the DER SubjectPublicKeyInfo,
+/// computed here by openssl rather than by the code under test.
+fn openssl_pin(ca: &Path) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(
+            "openssl x509 -in \"$1\" -pubkey -noout | openssl pkey -pubin -outform der | sha256sum",
+        )
+        .arg("sh")
+        .arg(ca)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hex = String::from_utf8_lossy(&out.stdout);
+    format!("sha256:{}", hex.split_whitespace().next().expect("digest"))
+}
+
+/// Waits up to a minute for a process to exit.
+fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    for _ in 0..600 {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("the process did not exit");
 }
 
 /// Starts `kybern agent` as `node` with `kubeconfig` and `extra` flags,
@@ -66,7 +99,6 @@ async fn an_agent_joins_with_a_bootstrap_token() {
         .args(["token", "create", "--kubeconfig"])
         .arg(server.kubeconfig())
         .arg("--print-join-command")
-        .arg(dir.join("join-ca.crt"))
         .output()
         .expect("kybern token create");
     let join = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -82,7 +114,8 @@ async fn an_agent_joins_with_a_bootstrap_token() {
     };
     assert_eq!(after("--server"), server.url, "{join}");
     let token = after("--token");
-    let ca = std::path::PathBuf::from(after("--certificate-authority"));
+    let pin = after("--discovery-token-ca-cert-hash");
+    assert_eq!(pin, openssl_pin(&dir.join("pki/ca.crt")), "{join}");
     let id = token.split('.').next().expect("token id").to_owned();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "kube-system");
     let secret = secrets
@@ -95,6 +128,33 @@ async fn an_agent_joins_with_a_bootstrap_token() {
     );
     assert!(secret.data.expect("data").contains_key("expiration"));
 
+    // A pin of another key: the agent learns the CA from the signed
+    // cluster-info, finds it is not the pinned one, and gives up before
+    // sending its token anywhere.
+    let stranger_dir = tempfile::tempdir().expect("tempdir");
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let mut stranger = spawn_agent(
+        stranger_dir.path(),
+        "stranger",
+        &stranger_dir.path().join("kubeconfig"),
+        &[
+            "--server",
+            &server.url,
+            "--token",
+            &token,
+            "--discovery-token-ca-cert-hash",
+            &wrong,
+        ],
+    );
+    let status = wait_exit(&mut stranger.child);
+    let log = std::fs::read_to_string(stranger_dir.path().join("agent.log")).unwrap_or_default();
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("the cluster CA in cluster-info is not pinned") && log.contains(&pin),
+        "{log}"
+    );
+    assert!(!stranger_dir.path().join("kubeconfig").exists());
+
     let kubeconfig = dir.join("joiner.kubeconfig");
     let _agent = spawn_agent(
         dir,
@@ -105,8 +165,8 @@ async fn an_agent_joins_with_a_bootstrap_token() {
             &server.url,
             "--token",
             &token,
-            "--certificate-authority",
-            &ca.to_string_lossy(),
+            "--discovery-token-ca-cert-hash",
+            &pin,
         ],
     );
 
@@ -165,6 +225,40 @@ async fn an_agent_joins_with_a_bootstrap_token() {
         .expect("run kybern agent");
     assert!(!refused.status.success());
     assert!(!dir.join("intruder.kubeconfig").exists());
+    // Nor does it pass token discovery: the signature does not verify.
+    let refused = Command::new(env!("CARGO_BIN_EXE_kybern"))
+        .args(["agent", "--server", &server.url])
+        .args(["--token", &format!("{id}.ffffffffffffffff")])
+        .args(["--discovery-token-ca-cert-hash", &pin])
+        .arg("--kubeconfig")
+        .arg(dir.join("intruder.kubeconfig"))
+        .arg("--data-dir")
+        .arg(dir.join("intruder"))
+        .args(["--node-name", "intruder"])
+        .output()
+        .expect("run kybern agent");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("the signature of cluster-info does not verify"),
+        "{stderr}"
+    );
+
+    // The token's signature goes with the token.
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-public");
+    let signature = format!("jws-kubeconfig-{id}");
+    let signed = |m: &ConfigMap| m.data.as_ref().is_some_and(|d| d.contains_key(&signature));
+    assert!(signed(
+        &maps.get("cluster-info").await.expect("cluster-info")
+    ));
+    secrets
+        .delete(&format!("bootstrap-token-{id}"), &Default::default())
+        .await
+        .expect("delete the token");
+    crate::common::wait_for("the signature to go", async || {
+        (!signed(&maps.get("cluster-info").await.ok()?)).then_some(())
+    })
+    .await;
 }
 
 /// The first issued request for `signer`, waited for.
