@@ -7,13 +7,14 @@
 mod builtin;
 mod custom;
 mod paths;
+mod v2_proto;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use axum::extract::State;
-use axum::http::{StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use kybern_apimachinery::{ApiError, StatusReason};
 use serde_json::{Map, json};
@@ -169,8 +170,10 @@ pub async fn v3_document(State(state): State<Arc<ApiState>>, uri: Uri) -> Respon
     }
 }
 
-/// `GET /openapi/v2`: one Swagger 2.0 document with every definition.
-pub async fn v2(State(state): State<Arc<ApiState>>) -> Response {
+/// `GET /openapi/v2`: one Swagger 2.0 document with every definition, as
+/// JSON or, when the client asks for it first (client-go does), as gnostic
+/// protobuf.
+pub async fn v2(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
     let mut definitions = BUILTIN.definitions.clone();
     // One read of the CRDs for every custom group-version.
     if let Ok(crds) = custom::crds(&state).await {
@@ -185,6 +188,14 @@ pub async fn v2(State(state): State<Arc<ApiState>>) -> Response {
         "paths": {},
         "definitions": definitions,
     });
+    if wants_protobuf(&headers) {
+        let mut resp = (StatusCode::OK, v2_proto::document(&doc)).into_response();
+        resp.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static(v2_proto::MEDIA_TYPE),
+        );
+        return resp;
+    }
     let text = doc.to_string().replace(REF_PREFIX, "#/definitions/");
     let mut resp = (StatusCode::OK, text).into_response();
     resp.headers_mut().insert(
@@ -192,6 +203,19 @@ pub async fn v2(State(state): State<Arc<ApiState>>) -> Response {
         axum::http::HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+/// Whether the first media type of `Accept` is the v2 protobuf one.
+fn wants_protobuf(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .is_some_and(|first| {
+            first
+                .trim()
+                .starts_with("application/com.github.proto-openapi.spec.v2")
+        })
 }
 
 fn not_found() -> Response {

@@ -1,6 +1,7 @@
 //! More of kubectl 1.35 against the real server: the `create` subcommands
 //! (protobuf bodies), server-side apply with conflicts, `diff`, `explain`,
-//! `describe`, `--watch`, and deletion with finalizers and cascade policies.
+//! `describe`, validation (of `List` files too, on the client), `--watch`,
+//! and deletion with finalizers and cascade policies.
 
 use crate::common;
 use std::io::Read;
@@ -227,6 +228,27 @@ fn explain_describe_and_validation() {
         !out.status.success() && err.contains("unknown field \"bogus\""),
         "{err}"
     );
+
+    // A `List` kubectl validates itself, against the protobuf form of
+    // /openapi/v2: what `kubectl get -o yaml` writes applies back.
+    let listed = k.ok(&["get", "configmap,deployment", "-o", "yaml"]);
+    assert!(listed.contains("kind: List"), "{listed}");
+    let applied = k.ok_stdin(&["apply", "-f", "-"], &listed);
+    assert!(
+        applied.contains("configmap/described") && applied.contains("deployment.apps/dd"),
+        "{applied}"
+    );
+    let bad_list = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: in-list}\n  datum: {a: b}\n";
+    let out = k.run_with_stdin(&["create", "-f", "-"], Some(bad_list));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("unknown field \"datum\" in io.k8s.api.core.v1.ConfigMap"),
+        "{err}"
+    );
+    let good_list = bad_list.replace("datum", "data");
+    k.ok_stdin(&["create", "-f", "-"], &good_list);
+    k.ok(&["get", "configmap", "in-list"]);
 }
 
 #[test]
