@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use super::server_process::{create_ns, rss_bytes, start_server};
+use super::server_process::{create_ns, rss_bytes, start_server, status_bytes};
 use crate::sim::{Sim, SimArgs};
 
 /// Arguments of `kybern bench controllers`.
@@ -228,6 +228,9 @@ pub async fn run(args: ControllerBenchArgs) -> anyhow::Result<()> {
     rolled_out(&deployments, total, limit).await?;
     let created = t.elapsed();
     let steady_rss = rss_bytes(pid);
+    // Anonymous memory is the process's own; file-backed pages are the
+    // store's mapped database, which the kernel may drop at will.
+    let steady_split = (status_bytes(pid, "RssAnon:"), status_bytes(pid, "RssFile:"));
     let t = Instant::now();
     for i in 0..args.deployments.max(1) {
         let patch = json!({"spec": {"template": {"spec": {"containers": [
@@ -290,6 +293,10 @@ pub async fn run(args: ControllerBenchArgs) -> anyhow::Result<()> {
         (
             "control-plane RSS with the pods running (MiB)".into(),
             mib(steady_rss),
+        ),
+        (
+            "  of which anonymous / file-backed (MiB)".into(),
+            format!("{} / {}", mib(steady_split.0), mib(steady_split.1)),
         ),
         (
             "control-plane RSS peak (MiB)".into(),
