@@ -145,9 +145,7 @@ async fn client(server: &str, ca_pem: Option<&str>) -> anyhow::Result<kube::Clie
     let yaml = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n{trust}contexts:\n- name: c\n  context:\n    cluster: c\n    user: anonymous\ncurrent-context: c\nusers:\n- name: anonymous\n  user: {{}}\n"
     );
-    let kc = kube::config::Kubeconfig::from_yaml(&yaml)?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    Ok(kube::Client::try_from(config)?)
+    crate::agent_join::client_of(&yaml).await
 }
 
 #[cfg(test)]

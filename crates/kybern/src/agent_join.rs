@@ -72,7 +72,8 @@ pub async fn request_node_certificate(
         .context("asking for the node's client certificate")
 }
 
-async fn client_of(yaml: &str) -> anyhow::Result<kube::Client> {
+/// A client for a kubeconfig given as YAML.
+pub(crate) async fn client_of(yaml: &str) -> anyhow::Result<kube::Client> {
     let kc = kube::config::Kubeconfig::from_yaml(yaml)?;
     let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
     Ok(kube::Client::try_from(config)?)

@@ -211,32 +211,25 @@ async fn an_agent_joins_with_a_bootstrap_token() {
     assert_serves_as_itself(&client, dir, "joiner").await;
 
     // A token that is not one joins nothing.
-    let refused = Command::new(env!("CARGO_BIN_EXE_kybern"))
-        .args(["agent", "--server", &server.url])
-        .args(["--token", &format!("{id}.ffffffffffffffff")])
-        .arg("--certificate-authority")
-        .arg(dir.join("pki/ca.crt"))
-        .arg("--kubeconfig")
-        .arg(dir.join("intruder.kubeconfig"))
-        .arg("--data-dir")
-        .arg(dir.join("intruder"))
-        .args(["--node-name", "intruder"])
-        .output()
-        .expect("run kybern agent");
+    let intruder = |trust: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kybern"))
+            .args(["agent", "--server", &server.url])
+            .args(["--token", &format!("{id}.ffffffffffffffff")])
+            .args(trust)
+            .arg("--kubeconfig")
+            .arg(dir.join("intruder.kubeconfig"))
+            .arg("--data-dir")
+            .arg(dir.join("intruder"))
+            .args(["--node-name", "intruder"])
+            .output()
+            .expect("run kybern agent")
+    };
+    let ca = dir.join("pki/ca.crt");
+    let refused = intruder(&["--certificate-authority", &ca.to_string_lossy()]);
     assert!(!refused.status.success());
     assert!(!dir.join("intruder.kubeconfig").exists());
     // Nor does it pass token discovery: the signature does not verify.
-    let refused = Command::new(env!("CARGO_BIN_EXE_kybern"))
-        .args(["agent", "--server", &server.url])
-        .args(["--token", &format!("{id}.ffffffffffffffff")])
-        .args(["--discovery-token-ca-cert-hash", &pin])
-        .arg("--kubeconfig")
-        .arg(dir.join("intruder.kubeconfig"))
-        .arg("--data-dir")
-        .arg(dir.join("intruder"))
-        .args(["--node-name", "intruder"])
-        .output()
-        .expect("run kybern agent");
+    let refused = intruder(&["--discovery-token-ca-cert-hash", &pin]);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
     assert!(
