@@ -2,9 +2,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use kybern_apiserver::audit::{AuditLog, Auditor, LogOptions, Policy};
+use kybern_apiserver::audit::{
+    AuditLog, AuditWebhook, Auditor, Destination, LogOptions, Policy, WebhookOptions,
+};
 
 /// Where audit events go and which requests produce them.
 #[derive(clap::Args, Debug)]
@@ -26,18 +29,58 @@ pub struct AuditFlags {
     /// Remove rotated audit logs older than this many days (0: never).
     #[arg(long, default_value_t = 0)]
     audit_log_maxage: u64,
+    /// A kubeconfig naming the audit webhook (its first cluster's `server`
+    /// URL and CA): events are also POSTed there in batches, as
+    /// `audit.k8s.io/v1` `EventList`s.
+    #[arg(long)]
+    audit_webhook_config_file: Option<PathBuf>,
+    /// The most events in one webhook request.
+    #[arg(long, default_value_t = 400)]
+    audit_webhook_batch_max_size: usize,
+    /// The longest an event waits for its webhook batch to fill (`30s`,
+    /// `500ms`, `1m`).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    audit_webhook_batch_max_wait: Duration,
+    /// Events held while the webhook is slow or down; more are dropped.
+    #[arg(long, default_value_t = 10_000)]
+    audit_webhook_batch_buffer_size: usize,
+    /// The wait after a failed webhook request, doubled on each retry.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    audit_webhook_initial_backoff: Duration,
+}
+
+/// A duration as `ms`, `s`, `m` or `h` after a whole number.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let at = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(at);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}"))?;
+    let millis = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(format!("invalid duration {s:?}: use ms, s, m or h")),
+    };
+    n.checked_mul(millis)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("duration {s:?} too long"))
 }
 
 impl AuditFlags {
-    /// The auditor the flags describe, if both a policy and a log are given.
+    /// The auditor the flags describe: a policy and at least one backend
+    /// (the log, the webhook), or nothing.
     pub fn auditor(&self) -> anyhow::Result<Option<Arc<Auditor>>> {
-        let (policy, path) = match (&self.audit_policy_file, &self.audit_log_path) {
-            (Some(policy), Some(path)) => (policy, path),
-            (None, None) => return Ok(None),
-            // As upstream: one without the other records nothing.
+        let backends = self.audit_log_path.is_some() || self.audit_webhook_config_file.is_some();
+        let policy = match &self.audit_policy_file {
+            Some(policy) if backends => policy,
+            None if !backends => return Ok(None),
+            // As upstream: a policy without a backend, or a backend without
+            // a policy, records nothing.
             _ => {
                 tracing::warn!(
-                    "auditing needs both --audit-policy-file and --audit-log-path; not auditing"
+                    "auditing needs --audit-policy-file and --audit-log-path or --audit-webhook-config-file; not auditing"
                 );
                 return Ok(None);
             }
@@ -45,14 +88,47 @@ impl AuditFlags {
         let text = std::fs::read_to_string(policy)
             .with_context(|| format!("reading {}", policy.display()))?;
         let policy = Policy::parse(&text)?;
-        let log = AuditLog::open(LogOptions {
-            path: path.clone(),
-            max_size_mb: self.audit_log_maxsize,
-            max_backups: self.audit_log_maxbackup,
-            max_age_days: self.audit_log_maxage,
-        })
-        .with_context(|| format!("opening audit log {}", path.display()))?;
-        tracing::info!(path = %path.display(), "auditing requests");
+        let mut log = match &self.audit_log_path {
+            Some(path) => {
+                let log = AuditLog::open(LogOptions {
+                    path: path.clone(),
+                    max_size_mb: self.audit_log_maxsize,
+                    max_backups: self.audit_log_maxbackup,
+                    max_age_days: self.audit_log_maxage,
+                })
+                .with_context(|| format!("opening audit log {}", path.display()))?;
+                tracing::info!(path = %path.display(), "auditing requests to a log");
+                log
+            }
+            None => AuditLog::default(),
+        };
+        if let Some(config) = &self.audit_webhook_config_file {
+            let destination = Destination::load(config)?;
+            let options = WebhookOptions {
+                buffer_size: self.audit_webhook_batch_buffer_size,
+                batch_max_size: self.audit_webhook_batch_max_size,
+                batch_max_wait: self.audit_webhook_batch_max_wait,
+                initial_backoff: self.audit_webhook_initial_backoff,
+                ..WebhookOptions::default()
+            };
+            log = log.with_webhook(AuditWebhook::start(destination, options));
+            tracing::info!(config = %config.display(), "auditing requests to a webhook");
+        }
         Ok(Some(Arc::new(Auditor::new(policy, log))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_upstream_writes_them() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("99999999999999999999s").is_err());
     }
 }

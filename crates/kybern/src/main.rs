@@ -37,7 +37,7 @@ enum Command {
     /// Print the version of this binary and of the Kubernetes API it serves.
     Version,
     /// Run the API server (the kernel) on a store.
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// Run a whole single-node cluster in one process: API server,
     /// controllers, scheduler and node agent, with an admin kubeconfig.
     Up(Box<server::UpArgs>),
@@ -95,7 +95,7 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Server(args) => runtime()?.block_on(server::run(args)),
+        Command::Server(args) => runtime()?.block_on(server::run(*args)),
         Command::Up(args) => runtime()?.block_on(server::up(*args)),
         Command::Agent(args) => runtime()?.block_on(agent_cmd::run(*args)),
         Command::Image(cmd) => agent_cmd::image(cmd),

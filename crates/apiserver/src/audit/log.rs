@@ -1,4 +1,4 @@
-//! The audit log backend: one JSON event per line, appended to a file by a
+//! The audit log backend (and the fan-out to the webhook's): one JSON event per line, appended to a file by a
 //! writer thread (so requests never wait on the disk), rotated by size, with
 //! old files pruned by count and age, as upstream's `--audit-log-max*` flags.
 
@@ -21,10 +21,12 @@ pub struct LogOptions {
     pub max_age_days: u64,
 }
 
-/// A handle on the writer thread; events are queued in order.
-#[derive(Clone)]
+/// Where events go: a handle on the file's writer thread (events queued in
+/// order) and the webhook's sending task, either or both.
+#[derive(Clone, Default)]
 pub struct AuditLog {
-    lines: Sender<Vec<u8>>,
+    lines: Option<Sender<Vec<u8>>>,
+    webhook: Option<super::webhook::AuditWebhook>,
 }
 
 impl AuditLog {
@@ -35,11 +37,26 @@ impl AuditLog {
         std::thread::Builder::new()
             .name("audit-log".into())
             .spawn(move || sink.run(rx))?;
-        Ok(AuditLog { lines })
+        Ok(AuditLog {
+            lines: Some(lines),
+            webhook: None,
+        })
     }
 
-    /// Queues one event, serialized as a line.
+    /// Sends every event to `webhook` too.
+    pub fn with_webhook(mut self, webhook: super::webhook::AuditWebhook) -> Self {
+        self.webhook = Some(webhook);
+        self
+    }
+
+    /// Queues one event, serialized as a line, and for the webhook.
     pub fn write(&self, event: &serde_json::Value) {
+        if let Some(webhook) = &self.webhook {
+            webhook.send(event);
+        }
+        let Some(lines) = &self.lines else {
+            return;
+        };
         let mut line = match serde_json::to_vec(event) {
             Ok(l) => l,
             Err(e) => {
@@ -48,7 +65,7 @@ impl AuditLog {
             }
         };
         line.push(b'\n');
-        if self.lines.send(line).is_err() {
+        if lines.send(line).is_err() {
             tracing::warn!("the audit log writer has stopped; event dropped");
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod log;
 pub mod policy;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,7 @@ use serde_json::{Map, Value, json};
 
 pub use log::{AuditLog, LogOptions};
 pub use policy::{Level, Policy, Stage};
+pub use webhook::{AuditWebhook, Destination, WebhookOptions};
 
 use crate::auth::UserInfo;
 use crate::authz::Attributes;

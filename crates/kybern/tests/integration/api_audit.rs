@@ -1,7 +1,8 @@
 //! The audit log through the real server, kubectl and kube-rs: a policy
 //! picks the level per request (first matching rule), events carry the
 //! user, impersonation, the authorization decision, PodSecurity's audit
-//! violations and upstream's stages, and Secret values never reach the log.
+//! violations and upstream's stages, and Secret values never reach the log;
+//! the webhook backend delivers the same events as `EventList`s.
 
 use crate::common;
 use std::path::Path;
@@ -282,4 +283,57 @@ fn a_bad_policy_stops_the_server() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("audit policy"), "{err}");
+}
+
+/// The webhook backend alone: events reach an HTTPS receiver (its CA from
+/// the kubeconfig) as `audit.k8s.io/v1` `EventList`s, at the policy's level.
+#[test]
+fn events_reach_an_audit_webhook_in_batches() {
+    let receiver = common::webhook::WebhookServer::start(&["127.0.0.1"]);
+    let work = tempfile::tempdir().expect("tempdir");
+    let policy = work.path().join("policy.yaml");
+    std::fs::write(&policy, POLICY).expect("policy");
+    let config = work.path().join("audit-webhook.kubeconfig");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: audit\n  cluster:\n    server: https://127.0.0.1:{}/audit\n    certificate-authority-data: {}\ncontexts:\n- name: audit\n  context: {{cluster: audit, user: ''}}\ncurrent-context: audit\n",
+            receiver.port, receiver.ca_bundle
+        ),
+    )
+    .expect("kubeconfig");
+    let server = common::Server::start_with(&[
+        "--audit-policy-file",
+        &policy.to_string_lossy(),
+        "--audit-webhook-config-file",
+        &config.to_string_lossy(),
+        "--audit-webhook-batch-max-wait",
+        "200ms",
+    ]);
+    let kubectl = Cli::kubectl(&server);
+    kubectl.ok(&["create", "configmap", "hooked", "--from-literal=k=v"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let event = loop {
+        let lists = receiver.reviews("/audit");
+        for list in &lists {
+            assert_eq!(list["kind"], "EventList", "{list}");
+            assert_eq!(list["apiVersion"], "audit.k8s.io/v1", "{list}");
+        }
+        let found = lists
+            .iter()
+            .flat_map(|l| l["items"].as_array().cloned().unwrap_or_default())
+            .find(|e| is(e, "create", "configmaps", "hooked", "ResponseComplete"));
+        if let Some(e) = found {
+            break e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no event at the webhook: {lists:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(event["level"], "RequestResponse");
+    assert_eq!(event["user"]["username"], "kybern-admin");
+    assert_eq!(event["requestObject"]["data"]["k"], "v");
+    assert_eq!(event["responseStatus"]["code"], 201);
 }

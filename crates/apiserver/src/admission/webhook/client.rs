@@ -57,7 +57,7 @@ fn pem_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> 
 }
 
 /// Splits `https://host[:port][/path]` (validated on write).
-fn parse_url(url: &str) -> Result<Target, String> {
+pub fn parse_url(url: &str) -> Result<Target, String> {
     let rest = url
         .strip_prefix("https://")
         .ok_or_else(|| format!("unsupported URL {url:?}"))?;

@@ -147,9 +147,11 @@ impl WebhookServer {
         .with_single_cert(certs, key)
         .expect("server config");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let port = super::free_port();
+        // Port 0: the kernel picks one nobody holds, with no window for
+        // another test's server to take it first.
         let listener =
-            std::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))).expect("bind");
+            std::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], 0))).expect("bind");
+        let port = listener.local_addr().expect("address").port();
         listener.set_nonblocking(true).expect("nonblocking");
         let reviews = Arc::new(Mutex::new(Vec::new()));
         let (stop, stopped) = tokio::sync::oneshot::channel();
