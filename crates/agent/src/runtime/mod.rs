@@ -70,14 +70,14 @@ pub trait ContainerRuntime: Send + Sync {
     async fn delete(&self, id: &str) -> Result<(), AgentError>;
     /// IDs of every container the runtime knows.
     async fn list(&self) -> Result<Vec<String>, AgentError>;
-    /// Runs `command` in the container (an exec probe) and returns its exit
-    /// code; the process is killed after `timeout`.
+    /// Runs `command` in the container (an exec probe or hook) and returns
+    /// its exit code and output; the process is killed after `timeout`.
     async fn exec(
         &self,
         id: &str,
         command: &[String],
         timeout: std::time::Duration,
-    ) -> Result<i32, AgentError>;
+    ) -> Result<ExecResult, AgentError>;
     /// The command that runs `command` in the container in the foreground,
     /// on a terminal when `tty` (its stdio must then be a terminal), for
     /// `kubectl exec`; its exit code is the process's. The process's host
@@ -89,6 +89,39 @@ pub trait ContainerRuntime: Send + Sync {
         tty: bool,
         pid_file: Option<&std::path::Path>,
     ) -> tokio::process::Command;
+}
+
+/// What a command run in a container left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecResult {
+    /// Its exit code (128 + the signal when killed).
+    pub code: i32,
+    /// Its standard output then its standard error, each cut at
+    /// [`EXEC_OUTPUT_LIMIT`] bytes, as text.
+    pub output: String,
+}
+
+/// How much of each stream of an exec is kept (the kubelet keeps 10 KiB).
+pub const EXEC_OUTPUT_LIMIT: usize = 10 * 1024;
+
+/// Reads `r` to its end, keeping at most [`EXEC_OUTPUT_LIMIT`] bytes, so a
+/// chatty probe command costs no more memory than a quiet one.
+async fn bounded_output(r: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let Some(mut r) = r else {
+        return Vec::new();
+    };
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return kept,
+            Ok(n) => {
+                let room = EXEC_OUTPUT_LIMIT.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
 }
 
 /// runc, with its state under the agent's data directory.
@@ -206,7 +239,7 @@ impl ContainerRuntime for Runc {
         id: &str,
         command: &[String],
         timeout: std::time::Duration,
-    ) -> Result<i32, AgentError> {
+    ) -> Result<ExecResult, AgentError> {
         if command.is_empty() {
             return Err(AgentError::Runtime("exec of an empty command".into()));
         }
@@ -216,15 +249,30 @@ impl ContainerRuntime for Runc {
             .args(["exec", id])
             .args(command)
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()?;
-        match tokio::time::timeout(timeout, child.wait()).await {
-            Ok(status) => Ok(status?.code().unwrap_or(137)),
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let run = async {
+            let (status, out, err) =
+                tokio::join!(child.wait(), bounded_output(stdout), bounded_output(stderr));
+            (status, out, err)
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok((status, mut out, err)) => {
+                out.extend_from_slice(&err);
+                Ok(ExecResult {
+                    code: status?.code().unwrap_or(137),
+                    output: String::from_utf8_lossy(&out).into_owned(),
+                })
+            }
             Err(_) => {
                 let _ = child.kill().await;
-                Err(AgentError::Runtime(format!("exec in {id} timed out")))
+                Err(AgentError::Runtime(format!(
+                    "command {:?} timed out",
+                    command.join(" ")
+                )))
             }
         }
     }

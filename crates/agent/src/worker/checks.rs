@@ -32,24 +32,66 @@ pub(super) enum Scheme {
     Https,
 }
 
-/// Sends `req` and reads the status line; success is 200 to 399.
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, req: &str) -> bool {
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return false;
-    }
+/// Sends `req` and reads the status line; success is 200 to 399. A failure
+/// reads as the kubelet words it.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, req: &str) -> Result<(), String> {
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| go_error(&e))?;
     let mut head = Vec::with_capacity(64);
     let mut buf = [0u8; 256];
     while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 1024 {
         match s.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
+            Err(e) => return Err(go_error(&e)),
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
     }
     let line = String::from_utf8_lossy(&head);
-    line.split_whitespace()
+    match line
+        .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse::<u16>().ok())
-        .is_some_and(|code| (200..400).contains(&code))
+    {
+        Some(code) if (200..400).contains(&code) => Ok(()),
+        Some(code) => Err(format!("HTTP probe failed with statuscode: {code}")),
+        None if head.is_empty() => Err("EOF".into()),
+        None => Err("malformed HTTP response".into()),
+    }
+}
+
+/// An I/O error as Go words it: `connection refused`, without Rust's
+/// `(os error N)`.
+pub(super) fn go_error(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = text
+        .find(" (os error")
+        .map_or(text.as_str(), |i| &text[..i]);
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// A TCP connection to `host:port`, or Go's dial error.
+async fn dial(host: &str, port: u16) -> Result<TcpStream, String> {
+    TcpStream::connect((host, port)).await.map_err(|e| {
+        format!(
+            "dial tcp {}: connect: {}",
+            host_port(host, port),
+            go_error(&e)
+        )
+    })
+}
+
+/// `host:port`, with an IPv6 host in brackets.
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 fn tls() -> Option<tokio_rustls::TlsConnector> {
@@ -71,10 +113,17 @@ pub(super) async fn http_get(
     port: u16,
     path: &str,
     headers: &[(String, String)],
-) -> bool {
-    let Ok(tcp) = TcpStream::connect((host, port)).await else {
-        return false;
-    };
+) -> Result<(), String> {
+    let url = format!(
+        "{}://{}{path}",
+        match scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        },
+        host_port(host, port)
+    );
+    let in_get = |why: String| format!("Get {url:?}: {why}");
+    let tcp = dial(host, port).await.map_err(in_get)?;
     let mut req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.35\r\nAccept: */*\r\nConnection: close\r\n"
     );
@@ -82,22 +131,24 @@ pub(super) async fn http_get(
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
+    let status_failure = |why: String| {
+        if why.starts_with("HTTP probe failed") {
+            why
+        } else {
+            in_get(why)
+        }
+    };
     match scheme {
-        Scheme::Http => exchange(tcp, &req).await,
+        Scheme::Http => exchange(tcp, &req).await.map_err(status_failure),
         Scheme::Https => {
-            let (Some(tls), Ok(name)) = (
-                tls(),
-                rustls::pki_types::ServerName::try_from(host.to_owned()),
-            ) else {
-                return false;
-            };
-            match tls.connect(name, tcp).await {
-                Ok(stream) => exchange(stream, &req).await,
-                Err(e) => {
-                    tracing::debug!(%host, port, error = %e, "TLS handshake for a probe failed");
-                    false
-                }
-            }
+            let tls = tls().ok_or_else(|| in_get("no TLS configuration".into()))?;
+            let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                .map_err(|e| in_get(e.to_string()))?;
+            let stream = tls
+                .connect(name, tcp)
+                .await
+                .map_err(|e| in_get(format!("tls: {}", go_error(&e))))?;
+            exchange(stream, &req).await.map_err(status_failure)
         }
     }
 }
@@ -122,16 +173,12 @@ pub(super) async fn http_action(
         .flatten()
         .map(|h| (h.name.clone(), h.value.clone()))
         .collect();
-    if http_get(scheme, &host, port, &path, &headers).await {
-        Ok(())
-    } else {
-        Err(format!("HTTP GET {host}:{port}{path} failed"))
-    }
+    http_get(scheme, &host, port, &path, &headers).await
 }
 
-/// A TCP connection to `host:port` opens.
-pub(super) async fn tcp_open(host: &str, port: u16) -> bool {
-    TcpStream::connect((host, port)).await.is_ok()
+/// A TCP connection to `host:port` opens, or Go's dial error.
+pub(super) async fn tcp_open(host: &str, port: u16) -> Result<(), String> {
+    dial(host, port).await.map(drop)
 }
 
 /// `grpc.health.v1.HealthCheckRequest`.
@@ -275,10 +322,23 @@ mod tests {
             }
         });
         let get = || http_get(Scheme::Http, "127.0.0.1", port, "/", &[]);
-        assert!(get().await);
-        assert!(get().await);
-        assert!(!get().await);
-        assert!(!http_get(Scheme::Http, "127.0.0.1", 1, "/", &[]).await);
+        assert_eq!(get().await, Ok(()));
+        assert_eq!(get().await, Ok(()));
+        assert_eq!(
+            get().await,
+            Err("HTTP probe failed with statuscode: 500".into())
+        );
+        assert_eq!(
+            http_get(Scheme::Http, "127.0.0.1", 1, "/", &[]).await,
+            Err(
+                r#"Get "http://127.0.0.1:1/": dial tcp 127.0.0.1:1: connect: connection refused"#
+                    .into()
+            )
+        );
+        assert_eq!(
+            tcp_open("127.0.0.1", 1).await,
+            Err("dial tcp 127.0.0.1:1: connect: connection refused".into())
+        );
     }
 
     #[tokio::test]
@@ -293,7 +353,10 @@ mod tests {
                 .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
                 .await;
         });
-        assert!(!http_get(Scheme::Https, "127.0.0.1", port, "/", &[]).await);
+        let err = http_get(Scheme::Https, "127.0.0.1", port, "/", &[])
+            .await
+            .expect_err("no TLS there");
+        assert!(err.starts_with(r#"Get "https://127.0.0.1:"#), "{err}");
     }
 
     #[test]

@@ -28,8 +28,12 @@ impl PodWorker {
             if let Some(exec) = &handler.exec {
                 let command = exec.command.clone().unwrap_or_default();
                 return match self.runtime.exec(id, &command, limit).await {
-                    Ok(0) => Ok(()),
-                    Ok(code) => Err(format!("command {command:?} exited with {code}")),
+                    Ok(r) if r.code == 0 => Ok(()),
+                    Ok(r) => Err(format!(
+                        "command {command:?} exited with {}: {}",
+                        r.code,
+                        r.output.trim_end()
+                    )),
                     Err(e) => Err(e.to_string()),
                 };
             }

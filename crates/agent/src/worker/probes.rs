@@ -55,44 +55,58 @@ fn secs(n: impl Into<i64>) -> Duration {
 }
 
 impl PodWorker {
-    /// Runs one probe against container `c` (runtime ID `id`) at `ip`.
-    async fn run_probe(&self, c: &Container, probe: &Probe, id: &str, ip: &str) -> bool {
+    /// Runs one probe against container `c` (runtime ID `id`) at `ip`; a
+    /// failure says why, in the kubelet's words (the command's output, the
+    /// HTTP status, the dial error).
+    async fn run_probe(
+        &self,
+        c: &Container,
+        probe: &Probe,
+        id: &str,
+        ip: &str,
+    ) -> Result<(), String> {
         let timeout = secs(probe.timeout_seconds.unwrap_or(1).max(1));
+        let timed_out = match &probe.exec {
+            Some(exec) => format!(
+                "command {:?} timed out",
+                exec.command.clone().unwrap_or_default().join(" ")
+            ),
+            None => format!("probe did not answer within {timeout:?}"),
+        };
         let check = async {
             if let Some(exec) = &probe.exec {
                 let command = exec.command.clone().unwrap_or_default();
-                return self
-                    .runtime
-                    .exec(id, &command, timeout)
-                    .await
-                    .is_ok_and(|code| code == 0);
+                return match self.runtime.exec(id, &command, timeout).await {
+                    Ok(r) if r.code == 0 => Ok(()),
+                    Ok(r) => Err(r.output),
+                    Err(e) => Err(e.to_string()),
+                };
             }
             if let Some(http) = &probe.http_get {
-                return http_action(c, http, ip).await.is_ok();
+                return http_action(c, http, ip).await;
             }
             if let Some(tcp) = &probe.tcp_socket {
                 let Some(port) = port_of(c, &tcp.port) else {
-                    return false;
+                    return Err(format!("no port {:?} in the container", tcp.port));
                 };
                 let host = tcp.host.clone().filter(|h| !h.is_empty());
                 return tcp_open(host.as_deref().unwrap_or(ip), port).await;
             }
             if let Some(grpc) = &probe.grpc {
                 let Ok(port) = u16::try_from(grpc.port) else {
-                    return false;
+                    return Err(format!("invalid port {}", grpc.port));
                 };
                 let service = grpc.service.as_deref().unwrap_or_default();
-                return match grpc_health(ip, port, service).await {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::debug!(container = %c.name, error = %e, "gRPC probe failed");
-                        false
-                    }
-                };
+                return grpc_health(ip, port, service).await.map_err(|e| {
+                    tracing::debug!(container = %c.name, error = %e, "gRPC probe failed");
+                    e
+                });
             }
-            false
+            Err("the probe names no action".into())
         };
-        tokio::time::timeout(timeout, check).await.unwrap_or(false)
+        tokio::time::timeout(timeout, check)
+            .await
+            .unwrap_or(Err(timed_out))
     }
 
     /// Runs the probes that are due for every running app container and
@@ -147,9 +161,10 @@ impl PodWorker {
                 if running_for < delay || state.next.get(&kind).is_some_and(|t| now < *t) {
                     continue;
                 }
-                let ok = self.run_probe(c, probe, &id, ip).await;
-                if !ok {
-                    let message = format!("{kind:?} probe failed");
+                let result = self.run_probe(c, probe, &id, ip).await;
+                let ok = result.is_ok();
+                if let Err(why) = result {
+                    let message = format!("{kind:?} probe failed: {}", why.trim_end());
                     self.event(pod, Some(&c.name), "Warning", "Unhealthy", message);
                 }
                 let Some(state) = self.probes.get_mut(&c.name) else {

@@ -321,7 +321,7 @@ async fn probes_gate_readiness_and_restart_unhealthy_containers() {
             // Alive while /tmp/alive exists (removed after 4 s): exec.
             {"name": "mortal", "image": "busybox",
              "command": ["sh", "-c", "touch /tmp/alive; sleep 4; rm /tmp/alive; exec sleep 3600"],
-             "livenessProbe": {"exec": {"command": ["test", "-f", "/tmp/alive"]}, "periodSeconds": 1, "failureThreshold": 2}}]}})).await;
+             "livenessProbe": {"exec": {"command": ["cat", "/tmp/alive"]}, "periodSeconds": 1, "failureThreshold": 2}}]}})).await;
 
     let first = wait_status(&api, "probed", "web to run", |s| {
         container(s, "web")["state"]["running"].is_object()
@@ -355,6 +355,41 @@ async fn probes_gate_readiness_and_restart_unhealthy_containers() {
     // The other containers were left alone.
     assert_eq!(container(&restarted, "web")["restartCount"], 0);
     assert_eq!(container(&restarted, "late")["restartCount"], 0);
+    // Each failure is an Unhealthy Event saying why, as the kubelet's.
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
+    let unhealthy = async |container: &str, start: &str| {
+        let field = format!("spec.containers{{{container}}}");
+        wait_for(
+            &format!("an Unhealthy Event about {container}"),
+            async || {
+                let list = events.list(&Default::default()).await.ok()?;
+                list.items.into_iter().find_map(|e| {
+                    (e.involved_object.name.as_deref() == Some("probed")
+                        && e.involved_object.field_path.as_deref() == Some(field.as_str())
+                        && e.reason.as_deref() == Some("Unhealthy"))
+                    .then_some(e.message?)
+                    .filter(|m| m.starts_with(start))
+                })
+            },
+        )
+        .await
+    };
+    let why = unhealthy("mortal", "Liveness probe failed: ").await;
+    assert!(
+        why.contains("/tmp/alive") && why.contains("No such file"),
+        "{why}"
+    );
+    let why = unhealthy("web", "Readiness probe failed: ").await;
+    assert_eq!(
+        why,
+        "Readiness probe failed: HTTP probe failed with statuscode: 404"
+    );
+    let why = unhealthy("late", "Startup probe failed: ").await;
+    assert!(
+        why.starts_with("Startup probe failed: dial tcp ")
+            && why.ends_with(":9090: connect: connection refused"),
+        "{why}"
+    );
     delete_and_wait(&api, "probed").await;
     assert!(cluster.runc_containers().is_empty());
 }
