@@ -9,6 +9,7 @@
 pub mod bootstrap_token;
 pub mod events;
 pub mod fields;
+pub mod go_text;
 pub mod labels;
 pub mod names;
 pub mod quantity;

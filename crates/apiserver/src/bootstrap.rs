@@ -13,15 +13,23 @@ use crate::strategy;
 pub const SYSTEM_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
 
+/// A built-in resource the server always registers.
+fn registered(
+    state: &ApiState,
+    (group, version, plural): (&str, &str, &str),
+) -> Result<std::sync::Arc<crate::registry::ResourceInfo>, ApiError> {
+    state
+        .registry
+        .get(group, version, plural)
+        .ok_or_else(|| ApiError::internal(format!("{plural} is not registered")))
+}
+
 async fn ensure(
     state: &ApiState,
     (group, version, plural): (&str, &str, &str),
     mut obj: Value,
 ) -> Result<(), ApiError> {
-    let info = state
-        .registry
-        .get(group, version, plural)
-        .ok_or_else(|| ApiError::internal(format!("{plural} is not registered")))?;
+    let info = registered(state, (group, version, plural))?;
     strategy::check_type(&info, &mut obj)?;
     strategy::prepare_create(&info, &mut obj)?;
     match state.objects.create(&info, obj).await {
@@ -39,10 +47,7 @@ async fn reconcile(
     (group, version, plural): (&str, &str, &str),
     expected: Value,
 ) -> Result<(), ApiError> {
-    let info = state
-        .registry
-        .get(group, version, plural)
-        .ok_or_else(|| ApiError::internal(format!("{plural} is not registered")))?;
+    let info = registered(state, (group, version, plural))?;
     let namespace = crate::object::namespace(&expected).to_owned();
     let name = crate::object::name(&expected).to_owned();
     // Another server may be reconciling the same object; a conflict means
@@ -171,10 +176,7 @@ pub async fn publish_cluster_info(
 ) -> Result<(), ApiError> {
     use kybern_apimachinery::bootstrap_token::{CLUSTER_INFO, KUBECONFIG_KEY, PUBLIC_NAMESPACE};
     let kubeconfig = cluster_info_kubeconfig(server_url, ca_pem);
-    let info = state
-        .registry
-        .get("", "v1", "configmaps")
-        .ok_or_else(|| ApiError::internal("configmaps are not registered"))?;
+    let info = registered(state, ("", "v1", "configmaps"))?;
     let ca_line = |text: &str| {
         text.lines()
             .find(|l| l.trim_start().starts_with("certificate-authority-data:"))

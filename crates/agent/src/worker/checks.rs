@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use k8s_openapi::api::core::v1::{Container, HTTPGetAction};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kybern_apimachinery::go_text::io_error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -37,13 +38,13 @@ pub(super) enum Scheme {
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, req: &str) -> Result<(), String> {
     s.write_all(req.as_bytes())
         .await
-        .map_err(|e| go_error(&e))?;
+        .map_err(|e| io_error(&e))?;
     let mut head = Vec::with_capacity(64);
     let mut buf = [0u8; 256];
     while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 1024 {
         match s.read(&mut buf).await {
             Ok(0) => break,
-            Err(e) => return Err(go_error(&e)),
+            Err(e) => return Err(io_error(&e)),
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
     }
@@ -60,27 +61,13 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, req: &str) -> Res
     }
 }
 
-/// An I/O error as Go words it: `connection refused`, without Rust's
-/// `(os error N)`.
-pub(super) fn go_error(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    let text = text
-        .find(" (os error")
-        .map_or(text.as_str(), |i| &text[..i]);
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => String::new(),
-    }
-}
-
 /// A TCP connection to `host:port`, or Go's dial error.
 async fn dial(host: &str, port: u16) -> Result<TcpStream, String> {
     TcpStream::connect((host, port)).await.map_err(|e| {
         format!(
             "dial tcp {}: connect: {}",
             host_port(host, port),
-            go_error(&e)
+            io_error(&e)
         )
     })
 }
@@ -147,7 +134,7 @@ pub(super) async fn http_get(
             let stream = tls
                 .connect(name, tcp)
                 .await
-                .map_err(|e| in_get(format!("tls: {}", go_error(&e))))?;
+                .map_err(|e| in_get(format!("tls: {}", io_error(&e))))?;
             exchange(stream, &req).await.map_err(status_failure)
         }
     }

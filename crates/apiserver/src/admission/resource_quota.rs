@@ -190,7 +190,11 @@ pub async fn admit_update(
     old: &Value,
     dry_run: bool,
 ) -> Result<(), ApiError> {
-    if info.group.is_empty() && info.plural == "pods" {
+    // Only these kinds' usage can grow without a create; skipping the rest
+    // keeps the quota read off every other update (leases, statuses).
+    if !info.group.is_empty()
+        || !matches!(info.plural.as_str(), "services" | "persistentvolumeclaims")
+    {
         return Ok(());
     }
     admit_change(state, info, obj, Some(old), dry_run).await

@@ -236,7 +236,7 @@ pub async fn post(
                     "dial tcp {}:{}: connect: {}",
                     target.host,
                     target.port,
-                    io_reason(&e)
+                    kybern_apimachinery::go_text::io_error(&e)
                 )
             })?;
         let name = ServerName::try_from(target.server_name.clone()).map_err(|e| e.to_string())?;
@@ -276,21 +276,6 @@ pub async fn post(
     }
 }
 
-/// An I/O error as Go words it: `connection refused`, without Rust's
-/// `(os error N)`.
-fn io_reason(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    let text = match text.find(" (os error") {
-        Some(i) => &text[..i],
-        None => &text,
-    };
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => String::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,12 +293,6 @@ mod tests {
         assert_eq!((t.host.as_str(), t.port), ("::1", 8443));
         assert!(parse_url("http://a/").is_err());
         assert!(parse_url("https://a:x/").is_err());
-    }
-
-    #[test]
-    fn io_errors_read_as_go_writes_them() {
-        let refused = std::io::Error::from_raw_os_error(111);
-        assert_eq!(io_reason(&refused), "connection refused");
     }
 
     #[test]
