@@ -7,6 +7,7 @@
 //! is unit-tested here against upstream's documented behaviour.
 
 pub mod bootstrap_token;
+pub mod cached_pod;
 pub mod events;
 pub mod fields;
 pub mod go_text;

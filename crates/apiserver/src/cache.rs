@@ -38,29 +38,48 @@ pub struct CachedObject {
     pub labels: Value,
     /// Values of the kind's selectable fields.
     pub fields: Vec<(&'static str, String)>,
-    /// The object as JSON, with its `resourceVersion`.
+    /// The object as JSON, with its `resourceVersion`: for an object the
+    /// cache made, a slice of `line`.
     pub json: Bytes,
+    /// The watch line `{"type":<line_type>,"object":<json>}\n` of the change
+    /// that brought this version, sharing its bytes with `json`, so that
+    /// the line unfiltered watchers receive costs no second copy of the
+    /// object; empty when not made.
+    pub line: Bytes,
+    /// The event type `line` names.
+    pub line_type: &'static str,
     /// That `resourceVersion`: the store revision of the object's last change.
     pub revision: Revision,
 }
 
 impl CachedObject {
-    pub(crate) fn new(info: &ResourceInfo, key: &str, obj: &Value, revision: Revision) -> Self {
+    /// The cached form of `obj`, whose watch line names `line_type`.
+    pub(crate) fn new(
+        info: &ResourceInfo,
+        key: &str,
+        obj: &Value,
+        revision: Revision,
+        line_type: &'static str,
+    ) -> Self {
         let fields = selectable_fields(info)
             .iter()
             .map(|f| (*f, field_of(obj, f).unwrap_or_default()))
             .collect();
+        let encoded = serde_json::to_vec(obj).unwrap_or_default();
+        // Exact-size, so that a cached object keeps no growth slack.
+        let mut framed = BytesMut::with_capacity(encoded.len() + line_type.len() + 24);
+        watch_line_into(line_type, &encoded, &mut framed);
+        let line = framed.freeze();
+        let start = line.len() - encoded.len() - 2;
+        let json = line.slice(start..line.len() - 2);
         CachedObject {
             key: Arc::from(key),
             namespaced: info.namespaced(),
             labels: object::labels(obj).cloned().unwrap_or(Value::Null),
             fields,
-            json: {
-                // Exact-size, so that a cached object does not keep to_vec's growth slack.
-                let mut v = serde_json::to_vec(obj).unwrap_or_default();
-                v.shrink_to_fit();
-                Bytes::from(v)
-            },
+            json,
+            line,
+            line_type,
             revision,
         }
     }
@@ -120,12 +139,17 @@ impl CachedEvent {
         }
     }
 
-    /// `{"type":<natural type>,"object":<json>}\n`, shared by every watcher.
+    /// `{"type":<natural type>,"object":<json>}\n`, shared by every watcher:
+    /// the object's own line, made with it.
     pub fn line(&self) -> Bytes {
+        let kind = self.natural_type();
+        if self.object.line_type == kind && !self.object.line.is_empty() {
+            return self.object.line.clone();
+        }
         self.line
             .get_or_init(|| {
                 let mut b = BytesMut::new();
-                watch_line_into(self.natural_type(), &self.object.json, &mut b);
+                watch_line_into(kind, &self.object.json, &mut b);
                 b.freeze()
             })
             .clone()
@@ -193,9 +217,10 @@ fn decode(
     key: &str,
     value: &[u8],
     rev: Revision,
+    line_type: &'static str,
 ) -> Option<Arc<CachedObject>> {
     match ObjectStore::decode(value, rev) {
-        Ok(obj) => Some(Arc::new(CachedObject::new(info, key, &obj, rev))),
+        Ok(obj) => Some(Arc::new(CachedObject::new(info, key, &obj, rev, line_type))),
         Err(e) => {
             tracing::error!(%key, error = %e.message, "undecodable object in the store; left out of the cache");
             None
@@ -243,7 +268,7 @@ impl WatchCache {
                 .await?;
             revision = page.revision;
             for kv in &page.kvs {
-                if let Some(o) = decode(&self.info, &kv.key, &kv.value, kv.mod_revision) {
+                if let Some(o) = decode(&self.info, &kv.key, &kv.value, kv.mod_revision, "ADDED") {
                     objects.insert(o.key.clone(), o);
                 }
             }
@@ -276,11 +301,18 @@ impl WatchCache {
             let rev = event.revision();
             let key = event.kv.key.clone();
             let object = match event.kind {
-                EventKind::Put => decode(&self.info, &key, &event.kv.value, rev),
+                EventKind::Put => {
+                    let kind = if event.prev.is_some() {
+                        "MODIFIED"
+                    } else {
+                        "ADDED"
+                    };
+                    decode(&self.info, &key, &event.kv.value, rev, kind)
+                }
                 EventKind::Delete => event
                     .prev
                     .as_ref()
-                    .and_then(|p| decode(&self.info, &key, &p.value, rev)),
+                    .and_then(|p| decode(&self.info, &key, &p.value, rev, "DELETED")),
             };
             let mut st = self
                 .state
@@ -294,7 +326,7 @@ impl WatchCache {
             let prev = match &event.prev {
                 Some(p) => match st.objects.get(key.as_str()) {
                     Some(held) if held.revision == p.mod_revision => Some(held.clone()),
-                    _ => decode(&self.info, &key, &p.value, p.mod_revision),
+                    _ => decode(&self.info, &key, &p.value, p.mod_revision, "MODIFIED"),
                 },
                 None => None,
             };
@@ -419,13 +451,58 @@ pub struct Caches {
 }
 
 impl Caches {
-    /// The cache of `info`'s resource, starting it if needed.
+    /// The cache of `info`'s resource, starting it if needed; `None` for a
+    /// resource served without one.
     pub fn get(&self, store: &Arc<dyn Store>, info: &Arc<ResourceInfo>) -> Option<Arc<WatchCache>> {
+        if !info.watch_cached() {
+            return None;
+        }
         let mut map = self.by_prefix.lock().ok()?;
         Some(
             map.entry(info.key_prefix())
                 .or_insert_with(|| WatchCache::start(store.clone(), info.clone()))
                 .clone(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Registry;
+
+    #[test]
+    fn an_event_line_shares_the_cached_objects_bytes() {
+        let info = Registry::with_builtins()
+            .get("", "v1", "configmaps")
+            .expect("configmaps");
+        let obj =
+            serde_json::json!({"metadata": {"name": "c", "namespace": "ns"}, "data": {"k": "v"}});
+        let key = "/registry/core/configmaps/ns/c";
+        let object = Arc::new(CachedObject::new(&info, key, &obj, 5, "MODIFIED"));
+        assert_eq!(
+            serde_json::from_slice::<Value>(&object.json).ok(),
+            Some(obj.clone())
+        );
+        let event = |kind, prev| CachedEvent {
+            revision: 5,
+            kind,
+            object: object.clone(),
+            prev,
+            line: OnceLock::new(),
+        };
+        let modified = event(EventKind::Put, Some(object.clone())).line();
+        let expected = format!(
+            "{{\"type\":\"MODIFIED\",\"object\":{}}}\n",
+            String::from_utf8_lossy(&object.json)
+        );
+        assert_eq!(modified, expected.as_bytes());
+        // The very bytes of the object, not a copy of them.
+        let offset = modified.len() - object.json.len() - 2;
+        assert_eq!(modified[offset..].as_ptr(), object.json.as_ptr());
+        // Another type than the object was made with is encoded apart.
+        let added = event(EventKind::Put, None).line();
+        assert!(added.starts_with(b"{\"type\":\"ADDED\",\"object\":{"));
+        assert!(!added.as_ptr_range().contains(&object.json.as_ptr()));
     }
 }

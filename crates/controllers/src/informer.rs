@@ -1,10 +1,12 @@
 //! Shared informers: one watch per resource kind, a local cache of every
 //! object, and a fan-out of changes to each controller that subscribed.
 
+use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
 use kube::Resource;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
@@ -125,6 +127,14 @@ pub struct Informer<K: Resource<DynamicType = ()> + 'static> {
     /// The watch task; stopped when the last handle on the informer goes
     /// (a controller manager that loses its Lease).
     task: tokio::task::AbortHandle,
+}
+
+impl<K: Resource<DynamicType = ()> + 'static> std::fmt::Debug for Informer<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Informer")
+            .field("kind", &K::kind(&()))
+            .finish_non_exhaustive()
+    }
 }
 
 impl<K: Resource<DynamicType = ()> + 'static> Drop for Informer<K> {
@@ -293,8 +303,12 @@ where
 
 /// Drops what no controller reads before an object is cached: its
 /// `managedFields`, a large share of every object (kube-controller-manager's
-/// informers trim them too).
-fn trim<K: Resource>(obj: &mut K) {
+/// informers trim them too), and of a pod what only its node runs it with
+/// (no controller writes a cached pod back whole).
+fn trim<K: Resource + 'static>(obj: &mut K) {
+    if let Some(pod) = (obj as &mut dyn Any).downcast_mut::<Pod>() {
+        kybern_apimachinery::cached_pod::slim(pod);
+    }
     obj.meta_mut().managed_fields = None;
 }
 

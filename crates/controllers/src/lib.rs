@@ -113,10 +113,11 @@ pub struct Informers {
 }
 
 impl Informers {
-    /// Starts the watches.
-    pub fn start(client: &kube::Client) -> Self {
+    /// Starts the watches; the pods' one unless `pods` is an informer the
+    /// process already runs (shared with its scheduler).
+    pub fn start(client: &kube::Client, pods: Option<Arc<Informer<Pod>>>) -> Self {
         Informers {
-            pods: Informer::spawn(Api::all(client.clone())),
+            pods: pods.unwrap_or_else(|| Informer::spawn(Api::all(client.clone()))),
             replica_sets: Informer::spawn(Api::all(client.clone())),
             replication_controllers: Informer::spawn(Api::all(client.clone())),
             deployments: Informer::spawn(Api::all(client.clone())),
@@ -161,6 +162,9 @@ pub struct ControllerOptions {
     /// The CA that signs approved certificate requests (upstream's
     /// `--cluster-signing-{cert,key}-file`); without one nothing is signed.
     pub signing_ca: Option<certificates::SigningCa>,
+    /// A pod informer the process shares with other components (its
+    /// scheduler), used instead of a watch of the manager's own.
+    pub pods: Option<Arc<Informer<Pod>>>,
 }
 
 impl Default for ControllerOptions {
@@ -170,6 +174,7 @@ impl Default for ControllerOptions {
             workers: 5,
             node_monitor_grace_period: Duration::from_secs(50),
             signing_ca: None,
+            pods: None,
         }
     }
 }
@@ -177,7 +182,7 @@ impl Default for ControllerOptions {
 /// Runs every controller until the process ends: the informers under the
 /// manager's own identity, each controller under the one `clients` gives it.
 pub async fn run(clients: ControllerClients, options: ControllerOptions) {
-    let informers = Informers::start(clients.root());
+    let informers = Informers::start(clients.root(), options.pods.clone());
     let workers = options.workers;
     let c = |name: &'static str| clients.client(name);
     tokio::join!(

@@ -57,6 +57,7 @@ impl ControllerFlags {
                 self.node_monitor_grace_period.max(1),
             ),
             signing_ca: None,
+            pods: None,
         }
     }
 

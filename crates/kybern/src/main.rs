@@ -12,6 +12,7 @@ mod controller_cmd;
 mod kubeconfig_cmd;
 mod scheduler_cmd;
 mod server;
+mod shared_pods;
 mod sim;
 mod store_writer;
 mod token_cmd;

@@ -176,6 +176,32 @@ async fn serve(
         .map_err(|e| anyhow::anyhow!("publishing cluster-info: {e}"))?;
     // In-process components' certificates, renewed while the server runs.
     let mut components = Vec::new();
+    // The controller manager's clients: its own identity (upstream's
+    // `system:kube-controller-manager`), and under it each controller as
+    // its own ServiceAccount; without those, every controller acts as the
+    // cluster admin.
+    let controller_clients = if args.disable_controllers {
+        None
+    } else if args.controllers.use_service_account_credentials {
+        let own = args.data_dir.join("controller-manager.kubeconfig");
+        let user = "system:kube-controller-manager";
+        let (component, config) =
+            ComponentIdentity::issue(&pki, &own, &server_url, user, &[]).await?;
+        let root = component.client(&config)?;
+        components.push(component);
+        Some(args.controllers.clients_with(root, config))
+    } else {
+        let config = crate::scheduler_cmd::config_from_kubeconfig(&kubeconfig).await?;
+        Some(args.controllers.clients(config)?)
+    };
+    // With both in this process, the scheduler reads the manager's pod
+    // cache rather than holding every pod a second time.
+    let shared_pods = match (&controller_clients, args.disable_scheduler) {
+        (Some(clients), false) => Some(kybern_controllers::informer::Informer::spawn(
+            kube::Api::all(clients.root().clone()),
+        )),
+        _ => None,
+    };
     if !args.disable_scheduler {
         // An API client like any other, with its own identity and only the
         // rights of upstream's `system:kube-scheduler`.
@@ -187,27 +213,15 @@ async fn serve(
         components.push(component);
         let metrics = kybern_scheduler::SchedulerMetrics::default();
         state.metrics.add_registry(metrics.registry());
-        let scheduler = kybern_scheduler::Scheduler::new(client.clone(), profiles, metrics);
+        let mut scheduler = kybern_scheduler::Scheduler::new(client.clone(), profiles, metrics);
+        if let Some(pods) = &shared_pods {
+            scheduler = scheduler.with_pod_feed(crate::shared_pods::feed(pods.clone()));
+        }
         // Stable across restarts of this server, so it takes its Lease back at once.
         let identity = format!("server-{}", addr.port());
         crate::scheduler_cmd::spawn(scheduler, client, &args.election, &identity);
     }
-    if !args.disable_controllers {
-        // The manager's own identity (upstream's `system:kube-controller-manager`),
-        // and under it each controller as its own ServiceAccount; without
-        // those, every controller acts as the cluster admin.
-        let clients = if args.controllers.use_service_account_credentials {
-            let own = args.data_dir.join("controller-manager.kubeconfig");
-            let user = "system:kube-controller-manager";
-            let (component, config) =
-                ComponentIdentity::issue(&pki, &own, &server_url, user, &[]).await?;
-            let root = component.client(&config)?;
-            components.push(component);
-            args.controllers.clients_with(root, config)
-        } else {
-            let config = crate::scheduler_cmd::config_from_kubeconfig(&kubeconfig).await?;
-            args.controllers.clients(config)?
-        };
+    if let Some(clients) = controller_clients {
         let mut options = args.controllers.options(Some(pki.ca_pem.clone()));
         // The server's controllers sign with the cluster CA itself.
         options.signing_ca = Some(kybern_controllers::certificates::SigningCa {
@@ -215,6 +229,7 @@ async fn serve(
             key_pem: std::fs::read_to_string(pki.dir.join("ca.key"))
                 .context("reading the cluster CA key")?,
         });
+        options.pods = shared_pods;
         let identity = format!("server-{}", addr.port());
         crate::controller_cmd::spawn(clients, options, &args.election, &identity);
     }

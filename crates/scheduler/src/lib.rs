@@ -14,6 +14,7 @@ pub mod framework;
 pub mod leader;
 pub mod metrics;
 pub mod plugins;
+pub mod pod_feed;
 pub mod preemption;
 pub mod profile;
 pub mod queue;

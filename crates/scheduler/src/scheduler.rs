@@ -18,6 +18,7 @@ use crate::algorithm::{Decision, schedule_pod};
 use crate::cache::{ClusterCache, PodInfo};
 use crate::events::EventRecorder;
 use crate::metrics::SchedulerMetrics;
+use crate::pod_feed::{PodEvent, PodFeed};
 use crate::preemption;
 use crate::profile::{DEFAULT_SCHEDULER_NAME, Profile};
 use crate::queue::SchedulingQueue;
@@ -25,7 +26,7 @@ use crate::volumes::{VolumeEvent, VolumeKind, VolumeObject};
 
 /// What reaches the loop.
 enum Input {
-    Pod(Box<watcher::Event<Pod>>),
+    Pod(PodEvent),
     Node(Box<watcher::Event<Node>>),
     Pdb(Box<watcher::Event<PodDisruptionBudget>>),
     Volume(Box<VolumeEvent>),
@@ -42,6 +43,8 @@ pub struct Scheduler {
     /// Bounds the API calls (bindings, events, status) in flight at once, so
     /// that a burst reuses pooled connections instead of opening thousands.
     in_flight: Arc<Semaphore>,
+    /// Pods from a cache the process shares; `None`: the scheduler's own watch.
+    pods: Option<PodFeed>,
 }
 
 /// API calls the scheduler may have in flight at once.
@@ -98,7 +101,14 @@ impl Scheduler {
             profiles,
             metrics,
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            pods: None,
         }
+    }
+
+    /// Takes pods from `feed` instead of watching them itself.
+    pub fn with_pod_feed(mut self, feed: PodFeed) -> Self {
+        self.pods = Some(feed);
+        self
     }
 
     fn profile_for(&self, pod: &Pod) -> Option<&Arc<Profile>> {
@@ -113,7 +123,18 @@ impl Scheduler {
     /// Runs until the watches end (they retry on errors, so in practice forever).
     pub async fn run(&self) {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        follow::<Pod>(&self.client, &tx, |e| Input::Pod(Box::new(e)));
+        let mut pods = match &self.pods {
+            Some(feed) => feed(),
+            None => crate::pod_feed::watch(&self.client),
+        };
+        let pod_tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(e) = pods.next().await {
+                if pod_tx.send(Input::Pod(e)).is_err() {
+                    return;
+                }
+            }
+        });
         follow::<Node>(&self.client, &tx, |e| Input::Node(Box::new(e)));
         follow::<PodDisruptionBudget>(&self.client, &tx, |e| Input::Pdb(Box::new(e)));
         follow::<PersistentVolumeClaim>(&self.client, &tx, |e| {
@@ -179,18 +200,18 @@ impl Scheduler {
     fn apply(&self, st: &mut State, input: Input, recorders: &HashMap<String, EventRecorder>) {
         let now = Instant::now();
         match input {
-            Input::Pod(ev) => match *ev {
-                watcher::Event::Init => st.relist_pods = Some(HashSet::new()),
-                watcher::Event::InitApply(p) | watcher::Event::Apply(p) => {
+            Input::Pod(ev) => match ev {
+                PodEvent::Init => st.relist_pods = Some(HashSet::new()),
+                PodEvent::Apply(p) => {
                     if let Some(seen) = st.relist_pods.as_mut() {
                         seen.insert(p.metadata.uid.clone().unwrap_or_default());
                     }
                     self.pod_changed(st, p, now);
                 }
-                watcher::Event::Delete(p) => {
-                    self.pod_gone(st, &p.metadata.uid.unwrap_or_default(), now)
+                PodEvent::Delete(p) => {
+                    self.pod_gone(st, p.metadata.uid.as_deref().unwrap_or_default(), now)
                 }
-                watcher::Event::InitDone => {
+                PodEvent::InitDone => {
                     if let Some(seen) = st.relist_pods.take() {
                         for uid in st.cache.pod_uids() {
                             if !seen.contains(&uid) && !st.cache.is_assumed(&uid) {
@@ -276,10 +297,8 @@ impl Scheduler {
         }
     }
 
-    fn pod_changed(&self, st: &mut State, mut pod: Pod, now: Instant) {
-        // Nothing here reads managedFields; kube-scheduler's informers trim
-        // them too, and they are a large share of every cached pod.
-        pod.metadata.managed_fields = None;
+    /// A pod as now observed, trimmed as `PodFeed` describes.
+    fn pod_changed(&self, st: &mut State, pod: Arc<Pod>, now: Instant) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let assigned = pod
             .spec
@@ -290,7 +309,7 @@ impl Scheduler {
             let was_running = crate::cache::occupies_node(&pod);
             st.queue.remove(&uid);
             st.cache.clear_nomination(&uid);
-            st.cache.upsert_pod(Arc::new(pod));
+            st.cache.upsert_pod(pod);
             if !was_running {
                 // A finished pod freed its node.
                 st.queue.cluster_changed(now);
@@ -307,7 +326,7 @@ impl Scheduler {
         if st.cache.is_assumed(&uid) {
             return;
         }
-        let info = PodInfo::new(Arc::new(pod));
+        let info = PodInfo::new(pod);
         // A nomination made before a restart, or by another scheduler.
         let nominated = info
             .pod

@@ -166,7 +166,7 @@ mod tests {
             .expect("name")
             .to_owned();
         let key = ObjectStore::key(&info, namespace, &name);
-        Arc::new(CachedObject::new(&info, &key, &object, 1))
+        Arc::new(CachedObject::new(&info, &key, &object, 1, "ADDED"))
     }
 
     #[test]

@@ -149,6 +149,8 @@ mod tests {
                             serde_json::to_vec(&json!({"name": i, "pad": "y".repeat(300)}))
                                 .expect("encodes"),
                         ),
+                        line: Bytes::new(),
+                        line_type: "",
                         revision: 7,
                     })
                 })

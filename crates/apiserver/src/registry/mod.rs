@@ -113,6 +113,17 @@ impl ResourceInfo {
         format!("/registry/{group}/{}/", self.plural)
     }
 
+    /// Whether a watch cache serves the resource's lists and watches. Not
+    /// Events, as upstream (`DefaultWatchCacheSizes` gives them none): they
+    /// are the most numerous objects, each written about once and rarely
+    /// watched, so holding them all in memory buys little. Their lists and
+    /// watches read the store.
+    pub fn watch_cached(&self) -> bool {
+        let events =
+            self.plural == "events" && (self.group.is_empty() || self.group == "events.k8s.io");
+        self.custom.is_some() || !events
+    }
+
     /// Whether the resource has this subresource.
     pub fn has_subresource(&self, name: &str) -> bool {
         self.subresources.iter().any(|s| s == name)
@@ -243,6 +254,19 @@ mod tests {
         assert_eq!(d.api_version(), "apps/v1");
         assert!(r.get("", "v1", "nosuch").is_none());
         assert_eq!(r.group_versions("autoscaling"), vec!["v2", "v1"]);
+    }
+
+    #[test]
+    fn events_alone_are_served_without_a_watch_cache() {
+        let r = Registry::with_builtins();
+        let cached = |g: &str, p: &str| r.get(g, "v1", p).expect(p).watch_cached();
+        assert!(!cached("", "events"));
+        assert!(!cached("events.k8s.io", "events"));
+        assert!(cached("", "pods") && cached("", "configmaps"));
+        let mut custom = (*r.get("", "v1", "events").expect("events")).clone();
+        custom.group = "example.com".into();
+        custom.custom = Some(Arc::default());
+        assert!(custom.watch_cached());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! Watchers are fed from the write path and from the log when they fall behind.
 
 mod checkpoint;
+mod fanout;
 mod reader;
 mod schema;
 mod watch;
@@ -19,7 +20,7 @@ use std::sync::{Arc, Mutex, mpsc as std_mpsc};
 use async_trait::async_trait;
 use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::compactor::{Compactor, CompactorOptions};
@@ -30,7 +31,7 @@ use crate::types::{
     DeleteResponse, GetResponse, Precondition, RangeRequest, RangeResponse, Revision,
 };
 use reader::ReadPool;
-use writer::{Batch, WriteOp, Writer};
+use writer::{WriteOp, Writer};
 
 /// Options for [`SqliteStore::open`].
 #[derive(Clone, Debug)]
@@ -41,6 +42,8 @@ pub struct SqliteOptions {
     pub compaction: Option<CompactorOptions>,
     /// Committed batches buffered for watchers before a slow one falls back to the log.
     pub watch_buffer: usize,
+    /// The most bytes of keys and values those batches may hold.
+    pub watch_buffer_bytes: usize,
     /// Events buffered per watcher between the store and its consumer.
     pub watcher_queue: usize,
 }
@@ -52,6 +55,7 @@ impl SqliteOptions {
             path: path.into(),
             compaction: Some(CompactorOptions::default()),
             watch_buffer: 1024,
+            watch_buffer_bytes: 32 << 20,
             watcher_queue: 1024,
         }
     }
@@ -62,7 +66,7 @@ pub struct SqliteStore {
     path: PathBuf,
     writes: Mutex<Option<std_mpsc::Sender<WriteOp>>>,
     revision: Arc<AtomicI64>,
-    events: broadcast::Sender<Batch>,
+    events: fanout::BatchPublisher,
     pool: Arc<ReadPool>,
     watcher_queue: usize,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -109,7 +113,7 @@ impl SqliteStore {
         tracing::info!(path = %path.display(), revision = meta.revision, compacted = meta.compacted, "opened sqlite store");
 
         let revision = Arc::new(AtomicI64::new(meta.revision));
-        let (events, _) = broadcast::channel(options.watch_buffer.max(16));
+        let events = fanout::feed(options.watch_buffer.max(16), options.watch_buffer_bytes);
         let (tx, rx) = std_mpsc::channel();
         let writer = Writer {
             conn,

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
+use super::fanout::{BatchReceiver, RecvError};
 use super::reader::{self, ReadPool};
-use super::writer::Batch;
 use crate::error::StoreError;
 use crate::types::{Event, Revision};
 
@@ -20,7 +20,7 @@ pub(super) async fn run(
     prefix: String,
     mut next: Revision,
     catch_up: bool,
-    mut live: broadcast::Receiver<Batch>,
+    mut live: BatchReceiver,
     out: mpsc::Sender<Result<Event, StoreError>>,
 ) {
     let mut need_catch_up = catch_up;
@@ -56,11 +56,11 @@ pub(super) async fn run(
                         }
                     }
                 }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                Err(RecvError::Lagged(missed)) => {
                     tracing::debug!(%prefix, next, missed, "watcher lagged; catching up from the log");
                     break;
                 }
-                Err(broadcast::error::RecvError::Closed) => {
+                Err(RecvError::Closed) => {
                     let _ = out.send(Err(StoreError::Closed)).await;
                     return;
                 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::oneshot;
 
 use super::schema::{self, Meta, sql_error};
 use crate::error::StoreError;
@@ -49,7 +49,7 @@ pub(super) struct Writer {
     pub conn: Connection,
     pub meta: Meta,
     pub revision: Arc<AtomicI64>,
-    pub events: broadcast::Sender<Batch>,
+    pub events: super::fanout::BatchPublisher,
     pub compact_waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
 }
 
@@ -155,7 +155,7 @@ impl Writer {
                 self.revision.store(meta.revision, Ordering::Release);
                 if !events.is_empty() {
                     // No receivers is fine: nobody is watching.
-                    let _ = self.events.send(Arc::from(events));
+                    self.events.send(Arc::from(events));
                 }
                 for outcome in outcomes {
                     match outcome {

@@ -1,0 +1,59 @@
+//! Where the scheduler learns of pods: its own watch, or a feed of pods its
+//! process already caches for other components (the controller manager's
+//! informer inside `kybern server`), so that one copy of every pod serves both.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::watcher;
+
+/// One change of the pods the scheduler sees, in a watcher's terms.
+#[derive(Clone, Debug)]
+pub enum PodEvent {
+    /// A full list begins: what it does not apply afterwards is gone.
+    Init,
+    /// A pod as it is now (from a list or a change).
+    Apply(Arc<Pod>),
+    /// A pod was deleted; its last state.
+    Delete(Arc<Pod>),
+    /// The full list ended.
+    InitDone,
+}
+
+/// Makes a fresh feed each time the scheduler starts (it starts again on
+/// every leadership term). Pods arrive trimmed as
+/// `kybern_apimachinery::cached_pod::slim` leaves them.
+pub type PodFeed = Arc<dyn Fn() -> BoxStream<'static, PodEvent> + Send + Sync>;
+
+/// The scheduler's own watch of every pod, trimmed as a shared feed's pods
+/// are, so that it decides the same either way. Watch errors are logged and
+/// the watch retries.
+pub fn watch(client: &kube::Client) -> BoxStream<'static, PodEvent> {
+    watcher::watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        .filter_map(|r| async move {
+            match r {
+                Ok(e) => Some(from_watch(e)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "scheduler pod watch failed; retrying");
+                    None
+                }
+            }
+        })
+        .boxed()
+}
+
+fn from_watch(event: watcher::Event<Pod>) -> PodEvent {
+    let trimmed = |mut pod: Pod| {
+        kybern_apimachinery::cached_pod::slim(&mut pod);
+        Arc::new(pod)
+    };
+    match event {
+        watcher::Event::Init => PodEvent::Init,
+        watcher::Event::InitApply(p) | watcher::Event::Apply(p) => PodEvent::Apply(trimmed(p)),
+        watcher::Event::Delete(p) => PodEvent::Delete(trimmed(p)),
+        watcher::Event::InitDone => PodEvent::InitDone,
+    }
+}
