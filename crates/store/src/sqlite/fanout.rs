@@ -1,12 +1,12 @@
-//! The fan-out of committed batches from the writer to watchers: the latest
-//! batches are kept while they fit a count and a byte budget, each watcher
-//! reads at its own position, and one that falls behind the oldest kept is
-//! told so and reads the log instead.
+//! The fan-out of committed batches from the writer to watchers: a batch is
+//! kept until every watcher subscribed when it was published has read it,
+//! but only while the kept batches fit a count and a byte budget; each
+//! watcher reads at its own position, and one that falls behind the oldest
+//! kept is told so and reads the log instead.
 //!
-//! A broadcast channel would keep its last N batches whatever their size;
-//! each batch holds every written value and the value it replaced, so under
-//! bulk writes of large objects that retained memory grew to hundreds of
-//! megabytes, long after every watcher had read it.
+//! A broadcast channel bounds only the count: one watcher stuck behind a
+//! slow client made it keep its last 1,024 batches, each holding every
+//! written value and the value it replaced, whatever their size.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,12 +25,36 @@ pub(super) enum RecvError {
     Closed,
 }
 
+/// A kept batch: its size, and how many receivers have yet to read it.
+struct Entry {
+    batch: Batch,
+    size: usize,
+    unread: usize,
+}
+
 struct Kept {
     /// Sequence number of `batches[0]`.
     first: u64,
-    batches: VecDeque<(Batch, usize)>,
+    batches: VecDeque<Entry>,
     bytes: usize,
+    receivers: usize,
     closed: bool,
+}
+
+impl Kept {
+    fn pop_front(&mut self) {
+        if let Some(e) = self.batches.pop_front() {
+            self.bytes -= e.size;
+            self.first += 1;
+        }
+    }
+
+    /// Drops the oldest batches every receiver has read.
+    fn release_read(&mut self) {
+        while self.batches.front().is_some_and(|e| e.unread == 0) {
+            self.pop_front();
+        }
+    }
 }
 
 struct Shared {
@@ -65,6 +89,7 @@ pub(super) fn feed(max_batches: usize, max_bytes: usize) -> BatchPublisher {
             first: 0,
             batches: VecDeque::new(),
             bytes: 0,
+            receivers: 0,
             closed: false,
         }),
         published: Notify::new(),
@@ -91,23 +116,27 @@ impl BatchPublisher {
         let size = size_of(&batch);
         {
             let mut kept = self.0.lock();
-            kept.batches.push_back((batch, size));
+            let unread = kept.receivers;
+            kept.batches.push_back(Entry {
+                batch,
+                size,
+                unread,
+            });
             kept.bytes += size;
             while kept.batches.len() > 1
                 && (kept.batches.len() > self.0.max_batches || kept.bytes > self.0.max_bytes)
             {
-                if let Some((_, dropped)) = kept.batches.pop_front() {
-                    kept.bytes -= dropped;
-                    kept.first += 1;
-                }
+                kept.pop_front();
             }
+            kept.release_read();
         }
         self.0.published.notify_waiters();
     }
 
     /// A receiver of the batches published from now on.
     pub(super) fn subscribe(&self) -> BatchReceiver {
-        let kept = self.0.lock();
+        let mut kept = self.0.lock();
+        kept.receivers += 1;
         BatchReceiver {
             shared: self.0.clone(),
             next: kept.first + kept.batches.len() as u64,
@@ -141,16 +170,19 @@ impl BatchReceiver {
             tokio::pin!(published);
             published.as_mut().enable();
             {
-                let kept = self.shared.lock();
+                let mut kept = self.shared.lock();
                 if self.next < kept.first {
                     let missed = kept.first - self.next;
                     self.next = kept.first;
                     return Err(RecvError::Lagged(missed));
                 }
                 let index = usize::try_from(self.next - kept.first).unwrap_or(usize::MAX);
-                if let Some((batch, _)) = kept.batches.get(index) {
+                if let Some(entry) = kept.batches.get_mut(index) {
+                    entry.unread = entry.unread.saturating_sub(1);
+                    let batch = entry.batch.clone();
                     self.next += 1;
-                    return Ok(batch.clone());
+                    kept.release_read();
+                    return Ok(batch);
                 }
                 if kept.closed {
                     return Err(RecvError::Closed);
@@ -158,6 +190,18 @@ impl BatchReceiver {
             }
             published.await;
         }
+    }
+}
+
+impl Drop for BatchReceiver {
+    fn drop(&mut self) {
+        let mut kept = self.shared.lock();
+        kept.receivers -= 1;
+        let unread = usize::try_from(self.next.saturating_sub(kept.first)).unwrap_or(usize::MAX);
+        for entry in kept.batches.iter_mut().skip(unread) {
+            entry.unread = entry.unread.saturating_sub(1);
+        }
+        kept.release_read();
     }
 }
 
@@ -214,6 +258,28 @@ mod tests {
         tx.send(batch(500));
         assert_eq!(rx.recv().await.err(), Some(RecvError::Lagged(1)));
         assert_eq!(rx.recv().await.map(|b| b[0].kv.value.len()), Ok(500));
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_released_once_every_receiver_read_it() {
+        let tx = feed(8, 1 << 20);
+        tx.send(batch(1));
+        assert_eq!(tx.0.lock().batches.len(), 0, "kept with no receiver");
+        let (mut a, b) = (tx.subscribe(), tx.subscribe());
+        tx.send(batch(2));
+        tx.send(batch(3));
+        assert_eq!(a.recv().await.map(|b| b[0].kv.value.len()), Ok(2));
+        assert_eq!(a.recv().await.map(|b| b[0].kv.value.len()), Ok(3));
+        assert_eq!(tx.0.lock().batches.len(), 2, "b has read neither");
+        drop(b);
+        assert_eq!(tx.0.lock().batches.len(), 0);
+        let mut c = tx.subscribe();
+        tx.send(batch(4));
+        assert_eq!(c.recv().await.map(|b| b[0].kv.value.len()), Ok(4));
+        assert_eq!(tx.0.lock().batches.len(), 1, "a has not read it");
+        assert_eq!(a.recv().await.map(|b| b[0].kv.value.len()), Ok(4));
+        let kept = tx.0.lock();
+        assert_eq!((kept.batches.len(), kept.bytes, kept.first), (0, 0, 4));
     }
 
     #[tokio::test]
