@@ -143,7 +143,7 @@ impl CachedEvent {
     /// the object's own line, made with it.
     pub fn line(&self) -> Bytes {
         let kind = self.natural_type();
-        if self.object.line_type == kind && !self.object.line.is_empty() {
+        if self.object.line_type == kind {
             return self.object.line.clone();
         }
         self.line

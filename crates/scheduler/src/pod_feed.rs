@@ -4,10 +4,8 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::Api;
 use kube::runtime::watcher;
 
 /// One change of the pods the scheduler sees, in a watcher's terms.
@@ -28,24 +26,9 @@ pub enum PodEvent {
 /// `kybern_apimachinery::cached_pod::slim` leaves them.
 pub type PodFeed = Arc<dyn Fn() -> BoxStream<'static, PodEvent> + Send + Sync>;
 
-/// The scheduler's own watch of every pod, trimmed as a shared feed's pods
-/// are, so that it decides the same either way. Watch errors are logged and
-/// the watch retries.
-pub fn watch(client: &kube::Client) -> BoxStream<'static, PodEvent> {
-    watcher::watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .filter_map(|r| async move {
-            match r {
-                Ok(e) => Some(from_watch(e)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "scheduler pod watch failed; retrying");
-                    None
-                }
-            }
-        })
-        .boxed()
-}
-
-fn from_watch(event: watcher::Event<Pod>) -> PodEvent {
+/// A change from the scheduler's own watch of every pod, trimmed as a
+/// shared feed's pods are, so that it decides the same either way.
+pub(crate) fn from_watch(event: watcher::Event<Pod>) -> PodEvent {
     let trimmed = |mut pod: Pod| {
         kybern_apimachinery::cached_pod::slim(&mut pod);
         Arc::new(pod)

@@ -123,18 +123,21 @@ impl Scheduler {
     /// Runs until the watches end (they retry on errors, so in practice forever).
     pub async fn run(&self) {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut pods = match &self.pods {
-            Some(feed) => feed(),
-            None => crate::pod_feed::watch(&self.client),
-        };
-        let pod_tx = tx.clone();
-        tokio::spawn(async move {
-            while let Some(e) = pods.next().await {
-                if pod_tx.send(Input::Pod(e)).is_err() {
-                    return;
-                }
+        match &self.pods {
+            Some(feed) => {
+                let (mut pods, pod_tx) = (feed(), tx.clone());
+                tokio::spawn(async move {
+                    while let Some(e) = pods.next().await {
+                        if pod_tx.send(Input::Pod(e)).is_err() {
+                            return;
+                        }
+                    }
+                });
             }
-        });
+            None => follow::<Pod>(&self.client, &tx, |e| {
+                Input::Pod(crate::pod_feed::from_watch(e))
+            }),
+        }
         follow::<Node>(&self.client, &tx, |e| Input::Node(Box::new(e)));
         follow::<PodDisruptionBudget>(&self.client, &tx, |e| Input::Pdb(Box::new(e)));
         follow::<PersistentVolumeClaim>(&self.client, &tx, |e| {
