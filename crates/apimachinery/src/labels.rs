@@ -374,7 +374,11 @@ impl Selector {
     /// Whether a `metadata.labels` object satisfies every requirement.
     pub fn matches_labels(&self, labels: Option<&Value>) -> bool {
         let map = labels.and_then(Value::as_object);
-        let get = |k: &str| map.and_then(|m| m.get(k)).and_then(Value::as_str);
+        self.matches_with(|k| map.and_then(|m| m.get(k)).and_then(Value::as_str))
+    }
+
+    /// Whether labels, looked up through `get`, satisfy every requirement.
+    pub fn matches_with<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> bool {
         self.requirements.iter().all(|r| r.matches(&get))
     }
 }

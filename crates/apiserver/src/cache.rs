@@ -17,6 +17,7 @@ use tokio::sync::broadcast;
 
 use crate::handlers::list::{field_of, selectable_fields};
 use crate::object;
+use crate::packed_strings::PackedStrings;
 use crate::registry::ResourceInfo;
 use crate::request::ListOptions;
 use crate::storage::ObjectStore;
@@ -24,7 +25,7 @@ use crate::storage::ObjectStore;
 /// Recent events kept per resource for watches that resume from a past revision.
 const RING: usize = 10_000;
 /// Live events buffered per watcher before it must catch up from the ring.
-const FANOUT: usize = 4_096;
+const FANOUT: usize = 1_024;
 
 /// One object as the cache holds it.
 #[derive(Debug)]
@@ -34,10 +35,12 @@ pub struct CachedObject {
     pub key: Arc<str>,
     /// Whether the key holds a namespace segment.
     pub namespaced: bool,
-    /// `metadata.labels` (or null).
-    pub labels: Value,
-    /// Values of the kind's selectable fields.
-    pub fields: Vec<(&'static str, String)>,
+    /// `metadata.labels`, as keys and values in turn.
+    pub labels: PackedStrings,
+    /// The kind's selectable fields (beyond name and namespace).
+    pub field_names: &'static [&'static str],
+    /// Their values, in that order (empty where the object has none).
+    pub fields: PackedStrings,
     /// The object as JSON, with its `resourceVersion`: for an object the
     /// cache made, a slice of `line`.
     pub json: Bytes,
@@ -61,10 +64,16 @@ impl CachedObject {
         revision: Revision,
         line_type: &'static str,
     ) -> Self {
-        let fields = selectable_fields(info)
+        let field_names = selectable_fields(info);
+        let values: Vec<String> = field_names
             .iter()
-            .map(|f| (*f, field_of(obj, f).unwrap_or_default()))
+            .map(|f| field_of(obj, f).unwrap_or_default())
             .collect();
+        let labels = object::labels(obj).and_then(Value::as_object);
+        let labels = labels
+            .into_iter()
+            .flatten()
+            .flat_map(|(k, v)| [k.as_str(), v.as_str().unwrap_or_default()]);
         let encoded = serde_json::to_vec(obj).unwrap_or_default();
         // Exact-size, so that a cached object keeps no growth slack.
         let mut framed = BytesMut::with_capacity(encoded.len() + line_type.len() + 24);
@@ -75,8 +84,9 @@ impl CachedObject {
         CachedObject {
             key: Arc::from(key),
             namespaced: info.namespaced(),
-            labels: object::labels(obj).cloned().unwrap_or(Value::Null),
-            fields,
+            labels: PackedStrings::new(labels),
+            field_names,
+            fields: PackedStrings::new(values.iter().map(String::as_str)),
             json,
             line,
             line_type,
@@ -97,17 +107,19 @@ impl CachedObject {
         self.key.rsplit('/').nth(1).unwrap_or_default()
     }
 
+    /// The value of the selectable field `name` (beyond name and namespace).
+    pub fn field(&self, name: &str) -> Option<&str> {
+        let i = self.field_names.iter().position(|f| *f == name)?;
+        self.fields.get(i)
+    }
+
     /// Whether the object passes the request's selectors.
     pub fn matches(&self, opts: &ListOptions) -> bool {
-        opts.labels.matches_labels(Some(&self.labels))
+        opts.labels.matches_with(|k| self.labels.value_of(k))
             && opts.fields.matches(|f| match f {
                 "metadata.name" => Some(self.name().to_owned()),
                 "metadata.namespace" => Some(self.namespace().to_owned()),
-                other => self
-                    .fields
-                    .iter()
-                    .find(|(k, _)| *k == other)
-                    .map(|(_, v)| v.clone()),
+                other => self.field(other).map(str::to_owned),
             })
     }
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::{Extension, Router};
+use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
@@ -14,6 +14,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 
 use crate::auth::{PeerIdentity, identity_from_cert};
 use crate::pki::Pki;
@@ -139,10 +140,16 @@ pub async fn serve_tls(listener: TcpListener, config: Arc<rustls::ServerConfig>,
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(|c| identity_from_cert(c));
-            let service = TowerToHyperService::new(
-                app.layer(Extension(PeerIdentity(identity)))
-                    .layer(Extension(crate::audit::ClientAddr(peer))),
-            );
+            // The connection's facts go into each request's extensions. Layering
+            // the router instead would rebuild every route per connection.
+            let peer_identity = PeerIdentity(identity);
+            let service = TowerToHyperService::new(app.map_request(
+                move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(peer_identity.clone());
+                    req.extensions_mut().insert(crate::audit::ClientAddr(peer));
+                    req
+                },
+            ));
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             // Go's default, which kube-apiserver keeps: client-go opens another
             // connection when one reaches it.

@@ -7,12 +7,12 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use http::HeaderValue;
-use http::header::AUTHORIZATION;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
-use kube::client::{Body, ClientBuilder};
+
+use crate::transport::{Transport, TransportError};
 
 /// The namespace of the controllers' ServiceAccounts.
 pub const NAMESPACE: &str = "kube-system";
@@ -38,15 +38,16 @@ pub struct ControllerClients {
     /// The manager's own client: shared informers, leader election, and
     /// minting the controllers' tokens.
     root: kube::Client,
-    /// The connection settings for controller clients, without an identity;
-    /// `None` runs every controller as the manager itself.
-    config: Option<Arc<kube::Config>>,
+    /// The connection settings for controller clients, without an identity,
+    /// and the connections they all share; `None` runs every controller as
+    /// the manager itself.
+    accounts: Option<(Arc<kube::Config>, Transport)>,
 }
 
 impl std::fmt::Debug for ControllerClients {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControllerClients")
-            .field("service_accounts", &self.config.is_some())
+            .field("service_accounts", &self.accounts.is_some())
             .finish()
     }
 }
@@ -56,18 +57,22 @@ impl ControllerClients {
     pub fn shared(client: kube::Client) -> Self {
         ControllerClients {
             root: client,
-            config: None,
+            accounts: None,
         }
     }
 
     /// Each controller runs as its own ServiceAccount; `config` is how to
     /// reach the API server (its identity, if any, is not used for them).
-    pub fn service_accounts(client: kube::Client, mut config: kube::Config) -> Self {
+    pub fn service_accounts(
+        client: kube::Client,
+        mut config: kube::Config,
+    ) -> Result<Self, TransportError> {
         config.auth_info = Default::default();
-        ControllerClients {
+        let transport = Transport::anonymous(&config)?;
+        Ok(ControllerClients {
             root: client,
-            config: Some(Arc::new(config)),
-        }
+            accounts: Some((Arc::new(config), transport)),
+        })
     }
 
     /// The manager's own client.
@@ -79,7 +84,7 @@ impl ControllerClients {
     /// waits until the account and a first token exist, then renews the
     /// token in the background for as long as the client is in use.
     pub async fn client(&self, controller: &str) -> kube::Client {
-        let Some(config) = &self.config else {
+        let Some((config, transport)) = &self.accounts else {
             return self.root.clone();
         };
         let (token, expires) = loop {
@@ -92,7 +97,7 @@ impl ControllerClients {
             }
         };
         let bearer = Arc::new(RwLock::new(token));
-        let client = match with_bearer(config, bearer.clone()) {
+        let client = match transport.client(config, Some(bearer.clone())) {
             Ok(c) => c,
             Err(e) => {
                 // The same settings built the manager's client, so this
@@ -180,31 +185,11 @@ async fn mint(
     Ok((header, lifetime))
 }
 
-/// A client on `config` that presents whatever token `bearer` holds now.
-fn with_bearer(
-    config: &kube::Config,
-    bearer: Arc<RwLock<HeaderValue>>,
-) -> Result<kube::Client, kube::Error> {
-    Ok(ClientBuilder::try_from(config.clone())?
-        .with_layer(&bearer_layer(bearer))
-        .build())
-}
-
-/// Sets each request's `Authorization` to the token in `bearer` at the time.
-fn bearer_layer(
-    bearer: Arc<RwLock<HeaderValue>>,
-) -> tower::util::MapRequestLayer<impl Fn(http::Request<Body>) -> http::Request<Body> + Clone> {
-    tower::util::MapRequestLayer::new(move |mut req: http::Request<Body>| {
-        if let Ok(value) = bearer.read() {
-            req.headers_mut().insert(AUTHORIZATION, value.clone());
-        }
-        req
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::AUTHORIZATION;
+    use kube::client::Body;
 
     #[tokio::test]
     async fn requests_carry_the_token_held_at_the_time() {
@@ -218,8 +203,8 @@ mod tests {
             Ok::<_, std::convert::Infallible>(http::Response::new(Body::from(seen)))
         });
         let bearer = Arc::new(RwLock::new(HeaderValue::from_static("Bearer first")));
-        let client = ClientBuilder::new(echo, "default")
-            .with_layer(&bearer_layer(bearer.clone()))
+        let client = kube::client::ClientBuilder::new(echo, "default")
+            .with_layer(&crate::transport::bearer_layer(bearer.clone()))
             .build();
         let ask = || async {
             let req = http::Request::get("/api")

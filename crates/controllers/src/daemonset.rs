@@ -19,7 +19,7 @@ use crate::expectations::Expectations;
 use crate::history::{self, REVISION_LABEL};
 use crate::informer::{Change, Informer, next_change};
 use crate::pods::{availability, controller_ref, is_ready};
-use crate::queue::{ObjectKey, ReconcileResult, WorkQueue, run_workers};
+use crate::queue::{ObjectKey, ReconcileResult, WorkQueue, run_workers, sooner};
 use crate::{ControllerError, Informers};
 
 struct DaemonSetController {
@@ -335,7 +335,7 @@ impl DaemonSetController {
         )
         .await?;
         self.write_status(&ds, &status).await?;
-        Ok(requeue)
+        Ok(sooner(requeue, self.expectations.lapse_in(key)))
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -181,7 +181,7 @@ impl EndpointSliceController {
         if self.expectations.satisfied(key) {
             self.write_slices(key, &svc, pods).await?;
         }
-        Ok(None)
+        Ok(self.expectations.lapse_in(key))
     }
 
     async fn write_slices(

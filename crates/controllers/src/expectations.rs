@@ -92,6 +92,18 @@ impl Expectations {
         }
     }
 
+    /// How long until the unsatisfied expectations of `key` lapse (`None`
+    /// when they are satisfied): a controller that waits on them looks
+    /// again then, since no event may ever come to satisfy them.
+    pub fn lapse_in(&self, key: &ObjectKey) -> Option<Duration> {
+        let pending = self.lock();
+        let p = pending.get(key)?;
+        if p.adds <= 0 && p.deletes.is_empty() {
+            return None;
+        }
+        EXPECTATIONS_TTL.checked_sub(p.set_at.elapsed())
+    }
+
     /// Drops the record of a controller object that is gone.
     pub fn forget(&self, key: &ObjectKey) {
         self.lock().remove(key);
@@ -114,8 +126,10 @@ mod tests {
         assert!(!e.satisfied(&k));
         e.deletion_observed(&k, "other");
         assert!(!e.satisfied(&k));
+        assert!(e.lapse_in(&k).is_some_and(|d| d > Duration::from_secs(290)));
         e.deletion_observed(&k, "u1");
         e.deletion_observed(&k, "u1");
         assert!(e.satisfied(&k));
+        assert_eq!(e.lapse_in(&k), None);
     }
 }

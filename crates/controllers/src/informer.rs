@@ -14,8 +14,11 @@ use kube::runtime::watcher::{self, Event};
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, watch};
 
-/// Changes buffered per subscriber before a slow one is told to resync.
-const FAN_OUT_BUFFER: usize = 16_384;
+/// Changes buffered per subscriber before a slow one is told to resync:
+/// pods change in bursts of thousands (a rollout, a relist); other kinds
+/// far less. Each buffer is allocated whole when the informer starts.
+const POD_FAN_OUT_BUFFER: usize = 16_384;
+const FAN_OUT_BUFFER: usize = 2_048;
 
 /// One observed change of an object.
 #[derive(Debug)]
@@ -26,9 +29,9 @@ pub enum Change<K> {
     Modified(Arc<K>),
     /// The object is gone; its last known state.
     Deleted(Arc<K>),
-    /// The cache was rebuilt from a fresh list (or this subscriber fell
-    /// behind): deletions may have been missed, so every object should be
-    /// looked at again.
+    /// The first list filled the cache, or this subscriber fell behind:
+    /// changes may have been missed, so every object should be looked at
+    /// again. (A later relist is sent as the changes it brought.)
     Resync,
 }
 
@@ -108,6 +111,33 @@ impl<K: Resource> Cache<K> {
         Some(old)
     }
 
+    /// What changed from this cache to `newer`: objects added, objects
+    /// whose `resourceVersion` moved, and objects gone (as last seen here).
+    fn changes_to(&self, newer: &Cache<K>) -> Vec<Change<K>> {
+        let mut out = Vec::new();
+        for (ns, names) in &newer.objects {
+            let before = self.objects.get(ns);
+            for (name, obj) in names {
+                match before.and_then(|b| b.get(name)) {
+                    None => out.push(Change::Added(obj.clone())),
+                    Some(old) if old.meta().resource_version != obj.meta().resource_version => {
+                        out.push(Change::Modified(obj.clone()));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        for (ns, names) in &self.objects {
+            let after = newer.objects.get(ns);
+            for (name, obj) in names {
+                if after.is_none_or(|a| !a.contains_key(name)) {
+                    out.push(Change::Deleted(obj.clone()));
+                }
+            }
+        }
+        out
+    }
+
     fn unindex(&mut self, key: &(String, String), owner: Option<String>) {
         let uid = owner.unwrap_or_default();
         if let Some(set) = self.by_controller.get_mut(&uid) {
@@ -161,7 +191,12 @@ where
     /// Starts watching `api` with selectors in `config`.
     pub fn spawn_with(api: Api<K>, config: watcher::Config) -> Arc<Self> {
         let cache: Arc<RwLock<Cache<K>>> = Arc::default();
-        let (changes, _) = broadcast::channel(FAN_OUT_BUFFER);
+        let capacity = if K::kind(&()) == "Pod" {
+            POD_FAN_OUT_BUFFER
+        } else {
+            FAN_OUT_BUFFER
+        };
+        let (changes, _) = broadcast::channel(capacity);
         let sender = changes.clone();
         let (synced_tx, synced) = watch::channel(false);
         let writer = cache.clone();
@@ -201,9 +236,27 @@ where
                         None
                     }
                     Event::InitDone => {
-                        *write(&writer) = relist.take().unwrap_or_default();
+                        let fresh = relist.take().unwrap_or_default();
+                        let diff = {
+                            let mut cache = write(&writer);
+                            let old = std::mem::replace(&mut *cache, fresh);
+                            // A relist after a lost watch is told as the
+                            // changes it brought, as client-go's informers
+                            // do: a controller counting the pods it created
+                            // must see each one added.
+                            (*synced_tx.borrow()).then(|| old.changes_to(&cache))
+                        };
                         let _ = synced_tx.send(true);
-                        Some(Change::Resync)
+                        match diff {
+                            Some(diff) => {
+                                for change in diff {
+                                    let _ = changes.send(change);
+                                }
+                                None
+                            }
+                            // The first list: subscribers read the cache.
+                            None => Some(Change::Resync),
+                        }
                     }
                 };
                 if let Some(change) = change {
@@ -329,5 +382,75 @@ where
             Some(Change::Resync)
         }
         Err(broadcast::error::RecvError::Closed) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    fn cm(ns: &str, name: &str, rv: &str) -> Arc<ConfigMap> {
+        let mut c = ConfigMap::default();
+        c.metadata.namespace = Some(ns.into());
+        c.metadata.name = Some(name.into());
+        c.metadata.resource_version = Some(rv.into());
+        Arc::new(c)
+    }
+
+    fn described(changes: Vec<Change<ConfigMap>>) -> Vec<String> {
+        let mut out: Vec<String> = changes
+            .into_iter()
+            .map(|c| {
+                let (verb, o) = match c {
+                    Change::Added(o) => ("added", o),
+                    Change::Modified(o) => ("modified", o),
+                    Change::Deleted(o) => ("deleted", o),
+                    Change::Resync => return "resync".to_owned(),
+                };
+                let m = &o.metadata;
+                format!(
+                    "{verb} {}/{}@{}",
+                    m.namespace.as_deref().unwrap_or_default(),
+                    m.name.as_deref().unwrap_or_default(),
+                    m.resource_version.as_deref().unwrap_or_default()
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_relist_is_told_as_the_changes_it_brought() {
+        let mut old = Cache::default();
+        for c in [
+            cm("a", "same", "1"),
+            cm("a", "moved", "2"),
+            cm("a", "gone", "3"),
+            cm("b", "alone", "4"),
+        ] {
+            old.insert(c);
+        }
+        let mut new = Cache::default();
+        for c in [
+            cm("a", "same", "1"),
+            cm("a", "moved", "7"),
+            cm("a", "born", "8"),
+            cm("c", "x", "9"),
+        ] {
+            new.insert(c);
+        }
+        assert_eq!(
+            described(old.changes_to(&new)),
+            [
+                "added a/born@8",
+                "added c/x@9",
+                "deleted a/gone@3",
+                "deleted b/alone@4",
+                "modified a/moved@7",
+            ]
+        );
+        assert!(new.changes_to(&new).is_empty());
     }
 }

@@ -30,6 +30,7 @@ pub mod resourcequota;
 pub mod service_pods;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod transport;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -182,6 +182,14 @@ pub fn backoff(failures: u32) -> Duration {
     BASE_DELAY.saturating_mul(factor).min(MAX_DELAY)
 }
 
+/// The sooner of two optional waits before a key is looked at again.
+pub fn sooner(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// What a reconcile asks of the queue.
 pub type ReconcileResult<E> = Result<Option<Duration>, E>;
 

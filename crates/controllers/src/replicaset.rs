@@ -15,7 +15,7 @@ use crate::informer::{Change, Informer, next_change};
 use crate::pods::{
     availability, controller_of, controller_ref, deletion_order, is_active, is_ready,
 };
-use crate::queue::{ObjectKey, ReconcileResult, WorkQueue, run_workers};
+use crate::queue::{ObjectKey, ReconcileResult, WorkQueue, run_workers, sooner};
 use crate::replicated::Replicated;
 use crate::{ControllerError, Informers, labels_match};
 
@@ -178,7 +178,7 @@ impl<K: Replicated> ReplicaSetController<K> {
             .await?;
         match failure {
             Some(err) => Err(err),
-            None => Ok(requeue),
+            None => Ok(sooner(requeue, self.expectations.lapse_in(key))),
         }
     }
 

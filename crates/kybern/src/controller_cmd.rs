@@ -65,16 +65,20 @@ impl ControllerFlags {
     /// controller a ServiceAccount's unless switched off.
     pub fn clients(&self, config: kube::Config) -> anyhow::Result<ControllerClients> {
         let root = kube::Client::try_from(config.clone())?;
-        Ok(self.clients_with(root, config))
+        self.clients_with(root, config)
     }
 
     /// As [`ControllerFlags::clients`], with the manager's own client given.
-    pub fn clients_with(&self, root: kube::Client, config: kube::Config) -> ControllerClients {
-        if self.use_service_account_credentials {
-            ControllerClients::service_accounts(root, config)
+    pub fn clients_with(
+        &self,
+        root: kube::Client,
+        config: kube::Config,
+    ) -> anyhow::Result<ControllerClients> {
+        Ok(if self.use_service_account_credentials {
+            ControllerClients::service_accounts(root, config)?
         } else {
             ControllerClients::shared(root)
-        }
+        })
     }
 }
 

@@ -189,7 +189,7 @@ async fn serve(
             ComponentIdentity::issue(&pki, &own, &server_url, user, &[]).await?;
         let root = component.client(&config)?;
         components.push(component);
-        Some(args.controllers.clients_with(root, config))
+        Some(args.controllers.clients_with(root, config)?)
     } else {
         let config = crate::scheduler_cmd::config_from_kubeconfig(&kubeconfig).await?;
         Some(args.controllers.clients(config)?)

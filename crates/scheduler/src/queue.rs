@@ -169,7 +169,16 @@ impl SchedulingQueue {
 
     /// Removes a pod (deleted, or bound by someone else).
     pub fn remove(&mut self, uid: &str) {
+        self.forget(uid);
+    }
+
+    /// Drops a pod, and gives back the table's room once a burst of pods
+    /// has passed through: a hash map never shrinks on its own.
+    fn forget(&mut self, uid: &str) {
         self.pods.remove(uid);
+        if self.pods.capacity() > 4 * self.pods.len() + 1024 {
+            self.pods.shrink_to(2 * self.pods.len());
+        }
     }
 
     /// Whether a pod is queued (in any place).
@@ -259,7 +268,7 @@ impl SchedulingQueue {
 
     /// A scheduled pod leaves the queue.
     pub fn done(&mut self, uid: &str) {
-        self.pods.remove(uid);
+        self.forget(uid);
     }
 
     /// A cluster change that may make unschedulable pods fit: they move to

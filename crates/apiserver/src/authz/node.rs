@@ -147,11 +147,7 @@ async fn pods_on(
     let pods = state.cached_objects("", "pods", namespace).await?;
     Ok(pods
         .iter()
-        .filter(|p| {
-            p.fields
-                .iter()
-                .any(|(f, v)| *f == "spec.nodeName" && v == node)
-        })
+        .filter(|p| p.field("spec.nodeName") == Some(node))
         .filter_map(|p| serde_json::from_slice(&p.json).ok())
         .collect())
 }
@@ -193,12 +189,9 @@ async fn pod_on(
     name: &str,
 ) -> Result<bool, ApiError> {
     let pods = state.cached_objects("", "pods", Some(namespace)).await?;
-    Ok(pods.iter().any(|p| {
-        p.name() == name
-            && p.fields
-                .iter()
-                .any(|(f, v)| *f == "spec.nodeName" && v == node)
-    }))
+    Ok(pods
+        .iter()
+        .any(|p| p.name() == name && p.field("spec.nodeName") == Some(node)))
 }
 
 const WRITES: [&str; 5] = ["create", "update", "patch", "delete", "deletecollection"];

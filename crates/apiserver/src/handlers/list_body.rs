@@ -143,8 +143,9 @@ mod tests {
                     Arc::new(CachedObject {
                         key: Arc::from(format!("/registry/core/configmaps/ns/n{i}")),
                         namespaced: true,
-                        labels: Value::Null,
-                        fields: Vec::new(),
+                        labels: Default::default(),
+                        field_names: &[],
+                        fields: Default::default(),
                         json: Bytes::from(
                             serde_json::to_vec(&json!({"name": i, "pad": "y".repeat(300)}))
                                 .expect("encodes"),

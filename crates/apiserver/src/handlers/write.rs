@@ -39,9 +39,7 @@ pub async fn check_namespace_open(ctx: &Ctx, namespace: &str) -> Result<(), ApiE
     // The cache indexes `status.phase`; an active namespace without a
     // deletion timestamp (the common case) is open without decoding it.
     if let Some(c) = &cached
-        && c.fields
-            .iter()
-            .any(|(f, v)| *f == "status.phase" && v != "Terminating")
+        && c.field("status.phase").is_some_and(|v| v != "Terminating")
         && !c.json.windows(19).any(|w| w == b"\"deletionTimestamp\"")
     {
         return Ok(());

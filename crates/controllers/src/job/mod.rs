@@ -22,7 +22,7 @@ use self::status::condition_true;
 use crate::expectations::Expectations;
 use crate::informer::{Change, Informer, next_change};
 use crate::pods::{deletion_order, is_ready};
-use crate::queue::{ObjectKey, ReconcileResult, WorkQueue, run_workers};
+use crate::queue::{ObjectKey, ReconcileResult, WorkQueue, run_workers, sooner};
 use crate::{ControllerError, Informers};
 
 /// Most pods created or deleted in one sync (upstream's burst).
@@ -181,7 +181,7 @@ impl JobController {
             }
         } else if satisfied {
             match self.manage(key, &job, &st, &census, &pods_api, now).await {
-                Ok(wait) => requeue = min_wait(requeue, wait),
+                Ok(wait) => requeue = sooner(requeue, wait),
                 Err(e) => manage_err = Some(e),
             }
         }
@@ -216,7 +216,7 @@ impl JobController {
         untrack(&pods_api, to_untrack).await?;
         match manage_err {
             Some(e) => Err(e),
-            None => Ok(requeue),
+            None => Ok(sooner(requeue, self.expectations.lapse_in(key))),
         }
     }
 
@@ -532,13 +532,6 @@ async fn untrack(api: &Api<Pod>, pods: Vec<&Arc<Pod>>) -> Result<(), ControllerE
         }
     }
     Ok(())
-}
-
-fn min_wait(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
 }
 
 fn count(n: usize) -> i32 {
