@@ -484,6 +484,51 @@ mod tests {
     use crate::registry::Registry;
 
     #[test]
+    fn cached_pods_match_label_and_field_selectors() {
+        let info = Registry::with_builtins()
+            .get("", "v1", "pods")
+            .expect("pods");
+        let obj = serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "labels": {"app": "web", "tier": ""}},
+            "spec": {"nodeName": "n1", "containers": []},
+            "status": {"phase": "Running"},
+        });
+        let pod = CachedObject::new(&info, "/registry/core/pods/ns/p", &obj, 3, "ADDED");
+        assert_eq!(pod.field("spec.nodeName"), Some("n1"));
+        assert_eq!(pod.field("status.podIP"), Some(""));
+        assert_eq!(pod.field("spec.unknown"), None);
+        let opts = |labels: &str, fields: &str| ListOptions {
+            labels: kybern_apimachinery::labels::Selector::parse(labels).expect("labels"),
+            fields: kybern_apimachinery::fields::FieldSelector::parse(fields).expect("fields"),
+            limit: 0,
+            continue_from: None,
+            revision: crate::request::ListRevision::Latest,
+            resource_version: None,
+            watch: false,
+            bookmarks: false,
+            timeout_seconds: None,
+            send_initial_events: None,
+        };
+        for (labels, fields, want) in [
+            ("", "", true),
+            ("app=web", "spec.nodeName=n1", true),
+            ("app in (web,api),tier", "status.phase!=Pending", true),
+            ("tier=", "metadata.name=p,metadata.namespace=ns", true),
+            ("app=api", "", false),
+            ("!tier", "", false),
+            ("web", "", false),
+            ("", "spec.nodeName=n2", false),
+            ("", "status.podIP=10.0.0.1", false),
+        ] {
+            assert_eq!(
+                pod.matches(&opts(labels, fields)),
+                want,
+                "{labels} / {fields}"
+            );
+        }
+    }
+
+    #[test]
     fn an_event_line_shares_the_cached_objects_bytes() {
         let info = Registry::with_builtins()
             .get("", "v1", "configmaps")

@@ -423,24 +423,25 @@ mod tests {
 
     #[test]
     fn a_relist_is_told_as_the_changes_it_brought() {
-        let mut old = Cache::default();
-        for c in [
+        let cache_of = |objects: [Arc<ConfigMap>; 4]| {
+            let mut cache = Cache::default();
+            for o in objects {
+                cache.insert(o);
+            }
+            cache
+        };
+        let old = cache_of([
             cm("a", "same", "1"),
             cm("a", "moved", "2"),
             cm("a", "gone", "3"),
             cm("b", "alone", "4"),
-        ] {
-            old.insert(c);
-        }
-        let mut new = Cache::default();
-        for c in [
+        ]);
+        let new = cache_of([
             cm("a", "same", "1"),
             cm("a", "moved", "7"),
             cm("a", "born", "8"),
             cm("c", "x", "9"),
-        ] {
-            new.insert(c);
-        }
+        ]);
         assert_eq!(
             described(old.changes_to(&new)),
             [
