@@ -209,7 +209,7 @@ async fn service_account_user(state: &ApiState, token: &str) -> Option<UserInfo>
             let key = crate::storage::ObjectStore::key(&info, &k.namespace, name);
             if cache
                 .get(&key)
-                .is_some_and(|cached| uid_of(&cached.json).as_deref() == Some(uid))
+                .is_some_and(|cached| uid_of(&cached.json()).as_deref() == Some(uid))
             {
                 return true;
             }

@@ -2,11 +2,12 @@
 //! ring of recent events, from which lists at `resourceVersion=0` and every
 //! watch of that resource are served, so that thousands of watchers cost one
 //! store watch. Objects are kept as their serialized JSON (with
-//! `resourceVersion` set) plus the few fields selectors need, so serving them
-//! copies bytes instead of re-encoding objects.
+//! `resourceVersion` set), packed against a sibling's (see
+//! [`crate::packed_json`]), plus the few fields selectors need, so serving
+//! them copies bytes instead of re-encoding objects.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -17,6 +18,7 @@ use tokio::sync::broadcast;
 
 use crate::handlers::list::{field_of, selectable_fields};
 use crate::object;
+use crate::packed_json::{PackedJson, Packer, family_of};
 use crate::packed_strings::PackedStrings;
 use crate::registry::ResourceInfo;
 use crate::request::ListOptions;
@@ -41,28 +43,46 @@ pub struct CachedObject {
     pub field_names: &'static [&'static str],
     /// Their values, in that order (empty where the object has none).
     pub fields: PackedStrings,
-    /// The object as JSON, with its `resourceVersion`: for an object the
-    /// cache made, a slice of `line`.
-    pub json: Bytes,
-    /// The watch line `{"type":<line_type>,"object":<json>}\n` of the change
-    /// that brought this version, sharing its bytes with `json`, so that
-    /// the line unfiltered watchers receive costs no second copy of the
-    /// object; empty when not made.
-    pub line: Bytes,
-    /// The event type `line` names.
-    pub line_type: &'static str,
+    /// The object as JSON, with its `resourceVersion`, packed.
+    body: PackedJson,
     /// That `resourceVersion`: the store revision of the object's last change.
     pub revision: Revision,
 }
 
 impl CachedObject {
-    /// The cached form of `obj`, whose watch line names `line_type`.
-    pub(crate) fn new(
+    /// The cached form of `obj`, its JSON kept whole (for caches of few objects).
+    pub fn new(info: &ResourceInfo, key: &str, obj: &Value, revision: Revision) -> Self {
+        let json = Bytes::from(serde_json::to_vec(obj).unwrap_or_default());
+        Self::with_json(info, key, obj, revision, PackedJson::whole(json))
+    }
+
+    /// The cached form of `obj`, packed by `packer`, and the watch line
+    /// `{"type":<line_type>,"object":<json>}\n` for live watchers, encoded
+    /// once for both.
+    pub(crate) fn with_line(
         info: &ResourceInfo,
         key: &str,
         obj: &Value,
         revision: Revision,
         line_type: &'static str,
+        packer: &mut Packer,
+    ) -> (Self, Bytes) {
+        let encoded = serde_json::to_vec(obj).unwrap_or_default();
+        // Exact-size, so that a whole object keeps no growth slack.
+        let mut framed = BytesMut::with_capacity(encoded.len() + line_type.len() + 24);
+        watch_line_into(line_type, &encoded, &mut framed);
+        let line = framed.freeze();
+        let json = line.slice(line_prefix(line_type)..line.len() - 2);
+        let body = packer.pack(family_of(obj), json);
+        (Self::with_json(info, key, obj, revision, body), line)
+    }
+
+    fn with_json(
+        info: &ResourceInfo,
+        key: &str,
+        obj: &Value,
+        revision: Revision,
+        body: PackedJson,
     ) -> Self {
         let field_names = selectable_fields(info);
         let values: Vec<String> = field_names
@@ -74,24 +94,25 @@ impl CachedObject {
             .into_iter()
             .flatten()
             .flat_map(|(k, v)| [k.as_str(), v.as_str().unwrap_or_default()]);
-        let encoded = serde_json::to_vec(obj).unwrap_or_default();
-        // Exact-size, so that a cached object keeps no growth slack.
-        let mut framed = BytesMut::with_capacity(encoded.len() + line_type.len() + 24);
-        watch_line_into(line_type, &encoded, &mut framed);
-        let line = framed.freeze();
-        let start = line.len() - encoded.len() - 2;
-        let json = line.slice(start..line.len() - 2);
         CachedObject {
             key: Arc::from(key),
             namespaced: info.namespaced(),
             labels: PackedStrings::new(labels),
             field_names,
             fields: PackedStrings::new(values.iter().map(String::as_str)),
-            json,
-            line,
-            line_type,
+            body,
             revision,
         }
+    }
+
+    /// The object as JSON, with its `resourceVersion`.
+    pub fn json(&self) -> Bytes {
+        self.body.json()
+    }
+
+    /// Bytes this object's JSON holds in the cache.
+    pub fn held(&self) -> usize {
+        self.body.held()
     }
 
     /// `metadata.name`: the key's last segment (names hold no `/`).
@@ -136,9 +157,6 @@ pub struct CachedEvent {
     pub object: Arc<CachedObject>,
     /// The object before the change.
     pub prev: Option<Arc<CachedObject>>,
-    /// The watch line every unfiltered JSON watcher receives, encoded once on
-    /// first use and shared (a refcount per watcher instead of a copy).
-    line: OnceLock<Bytes>,
 }
 
 impl CachedEvent {
@@ -150,22 +168,48 @@ impl CachedEvent {
             (EventKind::Put, None) => "ADDED",
         }
     }
+}
 
-    /// `{"type":<natural type>,"object":<json>}\n`, shared by every watcher:
-    /// the object's own line, made with it.
-    pub fn line(&self) -> Bytes {
-        let kind = self.natural_type();
-        if self.object.line_type == kind {
-            return self.object.line.clone();
-        }
-        self.line
-            .get_or_init(|| {
-                let mut b = BytesMut::new();
-                watch_line_into(kind, &self.object.json, &mut b);
-                b.freeze()
-            })
-            .clone()
+/// A change as it happens: the event, and its watch line as every
+/// unfiltered JSON watcher receives it, shared (a refcount per watcher, not
+/// a copy). The line lives as long as some watcher has yet to read it; the
+/// ring keeps only the packed event.
+#[derive(Clone, Debug)]
+pub struct LiveEvent {
+    /// The change.
+    pub event: Arc<CachedEvent>,
+    line: Bytes,
+}
+
+impl LiveEvent {
+    fn new(event: Arc<CachedEvent>, line: Bytes, line_type: &'static str) -> Self {
+        let kind = event.natural_type();
+        let line = if kind == line_type {
+            line
+        } else {
+            let json = line.slice(line_prefix(line_type)..line.len() - 2);
+            let mut b = BytesMut::new();
+            watch_line_into(kind, &json, &mut b);
+            b.freeze()
+        };
+        LiveEvent { event, line }
     }
+
+    /// `{"type":<natural type>,"object":<json>}\n`.
+    pub fn line(&self) -> Bytes {
+        self.line.clone()
+    }
+
+    /// The object's JSON: a slice of the line, not unpacked again.
+    pub fn json(&self) -> Bytes {
+        let start = line_prefix(self.event.natural_type());
+        self.line.slice(start..self.line.len() - 2)
+    }
+}
+
+/// Length of `{"type":"<kind>","object":`.
+fn line_prefix(kind: &str) -> usize {
+    kind.len() + 20
 }
 
 /// Appends one JSON watch line for an object already encoded as JSON.
@@ -182,7 +226,7 @@ pub fn watch_line_into(kind: &str, json: &[u8], out: &mut BytesMut) {
 #[derive(Clone, Debug)]
 pub enum CacheMessage {
     /// A change.
-    Event(Arc<CachedEvent>),
+    Event(LiveEvent),
     /// The cache lost its store watch and re-listed: watchers must start over.
     Reset,
 }
@@ -230,9 +274,13 @@ fn decode(
     value: &[u8],
     rev: Revision,
     line_type: &'static str,
-) -> Option<Arc<CachedObject>> {
+    packer: &mut Packer,
+) -> Option<(Arc<CachedObject>, Bytes)> {
     match ObjectStore::decode(value, rev) {
-        Ok(obj) => Some(Arc::new(CachedObject::new(info, key, &obj, rev, line_type))),
+        Ok(obj) => {
+            let (o, line) = CachedObject::with_line(info, key, &obj, rev, line_type, packer);
+            Some((Arc::new(o), line))
+        }
         Err(e) => {
             tracing::error!(%key, error = %e.message, "undecodable object in the store; left out of the cache");
             None
@@ -269,6 +317,7 @@ impl WatchCache {
         let mut objects = BTreeMap::new();
         let mut revision = 0;
         let mut start_after = None;
+        let mut packer = Packer::default();
         loop {
             let page = store
                 .range(RangeRequest {
@@ -280,7 +329,15 @@ impl WatchCache {
                 .await?;
             revision = page.revision;
             for kv in &page.kvs {
-                if let Some(o) = decode(&self.info, &kv.key, &kv.value, kv.mod_revision, "ADDED") {
+                let o = decode(
+                    &self.info,
+                    &kv.key,
+                    &kv.value,
+                    kv.mod_revision,
+                    "ADDED",
+                    &mut packer,
+                );
+                if let Some((o, _)) = o {
                     objects.insert(o.key.clone(), o);
                 }
             }
@@ -312,20 +369,17 @@ impl WatchCache {
             let event = event?;
             let rev = event.revision();
             let key = event.kv.key.clone();
-            let object = match event.kind {
-                EventKind::Put => {
-                    let kind = if event.prev.is_some() {
-                        "MODIFIED"
-                    } else {
-                        "ADDED"
-                    };
-                    decode(&self.info, &key, &event.kv.value, rev, kind)
-                }
-                EventKind::Delete => event
-                    .prev
-                    .as_ref()
-                    .and_then(|p| decode(&self.info, &key, &p.value, rev, "DELETED")),
+            let line_type = match (event.kind, &event.prev) {
+                (EventKind::Delete, _) => "DELETED",
+                (EventKind::Put, Some(_)) => "MODIFIED",
+                (EventKind::Put, None) => "ADDED",
             };
+            let value = match event.kind {
+                EventKind::Put => Some(&event.kv.value),
+                EventKind::Delete => event.prev.as_ref().map(|p| &p.value),
+            };
+            let object =
+                value.and_then(|v| decode(&self.info, &key, v, rev, line_type, &mut packer));
             let mut st = self
                 .state
                 .write()
@@ -338,11 +392,21 @@ impl WatchCache {
             let prev = match &event.prev {
                 Some(p) => match st.objects.get(key.as_str()) {
                     Some(held) if held.revision == p.mod_revision => Some(held.clone()),
-                    _ => decode(&self.info, &key, &p.value, p.mod_revision, "MODIFIED"),
+                    _ => decode(
+                        &self.info,
+                        &key,
+                        &p.value,
+                        p.mod_revision,
+                        "MODIFIED",
+                        &mut packer,
+                    )
+                    .map(|(o, _)| o),
                 },
                 None => None,
             };
-            let Some(object) = object else { continue };
+            let Some((object, line)) = object else {
+                continue;
+            };
             match event.kind {
                 EventKind::Put => st.objects.insert(object.key.clone(), object.clone()),
                 EventKind::Delete => st.objects.remove(key.as_str()),
@@ -352,7 +416,6 @@ impl WatchCache {
                 kind: event.kind,
                 object,
                 prev,
-                line: OnceLock::new(),
             });
             st.ring.push_back(cached.clone());
             if st.ring.len() > RING
@@ -362,7 +425,8 @@ impl WatchCache {
             }
             // Sent under the lock, so a subscriber sees each event exactly once:
             // either in its snapshot or on its receiver.
-            let _ = self.fanout.send(CacheMessage::Event(cached));
+            let live = LiveEvent::new(cached, line, line_type);
+            let _ = self.fanout.send(CacheMessage::Event(live));
         }
         Err(kybern_store::StoreError::Backend(
             "store watch ended".into(),
@@ -493,7 +557,7 @@ mod tests {
             "spec": {"nodeName": "n1", "containers": []},
             "status": {"phase": "Running"},
         });
-        let pod = CachedObject::new(&info, "/registry/core/pods/ns/p", &obj, 3, "ADDED");
+        let pod = CachedObject::new(&info, "/registry/core/pods/ns/p", &obj, 3);
         assert_eq!(pod.field("spec.nodeName"), Some("n1"));
         assert_eq!(pod.field("status.podIP"), Some(""));
         assert_eq!(pod.field("spec.unknown"), None);
@@ -529,37 +593,75 @@ mod tests {
     }
 
     #[test]
-    fn an_event_line_shares_the_cached_objects_bytes() {
+    fn a_live_line_shares_the_cached_objects_bytes() {
         let info = Registry::with_builtins()
             .get("", "v1", "configmaps")
             .expect("configmaps");
         let obj =
             serde_json::json!({"metadata": {"name": "c", "namespace": "ns"}, "data": {"k": "v"}});
         let key = "/registry/core/configmaps/ns/c";
-        let object = Arc::new(CachedObject::new(&info, key, &obj, 5, "MODIFIED"));
+        let mut packer = Packer::default();
+        let (object, line) = CachedObject::with_line(&info, key, &obj, 5, "MODIFIED", &mut packer);
+        let object = Arc::new(object);
+        let json = object.json();
         assert_eq!(
-            serde_json::from_slice::<Value>(&object.json).ok(),
+            serde_json::from_slice::<Value>(&json).ok(),
             Some(obj.clone())
         );
-        let event = |kind, prev| CachedEvent {
-            revision: 5,
-            kind,
-            object: object.clone(),
-            prev,
-            line: OnceLock::new(),
+        let event = |kind, prev| {
+            Arc::new(CachedEvent {
+                revision: 5,
+                kind,
+                object: object.clone(),
+                prev,
+            })
         };
-        let modified = event(EventKind::Put, Some(object.clone())).line();
+        let modified = LiveEvent::new(
+            event(EventKind::Put, Some(object.clone())),
+            line.clone(),
+            "MODIFIED",
+        );
         let expected = format!(
             "{{\"type\":\"MODIFIED\",\"object\":{}}}\n",
-            String::from_utf8_lossy(&object.json)
+            String::from_utf8_lossy(&json)
         );
-        assert_eq!(modified, expected.as_bytes());
-        // The very bytes of the object, not a copy of them.
-        let offset = modified.len() - object.json.len() - 2;
-        assert_eq!(modified[offset..].as_ptr(), object.json.as_ptr());
-        // Another type than the object was made with is encoded apart.
-        let added = event(EventKind::Put, None).line();
-        assert!(added.starts_with(b"{\"type\":\"ADDED\",\"object\":{"));
-        assert!(!added.as_ptr_range().contains(&object.json.as_ptr()));
+        assert_eq!(modified.line(), expected.as_bytes());
+        assert_eq!(modified.json(), json);
+        // A small object is kept whole: the very bytes of the line, not a copy.
+        let offset = modified.line().len() - json.len() - 2;
+        assert_eq!(modified.line()[offset..].as_ptr(), json.as_ptr());
+        // Another type than the line was made with is encoded apart.
+        let added = LiveEvent::new(event(EventKind::Put, None), line, "MODIFIED");
+        assert!(
+            added
+                .line()
+                .starts_with(b"{\"type\":\"ADDED\",\"object\":{")
+        );
+        assert!(!added.line().as_ptr_range().contains(&json.as_ptr()));
+        assert_eq!(added.json(), json);
+    }
+
+    #[test]
+    fn large_siblings_are_held_packed_and_read_back_whole() {
+        let info = Registry::with_builtins()
+            .get("", "v1", "configmaps")
+            .expect("configmaps");
+        let mut packer = Packer::default();
+        let held: Vec<(usize, usize)> = (0..3)
+            .map(|i| {
+                let obj = serde_json::json!({"metadata": {"name": format!("c{i}"), "namespace": "ns"},
+                    "data": {"config": "setting = value\n".repeat(40)}});
+                let key = format!("/registry/core/configmaps/ns/c{i}");
+                let (o, line) = CachedObject::with_line(&info, &key, &obj, 5, "ADDED", &mut packer);
+                assert_eq!(serde_json::from_slice::<Value>(&o.json()).ok(), Some(obj));
+                (o.held(), line.len())
+            })
+            .collect();
+        // The first is its family's reference; the rest pack against it.
+        assert!(held[0].0 > 600, "{held:?}");
+        assert!(
+            held[1].0 * 10 < held[1].1 && held[2].0 * 10 < held[2].1,
+            "{held:?}"
+        );
     }
 }

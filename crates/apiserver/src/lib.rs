@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod node_proxy;
 pub mod object;
 pub mod openapi;
+pub mod packed_json;
 pub mod packed_strings;
 pub mod pki;
 pub mod pod_security;

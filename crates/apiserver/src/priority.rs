@@ -37,7 +37,7 @@ async fn classes(state: &ApiState) -> Result<Vec<Object>, ApiError> {
     {
         return Ok(cached
             .iter()
-            .filter_map(|c| serde_json::from_slice(&c.json).ok())
+            .filter_map(|c| serde_json::from_slice(&c.json()).ok())
             .collect());
     }
     // Classes are few: one page holds them.

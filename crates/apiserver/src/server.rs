@@ -97,7 +97,7 @@ impl ApiState {
             .caches
             .get(self.objects.store(), &info)
             .and_then(|c| c.get(&key))
-            .and_then(|c| serde_json::from_slice(&c.json).ok());
+            .and_then(|c| serde_json::from_slice(&c.json()).ok());
         match cached {
             Some(obj) => Ok(obj),
             None => self.objects.get(&info, namespace, name).await,

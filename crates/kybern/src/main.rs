@@ -4,6 +4,7 @@
 mod agent_cmd;
 mod agent_discovery;
 mod agent_join;
+mod allocator;
 mod audit_flags;
 mod bench;
 mod client_cert;
@@ -18,12 +19,6 @@ mod store_writer;
 mod token_cmd;
 
 use clap::{Parser, Subcommand};
-
-/// mimalloc instead of glibc's allocator: the API server allocates and frees
-/// many small JSON values per request from several threads, where glibc's
-/// arenas spent a quarter of the server's CPU (see docs/scheduler.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Kybern: a Kubernetes-compatible distributed operating system, in one binary.
 #[derive(Parser, Debug)]
@@ -80,6 +75,7 @@ enum Command {
 pub const KUBERNETES_VERSION: &str = "v1.35.0";
 
 fn main() -> anyhow::Result<()> {
+    allocator::tune();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KYBERN_LOG")

@@ -72,6 +72,6 @@ async fn cached_values(
         .cached_objects(group, plural, namespace)
         .await?
         .iter()
-        .filter_map(|c| serde_json::from_slice(&c.json).ok())
+        .filter_map(|c| serde_json::from_slice(&c.json()).ok())
         .collect())
 }

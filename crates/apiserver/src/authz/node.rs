@@ -148,7 +148,7 @@ async fn pods_on(
     Ok(pods
         .iter()
         .filter(|p| p.field("spec.nodeName") == Some(node))
-        .filter_map(|p| serde_json::from_slice(&p.json).ok())
+        .filter_map(|p| serde_json::from_slice(&p.json()).ok())
         .collect())
 }
 
@@ -166,7 +166,7 @@ async fn reachable(state: &ApiState, node: &str, attrs: &Attributes) -> Result<b
                     .iter()
                     .find(|c| c.namespace() == ns && c.name() == claim);
                 let volume = bound
-                    .and_then(|c| serde_json::from_slice::<Value>(&c.json).ok())
+                    .and_then(|c| serde_json::from_slice::<Value>(&c.json()).ok())
                     .and_then(|c| c["spec"]["volumeName"].as_str().map(str::to_owned));
                 if volume.as_deref() == Some(attrs.name.as_str()) {
                     return Ok(true);

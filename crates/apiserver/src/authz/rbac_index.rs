@@ -42,7 +42,7 @@ pub struct Binding {
 
 impl Binding {
     fn parse(obj: &CachedObject) -> Self {
-        let binding: Value = serde_json::from_slice(&obj.json).unwrap_or(Value::Null);
+        let binding: Value = serde_json::from_slice(&obj.json()).unwrap_or(Value::Null);
         let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
         Binding {
             name: obj.name().to_owned(),
@@ -67,7 +67,7 @@ pub struct RbacSnapshot {
 }
 
 fn rules_of(obj: &CachedObject) -> Arc<Vec<PolicyRule>> {
-    let role: Value = serde_json::from_slice(&obj.json).unwrap_or(Value::Null);
+    let role: Value = serde_json::from_slice(&obj.json()).unwrap_or(Value::Null);
     Arc::new(serde_json::from_value(role["rules"].clone()).unwrap_or_default())
 }
 
@@ -166,7 +166,7 @@ mod tests {
             .expect("name")
             .to_owned();
         let key = ObjectStore::key(&info, namespace, &name);
-        Arc::new(CachedObject::new(&info, &key, &object, 1, "ADDED"))
+        Arc::new(CachedObject::new(&info, &key, &object, 1))
     }
 
     #[test]

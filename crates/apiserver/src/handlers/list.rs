@@ -289,7 +289,7 @@ async fn list_from_cache(ctx: &Ctx, opts: &ListOptions) -> Option<axum::response
     if crate::table::wants_table(&ctx.headers) {
         let parsed: Vec<Object> = items
             .iter()
-            .filter_map(|o| serde_json::from_slice(&o.json).ok())
+            .filter_map(|o| serde_json::from_slice(&o.json()).ok())
             .collect();
         let t = crate::table::table(
             &ctx.info,

@@ -88,7 +88,7 @@ pub fn cached_response(head: &Value, items: Vec<Arc<CachedObject>>) -> Response 
             if i > 0 {
                 buf.put_u8(b',');
             }
-            buf.put_slice(&items[i].json);
+            buf.put_slice(&items[i].json());
             i += 1;
         }
         if i == items.len() {
@@ -137,23 +137,18 @@ mod tests {
     #[tokio::test]
     async fn cached_items_make_valid_lists_of_any_length() {
         let head = json!({"kind": "ConfigMapList", "apiVersion": "v1", "metadata": {}});
+        let info = crate::registry::Registry::with_builtins()
+            .get("", "v1", "configmaps")
+            .expect("configmaps");
         for n in [0usize, 1, 2, 500] {
             let items = (0..n)
                 .map(|i| {
-                    Arc::new(CachedObject {
-                        key: Arc::from(format!("/registry/core/configmaps/ns/n{i}")),
-                        namespaced: true,
-                        labels: Default::default(),
-                        field_names: &[],
-                        fields: Default::default(),
-                        json: Bytes::from(
-                            serde_json::to_vec(&json!({"name": i, "pad": "y".repeat(300)}))
-                                .expect("encodes"),
-                        ),
-                        line: Bytes::new(),
-                        line_type: "",
-                        revision: 7,
-                    })
+                    Arc::new(CachedObject::new(
+                        &info,
+                        &format!("/registry/core/configmaps/ns/n{i}"),
+                        &json!({"name": i, "pad": "y".repeat(300)}),
+                        7,
+                    ))
                 })
                 .collect::<Vec<_>>();
             if let Some(o) = items.first() {

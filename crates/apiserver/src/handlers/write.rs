@@ -40,11 +40,11 @@ pub async fn check_namespace_open(ctx: &Ctx, namespace: &str) -> Result<(), ApiE
     // deletion timestamp (the common case) is open without decoding it.
     if let Some(c) = &cached
         && c.field("status.phase").is_some_and(|v| v != "Terminating")
-        && !c.json.windows(19).any(|w| w == b"\"deletionTimestamp\"")
+        && !c.json().windows(19).any(|w| w == b"\"deletionTimestamp\"")
     {
         return Ok(());
     }
-    let ns = match cached.and_then(|c| serde_json::from_slice::<Value>(&c.json).ok()) {
+    let ns = match cached.and_then(|c| serde_json::from_slice::<Value>(&c.json()).ok()) {
         Some(ns) => ns,
         None => ctx.state.objects.get(&ns_info, "", namespace).await?,
     };
@@ -335,7 +335,7 @@ pub async fn update_in_storage(
         .caches
         .get(ctx.state.objects.store(), info)
         .and_then(|c| c.get(&crate::storage::ObjectStore::key(info, ns, name)))
-        .and_then(|o| serde_json::from_slice::<Object>(&o.json).ok());
+        .and_then(|o| serde_json::from_slice::<Object>(&o.json()).ok());
     for _ in 0..MAX_ATTEMPTS {
         let old = match cached.take() {
             Some(o) => o,

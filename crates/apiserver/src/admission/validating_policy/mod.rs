@@ -262,7 +262,7 @@ async fn params_of(
             .await
             .map_err(|e| e.message)?
         {
-            if let Ok(obj) = serde_json::from_slice::<Value>(&cached.json)
+            if let Ok(obj) = serde_json::from_slice::<Value>(&cached.json())
                 && selector.matches_labels(obj.pointer("/metadata/labels"))
             {
                 found.push(obj);

@@ -155,7 +155,7 @@ async fn ready_endpoint(
         .await
         .map_err(|e| e.message)?;
     for cached in slices.iter() {
-        let Ok(slice) = serde_json::from_slice::<Value>(&cached.json) else {
+        let Ok(slice) = serde_json::from_slice::<Value>(&cached.json()) else {
             continue;
         };
         if slice.pointer("/metadata/labels/kubernetes.io~1service-name") != Some(&service.into()) {

@@ -143,11 +143,11 @@ impl CacheFeed {
             };
             match msg {
                 Ok(CacheMessage::Event(ev)) => {
-                    if ev.revision < self.next {
+                    if ev.event.revision < self.next {
                         continue;
                     }
-                    self.next = ev.revision + 1;
-                    self.last = ev.revision;
+                    self.next = ev.event.revision + 1;
+                    self.last = ev.event.revision;
                     if let Some(line) = self.enc.event(&ev) {
                         return Some(line);
                     }

@@ -18,7 +18,7 @@ use kybern_store::{Event, EventKind, Revision};
 use serde_json::{Value, json};
 
 use super::{Ctx, list};
-use crate::cache::{CachedEvent, CachedObject, watch_line_into};
+use crate::cache::{CachedEvent, CachedObject, LiveEvent, watch_line_into};
 use crate::object::Object;
 use crate::request::{ListOptions, ListRevision};
 use crate::response::ApiResult;
@@ -68,22 +68,28 @@ impl Encoder {
 
     /// Appends the line for a cached object.
     fn cached_into(&self, kind: &str, obj: &CachedObject, out: &mut BytesMut) {
+        self.json_into(kind, &obj.json(), out);
+    }
+
+    /// Appends the line for an object's JSON.
+    fn json_into(&self, kind: &str, json: &[u8], out: &mut BytesMut) {
         if self.plain() {
-            watch_line_into(kind, &obj.json, out);
-        } else if let Ok(v) = serde_json::from_slice::<Value>(&obj.json) {
+            watch_line_into(kind, json, out);
+        } else if let Ok(v) = serde_json::from_slice::<Value>(json) {
             out.extend_from_slice(&self.object(kind, &v));
         }
     }
 
-    /// The line for a cached event as this watcher sees it, if it sees it: the
-    /// event's shared line when nothing about this watcher changes it.
-    fn event(&self, ev: &CachedEvent) -> Option<Bytes> {
-        let (kind, obj) = classify(&self.opts, ev)?;
-        if self.plain() && kind == ev.natural_type() {
-            return Some(ev.line());
+    /// The line for a live event as this watcher sees it, if it sees it: the
+    /// event's shared line when nothing about this watcher changes it, else
+    /// one made from the JSON the event carries (never unpacked again).
+    fn event(&self, live: &LiveEvent) -> Option<Bytes> {
+        let (kind, _) = classify(&self.opts, &live.event)?;
+        if self.plain() && kind == live.event.natural_type() {
+            return Some(live.line());
         }
         let mut out = BytesMut::new();
-        self.cached_into(kind, obj, &mut out);
+        self.json_into(kind, &live.json(), &mut out);
         Some(out.freeze())
     }
 
