@@ -23,9 +23,11 @@ const MAX_PACKED: usize = 64 * 1024;
 /// An object that packs to no less than 1/`MIN_RATIO` of its size shows
 /// that the reference no longer resembles its family: it becomes the next.
 const MIN_RATIO: usize = 4;
-/// Families remembered per resource before the table starts over; objects
-/// keep their own references either way.
-const MAX_FAMILIES: usize = 4_096;
+/// Families remembered per resource before the table starts over (objects
+/// keep their own references either way). This bounds what the table holds
+/// of families long gone (a deleted ReplicaSet's reference) to 1,024
+/// objects' JSON per resource.
+const MAX_FAMILIES: usize = 1_024;
 
 /// One object's JSON, packed or whole.
 #[derive(Debug, Clone)]

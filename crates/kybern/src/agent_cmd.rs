@@ -250,7 +250,9 @@ pub async fn run_agent(
 ) -> anyhow::Result<()> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)
         .with_context(|| format!("reading kubeconfig {}", kubeconfig.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    // The node agent plays the kubelet, and names itself so.
+    crate::scheduler_cmd::set_user_agent(&mut config, "kubelet");
     // The agent's endpoint admits clients with certificates from the cluster CA.
     let client_cas = config.root_cert.clone().unwrap_or_default();
     let node = node_name(flags);

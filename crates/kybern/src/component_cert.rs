@@ -47,7 +47,9 @@ impl ComponentIdentity {
     ) -> anyhow::Result<(Self, kube::Config)> {
         pki.write_client_kubeconfig(kubeconfig, server_url, user, groups)?;
         let (cert, key) = read_identity(kubeconfig)?;
-        let config = crate::scheduler_cmd::config_from_kubeconfig(kubeconfig).await?;
+        // `system:kube-scheduler` runs as `kube-scheduler`, as upstream.
+        let component = user.strip_prefix("system:").unwrap_or(user);
+        let config = crate::scheduler_cmd::config_from_kubeconfig(kubeconfig, component).await?;
         Ok((
             ComponentIdentity {
                 kubeconfig: kubeconfig.to_owned(),

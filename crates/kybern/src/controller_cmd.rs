@@ -8,6 +8,10 @@ use kybern_scheduler::leader::{ElectionTimings, LeaseElector};
 
 use crate::scheduler_cmd::{LeaderElectionArgs, config_from_kubeconfig, hostname};
 
+/// The controller manager's name in its requests' `User-Agent`, and so the
+/// field manager of its writes, as upstream.
+pub const MANAGER: &str = "kube-controller-manager";
+
 /// Arguments of `kybern controller-manager`.
 #[derive(clap::Args, Debug)]
 pub struct ControllerManagerArgs {
@@ -113,7 +117,7 @@ pub fn spawn(
 pub async fn run(args: ControllerManagerArgs) -> anyhow::Result<()> {
     let clients = args
         .controllers
-        .clients(config_from_kubeconfig(&args.kubeconfig).await?)?;
+        .clients(config_from_kubeconfig(&args.kubeconfig, MANAGER).await?)?;
     let root_ca_pem = match &args.root_ca_file {
         Some(p) => Some(std::fs::read_to_string(p)?),
         None => None,

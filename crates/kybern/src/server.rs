@@ -191,7 +191,11 @@ async fn serve(
         components.push(component);
         Some(args.controllers.clients_with(root, config)?)
     } else {
-        let config = crate::scheduler_cmd::config_from_kubeconfig(&kubeconfig).await?;
+        let config = crate::scheduler_cmd::config_from_kubeconfig(
+            &kubeconfig,
+            crate::controller_cmd::MANAGER,
+        )
+        .await?;
         Some(args.controllers.clients(config)?)
     };
     // With both in this process, the scheduler reads the manager's pod

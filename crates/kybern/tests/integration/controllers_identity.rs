@@ -69,6 +69,25 @@ fn each_controller_acts_as_its_own_service_account() {
         "system:serviceaccount:kube-system:replicaset-controller"
     );
     assert_eq!(made_pod["responseStatus"]["code"], 201);
+    // The manager names itself as upstream's does, and so manages the fields
+    // it writes under that name rather than "unknown".
+    let agent = made_pod["userAgent"].as_str().unwrap_or_default();
+    assert!(
+        agent.starts_with("kube-controller-manager/v1.35.0 (linux/"),
+        "{agent}"
+    );
+    let managers = kubectl.ok(&[
+        "get",
+        "replicasets",
+        "-o",
+        "jsonpath={.items[*].metadata.managedFields[*].manager}",
+    ]);
+    assert!(
+        managers
+            .split_whitespace()
+            .any(|m| m == "kube-controller-manager"),
+        "{managers}"
+    );
     // The shared informers watch as the manager itself.
     let watch = find(&log, "informer watch", |e| {
         e["verb"] == "watch" && e["objectRef"]["resource"] == "replicasets"
