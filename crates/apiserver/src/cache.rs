@@ -111,6 +111,7 @@ impl CachedObject {
     }
 
     /// Bytes this object's JSON holds in the cache.
+    #[cfg(test)]
     pub fn held(&self) -> usize {
         self.body.held()
     }

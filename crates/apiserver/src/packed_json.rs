@@ -72,6 +72,7 @@ impl PackedJson {
     }
 
     /// Bytes held for this object alone (a shared reference not counted).
+    #[cfg(test)]
     pub fn held(&self) -> usize {
         match &self.0 {
             Form::Whole(b) => b.len(),
