@@ -1,96 +1,308 @@
-//! What the control plane's pod caches keep of a pod: the fields the
-//! scheduler and the controllers read, without the rest.
+//! What the control plane's pod caches keep of a pod: `CachedPod`, the
+//! fields the scheduler and the controllers read, in a type of their own.
 //!
-//! A decoded `Pod` is large in memory: its types hold every optional field
-//! inline (one `Volume` is 3 KiB before any of its content, one `Container`
-//! 2 KiB), so a pod of 2.8 KB of JSON takes 18 KB as a `Pod`. The scheduler
-//! and the controller manager each cache every pod of the cluster, so at
-//! 20,000 pods what they never read costs hundreds of megabytes. Trimming
-//! cached objects is what upstream's informers do with `managedFields`; this
-//! goes further for pods, and only for caches that never write a pod back
-//! whole (a trimmed pod must not be PUT: its volumes would be lost).
+//! A decoded `Pod` is large in memory: k8s-openapi's structs hold every
+//! optional field inline (a `Container` is 2,144 bytes before any of its
+//! content, a `ContainerStatus` 752, a `Pod` 2,440), so a running pod of 3 KB
+//! of JSON takes 31 KB as a `Pod`, and still 8 KB with everything the
+//! control plane never reads set to `None`. The scheduler and the controller
+//! manager cache every pod of the cluster, so at 20,000 pods that is the
+//! largest part of the control plane's memory. `CachedPod` has the same field
+//! names and types as `Pod` for what it keeps, so code reading a cached pod
+//! reads it as it would a `Pod`; it decodes straight from a pod's JSON (a
+//! watch or a list of pods as `Api<CachedPod>`), skipping the rest.
+//!
+//! A cached pod is never written back: it lacks what the node agent runs a
+//! pod with. Writers patch or fetch the whole pod.
 
-use k8s_openapi::api::core::v1::{Container, Pod, Volume};
+use std::collections::BTreeMap;
 
-/// Drops from `pod` what no control-plane cache reads, and the spare
-/// capacity of the lists it keeps.
-///
-/// Dropped: `managedFields`; volumes other than claims and generic ephemeral
-/// volumes (config maps, secrets, projected tokens, downward API, emptyDir,
-/// host paths: the node agent reads those, from its own watch); and of each
-/// container what only the node agent runs it with: command, args, working
-/// directory, environment, mounts, probes, lifecycle hooks, security context
-/// and termination-message settings. Kept: metadata (owner references
-/// shrunk to fit), scheduling fields,
-/// container names, images, ports, resources and restart policies, and the
-/// whole status.
-pub fn slim(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    // serde leaves a one-owner list room for four (416 bytes for 104).
-    shrink(&mut pod.metadata.owner_references);
-    if let Some(spec) = pod.spec.as_mut() {
-        if let Some(volumes) = spec.volumes.as_mut() {
-            volumes.retain(is_claim);
-            volumes.shrink_to_fit();
-            if volumes.is_empty() {
-                spec.volumes = None;
-            }
-        }
-        spec.containers.iter_mut().for_each(slim_container);
-        spec.containers.shrink_to_fit();
-        if let Some(init) = spec.init_containers.as_mut() {
-            init.iter_mut().for_each(slim_container);
-            init.shrink_to_fit();
-        }
-        if let Some(ephemeral) = spec.ephemeral_containers.as_mut() {
-            for c in ephemeral.iter_mut() {
-                c.command = None;
-                c.args = None;
-                c.env = None;
-                c.env_from = None;
-                c.volume_mounts = None;
-            }
-            ephemeral.shrink_to_fit();
-        }
-        shrink(&mut spec.tolerations);
-        shrink(&mut spec.readiness_gates);
-    }
-    if let Some(status) = pod.status.as_mut() {
-        shrink(&mut status.conditions);
-        shrink(&mut status.container_statuses);
-        shrink(&mut status.init_container_statuses);
-        shrink(&mut status.pod_ips);
-        shrink(&mut status.host_ips);
-    }
+use k8s_openapi::api::core::v1::{
+    Affinity, Container, ContainerPort, ContainerState, ContainerStatus, EphemeralVolumeSource,
+    PersistentVolumeClaimVolumeSource, Pod, PodCondition, PodIP, PodReadinessGate,
+    PodSchedulingGate, PodSpec, PodStatus, ResourceRequirements, Toleration,
+    TopologySpreadConstraint, Volume,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Deserializer};
+
+/// A pod as the control plane caches it. `metadata` is whole but for
+/// `managedFields`, which the informers drop.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedPod {
+    /// The pod's metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// What the scheduler and the controllers read of `spec`.
+    pub spec: Option<CachedPodSpec>,
+    /// What the scheduler and the controllers read of `status`.
+    pub status: Option<CachedPodStatus>,
 }
 
-/// A volume whose source is a claim: the scheduler's volume binding and
-/// restrictions read these on every pod, and so may the controllers.
-fn is_claim(v: &Volume) -> bool {
-    v.persistent_volume_claim.is_some() || v.ephemeral.is_some()
+/// The kept part of a `PodSpec`; each field is `PodSpec`'s of that name.
+#[allow(missing_docs)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedPodSpec {
+    pub active_deadline_seconds: Option<i64>,
+    pub affinity: Option<Affinity>,
+    #[serde(default, deserialize_with = "shrunk_list")]
+    pub containers: Vec<CachedContainer>,
+    pub hostname: Option<String>,
+    #[serde(default, deserialize_with = "shrunk")]
+    pub init_containers: Option<Vec<CachedContainer>>,
+    pub node_name: Option<String>,
+    pub node_selector: Option<BTreeMap<String, String>>,
+    pub overhead: Option<BTreeMap<String, Quantity>>,
+    pub preemption_policy: Option<String>,
+    pub priority: Option<i32>,
+    pub priority_class_name: Option<String>,
+    #[serde(default, deserialize_with = "shrunk")]
+    pub readiness_gates: Option<Vec<PodReadinessGate>>,
+    pub restart_policy: Option<String>,
+    pub scheduler_name: Option<String>,
+    #[serde(default, deserialize_with = "shrunk")]
+    pub scheduling_gates: Option<Vec<PodSchedulingGate>>,
+    pub subdomain: Option<String>,
+    pub termination_grace_period_seconds: Option<i64>,
+    #[serde(default, deserialize_with = "shrunk")]
+    pub tolerations: Option<Vec<Toleration>>,
+    #[serde(default, deserialize_with = "shrunk")]
+    pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
+    /// Only the volumes whose source is a claim (a `persistentVolumeClaim` or
+    /// a generic `ephemeral` volume): volume binding reads these.
+    #[serde(default, deserialize_with = "claims_only")]
+    pub volumes: Option<Vec<CachedVolume>>,
 }
 
-fn slim_container(c: &mut Container) {
-    c.command = None;
-    c.args = None;
-    c.working_dir = None;
-    c.env = None;
-    c.env_from = None;
-    c.volume_mounts = None;
-    c.volume_devices = None;
-    c.liveness_probe = None;
-    c.readiness_probe = None;
-    c.startup_probe = None;
-    c.lifecycle = None;
-    c.security_context = None;
-    c.termination_message_path = None;
-    c.termination_message_policy = None;
-    shrink(&mut c.ports);
+/// The kept part of a `Container`: what scheduling and accounting read.
+#[allow(missing_docs)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedContainer {
+    #[serde(default)]
+    pub name: String,
+    pub image: Option<String>,
+    #[serde(default, deserialize_with = "shrunk")]
+    pub ports: Option<Vec<ContainerPort>>,
+    pub resources: Option<ResourceRequirements>,
+    pub restart_policy: Option<String>,
 }
 
-fn shrink<T>(list: &mut Option<Vec<T>>) {
+/// A volume whose source is a claim.
+#[allow(missing_docs)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedVolume {
+    #[serde(default)]
+    pub name: String,
+    pub persistent_volume_claim: Option<PersistentVolumeClaimVolumeSource>,
+    pub ephemeral: Option<EphemeralVolumeSource>,
+}
+
+/// The kept part of a `PodStatus`; each field is `PodStatus`'s of that name.
+#[allow(missing_docs)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedPodStatus {
+    #[serde(default, deserialize_with = "shrunk")]
+    pub conditions: Option<Vec<PodCondition>>,
+    #[serde(default, deserialize_with = "shrunk")]
+    pub container_statuses: Option<Vec<CachedContainerStatus>>,
+    #[serde(default, deserialize_with = "shrunk")]
+    pub init_container_statuses: Option<Vec<CachedContainerStatus>>,
+    pub nominated_node_name: Option<String>,
+    pub phase: Option<String>,
+    #[serde(rename = "podIP")]
+    pub pod_ip: Option<String>,
+    #[serde(rename = "podIPs")]
+    #[serde(default, deserialize_with = "shrunk")]
+    pub pod_ips: Option<Vec<PodIP>>,
+}
+
+/// The kept part of a `ContainerStatus`.
+#[allow(missing_docs)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedContainerStatus {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub ready: bool,
+    #[serde(default)]
+    pub restart_count: i32,
+    pub state: Option<ContainerState>,
+}
+
+fn claims_only<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<CachedVolume>>, D::Error> {
+    let volumes: Option<Vec<CachedVolume>> = Option::deserialize(d)?;
+    Ok(volumes
+        .map(|v| {
+            let mut claims: Vec<_> = v.into_iter().filter(CachedVolume::is_claim).collect();
+            claims.shrink_to_fit();
+            claims
+        })
+        .filter(|v| !v.is_empty()))
+}
+
+/// A list without the spare room serde leaves when it grows one (a list of
+/// five conditions has room for eight): cached pods live long.
+fn shrunk<'de, D, T>(d: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let mut list: Option<Vec<T>> = Option::deserialize(d)?;
     if let Some(l) = list.as_mut() {
         l.shrink_to_fit();
+    }
+    Ok(list)
+}
+
+fn shrunk_list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(shrunk(d)?.unwrap_or_default())
+}
+
+/// Drops from a cached object's metadata what no cache reads: its
+/// `managedFields`, often the larger part of an object (upstream's informers
+/// in kube-controller-manager drop them too), and the spare room of its owner
+/// list (serde leaves a one-owner list room for four).
+pub fn trim_metadata(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(owners) = meta.owner_references.as_mut() {
+        owners.shrink_to_fit();
+    }
+}
+
+impl CachedVolume {
+    fn is_claim(&self) -> bool {
+        self.persistent_volume_claim.is_some() || self.ephemeral.is_some()
+    }
+}
+
+impl k8s_openapi::Resource for CachedPod {
+    const API_VERSION: &'static str = <Pod as k8s_openapi::Resource>::API_VERSION;
+    const GROUP: &'static str = <Pod as k8s_openapi::Resource>::GROUP;
+    const KIND: &'static str = <Pod as k8s_openapi::Resource>::KIND;
+    const VERSION: &'static str = <Pod as k8s_openapi::Resource>::VERSION;
+    const URL_PATH_SEGMENT: &'static str = <Pod as k8s_openapi::Resource>::URL_PATH_SEGMENT;
+    type Scope = k8s_openapi::NamespaceResourceScope;
+}
+
+impl k8s_openapi::Metadata for CachedPod {
+    type Ty = ObjectMeta;
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// The cached form of a whole pod (admission, which holds a `Pod`, reads
+/// quotas and limits through the same code as the controllers). Keeps
+/// `managedFields` as they are.
+impl From<&Pod> for CachedPod {
+    fn from(pod: &Pod) -> Self {
+        CachedPod {
+            metadata: pod.metadata.clone(),
+            spec: pod.spec.as_ref().map(CachedPodSpec::from),
+            status: pod.status.as_ref().map(CachedPodStatus::from),
+        }
+    }
+}
+
+impl From<&PodSpec> for CachedPodSpec {
+    fn from(s: &PodSpec) -> Self {
+        let containers = |list: &[Container]| list.iter().map(CachedContainer::from).collect();
+        CachedPodSpec {
+            active_deadline_seconds: s.active_deadline_seconds,
+            affinity: s.affinity.clone(),
+            containers: containers(&s.containers),
+            hostname: s.hostname.clone(),
+            init_containers: s.init_containers.as_deref().map(containers),
+            node_name: s.node_name.clone(),
+            node_selector: s.node_selector.clone(),
+            overhead: s.overhead.clone(),
+            preemption_policy: s.preemption_policy.clone(),
+            priority: s.priority,
+            priority_class_name: s.priority_class_name.clone(),
+            readiness_gates: s.readiness_gates.clone(),
+            restart_policy: s.restart_policy.clone(),
+            scheduler_name: s.scheduler_name.clone(),
+            scheduling_gates: s.scheduling_gates.clone(),
+            subdomain: s.subdomain.clone(),
+            termination_grace_period_seconds: s.termination_grace_period_seconds,
+            tolerations: s.tolerations.clone(),
+            topology_spread_constraints: s.topology_spread_constraints.clone(),
+            volumes: s
+                .volumes
+                .as_ref()
+                .map(|v| {
+                    v.iter()
+                        .map(CachedVolume::from)
+                        .filter(CachedVolume::is_claim)
+                        .collect::<Vec<_>>()
+                })
+                .filter(|v| !v.is_empty()),
+        }
+    }
+}
+
+impl From<&Container> for CachedContainer {
+    fn from(c: &Container) -> Self {
+        CachedContainer {
+            name: c.name.clone(),
+            image: c.image.clone(),
+            ports: c.ports.clone(),
+            resources: c.resources.clone(),
+            restart_policy: c.restart_policy.clone(),
+        }
+    }
+}
+
+impl From<&Volume> for CachedVolume {
+    fn from(v: &Volume) -> Self {
+        CachedVolume {
+            name: v.name.clone(),
+            persistent_volume_claim: v.persistent_volume_claim.clone(),
+            ephemeral: v.ephemeral.clone(),
+        }
+    }
+}
+
+impl From<&PodStatus> for CachedPodStatus {
+    fn from(s: &PodStatus) -> Self {
+        let statuses =
+            |list: &[ContainerStatus]| list.iter().map(CachedContainerStatus::from).collect();
+        CachedPodStatus {
+            conditions: s.conditions.clone(),
+            container_statuses: s.container_statuses.as_deref().map(statuses),
+            init_container_statuses: s.init_container_statuses.as_deref().map(statuses),
+            nominated_node_name: s.nominated_node_name.clone(),
+            phase: s.phase.clone(),
+            pod_ip: s.pod_ip.clone(),
+            pod_ips: s.pod_ips.clone(),
+        }
+    }
+}
+
+impl From<&ContainerStatus> for CachedContainerStatus {
+    fn from(s: &ContainerStatus) -> Self {
+        CachedContainerStatus {
+            name: s.name.clone(),
+            ready: s.ready,
+            restart_count: s.restart_count,
+            state: s.state.clone(),
+        }
     }
 }
 
@@ -99,7 +311,11 @@ mod tests {
     use super::*;
 
     fn pod() -> Pod {
-        serde_json::from_value(serde_json::json!({
+        serde_json::from_value(json()).expect("pod")
+    }
+
+    fn json() -> serde_json::Value {
+        serde_json::json!({
             "metadata": {"name": "p", "namespace": "ns", "labels": {"app": "a"},
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs",
                     "uid": "u", "controller": true}],
@@ -127,21 +343,17 @@ mod tests {
             "status": {"phase": "Running", "podIP": "10.0.0.1",
                 "conditions": [{"type": "Ready", "status": "True"}],
                 "containerStatuses": [{"name": "c", "image": "busybox", "imageID": "", "ready": true,
-                    "restartCount": 2}]},
-        }))
-        .expect("pod")
+                    "restartCount": 2, "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}],
+                "hostIP": "10.1.0.1", "podIPs": [{"ip": "10.0.0.1"}], "nominatedNodeName": "n2",
+                "startTime": "2026-01-01T00:00:00Z"},
+        })
     }
 
     #[test]
     fn keeps_what_schedulers_and_controllers_read() {
-        let mut p = pod();
-        slim(&mut p);
-        assert_eq!(p.metadata.managed_fields, None);
-        assert_eq!(p.metadata.labels, pod().metadata.labels);
-        assert_eq!(p.metadata.annotations, pod().metadata.annotations);
-        let owners = p.metadata.owner_references.as_ref().expect("owners");
-        assert_eq!(Some(owners), pod().metadata.owner_references.as_ref());
-        assert_eq!(owners.capacity(), 1);
+        let whole = pod();
+        let p: CachedPod = serde_json::from_value(json()).expect("cached pod");
+        assert_eq!(p.metadata, whole.metadata);
         let spec = p.spec.as_ref().expect("spec");
         let names: Vec<&str> = spec
             .volumes
@@ -150,19 +362,17 @@ mod tests {
             .map(|v| v.name.as_str())
             .collect();
         assert_eq!(names, ["data", "scratch"]);
+        let original = whole.spec.as_ref().expect("spec");
         let c = &spec.containers[0];
-        assert_eq!(c.image.as_deref(), Some("busybox"));
-        assert_eq!(c.ports, pod().spec.expect("spec").containers[0].ports);
         assert_eq!(
-            c.resources,
-            pod().spec.expect("spec").containers[0].resources
+            (c.name.as_str(), c.image.as_deref()),
+            ("c", Some("busybox"))
         );
-        assert!(c.command.is_none() && c.env.is_none() && c.volume_mounts.is_none());
-        assert!(c.readiness_probe.is_none());
+        assert_eq!(c.ports, original.containers[0].ports);
+        assert_eq!(c.resources, original.containers[0].resources);
         let init = &spec.init_containers.as_ref().expect("init")[0];
         assert_eq!(init.restart_policy.as_deref(), Some("Always"));
-        assert!(init.resources.is_some() && init.args.is_none());
-        let original = pod().spec.expect("spec");
+        assert!(init.resources.is_some());
         assert_eq!(spec.tolerations, original.tolerations);
         assert_eq!(spec.affinity, original.affinity);
         assert_eq!(
@@ -173,16 +383,43 @@ mod tests {
             (spec.node_name.as_deref(), spec.priority),
             (Some("n1"), Some(7))
         );
-        assert_eq!(p.status, pod().status);
+        let status = p.status.as_ref().expect("status");
+        assert_eq!(status.phase.as_deref(), Some("Running"));
+        assert_eq!(status.pod_ip.as_deref(), Some("10.0.0.1"));
+        let cs = &status.container_statuses.as_ref().expect("statuses")[0];
+        assert_eq!(
+            (cs.name.as_str(), cs.ready, cs.restart_count),
+            ("c", true, 2)
+        );
+        assert_eq!(status.conditions, whole.status.expect("status").conditions);
     }
 
     #[test]
-    fn a_pod_without_kept_volumes_has_none() {
-        let mut p = pod();
-        if let Some(v) = p.spec.as_mut().and_then(|s| s.volumes.as_mut()) {
-            v.retain(|v| v.config_map.is_some());
-        }
-        slim(&mut p);
-        assert_eq!(p.spec.expect("spec").volumes, None);
+    fn a_whole_pod_converts_to_what_its_json_decodes_to() {
+        let decoded: CachedPod = serde_json::from_value(json()).expect("cached pod");
+        assert_eq!(CachedPod::from(&pod()), decoded);
+    }
+
+    #[test]
+    fn a_pod_without_claims_has_no_volumes() {
+        let mut v = json();
+        v["spec"]["volumes"] = serde_json::json!([{"name": "cfg", "configMap": {"name": "cfg"}}]);
+        let decoded: CachedPod = serde_json::from_value(v.clone()).expect("cached pod");
+        assert_eq!(decoded.spec.as_ref().expect("spec").volumes, None);
+        let whole: Pod = serde_json::from_value(v).expect("pod");
+        assert_eq!(CachedPod::from(&whole), decoded);
+    }
+
+    #[test]
+    fn is_served_as_pods() {
+        use k8s_openapi::Resource;
+        assert_eq!(
+            (
+                CachedPod::KIND,
+                CachedPod::API_VERSION,
+                CachedPod::URL_PATH_SEGMENT
+            ),
+            ("Pod", "v1", "pods")
+        );
     }
 }

@@ -136,13 +136,21 @@ pub fn pod_reference(
         let list = if init { "initContainers" } else { "containers" };
         format!("spec.{list}{{{name}}}")
     });
+    reference_to_pod(&pod.metadata, field_path)
+}
+
+/// A reference to the pod with `metadata`, and `field_path` within it.
+pub fn reference_to_pod(
+    metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    field_path: Option<String>,
+) -> ObjectReference {
     ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("Pod".into()),
-        namespace: pod.metadata.namespace.clone(),
-        name: pod.metadata.name.clone(),
-        uid: pod.metadata.uid.clone(),
-        resource_version: pod.metadata.resource_version.clone(),
+        namespace: metadata.namespace.clone(),
+        name: metadata.name.clone(),
+        uid: metadata.uid.clone(),
+        resource_version: metadata.resource_version.clone(),
         field_path,
     }
 }

@@ -2,9 +2,9 @@
 //! `scopeSelector`: Terminating, NotTerminating, BestEffort, NotBestEffort,
 //! PriorityClass, CrossNamespacePodAffinity), as upstream's pod evaluator.
 
-use k8s_openapi::api::core::v1::{
-    Container, Pod, ResourceQuotaSpec, ScopedResourceSelectorRequirement,
-};
+use k8s_openapi::api::core::v1::{ResourceQuotaSpec, ScopedResourceSelectorRequirement};
+
+use crate::cached_pod::{CachedContainer, CachedPod};
 
 /// Whether the quota has any scope; a scoped quota counts pods only.
 pub fn is_scoped(spec: &ResourceQuotaSpec) -> bool {
@@ -18,7 +18,7 @@ pub fn is_scoped(spec: &ResourceQuotaSpec) -> bool {
 
 /// Whether every scope of the quota covers `pod` (an unscoped quota covers
 /// every pod).
-pub fn covers_pod(spec: &ResourceQuotaSpec, pod: &Pod) -> bool {
+pub fn covers_pod(spec: &ResourceQuotaSpec, pod: &CachedPod) -> bool {
     // `scopes` are selector requirements with `Exists`, as upstream reads them.
     let listed = spec
         .scopes
@@ -36,7 +36,7 @@ pub fn covers_pod(spec: &ResourceQuotaSpec, pod: &Pod) -> bool {
     listed.chain(selected).all(|r| requirement_holds(&r, pod))
 }
 
-fn requirement_holds(r: &ScopedResourceSelectorRequirement, pod: &Pod) -> bool {
+fn requirement_holds(r: &ScopedResourceSelectorRequirement, pod: &CachedPod) -> bool {
     let spec = pod.spec.as_ref();
     match r.scope_name.as_str() {
         "Terminating" => terminating(pod),
@@ -62,7 +62,7 @@ fn requirement_holds(r: &ScopedResourceSelectorRequirement, pod: &Pod) -> bool {
     }
 }
 
-fn terminating(pod: &Pod) -> bool {
+fn terminating(pod: &CachedPod) -> bool {
     pod.spec
         .as_ref()
         .and_then(|s| s.active_deadline_seconds)
@@ -71,11 +71,11 @@ fn terminating(pod: &Pod) -> bool {
 
 /// Upstream's BestEffort QoS: no container asks for or is limited in CPU or
 /// memory.
-fn best_effort(pod: &Pod) -> bool {
+fn best_effort(pod: &CachedPod) -> bool {
     let Some(spec) = pod.spec.as_ref() else {
         return true;
     };
-    let sized = |c: &Container| {
+    let sized = |c: &CachedContainer| {
         let r = c.resources.as_ref();
         [
             r.and_then(|r| r.requests.as_ref()),
@@ -92,7 +92,7 @@ fn best_effort(pod: &Pod) -> bool {
         .any(sized)
 }
 
-fn cross_namespace_affinity(pod: &Pod) -> bool {
+fn cross_namespace_affinity(pod: &CachedPod) -> bool {
     let Some(affinity) = pod.spec.as_ref().and_then(|s| s.affinity.as_ref()) else {
         return false;
     };
@@ -138,7 +138,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn pod(spec: serde_json::Value) -> Pod {
+    fn pod(spec: serde_json::Value) -> CachedPod {
         serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": spec})).expect("pod")
     }
 

@@ -4,9 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use crate::quantity::{parse_milli, parse_value};
-use k8s_openapi::api::core::v1::{Container, Node, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use crate::cached_pod::{CachedContainer, CachedPod};
+use crate::quantity::{parse_milli, parse_value};
 
 /// CPU assumed for a container without a CPU request when scoring (upstream's
 /// `DefaultMilliCPURequest`), so that such pods still spread.
@@ -94,26 +96,26 @@ impl Resources {
     }
 }
 
-fn container_requests(c: &Container) -> Resources {
+fn container_requests(c: &CachedContainer) -> Resources {
     Resources::from_list(c.resources.as_ref().and_then(|r| r.requests.as_ref()))
 }
 
 /// Whether an init container is a sidecar (`restartPolicy: Always`), which keeps
 /// running beside the app containers.
-fn is_sidecar(c: &Container) -> bool {
+fn is_sidecar(c: &CachedContainer) -> bool {
     c.restart_policy.as_deref() == Some("Always")
 }
 
 /// A pod's effective request, as upstream's `PodRequests`: the larger of the
 /// app containers (plus sidecars) and each init container in turn (plus the
 /// sidecars started before it), plus the pod's overhead.
-pub fn pod_requests(pod: &Pod) -> Resources {
+pub fn pod_requests(pod: &CachedPod) -> Resources {
     pod_requests_with(pod, container_requests)
 }
 
 /// A pod's effective limit, as upstream's `PodLimits` (what quotas count for
 /// `limits.*`).
-pub fn pod_limits(pod: &Pod) -> Resources {
+pub fn pod_limits(pod: &CachedPod) -> Resources {
     pod_requests_with(pod, |c| {
         Resources::from_list(c.resources.as_ref().and_then(|r| r.limits.as_ref()))
     })
@@ -121,7 +123,7 @@ pub fn pod_limits(pod: &Pod) -> Resources {
 
 /// A pod's request for scoring: containers without a CPU or memory request
 /// count the upstream defaults, so that empty pods still spread.
-pub fn pod_requests_non_zero(pod: &Pod) -> Resources {
+pub fn pod_requests_non_zero(pod: &CachedPod) -> Resources {
     pod_requests_with(pod, |c| {
         let mut r = container_requests(c);
         let requests = c.resources.as_ref().and_then(|r| r.requests.as_ref());
@@ -136,7 +138,10 @@ pub fn pod_requests_non_zero(pod: &Pod) -> Resources {
     })
 }
 
-fn pod_requests_with(pod: &Pod, per_container: impl Fn(&Container) -> Resources) -> Resources {
+fn pod_requests_with(
+    pod: &CachedPod,
+    per_container: impl Fn(&CachedContainer) -> Resources,
+) -> Resources {
     let Some(spec) = pod.spec.as_ref() else {
         return Resources::default();
     };
@@ -231,7 +236,7 @@ pub fn format_quota_amount(name: &str, amount: i64) -> String {
 /// `ephemeral-storage` and their `requests.`/`limits.` forms are the pod's
 /// effective request or limit; `requests.<extended resource>` its request.
 /// `None` for a resource pods do not count towards.
-pub fn pod_quota_usage(pod: &Pod, name: &str) -> Option<i64> {
+pub fn pod_quota_usage(pod: &CachedPod, name: &str) -> Option<i64> {
     let (kind, resource) = match name {
         "pods" | "count/pods" => return Some(1),
         "cpu" | "memory" | "ephemeral-storage" => ("requests", name),
@@ -309,7 +314,7 @@ pub fn is_claim_quota_resource(name: &str) -> bool {
 
 /// Whether pods count towards the quota resource `name`.
 pub fn is_pod_quota_resource(name: &str) -> bool {
-    pod_quota_usage(&Pod::default(), name).is_some()
+    pod_quota_usage(&CachedPod::default(), name).is_some()
 }
 
 /// The kind a quota resource counts objects of: its group, version (empty
@@ -340,7 +345,7 @@ pub fn quota_counted_kind(name: &str) -> Option<(String, String, String)> {
 /// The containers (init containers included) that set no `kind`
 /// (`requests` or `limits`) for `resource`: a quota on that resource needs
 /// every container to say, as upstream's pod evaluator insists.
-pub fn containers_missing(pod: &Pod, kind: &str, resource: &str) -> Vec<String> {
+pub fn containers_missing(pod: &CachedPod, kind: &str, resource: &str) -> Vec<String> {
     let Some(spec) = pod.spec.as_ref() else {
         return Vec::new();
     };
@@ -364,7 +369,7 @@ pub fn containers_missing(pod: &Pod, kind: &str, resource: &str) -> Vec<String> 
 mod tests {
     use super::*;
 
-    fn pod(v: serde_json::Value) -> Pod {
+    fn pod(v: serde_json::Value) -> CachedPod {
         serde_json::from_value(v).expect("pod")
     }
 

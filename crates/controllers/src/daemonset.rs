@@ -12,6 +12,7 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus}
 use k8s_openapi::api::core::v1::{Node, Pod, PodTemplateSpec, Toleration};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, PostParams};
+use kybern_apimachinery::cached_pod::CachedPod;
 use kybern_scheduler::plugins::matching::{compile_term, term_matches, untolerated};
 use serde_json::json;
 
@@ -25,7 +26,7 @@ use crate::{ControllerError, Informers};
 struct DaemonSetController {
     client: kube::Client,
     sets: Arc<Informer<DaemonSet>>,
-    pods: Arc<Informer<Pod>>,
+    pods: Arc<Informer<CachedPod>>,
     nodes: Arc<Informer<Node>>,
     revisions: Arc<Informer<ControllerRevision>>,
     expectations: Expectations,
@@ -173,7 +174,7 @@ impl DaemonSetController {
         }
     }
 
-    fn pod_changed(&self, change: Change<Pod>) {
+    fn pod_changed(&self, change: Change<CachedPod>) {
         let (pod, added, deleted) = match change {
             Change::Added(p) => (p, true, false),
             Change::Modified(p) => (p, false, false),
@@ -210,7 +211,7 @@ impl DaemonSetController {
         .await?;
         let hash = history::hash_of(&current);
         let template = daemon_template(&ds);
-        let mut by_node: HashMap<String, Vec<Arc<Pod>>> = HashMap::new();
+        let mut by_node: HashMap<String, Vec<Arc<CachedPod>>> = HashMap::new();
         for p in self.pods.controlled_by(&uid) {
             let node = placed_on(&p).unwrap_or_default();
             by_node.entry(node).or_default().push(p);
@@ -219,14 +220,14 @@ impl DaemonSetController {
         let min_ready = spec.min_ready_seconds.unwrap_or(0);
         let api: Api<Pod> = Api::namespaced(self.client.clone(), key.ns());
         let mut creates: Vec<String> = Vec::new();
-        let mut deletes: Vec<Arc<Pod>> = Vec::new();
+        let mut deletes: Vec<Arc<CachedPod>> = Vec::new();
         let mut requeue: Option<Duration> = None;
         let mut status = Census::default();
         // Old pods on nodes that should run one, for the rolling update.
-        let mut old_available: Vec<(String, Arc<Pod>)> = Vec::new();
-        let mut old_unavailable: Vec<Arc<Pod>> = Vec::new();
+        let mut old_available: Vec<(String, Arc<CachedPod>)> = Vec::new();
+        let mut old_unavailable: Vec<Arc<CachedPod>> = Vec::new();
         let mut surging = 0usize;
-        let updated = |p: &Pod| {
+        let updated = |p: &CachedPod| {
             p.metadata
                 .labels
                 .as_ref()
@@ -236,7 +237,7 @@ impl DaemonSetController {
         for node in &nodes {
             let name = node.metadata.name.clone().unwrap_or_default();
             let pods = by_node.remove(&name).unwrap_or_default();
-            let live: Vec<&Arc<Pod>> = pods
+            let live: Vec<&Arc<CachedPod>> = pods
                 .iter()
                 .filter(|p| p.metadata.deletion_timestamp.is_none())
                 .collect();
@@ -249,7 +250,7 @@ impl DaemonSetController {
             }
             status.desired += 1;
             // Failed pods are replaced; deletion first.
-            let (failed, running): (Vec<&Arc<Pod>>, Vec<&Arc<Pod>>) =
+            let (failed, running): (Vec<&Arc<CachedPod>>, Vec<&Arc<CachedPod>>) =
                 live.into_iter().partition(|p| {
                     p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")
                 });
@@ -261,9 +262,9 @@ impl DaemonSetController {
                 continue;
             }
             status.scheduled += 1;
-            let new: Vec<&&Arc<Pod>> = running.iter().filter(|p| updated(p)).collect();
-            let old: Vec<&&Arc<Pod>> = running.iter().filter(|p| !updated(p)).collect();
-            let mut available = |p: &Pod| available(p, min_ready, &mut requeue);
+            let new: Vec<&&Arc<CachedPod>> = running.iter().filter(|p| updated(p)).collect();
+            let old: Vec<&&Arc<CachedPod>> = running.iter().filter(|p| !updated(p)).collect();
+            let mut available = |p: &CachedPod| available(p, min_ready, &mut requeue);
             if running.iter().any(|p| is_ready(p)) {
                 status.ready += 1;
             }
@@ -347,9 +348,9 @@ impl DaemonSetController {
         hash: &str,
         api: &Api<Pod>,
         creates: Vec<String>,
-        deletes: Vec<Arc<Pod>>,
+        deletes: Vec<Arc<CachedPod>>,
     ) -> Result<(), ControllerError> {
-        let uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
+        let uid = |p: &CachedPod| p.metadata.uid.clone().unwrap_or_default();
         self.expectations
             .expect(key, creates.len(), deletes.iter().map(|p| uid(p)));
         let post = PostParams::default();
@@ -411,7 +412,7 @@ impl DaemonSetController {
 }
 
 /// Whether the pod is available; if it will be, `requeue` is set to when.
-fn available(p: &Pod, min_ready: i32, requeue: &mut Option<Duration>) -> bool {
+fn available(p: &CachedPod, min_ready: i32, requeue: &mut Option<Duration>) -> bool {
     match availability(p, min_ready) {
         Ok(()) => true,
         Err(wait) => {
@@ -435,7 +436,7 @@ struct Census {
 }
 
 /// The node a daemon pod is on or meant for (bound, or its node-name affinity).
-fn placed_on(p: &Pod) -> Option<String> {
+fn placed_on(p: &CachedPod) -> Option<String> {
     let spec = p.spec.as_ref()?;
     if let Some(n) = &spec.node_name {
         return Some(n.clone());
@@ -539,7 +540,7 @@ mod tests {
             "spec": {"selector": {}, "template": {"spec": {"containers": []}}}}))
             .expect("ds");
         let p = daemon_pod(&ds, &daemon_template(&ds), "h1", "node-7");
-        assert_eq!(placed_on(&p).as_deref(), Some("node-7"));
+        assert_eq!(placed_on(&CachedPod::from(&p)).as_deref(), Some("node-7"));
         assert_eq!(p.metadata.labels.expect("labels")[REVISION_LABEL], "h1");
         assert_eq!(
             scaled(Some(&IntOrString::String("10%".into())), 15, 1, false),

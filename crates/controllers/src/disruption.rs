@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
+use kybern_apimachinery::cached_pod::CachedPod;
 use kybern_apimachinery::labels::Selector;
 
 use crate::informer::{Change, Informer, next_change};
@@ -26,7 +26,7 @@ const DELETION_TIMEOUT: Duration = Duration::from_secs(120);
 struct DisruptionController {
     client: kube::Client,
     budgets: Arc<Informer<PodDisruptionBudget>>,
-    pods: Arc<Informer<Pod>>,
+    pods: Arc<Informer<CachedPod>>,
     replica_sets: Arc<Informer<ReplicaSet>>,
     deployments: Arc<Informer<Deployment>>,
     queue: Arc<WorkQueue<ObjectKey>>,
@@ -89,7 +89,7 @@ impl DisruptionController {
         }
     }
 
-    fn pod_changed(&self, pod: &Pod) {
+    fn pod_changed(&self, pod: &CachedPod) {
         let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
         for b in self.budgets.in_namespace(ns) {
             if selector_of(&b).is_some_and(|s| labels_match(&s, pod.metadata.labels.as_ref())) {
@@ -105,7 +105,7 @@ impl DisruptionController {
         let spec = pdb.spec.clone().unwrap_or_default();
         let now = Timestamp::now();
         // In policy/v1 an empty selector matches every pod, a missing one none.
-        let pods: Vec<Arc<Pod>> = match selector_of(&pdb) {
+        let pods: Vec<Arc<CachedPod>> = match selector_of(&pdb) {
             None => Vec::new(),
             Some(sel) => self
                 .pods
@@ -187,7 +187,7 @@ impl DisruptionController {
     /// Pods the budget expects: with an integer `minAvailable`, the pods it
     /// selects; otherwise the scale of their controllers (a ReplicaSet's, or
     /// its Deployment's), with uncontrolled pods counted one each.
-    fn expected_pods(&self, pdb: &PodDisruptionBudget, pods: &[Arc<Pod>]) -> usize {
+    fn expected_pods(&self, pdb: &PodDisruptionBudget, pods: &[Arc<CachedPod>]) -> usize {
         let spec = pdb.spec.as_ref();
         if let Some(IntOrString::Int(_)) = spec.and_then(|s| s.min_available.as_ref()) {
             return pods.len();

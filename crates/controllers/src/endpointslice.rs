@@ -7,10 +7,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, PostParams};
+use kybern_apimachinery::cached_pod::CachedPod;
 
 use crate::expectations::Expectations;
 use crate::informer::{Change, Informer, next_change};
@@ -33,7 +34,7 @@ struct EndpointSliceController {
     /// The Endpoints controller's own identity, for the Endpoints it mirrors.
     endpoints_client: kube::Client,
     services: Arc<Informer<Service>>,
-    pods: Arc<Informer<Pod>>,
+    pods: Arc<Informer<CachedPod>>,
     slices: Arc<Informer<EndpointSlice>>,
     endpoints: Arc<Informer<Endpoints>>,
     /// Slices created or deleted and not yet seen: until they are, the
@@ -138,7 +139,7 @@ impl EndpointSliceController {
 
     /// A pod may join or leave any Service of its namespace (its old labels
     /// are not known), so every Service with a selector there is looked at.
-    fn pod_changed(&self, pod: &Pod) {
+    fn pod_changed(&self, pod: &CachedPod) {
         let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
         for svc in self.services.in_namespace(ns) {
             if selector_of(&svc).is_some() {

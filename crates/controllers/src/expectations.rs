@@ -65,7 +65,7 @@ impl Expectations {
     pub fn pod_changed(
         &self,
         kind: &str,
-        pod: &k8s_openapi::api::core::v1::Pod,
+        pod: &kybern_apimachinery::cached_pod::CachedPod,
         added: bool,
         deleted: bool,
     ) -> Option<ObjectKey> {

@@ -1,12 +1,10 @@
 //! Shared informers: one watch per resource kind, a local cache of every
 //! object, and a fan-out of changes to each controller that subscribed.
 
-use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
 use kube::Resource;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
@@ -354,15 +352,10 @@ where
     }
 }
 
-/// Drops what no controller reads before an object is cached: its
-/// `managedFields`, a large share of every object (kube-controller-manager's
-/// informers trim them too), and of a pod what only its node runs it with
-/// (no controller writes a cached pod back whole).
-fn trim<K: Resource + 'static>(obj: &mut K) {
-    if let Some(pod) = (obj as &mut dyn Any).downcast_mut::<Pod>() {
-        kybern_apimachinery::cached_pod::slim(pod);
-    }
-    obj.meta_mut().managed_fields = None;
+/// Drops what no controller reads before an object is cached. Pods are
+/// cached as `CachedPod`, which decodes only what the control plane reads.
+fn trim<K: Resource>(obj: &mut K) {
+    kybern_apimachinery::cached_pod::trim_metadata(obj.meta_mut());
 }
 
 fn write<K>(cache: &RwLock<Cache<K>>) -> RwLockWriteGuard<'_, Cache<K>> {

@@ -43,7 +43,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Namespace, Node, Pod, ReplicationController, ResourceQuota, Service,
+    ConfigMap, Endpoints, Namespace, Node, ReplicationController, ResourceQuota, Service,
     ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -51,6 +51,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
+use kybern_apimachinery::cached_pod::CachedPod;
 use kybern_apimachinery::labels::Selector;
 
 pub use crate::credentials::ControllerClients;
@@ -70,7 +71,7 @@ pub enum ControllerError {
 /// The informers controllers share: one watch per kind.
 pub struct Informers {
     /// Every pod.
-    pub pods: Arc<Informer<Pod>>,
+    pub pods: Arc<Informer<CachedPod>>,
     /// Every ReplicaSet.
     pub replica_sets: Arc<Informer<ReplicaSet>>,
     /// Every ReplicationController.
@@ -116,7 +117,7 @@ pub struct Informers {
 impl Informers {
     /// Starts the watches; the pods' one unless `pods` is an informer the
     /// process already runs (shared with its scheduler).
-    pub fn start(client: &kube::Client, pods: Option<Arc<Informer<Pod>>>) -> Self {
+    pub fn start(client: &kube::Client, pods: Option<Arc<Informer<CachedPod>>>) -> Self {
         Informers {
             pods: pods.unwrap_or_else(|| Informer::spawn(Api::all(client.clone()))),
             replica_sets: Informer::spawn(Api::all(client.clone())),
@@ -165,7 +166,7 @@ pub struct ControllerOptions {
     pub signing_ca: Option<certificates::SigningCa>,
     /// A pod informer the process shares with other components (its
     /// scheduler), used instead of a watch of the manager's own.
-    pub pods: Option<Arc<Informer<Pod>>>,
+    pub pods: Option<Arc<Informer<CachedPod>>>,
 }
 
 impl Default for ControllerOptions {

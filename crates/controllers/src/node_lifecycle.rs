@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kybern_apimachinery::cached_pod::CachedPod;
 use kybern_scheduler::plugins::matching::tolerates;
 use serde_json::json;
 
@@ -32,7 +33,7 @@ struct NodeLifecycleController {
     client: kube::Client,
     nodes: Arc<Informer<Node>>,
     leases: Arc<Informer<Lease>>,
-    pods: Arc<Informer<Pod>>,
+    pods: Arc<Informer<CachedPod>>,
     /// How long a node may stay silent before it is `Unknown`.
     grace: Duration,
 }
@@ -199,7 +200,7 @@ impl NodeLifecycleController {
         Ok(())
     }
 
-    async fn evict(&self, pod: &Pod) -> Result<(), ControllerError> {
+    async fn evict(&self, pod: &CachedPod) -> Result<(), ControllerError> {
         let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
@@ -308,7 +309,7 @@ fn desired_taints(
 /// Whether a pod must go now: a `NoExecute` taint it does not tolerate, or
 /// one whose tolerance (`tolerationSeconds` from the taint's `timeAdded`)
 /// ran out.
-fn eviction_due(pod: &Pod, taints: &[Taint], now: Timestamp) -> bool {
+fn eviction_due(pod: &CachedPod, taints: &[Taint], now: Timestamp) -> bool {
     let tolerations = pod
         .spec
         .as_ref()
@@ -388,7 +389,7 @@ mod tests {
                 now.checked_sub(Duration::from_secs(10)).expect("time"),
             )),
         };
-        let pod = |tolerations: serde_json::Value| -> Pod {
+        let pod = |tolerations: serde_json::Value| -> CachedPod {
             serde_json::from_value(json!({"spec": {"containers": [], "tolerations": tolerations}}))
                 .expect("pod")
         };

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams};
+use kybern_apimachinery::cached_pod::CachedPod;
 
 use crate::informer::{Change, Informer, next_change};
 use crate::{ControllerError, Informers};
@@ -44,7 +45,7 @@ pub async fn run(client: kube::Client, informers: &Informers) {
 async fn collect(
     client: &kube::Client,
     nodes: &Informer<Node>,
-    pods: &Informer<Pod>,
+    pods: &Informer<CachedPod>,
     threshold: usize,
 ) -> Result<(), ControllerError> {
     let known: HashSet<String> = nodes
@@ -56,7 +57,7 @@ async fn collect(
     let node_api: Api<Node> = Api::all(client.clone());
     // The cache may not have a new node yet: ask the API before acting.
     let mut gone: HashMap<String, bool> = HashMap::new();
-    let mut victims: Vec<Arc<Pod>> = Vec::new();
+    let mut victims: Vec<Arc<CachedPod>> = Vec::new();
     for pod in &all {
         match pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
             Some(node) if !known.contains(node) => {
@@ -76,7 +77,7 @@ async fn collect(
             _ => {}
         }
     }
-    let mut finished: Vec<&Arc<Pod>> = all
+    let mut finished: Vec<&Arc<CachedPod>> = all
         .iter()
         .filter(|p| {
             matches!(
@@ -102,7 +103,7 @@ async fn collect(
     }
 }
 
-async fn force_delete(client: &kube::Client, pod: &Pod) -> Result<(), ControllerError> {
+async fn force_delete(client: &kube::Client, pod: &CachedPod) -> Result<(), ControllerError> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
     let name = pod.metadata.name.as_deref().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);

@@ -5,8 +5,8 @@ use std::cmp::Ordering;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
+use kybern_apimachinery::cached_pod::CachedPod;
 
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 
@@ -32,18 +32,18 @@ pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReferenc
 }
 
 /// Neither finished nor being deleted.
-pub fn is_active(pod: &Pod) -> bool {
+pub fn is_active(pod: &CachedPod) -> bool {
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     !matches!(phase, Some("Succeeded" | "Failed")) && pod.metadata.deletion_timestamp.is_none()
 }
 
 /// The pod's `Ready` condition is true.
-pub fn is_ready(pod: &Pod) -> bool {
+pub fn is_ready(pod: &CachedPod) -> bool {
     ready_since(pod).is_some()
 }
 
 /// When the pod last became Ready, if it is Ready.
-fn ready_since(pod: &Pod) -> Option<Timestamp> {
+fn ready_since(pod: &CachedPod) -> Option<Timestamp> {
     let cond = pod
         .status
         .as_ref()?
@@ -59,7 +59,7 @@ fn ready_since(pod: &Pod) -> Option<Timestamp> {
 }
 
 /// Ready for at least `min_ready_seconds`; when not yet, how long until it is.
-pub fn availability(pod: &Pod, min_ready_seconds: i32) -> Result<(), Option<Duration>> {
+pub fn availability(pod: &CachedPod, min_ready_seconds: i32) -> Result<(), Option<Duration>> {
     let since = ready_since(pod).ok_or(None)?;
     if min_ready_seconds <= 0 {
         return Ok(());
@@ -73,7 +73,7 @@ pub fn availability(pod: &Pod, min_ready_seconds: i32) -> Result<(), Option<Dura
     }
 }
 
-fn restarts(pod: &Pod) -> i32 {
+fn restarts(pod: &CachedPod) -> i32 {
     pod.status
         .as_ref()
         .and_then(|s| s.container_statuses.as_deref())
@@ -84,7 +84,7 @@ fn restarts(pod: &Pod) -> i32 {
         .unwrap_or(0)
 }
 
-fn phase_rank(pod: &Pod) -> u8 {
+fn phase_rank(pod: &CachedPod) -> u8 {
     match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
         Some("Pending") | None => 0,
         Some("Unknown") => 1,
@@ -95,15 +95,15 @@ fn phase_rank(pod: &Pod) -> u8 {
 /// Upstream's order of pods to delete first: unscheduled before scheduled,
 /// pending before unknown before running, not ready before ready, more
 /// restarts before fewer, newer before older.
-pub fn deletion_order(a: &Pod, b: &Pod) -> Ordering {
-    let scheduled = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
+pub fn deletion_order(a: &CachedPod, b: &CachedPod) -> Ordering {
+    let scheduled = |p: &CachedPod| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
     scheduled(a)
         .cmp(&scheduled(b))
         .then_with(|| phase_rank(a).cmp(&phase_rank(b)))
         .then_with(|| is_ready(a).cmp(&is_ready(b)))
         .then_with(|| restarts(b).cmp(&restarts(a)))
         .then_with(|| {
-            let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            let created = |p: &CachedPod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
             created(b).cmp(&created(a))
         })
 }
@@ -113,7 +113,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn pod(v: serde_json::Value) -> Pod {
+    fn pod(v: serde_json::Value) -> CachedPod {
         serde_json::from_value(v).expect("pod")
     }
 

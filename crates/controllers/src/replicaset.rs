@@ -8,6 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kybern_apimachinery::cached_pod::CachedPod;
 use serde_json::json;
 
 use crate::expectations::Expectations;
@@ -26,7 +27,7 @@ const BURST_REPLICAS: usize = 500;
 struct ReplicaSetController<K: Replicated> {
     client: kube::Client,
     sets: Arc<Informer<K>>,
-    pods: Arc<Informer<Pod>>,
+    pods: Arc<Informer<CachedPod>>,
     expectations: Expectations,
     queue: Arc<WorkQueue<ObjectKey>>,
 }
@@ -110,7 +111,7 @@ impl<K: Replicated> ReplicaSetController<K> {
 
     /// Queues the ReplicaSets a pod change concerns: its controller, or every
     /// set whose selector matches an orphan.
-    fn pod_changed(&self, change: Change<Pod>) {
+    fn pod_changed(&self, change: Change<CachedPod>) {
         let (pod, added, deleted) = match change {
             Change::Added(p) => (p, true, false),
             Change::Modified(p) => (p, false, false),
@@ -168,7 +169,7 @@ impl<K: Replicated> ReplicaSetController<K> {
                 None => {}
             }
         }
-        let active: Vec<Arc<Pod>> = owned.iter().filter(|p| is_active(p)).cloned().collect();
+        let active: Vec<Arc<CachedPod>> = owned.iter().filter(|p| is_active(p)).cloned().collect();
         let mut failure = None;
         if self.expectations.satisfied(key) && rs.meta().deletion_timestamp.is_none() {
             failure = self.manage_replicas(key, &rs, &api, &active).await.err();
@@ -188,7 +189,7 @@ impl<K: Replicated> ReplicaSetController<K> {
         key: &ObjectKey,
         rs: &K,
         api: &Api<Pod>,
-        active: &[Arc<Pod>],
+        active: &[Arc<CachedPod>],
     ) -> Result<(), ControllerError> {
         let want = rs.replicas().max(0) as usize;
         if active.len() < want {
@@ -221,10 +222,10 @@ impl<K: Replicated> ReplicaSetController<K> {
             }
         } else if active.len() > want {
             let n = (active.len() - want).min(BURST_REPLICAS);
-            let mut victims: Vec<&Arc<Pod>> = active.iter().collect();
+            let mut victims: Vec<&Arc<CachedPod>> = active.iter().collect();
             victims.sort_by(|a, b| deletion_order(a, b));
             victims.truncate(n);
-            let uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
+            let uid = |p: &CachedPod| p.metadata.uid.clone().unwrap_or_default();
             self.expectations
                 .expect(key, 0, victims.iter().map(|p| uid(p)));
             let params = DeleteParams::default();
@@ -260,8 +261,8 @@ impl<K: Replicated> ReplicaSetController<K> {
         &self,
         key: &ObjectKey,
         rs: &K,
-        owned: &[Arc<Pod>],
-        active: &[Arc<Pod>],
+        owned: &[Arc<CachedPod>],
+        active: &[Arc<CachedPod>],
         failure: Option<&ControllerError>,
     ) -> Result<Option<Duration>, ControllerError> {
         let min_ready = rs.min_ready_seconds();
@@ -379,7 +380,11 @@ fn pod_from_template<K: Replicated>(rs: &K) -> Result<Pod, ControllerError> {
 
 /// Makes `rs` the controller of an orphan pod; a conflict means the pod
 /// changed under us, and the next sync looks again.
-async fn adopt<K: Replicated>(api: &Api<Pod>, pod: &Pod, rs: &K) -> Result<(), ControllerError> {
+async fn adopt<K: Replicated>(
+    api: &Api<Pod>,
+    pod: &CachedPod,
+    rs: &K,
+) -> Result<(), ControllerError> {
     let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
     refs.push(controller_ref(rs));
     let patch = json!({"metadata": {
@@ -393,7 +398,7 @@ async fn adopt<K: Replicated>(api: &Api<Pod>, pod: &Pod, rs: &K) -> Result<(), C
 }
 
 /// Removes `uid`'s owner reference from a pod that no longer matches.
-async fn release(api: &Api<Pod>, pod: &Pod, uid: &str) -> Result<(), ControllerError> {
+async fn release(api: &Api<Pod>, pod: &CachedPod, uid: &str) -> Result<(), ControllerError> {
     let refs: Vec<_> = pod
         .metadata
         .owner_references

@@ -10,9 +10,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, ResourceQuota, ResourceQuotaStatus};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, ResourceQuota, ResourceQuotaStatus};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use kybern_apimachinery::cached_pod::CachedPod;
 use kybern_apimachinery::resources::{
     claim_quota_usage, format_quota_amount, is_claim_quota_resource, is_pod_quota_resource,
     pod_quota_usage, quota_counted_kind,
@@ -28,7 +29,7 @@ const RESYNC: Duration = Duration::from_secs(10);
 struct QuotaController {
     client: kube::Client,
     quotas: Arc<Informer<ResourceQuota>>,
-    pods: Arc<Informer<Pod>>,
+    pods: Arc<Informer<CachedPod>>,
     queue: Arc<WorkQueue<ObjectKey>>,
 }
 
@@ -108,7 +109,7 @@ impl QuotaController {
         let hard = spec.hard.clone().unwrap_or_default();
         let ns = key.ns();
         // Pods that still hold resources: not finished.
-        let pods: Vec<Arc<Pod>> = self
+        let pods: Vec<Arc<CachedPod>> = self
             .pods
             .in_namespace(ns)
             .into_iter()

@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kybern_apimachinery::cached_pod::CachedPod;
 use kybern_apimachinery::labels::Selector;
 
 use crate::labels_match;
@@ -29,7 +30,7 @@ pub struct ResolvedPort {
 #[derive(Clone, Debug)]
 pub struct SelectedPod {
     /// The pod.
-    pub pod: Arc<Pod>,
+    pub pod: Arc<CachedPod>,
     /// Its first IP.
     pub ip: String,
     /// Ready, and not terminating.
@@ -55,7 +56,12 @@ pub fn selector_of(svc: &Service) -> Option<Selector> {
 
 /// Resolves a target port on a pod: a number as it is, a name through the
 /// containers' named ports (absent when no container has it).
-fn resolve(target: Option<&IntOrString>, port: i32, protocol: &str, pod: &Pod) -> Option<i32> {
+fn resolve(
+    target: Option<&IntOrString>,
+    port: i32,
+    protocol: &str,
+    pod: &CachedPod,
+) -> Option<i32> {
     match target {
         None => Some(port),
         Some(IntOrString::Int(n)) => Some(*n),
@@ -79,7 +85,11 @@ fn resolve(target: Option<&IntOrString>, port: i32, protocol: &str, pod: &Pod) -
 
 /// The pods `svc` selects among `pods` (its namespace's), with addresses,
 /// not finished; terminating pods are included and marked.
-pub fn selected_pods(svc: &Service, selector: &Selector, pods: &[Arc<Pod>]) -> Vec<SelectedPod> {
+pub fn selected_pods(
+    svc: &Service,
+    selector: &Selector,
+    pods: &[Arc<CachedPod>],
+) -> Vec<SelectedPod> {
     let publish_not_ready = svc
         .spec
         .as_ref()
@@ -158,14 +168,14 @@ mod tests {
         let svc: Service = serde_json::from_value(json!({"spec": {"selector": {"app": "a"},
             "ports": [{"name": "http", "port": 80, "targetPort": "web"}]}}))
         .expect("svc");
-        let pod = |name: &str, port: i32, ready: &str| -> Arc<Pod> {
+        let pod = |name: &str, port: i32, ready: &str| -> Arc<CachedPod> {
             Arc::new(serde_json::from_value(json!({"metadata": {"name": name, "labels": {"app": "a"}},
                 "spec": {"containers": [{"name": "c", "ports": [{"name": "web", "containerPort": port}]}]},
                 "status": {"phase": "Running", "podIP": format!("10.0.0.{port}"),
                            "conditions": [{"type": "Ready", "status": ready}]}}))
             .expect("pod"))
         };
-        let other: Arc<Pod> = Arc::new(
+        let other: Arc<CachedPod> = Arc::new(
             serde_json::from_value(json!({"metadata": {"name": "o", "labels": {"app": "b"}},
                 "status": {"podIP": "10.0.0.9"}}))
             .expect("pod"),

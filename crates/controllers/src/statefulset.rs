@@ -14,6 +14,7 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetSta
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodTemplateSpec, Volume};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, PostParams};
+use kybern_apimachinery::cached_pod::CachedPod;
 
 use crate::history::{self, REVISION_LABEL};
 use crate::informer::{Change, Informer, next_change};
@@ -29,7 +30,7 @@ pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 struct StatefulSetController {
     client: kube::Client,
     sets: Arc<Informer<StatefulSet>>,
-    pods: Arc<Informer<Pod>>,
+    pods: Arc<Informer<CachedPod>>,
     revisions: Arc<Informer<ControllerRevision>>,
     queue: Arc<WorkQueue<ObjectKey>>,
 }
@@ -83,7 +84,7 @@ pub async fn run(client: kube::Client, informers: &Informers, workers: usize) {
 }
 
 /// The ordinal in a pod's name `<set>-<ordinal>`.
-fn ordinal_of(set: &str, pod: &Pod) -> Option<i32> {
+fn ordinal_of(set: &str, pod: &CachedPod) -> Option<i32> {
     pod.metadata
         .name
         .as_deref()?
@@ -93,13 +94,13 @@ fn ordinal_of(set: &str, pod: &Pod) -> Option<i32> {
         .ok()
 }
 
-fn running_and_ready(p: &Pod) -> bool {
+fn running_and_ready(p: &CachedPod) -> bool {
     p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
         && is_ready(p)
         && p.metadata.deletion_timestamp.is_none()
 }
 
-fn revision_of(p: &Pod) -> Option<&str> {
+fn revision_of(p: &CachedPod) -> Option<&str> {
     p.metadata
         .labels
         .as_ref()?
@@ -162,8 +163,8 @@ impl StatefulSetController {
         let start = spec.ordinals.as_ref().and_then(|o| o.start).unwrap_or(0);
         let replicas = spec.replicas.unwrap_or(1).max(0);
         let end = start + replicas;
-        let mut pods: BTreeMap<i32, Arc<Pod>> = BTreeMap::new();
-        let mut condemned: Vec<(i32, Arc<Pod>)> = Vec::new();
+        let mut pods: BTreeMap<i32, Arc<CachedPod>> = BTreeMap::new();
+        let mut condemned: Vec<(i32, Arc<CachedPod>)> = Vec::new();
         for p in self.pods.controlled_by(&uid) {
             match ordinal_of(&key.name, &p) {
                 Some(o) if o >= start && o < end => {
@@ -317,7 +318,7 @@ impl StatefulSetController {
     async fn release_claims_on_scale_down(
         &self,
         sts: &StatefulSet,
-        pod: &Pod,
+        pod: &CachedPod,
     ) -> Result<(), ControllerError> {
         let spec = sts.spec.clone().unwrap_or_default();
         let when_scaled = spec
@@ -363,13 +364,13 @@ impl StatefulSetController {
     async fn write_status(
         &self,
         sts: &StatefulSet,
-        pods: &BTreeMap<i32, Arc<Pod>>,
+        pods: &BTreeMap<i32, Arc<CachedPod>>,
         current: &str,
         update: &str,
     ) -> Result<Option<Duration>, ControllerError> {
         let spec = sts.spec.clone().unwrap_or_default();
         let min_ready = spec.min_ready_seconds.unwrap_or(0);
-        let live: Vec<&Arc<Pod>> = pods
+        let live: Vec<&Arc<CachedPod>> = pods
             .values()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .collect();
@@ -434,7 +435,7 @@ fn owner_ref(sts: &StatefulSet) -> OwnerReference {
     }
 }
 
-async fn delete_pod(api: &Api<Pod>, p: &Pod) -> Result<(), ControllerError> {
+async fn delete_pod(api: &Api<Pod>, p: &CachedPod) -> Result<(), ControllerError> {
     let params = DeleteParams {
         preconditions: Some(kube::api::Preconditions {
             uid: p.metadata.uid.clone(),
@@ -510,7 +511,7 @@ mod tests {
         let template = sts.spec.as_ref().expect("spec").template.clone();
         let p = stateful_pod(&sts, &template, "db-abc", 2);
         assert_eq!(p.metadata.name.as_deref(), Some("db-2"));
-        assert_eq!(ordinal_of("db", &p), Some(2));
+        assert_eq!(ordinal_of("db", &CachedPod::from(&p)), Some(2));
         let labels = p.metadata.labels.clone().expect("labels");
         assert_eq!(labels[POD_INDEX_LABEL], "2");
         assert_eq!(labels[REVISION_LABEL], "db-abc");
@@ -524,7 +525,7 @@ mod tests {
             .clone()
             .expect("claim");
         assert_eq!(claim.claim_name, "data-db-2");
-        let other: Pod =
+        let other: CachedPod =
             serde_json::from_value(json!({"metadata": {"name": "db-extra"}})).expect("pod");
         assert_eq!(ordinal_of("db", &other), None);
     }

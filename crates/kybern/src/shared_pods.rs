@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use kybern_apimachinery::cached_pod::CachedPod;
 use kybern_controllers::informer::{Change, Informer, next_change};
 use kybern_scheduler::pod_feed::{PodEvent, PodFeed};
 use tokio::sync::broadcast;
@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 /// The scheduler's feed of `informer`'s pods: each time it starts, the
 /// cached pods as a full list, then every change; a resync of the informer
 /// (or a feed that fell behind it) is a full list again.
-pub fn feed(informer: Arc<Informer<Pod>>) -> PodFeed {
+pub fn feed(informer: Arc<Informer<CachedPod>>) -> PodFeed {
     Arc::new(move || {
         let informer = informer.clone();
         // Subscribed before the list is taken, so no change falls between.
@@ -35,8 +35,8 @@ pub fn feed(informer: Arc<Informer<Pod>>) -> PodFeed {
 }
 
 struct Reader {
-    informer: Arc<Informer<Pod>>,
-    rx: broadcast::Receiver<Change<Pod>>,
+    informer: Arc<Informer<CachedPod>>,
+    rx: broadcast::Receiver<Change<CachedPod>>,
     pending: VecDeque<PodEvent>,
     listed: bool,
 }

@@ -3,10 +3,10 @@
 //! not yet shown, so that decisions made and not yet observed count.
 
 use std::collections::{BTreeMap, HashMap};
-
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod, Taint};
+use k8s_openapi::api::core::v1::{Node, Taint};
+use kybern_apimachinery::cached_pod::CachedPod;
 
 use crate::resources::{Resources, node_allocatable, pod_requests, pod_requests_non_zero};
 
@@ -17,7 +17,7 @@ pub type HostPort = (String, String, i32);
 #[derive(Clone, Debug)]
 pub struct PodInfo {
     /// The pod as last observed (or assumed).
-    pub pod: Arc<Pod>,
+    pub pod: Arc<CachedPod>,
     /// `metadata.uid`.
     pub uid: String,
     /// `metadata.namespace`.
@@ -40,7 +40,7 @@ pub struct PodInfo {
 
 impl PodInfo {
     /// Computes the derived fields of a pod.
-    pub fn new(pod: Arc<Pod>) -> Self {
+    pub fn new(pod: Arc<CachedPod>) -> Self {
         let meta = &pod.metadata;
         let spec = pod.spec.as_ref();
         let host_ports = spec
@@ -162,7 +162,7 @@ impl NodeInfo {
 }
 
 /// Whether a pod occupies a node: bound, and not finished.
-pub fn occupies_node(pod: &Pod) -> bool {
+pub fn occupies_node(pod: &CachedPod) -> bool {
     let bound = pod
         .spec
         .as_ref()
@@ -299,7 +299,7 @@ impl ClusterCache {
 
     /// Records an observed pod: placed if bound and running, removed otherwise.
     /// An observed binding confirms an assumption.
-    pub fn upsert_pod(&mut self, pod: Arc<Pod>) {
+    pub fn upsert_pod(&mut self, pod: Arc<CachedPod>) {
         if occupies_node(&pod) && self.confirm(&pod) {
             return;
         }
@@ -321,7 +321,7 @@ impl ClusterCache {
     /// An observed binding where the pod was assumed: the assumption holds,
     /// so only the pod object changes (its spec, which the derived fields
     /// come from, is what was scheduled). Returns whether it was one.
-    fn confirm(&mut self, pod: &Arc<Pod>) -> bool {
+    fn confirm(&mut self, pod: &Arc<CachedPod>) -> bool {
         let uid = pod.metadata.uid.as_deref().unwrap_or_default();
         let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
         if node.is_none() || self.assumed.get(uid).map(String::as_str) != node {
@@ -512,7 +512,7 @@ mod tests {
         )
     }
 
-    fn pod(uid: &str, node: Option<&str>) -> Arc<Pod> {
+    fn pod(uid: &str, node: Option<&str>) -> Arc<CachedPod> {
         Arc::new(
             serde_json::from_value(serde_json::json!({
                 "metadata": {"name": uid, "namespace": "default", "uid": uid},

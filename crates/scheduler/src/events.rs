@@ -56,7 +56,7 @@ impl EventRecorder {
 
     /// Records an Event about a pod. Failures are logged: an Event is advice.
     pub async fn record(&self, pod: &PodInfo, type_: &str, reason: &str, message: &str) {
-        let object = kybern_apimachinery::events::pod_reference(&pod.pod, None);
+        let object = kybern_apimachinery::events::reference_to_pod(&pod.pod.metadata, None);
         self.events
             .record(&object, type_, reason, "Scheduling", message)
             .await;

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::Api;
 use kube::runtime::watcher;
+use kybern_apimachinery::cached_pod::CachedPod;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::algorithm::{Decision, schedule_pod};
@@ -111,7 +112,7 @@ impl Scheduler {
         self
     }
 
-    fn profile_for(&self, pod: &Pod) -> Option<&Arc<Profile>> {
+    fn profile_for(&self, pod: &CachedPod) -> Option<&Arc<Profile>> {
         let name = pod
             .spec
             .as_ref()
@@ -134,7 +135,7 @@ impl Scheduler {
                     }
                 });
             }
-            None => follow::<Pod>(&self.client, &tx, |e| {
+            None => follow::<CachedPod>(&self.client, &tx, |e| {
                 Input::Pod(crate::pod_feed::from_watch(e))
             }),
         }
@@ -301,7 +302,7 @@ impl Scheduler {
     }
 
     /// A pod as now observed, trimmed as `PodFeed` describes.
-    fn pod_changed(&self, st: &mut State, pod: Arc<Pod>, now: Instant) {
+    fn pod_changed(&self, st: &mut State, pod: Arc<CachedPod>, now: Instant) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let assigned = pod
             .spec

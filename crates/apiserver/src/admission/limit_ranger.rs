@@ -6,10 +6,11 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Pod;
 use kybern_apimachinery::ApiError;
+use kybern_apimachinery::cached_pod::CachedPod;
 use kybern_apimachinery::quantity::{parse_milli, parse_value};
 use kybern_apimachinery::resources::{Resources, format_quota_amount, pod_limits, pod_requests};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::object;
@@ -201,8 +202,8 @@ fn any_sets(pod: &Value, field: &str, resource: &str) -> bool {
 /// Every violation of `ranges` by the (defaulted) pod.
 fn violations(ranges: &[Value], pod: &Value) -> Vec<String> {
     let mut errs = Vec::new();
-    let typed: Option<Pod> = serde_json::from_value(pod.clone()).ok();
-    let totals = |f: fn(&Pod) -> Resources| typed.as_ref().map(f).unwrap_or_default();
+    let typed = CachedPod::deserialize(pod).ok();
+    let totals = |f: fn(&CachedPod) -> Resources| typed.as_ref().map(f).unwrap_or_default();
     let (requests, limits) = (totals(pod_requests), totals(pod_limits));
     for range in ranges {
         for item in range["spec"]["limits"].as_array().into_iter().flatten() {

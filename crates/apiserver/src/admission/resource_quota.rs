@@ -8,13 +8,15 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, ResourceQuotaSpec};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, ResourceQuotaSpec};
+use kybern_apimachinery::cached_pod::CachedPod;
 use kybern_apimachinery::quota_scope::{covers_pod, is_scoped};
 use kybern_apimachinery::resources::{
     claim_quota_usage, containers_missing, format_quota_amount, is_claim_quota_resource,
     parse_quota_amount, pod_quota_usage, quota_counted_kind,
 };
 use kybern_apimachinery::{ApiError, StatusReason};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::object;
@@ -38,7 +40,7 @@ const MUST_SPECIFY: [&str; 6] = [
 
 /// The new object decoded, for the kinds quotas count by their contents.
 enum Typed {
-    Pod(Box<Pod>),
+    Pod(Box<CachedPod>),
     Claim(Box<PersistentVolumeClaim>),
     Other,
 }
@@ -46,15 +48,17 @@ enum Typed {
 impl Typed {
     fn of(info: &ResourceInfo, obj: &Value) -> Self {
         match (info.group.as_str(), info.plural.as_str()) {
-            ("", "pods") => serde_json::from_value(obj.clone())
-                .map_or(Typed::Other, |p| Typed::Pod(Box::new(p))),
+            // Decoded as the controllers cache pods: what quotas read, only.
+            ("", "pods") => {
+                CachedPod::deserialize(obj).map_or(Typed::Other, |p| Typed::Pod(Box::new(p)))
+            }
             ("", "persistentvolumeclaims") => serde_json::from_value(obj.clone())
                 .map_or(Typed::Other, |c| Typed::Claim(Box::new(c))),
             _ => Typed::Other,
         }
     }
 
-    fn pod(&self) -> Option<&Pod> {
+    fn pod(&self) -> Option<&CachedPod> {
         match self {
             Typed::Pod(p) => Some(p),
             _ => None,
@@ -90,7 +94,7 @@ fn usage(info: &ResourceInfo, obj: &Value, typed: &Typed, name: &str) -> Option<
 
 /// Whether a quota counts the new object at all: a scoped quota counts only
 /// the pods its scopes cover.
-fn in_scope(quota: &Value, pod: Option<&Pod>) -> bool {
+fn in_scope(quota: &Value, pod: Option<&CachedPod>) -> bool {
     let spec: ResourceQuotaSpec = serde_json::from_value(quota["spec"].clone()).unwrap_or_default();
     !is_scoped(&spec) || pod.is_some_and(|p| covers_pod(&spec, p))
 }
@@ -151,7 +155,7 @@ fn charge(quota: &Value, delta: &Delta) -> Result<Value, String> {
 }
 
 /// Upstream's pod constraint: each container names what the quota counts.
-fn missing_constraints(pod: &Pod, delta: &Delta) -> Option<String> {
+fn missing_constraints(pod: &CachedPod, delta: &Delta) -> Option<String> {
     let missing: Vec<String> = delta
         .keys()
         .filter(|k| MUST_SPECIFY.contains(&k.as_str()))
@@ -362,7 +366,7 @@ mod tests {
             usage(&svcs, &json!({}), &Typed::Other, "services.loadbalancers"),
             Some(0)
         );
-        let pod: Pod = serde_json::from_value(json!({"spec": {"containers": [
+        let pod: CachedPod = serde_json::from_value(json!({"spec": {"containers": [
             {"name": "b", "resources": {"limits": {"cpu": "1"}}},
             {"name": "a"}]}}))
         .expect("pod");

@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, ReplicaSetSpec};
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kybern_apimachinery::cached_pod::CachedPod;
 use kybern_apimachinery::labels::Selector;
 use serde_json::json;
 
@@ -29,7 +29,7 @@ struct DeploymentController {
     client: kube::Client,
     deployments: Arc<Informer<Deployment>>,
     sets: Arc<Informer<ReplicaSet>>,
-    pods: Arc<Informer<Pod>>,
+    pods: Arc<Informer<CachedPod>>,
     queue: Arc<WorkQueue<ObjectKey>>,
 }
 
@@ -108,7 +108,7 @@ impl DeploymentController {
         }
     }
 
-    fn pod_deleted(&self, pod: &Pod) {
+    fn pod_deleted(&self, pod: &CachedPod) {
         let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
         let Some(owner) = controller_of(&pod.metadata).filter(|o| o.kind == "ReplicaSet") else {
             return;

@@ -15,6 +15,7 @@ use k8s_openapi::api::batch::v1::{Job, JobStatus, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kybern_apimachinery::cached_pod::CachedPod;
 use serde_json::json;
 
 use self::pods::{Outcome, finished_at, index_of, outcome, tracked};
@@ -38,7 +39,7 @@ struct JobController {
     /// finished Jobs.
     ttl_client: kube::Client,
     jobs: Arc<Informer<Job>>,
-    pods: Arc<Informer<Pod>>,
+    pods: Arc<Informer<CachedPod>>,
     expectations: Expectations,
     queue: Arc<WorkQueue<ObjectKey>>,
 }
@@ -100,11 +101,11 @@ pub async fn run(
 #[derive(Default)]
 struct Census {
     /// Running or pending pods, not being deleted.
-    active: Vec<Arc<Pod>>,
+    active: Vec<Arc<CachedPod>>,
     /// Pods being deleted that have not reached a terminal phase.
     terminating: usize,
     /// Finished pods still holding the tracking finalizer, not yet recorded.
-    unrecorded: Vec<(Arc<Pod>, Outcome)>,
+    unrecorded: Vec<(Arc<CachedPod>, Outcome)>,
     /// The latest failure among the pods still present.
     last_failure: Option<Timestamp>,
 }
@@ -116,7 +117,7 @@ impl JobController {
         }
     }
 
-    fn pod_changed(&self, change: Change<Pod>) {
+    fn pod_changed(&self, change: Change<CachedPod>) {
         let (pod, added, deleted) = match change {
             Change::Added(p) => (p, true, false),
             Change::Modified(p) => (p, false, false),
@@ -135,11 +136,11 @@ impl JobController {
         };
         let uid = job.metadata.uid.clone().unwrap_or_default();
         let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), key.ns());
-        let pods: Vec<Arc<Pod>> = self.pods.controlled_by(&uid);
+        let pods: Vec<Arc<CachedPod>> = self.pods.controlled_by(&uid);
         let finished = status::finished(&job);
         if finished || job.metadata.deletion_timestamp.is_some() {
             // Nothing more will be counted: let every pod go.
-            let held: Vec<&Arc<Pod>> = pods.iter().filter(|p| tracked(p)).collect();
+            let held: Vec<&Arc<CachedPod>> = pods.iter().filter(|p| tracked(p)).collect();
             untrack(&pods_api, held).await?;
             return match finished {
                 true => self.expire(&job).await,
@@ -148,12 +149,12 @@ impl JobController {
         }
         let census = census(&job, &pods);
         let mut st = job.status.clone().unwrap_or_default();
-        let by_uid: HashMap<&str, &Arc<Pod>> = pods
+        let by_uid: HashMap<&str, &Arc<CachedPod>> = pods
             .iter()
             .map(|p| (p.metadata.uid.as_deref().unwrap_or_default(), p))
             .collect();
         fold_counted(&mut st, &by_uid);
-        let mut to_untrack: Vec<&Arc<Pod>> = Vec::new();
+        let mut to_untrack: Vec<&Arc<CachedPod>> = Vec::new();
         let mut fail_job = None;
         record(&job, &mut st, &census, &mut to_untrack, &mut fail_job);
         let now = Timestamp::now();
@@ -244,7 +245,7 @@ impl JobController {
         let active = &census.active;
         // New pods (with their indexes) and surplus pods.
         let mut wanted: Vec<Option<i32>> = Vec::new();
-        let mut surplus: Vec<&Arc<Pod>> = Vec::new();
+        let mut surplus: Vec<&Arc<CachedPod>> = Vec::new();
         if indexed {
             let total = completions.unwrap_or(0);
             let done = pods::parse_indexes(st.completed_indexes.as_deref().unwrap_or_default());
@@ -264,7 +265,7 @@ impl JobController {
                 .map(Some)
                 .collect();
             if running.len() > parallelism {
-                let mut extra: Vec<&Arc<Pod>> = active
+                let mut extra: Vec<&Arc<CachedPod>> = active
                     .iter()
                     .filter(|p| !surplus.iter().any(|s| Arc::ptr_eq(s, p)))
                     .collect();
@@ -281,7 +282,7 @@ impl JobController {
             if active.len() < want {
                 wanted = vec![None; want - active.len()];
             } else {
-                let mut victims: Vec<&Arc<Pod>> = active.iter().collect();
+                let mut victims: Vec<&Arc<CachedPod>> = active.iter().collect();
                 victims.sort_by(|a, b| deletion_order(a, b));
                 surplus = victims.into_iter().take(active.len() - want).collect();
             }
@@ -343,12 +344,12 @@ impl JobController {
         &self,
         key: &ObjectKey,
         api: &Api<Pod>,
-        victims: Vec<&Arc<Pod>>,
+        victims: Vec<&Arc<CachedPod>>,
     ) -> Result<(), ControllerError> {
         if victims.is_empty() {
             return Ok(());
         }
-        let uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
+        let uid = |p: &CachedPod| p.metadata.uid.clone().unwrap_or_default();
         self.expectations
             .expect(key, 0, victims.iter().map(|p| uid(p)));
         let params = DeleteParams::default();
@@ -411,7 +412,7 @@ impl JobController {
 }
 
 /// Sorts the Job's pods into active, terminating and finished-unrecorded.
-fn census(job: &Job, pods: &[Arc<Pod>]) -> Census {
+fn census(job: &Job, pods: &[Arc<CachedPod>]) -> Census {
     let mut c = Census::default();
     let recorded: BTreeSet<&str> = job
         .status
@@ -450,7 +451,7 @@ fn census(job: &Job, pods: &[Arc<Pod>]) -> Census {
 
 /// Moves recorded pods whose finalizer is gone (or who are gone) from
 /// `uncountedTerminatedPods` into the counters.
-fn fold_counted(st: &mut JobStatus, by_uid: &HashMap<&str, &Arc<Pod>>) {
+fn fold_counted(st: &mut JobStatus, by_uid: &HashMap<&str, &Arc<CachedPod>>) {
     let mut uncounted = st.uncounted_terminated_pods.take().unwrap_or_default();
     let settled = |uid: &String| by_uid.get(uid.as_str()).is_none_or(|p| !tracked(p));
     let fold = |list: &mut Option<Vec<String>>, counter: &mut Option<i32>| {
@@ -470,7 +471,7 @@ fn record<'a>(
     job: &Job,
     st: &mut JobStatus,
     census: &'a Census,
-    to_untrack: &mut Vec<&'a Arc<Pod>>,
+    to_untrack: &mut Vec<&'a Arc<CachedPod>>,
     fail_job: &mut Option<String>,
 ) {
     let indexed = job.spec.as_ref().and_then(|s| s.completion_mode.as_deref()) == Some("Indexed");
@@ -503,7 +504,7 @@ fn record<'a>(
 }
 
 /// Removes the tracking finalizer from pods whose fate is recorded.
-async fn untrack(api: &Api<Pod>, pods: Vec<&Arc<Pod>>) -> Result<(), ControllerError> {
+async fn untrack(api: &Api<Pod>, pods: Vec<&Arc<CachedPod>>) -> Result<(), ControllerError> {
     let results = futures::future::join_all(pods.iter().map(|p| {
         let kept: Vec<&String> = p
             .metadata

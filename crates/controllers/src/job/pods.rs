@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::batch::v1::{Job, PodFailurePolicyRule};
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
 use k8s_openapi::jiff::Timestamp;
+use kybern_apimachinery::cached_pod::CachedPod;
 
 use crate::ControllerError;
 use crate::pods::controller_ref;
@@ -30,7 +31,7 @@ pub enum Outcome {
 }
 
 /// Whether the pod still carries the tracking finalizer (is uncounted).
-pub fn tracked(pod: &Pod) -> bool {
+pub fn tracked(pod: &CachedPod) -> bool {
     pod.metadata
         .finalizers
         .as_deref()
@@ -40,7 +41,7 @@ pub fn tracked(pod: &Pod) -> bool {
 }
 
 /// The pod's completion index, if it has a valid one.
-pub fn index_of(pod: &Pod) -> Option<i32> {
+pub fn index_of(pod: &CachedPod) -> Option<i32> {
     pod.metadata
         .annotations
         .as_ref()?
@@ -52,7 +53,7 @@ pub fn index_of(pod: &Pod) -> Option<i32> {
 /// How the pod ended, or `None` while it runs. A pod deleted before it
 /// succeeded counts as failed, as upstream's `TerminatingOrFailed`
 /// replacement policy has it.
-pub fn outcome(job: &Job, pod: &Pod) -> Option<Outcome> {
+pub fn outcome(job: &Job, pod: &CachedPod) -> Option<Outcome> {
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     match phase {
         Some("Succeeded") => return Some(Outcome::Succeeded),
@@ -83,7 +84,7 @@ pub fn outcome(job: &Job, pod: &Pod) -> Option<Outcome> {
 }
 
 /// Describes how `rule` matches the failed pod, or `None` when it does not.
-fn rule_matches(rule: &PodFailurePolicyRule, pod: &Pod) -> Option<String> {
+fn rule_matches(rule: &PodFailurePolicyRule, pod: &CachedPod) -> Option<String> {
     let status = pod.status.as_ref();
     if let Some(req) = &rule.on_exit_codes {
         let statuses = status
@@ -130,7 +131,7 @@ fn rule_matches(rule: &PodFailurePolicyRule, pod: &Pod) -> Option<String> {
 }
 
 /// When the pod stopped: its last container's finish, else its deletion.
-pub fn finished_at(pod: &Pod) -> Option<Timestamp> {
+pub fn finished_at(pod: &CachedPod) -> Option<Timestamp> {
     let status = pod.status.as_ref();
     status
         .and_then(|s| s.container_statuses.as_deref())
@@ -244,7 +245,7 @@ mod tests {
         serde_json::from_value(v).expect("job")
     }
 
-    fn failed_pod(code: i32) -> Pod {
+    fn failed_pod(code: i32) -> CachedPod {
         serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "d"},
             "status": {"phase": "Failed", "containerStatuses": [{"name": "main", "image": "i",
             "imageID": "", "ready": false, "restartCount": 0,
@@ -284,8 +285,8 @@ mod tests {
         );
         let p = from_template(&j, Some(3)).expect("pod");
         assert_eq!(p.metadata.generate_name.as_deref(), Some("w-3-"));
-        assert_eq!(index_of(&p), Some(3));
-        assert!(tracked(&p));
+        assert_eq!(index_of(&CachedPod::from(&p)), Some(3));
+        assert!(tracked(&CachedPod::from(&p)));
         let spec = p.spec.expect("spec");
         assert_eq!(spec.hostname.as_deref(), Some("w-3"));
         assert_eq!(

@@ -64,7 +64,10 @@ impl Term {
 
 /// A pod's required anti-affinity terms, compiled once when the pod is seen
 /// (existing pods' terms are checked against every newcomer).
-pub fn compile_required_anti(pod: &k8s_openapi::api::core::v1::Pod, namespace: &str) -> Vec<Term> {
+pub fn compile_required_anti(
+    pod: &kybern_apimachinery::cached_pod::CachedPod,
+    namespace: &str,
+) -> Vec<Term> {
     pod.spec
         .as_ref()
         .and_then(|s| s.affinity.as_ref())
