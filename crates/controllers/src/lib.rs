@@ -19,6 +19,7 @@ pub mod garbage_collector;
 pub mod history;
 pub mod informer;
 pub mod job;
+pub mod metrics;
 pub mod namespace;
 pub mod node_lifecycle;
 pub mod podgc;

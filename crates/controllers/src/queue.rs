@@ -1,14 +1,18 @@
 //! A rate-limited work queue of object keys, as client-go's: a key waits at
 //! most once, is never processed by two workers at once, and a key that fails
-//! comes back after an exponential back-off.
+//! comes back after an exponential back-off. Each queue reports client-go's
+//! `workqueue_*` metrics under its controller's name.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
+
+use crate::metrics::QueueMetrics;
 
 /// First retry delay of a failing key (client-go: 5 ms).
 const BASE_DELAY: Duration = Duration::from_millis(5);
@@ -58,7 +62,8 @@ impl std::fmt::Display for ObjectKey {
 
 struct State<T> {
     queue: VecDeque<T>,
-    queued: HashSet<T>,
+    /// Each waiting item, with when it was queued.
+    queued: HashMap<T, Instant>,
     processing: HashSet<T>,
     /// Added again while being processed: queued when the worker is done.
     dirty: HashSet<T>,
@@ -69,6 +74,8 @@ struct State<T> {
 pub struct WorkQueue<T> {
     state: Mutex<State<T>>,
     ready: Notify,
+    /// Set when the queue's workers start, which name it.
+    metrics: OnceLock<QueueMetrics>,
 }
 
 impl<T: Clone + Eq + Hash + Send + 'static> Default for WorkQueue<T> {
@@ -76,18 +83,19 @@ impl<T: Clone + Eq + Hash + Send + 'static> Default for WorkQueue<T> {
         WorkQueue {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
-                queued: HashSet::new(),
+                queued: HashMap::new(),
                 processing: HashSet::new(),
                 dirty: HashSet::new(),
                 failures: HashMap::new(),
             }),
             ready: Notify::new(),
+            metrics: OnceLock::new(),
         }
     }
 }
 
 impl<T: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<T> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -96,14 +104,38 @@ impl<T: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<T> {
     pub fn add(&self, item: T) {
         let mut s = self.lock();
         if s.processing.contains(&item) {
-            s.dirty.insert(item);
+            if s.dirty.insert(item)
+                && let Some(m) = self.metrics.get()
+            {
+                m.added(s.queue.len());
+            }
             return;
         }
-        if s.queued.insert(item.clone()) {
+        self.push(s, item, true);
+    }
+
+    /// Queues `item` unless it already waits; `counted` when this is an add
+    /// for the metrics (a re-queue after processing was counted when added).
+    fn push(&self, mut s: MutexGuard<'_, State<T>>, item: T, counted: bool) {
+        if let Entry::Vacant(e) = s.queued.entry(item.clone()) {
+            e.insert(Instant::now());
             s.queue.push_back(item);
+            if let Some(m) = self.metrics.get() {
+                if counted {
+                    m.added(s.queue.len());
+                } else {
+                    m.set_depth(s.queue.len());
+                }
+            }
             drop(s);
             self.ready.notify_one();
         }
+    }
+
+    /// Names the queue in its metrics (`workqueue_*{name}`); the first name
+    /// given stays.
+    pub fn instrument(&self, name: &str) {
+        let _ = self.metrics.set(QueueMetrics::named(name));
     }
 
     /// Queues `item` after `delay`.
@@ -119,6 +151,9 @@ impl<T: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<T> {
 
     /// Queues `item` after its back-off, which doubles with every failure.
     pub fn add_rate_limited(self: &Arc<Self>, item: T) {
+        if let Some(m) = self.metrics.get() {
+            m.retried();
+        }
         let failures = {
             let mut s = self.lock();
             let n = s.failures.entry(item.clone()).or_insert(0);
@@ -140,7 +175,10 @@ impl<T: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<T> {
             {
                 let mut s = self.lock();
                 if let Some(item) = s.queue.pop_front() {
-                    s.queued.remove(&item);
+                    let since = s.queued.remove(&item);
+                    if let (Some(m), Some(since)) = (self.metrics.get(), since) {
+                        m.taken(since.elapsed(), s.queue.len());
+                    }
                     s.processing.insert(item.clone());
                     if !s.queue.is_empty() {
                         drop(s);
@@ -155,13 +193,10 @@ impl<T: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<T> {
 
     /// Marks `item` processed; queues it again if it was added meanwhile.
     pub fn done(&self, item: &T) {
-        let again = {
-            let mut s = self.lock();
-            s.processing.remove(item);
-            s.dirty.remove(item)
-        };
-        if again {
-            self.add(item.clone());
+        let mut s = self.lock();
+        s.processing.remove(item);
+        if s.dirty.remove(item) {
+            self.push(s, item.clone(), false);
         }
     }
 
@@ -206,13 +241,18 @@ pub async fn run_workers<T, E, F, Fut>(
     F: Fn(T) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = ReconcileResult<E>> + Send,
 {
+    queue.instrument(&name.to_ascii_lowercase());
     let mut tasks = Vec::new();
     for _ in 0..workers.max(1) {
         let (queue, reconcile) = (queue.clone(), reconcile.clone());
         tasks.push(tokio::spawn(async move {
             loop {
                 let item = queue.next().await;
+                let started = Instant::now();
                 let outcome = reconcile(item.clone()).await;
+                if let Some(m) = queue.metrics.get() {
+                    m.worked(started.elapsed());
+                }
                 match outcome {
                     Ok(again) => {
                         queue.forget(&item);
@@ -251,6 +291,28 @@ mod tests {
         assert_eq!(q.len(), 2);
         assert_eq!(q.next().await, 2);
         assert_eq!(q.next().await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_named_queue_counts_adds_as_client_go_does() {
+        let q: Arc<WorkQueue<u32>> = Arc::default();
+        q.instrument("queue-test");
+        q.add(1);
+        q.add(1); // already waiting: not an add
+        q.add(2);
+        assert_eq!(q.next().await, 1);
+        q.add(1); // while processing: an add, queued when done
+        q.done(&1); // the re-queue is not counted again
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &crate::metrics::registry())
+            .expect("encode");
+        for line in [
+            "workqueue_adds_total{name=\"queue-test\"} 3",
+            "workqueue_depth{name=\"queue-test\"} 2",
+            "workqueue_queue_duration_seconds_count{name=\"queue-test\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
     }
 
     #[test]

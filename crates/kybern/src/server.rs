@@ -234,6 +234,9 @@ async fn serve(
                 .context("reading the cluster CA key")?,
         });
         options.pods = shared_pods;
+        state
+            .metrics
+            .add_registry(kybern_controllers::metrics::registry());
         let identity = format!("server-{}", addr.port());
         crate::controller_cmd::spawn(clients, options, &args.election, &identity);
     }

@@ -2,7 +2,8 @@
 //! `--use-service-account-credentials`: its informers read as
 //! `system:kube-controller-manager`, each controller writes as its own
 //! ServiceAccount in `kube-system`, and each may do only what its
-//! `system:controller:*` role says.
+//! `system:controller:*` role says; and it names itself, in its requests
+//! and in its work queues' metrics.
 
 use crate::api_audit::{events, find};
 use crate::api_rbac::can_i;
@@ -88,6 +89,22 @@ fn each_controller_acts_as_its_own_service_account() {
             .any(|m| m == "kube-controller-manager"),
         "{managers}"
     );
+    // Each controller's work queue reports client-go's metrics under its
+    // name: both controllers have taken and reconciled a key by now.
+    let metrics = kubectl.ok(&["get", "--raw", "/metrics"]);
+    let sample = |line: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in /metrics"))
+    };
+    for queue in ["deployment", "replicaset"] {
+        let label = format!("{{name=\"{queue}\"}}");
+        assert!(sample(&format!("workqueue_adds_total{label}")) >= 1.0);
+        assert!(sample(&format!("workqueue_work_duration_seconds_count{label}")) >= 1.0);
+        assert!(sample(&format!("workqueue_queue_duration_seconds_count{label}")) >= 1.0);
+        assert!(sample(&format!("workqueue_depth{label}")) >= 0.0);
+    }
     // The shared informers watch as the manager itself.
     let watch = find(&log, "informer watch", |e| {
         e["verb"] == "watch" && e["objectRef"]["resource"] == "replicasets"
