@@ -207,8 +207,8 @@ impl k8s_openapi::Metadata for CachedPod {
     }
 }
 
-/// The cached form of a whole pod (admission, which holds a `Pod`, reads
-/// quotas and limits through the same code as the controllers). Keeps
+/// The cached form of a whole pod: what decoding its JSON as a `CachedPod`
+/// gives (a pod a controller built, read as its cache will hold it). Keeps
 /// `managedFields` as they are.
 impl From<&Pod> for CachedPod {
     fn from(pod: &Pod) -> Self {
