@@ -168,7 +168,7 @@ pub fn node_status(ctx: &NodeContext, m: &Machine, previous: Option<&Node>) -> V
             "kubeletVersion": crate::KUBELET_VERSION,
             "kubeProxyVersion": "",
             "operatingSystem": "linux",
-            "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+            "architecture": kybern_apimachinery::go_arch(),
         },
         "images": images,
         "runtimeHandlers": ctx.runtimes.names().iter()
@@ -183,9 +183,7 @@ pub async fn register(ctx: &NodeContext) -> Result<(), AgentError> {
     let m = Machine::read(&ctx.data_dir);
     let name = &ctx.node_name;
     if api.get_opt(name).await?.is_none() {
-        let arch = std::env::consts::ARCH
-            .replace("x86_64", "amd64")
-            .replace("aarch64", "arm64");
+        let arch = kybern_apimachinery::go_arch();
         let node: Node = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": name, "labels": {

@@ -21,3 +21,13 @@ pub mod tls;
 pub mod x509;
 
 pub use status::{ApiError, Cause, ForeignStatus, StatusReason};
+
+/// This machine's architecture as Go (and so Kubernetes) names it: `amd64`,
+/// `arm64`, or Rust's name for any other.
+pub fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}

@@ -252,7 +252,7 @@ pub async fn run_agent(
         .with_context(|| format!("reading kubeconfig {}", kubeconfig.display()))?;
     let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
     // The node agent plays the kubelet, and names itself so.
-    crate::scheduler_cmd::set_user_agent(&mut config, "kubelet");
+    crate::client_config::set_user_agent(&mut config, "kubelet");
     // The agent's endpoint admits clients with certificates from the cluster CA.
     let client_cas = config.root_cert.clone().unwrap_or_default();
     let node = node_name(flags);

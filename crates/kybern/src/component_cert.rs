@@ -49,7 +49,7 @@ impl ComponentIdentity {
         let (cert, key) = read_identity(kubeconfig)?;
         // `system:kube-scheduler` runs as `kube-scheduler`, as upstream.
         let component = user.strip_prefix("system:").unwrap_or(user);
-        let config = crate::scheduler_cmd::config_from_kubeconfig(kubeconfig, component).await?;
+        let config = crate::client_config::config_from_kubeconfig(kubeconfig, component).await?;
         Ok((
             ComponentIdentity {
                 kubeconfig: kubeconfig.to_owned(),

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use kybern_controllers::{ControllerClients, ControllerOptions};
 use kybern_scheduler::leader::{ElectionTimings, LeaseElector};
 
-use crate::scheduler_cmd::{LeaderElectionArgs, config_from_kubeconfig, hostname};
+use crate::client_config::config_from_kubeconfig;
+use crate::scheduler_cmd::{LeaderElectionArgs, hostname};
 
 /// The controller manager's name in its requests' `User-Agent`, and so the
 /// field manager of its writes, as upstream.

@@ -8,6 +8,7 @@ mod allocator;
 mod audit_flags;
 mod bench;
 mod client_cert;
+mod client_config;
 mod component_cert;
 mod controller_cmd;
 mod kubeconfig_cmd;

@@ -191,7 +191,7 @@ async fn serve(
         components.push(component);
         Some(args.controllers.clients_with(root, config)?)
     } else {
-        let config = crate::scheduler_cmd::config_from_kubeconfig(
+        let config = crate::client_config::config_from_kubeconfig(
             &kubeconfig,
             crate::controller_cmd::MANAGER,
         )

@@ -18,6 +18,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use kybern_apimachinery::go_arch;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
@@ -147,14 +148,6 @@ pub fn credentials_from_docker_config(json: &[u8]) -> HashMap<String, (String, S
         }
     }
     out
-}
-
-fn go_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
 }
 
 fn image_error(e: impl std::fmt::Display) -> AgentError {

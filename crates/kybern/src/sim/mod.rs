@@ -110,7 +110,7 @@ pub async fn run_nodes(sim: Arc<Sim>) -> anyhow::Result<()> {
 /// Runs the simulator until interrupted.
 pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     let client =
-        crate::scheduler_cmd::client_from_kubeconfig(&args.kubeconfig, "kybern-sim").await?;
+        crate::client_config::client_from_kubeconfig(&args.kubeconfig, "kybern-sim").await?;
     let sim = Arc::new(Sim::new(client, args));
     let started = std::time::Instant::now();
     sim.register().await?;
