@@ -97,8 +97,10 @@ async fn exec_and_port_forward_reach_into_the_pod() {
             // runc sizes the container's terminal just after starting the
             // process, so the first look may find it still 0x0; and runc
             // 1.1's terminal copy can drop what a process writes just
-            // before it exits, so the answer waits a moment.
-            "tty; for i in $(seq 100); do s=$(stty size 2>&1) && [ \"$s\" != '0 0' ] && break; sleep 0.1; done; echo \"$s\"; sleep 0.5; exit 7",
+            // before it exits, so the answer waits a moment. Busybox's
+            // `stty size` reports a 0x0 terminal as an error yet exits 0,
+            // so only two non-zero numbers end the wait.
+            "tty; for i in $(seq 100); do s=$(stty size 2>&1); case \"$s\" in [1-9]*' '[1-9]*) break;; esac; sleep 0.1; done; echo \"$s\"; sleep 0.5; exit 7",
         ],
         132,
         43,
