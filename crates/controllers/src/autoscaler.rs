@@ -15,8 +15,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 
+use crate::events::{EventRecorder, NORMAL, WARNING, error_text, reference_to};
 use crate::informer::{Change, next_change};
-use crate::{ControllerError, Informers};
+use crate::{ControllerError, Informers, metrics};
 
 /// Upstream's `--horizontal-pod-autoscaler-sync-period`.
 const SYNC_PERIOD: Duration = Duration::from_secs(15);
@@ -25,6 +26,7 @@ const SYNC_PERIOD: Duration = Duration::from_secs(15);
 /// over an HPA as soon as it is created or changed.
 pub async fn run(client: kube::Client, informers: &Informers) {
     let hpas = informers.autoscalers.clone();
+    let recorder = EventRecorder::new(client.clone(), "horizontal-pod-autoscaler");
     let mut changes = hpas.subscribe();
     hpas.synced().await;
     let mut tick = tokio::time::interval(SYNC_PERIOD);
@@ -40,18 +42,30 @@ pub async fn run(client: kube::Client, informers: &Informers) {
             },
         };
         for hpa in due {
-            if let Err(e) = reconcile(&client, &hpa).await {
-                tracing::warn!(hpa = ?hpa.metadata.name, error = %e, "autoscaler pass failed");
-            }
+            let started = std::time::Instant::now();
+            let (action, error) = match reconcile(&client, &recorder, &hpa).await {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    tracing::warn!(hpa = ?hpa.metadata.name, error = %e, "autoscaler pass failed");
+                    ("none", "internal")
+                }
+            };
+            metrics::hpa_reconciled(action, error, started.elapsed());
         }
     }
 }
 
-/// One HPA's pass.
+/// One HPA's pass; returns what it did and what stopped it, as upstream's
+/// metrics label a reconciliation (`scale_up`/`scale_down`/`none`,
+/// `spec`/`none`).
 async fn reconcile(
     client: &kube::Client,
+    recorder: &EventRecorder,
     hpa: &HorizontalPodAutoscaler,
-) -> Result<(), ControllerError> {
+) -> Result<(&'static str, &'static str), ControllerError> {
+    let event = |type_, reason, message: String| {
+        recorder.post(reference_to(hpa), type_, reason, message);
+    };
     let ns = hpa.metadata.namespace.as_deref().unwrap_or_default();
     let spec = hpa.spec.clone().unwrap_or_default();
     let target = &spec.scale_target_ref;
@@ -81,15 +95,19 @@ async fn reconcile(
     let scale: Value = match api.get_subresource("scale", &target.name).await {
         Ok(s) => serde_json::to_value(s).unwrap_or(Value::Null),
         Err(e) => {
+            let message =
+                format!("the HPA controller was unable to get the target's current scale: {e}");
             set(
                 &mut status,
                 "AbleToScale",
                 "False",
                 "FailedGetScale",
-                &format!("the HPA controller was unable to get the target's current scale: {e}"),
+                &message,
                 &now,
             );
-            return write(client, hpa, status).await;
+            event(WARNING, "FailedGetScale", error_text(&e));
+            write(client, hpa, status).await?;
+            return Ok(("none", "spec"));
         }
     };
     let current = scale
@@ -139,7 +157,8 @@ async fn reconcile(
         );
         min
     } else {
-        metrics_unavailable(client, ns, &mut status, &now).await;
+        let message = metrics_unavailable(client, ns, &mut status, &now).await;
+        event(WARNING, "FailedGetResourceMetric", message.to_owned());
         wanted
     };
     status.desired_replicas = desired;
@@ -153,17 +172,34 @@ async fn reconcile(
         )
         .await?;
         status.last_scale_time = Some(now.clone());
+        let why = if wanted > max {
+            "Current number of replicas above Spec.MaxReplicas"
+        } else {
+            "Current number of replicas below Spec.MinReplicas"
+        };
+        event(
+            NORMAL,
+            "SuccessfulRescale",
+            format!("New size: {desired}; reason: {why}"),
+        );
     }
-    write(client, hpa, status).await
+    write(client, hpa, status).await?;
+    let action = match desired.cmp(&wanted) {
+        std::cmp::Ordering::Greater => "scale_up",
+        std::cmp::Ordering::Less => "scale_down",
+        std::cmp::Ordering::Equal => "none",
+    };
+    Ok((action, "none"))
 }
 
 /// Asks the resource metrics API for pod metrics; without it, says so.
+/// Returns what it said.
 async fn metrics_unavailable(
     client: &kube::Client,
     ns: &str,
     status: &mut HorizontalPodAutoscalerStatus,
     now: &Time,
-) {
+) -> &'static str {
     let metrics = ApiResource {
         group: "metrics.k8s.io".into(),
         version: "v1beta1".into(),
@@ -172,24 +208,23 @@ async fn metrics_unavailable(
         plural: "pods".into(),
     };
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &metrics);
-    match api.list(&Default::default()).await.map(|_| ()) {
-        Ok(()) => set(
-            status,
-            "ScalingActive",
-            "False",
-            "FailedGetResourceMetric",
-            "the HPA was unable to compute the replica count: resource metrics are served but not yet used by this controller",
-            now,
-        ),
-        Err(_) => set(
-            status,
-            "ScalingActive",
-            "False",
-            "FailedGetResourceMetric",
-            "the HPA was unable to compute the replica count: failed to get cpu utilization: unable to get metrics for resource cpu: unable to fetch metrics from resource metrics API: the server could not find the requested resource (get pods.metrics.k8s.io)",
-            now,
-        ),
-    }
+    let message = match api.list(&Default::default()).await {
+        Ok(_) => {
+            "the HPA was unable to compute the replica count: resource metrics are served but not yet used by this controller"
+        }
+        Err(_) => {
+            "the HPA was unable to compute the replica count: failed to get cpu utilization: unable to get metrics for resource cpu: unable to fetch metrics from resource metrics API: the server could not find the requested resource (get pods.metrics.k8s.io)"
+        }
+    };
+    set(
+        status,
+        "ScalingActive",
+        "False",
+        "FailedGetResourceMetric",
+        message,
+        now,
+    );
+    message
 }
 
 fn set_limited(

@@ -16,6 +16,7 @@ use kybern_apimachinery::cached_pod::CachedPod;
 use kybern_scheduler::plugins::matching::{compile_term, term_matches, untolerated};
 use serde_json::json;
 
+use crate::events::{EventRecorder, pod_created, pod_deleted};
 use crate::expectations::Expectations;
 use crate::history::{self, REVISION_LABEL};
 use crate::informer::{Change, Informer, next_change};
@@ -31,11 +32,13 @@ struct DaemonSetController {
     revisions: Arc<Informer<ControllerRevision>>,
     expectations: Expectations,
     queue: Arc<WorkQueue<ObjectKey>>,
+    recorder: EventRecorder,
 }
 
 /// Runs the DaemonSet controller.
 pub async fn run(client: kube::Client, informers: &Informers, workers: usize) {
     let ctl = Arc::new(DaemonSetController {
+        recorder: EventRecorder::new(client.clone(), "daemonset-controller"),
         client,
         sets: informers.daemon_sets.clone(),
         pods: informers.pods.clone(),
@@ -361,6 +364,7 @@ impl DaemonSetController {
         let results = futures::future::join_all(made.iter().map(|p| api.create(&post, p))).await;
         let mut first_err = None;
         for r in results {
+            pod_created(&self.recorder, ds, &r);
             if let Err(e) = r {
                 self.expectations.creation_observed(key);
                 first_err.get_or_insert(e);
@@ -374,6 +378,8 @@ impl DaemonSetController {
         )
         .await;
         for (r, p) in results.into_iter().zip(&deletes) {
+            let name = p.metadata.name.as_deref().unwrap_or_default();
+            pod_deleted(&self.recorder, ds, name, &r);
             if let Err(e) = r {
                 self.expectations.deletion_observed(key, &uid(p));
                 if !matches!(&e, kube::Error::Api(s) if s.code == 404) {

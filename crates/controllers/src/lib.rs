@@ -14,6 +14,7 @@ pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
+pub mod events;
 pub mod expectations;
 pub mod garbage_collector;
 pub mod history;

@@ -4,21 +4,23 @@
 //! conditions and `spec.unschedulable`, and evicts pods from `NoExecute`
 //! taints they do not tolerate, after their `tolerationSeconds`.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint};
+use k8s_openapi::api::core::v1::{Node, NodeCondition, ObjectReference, Pod, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kybern_apimachinery::cached_pod::CachedPod;
+use kybern_apimachinery::events::reference_to_pod;
 use kybern_scheduler::plugins::matching::tolerates;
 use serde_json::json;
 
+use crate::events::{EventRecorder, NORMAL, WARNING};
 use crate::informer::Informer;
-use crate::{ControllerError, Informers};
+use crate::{ControllerError, Informers, metrics};
 
 /// Taint of a node whose Ready condition is False.
 pub const NOT_READY: &str = "node.kubernetes.io/not-ready";
@@ -36,12 +38,20 @@ struct NodeLifecycleController {
     pods: Arc<Informer<CachedPod>>,
     /// How long a node may stay silent before it is `Unknown`.
     grace: Duration,
+    recorder: EventRecorder,
+    /// The taint eviction's own voice, as upstream splits it off.
+    evictions: EventRecorder,
+    /// The nodes seen so far, to report those that come and go.
+    known: Mutex<HashSet<String>>,
 }
 
 /// Runs the controller: looks at every node each `grace / 8` (at least every
 /// second, at most every five, as upstream's `--node-monitor-period`).
 pub async fn run(client: kube::Client, informers: &Informers, grace: Duration) {
     let ctl = NodeLifecycleController {
+        recorder: EventRecorder::new(client.clone(), "node-controller"),
+        evictions: EventRecorder::new(client.clone(), "taint-eviction-controller"),
+        known: Mutex::default(),
         client,
         nodes: informers.nodes.clone(),
         leases: informers.node_leases.clone(),
@@ -66,25 +76,28 @@ impl NodeLifecycleController {
     async fn monitor(&self) -> Result<(), ControllerError> {
         let now = Timestamp::now();
         let nodes = self.nodes.state();
+        self.registered(&nodes);
         let mut first_err = None;
         for node in &nodes {
             if let Err(e) = self.check_node(node, now).await {
                 first_err.get_or_insert(e);
             }
         }
-        let tainted: HashMap<&str, &[Taint]> = nodes
+        census(&nodes);
+        let tainted: HashMap<&str, (&[Taint], String)> = nodes
             .iter()
             .filter_map(|n| {
                 let taints = n.spec.as_ref()?.taints.as_deref()?;
+                let name = n.metadata.name.as_deref().unwrap_or_default();
                 taints
                     .iter()
                     .any(|t| t.effect == "NoExecute")
-                    .then(|| (n.metadata.name.as_deref().unwrap_or_default(), taints))
+                    .then(|| (name, (taints, zone_of(n))))
             })
             .collect();
         if !tainted.is_empty() {
             for pod in self.pods.state() {
-                let Some(taints) = pod
+                let Some((taints, zone)) = pod
                     .spec
                     .as_ref()
                     .and_then(|s| s.node_name.as_deref())
@@ -96,7 +109,7 @@ impl NodeLifecycleController {
                     continue;
                 }
                 if eviction_due(&pod, taints, now)
-                    && let Err(e) = self.evict(&pod).await
+                    && let Err(e) = self.evict(&pod, zone).await
                 {
                     first_err.get_or_insert(e);
                 }
@@ -141,6 +154,9 @@ impl NodeLifecycleController {
                 Err(e) => return Err(e.into()),
             }
             tracing::info!(node = name, "node stopped posting status; marked Unknown");
+            let message = format!("Node {name} status is now: NodeNotReady");
+            self.recorder
+                .post(node_reference(name), NORMAL, "NodeNotReady", message);
             self.mark_pods_not_ready(name, now).await?;
         }
         let taints = node
@@ -192,7 +208,11 @@ impl NodeLifecycleController {
                 .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
-                Ok(_) => {}
+                Ok(_) => {
+                    let object = reference_to_pod(&pod.metadata, None);
+                    let message = "Node is not ready".to_owned();
+                    self.recorder.post(object, WARNING, "NodeNotReady", message);
+                }
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => return Err(e.into()),
             }
@@ -200,7 +220,29 @@ impl NodeLifecycleController {
         Ok(())
     }
 
-    async fn evict(&self, pod: &CachedPod) -> Result<(), ControllerError> {
+    /// Reports the nodes that appeared since the last pass, and those gone.
+    fn registered(&self, nodes: &[Arc<Node>]) {
+        let Ok(mut known) = self.known.lock() else {
+            return;
+        };
+        let now: HashSet<String> = nodes
+            .iter()
+            .filter_map(|n| n.metadata.name.clone())
+            .collect();
+        for name in now.difference(&known) {
+            let message = format!("Node {name} event: Registered Node {name} in Controller");
+            self.recorder
+                .post(node_reference(name), NORMAL, "RegisteredNode", message);
+        }
+        for name in known.difference(&now) {
+            let message = format!("Node {name} event: Removing Node {name} from Controller");
+            self.recorder
+                .post(node_reference(name), NORMAL, "RemovingNode", message);
+        }
+        *known = now;
+    }
+
+    async fn evict(&self, pod: &CachedPod, zone: &str) -> Result<(), ControllerError> {
         let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
@@ -210,10 +252,73 @@ impl NodeLifecycleController {
             "evicting pod for a NoExecute taint"
         );
         match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                metrics::node_evicted(zone);
+                let object = reference_to_pod(&pod.metadata, None);
+                let message = format!("Marking for deletion Pod {ns}/{name}");
+                self.evictions
+                    .post(object, NORMAL, "TaintManagerEviction", message);
+                Ok(())
+            }
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// A node's zone as upstream keys it, from the topology labels (or their
+/// deprecated `failure-domain.beta` forms): `<region>:<zone>`, or empty
+/// when the node has neither. (Upstream joins them with `:\0:`; a NUL
+/// byte in a metric label would only get in the way.)
+fn zone_of(node: &Node) -> String {
+    let labels = node.metadata.labels.as_ref();
+    let label = |key: &str, old: &str| {
+        labels
+            .and_then(|l| l.get(key).or_else(|| l.get(old)))
+            .map_or("", String::as_str)
+    };
+    let region = label(
+        "topology.kubernetes.io/region",
+        "failure-domain.beta.kubernetes.io/region",
+    );
+    let zone = label(
+        "topology.kubernetes.io/zone",
+        "failure-domain.beta.kubernetes.io/zone",
+    );
+    if region.is_empty() && zone.is_empty() {
+        String::new()
+    } else {
+        format!("{region}:{zone}")
+    }
+}
+
+/// Reports each zone's nodes and how many of them are not Ready.
+fn census(nodes: &[Arc<Node>]) {
+    let mut zones: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for node in nodes {
+        let ready = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        let entry = zones.entry(zone_of(node)).or_default();
+        entry.0 += 1;
+        entry.1 += usize::from(!ready);
+    }
+    metrics::zone_census(zones.iter().map(|(z, n)| (z.as_str(), *n)));
+}
+
+/// A reference to a node as upstream's node Events make one: its name
+/// stands in for its uid.
+fn node_reference(name: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Node".into()),
+        name: Some(name.into()),
+        uid: Some(name.into()),
+        ..ObjectReference::default()
     }
 }
 
@@ -376,6 +481,26 @@ mod tests {
         );
         // Back to Ready: only the foreign taint stays.
         assert_eq!(desired_taints(&t, &cond("True"), false, now), [other]);
+    }
+
+    #[test]
+    fn a_zone_is_keyed_by_region_and_zone() {
+        let node = |labels: serde_json::Value| -> Node {
+            serde_json::from_value(json!({"metadata": {"name": "n", "labels": labels}}))
+                .expect("node")
+        };
+        assert_eq!(zone_of(&node(json!({}))), "");
+        assert_eq!(
+            zone_of(&node(json!({"topology.kubernetes.io/region": "eu",
+                "topology.kubernetes.io/zone": "eu-1a"}))),
+            "eu:eu-1a"
+        );
+        assert_eq!(
+            zone_of(&node(
+                json!({"failure-domain.beta.kubernetes.io/zone": "z"})
+            )),
+            ":z"
+        );
     }
 
     #[test]

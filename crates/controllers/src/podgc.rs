@@ -11,7 +11,7 @@ use kube::api::{Api, DeleteParams};
 use kybern_apimachinery::cached_pod::CachedPod;
 
 use crate::informer::{Change, Informer, next_change};
-use crate::{ControllerError, Informers};
+use crate::{ControllerError, Informers, metrics};
 
 /// Upstream's `--terminated-pod-gc-threshold` default.
 pub const TERMINATED_POD_THRESHOLD: usize = 12_500;
@@ -57,7 +57,8 @@ async fn collect(
     let node_api: Api<Node> = Api::all(client.clone());
     // The cache may not have a new node yet: ask the API before acting.
     let mut gone: HashMap<String, bool> = HashMap::new();
-    let mut victims: Vec<Arc<CachedPod>> = Vec::new();
+    // Each with upstream's reason, for the metrics.
+    let mut victims: Vec<(Arc<CachedPod>, &str)> = Vec::new();
     for pod in &all {
         match pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
             Some(node) if !known.contains(node) => {
@@ -70,10 +71,12 @@ async fn collect(
                     }
                 };
                 if absent {
-                    victims.push(pod.clone());
+                    victims.push((pod.clone(), "orphaned"));
                 }
             }
-            None if pod.metadata.deletion_timestamp.is_some() => victims.push(pod.clone()),
+            None if pod.metadata.deletion_timestamp.is_some() => {
+                victims.push((pod.clone(), "unscheduled_terminating"));
+            }
             _ => {}
         }
     }
@@ -89,11 +92,15 @@ async fn collect(
     if finished.len() > threshold {
         finished.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
         let surplus = finished.len() - threshold;
-        victims.extend(finished.into_iter().take(surplus).cloned());
+        let oldest = finished.into_iter().take(surplus);
+        victims.extend(oldest.map(|p| (p.clone(), "terminated")));
     }
     let mut first_err = None;
-    for pod in victims {
-        if let Err(e) = force_delete(client, &pod).await {
+    for (pod, reason) in victims {
+        let result = force_delete(client, &pod).await;
+        let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+        metrics::pod_force_deleted(ns, reason, result.is_ok());
+        if let Err(e) = result {
             first_err.get_or_insert(e);
         }
     }

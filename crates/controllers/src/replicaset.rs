@@ -11,6 +11,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kybern_apimachinery::cached_pod::CachedPod;
 use serde_json::json;
 
+use crate::events::{EventRecorder, pod_created, pod_deleted};
 use crate::expectations::Expectations;
 use crate::informer::{Change, Informer, next_change};
 use crate::pods::{
@@ -30,6 +31,7 @@ struct ReplicaSetController<K: Replicated> {
     pods: Arc<Informer<CachedPod>>,
     expectations: Expectations,
     queue: Arc<WorkQueue<ObjectKey>>,
+    recorder: EventRecorder,
 }
 
 /// Runs the ReplicaSet controller with `workers` concurrent syncs.
@@ -59,6 +61,7 @@ async fn run_kind<K: Replicated>(
     workers: usize,
 ) {
     let ctl = Arc::new(ReplicaSetController {
+        recorder: EventRecorder::new(client.clone(), K::EVENT_SOURCE),
         client,
         sets,
         pods: informers.pods.clone(),
@@ -206,6 +209,7 @@ impl<K: Replicated> ReplicaSetController<K> {
                     futures::future::join_all((0..size).map(|_| api.create(&post, &pod))).await;
                 let mut first_err = None;
                 for r in results {
+                    pod_created(&self.recorder, rs, &r);
                     if let Err(e) = r {
                         self.expectations.creation_observed(key);
                         first_err.get_or_insert(e);
@@ -237,6 +241,8 @@ impl<K: Replicated> ReplicaSetController<K> {
             .await;
             let mut first_err = None;
             for (r, pod) in results.into_iter().zip(&victims) {
+                let name = pod.metadata.name.as_deref().unwrap_or_default();
+                pod_deleted(&self.recorder, rs, name, &r);
                 match r {
                     Ok(_) => {}
                     Err(kube::Error::Api(s)) if s.code == 404 => {

@@ -23,6 +23,8 @@ pub trait Replicated:
 {
     /// The kind named in the pods' controller references.
     const KIND: &'static str;
+    /// The component its Events come from (upstream's controller name).
+    const EVENT_SOURCE: &'static str;
     /// The selector; `None` for a malformed or empty one, which selects nothing.
     fn selector(&self) -> Option<Selector>;
     /// `spec.replicas` (defaulted to 1).
@@ -37,6 +39,7 @@ pub trait Replicated:
 
 impl Replicated for ReplicaSet {
     const KIND: &'static str = "ReplicaSet";
+    const EVENT_SOURCE: &'static str = "replicaset-controller";
 
     fn selector(&self) -> Option<Selector> {
         let sel = serde_json::to_value(&self.spec.as_ref()?.selector).ok()?;
@@ -67,6 +70,7 @@ impl Replicated for ReplicaSet {
 
 impl Replicated for ReplicationController {
     const KIND: &'static str = "ReplicationController";
+    const EVENT_SOURCE: &'static str = "replication-controller";
 
     fn selector(&self) -> Option<Selector> {
         // An RC's selector is a plain map; unset, it is the template's labels.

@@ -16,6 +16,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, PostParams};
 use kybern_apimachinery::cached_pod::CachedPod;
 
+use crate::events::{
+    EventRecorder, FAILED_CREATE, FAILED_DELETE, NORMAL, SUCCESSFUL_CREATE, SUCCESSFUL_DELETE,
+    WARNING, error_text, reference_to,
+};
 use crate::history::{self, REVISION_LABEL};
 use crate::informer::{Change, Informer, next_change};
 use crate::pods::{availability, controller_of, controller_ref, is_ready};
@@ -33,11 +37,13 @@ struct StatefulSetController {
     pods: Arc<Informer<CachedPod>>,
     revisions: Arc<Informer<ControllerRevision>>,
     queue: Arc<WorkQueue<ObjectKey>>,
+    recorder: EventRecorder,
 }
 
 /// Runs the StatefulSet controller.
 pub async fn run(client: kube::Client, informers: &Informers, workers: usize) {
     let ctl = Arc::new(StatefulSetController {
+        recorder: EventRecorder::new(client.clone(), "statefulset-controller"),
         client,
         sets: informers.stateful_sets.clone(),
         pods: informers.pods.clone(),
@@ -198,7 +204,7 @@ impl StatefulSetController {
                     }
                 }
                 Some(p) if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed") => {
-                    delete_pod(&pod_api, p).await?;
+                    delete_pod(&self.recorder, &sts, &pod_api, p).await?;
                     if !parallel {
                         break;
                     }
@@ -217,10 +223,15 @@ impl StatefulSetController {
                     };
                     self.ensure_claims(&sts, ordinal).await?;
                     let pod = stateful_pod(&sts, template, rev, ordinal);
-                    match pod_api.create(&post, &pod).await {
-                        Ok(_) => {}
+                    let result = pod_api.create(&post, &pod).await;
+                    let name = pod.metadata.name.as_deref().unwrap_or_default();
+                    match result {
+                        Ok(_) => pod_event(&self.recorder, &sts, "create", name, None),
                         Err(kube::Error::Api(s)) if s.code == 409 => {}
-                        Err(e) => return Err(e.into()),
+                        Err(e) => {
+                            pod_event(&self.recorder, &sts, "create", name, Some(&e));
+                            return Err(e.into());
+                        }
                     }
                     if !parallel {
                         break;
@@ -243,7 +254,7 @@ impl StatefulSetController {
                 break;
             }
             self.release_claims_on_scale_down(&sts, p).await?;
-            delete_pod(&pod_api, p).await?;
+            delete_pod(&self.recorder, &sts, &pod_api, p).await?;
             if !parallel {
                 break;
             }
@@ -256,7 +267,7 @@ impl StatefulSetController {
                     .filter(|p| revision_of(p) != Some(&update_name))
             });
             if let Some(p) = stale {
-                delete_pod(&pod_api, p).await?;
+                delete_pod(&self.recorder, &sts, &pod_api, p).await?;
             }
         }
 
@@ -304,10 +315,24 @@ impl StatefulSetController {
                 claim.metadata.owner_references = Some(vec![owner_ref(sts)]);
             }
             claim.status = None;
+            let (claim_name, set) = (
+                claim.metadata.name.clone().unwrap_or_default(),
+                sts.metadata.name.as_deref().unwrap_or_default(),
+            );
+            let pod = format!("{set}-{ordinal}");
+            let said = format!("create Claim {claim_name} Pod {pod} in StatefulSet {set}");
+            let event = |type_, reason, message| {
+                self.recorder
+                    .post(reference_to(sts), type_, reason, message);
+            };
             match api.create(&PostParams::default(), &claim).await {
-                Ok(_) => {}
+                Ok(_) => event(NORMAL, SUCCESSFUL_CREATE, format!("{said} success")),
                 Err(kube::Error::Api(s)) if s.code == 409 => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    let message = format!("{said} failed error: {}", error_text(&e));
+                    event(WARNING, FAILED_CREATE, message);
+                    return Err(e.into());
+                }
             }
         }
         Ok(())
@@ -435,7 +460,40 @@ fn owner_ref(sts: &StatefulSet) -> OwnerReference {
     }
 }
 
-async fn delete_pod(api: &Api<Pod>, p: &CachedPod) -> Result<(), ControllerError> {
+/// Tells the set's readers that a pod was made or removed (`verb`), or why
+/// not, in upstream's words.
+fn pod_event(
+    recorder: &EventRecorder,
+    sts: &StatefulSet,
+    verb: &str,
+    pod: &str,
+    error: Option<&kube::Error>,
+) {
+    let set = sts.metadata.name.as_deref().unwrap_or_default();
+    let (type_, reason, outcome) = match (verb, error) {
+        ("create", None) => (NORMAL, SUCCESSFUL_CREATE, "successful".to_owned()),
+        ("create", Some(e)) => (
+            WARNING,
+            FAILED_CREATE,
+            format!("failed error: {}", error_text(e)),
+        ),
+        (_, None) => (NORMAL, SUCCESSFUL_DELETE, "successful".to_owned()),
+        (_, Some(e)) => (
+            WARNING,
+            FAILED_DELETE,
+            format!("failed error: {}", error_text(e)),
+        ),
+    };
+    let message = format!("{verb} Pod {pod} in StatefulSet {set} {outcome}");
+    recorder.post(reference_to(sts), type_, reason, message);
+}
+
+async fn delete_pod(
+    recorder: &EventRecorder,
+    sts: &StatefulSet,
+    api: &Api<Pod>,
+    p: &CachedPod,
+) -> Result<(), ControllerError> {
     let params = DeleteParams {
         preconditions: Some(kube::api::Preconditions {
             uid: p.metadata.uid.clone(),
@@ -443,13 +501,17 @@ async fn delete_pod(api: &Api<Pod>, p: &CachedPod) -> Result<(), ControllerError
         }),
         ..Default::default()
     };
-    match api
-        .delete(p.metadata.name.as_deref().unwrap_or_default(), &params)
-        .await
-    {
-        Ok(_) => Ok(()),
+    let name = p.metadata.name.as_deref().unwrap_or_default();
+    match api.delete(name, &params).await {
+        Ok(_) => {
+            pod_event(recorder, sts, "delete", name, None);
+            Ok(())
+        }
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
+        Err(e) => {
+            pod_event(recorder, sts, "delete", name, Some(&e));
+            Err(e.into())
+        }
     }
 }
 

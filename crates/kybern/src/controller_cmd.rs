@@ -7,6 +7,7 @@ use kybern_controllers::{ControllerClients, ControllerOptions};
 use kybern_scheduler::leader::{ElectionTimings, LeaseElector};
 
 use crate::client_config::config_from_kubeconfig;
+use crate::metrics_endpoint::MetricsArgs;
 use crate::scheduler_cmd::{LeaderElectionArgs, hostname};
 
 /// The controller manager's name in its requests' `User-Agent`, and so the
@@ -32,6 +33,8 @@ pub struct ControllerManagerArgs {
     controllers: ControllerFlags,
     #[command(flatten)]
     election: LeaderElectionArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 /// Controller settings shared by `kybern server` and `kybern controller-manager`.
@@ -133,6 +136,9 @@ pub async fn run(args: ControllerManagerArgs) -> anyhow::Result<()> {
             key_pem: std::fs::read_to_string(key)?,
         });
     }
+    args.metrics
+        .spawn(vec![kybern_controllers::metrics::registry()])
+        .await?;
     println!("kybern controller-manager: running controllers");
     let identity = format!("controller-manager-{}", std::process::id());
     let task = spawn(clients, options, &args.election, &identity);

@@ -12,6 +12,7 @@ mod client_config;
 mod component_cert;
 mod controller_cmd;
 mod kubeconfig_cmd;
+mod metrics_endpoint;
 mod scheduler_cmd;
 mod server;
 mod shared_pods;

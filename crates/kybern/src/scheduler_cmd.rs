@@ -9,6 +9,7 @@ use kybern_scheduler::leader::{ElectionTimings, LeaseElector};
 use kybern_scheduler::{DEFAULT_SCHEDULER_NAME, Profile, Scheduler, SchedulerMetrics};
 
 use crate::client_config::client_from_kubeconfig;
+use crate::metrics_endpoint::MetricsArgs;
 
 /// Arguments of `kybern scheduler`.
 #[derive(clap::Args, Debug)]
@@ -21,6 +22,8 @@ pub struct SchedulerArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     election: LeaderElectionArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 /// Leader election flags, as kube-scheduler spells them.
@@ -98,7 +101,9 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
     let client = client_from_kubeconfig(&args.kubeconfig, "kube-scheduler").await?;
     let names: Vec<&str> = profiles.iter().map(|p| p.scheduler_name.as_str()).collect();
     println!("kybern scheduler: scheduling pods for {}", names.join(", "));
-    let scheduler = Scheduler::new(client.clone(), profiles, SchedulerMetrics::default());
+    let metrics = SchedulerMetrics::default();
+    args.metrics.spawn(vec![metrics.registry()]).await?;
+    let scheduler = Scheduler::new(client.clone(), profiles, metrics);
     let identity = format!("scheduler-{}", std::process::id());
     let task = spawn(scheduler, client, &args.election, &identity);
     tokio::select! {

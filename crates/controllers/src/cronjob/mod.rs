@@ -16,6 +16,10 @@ use k8s_openapi::jiff::tz::TimeZone;
 use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy};
 
 use self::schedule::Schedule;
+use crate::events::{
+    EventRecorder, FAILED_CREATE, FAILED_DELETE, NORMAL, SUCCESSFUL_CREATE, SUCCESSFUL_DELETE,
+    WARNING, error_text, reference_to,
+};
 use crate::informer::{Change, Informer, next_change};
 use crate::job::has_condition;
 use crate::pods::{controller_of, controller_ref};
@@ -32,11 +36,13 @@ struct CronJobController {
     cron_jobs: Arc<Informer<CronJob>>,
     jobs: Arc<Informer<Job>>,
     queue: Arc<WorkQueue<ObjectKey>>,
+    recorder: EventRecorder,
 }
 
 /// Runs the CronJob controller.
 pub async fn run(client: kube::Client, informers: &Informers, workers: usize) {
     let ctl = Arc::new(CronJobController {
+        recorder: EventRecorder::new(client.clone(), "cronjob-controller"),
         client,
         cron_jobs: informers.cron_jobs.clone(),
         jobs: informers.jobs.clone(),
@@ -122,6 +128,7 @@ impl CronJobController {
             .filter(|j| !finished(j) && j.metadata.deletion_timestamp.is_none())
             .map(|j| job_ref(j))
             .collect();
+        self.saw_completed(&cj, &jobs);
         if let Some(last) = jobs
             .iter()
             .filter(|j| has_condition(j, "Complete"))
@@ -145,7 +152,7 @@ impl CronJobController {
                 .len()
                 .saturating_sub(usize::try_from(limit.max(0)).unwrap_or(0));
             for j in of_kind.into_iter().take(surplus) {
-                if let Err(e) = delete_job(&job_api, j).await {
+                if let Err(e) = self.delete_job(&cj, &job_api, j).await {
                     first_err.get_or_insert(e);
                 }
             }
@@ -185,6 +192,10 @@ impl CronJobController {
         let (due, missed) = most_recent(&schedule, since, now, &tz);
         if missed > TOO_MANY_MISSED {
             tracing::warn!(cronjob = %key.name, missed, "too many missed start times");
+            let message = format!(
+                "too many missed start times: {missed}. Set or decrease .spec.startingDeadlineSeconds or check clock skew"
+            );
+            self.event(&cj, WARNING, "TooManyMissedTimes", message);
         }
         let next = schedule.next_after(now, &tz);
         if let Some(at) = due
@@ -192,10 +203,14 @@ impl CronJobController {
         {
             let policy = spec.concurrency_policy.as_deref().unwrap_or("Allow");
             let run = match policy {
-                "Forbid" if !active.is_empty() => false,
+                "Forbid" if !active.is_empty() => {
+                    let message = "Not starting job because prior execution is running and concurrency policy is Forbid";
+                    self.event(&cj, NORMAL, "JobAlreadyActive", message.into());
+                    false
+                }
                 "Replace" => {
                     for j in jobs.iter().filter(|j| !finished(j)) {
-                        if let Err(e) = delete_job(&job_api, j).await {
+                        if let Err(e) = self.delete_job(&cj, &job_api, j).await {
                             first_err.get_or_insert(e);
                         }
                     }
@@ -207,10 +222,23 @@ impl CronJobController {
             if run {
                 let job = job_for(&cj, at, &tz);
                 match job_api.create(&PostParams::default(), &job).await {
-                    Ok(created) => active.push(job_ref(&created)),
+                    Ok(created) => {
+                        let name = created.metadata.name.as_deref().unwrap_or_default();
+                        self.event(
+                            &cj,
+                            NORMAL,
+                            SUCCESSFUL_CREATE,
+                            format!("Created job {name}"),
+                        );
+                        active.push(job_ref(&created));
+                    }
                     // Made by an earlier sync whose update we have not seen.
                     Err(kube::Error::Api(s)) if s.code == 409 => {}
-                    Err(e) => return Err(e.into()),
+                    Err(e) => {
+                        let message = format!("Error creating job: {}", error_text(&e));
+                        self.event(&cj, WARNING, FAILED_CREATE, message);
+                        return Err(e.into());
+                    }
                 }
                 st.last_schedule_time = Some(Time(at));
             }
@@ -231,6 +259,53 @@ impl CronJobController {
             Duration::try_from(n.duration_since(now)).unwrap_or_default()
                 + Duration::from_millis(100)
         }))
+    }
+
+    /// Reports the Jobs the status still lists as active that have finished.
+    fn saw_completed(&self, cj: &CronJob, jobs: &[Arc<Job>]) {
+        let listed = cj.status.as_ref().and_then(|s| s.active.as_deref());
+        for r in listed.unwrap_or_default() {
+            let Some(j) = jobs.iter().find(|j| j.metadata.uid == r.uid) else {
+                continue;
+            };
+            let name = j.metadata.name.as_deref().unwrap_or_default();
+            for kind in ["Complete", "Failed"] {
+                if has_condition(j, kind) {
+                    let message = format!("Saw completed job: {name}, condition: {kind}");
+                    self.event(cj, NORMAL, "SawCompletedJob", message);
+                }
+            }
+        }
+    }
+
+    /// Deletes a Job of `cj` (with its pods, in the background).
+    async fn delete_job(
+        &self,
+        cj: &CronJob,
+        api: &Api<Job>,
+        j: &Job,
+    ) -> Result<(), ControllerError> {
+        let params = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..Default::default()
+        };
+        let name = j.metadata.name.as_deref().unwrap_or_default();
+        match api.delete(name, &params).await {
+            Ok(_) => {
+                self.event(cj, NORMAL, SUCCESSFUL_DELETE, format!("Deleted job {name}"));
+                Ok(())
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => {
+                let message = format!("Deleted job: {}", error_text(&e));
+                self.event(cj, WARNING, FAILED_DELETE, message);
+                Err(e.into())
+            }
+        }
+    }
+
+    fn event(&self, cj: &CronJob, type_: &'static str, reason: &'static str, message: String) {
+        self.recorder.post(reference_to(cj), type_, reason, message);
     }
 
     async fn write_status(&self, cj: &CronJob, st: CronJobStatus) -> Result<(), ControllerError> {
@@ -314,19 +389,6 @@ fn job_ref(j: &Job) -> ObjectReference {
         uid: j.metadata.uid.clone(),
         resource_version: j.metadata.resource_version.clone(),
         field_path: None,
-    }
-}
-
-async fn delete_job(api: &Api<Job>, j: &Job) -> Result<(), ControllerError> {
-    let params = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
-        ..Default::default()
-    };
-    let name = j.metadata.name.as_deref().unwrap_or_default();
-    match api.delete(name, &params).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
     }
 }
 

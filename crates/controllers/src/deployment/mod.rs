@@ -19,6 +19,7 @@ use serde_json::json;
 use hash::{DESIRED_REPLICAS, MAX_REPLICAS, equal_ignoring_hash, revision_of, spec_replicas};
 pub use hash::{POD_TEMPLATE_HASH, REVISION, template_hash};
 
+use crate::events::{EventRecorder, NORMAL, reference_to};
 use crate::informer::{Change, Informer, next_change};
 use crate::pods::{controller_of, controller_ref};
 use crate::queue::{ObjectKey, ReconcileResult, WorkQueue, run_workers};
@@ -31,11 +32,16 @@ struct DeploymentController {
     sets: Arc<Informer<ReplicaSet>>,
     pods: Arc<Informer<CachedPod>>,
     queue: Arc<WorkQueue<ObjectKey>>,
+    recorder: EventRecorder,
 }
+
+/// The reason of the Events a Deployment gets as its sets are scaled.
+const SCALING_REPLICA_SET: &str = "ScalingReplicaSet";
 
 /// Runs the Deployment controller with `workers` concurrent syncs.
 pub async fn run(client: kube::Client, informers: &Informers, workers: usize) {
     let ctl = Arc::new(DeploymentController {
+        recorder: EventRecorder::new(client.clone(), "deployment-controller"),
         client,
         deployments: informers.deployments.clone(),
         sets: informers.replica_sets.clone(),
@@ -352,6 +358,11 @@ impl<'a> Rollout<'a> {
         };
         match self.api.create(&PostParams::default(), &rs).await {
             Ok(created) => {
+                if replicas > 0 {
+                    let name = created.metadata.name.as_deref().unwrap_or_default();
+                    let message = format!("Scaled up replica set {name} from 0 to {replicas}");
+                    self.scaled_event(message);
+                }
                 self.new = Some(created);
                 self.created_new = true;
                 Ok(())
@@ -417,8 +428,20 @@ impl<'a> Rollout<'a> {
             .await?;
         if from != to {
             tracing::info!(deployment = %self.name(), replicaset = %name, from, to, "scaled replica set");
+            let way = if from < to { "up" } else { "down" };
+            self.scaled_event(format!(
+                "Scaled {way} replica set {name} from {from} to {to}"
+            ));
         }
         Ok(from != to)
+    }
+
+    /// Tells the Deployment's readers that one of its sets was scaled.
+    fn scaled_event(&self, message: String) {
+        let object = reference_to(&self.d);
+        self.ctl
+            .recorder
+            .post(object, NORMAL, SCALING_REPLICA_SET, message);
     }
 
     fn name(&self) -> &str {

@@ -20,6 +20,7 @@ use serde_json::json;
 
 use self::pods::{Outcome, finished_at, index_of, outcome, tracked};
 use self::status::condition_true;
+use crate::events::{EventRecorder, NORMAL, WARNING, pod_created, pod_deleted, reference_to};
 use crate::expectations::Expectations;
 use crate::informer::{Change, Informer, next_change};
 use crate::pods::{deletion_order, is_ready};
@@ -42,6 +43,7 @@ struct JobController {
     pods: Arc<Informer<CachedPod>>,
     expectations: Expectations,
     queue: Arc<WorkQueue<ObjectKey>>,
+    recorder: EventRecorder,
 }
 
 /// Runs the Job controller (and the TTL-after-finished controller's part)
@@ -53,6 +55,7 @@ pub async fn run(
     workers: usize,
 ) {
     let ctl = Arc::new(JobController {
+        recorder: EventRecorder::new(client.clone(), "job-controller"),
         client,
         ttl_client,
         jobs: informers.jobs.clone(),
@@ -176,7 +179,7 @@ impl JobController {
         if target.is_some() || suspended {
             if satisfied {
                 manage_err = self
-                    .delete_pods(key, &pods_api, census.active.iter().collect())
+                    .delete_pods(key, &job, &pods_api, census.active.iter().collect())
                     .await
                     .err();
             }
@@ -212,6 +215,7 @@ impl JobController {
             let mut updated = (*job).clone();
             updated.status = Some(st);
             crate::replace_status(&self.client, &updated).await?;
+            self.announce(&job, updated.status.as_ref());
         }
         // Recorded in status: now the pods may go.
         untrack(&pods_api, to_untrack).await?;
@@ -288,7 +292,7 @@ impl JobController {
             }
         }
         if !surplus.is_empty() {
-            self.delete_pods(key, api, surplus).await?;
+            self.delete_pods(key, job, api, surplus).await?;
         }
         if wanted.is_empty() {
             return Ok(None);
@@ -320,6 +324,7 @@ impl JobController {
             let results =
                 futures::future::join_all(made.iter().map(|p| api.create(&post, p))).await;
             for r in results {
+                pod_created(&self.recorder, job, &r);
                 if let Err(e) = r {
                     self.expectations.creation_observed(key);
                     first_err.get_or_insert(e);
@@ -340,9 +345,43 @@ impl JobController {
         }
     }
 
+    /// Tells the Job's readers what its new status says happened, as
+    /// upstream's Events do: finished, failed (and why), suspended, resumed.
+    fn announce(&self, job: &Job, new: Option<&JobStatus>) {
+        let became = |kind: &str, status: &str| {
+            let find = |st: Option<&JobStatus>| {
+                st.and_then(|s| s.conditions.as_deref())
+                    .unwrap_or_default()
+                    .iter()
+                    .find(|c| c.type_ == kind && c.status == status)
+                    .cloned()
+            };
+            find(new).filter(|_| find(job.status.as_ref()).is_none())
+        };
+        let post = |type_, reason: String, message: &str| {
+            let object = reference_to(job);
+            self.recorder
+                .post(object, type_, reason, message.to_owned());
+        };
+        if became("Complete", "True").is_some() {
+            post(NORMAL, "Completed".into(), "Job completed");
+        }
+        if let Some(c) = became("Failed", "True") {
+            let message = c.message.unwrap_or_default();
+            post(WARNING, c.reason.unwrap_or_default(), &message);
+        }
+        if became("Suspended", "True").is_some() {
+            post(NORMAL, "Suspended".into(), "Job suspended");
+        }
+        if became("Suspended", "False").is_some() {
+            post(NORMAL, "Resumed".into(), "Job resumed");
+        }
+    }
+
     async fn delete_pods(
         &self,
         key: &ObjectKey,
+        job: &Job,
         api: &Api<Pod>,
         victims: Vec<&Arc<CachedPod>>,
     ) -> Result<(), ControllerError> {
@@ -361,6 +400,8 @@ impl JobController {
         .await;
         let mut first_err = None;
         for (r, pod) in results.into_iter().zip(&victims) {
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
+            pod_deleted(&self.recorder, job, name, &r);
             match r {
                 Ok(_) => {}
                 Err(e) => {

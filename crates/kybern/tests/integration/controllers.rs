@@ -169,6 +169,48 @@ async fn deployments_roll_out_scale_and_roll_back() {
         Some(5)
     );
 
+    // Each step is told as upstream tells it: the Deployment's Events say
+    // which set was scaled and how far, the set's who made its pods.
+    let first_set = first[0].0.as_str();
+    let scaled = common::wait_for_event(
+        &client,
+        "default",
+        ("Deployment", "web"),
+        "ScalingReplicaSet",
+        &format!("Scaled up replica set {first_set} from 0 to 3"),
+    )
+    .await;
+    assert_eq!(
+        scaled.source.and_then(|s| s.component).as_deref(),
+        Some("deployment-controller")
+    );
+    common::wait_for_event(
+        &client,
+        "default",
+        ("Deployment", "web"),
+        "ScalingReplicaSet",
+        &format!("Scaled up replica set {first_set} from 3 to 5"),
+    )
+    .await;
+    let created = common::wait_for_event(
+        &client,
+        "default",
+        ("ReplicaSet", first_set),
+        "SuccessfulCreate",
+        "Created pod: web-",
+    )
+    .await;
+    assert_eq!(
+        created.source.and_then(|s| s.component).as_deref(),
+        Some("replicaset-controller")
+    );
+    assert_eq!(created.type_.as_deref(), Some("Normal"));
+    let described = k.ok(&["describe", "deployment", "web"]);
+    assert!(
+        described.contains("ScalingReplicaSet") && described.contains("deployment-controller"),
+        "{described}"
+    );
+
     // Recreate: the old pods are gone before the new set grows.
     deployments
         .create(
@@ -261,6 +303,18 @@ async fn replica_sets_adopt_release_and_replace_pods() {
         pods.get_opt(&first).await.expect("get").is_some(),
         "the older pod stays"
     );
+    let deleted = common::wait_for_event(
+        &client,
+        "default",
+        ("ReplicaSet", "x"),
+        "SuccessfulDelete",
+        "Deleted pod: orphan",
+    )
+    .await;
+    assert_eq!(
+        deleted.source.and_then(|s| s.component).as_deref(),
+        Some("replicaset-controller")
+    );
 
     // A pod relabelled out of the selector is released and replaced.
     pods.patch(
@@ -304,6 +358,50 @@ async fn replica_sets_adopt_release_and_replace_pods() {
         pods.get_opt(&first).await.expect("get").is_some(),
         "a released pod is left alone"
     );
+
+    // A set of forty says only so much, as client-go's correlator allows:
+    // nine Events of their own, then one that combines the rest and counts
+    // them, up to 25 in all about one object.
+    let many: ReplicaSet = serde_json::from_value(json!({
+        "metadata": {"name": "many"},
+        "spec": {"replicas": 40, "selector": {"matchLabels": {"app": "many"}},
+                 "template": {"metadata": {"labels": {"app": "many"}},
+                              "spec": {"containers": [{"name": "c", "image": "registry.local/x:1"}]}}},
+    }))
+    .expect("rs");
+    sets.create(&PostParams::default(), &many)
+        .await
+        .expect("create many");
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
+    let about_many =
+        ListParams::default().fields("involvedObject.name=many,reason=SuccessfulCreate");
+    let told = async || -> Option<(usize, i32, usize)> {
+        let list = events.list(&about_many).await.ok()?.items;
+        let counted = list.iter().map(|e| e.count.unwrap_or(1)).sum();
+        let combined = list
+            .iter()
+            .filter(|e| {
+                e.message.as_deref().is_some_and(|m| {
+                    m.starts_with("(combined from similar events): Created pod: many-")
+                })
+            })
+            .count();
+        Some((list.len(), counted, combined))
+    };
+    wait_for("forty pods of many, and 25 Events counted", async || {
+        let made = pods
+            .list(&ListParams::default().labels("app=many"))
+            .await
+            .ok()?
+            .items
+            .len();
+        let (_, counted, _) = told().await?;
+        (made == 40 && counted >= 25).then_some(())
+    })
+    .await;
+    // Whatever was still queued has been written by now.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(told().await, Some((10, 25, 1)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

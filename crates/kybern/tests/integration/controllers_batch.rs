@@ -132,6 +132,15 @@ async fn jobs_complete_fail_suspend_and_expire() {
             .is_empty()),
         "counted pods are released"
     );
+    let ev = |kind, name, reason, message| {
+        common::wait_for_event(&client, "default", (kind, name), reason, message)
+    };
+    let created = ev("Job", "count", "SuccessfulCreate", "Created pod: count-").await;
+    assert_eq!(
+        created.source.and_then(|s| s.component).as_deref(),
+        Some("job-controller")
+    );
+    ev("Job", "count", "Completed", "Job completed").await;
 
     // Indexed: one pod per index, and every index completed.
     jobs.create(
@@ -172,6 +181,14 @@ async fn jobs_complete_fail_suspend_and_expire() {
         Some("BackoffLimitExceeded")
     );
     assert_eq!(failed.status.and_then(|s| s.failed), Some(1));
+    let warning = ev(
+        "Job",
+        "flaky",
+        "BackoffLimitExceeded",
+        "Job has reached the specified backoff limit",
+    )
+    .await;
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
 
     // A FailJob rule fails at the first matching exit code, whatever the limit.
     let policy = json!({"backoffLimit": 6, "podFailurePolicy": {"rules": [
@@ -216,6 +233,8 @@ async fn jobs_complete_fail_suspend_and_expire() {
     .await
     .expect("resume");
     concluded(&jobs, "later", "Complete").await;
+    ev("Job", "later", "Suspended", "Job suspended").await;
+    ev("Job", "later", "Resumed", "Job resumed").await;
 
     // ttlSecondsAfterFinished: 0 removes the finished Job (and its pods).
     jobs.create(
@@ -328,4 +347,20 @@ async fn cron_jobs_start_missed_runs_and_kubectl_creates_jobs_from_them() {
         (st.last_successful_time.is_some() && st.active.is_none()).then_some(())
     })
     .await;
+    // The CronJob's Events tell its runs' story.
+    for (reason, message) in [
+        ("SuccessfulCreate", format!("Created job {name}")),
+        (
+            "SawCompletedJob",
+            format!("Saw completed job: {name}, condition: Complete"),
+        ),
+        ("SuccessfulDelete", "Deleted job ".to_owned()),
+    ] {
+        let event =
+            common::wait_for_event(&client, "default", ("CronJob", "tick"), reason, &message).await;
+        assert_eq!(
+            event.source.and_then(|s| s.component).as_deref(),
+            Some("cronjob-controller")
+        );
+    }
 }

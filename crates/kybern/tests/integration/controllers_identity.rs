@@ -3,7 +3,8 @@
 //! `system:kube-controller-manager`, each controller writes as its own
 //! ServiceAccount in `kube-system`, and each may do only what its
 //! `system:controller:*` role says; and it names itself, in its requests
-//! and in its work queues' metrics.
+//! and in its work queues' metrics, which a standalone manager (and
+//! scheduler) serves on `--metrics-bind-address`.
 
 use crate::api_audit::{events, find};
 use crate::api_rbac::can_i;
@@ -191,4 +192,90 @@ fn each_controller_acts_as_its_own_service_account() {
         "{denied}"
     );
     as_deployments.ok(&["get", "replicasets"]);
+}
+
+/// A component process, killed when the test ends.
+struct Component(std::process::Child);
+
+impl Drop for Component {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The body of `GET /metrics` on `port`, in plain HTTP.
+fn scrape(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut response = String::new();
+    conn.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.0 200").then(|| body.to_owned())
+}
+
+/// The value of the sample `line` (name and labels) in `metrics`.
+fn sample(metrics: &str, line: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_components_serve_their_metrics() {
+    let server = common::Server::start_with(&["--disable-scheduler"]);
+    let client = server.client().await;
+    let (manager_port, scheduler_port) = (common::free_port(), common::free_port());
+    let start = |args: &[&str], port: u16| {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_kybern"))
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(server.kubeconfig())
+            .args(["--leader-elect=false", "--metrics-bind-address"])
+            .arg(format!("127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start a component");
+        Component(child)
+    };
+    let _manager = start(&["controller-manager"], manager_port);
+    let _scheduler = start(&["scheduler"], scheduler_port);
+
+    // Work for both: a Deployment's pod, made by the manager's controllers
+    // and placed by the scheduler.
+    common::cluster::add_node(&client, "n1", "4", serde_json::json!({})).await;
+    let kubectl = Cli::kubectl(&server);
+    kubectl.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox",
+        "--replicas=1",
+    ]);
+    let manager = common::wait_for("the manager's work queues counted", async || {
+        let m = scrape(manager_port)?;
+        let label = "{name=\"replicaset\"}";
+        (sample(&m, &format!("workqueue_adds_total{label}"))? >= 1.0).then_some(m)
+    })
+    .await;
+    assert!(
+        sample(&manager, "workqueue_adds_total{name=\"deployment\"}").is_some_and(|v| v >= 1.0),
+        "{manager}"
+    );
+    let scheduler = common::wait_for("the scheduler's binding counted", async || {
+        let m = scrape(scheduler_port)?;
+        (sample(&m, "scheduler_pods_bound_total")? >= 1.0).then_some(m)
+    })
+    .await;
+    assert!(
+        sample(
+            &scheduler,
+            "scheduler_schedule_attempts_total{result=\"scheduled\"}"
+        )
+        .is_some_and(|v| v >= 1.0),
+        "{scheduler}"
+    );
+    assert!(manager.ends_with("# EOF\n") && scheduler.ends_with("# EOF\n"));
 }

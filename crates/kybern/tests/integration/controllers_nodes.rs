@@ -66,7 +66,10 @@ fn taint_keys(n: &Node) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_node_is_tainted_and_its_pods_move_after_their_toleration() {
     let server = common::Server::start_cluster(&["--node-monitor-grace-period", "3"]);
-    let _sim = common::sim::start(&server, &["--nodes", "2", "--heartbeat-seconds", "1"]);
+    let _sim = common::sim::start(
+        &server,
+        &["--nodes", "2", "--heartbeat-seconds", "1", "--zones", "1"],
+    );
     let client = server.client().await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
@@ -122,6 +125,60 @@ async fn a_silent_node_is_tainted_and_its_pods_move_after_their_toleration() {
         (p.len() == 4 && p.iter().all(|n| n == survivor)).then_some(())
     })
     .await;
+    // What happened is in the Events: the node's (which live in `default`,
+    // a node having no namespace) and the evicted pods'.
+    let ev = |object, reason, message| {
+        common::wait_for_event(&client, "default", object, reason, message)
+    };
+    ev(
+        ("Node", victim.as_str()),
+        "RegisteredNode",
+        "Registered Node",
+    )
+    .await;
+    let not_ready = ev(
+        ("Node", victim.as_str()),
+        "NodeNotReady",
+        &format!("Node {victim} status is now: NodeNotReady"),
+    )
+    .await;
+    assert_eq!(
+        not_ready.source.and_then(|s| s.component).as_deref(),
+        Some("node-controller")
+    );
+    let evicted = wait_for("an evicted pod's Event", async || {
+        let list = Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), "default")
+            .list(&ListParams::default().fields("reason=TaintManagerEviction"))
+            .await
+            .ok()?;
+        list.items.into_iter().next()
+    })
+    .await;
+    assert!(
+        evicted
+            .message
+            .as_deref()
+            .is_some_and(|m| m.starts_with("Marking for deletion Pod default/web-")),
+        "{evicted:?}"
+    );
+    assert_eq!(evicted.involved_object.kind.as_deref(), Some("Pod"));
+    // And in the metrics, per zone: two nodes, one of them not Ready, and
+    // the pods evicted from it.
+    let k = common::cli::Cli::kubectl(&server);
+    let metrics = k.ok(&["get", "--raw", "/metrics"]);
+    let sample = |line: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in /metrics"))
+    };
+    assert_eq!(sample("node_collector_zone_size{zone=\":zone-0\"}"), 2.0);
+    assert_eq!(
+        sample("node_collector_unhealthy_nodes_in_zone{zone=\":zone-0\"}"),
+        1.0
+    );
+    assert_eq!(sample("node_collector_zone_health{zone=\":zone-0\"}"), 50.0);
+    assert!(sample("node_collector_evictions_total{zone=\":zone-0\"}") >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -376,4 +376,28 @@ async fn autoscalers_keep_bounds_and_report_missing_metrics() {
     assert_eq!(able.as_deref(), Some("True"));
     let described = k.ok(&["describe", "hpa", "web"]);
     assert!(described.contains("FailedGetResourceMetric"), "{described}");
+    let ev = |reason, message| {
+        common::wait_for_event(
+            &client,
+            "default",
+            ("HorizontalPodAutoscaler", "web"),
+            reason,
+            message,
+        )
+    };
+    let rescaled = ev(
+        "SuccessfulRescale",
+        "New size: 2; reason: Current number of replicas below Spec.MinReplicas",
+    )
+    .await;
+    assert_eq!(
+        rescaled.source.and_then(|s| s.component).as_deref(),
+        Some("horizontal-pod-autoscaler")
+    );
+    let warning = ev(
+        "FailedGetResourceMetric",
+        "unable to compute the replica count",
+    )
+    .await;
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
 }

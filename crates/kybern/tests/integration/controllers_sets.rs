@@ -126,6 +126,18 @@ async fn daemon_sets_follow_nodes_and_taints_and_roll_back() {
         (p.len() == 3 && p.iter().all(|p| p.2.ends_with(":1"))).then_some(())
     })
     .await;
+    for (reason, message) in [
+        ("SuccessfulCreate", "Created pod: agent-"),
+        ("SuccessfulDelete", "Deleted pod: agent-"),
+    ] {
+        let event =
+            common::wait_for_event(&client, "default", ("DaemonSet", "agent"), reason, message)
+                .await;
+        assert_eq!(
+            event.source.and_then(|s| s.component).as_deref(),
+            Some("daemonset-controller")
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,6 +221,25 @@ async fn stateful_sets_start_in_order_roll_by_partition_and_claim_volumes() {
         (names == ["web-0"]).then_some(())
     })
     .await;
+    let ev = |object, reason, message| {
+        common::wait_for_event(&client, "default", object, reason, message)
+    };
+    let made = ev(
+        ("StatefulSet", "web"),
+        "SuccessfulCreate",
+        "create Pod web-0 in StatefulSet web successful",
+    )
+    .await;
+    assert_eq!(
+        made.source.and_then(|s| s.component).as_deref(),
+        Some("statefulset-controller")
+    );
+    ev(
+        ("StatefulSet", "web"),
+        "SuccessfulDelete",
+        "delete Pod web-2 in StatefulSet web successful",
+    )
+    .await;
 
     // Claims from templates, named <claim>-<set>-<ordinal>, owned by the set
     // when the retention policy deletes them with it.
@@ -257,6 +288,12 @@ async fn stateful_sets_start_in_order_roll_by_partition_and_claim_volumes() {
             .map(|c| c.claim_name.as_str()),
         Some("data-db-1")
     );
+    ev(
+        ("StatefulSet", "db"),
+        "SuccessfulCreate",
+        "create Claim data-db-1 Pod db-1 in StatefulSet db success",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,4 +349,16 @@ async fn replication_controllers_keep_their_replicas() {
         (p.len() == 3 && p.iter().all(|p| p.0 != victim)).then_some(())
     })
     .await;
+    let made = common::wait_for_event(
+        &client,
+        "default",
+        ("ReplicationController", "legacy"),
+        "SuccessfulCreate",
+        "Created pod: legacy-",
+    )
+    .await;
+    assert_eq!(
+        made.source.and_then(|s| s.component).as_deref(),
+        Some("replication-controller")
+    );
 }

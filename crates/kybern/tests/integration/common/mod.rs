@@ -322,3 +322,30 @@ pub async fn wait_for<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Waits for an Event with `reason` about the `kind` named `name` in
+/// `namespace` whose message contains `message` (found through the field
+/// selector `kubectl describe` uses); returns it.
+pub async fn wait_for_event(
+    client: &kube::Client,
+    namespace: &str,
+    (kind, name): (&str, &str),
+    reason: &str,
+    message: &str,
+) -> k8s_openapi::api::core::v1::Event {
+    use k8s_openapi::api::core::v1::Event;
+    let api: kube::Api<Event> = kube::Api::namespaced(client.clone(), namespace);
+    let fields = format!("involvedObject.kind={kind},involvedObject.name={name}");
+    let what = format!("a {reason} Event about {kind} {name} saying {message:?}");
+    wait_for(&what, async || {
+        let list = api
+            .list(&kube::api::ListParams::default().fields(&fields))
+            .await
+            .ok()?;
+        list.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.message.as_deref().is_some_and(|m| m.contains(message))
+        })
+    })
+    .await
+}

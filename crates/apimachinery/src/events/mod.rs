@@ -1,30 +1,43 @@
 //! Recording core/v1 Events about objects, for API clients (the scheduler,
-//! the node agent): what `kubectl describe` and `kubectl get events` show.
-//! A repeat of the same reason and message about the same object bumps the
-//! first Event's `count` instead of adding another, as client-go's
-//! correlator does.
+//! the node agent, the controllers): what `kubectl describe` and `kubectl
+//! get events` show. Before anything is written, [`correlator`] folds
+//! repeats into a `count`, combines many similar Events, and limits what
+//! each source says about each object, as client-go's recorder does.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+pub mod correlator;
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{Event, ObjectReference};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
+use tokio::sync::mpsc;
 
-/// How many folded Events a recorder remembers before it starts afresh.
-const REMEMBERED: usize = 10_000;
+use self::correlator::{EventCorrelator, EventFacts};
 
-/// An Event's identity for folding repeats: object uid, field, reason, message.
-type EventKey = (String, String, String, String);
+/// Events [`EventRecorder::post`] holds while earlier ones are written;
+/// more are dropped (client-go's broadcaster queue is as long).
+const QUEUED: usize = 1000;
 
-/// Posts Events as one component, folding repeats into a count.
+/// An Event waiting to be written.
+struct Queued {
+    object: ObjectReference,
+    type_: &'static str,
+    reason: Cow<'static, str>,
+    message: String,
+}
+
+/// Posts Events as one component, through client-go's correlation.
 #[derive(Clone)]
 pub struct EventRecorder {
     client: kube::Client,
     component: String,
     host: Option<String>,
-    /// The last Event name and count for each key.
-    seen: Arc<Mutex<HashMap<EventKey, (String, i32)>>>,
+    correlator: Arc<Mutex<EventCorrelator>>,
+    /// The writer of posted Events, started by the first post.
+    queue: Arc<OnceLock<mpsc::Sender<Queued>>>,
 }
 
 impl EventRecorder {
@@ -34,7 +47,8 @@ impl EventRecorder {
             client,
             component: component.to_owned(),
             host: None,
-            seen: Arc::default(),
+            correlator: Arc::default(),
+            queue: Arc::default(),
         }
     }
 
@@ -49,9 +63,50 @@ impl EventRecorder {
         &self.component
     }
 
-    /// Records an Event about `object` (`Normal` or `Warning`); `action` may
-    /// be empty, as the kubelet leaves it. Failures are logged, not
-    /// returned: an Event is advice.
+    /// Queues an Event to be written in the background, so that the caller
+    /// (a controller's sync) never waits on it; when the queue is full the
+    /// Event is dropped, as client-go drops it. Must be called within a
+    /// Tokio runtime.
+    pub fn post(
+        &self,
+        object: ObjectReference,
+        type_: &'static str,
+        reason: impl Into<Cow<'static, str>>,
+        message: String,
+    ) {
+        let reason = reason.into();
+        let queue = self.queue.get_or_init(|| {
+            let (tx, mut rx) = mpsc::channel::<Queued>(QUEUED);
+            // The writer's own copy has no queue: holding this one would
+            // keep the channel open, and the task alive, forever.
+            let recorder = EventRecorder {
+                queue: Arc::default(),
+                ..self.clone()
+            };
+            tokio::spawn(async move {
+                while let Some(e) = rx.recv().await {
+                    recorder
+                        .record(&e.object, e.type_, &e.reason, "", &e.message)
+                        .await;
+                }
+            });
+            tx
+        });
+        let event = Queued {
+            object,
+            type_,
+            reason,
+            message,
+        };
+        if let Err(e) = queue.try_send(event) {
+            let reason = e.into_inner().reason;
+            tracing::debug!(component = %self.component, %reason, "Event queue full; dropped");
+        }
+    }
+
+    /// Records an Event about `object` (`Normal` or `Warning`) and waits for
+    /// the write; `action` may be empty, as the kubelet leaves it. Failures
+    /// are logged, not returned: an Event is advice.
     pub async fn record(
         &self,
         object: &ObjectReference,
@@ -60,26 +115,37 @@ impl EventRecorder {
         action: &str,
         message: &str,
     ) {
+        let facts = EventFacts {
+            component: &self.component,
+            host: self.host.as_deref().unwrap_or_default(),
+            object,
+            type_,
+            reason,
+            message,
+        };
+        let Some(c) = self
+            .correlator
+            .lock()
+            .ok()
+            .and_then(|mut c| c.correlate(&facts, Instant::now()))
+        else {
+            return;
+        };
+        // Cluster-scoped objects' Events live in `default`, as upstream's.
         let namespace = object.namespace.clone().unwrap_or_else(|| "default".into());
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let key = (
-            object.uid.clone().unwrap_or_default(),
-            object.field_path.clone().unwrap_or_default(),
-            reason.to_owned(),
-            message.to_owned(),
-        );
-        let previous = self.seen.lock().ok().and_then(|m| m.get(&key).cloned());
-        if let Some((name, count)) = previous {
-            let patch = json!({"count": count + 1, "lastTimestamp": now});
+        if let Some((name, count)) = c.previous {
+            let patch = json!({"count": count + 1, "lastTimestamp": now, "message": c.message});
             if api
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .is_ok()
             {
-                self.remember(key, name, count + 1);
+                self.written(c.key, name, count + 1);
                 return;
             }
+            // The Event is gone (expired, deleted): start it afresh.
         }
         let name = format!(
             "{}.{:x}",
@@ -90,7 +156,7 @@ impl EventRecorder {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"name": name, "namespace": namespace},
             "involvedObject": object,
-            "reason": reason, "message": message, "type": type_,
+            "reason": reason, "message": c.message, "type": type_,
             "source": {"component": self.component, "host": self.host},
             "reportingComponent": self.component,
             "reportingInstance": self.host.as_deref().unwrap_or(&self.component),
@@ -105,19 +171,34 @@ impl EventRecorder {
             }
         };
         match api.create(&PostParams::default(), &event).await {
-            Ok(_) => self.remember(key, name, 1),
-            Err(e) => tracing::debug!(error = %e, %reason, "recording an Event"),
+            Ok(_) => self.written(c.key, name, 1),
+            Err(e) => {
+                if let Ok(mut m) = self.correlator.lock() {
+                    m.forget(&c.key);
+                }
+                tracing::debug!(error = %e, %reason, "recording an Event");
+            }
         }
     }
 
-    fn remember(&self, key: EventKey, name: String, count: i32) {
-        if let Ok(mut m) = self.seen.lock() {
-            // Forget old entries so the map stays bounded.
-            if m.len() > REMEMBERED && !m.contains_key(&key) {
-                m.clear();
-            }
-            m.insert(key, (name, count));
+    fn written(&self, key: String, name: String, count: i32) {
+        if let Ok(mut m) = self.correlator.lock() {
+            m.written(key, name, count);
         }
+    }
+}
+
+/// A reference to `object`, as an Event's `involvedObject`.
+pub fn reference_to<K: kube::Resource<DynamicType = ()>>(object: &K) -> ObjectReference {
+    let meta = object.meta();
+    ObjectReference {
+        api_version: Some(K::api_version(&()).into_owned()),
+        kind: Some(K::kind(&()).into_owned()),
+        namespace: meta.namespace.clone(),
+        name: meta.name.clone(),
+        uid: meta.uid.clone(),
+        resource_version: meta.resource_version.clone(),
+        field_path: None,
     }
 }
 
