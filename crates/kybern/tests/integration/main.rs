@@ -30,6 +30,7 @@ mod controllers_batch;
 mod controllers_identity;
 mod controllers_nodes;
 mod controllers_policy;
+mod controllers_rollout;
 mod controllers_sets;
 mod node_agent;
 mod node_images;
