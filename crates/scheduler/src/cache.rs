@@ -191,9 +191,10 @@ pub struct ClusterCache {
     placed: HashMap<String, String>,
     /// Pods assumed onto a node and not yet seen bound there.
     assumed: HashMap<String, String>,
-    /// Placed pods with required anti-affinity terms, by uid, with their node:
-    /// the only pods whose terms can bar a newcomer.
-    anti_affinity: HashMap<String, String>,
+    /// The slots holding placed pods with required anti-affinity terms (the
+    /// only pods whose terms can bar a newcomer), with how many each holds:
+    /// a cycle visits those pods without a lookup by name or uid.
+    anti_affinity: HashMap<usize, usize>,
     /// How many existing nodes report each image.
     image_nodes: HashMap<String, usize>,
     /// Pods nominated to a node by preemption, waiting for their victims to
@@ -349,10 +350,10 @@ impl ClusterCache {
 
     fn place(&mut self, info: PodInfo, node: String) {
         self.remove_pod(&info.uid);
-        if !info.required_anti.is_empty() {
-            self.anti_affinity.insert(info.uid.clone(), node.clone());
-        }
         let slot = self.slot_for(&node);
+        if !info.required_anti.is_empty() {
+            *self.anti_affinity.entry(slot).or_default() += 1;
+        }
         self.placed.insert(info.uid.clone(), node);
         self.slots[slot].add_pod(info);
     }
@@ -360,12 +361,20 @@ impl ClusterCache {
     /// Forgets a pod (deleted, finished, or an assumption undone).
     pub fn remove_pod(&mut self, uid: &str) {
         self.assumed.remove(uid);
-        self.anti_affinity.remove(uid);
         let Some(node) = self.placed.remove(uid) else {
             return;
         };
         if let Some(&i) = self.index.get(&node) {
-            self.slots[i].remove_pod(uid);
+            let removed = self.slots[i].remove_pod(uid);
+            if removed.is_some_and(|p| !p.required_anti.is_empty())
+                && let std::collections::hash_map::Entry::Occupied(mut held) =
+                    self.anti_affinity.entry(i)
+            {
+                *held.get_mut() -= 1;
+                if *held.get() == 0 {
+                    held.remove();
+                }
+            }
             self.release_if_empty(&node);
         }
     }
@@ -405,9 +414,12 @@ impl ClusterCache {
 
     /// Placed pods with required anti-affinity terms, with their nodes.
     pub fn anti_affinity_pods(&self) -> impl Iterator<Item = (&PodInfo, &NodeInfo)> {
-        self.anti_affinity.iter().filter_map(|(uid, node)| {
-            let n = &self.slots[*self.index.get(node)?];
-            Some((n.pods.iter().find(|p| &p.uid == uid)?, n))
+        self.anti_affinity.keys().flat_map(move |&slot| {
+            let n = &self.slots[slot];
+            n.pods
+                .iter()
+                .filter(|p| !p.required_anti.is_empty())
+                .map(move |p| (p, n))
         })
     }
 
@@ -545,5 +557,49 @@ mod tests {
         cache.upsert_node(node("n2"));
         assert_eq!(cache.node("n2").map(|n| n.pods.len()), Some(1));
         assert_eq!(cache.node_count(), 2);
+    }
+
+    fn anti_pod(uid: &str, node: Option<&str>) -> Arc<CachedPod> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": uid, "namespace": "default", "uid": uid},
+                "spec": {"nodeName": node, "containers": [{"name": "c"}],
+                    "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                        {"topologyKey": "kubernetes.io/hostname",
+                         "labelSelector": {"matchLabels": {"app": "x"}}}]}}}
+            }))
+            .expect("pod"),
+        )
+    }
+
+    fn anti_placed(cache: &ClusterCache) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = cache
+            .anti_affinity_pods()
+            .map(|(p, n)| (p.uid.clone(), n.name.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn pods_with_required_anti_affinity_are_found_where_they_are() {
+        let mut cache = ClusterCache::default();
+        cache.upsert_node(node("n1"));
+        cache.upsert_node(node("n2"));
+        cache.upsert_pod(pod("plain", Some("n1")));
+        cache.upsert_pod(anti_pod("a", Some("n1")));
+        cache.assume(&PodInfo::new(anti_pod("b", None)), "n1");
+        let pair = |u: &str, n: &str| (u.to_owned(), n.to_owned());
+        assert_eq!(anti_placed(&cache), [pair("a", "n1"), pair("b", "n1")]);
+        // The assumption confirmed, then one pod moved: each counted once.
+        cache.upsert_pod(anti_pod("b", Some("n1")));
+        cache.upsert_pod(anti_pod("a", Some("n2")));
+        assert_eq!(anti_placed(&cache), [pair("a", "n2"), pair("b", "n1")]);
+        cache.remove_pod("b");
+        cache.remove_pod("plain");
+        assert_eq!(anti_placed(&cache), [pair("a", "n2")]);
+        cache.remove_pod("a");
+        assert!(anti_placed(&cache).is_empty());
+        assert!(cache.anti_affinity.is_empty(), "no slot left counted");
     }
 }

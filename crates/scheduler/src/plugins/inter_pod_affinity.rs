@@ -137,21 +137,22 @@ impl PreFilterPlugin for InterPodAffinity {
         // The pod's own terms look at every placed pod; existing pods' terms
         // come only from the few pods that have required anti-affinity.
         if !aff.is_empty() || !anti.is_empty() {
-            for node in cache.nodes() {
-                for other in &node.pods {
-                    for (t, (_, set)) in aff.iter().zip(&mut d.affinity) {
-                        if let Some(v) = node.labels.get(&t.key)
-                            && t.matches(other)
-                        {
-                            set.insert(v.clone());
-                        }
-                    }
-                    for (t, (_, set)) in anti.iter().zip(&mut d.anti) {
-                        if let Some(v) = node.labels.get(&t.key)
-                            && t.matches(other)
-                        {
-                            set.insert(v.clone());
-                        }
+            let terms: Vec<&Term> = aff.iter().chain(&anti).collect();
+            let mut sets: Vec<&mut HashSet<String>> = d
+                .affinity
+                .iter_mut()
+                .chain(&mut d.anti)
+                .map(|(_, set)| set)
+                .collect();
+            // Each node's domain per term is looked up once, not per pod.
+            let mut domains: Vec<Option<&String>> = Vec::with_capacity(terms.len());
+            for node in cache.nodes().filter(|n| !n.pods.is_empty()) {
+                domains.clear();
+                domains.extend(terms.iter().map(|t| node.labels.get(&t.key)));
+                for ((t, set), domain) in terms.iter().zip(&mut sets).zip(&domains) {
+                    let Some(v) = domain else { continue };
+                    if !set.contains(*v) && node.pods.iter().any(|other| t.matches(other)) {
+                        set.insert((*v).clone());
                     }
                 }
             }
@@ -163,10 +164,17 @@ impl PreFilterPlugin for InterPodAffinity {
                     && t.matches(pod)
                 {
                     any_existing_anti = true;
-                    d.existing_anti
-                        .entry(t.key.clone())
-                        .or_default()
-                        .insert(v.clone());
+                    // Keys and values are cloned only when first seen.
+                    match d.existing_anti.get_mut(&t.key) {
+                        Some(values) if values.contains(v) => {}
+                        Some(values) => {
+                            values.insert(v.clone());
+                        }
+                        None => {
+                            d.existing_anti
+                                .insert(t.key.clone(), HashSet::from([v.clone()]));
+                        }
+                    }
                 }
             }
         }
