@@ -94,10 +94,7 @@ fn each_controller_acts_as_its_own_service_account() {
     // name: both controllers have taken and reconciled a key by now.
     let metrics = kubectl.ok(&["get", "--raw", "/metrics"]);
     let sample = |line: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {line} in /metrics"))
+        common::metric_sample(&metrics, line).unwrap_or_else(|| panic!("no {line} in /metrics"))
     };
     for queue in ["deployment", "replicaset"] {
         let label = format!("{{name=\"{queue}\"}}");
@@ -216,13 +213,6 @@ fn scrape(port: u16) -> Option<String> {
     head.starts_with("HTTP/1.0 200").then(|| body.to_owned())
 }
 
-/// The value of the sample `line` (name and labels) in `metrics`.
-fn sample(metrics: &str, line: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_components_serve_their_metrics() {
     let server = common::Server::start_with(&["--disable-scheduler"]);
@@ -257,20 +247,21 @@ async fn standalone_components_serve_their_metrics() {
     let manager = common::wait_for("the manager's work queues counted", async || {
         let m = scrape(manager_port)?;
         let label = "{name=\"replicaset\"}";
-        (sample(&m, &format!("workqueue_adds_total{label}"))? >= 1.0).then_some(m)
+        (common::metric_sample(&m, &format!("workqueue_adds_total{label}"))? >= 1.0).then_some(m)
     })
     .await;
     assert!(
-        sample(&manager, "workqueue_adds_total{name=\"deployment\"}").is_some_and(|v| v >= 1.0),
+        common::metric_sample(&manager, "workqueue_adds_total{name=\"deployment\"}")
+            .is_some_and(|v| v >= 1.0),
         "{manager}"
     );
     let scheduler = common::wait_for("the scheduler's binding counted", async || {
         let m = scrape(scheduler_port)?;
-        (sample(&m, "scheduler_pods_bound_total")? >= 1.0).then_some(m)
+        (common::metric_sample(&m, "scheduler_pods_bound_total")? >= 1.0).then_some(m)
     })
     .await;
     assert!(
-        sample(
+        common::metric_sample(
             &scheduler,
             "scheduler_schedule_attempts_total{result=\"scheduled\"}"
         )

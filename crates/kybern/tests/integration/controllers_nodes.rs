@@ -167,10 +167,7 @@ async fn a_silent_node_is_tainted_and_its_pods_move_after_their_toleration() {
     let k = common::cli::Cli::kubectl(&server);
     let metrics = k.ok(&["get", "--raw", "/metrics"]);
     let sample = |line: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {line} in /metrics"))
+        common::metric_sample(&metrics, line).unwrap_or_else(|| panic!("no {line} in /metrics"))
     };
     assert_eq!(sample("node_collector_zone_size{zone=\":zone-0\"}"), 2.0);
     assert_eq!(

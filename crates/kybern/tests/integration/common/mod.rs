@@ -349,3 +349,11 @@ pub async fn wait_for_event(
     })
     .await
 }
+
+/// The value of the sample `line` (a metric's name and labels, as printed)
+/// in Prometheus text `metrics`.
+pub fn metric_sample(metrics: &str, line: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+}
