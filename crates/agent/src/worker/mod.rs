@@ -259,16 +259,14 @@ impl PodWorker {
         &self,
         pod: &Pod,
         container: Option<&str>,
-        type_: &str,
+        type_: &'static str,
         reason: &str,
         message: String,
     ) {
         let object = kybern_apimachinery::events::pod_reference(pod, container);
-        let events = self.ctx.events.clone();
-        let (type_, reason) = (type_.to_owned(), reason.to_owned());
-        tokio::spawn(async move {
-            events.record(&object, &type_, &reason, "", &message).await;
-        });
+        self.ctx
+            .events
+            .post(object, type_, reason.to_owned(), message);
     }
 
     /// When the agent first took the pod on (kept across agent restarts).
