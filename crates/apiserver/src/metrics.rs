@@ -35,7 +35,7 @@ struct LatencyLabels {
 
 /// The server's metrics.
 pub struct ApiMetrics {
-    registry: Registry,
+    registry: Arc<Registry>,
     /// Registries of components running in this process (the scheduler),
     /// served on the same `/metrics`.
     others: std::sync::Mutex<Vec<Arc<Registry>>>,
@@ -61,7 +61,7 @@ impl Default for ApiMetrics {
             latency.clone(),
         );
         ApiMetrics {
-            registry,
+            registry: Arc::new(registry),
             others: Default::default(),
             requests,
             latency,
@@ -77,17 +77,12 @@ impl ApiMetrics {
         }
     }
 
-    fn encode(&self) -> Result<String, std::fmt::Error> {
-        use prometheus_client::encoding::text::{encode_eof, encode_registry};
-        let mut text = String::new();
-        encode_registry(&mut text, &self.registry)?;
+    fn registries(&self) -> Vec<Arc<Registry>> {
+        let mut all = vec![self.registry.clone()];
         if let Ok(others) = self.others.lock() {
-            for r in others.iter() {
-                encode_registry(&mut text, r)?;
-            }
+            all.extend(others.iter().cloned());
         }
-        encode_eof(&mut text)?;
-        Ok(text)
+        all
     }
 }
 
@@ -136,9 +131,21 @@ pub async fn record(State(metrics): State<Arc<ApiMetrics>>, req: Request, next: 
 
 /// GET `/metrics` in the Prometheus text format.
 pub async fn serve(State(state): State<Arc<crate::server::ApiState>>) -> Response {
-    let Ok(text) = state.metrics.encode() else {
+    text_response(&state.metrics.registries())
+}
+
+/// `registries` as a `/metrics` response in the OpenMetrics text format; also
+/// what a standalone component serves.
+pub fn text_response(registries: &[Arc<Registry>]) -> Response {
+    use prometheus_client::encoding::text::{encode_eof, encode_registry};
+    let mut text = String::new();
+    let encoded = registries
+        .iter()
+        .try_for_each(|r| encode_registry(&mut text, r))
+        .and_then(|()| encode_eof(&mut text));
+    if encoded.is_err() {
         return (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics").into_response();
-    };
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -7,8 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 
@@ -37,7 +35,7 @@ impl MetricsArgs {
                 "/metrics",
                 get(move || {
                     let registries = registries.clone();
-                    async move { encode(&registries) }
+                    async move { kybern_apiserver::metrics::text_response(&registries) }
                 }),
             );
         tokio::spawn(async move {
@@ -47,25 +45,4 @@ impl MetricsArgs {
         });
         Ok(())
     }
-}
-
-/// The registries in the OpenMetrics text format, as the API server serves.
-fn encode(registries: &[Arc<Registry>]) -> Response {
-    use prometheus_client::encoding::text::{encode_eof, encode_registry};
-    let mut text = String::new();
-    let encoded = registries
-        .iter()
-        .try_for_each(|r| encode_registry(&mut text, r))
-        .and_then(|()| encode_eof(&mut text));
-    if encoded.is_err() {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics").into_response();
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
 }
