@@ -2,13 +2,14 @@
 //! they request, including pods assumed onto a node whose binding the API has
 //! not yet shown, so that decisions made and not yet observed count.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Taint};
 use kybern_apimachinery::cached_pod::CachedPod;
 
 use crate::resources::{Resources, node_allocatable, pod_requests, pod_requests_non_zero};
+use crate::topology::{LabelInterner, NodeLabelIds};
 
 /// A host port a pod claims: protocol, host IP (`0.0.0.0` for all), port.
 pub type HostPort = (String, String, i32);
@@ -92,6 +93,9 @@ pub struct NodeInfo {
     pub name: String,
     /// `metadata.labels`.
     pub labels: BTreeMap<String, String>,
+    /// The same labels as ids of the cache's [`LabelInterner`], for
+    /// topology domains.
+    pub label_ids: NodeLabelIds,
     /// `spec.taints`.
     pub taints: Vec<Taint>,
     /// `spec.unschedulable`.
@@ -203,6 +207,13 @@ pub struct ClusterCache {
     nominated_node: HashMap<String, String>,
     /// Claims, volumes and storage classes, for volume binding.
     pub volumes: crate::volumes::VolumeCache,
+    /// Ids for the existing nodes' label keys and values.
+    label_table: LabelInterner,
+    /// How many label keys and values the existing nodes carry in all.
+    live_labels: usize,
+    /// The slots holding at least one pod, in slot order: what a walk over
+    /// placed pods visits, rather than every node.
+    occupied: BTreeSet<usize>,
 }
 
 impl ClusterCache {
@@ -256,6 +267,7 @@ impl ClusterCache {
         let info = &mut self.slots[slot];
         if info.node.is_some() {
             forget_images(&mut self.image_nodes, info);
+            self.live_labels = self.live_labels.saturating_sub(2 * info.labels.len());
         }
         let before = info.node.is_some().then(|| {
             (
@@ -267,6 +279,8 @@ impl ClusterCache {
             )
         });
         info.set_node(node);
+        info.label_ids = self.label_table.node_labels(&info.labels);
+        self.live_labels += 2 * info.labels.len();
         for image in info.images.keys() {
             *self.image_nodes.entry(image.clone()).or_default() += 1;
         }
@@ -292,9 +306,24 @@ impl ClusterCache {
         if let Some(&i) = self.index.get(name) {
             if self.slots[i].node.is_some() {
                 forget_images(&mut self.image_nodes, &self.slots[i]);
+                self.live_labels = self
+                    .live_labels
+                    .saturating_sub(2 * self.slots[i].labels.len());
             }
             self.slots[i].node = None;
             self.release_if_empty(name);
+        }
+        if self.label_table.is_bloated(self.live_labels) {
+            self.rebuild_label_table();
+        }
+    }
+
+    /// Gives the existing nodes' labels fresh ids, dropping those of nodes
+    /// that are gone.
+    fn rebuild_label_table(&mut self) {
+        self.label_table = LabelInterner::default();
+        for info in self.slots.iter_mut().filter(|n| n.node.is_some()) {
+            info.label_ids = self.label_table.node_labels(&info.labels);
         }
     }
 
@@ -356,6 +385,7 @@ impl ClusterCache {
         }
         self.placed.insert(info.uid.clone(), node);
         self.slots[slot].add_pod(info);
+        self.occupied.insert(slot);
     }
 
     /// Forgets a pod (deleted, finished, or an assumption undone).
@@ -366,6 +396,9 @@ impl ClusterCache {
         };
         if let Some(&i) = self.index.get(&node) {
             let removed = self.slots[i].remove_pod(uid);
+            if self.slots[i].pods.is_empty() {
+                self.occupied.remove(&i);
+            }
             if removed.is_some_and(|p| !p.required_anti.is_empty())
                 && let std::collections::hash_map::Entry::Occupied(mut held) =
                     self.anti_affinity.entry(i)
@@ -405,6 +438,19 @@ impl ClusterCache {
     /// The nodes that exist, in name order.
     pub fn nodes(&self) -> impl Iterator<Item = &NodeInfo> {
         self.existing.iter().map(|i| &self.slots[*i])
+    }
+
+    /// The existing nodes holding pods, in no particular order.
+    pub fn occupied_nodes(&self) -> impl Iterator<Item = &NodeInfo> {
+        self.occupied
+            .iter()
+            .map(|i| &self.slots[*i])
+            .filter(|n| n.node.is_some())
+    }
+
+    /// The ids of the existing nodes' label keys and values.
+    pub fn label_table(&self) -> &LabelInterner {
+        &self.label_table
     }
 
     /// The `n`th existing node in name order (`n < node_count()`).
@@ -601,5 +647,54 @@ mod tests {
         cache.remove_pod("a");
         assert!(anti_placed(&cache).is_empty());
         assert!(cache.anti_affinity.is_empty(), "no slot left counted");
+    }
+
+    #[test]
+    fn occupied_nodes_and_label_ids_follow_churn() {
+        let mut cache = ClusterCache::default();
+        cache.upsert_node(node("keep"));
+        cache.upsert_pod(pod("p", Some("keep")));
+        cache.upsert_pod(pod("early", Some("not-yet")));
+        // A pod on a node not seen yet is not on an existing node.
+        let names = |c: &ClusterCache| {
+            let mut v: Vec<String> = c.occupied_nodes().map(|n| n.name.clone()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(&cache), ["keep"]);
+        cache.upsert_node(node("not-yet"));
+        assert_eq!(names(&cache), ["keep", "not-yet"]);
+        cache.remove_pod("early");
+        assert_eq!(names(&cache), ["keep"]);
+        // Thousands of nodes come and go, each with its own hostname label:
+        // the table is rebuilt from the live nodes, whose ids stay right.
+        for n in 0..3000 {
+            let name = format!("gone-{n}");
+            cache.upsert_node(Arc::new(
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}
+                }))
+                .expect("node"),
+            ));
+            cache.remove_node(&name);
+        }
+        assert!(
+            cache.label_table().len() < 1100,
+            "{}",
+            cache.label_table().len()
+        );
+        cache.upsert_node(Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "keep", "labels": {"zone": "z1"}}
+            }))
+            .expect("node"),
+        ));
+        let table = cache.label_table();
+        let keep = cache.node("keep").expect("node");
+        let zone = table.get("zone").expect("interned");
+        assert_eq!(
+            crate::topology::domain_of(&keep.label_ids, zone),
+            table.get("z1")
+        );
     }
 }

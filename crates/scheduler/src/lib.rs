@@ -19,6 +19,7 @@ pub mod preemption;
 pub mod profile;
 pub mod queue;
 pub mod scheduler;
+pub mod topology;
 pub mod volumes;
 
 pub use metrics::SchedulerMetrics;

@@ -2,8 +2,6 @@
 //! and existing pods' anti-affinity against it) filter nodes by topology
 //! domain; preferred terms score them.
 
-use std::collections::{HashMap, HashSet};
-
 use k8s_openapi::api::core::v1::{Affinity, PodAffinityTerm};
 use kybern_apimachinery::labels::Selector;
 
@@ -13,6 +11,7 @@ use crate::framework::{
     CycleState, FilterPlugin, MAX_NODE_SCORE, Plugin, PreFilterPlugin, PreScorePlugin, ScorePlugin,
     Status,
 };
+use crate::topology::{DomainCounts, DomainSet};
 
 const FILTER: &str = "InterPodAffinity/filter";
 const SCORE: &str = "InterPodAffinity/score";
@@ -106,80 +105,83 @@ fn required_terms(pod: &PodInfo, anti: bool) -> Vec<Term> {
         .collect()
 }
 
+/// Domains of one topology key named by the terms that barred them.
+struct KeyedSet {
+    key_name: String,
+    set: DomainSet,
+}
+
 /// What the filter checks, computed once per cycle.
 #[derive(Default)]
 struct Domains {
     /// Per affinity term: the domains holding a matching pod.
-    affinity: Vec<(String, HashSet<String>)>,
+    affinity: Vec<DomainSet>,
     /// Whether no pod matches the affinity terms but the pod matches them itself.
     affinity_self_only: bool,
     /// Per anti-affinity term: the domains holding a matching pod.
-    anti: Vec<(String, HashSet<String>)>,
-    /// Domains barred by existing pods' anti-affinity: values by topology key.
-    existing_anti: HashMap<String, HashSet<String>>,
+    anti: Vec<DomainSet>,
+    /// Domains barred by existing pods' anti-affinity, one set per topology key.
+    existing_anti: Vec<KeyedSet>,
 }
 
 impl PreFilterPlugin for InterPodAffinity {
     fn pre_filter(&self, state: &mut CycleState, pod: &PodInfo, cache: &ClusterCache) -> Status {
         let aff = required_terms(pod, false);
         let anti = required_terms(pod, true);
+        let table = cache.label_table();
         let mut d = Domains {
-            affinity: aff
-                .iter()
-                .map(|t| (t.key.clone(), HashSet::new()))
-                .collect(),
-            anti: anti
-                .iter()
-                .map(|t| (t.key.clone(), HashSet::new()))
-                .collect(),
+            affinity: aff.iter().map(|t| DomainSet::new(&t.key, table)).collect(),
+            anti: anti.iter().map(|t| DomainSet::new(&t.key, table)).collect(),
             ..Default::default()
         };
         // The pod's own terms look at every placed pod; existing pods' terms
         // come only from the few pods that have required anti-affinity.
         if !aff.is_empty() || !anti.is_empty() {
             let terms: Vec<&Term> = aff.iter().chain(&anti).collect();
-            let mut sets: Vec<&mut HashSet<String>> = d
-                .affinity
-                .iter_mut()
-                .chain(&mut d.anti)
-                .map(|(_, set)| set)
-                .collect();
-            // Each node's domain per term is looked up once, not per pod.
-            let mut domains: Vec<Option<&String>> = Vec::with_capacity(terms.len());
-            for node in cache.nodes().filter(|n| !n.pods.is_empty()) {
-                domains.clear();
-                domains.extend(terms.iter().map(|t| node.labels.get(&t.key)));
-                for ((t, set), domain) in terms.iter().zip(&mut sets).zip(&domains) {
-                    let Some(v) = domain else { continue };
-                    if !set.contains(*v) && node.pods.iter().any(|other| t.matches(other)) {
-                        set.insert((*v).clone());
+            let mut sets: Vec<&mut DomainSet> = d.affinity.iter_mut().chain(&mut d.anti).collect();
+            for node in cache.occupied_nodes() {
+                for (t, set) in terms.iter().zip(&mut sets) {
+                    let Some(v) = set.domain(&node.label_ids) else {
+                        continue;
+                    };
+                    if !set.contains(v) && node.pods.iter().any(|other| t.matches(other)) {
+                        set.insert(v);
                     }
                 }
             }
         }
         let mut any_existing_anti = false;
+        // Most such pods share a topology key: the last one's set is reused
+        // without a lookup.
+        let mut last: Option<usize> = None;
         for (other, node) in cache.anti_affinity_pods() {
             for t in other.required_anti.iter() {
-                if let Some(v) = node.labels.get(&t.key)
-                    && t.matches(pod)
-                {
-                    any_existing_anti = true;
-                    // Keys and values are cloned only when first seen.
-                    match d.existing_anti.get_mut(&t.key) {
-                        Some(values) if values.contains(v) => {}
-                        Some(values) => {
-                            values.insert(v.clone());
-                        }
+                if !t.matches(pod) {
+                    continue;
+                }
+                let at = match last {
+                    Some(i) if d.existing_anti[i].key_name == t.key => i,
+                    _ => match d.existing_anti.iter().position(|s| s.key_name == t.key) {
+                        Some(i) => i,
                         None => {
-                            d.existing_anti
-                                .insert(t.key.clone(), HashSet::from([v.clone()]));
+                            d.existing_anti.push(KeyedSet {
+                                key_name: t.key.clone(),
+                                set: DomainSet::new(&t.key, table),
+                            });
+                            d.existing_anti.len() - 1
                         }
-                    }
+                    },
+                };
+                last = Some(at);
+                let set = &mut d.existing_anti[at].set;
+                if let Some(v) = set.domain(&node.label_ids) {
+                    any_existing_anti = true;
+                    set.insert(v);
                 }
             }
         }
         d.affinity_self_only = !aff.is_empty()
-            && d.affinity.iter().all(|(_, set)| set.is_empty())
+            && d.affinity.iter().all(DomainSet::is_empty)
             && aff.iter().all(|t| t.matches(pod));
         if aff.is_empty() && anti.is_empty() && !any_existing_anti {
             return Status::skip();
@@ -194,26 +196,20 @@ impl FilterPlugin for InterPodAffinity {
         let Some(d) = state.read::<Domains>(FILTER) else {
             return Status::ok();
         };
+        let ids = &node.label_ids;
         // Upstream's order: the pod's affinity, its anti-affinity, then the
         // existing pods' anti-affinity.
-        let affinity_ok = d.affinity.iter().all(|(k, set)| {
-            node.labels
-                .get(k)
+        let affinity_ok = d.affinity.iter().all(|set| {
+            set.domain(ids)
                 .is_some_and(|v| d.affinity_self_only || set.contains(v))
         });
         if !affinity_ok {
             return Status::unresolvable("node(s) didn't match pod affinity rules");
         }
-        if d.anti
-            .iter()
-            .any(|(k, set)| node.labels.get(k).is_some_and(|v| set.contains(v)))
-        {
+        if d.anti.iter().any(|set| set.holds_node(ids)) {
             return Status::unschedulable("node(s) didn't match pod anti-affinity rules");
         }
-        if d.existing_anti
-            .iter()
-            .any(|(k, values)| node.labels.get(k).is_some_and(|v| values.contains(v)))
-        {
+        if d.existing_anti.iter().any(|k| k.set.holds_node(ids)) {
             return Status::unschedulable(
                 "node(s) didn't satisfy existing pods anti-affinity rules",
             );
@@ -262,19 +258,23 @@ impl PreScorePlugin for InterPodAffinity {
         if terms.is_empty() {
             return Status::skip();
         }
-        let mut by_domain: HashMap<(String, String), i64> = HashMap::new();
-        for node in cache.nodes() {
-            for other in &node.pods {
-                for (w, t) in &terms {
-                    if let Some(v) = node.labels.get(&t.key)
-                        && t.matches(other)
-                    {
-                        *by_domain.entry((t.key.clone(), v.clone())).or_default() += w;
-                    }
+        let table = cache.label_table();
+        let mut weights: Vec<DomainCounts> = terms
+            .iter()
+            .map(|(_, t)| DomainCounts::new(&t.key, table))
+            .collect();
+        for node in cache.occupied_nodes() {
+            for ((w, t), counts) in terms.iter().zip(&mut weights) {
+                let Some(v) = counts.domain(&node.label_ids) else {
+                    continue;
+                };
+                let matching = node.pods.iter().filter(|other| t.matches(other)).count() as i64;
+                if matching > 0 {
+                    counts.add(v, w * matching);
                 }
             }
         }
-        state.write(SCORE, by_domain);
+        state.write(SCORE, weights);
         Status::ok()
     }
 }
@@ -282,11 +282,10 @@ impl PreScorePlugin for InterPodAffinity {
 impl ScorePlugin for InterPodAffinity {
     fn score(&self, state: &CycleState, _: &PodInfo, node: &NodeInfo) -> i64 {
         state
-            .read::<HashMap<(String, String), i64>>(SCORE)
+            .read::<Vec<DomainCounts>>(SCORE)
             .into_iter()
             .flatten()
-            .filter(|((k, v), _)| node.labels.get(k) == Some(v))
-            .map(|(_, w)| w)
+            .filter_map(|c| c.get(c.domain(&node.label_ids)?))
             .sum()
     }
 
@@ -302,5 +301,150 @@ impl ScorePlugin for InterPodAffinity {
                 0
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn node(name: &str, zone: &str) -> Arc<k8s_openapi::api::core::v1::Node> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": {"zone": zone, "host": name}},
+                "status": {"allocatable": {"cpu": "8", "memory": "8Gi", "pods": "10"}}
+            }))
+            .expect("node"),
+        )
+    }
+
+    fn pod(uid: &str, app: &str, node: Option<&str>, affinity: serde_json::Value) -> PodInfo {
+        let cached: kybern_apimachinery::cached_pod::CachedPod = serde_json::from_value(json!({
+            "metadata": {"name": uid, "namespace": "default", "uid": uid, "labels": {"app": app}},
+            "spec": {"nodeName": node, "affinity": affinity, "containers": [{"name": "c"}]}
+        }))
+        .expect("pod");
+        PodInfo::new(Arc::new(cached))
+    }
+
+    fn anti(app: &str, key: &str) -> serde_json::Value {
+        json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": app}}, "topologyKey": key}]}})
+    }
+
+    /// Nodes a1, a2 in zone a and b1 in zone b.
+    fn cluster() -> ClusterCache {
+        let mut cache = ClusterCache::default();
+        for (n, z) in [("a1", "a"), ("a2", "a"), ("b1", "b")] {
+            cache.upsert_node(node(n, z));
+        }
+        cache
+    }
+
+    fn verdicts(cache: &ClusterCache, incoming: &PodInfo) -> Vec<(String, bool)> {
+        let mut state = CycleState::default();
+        let pre = InterPodAffinity.pre_filter(&mut state, incoming, cache);
+        cache
+            .nodes()
+            .map(|n| {
+                let ok = pre.code == crate::framework::Code::Skip
+                    || InterPodAffinity.filter(&state, incoming, n).is_success();
+                (n.name.clone(), ok)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn anti_affinity_bars_the_domains_of_matching_pods_both_ways() {
+        let mut cache = cluster();
+        cache.assume(&pod("db", "db", None, json!(null)), "a1");
+        // The newcomer's own term: no zone that holds a db pod.
+        let incoming = pod("web", "web", None, anti("db", "zone"));
+        assert_eq!(
+            verdicts(&cache, &incoming),
+            [
+                ("a1".into(), false),
+                ("a2".into(), false),
+                ("b1".into(), true)
+            ]
+        );
+        // An existing pod's term against the newcomer bars its own host only.
+        cache.assume(&pod("cache", "cache", None, anti("web", "host")), "b1");
+        let plain = pod("web2", "web", None, json!(null));
+        assert_eq!(
+            verdicts(&cache, &plain),
+            [
+                ("a1".into(), true),
+                ("a2".into(), true),
+                ("b1".into(), false)
+            ]
+        );
+        // A key no node carries bars nothing.
+        let nowhere = pod("other", "other", None, anti("db", "rack"));
+        assert!(verdicts(&cache, &nowhere).iter().all(|(_, ok)| *ok));
+        // The db pod gone, zone a is open again.
+        cache.remove_pod("db");
+        assert_eq!(
+            verdicts(&cache, &incoming),
+            [
+                ("a1".into(), true),
+                ("a2".into(), true),
+                ("b1".into(), false)
+            ]
+        );
+    }
+
+    #[test]
+    fn required_affinity_follows_matching_pods_or_lets_the_first_in() {
+        let mut cache = cluster();
+        let with_db = json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "zone"}]}});
+        // No db pod anywhere and the pod is no db: nowhere.
+        let web = pod("web", "web", None, with_db.clone());
+        assert!(verdicts(&cache, &web).iter().all(|(_, ok)| !*ok));
+        // The first db pod that wants other db pods goes anywhere.
+        let first = pod("db1", "db", None, with_db.clone());
+        assert!(verdicts(&cache, &first).iter().all(|(_, ok)| *ok));
+        cache.assume(&first, "b1");
+        assert_eq!(
+            verdicts(&cache, &web),
+            [
+                ("a1".into(), false),
+                ("a2".into(), false),
+                ("b1".into(), true)
+            ]
+        );
+    }
+
+    #[test]
+    fn preferred_terms_score_each_domain_by_weight_and_matching_pods() {
+        let mut cache = cluster();
+        cache.assume(&pod("db1", "db", None, json!(null)), "a1");
+        cache.assume(&pod("db2", "db", None, json!(null)), "a1");
+        cache.assume(&pod("web1", "web", None, json!(null)), "b1");
+        let incoming = pod(
+            "x",
+            "x",
+            None,
+            json!({
+                "podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 10,
+                    "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "zone"}}]},
+                "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 3,
+                    "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "host"}}]}
+            }),
+        );
+        let mut state = CycleState::default();
+        let nodes: Vec<&NodeInfo> = cache.nodes().collect();
+        InterPodAffinity.pre_score(&mut state, &incoming, &nodes, &cache);
+        let scores: Vec<i64> = nodes
+            .iter()
+            .map(|n| InterPodAffinity.score(&state, &incoming, n))
+            .collect();
+        // Zone a holds two db pods (2 × 10); host b1 one web pod (−3).
+        assert_eq!(scores, [20, 20, -3]);
     }
 }

@@ -2,8 +2,6 @@
 //! would exceed `maxSkew` (with `minDomains`); `ScheduleAnyway` constraints
 //! score nodes toward the emptier domains.
 
-use std::collections::HashMap;
-
 use k8s_openapi::api::core::v1::TopologySpreadConstraint;
 use kybern_apimachinery::labels::{Operator, Requirement, Selector};
 
@@ -14,6 +12,7 @@ use crate::framework::{
     CycleState, FilterPlugin, MAX_NODE_SCORE, Plugin, PreFilterPlugin, PreScorePlugin, ScorePlugin,
     Status,
 };
+use crate::topology::{DomainCounts, LabelInterner};
 
 const FILTER: &str = "PodTopologySpread/filter";
 const SCORE: &str = "PodTopologySpread/score";
@@ -29,13 +28,15 @@ impl Plugin for PodTopologySpread {
 
 /// One constraint with its matching pods counted per domain.
 struct Spread {
-    key: String,
     max_skew: i64,
     selector: Selector,
     /// Whether the incoming pod matches its own selector (it will count once placed).
     self_match: i64,
-    counts: HashMap<String, i64>,
+    /// Per domain of the constraint's topology key.
+    counts: DomainCounts,
     min: i64,
+    /// The largest count over the domains.
+    max: i64,
 }
 
 fn constraints<'a>(pod: &'a PodInfo, when: &str) -> Vec<&'a TopologySpreadConstraint> {
@@ -55,6 +56,7 @@ fn count(
     pod: &PodInfo,
     list: &[&TopologySpreadConstraint],
     nodes: &mut dyn Iterator<Item = &NodeInfo>,
+    table: &LabelInterner,
 ) -> Vec<Spread> {
     let mut spreads: Vec<Spread> = list
         .iter()
@@ -78,12 +80,12 @@ fn count(
             let self_match =
                 i64::from(c.label_selector.is_some() && selector_matches(&selector, &pod.labels));
             Spread {
-                key: c.topology_key.clone(),
                 max_skew: i64::from(c.max_skew),
                 selector,
                 self_match,
-                counts: HashMap::new(),
+                counts: DomainCounts::new(&c.topology_key, table),
                 min: 0,
+                max: 0,
             }
         })
         .collect();
@@ -93,7 +95,7 @@ fn count(
             continue;
         }
         for s in &mut spreads {
-            let Some(value) = node.labels.get(&s.key) else {
+            let Some(value) = s.counts.domain(&node.label_ids) else {
                 continue;
             };
             let n = node
@@ -105,21 +107,18 @@ fn count(
                         && selector_matches(&s.selector, &p.labels)
                 })
                 .count() as i64;
-            match s.counts.get_mut(value) {
-                Some(c) => *c += n,
-                None => {
-                    s.counts.insert(value.clone(), n);
-                }
-            }
+            s.counts.add(value, n);
         }
     }
     for (s, c) in spreads.iter_mut().zip(list) {
-        let domains = s.counts.len() as i64;
+        let domains = s.counts.domains() as i64;
+        let (min, max) = s.counts.min_max().unwrap_or((0, 0));
         s.min = if domains < i64::from(c.min_domains.unwrap_or(1)) {
             0
         } else {
-            s.counts.values().copied().min().unwrap_or(0)
+            min
         };
+        s.max = max;
     }
     spreads
 }
@@ -130,7 +129,10 @@ impl PreFilterPlugin for PodTopologySpread {
         if list.is_empty() {
             return Status::skip();
         }
-        state.write(FILTER, count(pod, &list, &mut cache.nodes()));
+        state.write(
+            FILTER,
+            count(pod, &list, &mut cache.nodes(), cache.label_table()),
+        );
         Status::ok()
     }
 }
@@ -138,12 +140,12 @@ impl PreFilterPlugin for PodTopologySpread {
 impl FilterPlugin for PodTopologySpread {
     fn filter(&self, state: &CycleState, _: &PodInfo, node: &NodeInfo) -> Status {
         for s in state.read::<Vec<Spread>>(FILTER).into_iter().flatten() {
-            let Some(value) = node.labels.get(&s.key) else {
+            let Some(value) = s.counts.domain(&node.label_ids) else {
                 return Status::unresolvable(
                     "node(s) didn't match pod topology spread constraints (missing required label)",
                 );
             };
-            let here = s.counts.get(value).copied().unwrap_or(0);
+            let here = s.counts.get(value).unwrap_or(0);
             if here + s.self_match - s.min > s.max_skew {
                 return Status::unschedulable(
                     "node(s) didn't match pod topology spread constraints",
@@ -171,9 +173,9 @@ impl PreScorePlugin for PodTopologySpread {
             .iter()
             .all(|c| c.topology_key == "kubernetes.io/hostname")
         {
-            count(pod, &list, &mut nodes.iter().copied())
+            count(pod, &list, &mut nodes.iter().copied(), cache.label_table())
         } else {
-            count(pod, &list, &mut cache.nodes())
+            count(pod, &list, &mut cache.nodes(), cache.label_table())
         };
         state.write(SCORE, spreads);
         Status::ok()
@@ -187,12 +189,12 @@ impl ScorePlugin for PodTopologySpread {
             .into_iter()
             .flatten()
             .map(|s| {
-                let here = node.labels.get(&s.key).and_then(|v| s.counts.get(v));
+                let here = s
+                    .counts
+                    .domain(&node.label_ids)
+                    .and_then(|v| s.counts.get(v));
                 // A node outside every domain gets the worst count.
-                here.copied()
-                    .unwrap_or_else(|| s.counts.values().copied().max().unwrap_or(0) + 1)
-                    + s.max_skew
-                    - 1
+                here.unwrap_or(s.max + 1) + s.max_skew - 1
             })
             .sum()
     }
