@@ -174,17 +174,34 @@ impl PodWorker {
                 }
             }
         };
+        // The first container is also created while the volumes written from
+        // the API are fetched (a token request, the root CA), unless it
+        // mounts a path inside one; the gate holds it until they are written.
+        let overlap = early
+            .as_ref()
+            .is_some_and(|c| !super::volumes::mounts_into_api_volume(pod, c));
+        let (client, pod_dir) = (self.ctx.client.clone(), self.dir.clone());
         let prepare = async {
             super::volumes::materialize(&self.ctx.client, self.ctx.host.as_ref(), pod, &self.dir)
                 .await?;
+            if !overlap {
+                super::volumes::fill(&self.ctx.client, pod, &self.dir).await?;
+            }
             match &early {
                 Some(c) => self.launch(pod, c, "", Some(&gate)).await,
                 None => Ok(None),
             }
         };
-        let (ip, launched) = tokio::join!(attach, prepare);
+        let fill = async move {
+            if overlap {
+                super::volumes::fill(&client, pod, &pod_dir).await
+            } else {
+                Ok(())
+            }
+        };
+        let (ip, launched, filled) = tokio::join!(attach, prepare, fill);
         let launched = launched?;
-        let ip: IpAddr = match ip {
+        let ip: IpAddr = match filled.and(ip) {
             Ok(ip) => ip,
             Err(e) => {
                 if let (Some(c), Some(launch)) = (&early, launched) {

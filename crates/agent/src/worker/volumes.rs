@@ -131,7 +131,20 @@ pub async fn env_sources(
     Ok(src)
 }
 
-/// Creates every volume of the pod on the node.
+/// Whether a volume's content is written from the API (configMap, secret,
+/// projected, downwardAPI): [`fill`] writes it, [`materialize`] only makes
+/// its directory.
+pub fn from_api(v: &Volume) -> bool {
+    v.config_map.is_some()
+        || v.secret.is_some()
+        || v.projected.is_some()
+        || v.downward_api.is_some()
+}
+
+/// Creates every volume of the pod on the node; the volumes written from
+/// the API get an empty directory, which [`fill`] fills. Containers can be
+/// created against them meanwhile, as long as none mounts a path inside
+/// one (a `subPath`) and none runs before `fill` is done.
 pub async fn materialize(
     client: &kube::Client,
     host: &dyn NodeHost,
@@ -141,6 +154,10 @@ pub async fn materialize(
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
         let target = dir.volume(&v.name);
+        if from_api(v) {
+            std::fs::create_dir_all(&target)?;
+            continue;
+        }
         if let Some(h) = &v.host_path {
             let path = Path::new(&h.path);
             match h.type_.as_deref().unwrap_or("") {
@@ -165,8 +182,6 @@ pub async fn materialize(
                 }
                 _ => {}
             }
-        } else if project_volume(client, ns, pod, v, &target).await? {
-            // Written from the API.
         } else if let Some(claim) = &v.persistent_volume_claim {
             let path = super::claims::claimed_path(client, ns, &claim.claim_name).await?;
             if let Some(parent) = target.parent() {
@@ -193,6 +208,31 @@ pub async fn materialize(
         }
     }
     Ok(())
+}
+
+/// Writes the pod's volumes whose content comes from the API, once, before
+/// any of its containers runs (the kubelet's mount step for those kinds).
+pub async fn fill(client: &kube::Client, pod: &Pod, dir: &PodDir) -> Result<(), AgentError> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        project_volume(client, ns, pod, v, &dir.volume(&v.name)).await?;
+    }
+    Ok(())
+}
+
+/// Whether a container mounts a path inside a volume written from the API,
+/// which must exist before the container is created.
+pub fn mounts_into_api_volume(pod: &Pod, c: &k8s_openapi::api::core::v1::Container) -> bool {
+    let volumes = pod.spec.iter().flat_map(|s| s.volumes.iter().flatten());
+    let api: Vec<&str> = volumes
+        .filter(|v| from_api(v))
+        .map(|v| v.name.as_str())
+        .collect();
+    c.volume_mounts.iter().flatten().any(|m| {
+        api.contains(&m.name.as_str())
+            && (m.sub_path.as_deref().is_some_and(|s| !s.is_empty())
+                || m.sub_path_expr.as_deref().is_some_and(|s| !s.is_empty()))
+    })
 }
 
 /// Writes a configMap, secret or downwardAPI volume from the API; `false`
@@ -302,5 +342,31 @@ mod tests {
             Some("")
         );
         assert_eq!(downward_field(&pod, "spec.nodeName"), None);
+    }
+
+    #[test]
+    fn only_paths_inside_api_volumes_must_wait_for_them() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({"spec": {
+            "containers": [
+                {"name": "whole", "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"},
+                    {"name": "scratch", "mountPath": "/s", "subPath": "x"}]},
+                {"name": "file", "volumeMounts": [{"name": "cfg", "mountPath": "/f", "subPath": "key"}]},
+                {"name": "expr", "volumeMounts": [{"name": "token", "mountPath": "/t", "subPathExpr": "$(N)"}]}
+            ],
+            "volumes": [
+                {"name": "cfg", "configMap": {"name": "c"}},
+                {"name": "token", "projected": {"sources": []}},
+                {"name": "scratch", "emptyDir": {}}
+            ]}}))
+        .expect("pod");
+        let spec = pod.spec.as_ref().expect("spec");
+        let wait: Vec<bool> = spec
+            .containers
+            .iter()
+            .map(|c| mounts_into_api_volume(&pod, c))
+            .collect();
+        assert_eq!(wait, [false, true, true]);
+        let api: Vec<bool> = spec.volumes.iter().flatten().map(from_api).collect();
+        assert_eq!(api, [true, true, false]);
     }
 }

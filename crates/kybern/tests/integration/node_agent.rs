@@ -430,6 +430,14 @@ async fn configmap_updates_reach_mounted_volumes() {
             .then_some(())
     })
     .await;
+    // The container is created while the volume is fetched, but its command
+    // runs only once the file is there: its very first line has it.
+    let log = log_of(&cluster, &uid, "main", 0);
+    let first = log.lines().find(|l| l.contains(" stdout "));
+    assert!(
+        first.is_some_and(|l| l.ends_with("stdout F hello hello")),
+        "first line {first:?}"
+    );
     let patch = json!({"data": {"greeting": "bonjour"}});
     cms.patch(
         "cfg",
