@@ -70,6 +70,17 @@ pub fn domain_of(labels: &NodeLabelIds, key: LabelId) -> Option<LabelId> {
     labels.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
 }
 
+/// The id of `key`, and a slot per value id holding `empty` (none when no
+/// node has the key: then no node is in any of its domains).
+fn per_value<T: Clone>(key: &str, labels: &LabelInterner, empty: T) -> (Option<LabelId>, Vec<T>) {
+    let key = labels.get(key);
+    let slots = match key {
+        Some(_) => vec![empty; labels.len()],
+        None => Vec::new(),
+    };
+    (key, slots)
+}
+
 /// A set of topology domains of one key: the value ids of the nodes in it.
 #[derive(Clone, Debug, Default)]
 pub struct DomainSet {
@@ -83,14 +94,10 @@ pub struct DomainSet {
 impl DomainSet {
     /// An empty set for `key`, sized for every id `labels` has given out.
     pub fn new(key: &str, labels: &LabelInterner) -> Self {
-        let key = labels.get(key);
+        let (key, members) = per_value(key, labels, false);
         DomainSet {
             key,
-            members: if key.is_some() {
-                vec![false; labels.len()]
-            } else {
-                Vec::new()
-            },
+            members,
             len: 0,
         }
     }
@@ -138,14 +145,10 @@ pub struct DomainCounts {
 impl DomainCounts {
     /// No domain yet, for `key`.
     pub fn new(key: &str, labels: &LabelInterner) -> Self {
-        let key = labels.get(key);
+        let (key, counts) = per_value(key, labels, None);
         DomainCounts {
             key,
-            counts: if key.is_some() {
-                vec![None; labels.len()]
-            } else {
-                Vec::new()
-            },
+            counts,
             domains: 0,
         }
     }
