@@ -311,6 +311,9 @@ impl ClusterCache {
                     .saturating_sub(2 * self.slots[i].labels.len());
             }
             self.slots[i].node = None;
+            // Pods left on a node that is gone bar no domain, as upstream's
+            // snapshot holds only nodes that exist; nor can their ids go stale.
+            self.slots[i].label_ids.clear();
             self.release_if_empty(name);
         }
         if self.label_table.is_bloated(self.live_labels) {

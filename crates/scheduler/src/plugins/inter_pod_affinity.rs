@@ -399,6 +399,31 @@ mod tests {
     }
 
     #[test]
+    fn pods_left_on_a_deleted_node_bar_no_domain() {
+        let mut cache = cluster();
+        cache.assume(&pod("cache", "cache", None, anti("web", "zone")), "b1");
+        let web = pod("web", "web", None, json!(null));
+        assert_eq!(
+            verdicts(&cache, &web),
+            [
+                ("a1".into(), true),
+                ("a2".into(), true),
+                ("b1".into(), false)
+            ]
+        );
+        cache.remove_node("b1");
+        cache.upsert_node(node("b2", "b"));
+        assert_eq!(
+            verdicts(&cache, &web),
+            [
+                ("a1".into(), true),
+                ("a2".into(), true),
+                ("b2".into(), true)
+            ]
+        );
+    }
+
+    #[test]
     fn required_affinity_follows_matching_pods_or_lets_the_first_in() {
         let mut cache = cluster();
         let with_db = json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
