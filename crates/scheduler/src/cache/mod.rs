@@ -91,13 +91,14 @@ pub struct NodeInfo {
     pub node: Option<Arc<Node>>,
     /// `metadata.name`.
     pub name: String,
-    /// `metadata.labels`.
-    pub labels: BTreeMap<String, String>,
+    /// `metadata.labels` (shared: a cycle copies a node to count nominated
+    /// pods on it, and its labels, taints and images never change there).
+    pub labels: Arc<BTreeMap<String, String>>,
     /// The same labels as ids of the cache's [`LabelInterner`], for
     /// topology domains.
     pub label_ids: NodeLabelIds,
     /// `spec.taints`.
-    pub taints: Vec<Taint>,
+    pub taints: Arc<[Taint]>,
     /// `spec.unschedulable`.
     pub unschedulable: bool,
     /// What pods may use.
@@ -111,30 +112,37 @@ pub struct NodeInfo {
     /// The pods, bound or assumed.
     pub pods: Vec<PodInfo>,
     /// Images present, by name, with their size in bytes.
-    pub images: HashMap<String, i64>,
+    pub images: Arc<HashMap<String, i64>>,
+    /// Whether pods are nominated to this node: a cycle looks them up by
+    /// name only then.
+    nominated_here: bool,
 }
 
 impl NodeInfo {
     fn set_node(&mut self, node: Arc<Node>) {
         let (allocatable, allowed_pods) = node_allocatable(&node);
         self.name = node.metadata.name.clone().unwrap_or_default();
-        self.labels = node.metadata.labels.clone().unwrap_or_default();
+        self.labels = Arc::new(node.metadata.labels.clone().unwrap_or_default());
         let spec = node.spec.as_ref();
-        self.taints = spec.and_then(|s| s.taints.clone()).unwrap_or_default();
+        self.taints = spec
+            .and_then(|s| s.taints.as_deref())
+            .unwrap_or_default()
+            .into();
         self.unschedulable = spec.and_then(|s| s.unschedulable).unwrap_or(false);
         self.allocatable = allocatable;
         self.allowed_pods = allowed_pods;
-        self.images = node
-            .status
-            .as_ref()
-            .and_then(|s| s.images.as_ref())
-            .into_iter()
-            .flatten()
-            .flat_map(|i| {
-                let size = i.size_bytes.unwrap_or(0);
-                i.names.iter().flatten().map(move |n| (n.clone(), size))
-            })
-            .collect();
+        self.images = Arc::new(
+            node.status
+                .as_ref()
+                .and_then(|s| s.images.as_ref())
+                .into_iter()
+                .flatten()
+                .flat_map(|i| {
+                    let size = i.size_bytes.unwrap_or(0);
+                    i.names.iter().flatten().map(move |n| (n.clone(), size))
+                })
+                .collect(),
+        );
         self.node = Some(node);
     }
 
@@ -224,6 +232,7 @@ impl ClusterCache {
         }
         let info = NodeInfo {
             name: name.to_owned(),
+            nominated_here: self.nominated.contains_key(name),
             ..Default::default()
         };
         let i = match self.vacant.pop() {
@@ -493,6 +502,9 @@ impl ClusterCache {
             .entry(node.to_owned())
             .or_default()
             .push(pod.clone());
+        if let Some(&i) = self.index.get(node) {
+            self.slots[i].nominated_here = true;
+        }
     }
 
     /// Forgets a pod's nomination (it was bound, deleted or nominated elsewhere).
@@ -504,6 +516,9 @@ impl ClusterCache {
             pods.retain(|p| p.uid != uid);
             if pods.is_empty() {
                 self.nominated.remove(&node);
+                if let Some(&i) = self.index.get(&node) {
+                    self.slots[i].nominated_here = false;
+                }
             }
         }
     }
@@ -519,7 +534,7 @@ impl ClusterCache {
     /// with nominated pods the same way). `None` when there are none.
     pub fn with_nominated(&self, node: &NodeInfo, pod: &PodInfo) -> Option<NodeInfo> {
         // Called for every node a cycle examines: no hashing when none waits.
-        if self.nominated.is_empty() {
+        if !node.nominated_here {
             return None;
         }
         let mut ahead = self
@@ -560,144 +575,4 @@ fn forget_images(counts: &mut HashMap<String, usize>, node: &NodeInfo) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn node(name: &str) -> Arc<Node> {
-        Arc::new(
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": name},
-                "status": {"allocatable": {"cpu": "2", "memory": "4Gi", "pods": "10"}}
-            }))
-            .expect("node"),
-        )
-    }
-
-    fn pod(uid: &str, node: Option<&str>) -> Arc<CachedPod> {
-        Arc::new(
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": uid, "namespace": "default", "uid": uid},
-                "spec": {"nodeName": node, "containers": [{"name": "c",
-                    "resources": {"requests": {"cpu": "500m"}}}]}
-            }))
-            .expect("pod"),
-        )
-    }
-
-    #[test]
-    fn assumed_pods_count_until_confirmed_or_forgotten() {
-        let mut cache = ClusterCache::default();
-        cache.upsert_node(node("n1"));
-        let p = PodInfo::new(pod("a", None));
-        cache.assume(&p, "n1");
-        assert_eq!(cache.node("n1").map(|n| n.requested.milli_cpu), Some(500));
-        // The unbound pod seen again (an older event) does not undo the assumption.
-        cache.upsert_pod(pod("a", None));
-        assert!(cache.is_assumed("a"));
-        // The binding observed: confirmed, counted once.
-        cache.upsert_pod(pod("a", Some("n1")));
-        assert!(!cache.is_assumed("a"));
-        assert_eq!(cache.node("n1").map(|n| n.pods.len()), Some(1));
-        cache.remove_pod("a");
-        assert_eq!(cache.node("n1").map(|n| n.requested.milli_cpu), Some(0));
-        // A pod seen on a node before the node itself.
-        cache.upsert_pod(pod("b", Some("n2")));
-        assert!(cache.node("n2").is_none());
-        cache.upsert_node(node("n2"));
-        assert_eq!(cache.node("n2").map(|n| n.pods.len()), Some(1));
-        assert_eq!(cache.node_count(), 2);
-    }
-
-    fn anti_pod(uid: &str, node: Option<&str>) -> Arc<CachedPod> {
-        Arc::new(
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": uid, "namespace": "default", "uid": uid},
-                "spec": {"nodeName": node, "containers": [{"name": "c"}],
-                    "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-                        {"topologyKey": "kubernetes.io/hostname",
-                         "labelSelector": {"matchLabels": {"app": "x"}}}]}}}
-            }))
-            .expect("pod"),
-        )
-    }
-
-    fn anti_placed(cache: &ClusterCache) -> Vec<(String, String)> {
-        let mut v: Vec<(String, String)> = cache
-            .anti_affinity_pods()
-            .map(|(p, n)| (p.uid.clone(), n.name.clone()))
-            .collect();
-        v.sort();
-        v
-    }
-
-    #[test]
-    fn pods_with_required_anti_affinity_are_found_where_they_are() {
-        let mut cache = ClusterCache::default();
-        cache.upsert_node(node("n1"));
-        cache.upsert_node(node("n2"));
-        cache.upsert_pod(pod("plain", Some("n1")));
-        cache.upsert_pod(anti_pod("a", Some("n1")));
-        cache.assume(&PodInfo::new(anti_pod("b", None)), "n1");
-        let pair = |u: &str, n: &str| (u.to_owned(), n.to_owned());
-        assert_eq!(anti_placed(&cache), [pair("a", "n1"), pair("b", "n1")]);
-        // The assumption confirmed, then one pod moved: each counted once.
-        cache.upsert_pod(anti_pod("b", Some("n1")));
-        cache.upsert_pod(anti_pod("a", Some("n2")));
-        assert_eq!(anti_placed(&cache), [pair("a", "n2"), pair("b", "n1")]);
-        cache.remove_pod("b");
-        cache.remove_pod("plain");
-        assert_eq!(anti_placed(&cache), [pair("a", "n2")]);
-        cache.remove_pod("a");
-        assert!(anti_placed(&cache).is_empty());
-        assert!(cache.anti_affinity.is_empty(), "no slot left counted");
-    }
-
-    #[test]
-    fn occupied_nodes_and_label_ids_follow_churn() {
-        let mut cache = ClusterCache::default();
-        cache.upsert_node(node("keep"));
-        cache.upsert_pod(pod("p", Some("keep")));
-        cache.upsert_pod(pod("early", Some("not-yet")));
-        // A pod on a node not seen yet is not on an existing node.
-        let names = |c: &ClusterCache| {
-            let mut v: Vec<String> = c.occupied_nodes().map(|n| n.name.clone()).collect();
-            v.sort();
-            v
-        };
-        assert_eq!(names(&cache), ["keep"]);
-        cache.upsert_node(node("not-yet"));
-        assert_eq!(names(&cache), ["keep", "not-yet"]);
-        cache.remove_pod("early");
-        assert_eq!(names(&cache), ["keep"]);
-        // Thousands of nodes come and go, each with its own hostname label:
-        // the table is rebuilt from the live nodes, whose ids stay right.
-        for n in 0..3000 {
-            let name = format!("gone-{n}");
-            cache.upsert_node(Arc::new(
-                serde_json::from_value(serde_json::json!({
-                    "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}
-                }))
-                .expect("node"),
-            ));
-            cache.remove_node(&name);
-        }
-        assert!(
-            cache.label_table().len() < 1100,
-            "{}",
-            cache.label_table().len()
-        );
-        cache.upsert_node(Arc::new(
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "keep", "labels": {"zone": "z1"}}
-            }))
-            .expect("node"),
-        ));
-        let table = cache.label_table();
-        let keep = cache.node("keep").expect("node");
-        let zone = table.get("zone").expect("interned");
-        assert_eq!(
-            crate::topology::domain_of(&keep.label_ids, zone),
-            table.get("z1")
-        );
-    }
-}
+mod tests;
