@@ -288,7 +288,10 @@ impl ClusterCache {
             )
         });
         info.set_node(node);
-        info.label_ids = self.label_table.node_labels(&info.labels);
+        // Heartbeats leave labels as they were: no interning then.
+        if before.as_ref().is_none_or(|b| b.0 != info.labels) {
+            info.label_ids = self.label_table.node_labels(&info.labels);
+        }
         self.live_labels += 2 * info.labels.len();
         for image in info.images.keys() {
             *self.image_nodes.entry(image.clone()).or_default() += 1;

@@ -151,28 +151,22 @@ impl PreFilterPlugin for InterPodAffinity {
             }
         }
         let mut any_existing_anti = false;
-        // Most such pods share a topology key: the last one's set is reused
-        // without a lookup.
-        let mut last: Option<usize> = None;
         for (other, node) in cache.anti_affinity_pods() {
             for t in other.required_anti.iter() {
                 if !t.matches(pod) {
                     continue;
                 }
-                let at = match last {
-                    Some(i) if d.existing_anti[i].key_name == t.key => i,
-                    _ => match d.existing_anti.iter().position(|s| s.key_name == t.key) {
-                        Some(i) => i,
-                        None => {
-                            d.existing_anti.push(KeyedSet {
-                                key_name: t.key.clone(),
-                                set: DomainSet::new(&t.key, table),
-                            });
-                            d.existing_anti.len() - 1
-                        }
-                    },
+                // One set per topology key; there are few keys.
+                let at = match d.existing_anti.iter().position(|s| s.key_name == t.key) {
+                    Some(i) => i,
+                    None => {
+                        d.existing_anti.push(KeyedSet {
+                            key_name: t.key.clone(),
+                            set: DomainSet::new(&t.key, table),
+                        });
+                        d.existing_anti.len() - 1
+                    }
                 };
-                last = Some(at);
                 let set = &mut d.existing_anti[at].set;
                 if let Some(v) = set.domain(&node.label_ids) {
                     any_existing_anti = true;
