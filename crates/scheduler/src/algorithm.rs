@@ -23,8 +23,11 @@ pub enum Decision {
         nodes: usize,
         /// Each reason with the number of nodes it applied to.
         reasons: BTreeMap<String, usize>,
-        /// Nodes whose filters failed in a way evicting pods might fix.
-        resolvable: Vec<String>,
+        /// Nodes whose filters failed in a way evicting pods might fix, as
+        /// positions for [`ClusterCache::nth_node`]: valid until the cache
+        /// next changes, so that a cycle failing on thousands of nodes
+        /// copies no names.
+        resolvable: Vec<usize>,
     },
 }
 
@@ -41,7 +44,14 @@ pub fn feasible_nodes_to_find(nodes: usize) -> usize {
 
 fn tally(reasons: &mut BTreeMap<String, usize>, status: &Status, count: usize) {
     for r in &status.reasons {
-        *reasons.entry(r.clone()).or_default() += count;
+        // Thousands of nodes fail for the same few reasons: look up first,
+        // so that only a new reason is copied.
+        match reasons.get_mut(r.as_ref()) {
+            Some(n) => *n += count,
+            None => {
+                reasons.insert(r.to_string(), count);
+            }
+        }
     }
 }
 
@@ -61,6 +71,33 @@ fn next_random(seed: &mut u64) -> u64 {
     x ^= x << 17;
     *seed = x;
     x
+}
+
+/// `status.nominatedNodeName`, if set.
+fn nominated_node(pod: &PodInfo) -> Option<&str> {
+    let status = pod.pod.status.as_ref()?;
+    status
+        .nominated_node_name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+}
+
+/// The first filter that refuses the node (counting pods nominated to it
+/// ahead of this one), if any does.
+fn first_failure(
+    profile: &Profile,
+    state: &CycleState,
+    cache: &ClusterCache,
+    pod: &PodInfo,
+    node: &NodeInfo,
+) -> Option<Status> {
+    let view = cache.with_nominated(node, pod);
+    profile
+        .filter
+        .iter()
+        .filter(|f| !state.skips_filter(f.name()))
+        .map(|f| f.filter(state, pod, view.as_ref().unwrap_or(node)))
+        .find(|s| !s.is_success())
 }
 
 /// Runs one cycle. `next_start` rotates the node where filtering begins, so
@@ -110,23 +147,25 @@ fn decide(
             }
         }
     }
+    // A pod nominated by an earlier preemption tries its node first, as
+    // upstream's `evaluateNominatedNode` does: where the victims have left,
+    // it fits, and no other node need be examined.
+    if let Some(node) = nominated_node(pod).and_then(|n| cache.node(n))
+        && first_failure(profile, state, cache, pod, node).is_none()
+    {
+        return Decision::Node(node.name.clone());
+    }
     let want = feasible_nodes_to_find(count);
     let mut feasible: Vec<&NodeInfo> = Vec::with_capacity(want.min(count));
     let start = *next_start % count;
     let mut examined = 0;
     for i in 0..count {
-        let Some(node) = cache.nth_node((start + i) % count) else {
+        let at = (start + i) % count;
+        let Some(node) = cache.nth_node(at) else {
             continue;
         };
         examined += 1;
-        let view = cache.with_nominated(node, pod);
-        let failed = profile
-            .filter
-            .iter()
-            .filter(|f| !state.skips_filter(f.name()))
-            .map(|f| f.filter(state, pod, view.as_ref().unwrap_or(node)))
-            .find(|s| !s.is_success());
-        match failed {
+        match first_failure(profile, state, cache, pod, node) {
             None => {
                 feasible.push(node);
                 if feasible.len() >= want {
@@ -135,7 +174,7 @@ fn decide(
             }
             Some(status) => {
                 if status.code == Code::Unschedulable {
-                    resolvable.push(node.name.clone());
+                    resolvable.push(at);
                 }
                 tally(&mut reasons, &status, 1);
             }
@@ -255,14 +294,52 @@ mod tests {
             panic!("should not fit");
         };
         assert_eq!(nodes, 3);
-        assert_eq!(
-            resolvable.len(),
-            2,
-            "the taint is not resolvable: {resolvable:?}"
-        );
+        let mut names: Vec<&str> = resolvable
+            .iter()
+            .filter_map(|at| cache.nth_node(*at))
+            .map(|n| n.name.as_str())
+            .collect();
+        names.sort_unstable();
+        assert_eq!(names, ["big", "small"], "the taint is not resolvable");
         assert_eq!(
             crate::events::fit_error_message(nodes, &reasons),
             "0/3 nodes are available: 1 node(s) had untolerated taint {gpu: true}, 2 Insufficient cpu."
         );
+    }
+
+    #[test]
+    fn a_nominated_pod_takes_its_node_when_it_fits() {
+        let mut cache = ClusterCache::default();
+        cache.upsert_node(node("roomy", "8", false));
+        cache.upsert_node(node("nominated", "2", false));
+        cache.upsert_node(node("tiny", "500m", false));
+        let pod = |nominated: Option<&str>| {
+            PodInfo::new(Arc::new(
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": "p", "namespace": "d", "uid": "p"},
+                    "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]},
+                    "status": {"nominatedNodeName": nominated}
+                }))
+                .expect("pod"),
+            ))
+        };
+        let profile = Profile::default_named("default-scheduler");
+        let mut start = 0;
+        // Scoring alone prefers the emptier node.
+        assert_eq!(
+            schedule_pod(&profile, &cache, &pod(None), &mut start).0,
+            Decision::Node("roomy".into())
+        );
+        assert_eq!(
+            schedule_pod(&profile, &cache, &pod(Some("nominated")), &mut start).0,
+            Decision::Node("nominated".into())
+        );
+        // A nominated node it does not fit, or one gone, is passed over.
+        for gone in ["tiny", "missing"] {
+            assert_eq!(
+                schedule_pod(&profile, &cache, &pod(Some(gone)), &mut start).0,
+                Decision::Node("roomy".into())
+            );
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! status a plugin answers with, and the per-cycle state plugins share.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use futures::future::BoxFuture;
@@ -34,8 +35,9 @@ pub enum Code {
 pub struct Status {
     /// The verdict.
     pub code: Code,
-    /// Reasons for the user, e.g. `Insufficient cpu`.
-    pub reasons: Vec<String>,
+    /// Reasons for the user, e.g. `Insufficient cpu`: mostly fixed words,
+    /// which a filter failing on thousands of nodes should not allocate.
+    pub reasons: Vec<Cow<'static, str>>,
     /// The plugin that answered.
     pub plugin: &'static str,
 }
@@ -59,7 +61,7 @@ impl Status {
     }
 
     /// A failure with a code and one reason.
-    pub fn new(code: Code, reason: impl Into<String>) -> Self {
+    pub fn new(code: Code, reason: impl Into<Cow<'static, str>>) -> Self {
         Status {
             code,
             reasons: vec![reason.into()],
@@ -68,12 +70,12 @@ impl Status {
     }
 
     /// Unschedulable, for a reason.
-    pub fn unschedulable(reason: impl Into<String>) -> Self {
+    pub fn unschedulable(reason: impl Into<Cow<'static, str>>) -> Self {
         Status::new(Code::Unschedulable, reason)
     }
 
     /// Unschedulable, and preemption would not help.
-    pub fn unresolvable(reason: impl Into<String>) -> Self {
+    pub fn unresolvable(reason: impl Into<Cow<'static, str>>) -> Self {
         Status::new(Code::UnschedulableAndUnresolvable, reason)
     }
 

@@ -17,6 +17,11 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExtensionPointLabels {
+    extension_point: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueueLabels {
     queue: String,
 }
@@ -27,6 +32,7 @@ pub struct SchedulerMetrics {
     registry: Arc<Registry>,
     attempts: Family<ResultLabels, Counter>,
     algorithm: Histogram,
+    extension_points: Family<ExtensionPointLabels, Histogram>,
     pending: Family<QueueLabels, Gauge>,
     bound: Counter,
     preemption_attempts: Counter,
@@ -38,6 +44,9 @@ impl Default for SchedulerMetrics {
         let mut registry = Registry::default();
         let attempts = Family::<ResultLabels, Counter>::default();
         let algorithm = Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
+        let extension_points = Family::<ExtensionPointLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.000_05, 2.0, 18))) as fn() -> Histogram,
+        );
         let pending = Family::<QueueLabels, Gauge>::default();
         let bound = Counter::default();
         registry.register(
@@ -49,6 +58,11 @@ impl Default for SchedulerMetrics {
             "scheduler_scheduling_algorithm_duration_seconds",
             "Time to filter and score the nodes for one pod",
             algorithm.clone(),
+        );
+        registry.register(
+            "scheduler_framework_extension_point_duration_seconds",
+            "Time spent in an extension point outside the algorithm's figure (PostFilter: preemption)",
+            extension_points.clone(),
         );
         registry.register(
             "scheduler_pending_pods",
@@ -76,6 +90,7 @@ impl Default for SchedulerMetrics {
             registry: Arc::new(registry),
             attempts,
             algorithm,
+            extension_points,
             pending,
             bound,
             preemption_attempts,
@@ -100,6 +115,14 @@ impl SchedulerMetrics {
 
     pub(crate) fn algorithm(&self, took: Duration) {
         self.algorithm.observe(took.as_secs_f64());
+    }
+
+    pub(crate) fn post_filter(&self, took: Duration) {
+        self.extension_points
+            .get_or_create(&ExtensionPointLabels {
+                extension_point: "PostFilter",
+            })
+            .observe(took.as_secs_f64());
     }
 
     pub(crate) fn preemption(&self, victims: usize) {

@@ -62,18 +62,6 @@ fn fits(profile: &Profile, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -
         .all(|f| f.filter(state, pod, node).is_success())
 }
 
-fn without(node: &NodeInfo, gone: &[PodInfo]) -> NodeInfo {
-    let mut n = node.clone();
-    n.pods.retain(|p| !gone.iter().any(|g| g.uid == p.uid));
-    n.requested = Default::default();
-    n.non_zero_requested = Default::default();
-    for p in &n.pods {
-        n.requested.add(&p.requests);
-        n.non_zero_requested.add(&p.non_zero);
-    }
-    n
-}
-
 /// How many evictions each budget still allows, by budget index.
 fn budgets_left(pdbs: &[PodDisruptionBudget]) -> Vec<i32> {
     pdbs.iter()
@@ -106,13 +94,21 @@ fn victims_on(
     node: &NodeInfo,
     pdbs: &[PodDisruptionBudget],
 ) -> Option<(Vec<PodInfo>, usize)> {
-    let mut lower: Vec<PodInfo> = node
+    let mut lower: Vec<&PodInfo> = node
         .pods
         .iter()
         .filter(|p| p.priority < pod.priority && p.pod.metadata.deletion_timestamp.is_none())
-        .cloned()
         .collect();
-    if lower.is_empty() || !fits(profile, state, pod, &without(node, &lower)) {
+    if lower.is_empty() {
+        return None;
+    }
+    // The node without every lower-priority pod; reprieves add them back one
+    // at a time, so that the node is copied once per candidate.
+    let mut trial = node.clone();
+    for p in &lower {
+        trial.remove_pod(&p.uid);
+    }
+    if !fits(profile, state, pod, &trial) {
         return None;
     }
     // Reprieve as many as possible, most important first; pods whose eviction
@@ -124,10 +120,11 @@ fn victims_on(
             .cmp(&breaks(a, &left))
             .then(b.priority.cmp(&a.priority))
     });
-    let mut victims = lower.clone();
-    for p in &lower {
-        victims.retain(|v| v.uid != p.uid);
-        if !fits(profile, state, pod, &without(node, &victims)) {
+    let mut victims = Vec::new();
+    for p in lower {
+        trial.add_pod(p.clone());
+        if !fits(profile, state, pod, &trial) {
+            trial.remove_pod(&p.uid);
             victims.push(p.clone());
         }
     }
@@ -161,13 +158,14 @@ fn random_start(n: usize) -> usize {
 type Rank = (usize, i32, i64, usize);
 
 /// Runs preemption for a pod that fits nowhere. `resolvable` are the nodes
-/// whose filters failed in a way evicting pods might fix.
+/// (positions for [`ClusterCache::nth_node`]) whose filters failed in a way
+/// evicting pods might fix.
 pub fn preempt(
     profile: &Profile,
     state: &CycleState,
     cache: &ClusterCache,
     pod: &PodInfo,
-    resolvable: &[String],
+    resolvable: &[usize],
     pdbs: &[PodDisruptionBudget],
 ) -> Outcome {
     if let Some(why) = ineligible(pod, cache) {
@@ -185,8 +183,7 @@ pub fn preempt(
         if found >= wanted {
             break;
         }
-        let name = &resolvable[(start + i) % resolvable.len()];
-        let Some(node) = cache.node(name) else {
+        let Some(node) = cache.nth_node(resolvable[(start + i) % resolvable.len()]) else {
             continue;
         };
         let view = cache.with_nominated(node, pod);
@@ -205,7 +202,7 @@ pub fn preempt(
             victims.len(),
         );
         if best.as_ref().is_none_or(|(_, _, k)| key < *k) {
-            best = Some((name.clone(), victims, key));
+            best = Some((node.name.clone(), victims, key));
         }
     }
     match best {
@@ -285,5 +282,97 @@ pub async fn evict(
         if let Err(e) = api.delete(&v.name, &dp).await {
             tracing::debug!(error = %e, pod = %v.key(), "deleting a victim");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn pod(uid: &str, cpu: &str, priority: i32, node: Option<&str>) -> PodInfo {
+        PodInfo::new(Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": uid, "namespace": "d", "uid": uid},
+                "spec": {"nodeName": node, "priority": priority, "containers": [{"name": "c",
+                    "resources": {"requests": {"cpu": cpu}}}]}
+            }))
+            .expect("pod"),
+        ))
+    }
+
+    fn cache_with(nodes: &[(&str, &[(&str, &str, i32)])]) -> ClusterCache {
+        let mut cache = ClusterCache::default();
+        for (name, pods) in nodes {
+            cache.upsert_node(Arc::new(
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": name},
+                    "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}
+                }))
+                .expect("node"),
+            ));
+            for (uid, cpu, priority) in *pods {
+                cache.upsert_pod(pod(uid, cpu, *priority, Some(name)).pod.clone());
+            }
+        }
+        cache
+    }
+
+    fn run(cache: &ClusterCache, preemptor: &PodInfo) -> Outcome {
+        let profile = Profile::default_named("default-scheduler");
+        let resolvable: Vec<usize> = (0..cache.node_count()).collect();
+        preempt(
+            &profile,
+            &CycleState::default(),
+            cache,
+            preemptor,
+            &resolvable,
+            &[],
+        )
+    }
+
+    fn victim_names(outcome: &Outcome) -> (String, Vec<String>) {
+        let Outcome::Preempt { node, victims } = outcome else {
+            panic!("expected a preemption, got {outcome:?}");
+        };
+        let mut names: Vec<String> = victims.iter().map(|v| v.name.clone()).collect();
+        names.sort();
+        (node.clone(), names)
+    }
+
+    #[test]
+    fn evicts_only_what_makes_room_least_important_first() {
+        // 4 CPUs full; the newcomer needs 2: evicting the two lowest-priority
+        // 1-CPU pods is enough, and the higher ones are reprieved.
+        let cache = cache_with(&[(
+            "n1",
+            &[("a", "1", 1), ("b", "1", 2), ("c", "1", 3), ("d", "1", 4)],
+        )]);
+        let outcome = run(&cache, &pod("new", "2", 100, None));
+        assert_eq!(
+            victim_names(&outcome),
+            ("n1".into(), vec!["a".into(), "b".into()])
+        );
+        // The cache itself is untouched by the trial.
+        assert_eq!(cache.node("n1").map(|n| n.requested.milli_cpu), Some(4000));
+        assert_eq!(cache.node("n1").map(|n| n.pods.len()), Some(4));
+    }
+
+    #[test]
+    fn prefers_the_node_with_the_least_important_victims() {
+        let cache = cache_with(&[("n1", &[("high", "4", 50)]), ("n2", &[("low", "4", 10)])]);
+        let outcome = run(&cache, &pod("new", "1", 100, None));
+        assert_eq!(victim_names(&outcome), ("n2".into(), vec!["low".into()]));
+    }
+
+    #[test]
+    fn equal_or_higher_priority_pods_are_never_victims() {
+        let cache = cache_with(&[("n1", &[("peer", "4", 100)])]);
+        let outcome = run(&cache, &pod("new", "1", 100, None));
+        assert!(
+            matches!(&outcome, Outcome::NotHelpful(r) if r.contains_key("No preemption victims found for incoming pod")),
+            "{outcome:?}"
+        );
     }
 }

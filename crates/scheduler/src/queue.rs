@@ -331,7 +331,7 @@ mod tests {
         q.upsert(pod("low2", 0), false, t0 + Duration::from_millis(2));
         q.upsert(pod("gated", 100), true, t0);
         let order: Vec<String> = std::iter::from_fn(|| q.pop(t0))
-            .map(|p| p.info.uid)
+            .map(|p| p.info.uid.clone())
             .collect();
         assert_eq!(order, vec!["high", "low", "low2"]);
         // An error backs off 1 s, then 2 s.
@@ -346,12 +346,13 @@ mod tests {
         assert!(q.pop(t0 + Duration::from_secs(5)).is_none());
         assert_eq!(q.cluster_changed(t0 + Duration::from_secs(5)), 1);
         assert_eq!(
-            q.pop(t0 + Duration::from_secs(5)).map(|p| p.info.uid),
+            q.pop(t0 + Duration::from_secs(5))
+                .map(|p| p.info.uid.clone()),
             Some("high".into())
         );
         // The gate lifted.
         q.upsert(pod("gated", 100), false, t0);
-        assert_eq!(q.pop(t0).map(|p| p.info.uid), Some("gated".into()));
+        assert_eq!(q.pop(t0).map(|p| p.info.uid.clone()), Some("gated".into()));
         assert_eq!(backoff_for(10), MAX_BACKOFF);
     }
 }

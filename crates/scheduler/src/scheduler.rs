@@ -407,8 +407,10 @@ impl Scheduler {
                 self.metrics.attempt("unschedulable");
                 let mut message = crate::events::fit_error_message(nodes, &reasons);
                 let pdbs: Vec<PodDisruptionBudget> = st.pdbs.values().cloned().collect();
+                let started = Instant::now();
                 let outcome =
                     preemption::preempt(&profile, &state, &st.cache, &pod, &resolvable, &pdbs);
+                self.metrics.post_filter(started.elapsed());
                 let mut preempt = None;
                 match outcome {
                     preemption::Outcome::Preempt { node, victims } => {

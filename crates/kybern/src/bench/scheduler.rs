@@ -178,7 +178,16 @@ async fn wait_all(
 }
 
 /// `scheduler_scheduling_algorithm_duration_seconds` sum and count from `/metrics`.
-async fn algorithm_totals(client: &kube::Client) -> anyhow::Result<(f64, f64)> {
+/// The scheduler's time so far, from its metrics.
+#[derive(Clone, Copy, Default)]
+struct SchedulerTime {
+    /// Seconds in the scheduling algorithm (filter and score), and attempts.
+    algorithm: (f64, f64),
+    /// Seconds in PostFilter (preemption), and calls.
+    post_filter: (f64, f64),
+}
+
+async fn scheduler_time(client: &kube::Client) -> anyhow::Result<SchedulerTime> {
     let text = client
         .request_text(http::Request::get("/metrics").body(Vec::new())?)
         .await?;
@@ -188,10 +197,21 @@ async fn algorithm_totals(client: &kube::Client) -> anyhow::Result<(f64, f64)> {
             .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    Ok((
-        read("scheduler_scheduling_algorithm_duration_seconds_sum"),
-        read("scheduler_scheduling_algorithm_duration_seconds_count"),
-    ))
+    let post_filter = "scheduler_framework_extension_point_duration_seconds";
+    Ok(SchedulerTime {
+        algorithm: (
+            read("scheduler_scheduling_algorithm_duration_seconds_sum"),
+            read("scheduler_scheduling_algorithm_duration_seconds_count"),
+        ),
+        post_filter: (
+            read(&format!(
+                "{post_filter}_sum{{extension_point=\"PostFilter\"}}"
+            )),
+            read(&format!(
+                "{post_filter}_count{{extension_point=\"PostFilter\"}}"
+            )),
+        ),
+    })
 }
 
 fn sim_args(nodes: usize, workload: Workload) -> SimArgs {
@@ -308,13 +328,13 @@ async fn run_one(args: &SchedulerBenchArgs, workload: Workload) -> anyhow::Resul
         }
         create_pods(&api, "init", initial, workload, &timeline).await?;
         wait_all(&timeline, "init", initial, |t| &t.bound, limit).await?;
-        let (sum0, count0) = algorithm_totals(&client).await?;
+        let time0 = scheduler_time(&client).await?;
         let t = Instant::now();
         create_pods(&api, "m", measured, workload, &timeline).await?;
         let created_in = t.elapsed();
         wait_all(&timeline, "m", measured, |t| &t.bound, limit).await?;
         let took = t.elapsed();
-        let (sum1, count1) = algorithm_totals(&client).await?;
+        let time1 = scheduler_time(&client).await?;
         let mut latency = Samples::with_capacity(measured);
         if let Ok(t) = timeline.lock() {
             for (name, at) in t.bound.iter().filter(|(k, _)| k.starts_with("m-")) {
@@ -339,10 +359,29 @@ async fn run_one(args: &SchedulerBenchArgs, workload: Workload) -> anyhow::Resul
             "scheduling latency p99 (ms), create to bound".into(),
             ms(latency.percentile(99.0)),
         ));
-        let per = (sum1 - sum0) / (count1 - count0).max(1.0);
+        let algorithm = time1.algorithm.0 - time0.algorithm.0;
+        let attempts = time1.algorithm.1 - time0.algorithm.1;
         lines.push((
-            "algorithm time per pod (ms)".into(),
-            format!("{:.3}", per * 1000.0),
+            "algorithm time per attempt (ms)".into(),
+            format!("{:.3}", 1000.0 * algorithm / attempts.max(1.0)),
+        ));
+        let post_filter = time1.post_filter.0 - time0.post_filter.0;
+        let calls = time1.post_filter.1 - time0.post_filter.1;
+        if calls > 0.0 {
+            lines.push((
+                format!("preemption (PostFilter) per call (ms), {calls:.0} calls"),
+                format!("{:.3}", 1000.0 * post_filter / calls),
+            ));
+        }
+        lines.push((
+            format!(
+                "algorithm{} per measured pod (ms), {attempts:.0} attempts",
+                if calls > 0.0 { " + preemption" } else { "" }
+            ),
+            format!(
+                "{:.3}",
+                1000.0 * (algorithm + post_filter) / measured as f64
+            ),
         ));
         lines.push((
             format!("{} nodes registered (s)", args.nodes),

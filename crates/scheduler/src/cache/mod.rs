@@ -14,9 +14,23 @@ use crate::topology::{LabelInterner, NodeLabelIds};
 /// A host port a pod claims: protocol, host IP (`0.0.0.0` for all), port.
 pub type HostPort = (String, String, i32);
 
-/// A pod with what the scheduler reads from it often, computed once.
+/// A pod with what the scheduler reads from it often, computed once, and
+/// shared: a cycle copies nodes with their pods (to add nominated pods, or
+/// take victims away), and a copy must not cost a pod's strings and maps.
 #[derive(Clone, Debug)]
-pub struct PodInfo {
+pub struct PodInfo(Arc<PodFacts>);
+
+impl std::ops::Deref for PodInfo {
+    type Target = PodFacts;
+
+    fn deref(&self) -> &PodFacts {
+        &self.0
+    }
+}
+
+/// What [`PodInfo`] holds.
+#[derive(Clone, Debug)]
+pub struct PodFacts {
     /// The pod as last observed (or assumed).
     pub pod: Arc<CachedPod>,
     /// `metadata.uid`.
@@ -61,7 +75,7 @@ impl PodInfo {
                 ))
             })
             .collect();
-        PodInfo {
+        PodInfo(Arc::new(PodFacts {
             uid: meta.uid.clone().unwrap_or_default(),
             namespace: meta.namespace.clone().unwrap_or_default(),
             name: meta.name.clone().unwrap_or_default(),
@@ -75,7 +89,12 @@ impl PodInfo {
                 meta.namespace.as_deref().unwrap_or_default(),
             )),
             pod,
-        }
+        }))
+    }
+
+    /// Replaces the pod object, keeping what was derived from it.
+    fn set_pod(&mut self, pod: Arc<CachedPod>) {
+        Arc::make_mut(&mut self.0).pod = pod;
     }
 
     /// `namespace/name`.
@@ -146,13 +165,15 @@ impl NodeInfo {
         self.node = Some(node);
     }
 
-    fn add_pod(&mut self, pod: PodInfo) {
+    /// Counts a pod on this node.
+    pub(crate) fn add_pod(&mut self, pod: PodInfo) {
         self.requested.add(&pod.requests);
         self.non_zero_requested.add(&pod.non_zero);
         self.pods.push(pod);
     }
 
-    fn remove_pod(&mut self, uid: &str) -> Option<PodInfo> {
+    /// Uncounts a pod on this node, returning it.
+    pub(crate) fn remove_pod(&mut self, uid: &str) -> Option<PodInfo> {
         let i = self.pods.iter().position(|p| p.uid == uid)?;
         let pod = self.pods.swap_remove(i);
         self.requested.sub(&pod.requests);
@@ -387,7 +408,7 @@ impl ClusterCache {
         if !same_labels {
             return false;
         }
-        info.pod = pod.clone();
+        info.set_pod(pod.clone());
         self.assumed.remove(uid);
         true
     }

@@ -1,6 +1,8 @@
 //! `NodeResourcesFit` (requests against allocatable; LeastAllocated or
 //! MostAllocated scoring) and `NodeResourcesBalancedAllocation`.
 
+use std::borrow::Cow;
+
 use crate::cache::{NodeInfo, PodInfo};
 use crate::framework::{CycleState, FilterPlugin, MAX_NODE_SCORE, Plugin, ScorePlugin, Status};
 use crate::resources::Resources;
@@ -28,30 +30,35 @@ impl Plugin for NodeResourcesFit {
 }
 
 /// The reasons a pod does not fit a node's resources, as upstream words them.
-pub fn insufficient(pod: &PodInfo, node: &NodeInfo) -> Vec<String> {
+pub fn insufficient(pod: &PodInfo, node: &NodeInfo) -> Vec<Cow<'static, str>> {
     let mut reasons = Vec::new();
     if node.pods.len() as i64 + 1 > node.allowed_pods {
-        reasons.push("Too many pods".to_owned());
+        reasons.push(Cow::Borrowed("Too many pods"));
     }
     let (want, used, have) = (&pod.requests, &node.requested, &node.allocatable);
     let checks = [
-        ("cpu", want.milli_cpu, used.milli_cpu, have.milli_cpu),
-        ("memory", want.memory, used.memory, have.memory),
         (
-            "ephemeral-storage",
+            "Insufficient cpu",
+            want.milli_cpu,
+            used.milli_cpu,
+            have.milli_cpu,
+        ),
+        ("Insufficient memory", want.memory, used.memory, have.memory),
+        (
+            "Insufficient ephemeral-storage",
             want.ephemeral_storage,
             used.ephemeral_storage,
             have.ephemeral_storage,
         ),
     ];
-    for (name, w, u, h) in checks {
+    for (reason, w, u, h) in checks {
         if w > 0 && w > h - u {
-            reasons.push(format!("Insufficient {name}"));
+            reasons.push(Cow::Borrowed(reason));
         }
     }
     for (name, w) in &want.scalar {
         if *w > 0 && *w > have.get(name) - used.get(name) {
-            reasons.push(format!("Insufficient {name}"));
+            reasons.push(Cow::Owned(format!("Insufficient {name}")));
         }
     }
     reasons
@@ -172,6 +179,6 @@ mod tests {
 
         let (cache, pod) = setup("2", "1500m", "1");
         let status = fit.filter(&CycleState::default(), &pod, cache.node("n").expect("n"));
-        assert_eq!(status.reasons, vec!["Insufficient cpu".to_owned()]);
+        assert_eq!(status.reasons, vec!["Insufficient cpu"]);
     }
 }
