@@ -302,7 +302,10 @@ mod tests {
         ))
     }
 
-    fn cache_with(nodes: &[(&str, &[(&str, &str, i32)])]) -> ClusterCache {
+    /// A pod placed in a test: uid, cpu request, priority.
+    type Placed<'a> = (&'a str, &'a str, i32);
+
+    fn cache_with(nodes: &[(&str, &[Placed])]) -> ClusterCache {
         let mut cache = ClusterCache::default();
         for (name, pods) in nodes {
             cache.upsert_node(Arc::new(
