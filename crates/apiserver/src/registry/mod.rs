@@ -135,11 +135,15 @@ impl ResourceInfo {
     }
 }
 
+/// Resources by plural, by version, by group: nested, so that a lookup (a
+/// few per request) borrows the URL's parts instead of copying them.
+type ResourceTable = BTreeMap<String, BTreeMap<String, BTreeMap<String, Arc<ResourceInfo>>>>;
+
 /// All served resources, keyed by (group, version, plural). Custom resources are
 /// added and removed at run time, so the table sits behind a lock.
 #[derive(Debug, Default)]
 pub struct Registry {
-    resources: RwLock<BTreeMap<(String, String, String), Arc<ResourceInfo>>>,
+    resources: RwLock<ResourceTable>,
 }
 
 impl Registry {
@@ -155,36 +159,46 @@ impl Registry {
     /// Adds or replaces a resource.
     pub fn insert(&self, info: ResourceInfo) {
         if let Ok(mut map) = self.resources.write() {
-            map.insert(
-                (
-                    info.group.clone(),
-                    info.version.clone(),
-                    info.plural.clone(),
-                ),
-                Arc::new(info),
-            );
+            map.entry(info.group.clone())
+                .or_default()
+                .entry(info.version.clone())
+                .or_default()
+                .insert(info.plural.clone(), Arc::new(info));
         }
     }
 
     /// Removes every version of a resource.
     pub fn remove(&self, group: &str, plural: &str) {
-        if let Ok(mut map) = self.resources.write() {
-            map.retain(|(g, _, p), _| !(g == group && p == plural));
+        if let Ok(mut map) = self.resources.write()
+            && let Some(versions) = map.get_mut(group)
+        {
+            for plurals in versions.values_mut() {
+                plurals.remove(plural);
+            }
+            versions.retain(|_, plurals| !plurals.is_empty());
+            if versions.is_empty() {
+                map.remove(group);
+            }
         }
     }
 
     /// Looks a resource up by its URL parts.
     pub fn get(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceInfo>> {
         let map = self.resources.read().ok()?;
-        map.get(&(group.to_owned(), version.to_owned(), plural.to_owned()))
-            .cloned()
+        map.get(group)?.get(version)?.get(plural).cloned()
     }
 
     /// Every served resource, ordered by group, version and plural.
     pub fn all(&self) -> Vec<Arc<ResourceInfo>> {
         self.resources
             .read()
-            .map(|m| m.values().cloned().collect())
+            .map(|m| {
+                m.values()
+                    .flat_map(BTreeMap::values)
+                    .flat_map(BTreeMap::values)
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -254,6 +268,39 @@ mod tests {
         assert_eq!(d.api_version(), "apps/v1");
         assert!(r.get("", "v1", "nosuch").is_none());
         assert_eq!(r.group_versions("autoscaling"), vec!["v2", "v1"]);
+    }
+
+    #[test]
+    fn custom_resources_come_and_go_with_every_version() {
+        let r = Registry::with_builtins();
+        let before = r.all().len();
+        let base = (*r.get("", "v1", "configmaps").expect("configmaps")).clone();
+        let custom = |version: &str, plural: &str| ResourceInfo {
+            group: "example.com".into(),
+            version: version.into(),
+            plural: plural.into(),
+            ..base.clone()
+        };
+        for (v, p) in [("v1", "widgets"), ("v2", "widgets"), ("v1", "gadgets")] {
+            r.insert(custom(v, p));
+        }
+        assert_eq!(r.all().len(), before + 3);
+        assert!(r.get("example.com", "v2", "widgets").is_some());
+        r.remove("example.com", "widgets");
+        assert!(r.get("example.com", "v1", "widgets").is_none());
+        assert!(r.get("example.com", "v2", "widgets").is_none());
+        assert!(r.get("example.com", "v1", "gadgets").is_some());
+        assert_eq!(r.group_versions("example.com"), vec!["v1"]);
+        r.remove("example.com", "gadgets");
+        assert!(r.group_versions("example.com").is_empty());
+        assert_eq!(r.all().len(), before);
+        // Still ordered by group, version and plural.
+        let keys: Vec<_> = r
+            .all()
+            .iter()
+            .map(|i| (i.group.clone(), i.version.clone(), i.plural.clone()))
+            .collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]
