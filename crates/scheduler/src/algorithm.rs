@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::cache::{ClusterCache, NodeInfo, PodInfo};
 
-use crate::framework::{Code, CycleState, Status};
+use crate::framework::{Code, CycleState, FilterPlugin, Status};
 use crate::profile::Profile;
 
 /// Fewest feasible nodes to look for before scoring (upstream's `minFeasibleNodesToFind`).
@@ -82,22 +82,54 @@ fn nominated_node(pod: &PodInfo) -> Option<&str> {
         .filter(|n| !n.is_empty())
 }
 
-/// The first filter that refuses the node (counting pods nominated to it
-/// ahead of this one), if any does.
-fn first_failure(
-    profile: &Profile,
-    state: &CycleState,
-    cache: &ClusterCache,
-    pod: &PodInfo,
-    node: &NodeInfo,
-) -> Option<Status> {
-    let view = cache.with_nominated(node, pod);
-    profile
-        .filter
-        .iter()
-        .filter(|f| !state.skips_filter(f.name()))
-        .map(|f| f.filter(state, pod, view.as_ref().unwrap_or(node)))
-        .find(|s| !s.is_success())
+/// The filters a cycle runs: the profile's, less those whose pre-filter said
+/// to skip them, worked out once per cycle rather than once per node.
+pub(crate) struct ActiveFilters<'a>(Vec<&'a dyn FilterPlugin>);
+
+impl<'a> ActiveFilters<'a> {
+    /// The filters of `profile` that `state` does not skip.
+    pub(crate) fn new(profile: &'a Profile, state: &CycleState) -> Self {
+        ActiveFilters(
+            profile
+                .filter
+                .iter()
+                .filter(|f| !state.skips_filter(f.name()))
+                .map(|f| f.as_ref())
+                .collect(),
+        )
+    }
+
+    /// The first filter that refuses exactly this node, if any does.
+    pub(crate) fn first_failure(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        node: &NodeInfo,
+    ) -> Option<Status> {
+        self.0
+            .iter()
+            .map(|f| f.filter(state, pod, node))
+            .find(|s| !s.is_success())
+    }
+
+    /// The first filter that refuses the node, counting the pods nominated
+    /// to it ahead of this one. Upstream runs the filters with those pods
+    /// and, if they pass, without them: the pod fits only where both pass.
+    /// The plain node goes first here, so that a node refused anyway (most,
+    /// when a pod fits nowhere) is not copied to add the nominated pods.
+    pub(crate) fn first_failure_nominated(
+        &self,
+        state: &CycleState,
+        cache: &ClusterCache,
+        pod: &PodInfo,
+        node: &NodeInfo,
+    ) -> Option<Status> {
+        if let Some(failed) = self.first_failure(state, pod, node) {
+            return Some(failed);
+        }
+        let view = cache.with_nominated(node, pod)?;
+        self.first_failure(state, pod, &view)
+    }
 }
 
 /// Runs one cycle. `next_start` rotates the node where filtering begins, so
@@ -150,8 +182,11 @@ fn decide(
     // A pod nominated by an earlier preemption tries its node first, as
     // upstream's `evaluateNominatedNode` does: where the victims have left,
     // it fits, and no other node need be examined.
+    let filters = ActiveFilters::new(profile, state);
     if let Some(node) = nominated_node(pod).and_then(|n| cache.node(n))
-        && first_failure(profile, state, cache, pod, node).is_none()
+        && filters
+            .first_failure_nominated(state, cache, pod, node)
+            .is_none()
     {
         return Decision::Node(node.name.clone());
     }
@@ -165,7 +200,7 @@ fn decide(
             continue;
         };
         examined += 1;
-        match first_failure(profile, state, cache, pod, node) {
+        match filters.first_failure_nominated(state, cache, pod, node) {
             None => {
                 feasible.push(node);
                 if feasible.len() >= want {
@@ -341,5 +376,33 @@ mod tests {
                 Decision::Node("roomy".into())
             );
         }
+    }
+
+    #[test]
+    fn pods_nominated_ahead_hold_their_room() {
+        let mut cache = ClusterCache::default();
+        cache.upsert_node(node("only", "2", false));
+        let pod = |uid: &str, cpu: &str, priority: i32| {
+            PodInfo::new(Arc::new(
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": uid, "namespace": "d", "uid": uid},
+                    "spec": {"priority": priority, "containers": [{"name": "c",
+                        "resources": {"requests": {"cpu": cpu}}}]}
+                }))
+                .expect("pod"),
+            ))
+        };
+        cache.nominate(&pod("waiting", "2", 10), "only");
+        let profile = Profile::default_named("default-scheduler");
+        let mut start = 0;
+        let lower = schedule_pod(&profile, &cache, &pod("lower", "1", 0), &mut start).0;
+        assert!(
+            matches!(&lower, Decision::Unschedulable { reasons, .. } if reasons.contains_key("Insufficient cpu")),
+            "{lower:?}"
+        );
+        assert_eq!(
+            schedule_pod(&profile, &cache, &pod("higher", "1", 20), &mut start).0,
+            Decision::Node("only".into())
+        );
     }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
+use crate::algorithm::ActiveFilters;
 use crate::cache::{ClusterCache, NodeInfo, PodInfo};
 use crate::framework::CycleState;
 use crate::plugins::matching::{label_selector, selector_matches};
@@ -53,15 +54,6 @@ fn ineligible(pod: &PodInfo, cache: &ClusterCache) -> Option<&'static str> {
     None
 }
 
-/// Whether the pod passes every filter on this (hypothetical) node.
-fn fits(profile: &Profile, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> bool {
-    profile
-        .filter
-        .iter()
-        .filter(|f| !state.skips_filter(f.name()))
-        .all(|f| f.filter(state, pod, node).is_success())
-}
-
 /// How many evictions each budget still allows, by budget index.
 fn budgets_left(pdbs: &[PodDisruptionBudget]) -> Vec<i32> {
     pdbs.iter()
@@ -88,7 +80,7 @@ fn budgets_of(pod: &PodInfo, pdbs: &[PodDisruptionBudget]) -> Vec<usize> {
 /// The victims on one node, and how many budgets they break; `None` if even
 /// evicting every lower-priority pod would not make room.
 fn victims_on(
-    profile: &Profile,
+    filters: &ActiveFilters,
     state: &CycleState,
     pod: &PodInfo,
     node: &NodeInfo,
@@ -108,7 +100,7 @@ fn victims_on(
     for p in &lower {
         trial.remove_pod(&p.uid);
     }
-    if !fits(profile, state, pod, &trial) {
+    if filters.first_failure(state, pod, &trial).is_some() {
         return None;
     }
     // Reprieve as many as possible, most important first; pods whose eviction
@@ -123,7 +115,7 @@ fn victims_on(
     let mut victims = Vec::new();
     for p in lower {
         trial.add_pod(p.clone());
-        if !fits(profile, state, pod, &trial) {
+        if filters.first_failure(state, pod, &trial).is_some() {
             trial.remove_pod(&p.uid);
             victims.push(p.clone());
         }
@@ -171,6 +163,7 @@ pub fn preempt(
     if let Some(why) = ineligible(pod, cache) {
         return Outcome::NotEligible(why);
     }
+    let filters = ActiveFilters::new(profile, state);
     let total = cache.node_count();
     let mut best: Option<(String, Vec<PodInfo>, Rank)> = None;
     let mut no_victims = 0;
@@ -188,7 +181,7 @@ pub fn preempt(
         };
         let view = cache.with_nominated(node, pod);
         let node = view.as_ref().unwrap_or(node);
-        let Some((victims, violations)) = victims_on(profile, state, pod, node, pdbs) else {
+        let Some((victims, violations)) = victims_on(&filters, state, pod, node, pdbs) else {
             no_victims += 1;
             continue;
         };
