@@ -240,6 +240,9 @@ struct State {
     ring: VecDeque<Arc<CachedEvent>>,
     /// The ring holds every event with a revision above this.
     ring_floor: Revision,
+    /// Whether the ring has let events go (the floor then marks lost
+    /// history; before, it is only where the cache started).
+    trimmed: bool,
 }
 
 /// The cache of one resource.
@@ -360,6 +363,7 @@ impl WatchCache {
                 revision,
                 ring: VecDeque::new(),
                 ring_floor: revision,
+                trimmed: false,
             };
             if was_ready {
                 let _ = self.fanout.send(CacheMessage::Reset);
@@ -423,6 +427,7 @@ impl WatchCache {
                 && let Some(old) = st.ring.pop_front()
             {
                 st.ring_floor = old.revision;
+                st.trimmed = true;
             }
             // Sent under the lock, so a subscriber sees each event exactly once:
             // either in its snapshot or on its receiver.
@@ -461,6 +466,15 @@ impl WatchCache {
     pub fn get(&self, key: &str) -> Option<Arc<CachedObject>> {
         let st = self.state.read().ok()?;
         st.objects.get(key).cloned()
+    }
+
+    /// The oldest revision a watch may resume after, once the ring has let
+    /// events go: older resumes are past the cache's history. `None` before
+    /// then, when an older revision only predates the cache (caches load on
+    /// first use), and the store serves such a resume.
+    pub fn resumable_after(&self) -> Option<Revision> {
+        let st = self.state.read().ok()?;
+        (st.ready && st.trimmed).then_some(st.ring_floor)
     }
 
     /// Subscribes a watcher: from the current state (`from` is `None`), or

@@ -25,6 +25,7 @@ mod api_rbac;
 mod api_rbac_reconcile;
 mod api_service_accounts;
 mod api_subresources;
+mod api_watch_history;
 mod controllers;
 mod controllers_batch;
 mod controllers_identity;

@@ -205,6 +205,18 @@ pub async fn watch(ctx: Ctx) -> ApiResult {
     };
     let chunks = match (subscription, from) {
         (Some(sub), _) => feed::CacheFeed::new(encoder, sub, send_initial, cache).into_stream(),
+        // A resume from before the history the cache's ring let go of: as
+        // upstream's watch cache, one ERROR event (410 Expired), on which
+        // clients relist. Serving it from the store instead would decode
+        // every event of the resource for this one watcher while it lasts.
+        (None, Some(rev))
+            if cache
+                .as_ref()
+                .and_then(|c| c.resumable_after())
+                .is_some_and(|floor| rev < floor) =>
+        {
+            futures::stream::iter([encoder.error(&too_old(rev))]).boxed()
+        }
         // Without the cache (not loaded yet, or a resume older than its ring)
         // the store serves the watch directly.
         (None, Some(rev)) => {
