@@ -2,6 +2,7 @@
 //! the fewest, least important lower-priority pods (disruption budgets
 //! respected where possible) would make it fit, as upstream's post-filter does.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -83,20 +84,22 @@ fn victims_on(
     filters: &ActiveFilters,
     state: &CycleState,
     pod: &PodInfo,
-    node: &NodeInfo,
+    node: Cow<'_, NodeInfo>,
     pdbs: &[PodDisruptionBudget],
 ) -> Option<(Vec<PodInfo>, usize)> {
-    let mut lower: Vec<&PodInfo> = node
+    let mut lower: Vec<PodInfo> = node
         .pods
         .iter()
         .filter(|p| p.priority < pod.priority && p.pod.metadata.deletion_timestamp.is_none())
+        .cloned()
         .collect();
     if lower.is_empty() {
         return None;
     }
     // The node without every lower-priority pod; reprieves add them back one
-    // at a time, so that the node is copied once per candidate.
-    let mut trial = node.clone();
+    // at a time, so that the node is copied at most once per candidate (not
+    // at all when it is already a copy with nominated pods).
+    let mut trial = node.into_owned();
     for p in &lower {
         trial.remove_pod(&p.uid);
     }
@@ -117,7 +120,7 @@ fn victims_on(
         trial.add_pod(p.clone());
         if filters.first_failure(state, pod, &trial).is_some() {
             trial.remove_pod(&p.uid);
-            victims.push(p.clone());
+            victims.push(p);
         }
     }
     let mut violations = 0;
@@ -179,9 +182,10 @@ pub fn preempt(
         let Some(node) = cache.nth_node(resolvable[(start + i) % resolvable.len()]) else {
             continue;
         };
-        let view = cache.with_nominated(node, pod);
-        let node = view.as_ref().unwrap_or(node);
-        let Some((victims, violations)) = victims_on(&filters, state, pod, node, pdbs) else {
+        let view = cache
+            .with_nominated(node, pod)
+            .map_or(Cow::Borrowed(node), Cow::Owned);
+        let Some((victims, violations)) = victims_on(&filters, state, pod, view, pdbs) else {
             no_victims += 1;
             continue;
         };

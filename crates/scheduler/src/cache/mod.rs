@@ -50,7 +50,7 @@ pub struct PodFacts {
     /// `spec.priority` (0 without one).
     pub priority: i32,
     /// Required anti-affinity terms, compiled.
-    pub required_anti: Arc<Vec<crate::plugins::inter_pod_affinity::Term>>,
+    pub required_anti: Vec<crate::plugins::inter_pod_affinity::Term>,
 }
 
 impl PodInfo {
@@ -84,10 +84,10 @@ impl PodInfo {
             non_zero: pod_requests_non_zero(&pod),
             host_ports,
             priority: spec.and_then(|s| s.priority).unwrap_or(0),
-            required_anti: Arc::new(crate::plugins::inter_pod_affinity::compile_required_anti(
+            required_anti: crate::plugins::inter_pod_affinity::compile_required_anti(
                 &pod,
                 meta.namespace.as_deref().unwrap_or_default(),
-            )),
+            ),
             pod,
         }))
     }
