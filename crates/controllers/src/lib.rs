@@ -23,6 +23,7 @@ pub mod job;
 pub mod metrics;
 pub mod namespace;
 pub mod node_lifecycle;
+pub mod own_writes;
 pub mod podgc;
 pub mod pods;
 pub mod queue;
@@ -256,6 +257,22 @@ where
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
+    write_status(client, updated).await.map(drop)
+}
+
+/// As [`replace_status`], and returns the resourceVersion written (`None`
+/// when the object is gone), for [`own_writes::OwnWrites`].
+pub async fn write_status<K>(
+    client: &kube::Client,
+    updated: &K,
+) -> Result<Option<String>, ControllerError>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
     let meta = updated.meta();
     let api: Api<K> = Api::namespaced(
         client.clone(),
@@ -266,8 +283,8 @@ where
         .replace_status(&name, &kube::api::PostParams::default(), updated)
         .await
     {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Ok(written) => Ok(written.meta().resource_version.clone()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
         Err(e) => Err(e.into()),
     }
 }

@@ -23,6 +23,7 @@ use self::status::condition_true;
 use crate::events::{EventRecorder, NORMAL, WARNING, pod_created, pod_deleted, reference_to};
 use crate::expectations::Expectations;
 use crate::informer::{Change, Informer, next_change};
+use crate::own_writes::OwnWrites;
 use crate::pods::{deletion_order, is_ready};
 use crate::queue::{ObjectKey, ReconcileResult, WorkQueue, run_workers, sooner};
 use crate::{ControllerError, Informers};
@@ -42,6 +43,9 @@ struct JobController {
     jobs: Arc<Informer<Job>>,
     pods: Arc<Informer<CachedPod>>,
     expectations: Expectations,
+    /// Status writes the Job informer has not shown yet: until it has, the
+    /// counts it holds lag behind the pods already released.
+    status_writes: OwnWrites,
     queue: Arc<WorkQueue<ObjectKey>>,
     recorder: EventRecorder,
 }
@@ -61,6 +65,7 @@ pub async fn run(
         jobs: informers.jobs.clone(),
         pods: informers.pods.clone(),
         expectations: Expectations::default(),
+        status_writes: OwnWrites::default(),
         queue: Arc::default(),
     });
     let (mut job_changes, mut pod_changes) = (ctl.jobs.subscribe(), ctl.pods.subscribe());
@@ -76,6 +81,7 @@ pub async fn run(
                         Some(Change::Deleted(j)) => {
                             let key = ObjectKey::of(j.as_ref());
                             ctl.expectations.forget(&key);
+                            ctl.status_writes.forget(&key);
                             ctl.queue.add(key);
                         }
                         Some(Change::Added(j) | Change::Modified(j)) => ctl.queue.add(ObjectKey::of(j.as_ref())),
@@ -135,8 +141,16 @@ impl JobController {
     async fn sync(&self, key: &ObjectKey) -> ReconcileResult<ControllerError> {
         let Some(job) = self.jobs.get(key.namespace.as_deref(), &key.name) else {
             self.expectations.forget(key);
+            self.status_writes.forget(key);
             return Ok(None);
         };
+        if !self
+            .status_writes
+            .seen(key, job.metadata.resource_version.as_deref())
+        {
+            // The informer's event for the write queues the Job again.
+            return Ok(None);
+        }
         let uid = job.metadata.uid.clone().unwrap_or_default();
         let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), key.ns());
         let pods: Vec<Arc<CachedPod>> = self.pods.controlled_by(&uid);
@@ -178,8 +192,18 @@ impl JobController {
         let satisfied = self.expectations.satisfied(key);
         if target.is_some() || suspended {
             if satisfied {
+                // Pods stopped by a suspension are not failures; those
+                // stopped because the Job finished keep their finalizer
+                // and are counted, as upstream's deleteActivePods.
+                let release = target.is_none();
                 manage_err = self
-                    .delete_pods(key, &job, &pods_api, census.active.iter().collect())
+                    .delete_pods(
+                        key,
+                        &job,
+                        &pods_api,
+                        census.active.iter().collect(),
+                        release,
+                    )
                     .await
                     .err();
             }
@@ -214,7 +238,8 @@ impl JobController {
         if job.status.as_ref() != Some(&st) {
             let mut updated = (*job).clone();
             updated.status = Some(st);
-            crate::replace_status(&self.client, &updated).await?;
+            let written = crate::write_status(&self.client, &updated).await?;
+            self.status_writes.wrote(key, written.as_deref());
             self.announce(&job, updated.status.as_ref());
         }
         // Recorded in status: now the pods may go.
@@ -292,7 +317,7 @@ impl JobController {
             }
         }
         if !surplus.is_empty() {
-            self.delete_pods(key, job, api, surplus).await?;
+            self.delete_pods(key, job, api, surplus, true).await?;
         }
         if wanted.is_empty() {
             return Ok(None);
@@ -378,15 +403,26 @@ impl JobController {
         }
     }
 
+    /// Deletes `victims`; with `release`, first takes their tracking
+    /// finalizer off so they are not counted as failed (upstream's
+    /// deleteJobPods, for surplus pods and a suspension).
     async fn delete_pods(
         &self,
         key: &ObjectKey,
         job: &Job,
         api: &Api<Pod>,
         victims: Vec<&Arc<CachedPod>>,
+        release: bool,
     ) -> Result<(), ControllerError> {
         if victims.is_empty() {
             return Ok(());
+        }
+        if release {
+            untrack(
+                api,
+                victims.iter().copied().filter(|p| tracked(p)).collect(),
+            )
+            .await?;
         }
         let uid = |p: &CachedPod| p.metadata.uid.clone().unwrap_or_default();
         self.expectations
