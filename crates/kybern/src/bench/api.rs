@@ -196,8 +196,9 @@ pub async fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
     // The same creates as client-go sends them: 64 streams on one HTTP/2
     // connection, from a client that neither encodes nor decodes typed objects.
     create_ns(&client, "tp-h2").await?;
-    let h2 = super::h2::connect(server.port, &dir.path().join("server/pki")).await?;
-    let h2_tp = super::h2::creates(&h2, "tp-h2", 64, args.throughput_ops / 64, &payload).await?;
+    let h2 = super::raw_client::connect(server.port, &dir.path().join("server/pki")).await?;
+    let h2_tp =
+        super::raw_client::creates(&h2, "tp-h2", 64, args.throughput_ops / 64, &payload).await?;
     drop(h2);
 
     eprintln!("bench api: list");

@@ -2,8 +2,8 @@
 
 mod api;
 mod controllers;
-mod h2;
 mod pods;
+mod raw_client;
 mod scheduler;
 mod server_process;
 mod stats;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{AsyncBufReadExt, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -20,7 +20,8 @@ pub enum WatchClient {
     /// reads lines and takes the event's resourceVersion, doing as little as
     /// it can so that the figure is the server's delivery.
     H2,
-    /// The same over HTTP/1.1, one TLS connection per watch.
+    /// The same over HTTP/1.1, one TLS connection per watch, as kube-rs
+    /// opens them.
     Http1,
     /// kube-rs typed watches (`Api<Pod>::watch`): every event is deserialized
     /// into a `Pod` in the benchmark process, which shares the machine.
@@ -60,9 +61,9 @@ impl WatchClient {
 /// Where a watcher reads from.
 #[derive(Clone)]
 enum Source {
-    Kube(Api<Pod>),
-    Lines(kube::Client),
-    H2(super::h2::Connection),
+    Kube(Box<Api<Pod>>),
+    Http1(u16, Arc<rustls::ClientConfig>),
+    H2(super::raw_client::Connection),
 }
 
 /// How a watcher is told to start and to stop.
@@ -88,16 +89,12 @@ async fn open(source: Source, path: &str, rv: &str) -> anyhow::Result<Modified> 
                 })
             })
             .boxed(),
-        Source::Lines(client) => {
-            let request = http::Request::get(path).body(Vec::new())?;
-            client
-                .request_stream(request)
-                .await?
-                .lines()
-                .map(|l| Ok(modified_rv(&l?)))
-                .boxed()
-        }
-        Source::H2(send) => super::h2::Lines::get(send, path)
+        Source::Http1(port, config) => super::raw_client::get_http1(port, config, path)
+            .await?
+            .into_stream()
+            .map(|l| Ok(modified_rv(&l?)))
+            .boxed(),
+        Source::H2(send) => super::raw_client::Lines::get(send, path)
             .await?
             .into_stream()
             .map(|l| Ok(modified_rv(&l?)))
@@ -156,19 +153,20 @@ pub async fn run(
     let (done, done_rx) = watch::channel(false);
     let mut connections = Vec::new();
     if mode == WatchClient::H2 {
-        for _ in 0..watchers.div_ceil(super::h2::STREAMS_PER_CONNECTION) {
-            connections.push(super::h2::connect(server.0, server.1).await?);
+        for _ in 0..watchers.div_ceil(super::raw_client::STREAMS_PER_CONNECTION) {
+            connections.push(super::raw_client::connect(server.0, server.1).await?);
         }
     }
+    let http1 = super::raw_client::tls_config(server.1, b"http/1.1")?;
     let path = format!(
         "/api/v1/namespaces/{namespace}/pods?watch=true&resourceVersion={rv}&timeoutSeconds=600"
     );
     for i in 0..watchers {
         let source = match mode {
-            WatchClient::Kube => Source::Kube(api.clone()),
-            WatchClient::Http1 => Source::Lines(client.clone()),
+            WatchClient::Kube => Source::Kube(Box::new(api.clone())),
+            WatchClient::Http1 => Source::Http1(server.0, http1.clone()),
             WatchClient::H2 => {
-                Source::H2(connections[i / super::h2::STREAMS_PER_CONNECTION].clone())
+                Source::H2(connections[i / super::raw_client::STREAMS_PER_CONNECTION].clone())
             }
         };
         let signals = Signals {

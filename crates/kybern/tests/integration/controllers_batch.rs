@@ -1,7 +1,8 @@
 //! The Job and CronJob controllers inside `kybern server`, with the
 //! scheduler and simulated nodes whose Job pods end after a second: Jobs
 //! complete (NonIndexed and Indexed), fail by backoff limit, pod failure
-//! policy and deadline, suspend and resume, expire after their TTL; CronJobs
+//! policy and deadline, suspend and resume, expire after their TTL, and do
+//! not count pods they stop themselves as failures; CronJobs
 //! start missed runs, keep their history, and `kubectl create job --from`
 //! works.
 
@@ -363,4 +364,70 @@ async fn cron_jobs_start_missed_runs_and_kubectl_creates_jobs_from_them() {
             Some("cronjob-controller")
         );
     }
+}
+
+/// Failed pods recorded for `name`, counted or not yet.
+async fn failures(api: &Api<Job>, name: &str) -> usize {
+    let st = api.get(name).await.expect("job").status.unwrap_or_default();
+    let uncounted = st
+        .uncounted_terminated_pods
+        .and_then(|u| u.failed)
+        .map_or(0, |f| f.len());
+    usize::try_from(st.failed.unwrap_or(0)).unwrap_or(0) + uncounted
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_stopped_by_lower_parallelism_or_suspension_are_not_failures() {
+    let server = common::Server::start_cluster(&[]);
+    // Pods run for ten minutes: only the controller stops them here.
+    let _sim = common::sim::start(&server, &["--nodes", "1", "--job-seconds", "600"]);
+    let client = server.client().await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    jobs.create(
+        &PostParams::default(),
+        &job("wide", json!({"completions": 10, "parallelism": 3}), 0),
+    )
+    .await
+    .expect("create");
+    let running = async |want: usize| {
+        wait_for(&format!("{want} pods of job wide running"), async || {
+            let all = pods_of(&pods, "wide").await;
+            let running = all
+                .iter()
+                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                .count();
+            (all.len() == want && running == want).then_some(())
+        })
+        .await
+    };
+    running(3).await;
+
+    // Two of three pods become surplus: deleted, and not counted as failed.
+    jobs.patch(
+        "wide",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"parallelism": 1}})),
+    )
+    .await
+    .expect("lower parallelism");
+    running(1).await;
+    assert_eq!(failures(&jobs, "wide").await, 0);
+
+    // Suspending stops the last pod, which is not a failure either.
+    jobs.patch(
+        "wide",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"suspend": true}})),
+    )
+    .await
+    .expect("suspend");
+    concluded(&jobs, "wide", "Suspended").await;
+    wait_for("job wide without pods", async || {
+        pods_of(&pods, "wide").await.is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(failures(&jobs, "wide").await, 0);
+    let st = jobs.get("wide").await.expect("job").status.expect("status");
+    assert_eq!((st.active, st.succeeded), (Some(0), Some(0)));
 }

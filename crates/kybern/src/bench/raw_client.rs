@@ -1,7 +1,8 @@
-//! A minimal HTTP/2 client for the API benchmark: requests multiplexed over a
-//! few TLS connections, as client-go does (Go opens another connection when
-//! one reaches the server's stream limit). kube-rs speaks HTTP/1.1 only, one
-//! connection per request in flight; both shapes are measured.
+//! A minimal HTTP client for the API benchmark, so that its figures are the
+//! server's: HTTP/2 requests multiplexed over a few TLS connections, as
+//! client-go does (Go opens another connection when one reaches the
+//! server's stream limit), and HTTP/1.1 watches one per TLS connection, as
+//! kube-rs makes them, read without kube-rs's layers.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,8 +21,9 @@ pub const STREAMS_PER_CONNECTION: usize = 250;
 /// The sending half of one HTTP/2 connection.
 pub type Connection = SendRequest<Full<Bytes>>;
 
-/// One HTTP/2 connection to the server, authenticated with the admin certificate.
-pub async fn connect(port: u16, pki: &Path) -> anyhow::Result<Connection> {
+/// TLS settings that trust the server's CA and present the admin
+/// certificate, offering `alpn`.
+pub fn tls_config(pki: &Path, alpn: &[u8]) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     for ca in CertificateDer::pem_file_iter(pki.join("ca.crt"))? {
         roots.add(ca?)?;
@@ -34,19 +36,50 @@ pub async fn connect(port: u16, pki: &Path) -> anyhow::Result<Connection> {
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_client_auth_cert(certs, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A TLS connection to the server on loopback.
+async fn dial(
+    port: u16,
+    config: Arc<rustls::ClientConfig>,
+) -> anyhow::Result<TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>> {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     tcp.set_nodelay(true)?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let tls = tokio_rustls::TlsConnector::from(config)
         .connect(ServerName::try_from("127.0.0.1")?.to_owned(), tcp)
         .await
         .context("TLS handshake")?;
-    let (send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .context("HTTP/2 handshake")?;
+    Ok(TokioIo::new(tls))
+}
+
+/// One HTTP/2 connection to the server, authenticated with the admin certificate.
+pub async fn connect(port: u16, pki: &Path) -> anyhow::Result<Connection> {
+    let io = dial(port, tls_config(pki, b"h2")?).await?;
+    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .context("HTTP/2 handshake")?;
     tokio::spawn(conn);
     Ok(send)
+}
+
+/// Opens an HTTP/1.1 connection (with `config`, from [`tls_config`]) and
+/// sends a GET for `path` on it: one watch per connection.
+pub async fn get_http1(
+    port: u16,
+    config: Arc<rustls::ClientConfig>,
+    path: &str,
+) -> anyhow::Result<Lines> {
+    let io = dial(port, config).await?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .context("HTTP/1.1 handshake")?;
+    tokio::spawn(conn);
+    let request = http::Request::get(path)
+        .header(http::header::HOST, "127.0.0.1")
+        .body(Full::<Bytes>::default())?;
+    Lines::of(send.send_request(request).await?)
 }
 
 /// A watch stream read line by line.
@@ -56,12 +89,16 @@ pub struct Lines {
 }
 
 impl Lines {
-    /// Sends a GET for `path` and checks that it succeeded.
+    /// Sends a GET for `path` on an HTTP/2 connection.
     pub async fn get(mut send: Connection, path: &str) -> anyhow::Result<Self> {
         send.ready().await?;
         let request =
             http::Request::get(format!("https://127.0.0.1{path}")).body(Full::default())?;
-        let response = send.send_request(request).await?;
+        Lines::of(send.send_request(request).await?)
+    }
+
+    /// The body of `response`, once it is known to have succeeded.
+    fn of(response: http::Response<hyper::body::Incoming>) -> anyhow::Result<Self> {
         anyhow::ensure!(
             response.status().is_success(),
             "watch failed: {}",
