@@ -272,5 +272,5 @@ async fn write(
     }
     let mut updated = hpa.clone();
     updated.status = Some(status);
-    crate::replace_status(client, &updated).await
+    crate::write_status(client, &updated).await.map(drop)
 }

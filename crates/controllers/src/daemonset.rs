@@ -413,7 +413,7 @@ impl DaemonSetController {
         }
         let mut updated = ds.clone();
         updated.status = Some(status);
-        crate::replace_status(&self.client, &updated).await
+        crate::write_status(&self.client, &updated).await.map(drop)
     }
 }
 

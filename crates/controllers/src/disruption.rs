@@ -179,7 +179,7 @@ impl DisruptionController {
         if pdb.status.as_ref() != Some(&status) {
             let mut updated = (*pdb).clone();
             updated.status = Some(status);
-            crate::replace_status(&self.client, &updated).await?;
+            crate::write_status(&self.client, &updated).await?;
         }
         Ok(recheck)
     }

@@ -247,21 +247,10 @@ pub fn labels_match(selector: &Selector, labels: Option<&BTreeMap<String, String
 }
 
 /// Writes `updated` (with its new status, and the resourceVersion it was
-/// read at) through the status subresource. An object gone meanwhile is not
-/// an error; a conflict is, so the key is synced again from fresh state.
-pub async fn replace_status<K>(client: &kube::Client, updated: &K) -> Result<(), ControllerError>
-where
-    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::Serialize
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    write_status(client, updated).await.map(drop)
-}
-
-/// As [`replace_status`], and returns the resourceVersion written (`None`
-/// when the object is gone), for [`own_writes::OwnWrites`].
+/// read at) through the status subresource, and returns the resourceVersion
+/// written (for [`own_writes::OwnWrites`]). An object gone meanwhile is not
+/// an error (`None`); a conflict is, so the key is synced again from fresh
+/// state.
 pub async fn write_status<K>(
     client: &kube::Client,
     updated: &K,

@@ -159,7 +159,7 @@ impl QuotaController {
         if quota.status.as_ref() != Some(&status) {
             let mut updated = (*quota).clone();
             updated.status = Some(status);
-            crate::replace_status(&self.client, &updated).await?;
+            crate::write_status(&self.client, &updated).await?;
         }
         Ok(None)
     }

@@ -438,7 +438,7 @@ impl StatefulSetController {
         if sts.status.as_ref() != Some(&status) {
             let mut updated = sts.clone();
             updated.status = Some(status);
-            crate::replace_status(&self.client, &updated).await?;
+            crate::write_status(&self.client, &updated).await?;
         }
         Ok(requeue)
     }

@@ -311,7 +311,7 @@ impl CronJobController {
     async fn write_status(&self, cj: &CronJob, st: CronJobStatus) -> Result<(), ControllerError> {
         let mut updated = cj.clone();
         updated.status = Some(st);
-        crate::replace_status(&self.client, &updated).await
+        crate::write_status(&self.client, &updated).await.map(drop)
     }
 }
 

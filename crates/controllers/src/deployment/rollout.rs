@@ -157,7 +157,13 @@ impl Rollout<'_> {
             changed |= self.scale(Which::Old(i), to).await?;
             cleaned += n;
         }
-        let available: i32 = self.all().map(available_replicas).sum();
+        // A set just scaled down may still report the pods it is removing
+        // as available: count no more than it keeps, or the next sync
+        // removes them again from another set and dips below min_available.
+        let available: i32 = self
+            .all()
+            .map(|rs| available_replicas(rs).min(spec_replicas(rs)))
+            .sum();
         if available <= min_available {
             return Ok(changed);
         }
