@@ -27,6 +27,7 @@ pub mod object;
 pub mod openapi;
 pub mod packed_json;
 pub mod packed_strings;
+pub mod partial_metadata;
 pub mod pki;
 pub mod pod_security;
 pub mod priority;

@@ -45,18 +45,26 @@ impl IntoResponse for ErrorResponse {
 /// The result of a handler.
 pub type ApiResult = Result<Response, ErrorResponse>;
 
-/// True when the client's first choice is protobuf (client-go's typed clients
-/// send `application/vnd.kubernetes.protobuf,application/json`).
-fn wants_protobuf(headers: &axum::http::HeaderMap) -> bool {
-    headers
+/// When the client's first choice is protobuf (client-go's typed clients
+/// send `application/vnd.kubernetes.protobuf,application/json`), the kind the
+/// body must have to be sent so: any (`None`) for a plain entry, or the
+/// metadata-only kind its `as=` names (client-go's metadata client). Tables
+/// stay JSON.
+fn protobuf_choice(headers: &axum::http::HeaderMap) -> Option<Option<String>> {
+    let first = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .map(|first| {
-            let mut parts = first.split(';').map(str::trim);
-            parts.next() == Some(crate::proto::MEDIA_TYPE) && parts.all(|p| !p.starts_with("as="))
-        })
-        .unwrap_or(false)
+        .and_then(|v| v.split(',').next())?;
+    let mut parts = first.split(';').map(str::trim);
+    if parts.next() != Some(crate::proto::MEDIA_TYPE) {
+        return None;
+    }
+    let as_kind = parts.find_map(|p| p.strip_prefix("as="));
+    match as_kind {
+        None => Some(None),
+        Some(k @ ("PartialObjectMetadata" | "PartialObjectMetadataList")) => Some(Some(k.into())),
+        Some(_) => None,
+    }
 }
 
 /// Largest JSON response re-encoded as protobuf (lists beyond it stay JSON,
@@ -70,21 +78,22 @@ pub async fn negotiate(request: axum::extract::Request, next: axum::middleware::
     // Watch streams stay JSON (their Accept lists JSON too): re-encoding needs
     // the whole body, and a watch body never ends.
     let watch = crate::request::Query::parse(request.uri().query()).flag("watch");
-    let protobuf = wants_protobuf(request.headers()) && !watch;
+    let protobuf = protobuf_choice(request.headers()).filter(|_| !watch);
     let resp = next.run(request).await;
     let is_json = resp
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes() == b"application/json");
-    if !protobuf || !is_json {
+    let Some(kind) = protobuf.filter(|_| is_json) else {
         return resp;
-    }
+    };
     let (mut parts, body) = resp.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_REENCODE_BYTES).await else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "response too large").into_response();
     };
     let encoded = serde_json::from_slice::<Value>(&bytes)
         .ok()
+        .filter(|v| kind.as_ref().is_none_or(|k| v["kind"] == k.as_str()))
         .and_then(|v| crate::proto::encode_body(&v).ok());
     match encoded {
         Some(pb) => {

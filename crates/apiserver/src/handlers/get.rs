@@ -25,5 +25,13 @@ pub async fn get(ctx: &Ctx) -> ApiResult {
         );
         return Ok(json(StatusCode::OK, &t));
     }
+    if let Some(v) =
+        crate::partial_metadata::wanted(&ctx.headers, crate::partial_metadata::Shape::One)
+    {
+        return Ok(json(
+            StatusCode::OK,
+            &crate::partial_metadata::of_object(&obj, v),
+        ));
+    }
     Ok(json(StatusCode::OK, &obj))
 }

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::Ctx;
 use crate::object::{self, Object};
+use crate::partial_metadata;
 use crate::registry::ResourceInfo;
 use crate::request::{ListOptions, ListRevision, encode_continue};
 use crate::response::{ApiResult, json as json_response};
@@ -300,9 +301,13 @@ async fn list_from_cache(ctx: &Ctx, opts: &ListOptions) -> Option<axum::response
         );
         return Some(json_response(StatusCode::OK, &t));
     }
-    let head = list_head(&ctx.info, meta);
     let items = items.into_iter().cloned().collect();
-    Some(super::list_body::cached_response(&head, items))
+    let partial = partial_metadata::wanted(&ctx.headers, partial_metadata::Shape::List);
+    let head = match partial {
+        Some(v) => partial_metadata::list_head(v, meta),
+        None => list_head(&ctx.info, meta),
+    };
+    Some(super::list_body::cached_response(&head, items, partial))
 }
 
 /// GET a collection.
@@ -329,6 +334,13 @@ pub async fn list(ctx: &Ctx) -> ApiResult {
     }
     // Encoded a page at a time: no list-sized Vec of decoded objects.
     let mut items = super::list_body::EncodedItems::default();
+    if let Some(v) = partial_metadata::wanted(&ctx.headers, partial_metadata::Shape::List) {
+        let end = read_each(ctx, &opts, |o| {
+            items.push(&partial_metadata::of_object(&o, v))
+        })
+        .await?;
+        return Ok(items.into_response(&partial_metadata::list_head(v, end.meta())));
+    }
     let end = read_each(ctx, &opts, |o| items.push(&ctx.present(o))).await?;
     Ok(items.into_response(&list_head(&ctx.info, end.meta())))
 }

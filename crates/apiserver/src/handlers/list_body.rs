@@ -77,9 +77,15 @@ impl EncodedItems {
 
 /// The list response for cached objects: their stored JSON, copied into
 /// chunks only as the client reads.
-pub fn cached_response(head: &Value, items: Vec<Arc<CachedObject>>) -> Response {
+/// With `partial` (a `meta.k8s.io` apiVersion), each item is sent in its
+/// metadata-only form.
+pub fn cached_response(
+    head: &Value,
+    items: Vec<Arc<CachedObject>>,
+    partial: Option<&'static str>,
+) -> Response {
     let first = opening(head);
-    let rest = futures::stream::unfold((items, 0usize), |(items, mut i)| async move {
+    let rest = futures::stream::unfold((items, 0usize), move |(items, mut i)| async move {
         if i > items.len() {
             return None;
         }
@@ -88,7 +94,10 @@ pub fn cached_response(head: &Value, items: Vec<Arc<CachedObject>>) -> Response 
             if i > 0 {
                 buf.put_u8(b',');
             }
-            buf.put_slice(&items[i].json());
+            match partial {
+                Some(v) => crate::partial_metadata::json_into(&items[i].json(), v, &mut buf),
+                None => buf.put_slice(&items[i].json()),
+            }
             i += 1;
         }
         if i == items.len() {
@@ -154,7 +163,7 @@ mod tests {
             if let Some(o) = items.first() {
                 assert_eq!((o.namespace(), o.name()), ("ns", "n0"));
             }
-            let v = body_of(cached_response(&head, items)).await;
+            let v = body_of(cached_response(&head, items, None)).await;
             assert_eq!(v["kind"], "ConfigMapList");
             assert_eq!(v["items"].as_array().map(Vec::len), Some(n));
             if n > 0 {

@@ -34,13 +34,16 @@ struct Encoder {
     ctx: Ctx,
     opts: ListOptions,
     table: bool,
+    /// The `meta.k8s.io` apiVersion of metadata-only events, when asked for.
+    partial: Option<&'static str>,
     include: Option<String>,
 }
 
 impl Encoder {
-    /// Whether cached JSON can be sent as it is (no table, no version conversion).
+    /// Whether cached JSON can be sent as it is (no table, no metadata-only
+    /// form, no version conversion).
     fn plain(&self) -> bool {
-        !self.table && !self.ctx.converts()
+        !self.table && self.partial.is_none() && !self.ctx.converts()
     }
 
     fn object(&self, kind: &str, obj: &Object) -> Bytes {
@@ -61,6 +64,8 @@ impl Encoder {
                 meta,
             );
             value_line(kind, &t)
+        } else if let Some(v) = self.partial {
+            value_line(kind, &crate::partial_metadata::of_object(obj, v))
         } else {
             value_line(kind, obj)
         }
@@ -75,6 +80,12 @@ impl Encoder {
     fn json_into(&self, kind: &str, json: &[u8], out: &mut BytesMut) {
         if self.plain() {
             watch_line_into(kind, json, out);
+        } else if let (Some(v), false) = (self.partial, self.table) {
+            // Straight from the JSON: metadata watchers (the garbage
+            // collector's, one per resource) never decode whole objects.
+            let mut partial = BytesMut::with_capacity(json.len().min(4096));
+            crate::partial_metadata::json_into(json, v, &mut partial);
+            watch_line_into(kind, &partial, out);
         } else if let Ok(v) = serde_json::from_slice::<Value>(json) {
             out.extend_from_slice(&self.object(kind, &v));
         }
@@ -98,7 +109,12 @@ impl Encoder {
         if initial_end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        let obj = json!({"kind": self.ctx.info.kind, "apiVersion": self.ctx.info.api_version(), "metadata": meta});
+        let obj = match self.partial {
+            Some(v) => json!({"kind": "PartialObjectMetadata", "apiVersion": v, "metadata": meta}),
+            None => {
+                json!({"kind": self.ctx.info.kind, "apiVersion": self.ctx.info.api_version(), "metadata": meta})
+            }
+        };
         value_line("BOOKMARK", &obj)
     }
 
@@ -199,6 +215,7 @@ pub async fn watch(ctx: Ctx) -> ApiResult {
         .unwrap_or(DEFAULT_TIMEOUT);
     let encoder = Encoder {
         table: crate::table::wants_table(&ctx.headers),
+        partial: crate::partial_metadata::wanted(&ctx.headers, crate::partial_metadata::Shape::One),
         include: ctx.query.get("includeObject").map(str::to_owned),
         ctx,
         opts,
