@@ -13,6 +13,7 @@ pub mod authz;
 pub mod bootstrap;
 pub mod bootstrap_tokens;
 pub mod cache;
+pub mod cel_env;
 pub mod certificates;
 pub mod crd;
 pub mod defaults;

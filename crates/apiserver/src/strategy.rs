@@ -318,6 +318,7 @@ pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<
     let mut causes = Vec::new();
     if let Some(schema) = info.custom.as_ref().and_then(|c| c.schema.as_ref()) {
         causes.extend(crate::crd::schema::validate(obj, schema));
+        causes.extend(crate::crd::rules::validate(obj, old, schema));
     }
     causes.extend(crate::spec_rules::validate(info, obj, old));
     if info.plural == "services"

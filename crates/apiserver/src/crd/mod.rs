@@ -7,6 +7,7 @@
 //!
 //! Not yet: conversion webhooks (versions share storage with `None` conversion).
 
+pub mod rules;
 pub mod schema;
 
 use std::collections::BTreeSet;
@@ -78,6 +79,12 @@ pub fn validate(crd: &Value) -> Vec<kybern_apimachinery::Cause> {
         .iter()
         .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
         .count();
+    for (i, v) in versions.iter().enumerate() {
+        if let Some(schema) = v.pointer("/schema/openAPIV3Schema") {
+            let path = format!("spec.versions[{i}].schema.openAPIV3Schema");
+            causes.extend(rules::compile_errors(schema, &path));
+        }
+    }
     if !versions.is_empty() && storage != 1 {
         causes.push(Cause::invalid(
             "spec.versions",

@@ -2,9 +2,6 @@
 //! bindings put into force (Deny, Warn, Audit), evaluated in the server as
 //! upstream does, with its messages and failure policy.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::rc::Rc;
 use std::sync::Arc;
 
 use kybern_apimachinery::{ApiError, Cause, StatusReason};
@@ -13,6 +10,8 @@ use serde_json::{Value, json};
 use super::match_rules::{AdmissionAttempt, matches, namespace_object};
 use crate::audit::AuditContext;
 use crate::auth::UserInfo;
+pub use crate::cel_env::compile_error;
+use crate::cel_env::{env, program};
 use crate::server::ApiState;
 
 /// The group whose objects no policy applies to, so that a bad policy can
@@ -26,57 +25,6 @@ struct Violation {
     message: String,
     reason: StatusReason,
     index: usize,
-}
-
-/// Compiled programs kept per thread (the CEL types are not shared across
-/// threads); a thread's cache is dropped whole when it grows past this.
-const MAX_CACHED_PROGRAMS: usize = 2048;
-
-thread_local! {
-    static ENV: Result<Arc<cel::Env>, String> = build_env();
-    static PROGRAMS: RefCell<HashMap<String, Rc<cel::Program>>> = RefCell::new(HashMap::new());
-}
-
-/// The CEL environment of Kubernetes: the standard library with the
-/// strings, lists and math extensions.
-fn build_env() -> Result<Arc<cel::Env>, String> {
-    let mut env = cel::Env::stdlib();
-    for ext in [
-        cel::extensions::strings as fn(&mut cel::Env) -> _,
-        cel::extensions::lists,
-        cel::extensions::math,
-    ] {
-        env.add_extension(ext).map_err(|e| e.to_string())?;
-    }
-    Ok(Arc::new(env))
-}
-
-fn env() -> Result<Arc<cel::Env>, String> {
-    ENV.with(Clone::clone)
-}
-
-/// `expression` compiled, from this thread's cache when it was seen before.
-fn program(env: &cel::Env, expression: &str) -> Result<Rc<cel::Program>, String> {
-    if let Some(p) = PROGRAMS.with(|c| c.borrow().get(expression).cloned()) {
-        return Ok(p);
-    }
-    let compiled = Rc::new(env.compile(expression).map_err(|e| e.to_string())?);
-    PROGRAMS.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.len() >= MAX_CACHED_PROGRAMS {
-            c.clear();
-        }
-        c.insert(expression.to_owned(), compiled.clone());
-    });
-    Ok(compiled)
-}
-
-/// Why an expression cannot be compiled, for validating policies on write.
-pub fn compile_error(expression: &str) -> Option<String> {
-    match env() {
-        Ok(env) => program(&env, expression).err(),
-        Err(e) => Some(e),
-    }
 }
 
 /// The variables of one evaluation.

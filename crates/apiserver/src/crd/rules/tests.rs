@@ -1,0 +1,190 @@
+use super::*;
+
+fn schema(spec_rules: Value) -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "spec": {
+                "type": "object",
+                "x-kubernetes-validations": spec_rules,
+                "properties": {
+                    "replicas": {"type": "integer"},
+                    "minReplicas": {"type": "integer"},
+                    "mode": {"type": "string", "x-kubernetes-validations": [
+                        {"rule": "self == oldSelf", "message": "mode is immutable"}
+                    ]},
+                    "ports": {
+                        "type": "array",
+                        "x-kubernetes-list-type": "map",
+                        "x-kubernetes-list-map-keys": ["name"],
+                        "items": {"type": "object", "properties": {
+                            "name": {"type": "string"},
+                            "port": {"type": "integer", "x-kubernetes-validations": [
+                                {"rule": "self >= oldSelf", "message": "ports only grow"}
+                            ]}
+                        }}
+                    }
+                }
+            }
+        }
+    })
+}
+
+fn obj(spec: Value) -> Value {
+    json!({"apiVersion": "example.com/v1", "kind": "Widget",
+        "metadata": {"name": "w", "labels": {"a": "b"}}, "spec": spec})
+}
+
+fn messages(causes: &[Cause]) -> Vec<(String, String)> {
+    causes
+        .iter()
+        .map(|c| (c.field.clone(), c.message.clone()))
+        .collect()
+}
+
+#[test]
+fn a_failing_rule_is_a_cause_with_upstreams_message() {
+    let s = schema(json!([
+        {"rule": "self.minReplicas <= self.replicas", "message": "replicas must be at least minReplicas"},
+        {"rule": "self.replicas < 100"}
+    ]));
+    assert!(validate(&obj(json!({"replicas": 3, "minReplicas": 1})), None, &s).is_empty());
+    let causes = validate(&obj(json!({"replicas": 300, "minReplicas": 400})), None, &s);
+    assert_eq!(
+        messages(&causes),
+        [
+            (
+                "spec".to_owned(),
+                "Invalid value: \"object\": replicas must be at least minReplicas".to_owned()
+            ),
+            (
+                "spec".to_owned(),
+                "Invalid value: \"object\": failed rule: self.replicas < 100".to_owned()
+            ),
+        ]
+    );
+    assert_eq!(causes[0].reason, "FieldValueInvalid");
+}
+
+#[test]
+fn reasons_field_paths_and_message_expressions() {
+    let s = schema(json!([{
+        "rule": "self.replicas <= 5",
+        "messageExpression": "'replicas ' + string(self.replicas) + ' is over 5'",
+        "reason": "FieldValueForbidden",
+        "fieldPath": ".replicas"
+    }]));
+    let causes = validate(&obj(json!({"replicas": 7})), None, &s);
+    assert_eq!(
+        messages(&causes),
+        [(
+            "spec.replicas".to_owned(),
+            "Forbidden: replicas 7 is over 5".to_owned()
+        )]
+    );
+    assert_eq!(causes[0].reason, "FieldValueForbidden");
+}
+
+#[test]
+fn an_evaluation_error_is_reported_not_raised() {
+    let s = schema(json!([{"rule": "self.absent == 1"}]));
+    let causes = validate(&obj(json!({"replicas": 1})), None, &s);
+    assert_eq!(causes.len(), 1, "{causes:?}");
+    assert_eq!(causes[0].field, "spec");
+    assert!(
+        causes[0]
+            .message
+            .contains("evaluating rule: self.absent == 1"),
+        "{causes:?}"
+    );
+}
+
+#[test]
+fn transition_rules_run_on_update_where_the_old_value_correlates() {
+    let s = schema(json!([]));
+    let v1 = obj(json!({"mode": "a", "ports": [{"name": "http", "port": 80}]}));
+    // On create, rules naming oldSelf do not run.
+    assert!(validate(&v1, None, &s).is_empty());
+    let v2 = obj(
+        json!({"mode": "b", "ports": [{"name": "https", "port": 1}, {"name": "http", "port": 79}]}),
+    );
+    let causes = validate(&v2, Some(&v1), &s);
+    assert_eq!(
+        messages(&causes),
+        [
+            (
+                "spec.mode".to_owned(),
+                "Invalid value: \"string\": mode is immutable".to_owned()
+            ),
+            // The new `https` item has no old self; `http` is matched by name.
+            (
+                "spec.ports[1].port".to_owned(),
+                "Invalid value: \"integer\": ports only grow".to_owned()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn unchanged_values_are_not_checked_again() {
+    let s = schema(json!([{"rule": "self.replicas < 10"}]));
+    let stored = obj(json!({"replicas": 20}));
+    let relabelled = obj(json!({"replicas": 20}));
+    assert!(validate(&relabelled, Some(&stored), &s).is_empty());
+    assert_eq!(
+        validate(&obj(json!({"replicas": 21})), Some(&stored), &s).len(),
+        1
+    );
+}
+
+#[test]
+fn optional_old_self_runs_on_create_too() {
+    let s = schema(json!([{
+        "rule": "!oldSelf.hasValue() || self.replicas >= oldSelf.value().replicas",
+        "optionalOldSelf": true,
+        "message": "no scaling down"
+    }]));
+    assert!(validate(&obj(json!({"replicas": 3})), None, &s).is_empty());
+    let old = obj(json!({"replicas": 3}));
+    assert!(validate(&obj(json!({"replicas": 4})), Some(&old), &s).is_empty());
+    assert_eq!(
+        validate(&obj(json!({"replicas": 2})), Some(&old), &s).len(),
+        1
+    );
+}
+
+#[test]
+fn root_rules_see_only_name_and_generate_name_of_metadata() {
+    let s = json!({"type": "object", "x-kubernetes-validations": [
+        {"rule": "self.metadata.name.startsWith('w') && !has(self.metadata.labels)"},
+        {"rule": "self.spec.size() > 0", "message": "spec must not be empty"}
+    ], "properties": {"spec": {"type": "object"}}});
+    assert!(validate(&obj(json!({"x": 1})), None, &s).is_empty());
+    let causes = validate(&obj(json!({})), None, &s);
+    assert_eq!(
+        messages(&causes),
+        [(
+            "".to_owned(),
+            "Invalid value: \"object\": spec must not be empty".to_owned()
+        )]
+    );
+}
+
+#[test]
+fn rules_that_do_not_compile_are_named_by_path() {
+    let s = schema(json!([{"rule": "self.replicas <"}, {"rule": "true", "reason": "Nope"}]));
+    let causes = compile_errors(&s, "spec.versions[0].schema.openAPIV3Schema");
+    let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule",
+            "spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[1].reason",
+        ]
+    );
+    assert!(
+        causes[0].message.contains("compilation failed"),
+        "{causes:?}"
+    );
+    assert!(compile_errors(&schema(json!([{"rule": "self.replicas > 0"}])), "s").is_empty());
+}
