@@ -82,7 +82,7 @@ pub fn validate(crd: &Value) -> Vec<kybern_apimachinery::Cause> {
     for (i, v) in versions.iter().enumerate() {
         if let Some(schema) = v.pointer("/schema/openAPIV3Schema") {
             let path = format!("spec.versions[{i}].schema.openAPIV3Schema");
-            causes.extend(rules::compile_errors(schema, &path));
+            causes.extend(rules::schema_errors(schema, &path));
         }
     }
     if !versions.is_empty() && storage != 1 {

@@ -17,6 +17,73 @@ use serde_json::{Map, Value, json};
 /// Schemas nest no deeper than this many levels for validation.
 const MAX_DEPTH: usize = 64;
 
+/// The work one rule may do, in visits of `self`'s values: upstream's
+/// runtime budget per expression is 10^7 cost units.
+const COST_LIMIT: usize = 10_000_000;
+
+/// The macros that visit every element of a list or map.
+const COMPREHENSIONS: [&str; 5] = [".all(", ".exists(", ".exists_one(", ".map(", ".filter("];
+
+/// Whether `expr` could visit more than [`COST_LIMIT`] values of `v`: with k
+/// comprehensions (nested at most k deep), each over a list or map of at
+/// most m elements, m^k. The CEL interpreter has no cost accounting of its
+/// own, and upstream refuses such rules when the CRD is written unless
+/// `maxItems` bounds their lists; this bounds them when the object is.
+fn over_budget(expr: &str, v: &Value) -> bool {
+    let k = comprehension_depth(expr);
+    if k < 2 {
+        return false; // one pass over a body of at most 3 MiB is affordable
+    }
+    // The largest m with m^k within the limit.
+    let root = (COST_LIMIT as f64).powf(1.0 / f64::from(k)) as usize;
+    let mut stack = vec![v];
+    while let Some(x) = stack.pop() {
+        match x {
+            Value::Array(a) if a.len() > root => return true,
+            Value::Object(m) if m.len() > root => return true,
+            Value::Array(a) => stack.extend(a.iter()),
+            Value::Object(m) => stack.extend(m.values()),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// How deep comprehension macros nest in `expr` (string literals skipped).
+fn comprehension_depth(expr: &str) -> u32 {
+    let bytes = expr.as_bytes();
+    // Per open parenthesis: whether it opened a comprehension.
+    let mut open: Vec<bool> = Vec::new();
+    let (mut depth, mut deepest) = (0u32, 0u32);
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match quote {
+            Some(_) if b == b'\\' => i += 1, // skip the escaped byte
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None => match b {
+                b'\'' | b'"' => quote = Some(b),
+                b'(' => {
+                    let head = &expr[..=i];
+                    let comprehension = COMPREHENSIONS.iter().any(|c| head.ends_with(c));
+                    if comprehension {
+                        depth += 1;
+                        deepest = deepest.max(depth);
+                    }
+                    open.push(comprehension);
+                }
+                // The guard pops at every `)`; only a comprehension's lowers the depth.
+                b')' if open.pop() == Some(true) => depth -= 1,
+                _ => {}
+            },
+        }
+        i += 1;
+    }
+    deepest
+}
+
 /// The rule violations of a custom object against its schema; `old` is the
 /// stored object on update.
 pub fn validate(obj: &Value, old: Option<&Value>, schema: &Value) -> Vec<Cause> {
@@ -64,9 +131,10 @@ pub fn validate(obj: &Value, old: Option<&Value>, schema: &Value) -> Vec<Cause> 
     walk.causes
 }
 
-/// The rules of a CRD version's schema that do not compile, as causes under
-/// `path` (the schema's own field path).
-pub fn compile_errors(schema: &Value, path: &str) -> Vec<Cause> {
+/// What upstream refuses a CRD version's schema for, as causes under `path`
+/// (the schema's own field path): rules that do not compile or give an
+/// unknown reason, and `uniqueItems: true` (quadratic to check).
+pub fn schema_errors(schema: &Value, path: &str) -> Vec<Cause> {
     let mut causes = Vec::new();
     check_schema(schema, path, &mut causes, 0);
     causes
@@ -75,6 +143,12 @@ pub fn compile_errors(schema: &Value, path: &str) -> Vec<Cause> {
 fn check_schema(schema: &Value, path: &str, causes: &mut Vec<Cause>, depth: usize) {
     if depth > MAX_DEPTH {
         return;
+    }
+    if schema.get("uniqueItems").and_then(Value::as_bool) == Some(true) {
+        causes.push(Cause::forbidden(
+            format!("{path}.uniqueItems"),
+            "uniqueItems cannot be set to true since the runtime complexity becomes quadratic",
+        ));
     }
     for (i, rule) in rules_of(schema).enumerate() {
         let field = format!("{path}.x-kubernetes-validations[{i}].rule");
@@ -255,6 +329,14 @@ impl Walk {
                 _ => path.to_owned(),
             };
             let old_self = transition.then_some((old, optional_old));
+            if over_budget(expr, v) {
+                self.causes.push(Cause::invalid(
+                    field,
+                    &json!(ty),
+                    format!("operation cancelled: actual cost limit exceeded: {shown_rule}"),
+                ));
+                continue;
+            }
             match self.eval(expr, v, old_self) {
                 Ok(Value::Bool(true)) => {}
                 Ok(Value::Bool(false)) => {

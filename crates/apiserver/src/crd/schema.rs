@@ -193,6 +193,45 @@ fn invalid(causes: &mut Vec<Cause>, path: &str, v: &Value, detail: String) {
     causes.push(Cause::invalid(path, v, detail));
 }
 
+/// `x-kubernetes-list-type`: a `set` holds no item twice, a `map` no two
+/// items with the same `x-kubernetes-list-map-keys` (linear, unlike
+/// `uniqueItems`, which CRDs may not set).
+fn list_type(items: &[Value], schema: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let mut seen = std::collections::HashSet::new();
+    match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
+        Some("set") => {
+            for (i, item) in items.iter().enumerate() {
+                if !seen.insert(item.to_string()) {
+                    causes.push(Cause::duplicate(format!("{path}[{i}]"), item));
+                }
+            }
+        }
+        Some("map") => {
+            let keys: Vec<&str> = schema
+                .get("x-kubernetes-list-map-keys")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            if keys.is_empty() {
+                return;
+            }
+            for (i, item) in items.iter().enumerate() {
+                let key: Map<String, Value> = keys
+                    .iter()
+                    .filter_map(|k| Some(((*k).to_owned(), item.get(*k)?.clone())))
+                    .collect();
+                let key = Value::Object(key);
+                if !seen.insert(key.to_string()) {
+                    causes.push(Cause::duplicate(format!("{path}[{i}]"), &key));
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 fn check(v: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>, depth: usize) {
     if depth > MAX_DEPTH {
         return;
@@ -366,6 +405,7 @@ fn check(v: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>, depth: 
                     }
                 }
             }
+            list_type(items, schema, path, causes);
             if let Some(sub) = schema.get("items") {
                 for (i, item) in items.iter().enumerate() {
                     check(item, sub, &format!("{path}[{i}]"), causes, depth + 1);

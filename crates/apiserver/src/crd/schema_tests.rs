@@ -91,3 +91,32 @@ fn hostile_schemas_do_not_recurse_forever_or_panic() {
         json!({"type": "object", "properties": {"s": {"type": "string", "pattern": "("}}});
     assert!(validate(&json!({"s": "x"}), &bad_pattern).is_empty());
 }
+
+#[test]
+fn list_types_set_and_map_refuse_duplicates() {
+    let schema = json!({"type": "object", "properties": {
+        "tags": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}},
+        "ports": {"type": "array", "x-kubernetes-list-type": "map",
+                  "x-kubernetes-list-map-keys": ["name", "protocol"],
+                  "items": {"type": "object", "properties": {
+                      "name": {"type": "string"}, "protocol": {"type": "string"}, "port": {"type": "integer"}}}}
+    }});
+    let ok = json!({"tags": ["a", "b"], "ports": [
+        {"name": "web", "protocol": "TCP", "port": 80},
+        {"name": "web", "protocol": "UDP", "port": 80}]});
+    assert!(validate(&ok, &schema).is_empty());
+    let bad = json!({"tags": ["a", "b", "a"], "ports": [
+        {"name": "web", "protocol": "TCP", "port": 80},
+        {"name": "web", "protocol": "TCP", "port": 81}]});
+    let causes: Vec<(String, &str)> = validate(&bad, &schema)
+        .into_iter()
+        .map(|c| (c.field, c.reason))
+        .collect();
+    assert_eq!(
+        causes,
+        [
+            ("ports[1]".to_owned(), "FieldValueDuplicate"),
+            ("tags[2]".to_owned(), "FieldValueDuplicate"),
+        ]
+    );
+}

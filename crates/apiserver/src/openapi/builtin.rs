@@ -55,6 +55,7 @@ fn generate() -> Builtin {
     let mut definitions = generator.take_definitions(true);
     for (name, schema) in definitions.iter_mut() {
         add_merge_keys(name, schema);
+        drop_required_metadata(name, schema);
     }
     for (group, version, kind, def) in &kinds {
         let gvk = json!([{"group": group, "version": version, "kind": kind}]);
@@ -116,6 +117,27 @@ fn add_merge_keys(def: &str, schema: &mut Value) {
     }
 }
 
+/// k8s-openapi types `metadata` as a plain `ObjectMeta`, so its schemas list
+/// it as required; upstream's do not (only core/v1 Event's, whose Go field
+/// has no `omitempty`). kubectl's client-side validation, which runs for
+/// kinds without a PATCH operation (the access reviews), would refuse a body
+/// without `metadata`, and `kubectl explain` would mark it required.
+fn drop_required_metadata(def: &str, schema: &mut Value) {
+    if def == "io.k8s.api.core.v1.Event" {
+        return;
+    }
+    let Some(obj) = schema.as_object_mut() else {
+        return;
+    };
+    let Some(Value::Array(required)) = obj.get_mut("required") else {
+        return;
+    };
+    required.retain(|r| r != "metadata");
+    if required.is_empty() {
+        obj.remove("required");
+    }
+}
+
 /// The built-in definitions, generated on first use.
 pub static BUILTIN: LazyLock<Builtin> = LazyLock::new(generate);
 
@@ -174,5 +196,19 @@ mod tests {
         collect("io.k8s.api.apps.v1.Deployment", &b.definitions, &mut out);
         assert!(out.contains_key("io.k8s.api.core.v1.PodSpec"));
         assert!(out.contains_key("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"));
+    }
+
+    #[test]
+    fn metadata_is_required_only_where_upstream_requires_it() {
+        let d = &BUILTIN.definitions;
+        assert!(d["io.k8s.api.apps.v1.Deployment"].get("required").is_none());
+        assert_eq!(
+            d["io.k8s.api.authorization.v1.SubjectAccessReview"]["required"],
+            json!(["spec"])
+        );
+        let event = d["io.k8s.api.core.v1.Event"]["required"]
+            .as_array()
+            .expect("required");
+        assert!(event.contains(&json!("metadata")) && event.contains(&json!("involvedObject")));
     }
 }

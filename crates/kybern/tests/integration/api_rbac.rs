@@ -433,10 +433,10 @@ async fn roles_bindings_and_reviews_follow_upstream() {
         "{err}"
     );
 
-    // A SubjectAccessReview about another user, from the admin.
-    // (kubectl validates kinds without a PATCH operation against OpenAPI v2
-    // in protobuf, which Kybern does not serve: hence --validate=false.)
-    let sar = admin.ok_stdin(&["create", "--validate=false", "-o", "json", "-f", "-"], r#"{"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+    // A SubjectAccessReview about another user, from the admin. kubectl
+    // validates kinds without a PATCH operation on its side, against the
+    // protobuf OpenAPI v2, where `metadata` must not be required.
+    let sar = admin.ok_stdin(&["create", "-o", "json", "-f", "-"], r#"{"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
         "spec": {"user": "bob", "resourceAttributes": {"namespace": "team-a", "verb": "create", "group": "apps", "resource": "deployments"}}}"#);
     let sar: serde_json::Value = serde_json::from_str(&sar).expect("json");
     assert_eq!(sar["status"]["allowed"], true, "{sar}");

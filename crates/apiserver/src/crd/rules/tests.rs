@@ -171,9 +171,9 @@ fn root_rules_see_only_name_and_generate_name_of_metadata() {
 }
 
 #[test]
-fn rules_that_do_not_compile_are_named_by_path() {
+fn schemas_upstream_refuses_are_named_by_path() {
     let s = schema(json!([{"rule": "self.replicas <"}, {"rule": "true", "reason": "Nope"}]));
-    let causes = compile_errors(&s, "spec.versions[0].schema.openAPIV3Schema");
+    let causes = schema_errors(&s, "spec.versions[0].schema.openAPIV3Schema");
     let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
     assert_eq!(
         fields,
@@ -186,5 +186,46 @@ fn rules_that_do_not_compile_are_named_by_path() {
         causes[0].message.contains("compilation failed"),
         "{causes:?}"
     );
-    assert!(compile_errors(&schema(json!([{"rule": "self.replicas > 0"}])), "s").is_empty());
+    assert!(schema_errors(&schema(json!([{"rule": "self.replicas > 0"}])), "s").is_empty());
+    let quadratic =
+        json!({"type": "object", "properties": {"tags": {"type": "array", "uniqueItems": true}}});
+    let causes = schema_errors(&quadratic, "s");
+    assert_eq!(causes.len(), 1);
+    assert_eq!(
+        (causes[0].field.as_str(), causes[0].reason),
+        ("s.properties[tags].uniqueItems", "FieldValueForbidden")
+    );
+}
+
+#[test]
+fn nested_comprehensions_over_large_values_are_refused_not_run() {
+    let s = json!({"type": "object", "properties": {"spec": {"type": "object",
+        "x-kubernetes-validations": [{"rule": "self.items.all(x, self.items.all(y, x == y || x != y))"}],
+        "properties": {"items": {"type": "array", "items": {"type": "integer"}}}}}});
+    let small = obj(json!({"items": [1, 2, 3]}));
+    assert!(validate(&small, None, &s).is_empty());
+    let huge = obj(json!({"items": (0..20_000).collect::<Vec<_>>()}));
+    let causes = validate(&huge, None, &s);
+    assert_eq!(causes.len(), 1);
+    assert!(
+        causes[0].message.contains("cost limit exceeded"),
+        "{causes:?}"
+    );
+}
+
+#[test]
+fn comprehension_depth_counts_nesting_not_occurrences() {
+    assert_eq!(comprehension_depth("self.a > 1"), 0);
+    assert_eq!(
+        comprehension_depth("self.a.all(x, x > 0) && self.b.exists(y, y == 1)"),
+        1
+    );
+    assert_eq!(
+        comprehension_depth("self.all(f1, self.exists_one(f2, f1.name == f2.name))"),
+        2
+    );
+    assert_eq!(
+        comprehension_depth("self.a.all(x, ')' == x || x.b.map(y, y).size() > 0)"),
+        2
+    );
 }
