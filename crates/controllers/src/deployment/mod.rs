@@ -418,8 +418,15 @@ impl<'a> Rollout<'a> {
         }
         let from = spec_replicas(rs);
         let name = rs.metadata.name.clone().unwrap_or_default();
+        // With the resourceVersion the decision was made on, as upstream's
+        // update: a set the informer showed stale (say, before this
+        // controller's own last scale) is a 409 and a fresh sync, not a
+        // second scale computed from old numbers.
         let patch = json!({
-            "metadata": {"annotations": {DESIRED_REPLICAS: desired, MAX_REPLICAS: max}},
+            "metadata": {
+                "annotations": {DESIRED_REPLICAS: desired, MAX_REPLICAS: max},
+                "resourceVersion": rs.metadata.resource_version,
+            },
             "spec": {"replicas": to},
         });
         *rs = self
