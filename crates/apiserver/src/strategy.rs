@@ -404,7 +404,7 @@ pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<
         }
     }
     if info.group == "apiextensions.k8s.io" && info.plural == "customresourcedefinitions" {
-        causes.extend(crate::crd::validate(obj));
+        causes.extend(crate::crd::validate(obj, old));
     }
     if let Some(old) = old {
         kind_update_rules(info, obj, old, &mut causes);

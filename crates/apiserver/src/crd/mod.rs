@@ -24,8 +24,9 @@ use crate::registry::{CustomVersion, ResourceInfo, Scope};
 use crate::server::ApiState;
 use crate::storage::ObjectStore;
 
-/// Checks what a CRD must hold for the API it defines to be servable.
-pub fn validate(crd: &Value) -> Vec<kybern_apimachinery::Cause> {
+/// Checks what a CRD must hold for the API it defines to be servable; `old`
+/// is the stored CRD on update.
+pub fn validate(crd: &Value, old: Option<&Value>) -> Vec<kybern_apimachinery::Cause> {
     use kybern_apimachinery::Cause;
     let mut causes = Vec::new();
     let s = |p: &str| crd.pointer(p).and_then(Value::as_str).unwrap_or("");
@@ -79,8 +80,19 @@ pub fn validate(crd: &Value) -> Vec<kybern_apimachinery::Cause> {
         .iter()
         .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
         .count();
+    let stored_schema = |name: &Value| {
+        old?.pointer("/spec/versions")?
+            .as_array()?
+            .iter()
+            .find(|o| o.get("name") == Some(name))?
+            .pointer("/schema/openAPIV3Schema")
+    };
     for (i, v) in versions.iter().enumerate() {
-        if let Some(schema) = v.pointer("/schema/openAPIV3Schema") {
+        // A schema the update leaves as it was stays acceptable (a status
+        // write to a CRD stored before these checks must not fail).
+        if let Some(schema) = v.pointer("/schema/openAPIV3Schema")
+            && v.get("name").and_then(stored_schema) != Some(schema)
+        {
             let path = format!("spec.versions[{i}].schema.openAPIV3Schema");
             causes.extend(rules::schema_errors(schema, &path));
         }

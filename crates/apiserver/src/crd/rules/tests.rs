@@ -229,3 +229,27 @@ fn comprehension_depth_counts_nesting_not_occurrences() {
         2
     );
 }
+
+#[test]
+fn a_crd_update_keeping_a_stored_schema_is_not_refused_for_it() {
+    let crd = |schema: Value| {
+        json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {"group": "example.com", "scope": "Namespaced",
+                "names": {"plural": "widgets", "kind": "Widget"},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": schema}}]}})
+    };
+    let quadratic =
+        json!({"type": "object", "properties": {"tags": {"type": "array", "uniqueItems": true}}});
+    let stored = crd(quadratic.clone());
+    assert_eq!(crate::crd::validate(&stored, None).len(), 1);
+    // A status write, or any update that keeps the schema, passes.
+    let mut status_write = stored.clone();
+    status_write["status"] = json!({"conditions": []});
+    assert!(crate::crd::validate(&status_write, Some(&stored)).is_empty());
+    // A changed schema is checked again.
+    let mut changed = quadratic;
+    changed["properties"]["more"] = json!({"type": "string"});
+    assert_eq!(crate::crd::validate(&crd(changed), Some(&stored)).len(), 1);
+}
