@@ -50,7 +50,7 @@ pub type ApiResult = Result<Response, ErrorResponse>;
 /// body must have to be sent so: any (`None`) for a plain entry, or the
 /// metadata-only kind its `as=` names (client-go's metadata client). Tables
 /// stay JSON.
-fn protobuf_choice(headers: &axum::http::HeaderMap) -> Option<Option<String>> {
+fn protobuf_choice(headers: &axum::http::HeaderMap) -> Option<Option<&'static str>> {
     let first = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -62,7 +62,8 @@ fn protobuf_choice(headers: &axum::http::HeaderMap) -> Option<Option<String>> {
     let as_kind = parts.find_map(|p| p.strip_prefix("as="));
     match as_kind {
         None => Some(None),
-        Some(k @ ("PartialObjectMetadata" | "PartialObjectMetadataList")) => Some(Some(k.into())),
+        Some("PartialObjectMetadata") => Some(Some("PartialObjectMetadata")),
+        Some("PartialObjectMetadataList") => Some(Some("PartialObjectMetadataList")),
         Some(_) => None,
     }
 }
@@ -93,7 +94,7 @@ pub async fn negotiate(request: axum::extract::Request, next: axum::middleware::
     };
     let encoded = serde_json::from_slice::<Value>(&bytes)
         .ok()
-        .filter(|v| kind.as_ref().is_none_or(|k| v["kind"] == k.as_str()))
+        .filter(|v| kind.is_none_or(|k| v["kind"] == k))
         .and_then(|v| crate::proto::encode_body(&v).ok());
     match encoded {
         Some(pb) => {

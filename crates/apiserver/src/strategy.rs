@@ -316,9 +316,13 @@ fn generation_field(info: &ResourceInfo) -> &'static str {
 /// upstream-style causes; empty means valid.
 pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<Cause> {
     let mut causes = Vec::new();
-    if let Some(schema) = info.custom.as_ref().and_then(|c| c.schema.as_ref()) {
+    if let Some(custom) = &info.custom
+        && let Some(schema) = &custom.schema
+    {
         causes.extend(crate::crd::schema::validate(obj, schema));
-        causes.extend(crate::crd::rules::validate(obj, old, schema));
+        if custom.has_rules {
+            causes.extend(crate::crd::rules::validate(obj, old, schema));
+        }
     }
     causes.extend(crate::spec_rules::validate(info, obj, old));
     if info.plural == "services"

@@ -140,8 +140,10 @@ pub fn resources_of(crd: &Value) -> Vec<ResourceInfo> {
             if v.pointer("/subresources/scale").is_some() {
                 subresources.push("scale".to_owned());
             }
+            let schema = v.pointer("/schema/openAPIV3Schema");
             let custom = CustomVersion {
-                schema: v.pointer("/schema/openAPIV3Schema").cloned(),
+                has_rules: schema.is_some_and(rules::declared),
+                schema: schema.cloned(),
                 printer_columns: v
                     .get("additionalPrinterColumns")
                     .and_then(Value::as_array)

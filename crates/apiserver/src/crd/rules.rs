@@ -106,10 +106,9 @@ pub fn validate(obj: &Value, old: Option<&Value>, schema: &Value) -> Vec<Cause> 
         // exposes: name and generateName.
         let root = |o: &Map<String, Value>| {
             let mut view = o.clone();
-            let meta = &o.get("metadata").cloned().unwrap_or_else(|| json!({}));
             let mut shown = Map::new();
             for k in ["name", "generateName"] {
-                if let Some(v) = meta.get(k) {
+                if let Some(v) = o.get("metadata").and_then(|m| m.get(k)) {
                     shown.insert(k.into(), v.clone());
                 }
             }
@@ -203,6 +202,22 @@ fn check_schema(schema: &Value, path: &str, causes: &mut Vec<Cause>, depth: usiz
     }
 }
 
+/// Whether a schema declares validation rules at any depth.
+pub fn declared(schema: &Value) -> bool {
+    has_rules(schema)
+        || ["additionalProperties", "items"]
+            .iter()
+            .filter_map(|k| schema.get(*k))
+            .chain(
+                schema
+                    .get("properties")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flat_map(|p| p.values()),
+            )
+            .any(|sub| sub.is_object() && declared(sub))
+}
+
 fn rules_of(schema: &Value) -> impl Iterator<Item = &Value> {
     schema
         .get("x-kubernetes-validations")
@@ -232,32 +247,13 @@ fn schema_type(schema: &Value, v: &Value) -> &'static str {
         Some("integer") => "integer",
         Some("number") => "number",
         Some("boolean") => "boolean",
-        _ => match v {
-            Value::Object(_) => "object",
-            Value::Array(_) => "array",
-            Value::String(_) => "string",
-            Value::Number(n) if n.is_f64() => "number",
-            Value::Number(_) => "integer",
-            Value::Bool(_) => "boolean",
-            Value::Null => "null",
-        },
+        _ => super::schema::type_name(v),
     }
 }
 
 /// The old item a list-map item replaces: the one with the same keys.
 fn correlate<'a>(old: Option<&'a Value>, item: &Value, schema: &Value) -> Option<&'a Value> {
-    if schema.get("x-kubernetes-list-type").and_then(Value::as_str) != Some("map") {
-        return None;
-    }
-    let keys: Vec<&str> = schema
-        .get("x-kubernetes-list-map-keys")
-        .and_then(Value::as_array)?
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    if keys.is_empty() {
-        return None;
-    }
+    let keys = super::schema::list_map_keys(schema)?;
     old?.as_array()?
         .iter()
         .find(|o| keys.iter().all(|k| o.get(k) == item.get(k)))

@@ -138,7 +138,8 @@ fn default_value(v: &mut Value, schema: &Value, depth: usize) {
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
+/// The JSON type of a value as OpenAPI names it.
+pub(super) fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
@@ -193,6 +194,21 @@ fn invalid(causes: &mut Vec<Cause>, path: &str, v: &Value, detail: String) {
     causes.push(Cause::invalid(path, v, detail));
 }
 
+/// The `x-kubernetes-list-map-keys` of a list schema whose
+/// `x-kubernetes-list-type` is `map`, if it names any.
+pub(super) fn list_map_keys(schema: &Value) -> Option<Vec<&str>> {
+    if schema.get("x-kubernetes-list-type").and_then(Value::as_str) != Some("map") {
+        return None;
+    }
+    let keys: Vec<&str> = schema
+        .get("x-kubernetes-list-map-keys")
+        .and_then(Value::as_array)?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    (!keys.is_empty()).then_some(keys)
+}
+
 /// `x-kubernetes-list-type`: a `set` holds no item twice, a `map` no two
 /// items with the same `x-kubernetes-list-map-keys` (linear, unlike
 /// `uniqueItems`, which CRDs may not set).
@@ -207,16 +223,9 @@ fn list_type(items: &[Value], schema: &Value, path: &str, causes: &mut Vec<Cause
             }
         }
         Some("map") => {
-            let keys: Vec<&str> = schema
-                .get("x-kubernetes-list-map-keys")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            if keys.is_empty() {
+            let Some(keys) = list_map_keys(schema) else {
                 return;
-            }
+            };
             for (i, item) in items.iter().enumerate() {
                 let key: Map<String, Value> = keys
                     .iter()

@@ -53,6 +53,9 @@ pub struct CustomVersion {
     pub printer_columns: Vec<serde_json::Value>,
     /// `subresources.scale`: specReplicasPath, statusReplicasPath, labelSelectorPath.
     pub scale: Option<serde_json::Value>,
+    /// Whether the schema declares CEL validation rules anywhere (found once
+    /// here, so that writes of kinds without rules skip the rules' walk).
+    pub has_rules: bool,
 }
 
 /// Resource metrics: computed from the node agents on request, never stored.

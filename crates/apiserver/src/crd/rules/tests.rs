@@ -253,3 +253,14 @@ fn a_crd_update_keeping_a_stored_schema_is_not_refused_for_it() {
     changed["properties"]["more"] = json!({"type": "string"});
     assert_eq!(crate::crd::validate(&crd(changed), Some(&stored)).len(), 1);
 }
+
+#[test]
+fn rules_are_found_at_any_depth_of_a_schema() {
+    assert!(declared(&schema(json!([]))), "mode and port declare rules");
+    let plain = json!({"type": "object", "properties": {"spec": {"type": "object",
+        "properties": {"a": {"type": "array", "items": {"type": "string"}}}}}});
+    assert!(!declared(&plain));
+    let in_items = json!({"type": "array", "items": {"type": "string",
+        "x-kubernetes-validations": [{"rule": "self != ''"}]}});
+    assert!(declared(&in_items));
+}
