@@ -232,10 +232,18 @@ pub fn prepare_update(
         crate::defaults::apply(info, new);
     }
     if subresource == Some("status") {
-        // A status write changes status only.
+        // A status write changes status only, and the ownership of its
+        // fields (an apply through status has recorded them in `new`).
         let status = new.get("status").cloned();
         let rv = object::meta_str(new, "resourceVersion").to_owned();
+        let managed = new.pointer("/metadata/managedFields").cloned();
         *new = old.clone();
+        match managed {
+            Some(m) => object::set_meta(new, "managedFields", m),
+            None => {
+                object::remove_meta(new, "managedFields");
+            }
+        }
         match status {
             Some(s) => new["status"] = s,
             None => {

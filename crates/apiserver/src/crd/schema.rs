@@ -196,7 +196,7 @@ fn invalid(causes: &mut Vec<Cause>, path: &str, v: &Value, detail: String) {
 
 /// The `x-kubernetes-list-map-keys` of a list schema whose
 /// `x-kubernetes-list-type` is `map`, if it names any.
-pub(super) fn list_map_keys(schema: &Value) -> Option<Vec<&str>> {
+pub(crate) fn list_map_keys(schema: &Value) -> Option<Vec<&str>> {
     if schema.get("x-kubernetes-list-type").and_then(Value::as_str) != Some("map") {
         return None;
     }

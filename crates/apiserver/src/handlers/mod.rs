@@ -97,6 +97,10 @@ impl Ctx {
             api_version: &self.api_version,
             subresource,
             domain,
+            types: match &self.info.custom {
+                Some(custom) => crate::managed::Types::Schema(custom.schema.as_ref()),
+                None => crate::managed::Types::Builtin,
+            },
         })
     }
 

@@ -5,7 +5,8 @@
 //! A field set is a set of paths in upstream's `FieldsV1` element syntax:
 //! `f:<field>` for a map key, `k:{"name":"c"}` for an item of a list merged by
 //! key, `v:<json>` for an item of a set-like list, and `.` for a node itself.
-//! Lists merge by the same keys as strategic merge patch; other lists are
+//! For built-in kinds lists merge by the same keys as strategic merge patch;
+//! for custom resources as their schema's list types say; other lists are
 //! atomic (owned and replaced whole), as upstream's schemas make them.
 
 use std::collections::BTreeSet;
@@ -13,11 +14,12 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value, json};
 
 use crate::object::{self, Object};
-use crate::smp;
 
 mod ops;
+mod types;
 
 pub use ops::{Writer, apply, record_update};
+pub use types::{ListKind, Types};
 
 /// One path to a field, as `FieldsV1` elements.
 pub type FieldPath = Vec<String>;
@@ -150,13 +152,8 @@ pub fn to_fields_v1(set: &FieldSet) -> Value {
     Value::Object(root)
 }
 
-fn key_element(key: &str, item: &Value) -> Option<String> {
-    let v = item.get(key)?;
-    Some(format!("k:{}", json!({ key: v })))
-}
-
 /// The fields an object sets, within `domain`.
-pub fn fields_of(obj: &Object, domain: Domain) -> FieldSet {
+pub fn fields_of(obj: &Object, domain: Domain, types: Types<'_>) -> FieldSet {
     let mut out = FieldSet::new();
     let Some(top) = obj.as_object() else {
         return out;
@@ -178,53 +175,49 @@ pub fn fields_of(obj: &Object, domain: Domain) -> FieldSet {
                 .filter(|(mk, _)| !UNOWNED_META.contains(&mk.as_str()))
             {
                 path.push(format!("f:{mk}"));
-                walk(mv, mk, &mut path, &mut out);
+                walk(mv, mk, Types::Builtin, &mut path, &mut out);
                 path.pop();
             }
             continue;
         }
-        walk(v, k, &mut path, &mut out);
+        walk(v, k, types.field(k, true), &mut path, &mut out);
     }
     out
 }
 
-fn walk(v: &Value, field: &str, path: &mut FieldPath, out: &mut FieldSet) {
+fn walk(v: &Value, field: &str, types: Types<'_>, path: &mut FieldPath, out: &mut FieldSet) {
     match v {
-        Value::Object(m) if !m.is_empty() => {
+        Value::Object(m) if !m.is_empty() && !types.atomic_map() => {
             path.push(".".into());
             out.insert(path.clone());
             path.pop();
             for (k, child) in m {
                 path.push(format!("f:{k}"));
-                walk(child, k, path, out);
+                walk(child, k, types.field(k, false), path, out);
                 path.pop();
             }
         }
         Value::Array(items) if !items.is_empty() => {
             let refs: Vec<&Value> = items.iter().collect();
-            if SET_LISTS.contains(&field) {
-                for item in items {
-                    path.push(format!("v:{item}"));
-                    out.insert(path.clone());
-                    path.pop();
-                }
-                return;
-            }
-            let keyed = smp::merge_key(field, &refs).and_then(|key| {
-                items
-                    .iter()
-                    .map(|i| key_element(key, i))
-                    .collect::<Option<Vec<_>>>()
-            });
-            match keyed {
-                Some(elements) => {
-                    for (el, item) in elements.into_iter().zip(items) {
-                        path.push(el);
-                        walk(item, "", path, out);
+            match types.list_kind(field, &refs) {
+                ListKind::Set => {
+                    for item in items {
+                        path.push(format!("v:{item}"));
+                        out.insert(path.clone());
                         path.pop();
                     }
                 }
-                None => {
+                ListKind::Map(keys) => {
+                    for item in items {
+                        let Some(el) = types::key_element(&keys, item) else {
+                            continue;
+                        };
+                        path.push(el);
+                        walk(item, "", types.items(), path, out);
+                        path.pop();
+                    }
+                }
+                ListKind::Atomic => {
                     out.insert(path.clone());
                 }
             }
@@ -289,39 +282,44 @@ fn step_mut<'a>(v: &'a mut Value, el: &str) -> Option<&'a mut Value> {
     v.as_array_mut()?.iter_mut().find(|i| **i == target)
 }
 
-/// Merges an applied configuration into `live`: maps recursively, lists with a
-/// merge key item by item, everything else replaced.
-pub fn merge(live: &mut Value, config: &Value, field: &str) {
+/// Merges an applied configuration into `live`: maps recursively, sets as a
+/// union, map lists item by item, everything else (atomic lists and maps,
+/// scalars) replaced.
+pub fn merge(live: &mut Value, config: &Value, types: Types<'_>) {
+    merge_at(live, config, "", types, true);
+}
+
+fn merge_at(live: &mut Value, config: &Value, field: &str, types: Types<'_>, at_root: bool) {
     match (live, config) {
-        (Value::Object(l), Value::Object(c)) => {
+        (Value::Object(l), Value::Object(c)) if !types.atomic_map() => {
             for (k, v) in c {
                 match l.get_mut(k) {
-                    Some(existing) => merge(existing, v, k),
+                    Some(existing) => merge_at(existing, v, k, types.field(k, at_root), false),
                     None => {
                         l.insert(k.clone(), v.clone());
                     }
                 }
             }
         }
-        (Value::Array(l), Value::Array(c)) if SET_LISTS.contains(&field) => {
-            for item in c {
-                if !l.contains(item) {
-                    l.push(item.clone());
-                }
-            }
-        }
         (Value::Array(l), Value::Array(c)) => {
             let refs: Vec<&Value> = c.iter().chain(l.iter()).collect();
-            match smp::merge_key(field, &refs) {
-                Some(key) if c.iter().all(|i| i.get(key).is_some()) => {
+            match types.list_kind(field, &refs) {
+                ListKind::Set => {
                     for item in c {
-                        match l.iter_mut().find(|i| i.get(key) == item.get(key)) {
-                            Some(existing) => merge(existing, item, ""),
+                        if !l.contains(item) {
+                            l.push(item.clone());
+                        }
+                    }
+                }
+                ListKind::Map(keys) => {
+                    for item in c {
+                        match l.iter_mut().find(|i| types::same_item(&keys, i, item)) {
+                            Some(existing) => merge_at(existing, item, "", types.items(), false),
                             None => l.push(item.clone()),
                         }
                     }
                 }
-                _ => *l = c.clone(),
+                ListKind::Atomic => *l = c.clone(),
             }
         }
         (live, config) => *live = config.clone(),

@@ -6,7 +6,8 @@
 use serde_json::Value;
 
 use super::{
-    Conflict, Domain, Entry, FieldSet, entries, fields_of, merge, remove_at, set_entries, value_at,
+    Conflict, Domain, Entry, FieldSet, Types, entries, fields_of, merge, remove_at, set_entries,
+    value_at,
 };
 use crate::object::{self, Object};
 
@@ -20,6 +21,8 @@ pub struct Writer<'a> {
     pub subresource: &'a str,
     /// The part of the object the write may touch.
     pub domain: Domain,
+    /// The kind's type: how its lists and maps are owned.
+    pub types: Types<'a>,
 }
 
 fn entry_index(list: &[Entry], w: &Writer<'_>, operation: &str) -> Option<usize> {
@@ -66,7 +69,7 @@ pub fn record_update(new: &mut Object, old: Option<&Object>, w: &Writer<'_>) {
         return;
     }
     let mut list = old.map(entries).unwrap_or_default();
-    let now = fields_of(new, w.domain);
+    let now = fields_of(new, w.domain, w.types);
     let changed: FieldSet = now
         .iter()
         .filter(|p| match old {
@@ -104,7 +107,7 @@ pub fn apply(
     let empty = Value::Object(Default::default());
     let base = live.unwrap_or(&empty);
     let mut list = entries(base);
-    let applied = fields_of(config, w.domain);
+    let applied = fields_of(config, w.domain, w.types);
     let mine = entry_index(&list, w, "Apply");
     let mut conflicts = Vec::new();
     for (i, e) in list.iter_mut().enumerate() {
@@ -137,7 +140,7 @@ pub fn apply(
         meta.remove("managedFields");
         meta.remove("resourceVersion");
     }
-    merge(&mut merged, &body, "");
+    merge(&mut merged, &body, w.types);
     // What this manager applied before and no longer applies goes, unless
     // another manager owns it (or something inside it).
     let before = mine.map(|i| list[i].fields.clone()).unwrap_or_default();

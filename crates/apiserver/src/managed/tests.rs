@@ -10,6 +10,7 @@ fn writer<'a>(manager: &'a str) -> Writer<'a> {
         api_version: "apps/v1",
         subresource: "",
         domain: Domain::NoStatus,
+        types: Types::Builtin,
     }
 }
 
@@ -23,7 +24,7 @@ fn deployment(replicas: i64, image: &str) -> Value {
 
 #[test]
 fn fields_v1_round_trips_and_uses_merge_keys() {
-    let set = fields_of(&deployment(1, "a"), Domain::NoStatus);
+    let set = fields_of(&deployment(1, "a"), Domain::NoStatus, Types::Builtin);
     let v1 = to_fields_v1(&set);
     assert_eq!(
         v1["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]["f:image"],
@@ -111,6 +112,7 @@ fn status_writes_own_status_only() {
         api_version: "apps/v1",
         subresource: "status",
         domain: Domain::StatusOnly,
+        types: Types::Builtin,
     };
     let mut obj = deployment(1, "a");
     obj["status"] = json!({"replicas": 1});
@@ -136,4 +138,91 @@ fn malformed_managed_fields_are_dropped_not_fatal() {
         ]),
         ".spec[name=\"c\"].image"
     );
+}
+
+fn widget_schema() -> Value {
+    json!({"type": "object", "properties": {
+        "spec": {"type": "object", "properties": {
+            "ports": {"type": "array", "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["port", "protocol"],
+                "items": {"type": "object", "properties": {
+                    "port": {"type": "integer"}, "protocol": {"type": "string"},
+                    "name": {"type": "string"}}}},
+            "tags": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}},
+            "args": {"type": "array", "items": {"type": "string"}},
+            "selector": {"type": "object", "x-kubernetes-map-type": "atomic",
+                "additionalProperties": {"type": "string"}}
+        }}
+    }})
+}
+
+fn widget(spec: Value) -> Value {
+    json!({"apiVersion": "example.com/v1", "kind": "Widget",
+        "metadata": {"name": "w"}, "spec": spec})
+}
+
+#[test]
+fn custom_resources_merge_lists_as_their_schema_says() {
+    let schema = widget_schema();
+    let cr = |manager| Writer {
+        manager,
+        api_version: "example.com/v1",
+        subresource: "",
+        domain: Domain::All,
+        types: Types::Schema(Some(&schema)),
+    };
+    let alice = widget(json!({
+        "ports": [{"port": 80, "protocol": "TCP", "name": "http"}],
+        "tags": ["a"], "args": ["x"], "selector": {"app": "w"}
+    }));
+    let live = apply(None, &alice, &cr("alice"), false).expect("create");
+    let fields = to_fields_v1(&entries(&live)[0].fields);
+    assert_eq!(
+        fields["f:spec"]["f:ports"][r#"k:{"port":80,"protocol":"TCP"}"#]["f:name"],
+        json!({})
+    );
+    assert_eq!(fields["f:spec"]["f:tags"][r#"v:"a""#], json!({}));
+    assert_eq!(
+        fields["f:spec"]["f:args"],
+        json!({}),
+        "an atomic list is one field"
+    );
+    assert_eq!(
+        fields["f:spec"]["f:selector"],
+        json!({}),
+        "an atomic map is one field"
+    );
+
+    // Bob adds his own port (same number, other protocol) and tag: no conflict, both kept.
+    let bob = widget(json!({"ports": [{"port": 80, "protocol": "UDP"}], "tags": ["b"]}));
+    let live = apply(Some(&live), &bob, &cr("bob"), false).expect("no conflict");
+    assert_eq!(live["spec"]["ports"].as_array().map(Vec::len), Some(2));
+    assert_eq!(live["spec"]["tags"], json!(["a", "b"]));
+
+    // An atomic list or map set to something else conflicts.
+    let err = apply(
+        Some(&live),
+        &widget(json!({"args": ["y"]})),
+        &cr("bob"),
+        false,
+    )
+    .expect_err("atomic list");
+    assert_eq!(err[0].field, ".spec.args");
+    let err = apply(
+        Some(&live),
+        &widget(json!({"selector": {"app": "w", "tier": "x"}})),
+        &cr("bob"),
+        false,
+    )
+    .expect_err("atomic map");
+    assert_eq!(err[0].field, ".spec.selector");
+
+    // Alice stops applying her port and tag: only hers go.
+    let alice_again = widget(json!({"args": ["x"], "selector": {"app": "w"}}));
+    let live = apply(Some(&live), &alice_again, &cr("alice"), false).expect("reapply");
+    assert_eq!(
+        live["spec"]["ports"],
+        json!([{"port": 80, "protocol": "UDP"}])
+    );
+    assert_eq!(live["spec"]["tags"], json!(["b"]));
 }

@@ -1,0 +1,182 @@
+//! The shape a field has for ownership and apply: whether a list is atomic, a
+//! set, or a map keyed by some of its items' fields, and whether a map is
+//! owned whole. Built-in kinds answer from upstream's merge keys, chosen by
+//! field name; custom resources from their CRD's structural schema
+//! (`x-kubernetes-list-type`, `x-kubernetes-list-map-keys`,
+//! `x-kubernetes-map-type`), as upstream's structured merge does.
+
+use serde_json::{Map, Value};
+
+use super::SET_LISTS;
+use crate::smp;
+
+/// Where in a kind's type a value sits.
+#[derive(Clone, Copy, Debug)]
+pub enum Types<'a> {
+    /// A built-in kind, or any object's `metadata`.
+    Builtin,
+    /// A custom resource at a node of its schema; `None` where the schema says
+    /// nothing (under `x-kubernetes-preserve-unknown-fields`), where lists are
+    /// atomic and maps granular.
+    Schema(Option<&'a Value>),
+}
+
+/// How a list is owned and merged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListKind {
+    /// Owned and replaced whole.
+    Atomic,
+    /// Scalars owned one by one (`v:` elements) and merged as a union.
+    Set,
+    /// Items owned one by one by the values of these fields (`k:` elements).
+    Map(Vec<String>),
+}
+
+impl<'a> Types<'a> {
+    /// The type of a map's value under `key` (at an object's root,
+    /// `metadata` is always the built-in `ObjectMeta`).
+    pub fn field(self, key: &str, at_root: bool) -> Types<'a> {
+        match self {
+            Types::Builtin => Types::Builtin,
+            Types::Schema(_) if at_root && key == "metadata" => Types::Builtin,
+            Types::Schema(None) => Types::Schema(None),
+            Types::Schema(Some(s)) => Types::Schema(
+                s.get("properties")
+                    .and_then(|p| p.get(key))
+                    .or_else(|| s.get("additionalProperties").filter(|a| a.is_object())),
+            ),
+        }
+    }
+
+    /// The type of a list's items.
+    pub fn items(self) -> Types<'a> {
+        match self {
+            Types::Schema(s) => Types::Schema(s.and_then(|s| s.get("items"))),
+            Types::Builtin => Types::Builtin,
+        }
+    }
+
+    /// Whether a map is owned and replaced whole (`x-kubernetes-map-type: atomic`).
+    pub fn atomic_map(self) -> bool {
+        matches!(self, Types::Schema(Some(s))
+            if s.get("x-kubernetes-map-type").and_then(Value::as_str) == Some("atomic"))
+    }
+
+    /// How the list under `field` with these items is owned. A map list
+    /// whose items do not all carry their keys is atomic.
+    pub fn list_kind(self, field: &str, items: &[&Value]) -> ListKind {
+        let kind = match self {
+            Types::Builtin if SET_LISTS.contains(&field) => ListKind::Set,
+            Types::Builtin => match smp::merge_key(field, items) {
+                Some(key) => ListKind::Map(vec![key.to_string()]),
+                None => ListKind::Atomic,
+            },
+            Types::Schema(None) => ListKind::Atomic,
+            Types::Schema(Some(s)) => match s.get("x-kubernetes-list-type").and_then(Value::as_str)
+            {
+                Some("set") => ListKind::Set,
+                Some("map") => match crate::crd::schema::list_map_keys(s) {
+                    Some(keys) => ListKind::Map(keys.into_iter().map(str::to_string).collect()),
+                    None => ListKind::Atomic,
+                },
+                _ => ListKind::Atomic,
+            },
+        };
+        match kind {
+            ListKind::Map(keys) if items.iter().all(|i| key_of(&keys, i).is_some()) => {
+                ListKind::Map(keys)
+            }
+            ListKind::Map(_) => ListKind::Atomic,
+            other => other,
+        }
+    }
+}
+
+/// An item's key fields and their values, or `None` when one is missing.
+pub fn key_of(keys: &[String], item: &Value) -> Option<Map<String, Value>> {
+    keys.iter()
+        .map(|k| Some((k.clone(), item.get(k)?.clone())))
+        .collect()
+}
+
+/// The `k:` element naming an item of a map list (keys in name order, as
+/// upstream writes them).
+pub fn key_element(keys: &[String], item: &Value) -> Option<String> {
+    Some(format!("k:{}", Value::Object(key_of(keys, item)?)))
+}
+
+/// Whether two items of a map list are the same item.
+pub fn same_item(keys: &[String], a: &Value, b: &Value) -> bool {
+    keys.iter()
+        .all(|k| a.get(k).is_some() && a.get(k) == b.get(k))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn schemas_name_list_and_map_shapes() {
+        let schema = json!({"type": "object", "properties": {
+            "spec": {"type": "object", "properties": {
+                "ports": {"type": "array", "x-kubernetes-list-type": "map",
+                    "x-kubernetes-list-map-keys": ["port", "protocol"],
+                    "items": {"type": "object"}},
+                "tags": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}},
+                "args": {"type": "array", "items": {"type": "string"}},
+                "selector": {"type": "object", "x-kubernetes-map-type": "atomic"},
+                "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+            }}
+        }});
+        let root = Types::Schema(Some(&schema));
+        let spec = root.field("spec", true);
+        let a = json!({"port": 80, "protocol": "TCP"});
+        assert_eq!(
+            spec.field("ports", false).list_kind("ports", &[&a]),
+            ListKind::Map(vec!["port".into(), "protocol".into()])
+        );
+        let partial = json!({"port": 80});
+        assert_eq!(
+            spec.field("ports", false)
+                .list_kind("ports", &[&a, &partial]),
+            ListKind::Atomic,
+            "an item without its keys makes the list atomic"
+        );
+        assert_eq!(
+            spec.field("tags", false).list_kind("tags", &[]),
+            ListKind::Set
+        );
+        assert_eq!(
+            spec.field("args", false).list_kind("args", &[]),
+            ListKind::Atomic
+        );
+        // A CR's `containers` is not merged by name unless its schema says so.
+        let c = json!({"name": "c"});
+        assert_eq!(
+            spec.field("free", false)
+                .field("containers", false)
+                .list_kind("containers", &[&c]),
+            ListKind::Atomic
+        );
+        assert!(spec.field("selector", false).atomic_map());
+        assert!(!spec.atomic_map());
+        assert!(matches!(root.field("metadata", true), Types::Builtin));
+        assert_eq!(
+            key_element(&["protocol".into(), "port".into()], &a).as_deref(),
+            Some(r#"k:{"port":80,"protocol":"TCP"}"#)
+        );
+    }
+
+    #[test]
+    fn builtins_keep_upstream_merge_keys() {
+        let c = json!({"name": "c"});
+        assert_eq!(
+            Types::Builtin.list_kind("containers", &[&c]),
+            ListKind::Map(vec!["name".into()])
+        );
+        assert_eq!(Types::Builtin.list_kind("finalizers", &[]), ListKind::Set);
+        assert_eq!(Types::Builtin.list_kind("args", &[]), ListKind::Atomic);
+    }
+}
