@@ -104,6 +104,7 @@ pub fn apply(
     w: &Writer<'_>,
     force: bool,
 ) -> Result<Object, Vec<Conflict>> {
+    let config = &super::types::with_key_defaults(config, w.types);
     let empty = Value::Object(Default::default());
     let base = live.unwrap_or(&empty);
     let mut list = entries(base);

@@ -226,3 +226,42 @@ fn custom_resources_merge_lists_as_their_schema_says() {
     );
     assert_eq!(live["spec"]["tags"], json!(["b"]));
 }
+
+#[test]
+fn applied_items_without_a_defaulted_key_are_the_defaulted_items() {
+    let mut schema = widget_schema();
+    schema["properties"]["spec"]["properties"]["ports"]["items"]["properties"]["protocol"]["default"] =
+        json!("TCP");
+    let cr = |manager| Writer {
+        manager,
+        api_version: "example.com/v1",
+        subresource: "",
+        domain: Domain::All,
+        types: Types::Schema(Some(&schema)),
+    };
+    let mut live = apply(
+        None,
+        &widget(json!({"ports": [{"port": 80, "name": "http"}]})),
+        &cr("alice"),
+        false,
+    )
+    .expect("create");
+    assert_eq!(live["spec"]["ports"][0]["protocol"], "TCP");
+    // The stored object is defaulted; alice re-applies without protocol.
+    live["spec"]["ports"][0]["protocol"] = json!("TCP");
+    let bob = apply(
+        Some(&live),
+        &widget(json!({"ports": [{"port": 80, "protocol": "TCP", "name": "http"}]})),
+        &cr("bob"),
+        false,
+    )
+    .expect("same value, shared");
+    let again = apply(
+        Some(&bob),
+        &widget(json!({"ports": [{"port": 80, "name": "http"}]})),
+        &cr("alice"),
+        false,
+    )
+    .expect("no conflict with bob over the same item");
+    assert_eq!(again["spec"]["ports"].as_array().map(Vec::len), Some(1));
+}

@@ -29,7 +29,26 @@ pub enum ListKind {
     /// Scalars owned one by one (`v:` elements) and merged as a union.
     Set,
     /// Items owned one by one by the values of these fields (`k:` elements).
-    Map(Vec<String>),
+    Map(Vec<MapKey>),
+}
+
+/// One key field of a map list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapKey {
+    /// The field's name.
+    pub name: String,
+    /// The schema's default, which an item without the field has as its key
+    /// (applied configurations are merged before they are defaulted).
+    pub default: Option<Value>,
+}
+
+impl MapKey {
+    fn named(name: &str) -> MapKey {
+        MapKey {
+            name: name.to_string(),
+            default: None,
+        }
+    }
 }
 
 impl<'a> Types<'a> {
@@ -68,7 +87,7 @@ impl<'a> Types<'a> {
         let kind = match self {
             Types::Builtin if SET_LISTS.contains(&field) => ListKind::Set,
             Types::Builtin => match smp::merge_key(field, items) {
-                Some(key) => ListKind::Map(vec![key.to_string()]),
+                Some(key) => ListKind::Map(vec![MapKey::named(key)]),
                 None => ListKind::Atomic,
             },
             Types::Schema(None) => ListKind::Atomic,
@@ -76,7 +95,18 @@ impl<'a> Types<'a> {
             {
                 Some("set") => ListKind::Set,
                 Some("map") => match crate::crd::schema::list_map_keys(s) {
-                    Some(keys) => ListKind::Map(keys.into_iter().map(str::to_string).collect()),
+                    Some(keys) => ListKind::Map(
+                        keys.into_iter()
+                            .map(|k| MapKey {
+                                name: k.to_string(),
+                                default: s
+                                    .pointer("/items/properties")
+                                    .and_then(|p| p.get(k))
+                                    .and_then(|p| p.get("default"))
+                                    .cloned(),
+                            })
+                            .collect(),
+                    ),
                     None => ListKind::Atomic,
                 },
                 _ => ListKind::Atomic,
@@ -92,23 +122,63 @@ impl<'a> Types<'a> {
     }
 }
 
-/// An item's key fields and their values, or `None` when one is missing.
-pub fn key_of(keys: &[String], item: &Value) -> Option<Map<String, Value>> {
+/// An item's key fields and their values (a missing field has its
+/// default), or `None` when one is missing and has no default.
+pub fn key_of(keys: &[MapKey], item: &Value) -> Option<Map<String, Value>> {
     keys.iter()
-        .map(|k| Some((k.clone(), item.get(k)?.clone())))
+        .map(|k| {
+            Some((
+                k.name.clone(),
+                item.get(&k.name).or(k.default.as_ref())?.clone(),
+            ))
+        })
         .collect()
 }
 
 /// The `k:` element naming an item of a map list (keys in name order, as
 /// upstream writes them).
-pub fn key_element(keys: &[String], item: &Value) -> Option<String> {
+pub fn key_element(keys: &[MapKey], item: &Value) -> Option<String> {
     Some(format!("k:{}", Value::Object(key_of(keys, item)?)))
 }
 
 /// Whether two items of a map list are the same item.
-pub fn same_item(keys: &[String], a: &Value, b: &Value) -> bool {
-    keys.iter()
-        .all(|k| a.get(k).is_some() && a.get(k) == b.get(k))
+pub fn same_item(keys: &[MapKey], a: &Value, b: &Value) -> bool {
+    key_of(keys, a).is_some_and(|k| key_of(keys, b).as_ref() == Some(&k))
+}
+
+/// A copy of an applied configuration whose map-list items carry their key
+/// fields' defaults, so that it names its items as the stored (defaulted)
+/// object does.
+pub fn with_key_defaults(config: &Value, types: Types<'_>) -> Value {
+    let mut out = config.clone();
+    if matches!(types, Types::Schema(Some(_))) {
+        fill_keys(&mut out, "", types, true);
+    }
+    out
+}
+
+fn fill_keys(v: &mut Value, field: &str, types: Types<'_>, at_root: bool) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m.iter_mut() {
+                fill_keys(child, k, types.field(k, at_root), false);
+            }
+        }
+        Value::Array(items) => {
+            let kind = types.list_kind(field, &items.iter().collect::<Vec<_>>());
+            for item in items.iter_mut() {
+                if let (ListKind::Map(keys), Some(o)) = (&kind, item.as_object_mut()) {
+                    for key in keys {
+                        if let (false, Some(d)) = (o.contains_key(&key.name), &key.default) {
+                            o.insert(key.name.clone(), d.clone());
+                        }
+                    }
+                }
+                fill_keys(item, "", types.items(), false);
+            }
+        }
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -123,7 +193,8 @@ mod tests {
             "spec": {"type": "object", "properties": {
                 "ports": {"type": "array", "x-kubernetes-list-type": "map",
                     "x-kubernetes-list-map-keys": ["port", "protocol"],
-                    "items": {"type": "object"}},
+                    "items": {"type": "object", "properties": {
+                        "protocol": {"type": "string", "default": "TCP"}}}},
                 "tags": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}},
                 "args": {"type": "array", "items": {"type": "string"}},
                 "selector": {"type": "object", "x-kubernetes-map-type": "atomic"},
@@ -133,17 +204,29 @@ mod tests {
         let root = Types::Schema(Some(&schema));
         let spec = root.field("spec", true);
         let a = json!({"port": 80, "protocol": "TCP"});
-        assert_eq!(
-            spec.field("ports", false).list_kind("ports", &[&a]),
-            ListKind::Map(vec!["port".into(), "protocol".into()])
-        );
-        let partial = json!({"port": 80});
+        let ports = spec.field("ports", false).list_kind("ports", &[&a]);
+        let ListKind::Map(keys) = &ports else {
+            panic!("{ports:?}");
+        };
+        let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["port", "protocol"]);
+        // protocol has a default: an item without it is the TCP item.
+        let defaulted = json!({"port": 80});
+        assert!(same_item(keys, &a, &defaulted));
         assert_eq!(
             spec.field("ports", false)
-                .list_kind("ports", &[&a, &partial]),
-            ListKind::Atomic,
-            "an item without its keys makes the list atomic"
+                .list_kind("ports", &[&a, &defaulted]),
+            ports
         );
+        let keyless = json!({"protocol": "TCP"});
+        assert_eq!(
+            spec.field("ports", false)
+                .list_kind("ports", &[&a, &keyless]),
+            ListKind::Atomic,
+            "an item without a key that has no default makes the list atomic"
+        );
+        let filled = with_key_defaults(&json!({"spec": {"ports": [{"port": 80}]}}), root);
+        assert_eq!(filled["spec"]["ports"][0]["protocol"], "TCP");
         assert_eq!(
             spec.field("tags", false).list_kind("tags", &[]),
             ListKind::Set
@@ -163,8 +246,9 @@ mod tests {
         assert!(spec.field("selector", false).atomic_map());
         assert!(!spec.atomic_map());
         assert!(matches!(root.field("metadata", true), Types::Builtin));
+        let keys = [MapKey::named("protocol"), MapKey::named("port")];
         assert_eq!(
-            key_element(&["protocol".into(), "port".into()], &a).as_deref(),
+            key_element(&keys, &a).as_deref(),
             Some(r#"k:{"port":80,"protocol":"TCP"}"#)
         );
     }
@@ -174,7 +258,7 @@ mod tests {
         let c = json!({"name": "c"});
         assert_eq!(
             Types::Builtin.list_kind("containers", &[&c]),
-            ListKind::Map(vec!["name".into()])
+            ListKind::Map(vec![MapKey::named("name")])
         );
         assert_eq!(Types::Builtin.list_kind("finalizers", &[]), ListKind::Set);
         assert_eq!(Types::Builtin.list_kind("args", &[]), ListKind::Atomic);
