@@ -1,12 +1,14 @@
 //! CustomResourceDefinitions: a loop inside the API server that follows the
 //! CRDs in the store, registers the resources they define (so discovery and
 //! the generic handlers serve them), marks each CRD `NamesAccepted` and
-//! `Established`, and on deletion removes the API and every object of it.
+//! `Established`, and on deletion removes every object of it ([`cleanup`],
+//! while the CRD waits on its finalizer) and then the API.
 //! Each served version carries its schema, printer columns and scale paths
 //! ([`crate::registry::CustomVersion`]); [`schema`] applies the schema.
 //!
 //! Not yet: conversion webhooks (versions share storage with `None` conversion).
 
+pub mod cleanup;
 pub mod rules;
 pub mod schema;
 
@@ -150,6 +152,7 @@ pub fn resources_of(crd: &Value) -> Vec<ResourceInfo> {
                     .cloned()
                     .unwrap_or_default(),
                 scale: v.pointer("/subresources/scale").cloned(),
+                terminating: object::is_deleting(crd),
             };
             Some(ResourceInfo {
                 group: s("/spec/group"),
@@ -181,15 +184,16 @@ pub fn resources_of(crd: &Value) -> Vec<ResourceInfo> {
 
 /// Follows CRDs in the store until the server stops.
 pub async fn run(state: Arc<ApiState>) {
+    let running = cleanup::Running::default();
     loop {
-        if let Err(e) = follow(&state).await {
+        if let Err(e) = follow(&state, &running).await {
             tracing::warn!(error = %e.message, "CRD loop restarting");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
-async fn follow(state: &Arc<ApiState>) -> Result<(), ApiError> {
+async fn follow(state: &Arc<ApiState>, running: &cleanup::Running) -> Result<(), ApiError> {
     let info = state
         .registry
         .get("apiextensions.k8s.io", "v1", "customresourcedefinitions")
@@ -198,6 +202,7 @@ async fn follow(state: &Arc<ApiState>) -> Result<(), ApiError> {
     let page = state.objects.list_page(&info, None, None, 0, 0).await?;
     for crd in &page.items {
         established(state, &info, crd, &mut known).await;
+        cleanup::start_if_due(state, crd, running);
     }
     let mut watch = state.objects.watch(&info, None, page.revision + 1).await?;
     while let Some(event) = watch.next().await {
@@ -206,6 +211,7 @@ async fn follow(state: &Arc<ApiState>) -> Result<(), ApiError> {
             EventKind::Put => {
                 let crd = ObjectStore::decode(&event.kv.value, event.kv.mod_revision)?;
                 established(state, &info, &crd, &mut known).await;
+                cleanup::start_if_due(state, &crd, running);
             }
             EventKind::Delete => {
                 if let Some(prev) = &event.prev {
@@ -250,7 +256,8 @@ async fn established(
             .iter()
             .any(|c| c.get("type").and_then(Value::as_str) == Some(t))
     };
-    if has("Established") && has("NamesAccepted") {
+    // A deleting CRD's status belongs to its cleanup.
+    if (has("Established") && has("NamesAccepted")) || object::is_deleting(crd) {
         return;
     }
     let now = object::now_rfc3339();

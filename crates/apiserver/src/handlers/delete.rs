@@ -172,6 +172,15 @@ pub(super) async fn delete_object(
         {
             finalizers.push(f.to_owned());
         }
+        // A CRD's first delete holds it until its objects are gone.
+        let crd_cleanup = crate::crd::cleanup::is_crd(info) && !object::is_deleting(&old);
+        if crd_cleanup
+            && !finalizers
+                .iter()
+                .any(|x| x == crate::crd::cleanup::FINALIZER)
+        {
+            finalizers.push(crate::crd::cleanup::FINALIZER.to_owned());
+        }
         // Namespaces are emptied by the namespace controller before they go.
         let namespace_finalizers = info.group.is_empty()
             && info.plural == "namespaces"
@@ -219,6 +228,14 @@ pub(super) async fn delete_object(
         object::set_meta(&mut new, "finalizers", json!(finalizers));
         if namespace_finalizers {
             new["status"]["phase"] = json!("Terminating");
+        }
+        if crd_cleanup {
+            crate::crd::cleanup::set_terminating(
+                &mut new,
+                "True",
+                "InstanceDeletionPending",
+                "CustomResourceDefinition marked for deletion; CustomResource deletion will begin soon",
+            );
         }
         if new == old || opts.dry_run {
             return Ok((new, false));

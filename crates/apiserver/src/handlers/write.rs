@@ -98,6 +98,11 @@ pub async fn create_object(
     record_ownership: bool,
 ) -> Result<Object, ApiError> {
     let info = &ctx.info;
+    if info.custom.as_ref().is_some_and(|c| c.terminating) {
+        let mut err = ApiError::method_not_allowed("create", &info.group, &info.plural);
+        err.message = "create not allowed while custom resource definition is terminating".into();
+        return Err(err);
+    }
     strategy::check_type(info, &mut obj)?;
     strategy::check_namespace(info, &mut obj, ctx.path.namespace.as_deref())?;
     check_typed(ctx, &mut obj, warnings)?;

@@ -56,6 +56,9 @@ pub struct CustomVersion {
     /// Whether the schema declares CEL validation rules anywhere (found once
     /// here, so that writes of kinds without rules skip the rules' walk).
     pub has_rules: bool,
+    /// Whether the CRD is being deleted: its objects are going, and no new
+    /// one may be created.
+    pub terminating: bool,
 }
 
 /// Resource metrics: computed from the node agents on request, never stored.

@@ -13,6 +13,7 @@ mod api_auth;
 mod api_certificates;
 mod api_crd;
 mod api_crd_apply;
+mod api_crd_cleanup;
 mod api_crd_rules;
 mod api_crd_schema;
 mod api_encryption;
