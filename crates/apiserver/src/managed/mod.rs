@@ -187,7 +187,7 @@ pub fn fields_of(obj: &Object, domain: Domain, types: Types<'_>) -> FieldSet {
 
 fn walk(v: &Value, field: &str, types: Types<'_>, path: &mut FieldPath, out: &mut FieldSet) {
     match v {
-        Value::Object(m) if !m.is_empty() && !types.atomic_map() => {
+        Value::Object(m) if !m.is_empty() && !types.atomic_map(field) => {
             path.push(".".into());
             out.insert(path.clone());
             path.pop();
@@ -291,7 +291,7 @@ pub fn merge(live: &mut Value, config: &Value, types: Types<'_>) {
 
 fn merge_at(live: &mut Value, config: &Value, field: &str, types: Types<'_>, at_root: bool) {
     match (live, config) {
-        (Value::Object(l), Value::Object(c)) if !types.atomic_map() => {
+        (Value::Object(l), Value::Object(c)) if !types.atomic_map(field) => {
             for (k, v) in c {
                 match l.get_mut(k) {
                     Some(existing) => merge_at(existing, v, k, types.field(k, at_root), false),

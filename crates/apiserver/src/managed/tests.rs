@@ -265,3 +265,22 @@ fn applied_items_without_a_defaulted_key_are_the_defaulted_items() {
     .expect("no conflict with bob over the same item");
     assert_eq!(again["spec"]["ports"].as_array().map(Vec::len), Some(1));
 }
+
+#[test]
+fn label_selectors_are_owned_whole_as_upstream_marks_them() {
+    let mut d = deployment(1, "a");
+    d["spec"]["selector"] = json!({"matchLabels": {"app": "d"}});
+    let v1 = to_fields_v1(&fields_of(&d, Domain::NoStatus, Types::Builtin));
+    assert_eq!(v1["f:spec"]["f:selector"], json!({}));
+    // Another applier's different selector replaces it whole (after a forced conflict).
+    let live = apply(None, &d, &writer("alice"), false).expect("create");
+    let mut other = d.clone();
+    other["spec"]["selector"] = json!({"matchLabels": {"tier": "x"}});
+    let err = apply(Some(&live), &other, &writer("bob"), false).expect_err("conflict");
+    assert_eq!(err[0].field, ".spec.selector");
+    let forced = apply(Some(&live), &other, &writer("bob"), true).expect("force");
+    assert_eq!(
+        forced["spec"]["selector"],
+        json!({"matchLabels": {"tier": "x"}})
+    );
+}

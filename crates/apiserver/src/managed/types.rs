@@ -10,6 +10,21 @@ use serde_json::{Map, Value};
 use super::SET_LISTS;
 use crate::smp;
 
+/// Built-in fields upstream owns whole: label selectors (`+structType=atomic`),
+/// `nodeSelector` and a Service's `selector` (`+mapType=atomic`), and the
+/// key and field references of environment variables.
+const ATOMIC_BUILTIN_MAPS: &[&str] = &[
+    "selector",
+    "nodeSelector",
+    "podSelector",
+    "namespaceSelector",
+    "labelSelector",
+    "configMapKeyRef",
+    "secretKeyRef",
+    "fieldRef",
+    "resourceFieldRef",
+];
+
 /// Where in a kind's type a value sits.
 #[derive(Clone, Copy, Debug)]
 pub enum Types<'a> {
@@ -75,10 +90,17 @@ impl<'a> Types<'a> {
         }
     }
 
-    /// Whether a map is owned and replaced whole (`x-kubernetes-map-type: atomic`).
-    pub fn atomic_map(self) -> bool {
-        matches!(self, Types::Schema(Some(s))
-            if s.get("x-kubernetes-map-type").and_then(Value::as_str) == Some("atomic"))
+    /// Whether the map under `field` is owned and replaced whole: for custom
+    /// resources `x-kubernetes-map-type: atomic`, for built-in kinds the
+    /// structs and maps upstream marks atomic.
+    pub fn atomic_map(self, field: &str) -> bool {
+        match self {
+            Types::Builtin => ATOMIC_BUILTIN_MAPS.contains(&field),
+            Types::Schema(Some(s)) => {
+                s.get("x-kubernetes-map-type").and_then(Value::as_str) == Some("atomic")
+            }
+            Types::Schema(None) => false,
+        }
     }
 
     /// How the list under `field` with these items is owned. A map list
@@ -243,8 +265,12 @@ mod tests {
                 .list_kind("containers", &[&c]),
             ListKind::Atomic
         );
-        assert!(spec.field("selector", false).atomic_map());
-        assert!(!spec.atomic_map());
+        assert!(spec.field("selector", false).atomic_map("selector"));
+        assert!(!spec.atomic_map("spec"));
+        assert!(
+            !spec.field("free", false).atomic_map("selector"),
+            "a custom resource's selector is granular unless its schema says"
+        );
         assert!(matches!(root.field("metadata", true), Types::Builtin));
         let keys = [MapKey::named("protocol"), MapKey::named("port")];
         assert_eq!(
@@ -262,5 +288,7 @@ mod tests {
         );
         assert_eq!(Types::Builtin.list_kind("finalizers", &[]), ListKind::Set);
         assert_eq!(Types::Builtin.list_kind("args", &[]), ListKind::Atomic);
+        assert!(Types::Builtin.atomic_map("selector"));
+        assert!(!Types::Builtin.atomic_map("labels"));
     }
 }
