@@ -21,6 +21,9 @@ pub const FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
 /// one-minute poll).
 const PATIENCE: Duration = Duration::from_secs(60);
 
+/// The longest wait between passes over the objects left.
+const MAX_PAUSE: Duration = Duration::from_secs(5);
+
 /// CRDs whose objects are being deleted, by uid, so that each has one task.
 pub type Running = Arc<Mutex<BTreeSet<String>>>;
 
@@ -146,23 +149,31 @@ async fn clean_up(state: &ApiState, name: &str, uid: &str) -> Result<(), ApiErro
     if let Some(info) = super::resources_of(&crd).into_iter().next() {
         let started = tokio::time::Instant::now();
         let mut reported = false;
-        while delete_all(state, &info).await? > 0 {
-            if !reported && started.elapsed() > PATIENCE {
-                reported = true;
-                let check = |crd: &mut Object| {
+        let mut pause = Duration::from_millis(250);
+        loop {
+            // Each pass checks that this is still the CRD being deleted: one
+            // removed by hand and created anew must keep its objects.
+            let check = |crd: &mut Object| {
+                if !reported && started.elapsed() > PATIENCE {
                     set_terminating(
                         crd,
                         "True",
                         "InstanceDeletionCheck",
                         "could not confirm zero CustomResources remaining: timed out waiting for the condition",
                     );
-                    false
-                };
-                if update_crd(state, name, uid, check).await?.is_none() {
-                    return Ok(());
                 }
+                false
+            };
+            if update_crd(state, name, uid, check).await?.is_none() {
+                return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            reported = started.elapsed() > PATIENCE;
+            if delete_all(state, &info).await? == 0 {
+                break;
+            }
+            // Objects held by finalizers may take long: look less often.
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_PAUSE);
         }
     }
     let done = |crd: &mut Object| {

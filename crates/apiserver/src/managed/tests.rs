@@ -156,6 +156,16 @@ fn widget_schema() -> Value {
     }})
 }
 
+fn custom_writer<'a>(manager: &'a str, schema: &'a Value) -> Writer<'a> {
+    Writer {
+        manager,
+        api_version: "example.com/v1",
+        subresource: "",
+        domain: Domain::All,
+        types: Types::Schema(Some(schema)),
+    }
+}
+
 fn widget(spec: Value) -> Value {
     json!({"apiVersion": "example.com/v1", "kind": "Widget",
         "metadata": {"name": "w"}, "spec": spec})
@@ -164,13 +174,7 @@ fn widget(spec: Value) -> Value {
 #[test]
 fn custom_resources_merge_lists_as_their_schema_says() {
     let schema = widget_schema();
-    let cr = |manager| Writer {
-        manager,
-        api_version: "example.com/v1",
-        subresource: "",
-        domain: Domain::All,
-        types: Types::Schema(Some(&schema)),
-    };
+    let cr = |manager| custom_writer(manager, &schema);
     let alice = widget(json!({
         "ports": [{"port": 80, "protocol": "TCP", "name": "http"}],
         "tags": ["a"], "args": ["x"], "selector": {"app": "w"}
@@ -232,13 +236,7 @@ fn applied_items_without_a_defaulted_key_are_the_defaulted_items() {
     let mut schema = widget_schema();
     schema["properties"]["spec"]["properties"]["ports"]["items"]["properties"]["protocol"]["default"] =
         json!("TCP");
-    let cr = |manager| Writer {
-        manager,
-        api_version: "example.com/v1",
-        subresource: "",
-        domain: Domain::All,
-        types: Types::Schema(Some(&schema)),
-    };
+    let cr = |manager| custom_writer(manager, &schema);
     let mut live = apply(
         None,
         &widget(json!({"ports": [{"port": 80, "name": "http"}]})),

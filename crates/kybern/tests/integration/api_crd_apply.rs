@@ -4,7 +4,6 @@
 //! whole, as upstream's structured merge does.
 
 use crate::common;
-use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
@@ -82,19 +81,12 @@ async fn apply_merges_custom_resource_lists_by_schema() {
     );
     let first =
         gadget(json!({"spec": {"tags": ["a"], "containers": [{"name": "c", "image": "one"}]}}));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match api
-            .patch("g", &manager("alice"), &Patch::Apply(&first))
+    common::wait_for("the gadgets API", async || {
+        api.patch("g", &manager("alice"), &Patch::Apply(&first))
             .await
-        {
-            Ok(_) => break,
-            Err(e) => {
-                assert!(tokio::time::Instant::now() < deadline, "{e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+            .ok()
+    })
+    .await;
 
     // A set: bob's tag joins alice's.
     let both = api

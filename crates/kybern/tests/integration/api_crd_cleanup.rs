@@ -4,7 +4,6 @@
 //! it), creates are refused meanwhile, and the CRD and its API go last.
 
 use crate::common;
-use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
@@ -33,21 +32,6 @@ fn gizmo(name: &str, finalizers: &[&str]) -> DynamicObject {
     .expect("gizmo")
 }
 
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn terminating(crd: &CustomResourceDefinition) -> Option<(String, String)> {
     crd.status
         .as_ref()?
@@ -72,7 +56,7 @@ async fn deleting_a_crd_deletes_its_objects_first() {
         "default",
         &ApiResource::from_gvk_with_plural(&gvk, "gizmos"),
     );
-    eventually("the gizmos API is served", || async {
+    common::wait_for("the gizmos API is served", async || {
         gizmos
             .create(&PostParams::default(), &gizmo("held", &[HOLD]))
             .await
@@ -102,7 +86,7 @@ async fn deleting_a_crd_deletes_its_objects_first() {
     assert_eq!(terminating(&waiting).map(|t| t.0).as_deref(), Some("True"));
 
     // The free object goes; the held one is marked and waits for its finalizer.
-    eventually("the free gizmo is deleted", || async {
+    common::wait_for("the free gizmo is deleted", async || {
         gizmos
             .get_opt("free")
             .await
@@ -144,7 +128,7 @@ async fn deleting_a_crd_deletes_its_objects_first() {
         )
         .await
         .expect("release held");
-    eventually("the CRD is removed", || async {
+    common::wait_for("the CRD is removed", async || {
         crds.get_opt("gizmos.example.com")
             .await
             .ok()
@@ -153,7 +137,7 @@ async fn deleting_a_crd_deletes_its_objects_first() {
             .then_some(())
     })
     .await;
-    eventually("the gizmos API is gone", || async {
+    common::wait_for("the gizmos API is gone", async || {
         matches!(
             gizmos.list(&ListParams::default()).await,
             Err(kube::Error::Api(s)) if s.code == 404
