@@ -55,6 +55,15 @@ fn upsert(list: &mut Vec<Entry>, w: &Writer<'_>, operation: &str, fields: FieldS
     }
 }
 
+/// The object's entries, their fields reconciled with the kind's type.
+fn reconciled_entries(obj: &Object, w: &Writer<'_>) -> Vec<Entry> {
+    let mut list = entries(obj);
+    for e in &mut list {
+        e.fields = super::types::reconcile(&e.fields, w.types);
+    }
+    list
+}
+
 /// Records a create or update: the writer owns every field it changed, which
 /// no other manager owns any longer; fields the object no longer has are owned
 /// by nobody. `old` is `None` on create.
@@ -68,7 +77,7 @@ pub fn record_update(new: &mut Object, old: Option<&Object>, w: &Writer<'_>) {
         object::remove_meta(new, "managedFields");
         return;
     }
-    let mut list = old.map(entries).unwrap_or_default();
+    let mut list = old.map(|o| reconciled_entries(o, w)).unwrap_or_default();
     let now = fields_of(new, w.domain, w.types);
     let changed: FieldSet = now
         .iter()
@@ -107,7 +116,7 @@ pub fn apply(
     let config = &super::types::with_key_defaults(config, w.types);
     let empty = Value::Object(Default::default());
     let base = live.unwrap_or(&empty);
-    let mut list = entries(base);
+    let mut list = reconciled_entries(base, w);
     let applied = fields_of(config, w.domain, w.types);
     let mine = entry_index(&list, w, "Apply");
     let mut conflicts = Vec::new();

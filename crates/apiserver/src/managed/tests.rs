@@ -282,3 +282,45 @@ fn label_selectors_are_owned_whole_as_upstream_marks_them() {
         json!({"matchLabels": {"tier": "x"}})
     );
 }
+
+#[test]
+fn entries_recorded_inside_a_now_atomic_field_do_not_strip_it() {
+    // An entry as an older server wrote it: the selector and a custom
+    // resource's `containers` owned field by field.
+    let mut live = deployment(1, "a");
+    live["spec"]["selector"] = json!({"matchLabels": {"app": "d"}});
+    live["metadata"]["managedFields"] = json!([{
+        "manager": "alice", "operation": "Apply", "apiVersion": "apps/v1",
+        "time": "2026-01-01T00:00:00Z", "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:spec": {"f:replicas": {}, "f:selector": {"f:matchLabels": {".": {}, "f:app": {}}},
+            "f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"c\"}": {".": {}, "f:name": {}, "f:image": {}}}}}}}
+    }]);
+    let mut config = deployment(1, "a");
+    config["spec"]["selector"] = json!({"matchLabels": {"app": "d"}});
+    let again = apply(Some(&live), &config, &writer("alice"), false).expect("re-apply");
+    assert_eq!(
+        again["spec"]["selector"],
+        json!({"matchLabels": {"app": "d"}})
+    );
+    let alice = &entries(&again)[0];
+    assert!(
+        alice
+            .fields
+            .contains(&vec!["f:spec".to_string(), "f:selector".to_string()])
+    );
+
+    let schema = widget_schema();
+    let mut cr = widget(json!({"args": ["x"], "containers": [{"name": "c", "image": "i"}]}));
+    cr["metadata"]["managedFields"] = json!([{
+        "manager": "alice", "operation": "Apply", "apiVersion": "example.com/v1",
+        "time": "2026-01-01T00:00:00Z", "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:spec": {"f:args": {}, "f:containers": {"k:{\"name\":\"c\"}": {".": {}, "f:name": {}, "f:image": {}}}}}
+    }]);
+    let config = widget(json!({"args": ["x"], "containers": [{"name": "c", "image": "i"}]}));
+    let again =
+        apply(Some(&cr), &config, &custom_writer("alice", &schema), false).expect("re-apply");
+    assert_eq!(
+        again["spec"]["containers"],
+        json!([{"name": "c", "image": "i"}])
+    );
+}

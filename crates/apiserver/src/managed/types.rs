@@ -203,6 +203,39 @@ fn fill_keys(v: &mut Value, field: &str, types: Types<'_>, at_root: bool) {
     }
 }
 
+/// Cuts owned paths that reach inside a field the type owns whole (a CRD's
+/// schema changed, or an older server recorded the field granularly) back to
+/// that field, as upstream's `ReconcileFieldSetWithSchema` does. Otherwise an
+/// apply would count the inner paths as no longer applied and remove them
+/// from the field it just set.
+pub fn reconcile(set: &super::FieldSet, types: Types<'_>) -> super::FieldSet {
+    set.iter().map(|p| reconciled(p, types)).collect()
+}
+
+/// `path` cut at the first field its type owns whole. Built-in lists are
+/// never cut: their keys have always come from the same merge keys.
+fn reconciled(path: &[String], types: Types<'_>) -> Vec<String> {
+    let mut t = types;
+    for (i, el) in path.iter().enumerate() {
+        let Some(next) = path.get(i + 1) else { break };
+        if let Some(field) = el.strip_prefix("f:") {
+            t = t.field(field, i == 0);
+            let into_items = next.starts_with("k:") || next.starts_with("v:");
+            let atomic = if into_items {
+                matches!(t, Types::Schema(_)) && t.list_kind(field, &[]) == ListKind::Atomic
+            } else {
+                t.atomic_map(field)
+            };
+            if atomic {
+                return path[..=i].to_vec();
+            }
+        } else if el != "." {
+            t = t.items();
+        }
+    }
+    path.to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
