@@ -17,6 +17,7 @@ use kybern_agent::runtime::Runc;
 use kybern_agent::runtime::handlers::RuntimeHandlers;
 use kybern_agent::runtime::log_file::LogPolicy;
 use kybern_agent::runtime::monitor::MonitorSpec;
+use kybern_agent::runtime::standby::StandbyMonitors;
 
 /// Node settings shared by `kybern agent` and `kybern up`.
 #[derive(clap::Args, Debug, Clone)]
@@ -281,7 +282,7 @@ pub async fn run_agent(
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
-    let monitor_exe = std::env::current_exe()?;
+    let monitors = Arc::new(StandbyMonitors::new(std::env::current_exe()?));
     let log_policy = LogPolicy {
         max_size: flags.container_log_max_size,
         max_files: flags.container_log_max_files,
@@ -289,7 +290,7 @@ pub async fn run_agent(
     let mut runtimes = RuntimeHandlers::new(Arc::new(Runc {
         binary: flags.runc.clone(),
         root: data_dir.join("runc"),
-        monitor_exe: monitor_exe.clone(),
+        monitors: monitors.clone(),
         log_policy,
     }));
     for (name, binary) in &flags.runtime_handlers {
@@ -299,7 +300,7 @@ pub async fn run_agent(
             Arc::new(Runc {
                 binary: binary.clone(),
                 root: data_dir.join("runtimes").join(name),
-                monitor_exe: monitor_exe.clone(),
+                monitors: monitors.clone(),
                 log_policy,
             }),
         );
@@ -425,17 +426,29 @@ pub fn monitor(args: MonitorArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `kybern monitor-standby`: waits for a container's spec on standard input
+/// and runs it; ends quietly if the input closes without one (the agent
+/// that started it has gone).
+pub fn monitor_standby() -> anyhow::Result<()> {
+    if let Some(spec) = kybern_agent::runtime::standby::read_spec(std::io::stdin().lock())? {
+        // How a restarted agent tells this monitor's container (see read_spec).
+        std::env::set_current_dir(&spec.bundle)
+            .with_context(|| format!("entering {}", spec.bundle.display()))?;
+        kybern_agent::runtime::monitor::run(&spec)?;
+    }
+    Ok(())
+}
+
 /// Arguments of `kybern gate` (an OCI hook in a container's bundle).
 #[derive(clap::Args, Debug)]
 pub struct GateArgs {
-    /// The gate file the agent opens or closes.
+    /// The gate (a named pipe) the agent opens or closes.
     file: PathBuf,
 }
 
 /// `kybern gate`: returns once the gate opens, fails if it closes.
 pub fn gate(args: GateArgs) -> anyhow::Result<()> {
-    kybern_agent::runtime::gate::wait(&args.file, kybern_agent::runtime::gate::GATE_TIMEOUT)
-        .map_err(|why| anyhow::anyhow!("{why}"))
+    kybern_agent::runtime::gate::wait(&args.file).map_err(|why| anyhow::anyhow!("{why}"))
 }
 
 /// `kybern image ...`.

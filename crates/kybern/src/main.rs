@@ -47,6 +47,10 @@ enum Command {
     /// Run one container under the agent (started by the agent, not by hand).
     #[command(hide = true)]
     Monitor(agent_cmd::MonitorArgs),
+    /// Wait for a container's spec (JSON) on standard input, then run it as
+    /// `monitor` does (started ahead of need by the agent).
+    #[command(hide = true, name = "monitor-standby")]
+    MonitorStandby,
     /// Hold a container until its pod's network is ready (an OCI hook the
     /// agent puts in the bundle, not run by hand).
     #[command(hide = true)]
@@ -99,6 +103,7 @@ fn main() -> anyhow::Result<()> {
         Command::Agent(args) => runtime()?.block_on(agent_cmd::run(*args)),
         Command::Image(cmd) => agent_cmd::image(cmd),
         Command::Monitor(args) => agent_cmd::monitor(args),
+        Command::MonitorStandby => agent_cmd::monitor_standby(),
         Command::Gate(args) => agent_cmd::gate(args),
         Command::Kubeconfig(args) => kubeconfig_cmd::run(args),
         Command::Token(cmd) => runtime()?.block_on(token_cmd::run(cmd)),

@@ -281,16 +281,12 @@ pub fn spec(plan: &ContainerPlan) -> Result<Spec, AgentError> {
         linux.set_readonly_paths(None);
     }
     if let Some((exe, gate)) = &plan.start_gate {
+        let (path, args) = super::gate::hook_command(exe, gate);
         let mut hook = Hook::default();
-        hook.set_path(exe.clone());
-        hook.set_args(Some(vec![
-            "kybern".into(),
-            "gate".into(),
-            gate.to_string_lossy().into_owned(),
-        ]));
-        // runc kills a hook that outlives this; the gate gives up first.
-        let limit = super::gate::GATE_TIMEOUT.as_secs() as i64 + 5;
-        hook.set_timeout(Some(limit));
+        hook.set_path(path);
+        hook.set_args(Some(args));
+        // runc kills a hook that outlives this, and the container fails.
+        hook.set_timeout(Some(super::gate::GATE_TIMEOUT.as_secs() as i64));
         let mut hooks = Hooks::default();
         hooks.set_create_runtime(Some(vec![hook]));
         spec.set_hooks(Some(hooks));
@@ -365,12 +361,17 @@ mod tests {
         p.start_gate = Some(("/usr/bin/kybern".into(), "/pods/u/network-gate".into()));
         let json = serde_json::to_value(spec(&p).expect("test setup")).expect("test setup");
         let hook = &json["hooks"]["createRuntime"][0];
-        assert_eq!(hook["path"], "/usr/bin/kybern");
-        assert_eq!(
-            hook["args"],
-            serde_json::json!(["kybern", "gate", "/pods/u/network-gate"])
+        let (path, args) = super::super::gate::hook_command(
+            std::path::Path::new("/usr/bin/kybern"),
+            std::path::Path::new("/pods/u/network-gate"),
         );
-        assert!(hook["timeout"].as_i64().expect("test setup") > 60);
+        assert_eq!(hook["path"], path.to_string_lossy().as_ref());
+        assert_eq!(hook["args"], serde_json::json!(args));
+        assert_eq!(
+            args.last().map(String::as_str),
+            Some("/pods/u/network-gate")
+        );
+        assert_eq!(hook["timeout"].as_i64(), Some(60));
     }
 
     #[test]

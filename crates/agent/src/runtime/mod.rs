@@ -8,9 +8,10 @@ pub mod handlers;
 pub mod log_file;
 pub mod monitor;
 pub mod oom;
+pub mod standby;
 pub mod stdio;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use async_trait::async_trait;
 
@@ -131,8 +132,8 @@ pub struct Runc {
     pub binary: PathBuf,
     /// `runc --root`: its state directory.
     pub root: PathBuf,
-    /// The executable that has the `monitor` subcommand (this `kybern`).
-    pub monitor_exe: PathBuf,
+    /// Container monitors (this `kybern`), one started ahead of need.
+    pub monitors: std::sync::Arc<standby::StandbyMonitors>,
     /// When containers' logs rotate.
     pub log_policy: log_file::LogPolicy,
 }
@@ -158,46 +159,20 @@ fn failed(what: &str, out: &std::process::Output) -> AgentError {
 #[async_trait]
 impl ContainerRuntime for Runc {
     async fn start(&self, id: &str, files: &ContainerFiles) -> Result<u32, AgentError> {
-        let path = |p: &Path| p.as_os_str().to_owned();
-        let child = tokio::process::Command::new(&self.monitor_exe)
-            .arg("monitor")
-            .arg("--runtime")
-            .arg(path(&self.binary))
-            .arg("--root")
-            .arg(path(&self.root))
-            .arg("--bundle")
-            .arg(path(&files.bundle))
-            .arg("--id")
-            .arg(id)
-            .arg("--log")
-            .arg(path(&files.log))
-            .arg("--exit-file")
-            .arg(path(&files.exit_file))
-            .arg("--pid-file")
-            .arg(path(&files.pid_file))
-            .arg("--log-max-size")
-            .arg(self.log_policy.max_size.to_string())
-            .arg("--log-max-files")
-            .arg(self.log_policy.max_files.to_string())
-            .args(
-                files
-                    .stdin_fifo
-                    .iter()
-                    .flat_map(|f| [std::ffi::OsString::from("--stdin-fifo"), path(f)]),
-            )
-            .args(files.stdin_once.then_some("--stdin-once"))
-            .args(files.tty.then_some("--tty"))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            // Its own process group: a Ctrl-C or SIGKILL aimed at the agent's
-            // group leaves the containers running.
-            .process_group(0)
-            .spawn()?;
-        // Dropped, not awaited: tokio reaps it when it ends.
-        child
-            .id()
-            .ok_or_else(|| AgentError::Runtime("monitor exited at once".into()))
+        let spec = monitor::MonitorSpec {
+            runtime: self.binary.clone(),
+            root: self.root.clone(),
+            bundle: files.bundle.clone(),
+            id: id.to_owned(),
+            log: files.log.clone(),
+            exit_file: files.exit_file.clone(),
+            pid_file: files.pid_file.clone(),
+            log_policy: self.log_policy,
+            stdin_fifo: files.stdin_fifo.clone(),
+            stdin_once: files.stdin_once,
+            tty: files.tty,
+        };
+        self.monitors.start(&spec).await
     }
 
     async fn is_running(&self, id: &str) -> Result<bool, AgentError> {

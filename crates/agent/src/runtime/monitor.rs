@@ -20,7 +20,7 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const CONSOLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the monitor needs to run one container.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MonitorSpec {
     /// The OCI runtime binary (`runc`).
     pub runtime: PathBuf,

@@ -7,7 +7,6 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use serde::{Deserialize, Serialize};
 
 use super::PodWorker;
-use super::containers::remove_if_present;
 use crate::AgentError;
 use crate::network::PortMapping;
 use crate::runtime::gate;
@@ -158,7 +157,7 @@ impl PodWorker {
 
         let early = self.early_container(pod, host_network);
         let gate = self.dir.root.join("network-gate");
-        remove_if_present(&gate)?;
+        gate::prepare(&gate)?;
         let attach = {
             let (ctx, uid, netns) = (
                 self.ctx.clone(),
@@ -205,7 +204,7 @@ impl PodWorker {
             Ok(ip) => ip,
             Err(e) => {
                 if let (Some(c), Some(launch)) = (&early, launched) {
-                    gate::close(&gate, &e.to_string())?;
+                    let _held = gate::close(&gate, &e.to_string())?;
                     self.abandon(c, launch).await?;
                 }
                 return Err(e);
@@ -224,7 +223,9 @@ impl PodWorker {
         std::fs::rename(&tmp, self.dir.sandbox_record())?;
         tracing::info!(pod = %self.dir.uid, %ip, "pod sandbox ready");
         if let (Some(c), Some(launch)) = (&early, launched) {
-            gate::open(&gate)?;
+            // Held until the container runs: the gate's line waits in the
+            // pipe for the hook.
+            let _held = gate::open(&gate)?;
             self.await_start(pod, c, launch, &record.ip).await?;
         }
         Ok(record)

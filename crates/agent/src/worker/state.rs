@@ -138,11 +138,19 @@ pub fn read_run(dir: &Path, monitor_alive: &dyn Fn(u32) -> bool) -> Option<Run> 
     })
 }
 
-/// Whether process `pid` is a monitor of container `id`.
-pub fn monitor_of(pid: u32, id: &str) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| c.split(|b| *b == 0).any(|arg| arg == id.as_bytes()))
-        .unwrap_or(false)
+/// Whether process `pid` is a monitor of container `id`, whose attempt is
+/// in `dir`: one started with the container's ID among its arguments, or a
+/// standby monitor, which took the container on and works in its bundle.
+pub fn monitor_of(pid: u32, id: &str, dir: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let mut args = cmdline.split(|b| *b == 0);
+    if args.clone().any(|arg| arg == id.as_bytes()) {
+        return true;
+    }
+    args.any(|arg| arg == crate::runtime::standby::STANDBY_SUBCOMMAND.as_bytes())
+        && std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(dir))
 }
 
 /// The history of `container` in `pod`.
@@ -150,7 +158,8 @@ pub fn history(pod: &PodDir, container: &str) -> History {
     let attempts = pod.attempts(container);
     let read = |a: u32| {
         let id = pod.container_id(container, a);
-        read_run(&pod.attempt(container, a), &|pid| monitor_of(pid, &id))
+        let dir = pod.attempt(container, a);
+        read_run(&dir, &|pid| monitor_of(pid, &id, &dir))
     };
     let mut out = History::default();
     if let Some(&last) = attempts.last() {
