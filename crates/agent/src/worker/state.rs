@@ -176,6 +176,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_monitor_is_known_by_its_arguments_or_by_working_in_the_run() {
+        let dir = tempfile::tempdir().expect("test setup");
+        let attempt = dir.path().join("0");
+        std::fs::create_dir_all(attempt.join("bundle")).expect("test setup");
+        let other = dir.path().join("1");
+        std::fs::create_dir_all(&other).expect("test setup");
+        // Stand-ins: a shell whose `$0` is what the monitor's argument would be.
+        let spawn = |arg0: &str, cwd: &Path| {
+            std::process::Command::new("/bin/sh")
+                .args(["-c", "sleep 5; true", arg0])
+                .current_dir(cwd)
+                .spawn()
+                .expect("test setup")
+        };
+        let mut by_id = spawn("pod-main-0", dir.path());
+        let mut standby = spawn(
+            crate::runtime::standby::STANDBY_SUBCOMMAND,
+            &attempt.join("bundle"),
+        );
+        assert!(monitor_of(by_id.id(), "pod-main-0", &other));
+        assert!(!monitor_of(by_id.id(), "pod-main-1", &other));
+        assert!(monitor_of(standby.id(), "pod-main-0", &attempt));
+        assert!(!monitor_of(standby.id(), "pod-main-1", &other));
+        for child in [&mut by_id, &mut standby] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        assert!(!monitor_of(standby.id(), "pod-main-0", &attempt));
+    }
+
+    #[test]
     fn runs_are_read_back_from_their_files() {
         let dir = tempfile::tempdir().expect("test setup");
         let attempt = dir.path().join("0");
