@@ -184,11 +184,23 @@ mod tests {
         std::fs::create_dir_all(&other).expect("test setup");
         // Stand-ins: a shell whose `$0` is what the monitor's argument would be.
         let spawn = |arg0: &str, cwd: &Path| {
-            std::process::Command::new("/bin/sh")
+            let child = std::process::Command::new("/bin/sh")
                 .args(["-c", "sleep 5; true", arg0])
                 .current_dir(cwd)
                 .spawn()
-                .expect("test setup")
+                .expect("test setup");
+            // spawn returns (vfork) before the kernel has set the new
+            // program's arguments: until then its cmdline reads empty.
+            let cmdline = format!("/proc/{}/cmdline", child.id());
+            for _ in 0..500 {
+                if std::fs::read(&cmdline)
+                    .is_ok_and(|c| c.ends_with(format!("{arg0}\0").as_bytes()))
+                {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            child
         };
         let mut by_id = spawn("pod-main-0", dir.path());
         let mut standby = spawn(
