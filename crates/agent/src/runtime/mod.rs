@@ -45,15 +45,27 @@ impl ContainerFiles {
     /// that far: two stat calls a poll, where asking `runc state` would
     /// cost a process each time.
     pub async fn started(&self, timeout: std::time::Duration) {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while !self.pid_file.exists() && !self.exit_file.exists() {
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(bundle = %self.bundle.display(), "container not running after {timeout:?}");
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        if !run_or_exit_marked(&self.pid_file, &self.exit_file, timeout).await {
+            tracing::warn!(bundle = %self.bundle.display(), "container not running after {timeout:?}");
         }
     }
+}
+
+/// Waits until the runtime's `pid_file` or the monitor's `exit_file` exists;
+/// `false` if neither does within `timeout`.
+async fn run_or_exit_marked(
+    pid_file: &std::path::Path,
+    exit_file: &std::path::Path,
+    timeout: std::time::Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !pid_file.exists() && !exit_file.exists() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    true
 }
 
 /// What the node agent asks of an OCI runtime (one per RuntimeClass handler).

@@ -65,26 +65,23 @@ impl StandbyMonitors {
     pub async fn start(self: &Arc<Self>, spec: &MonitorSpec) -> Result<u32, AgentError> {
         let json = serde_json::to_vec(spec)
             .map_err(|e| AgentError::Runtime(format!("monitor spec: {e}")))?;
-        let pid = match self.take_waiting() {
-            Some(mut child) => match child.try_wait() {
-                Ok(None) => match hand_over(&mut child, &json).await {
-                    Ok(pid) => pid,
-                    Err(_) => hand_over(&mut self.spawn()?, &json).await?,
-                },
-                // It ended while it waited (killed by hand, say).
-                _ => hand_over(&mut self.spawn()?, &json).await?,
-            },
+        // A standby that ended while it waited (killed by hand, say) is
+        // passed over, as is one that cannot take the spec.
+        let waiting = self
+            .take_waiting()
+            .and_then(|mut child| matches!(child.try_wait(), Ok(None)).then_some(child));
+        let handed = match waiting {
+            Some(mut child) => hand_over(&mut child, &json).await.ok(),
+            None => None,
+        };
+        let pid = match handed {
+            Some(pid) => pid,
             None => hand_over(&mut self.spawn()?, &json).await?,
         };
-        let (monitors, marks) = (
-            self.clone(),
-            [spec.pid_file.clone(), spec.exit_file.clone()],
-        );
+        let monitors = self.clone();
+        let (pid_file, exit_file) = (spec.pid_file.clone(), spec.exit_file.clone());
         tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + REFILL_WAIT;
-            while !marks.iter().any(|m| m.exists()) && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
+            super::run_or_exit_marked(&pid_file, &exit_file, REFILL_WAIT).await;
             // And the agent has written the container's status.
             tokio::time::sleep(REFILL_SETTLE).await;
             monitors.refill();

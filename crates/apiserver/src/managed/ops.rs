@@ -59,7 +59,7 @@ fn upsert(list: &mut Vec<Entry>, w: &Writer<'_>, operation: &str, fields: FieldS
 fn reconciled_entries(obj: &Object, w: &Writer<'_>) -> Vec<Entry> {
     let mut list = entries(obj);
     for e in &mut list {
-        e.fields = super::types::reconcile(&e.fields, w.types);
+        e.fields = super::types::reconcile(std::mem::take(&mut e.fields), w.types);
     }
     list
 }

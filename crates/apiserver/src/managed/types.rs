@@ -208,13 +208,19 @@ fn fill_keys(v: &mut Value, field: &str, types: Types<'_>, at_root: bool) {
 /// that field, as upstream's `ReconcileFieldSetWithSchema` does. Otherwise an
 /// apply would count the inner paths as no longer applied and remove them
 /// from the field it just set.
-pub fn reconcile(set: &super::FieldSet, types: Types<'_>) -> super::FieldSet {
-    set.iter().map(|p| reconciled(p, types)).collect()
+pub fn reconcile(set: super::FieldSet, types: Types<'_>) -> super::FieldSet {
+    set.into_iter()
+        .map(|mut p| {
+            p.truncate(kept_len(&p, types));
+            p
+        })
+        .collect()
 }
 
-/// `path` cut at the first field its type owns whole. Built-in lists are
-/// never cut: their keys have always come from the same merge keys.
-fn reconciled(path: &[String], types: Types<'_>) -> Vec<String> {
+/// How much of `path` to keep: up to the first field its type owns whole.
+/// Built-in lists are never cut: their keys have always come from the same
+/// merge keys.
+fn kept_len(path: &[String], types: Types<'_>) -> usize {
     let mut t = types;
     for (i, el) in path.iter().enumerate() {
         let Some(next) = path.get(i + 1) else { break };
@@ -227,13 +233,13 @@ fn reconciled(path: &[String], types: Types<'_>) -> Vec<String> {
                 t.atomic_map(field)
             };
             if atomic {
-                return path[..=i].to_vec();
+                return i + 1;
             }
         } else if el != "." {
             t = t.items();
         }
     }
-    path.to_vec()
+    path.len()
 }
 
 #[cfg(test)]
