@@ -137,6 +137,7 @@ impl Drop for AbortOnDrop {
 /// is dropped.
 pub async fn run(ctx: Arc<NodeContext>, client_cas: Vec<Vec<u8>>) -> Result<(), AgentError> {
     std::fs::create_dir_all(ctx.data_dir.join("pods"))?;
+    ctx.network.prepare().await?;
     node::register(&ctx).await?;
     let heartbeat = tokio::spawn(node::heartbeat(ctx.clone()));
     let names = vec![ctx.node_name.clone(), ctx.node_ip.to_string()];

@@ -1,6 +1,7 @@
 //! Pod networking through the CNI specification: the [`PodNetwork`] seam, and
 //! [`Cni`], which calls the standard plugins (`loopback`, `bridge` with
-//! `host-local` IPAM from the node's pod CIDR, `portmap` for hostPorts).
+//! `host-local` IPAM from the node's pod CIDR, `portmap` for hostPorts) and
+//! masquerades the pod network with one node-wide rule.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,14 @@ use serde_json::{Value, json};
 use crate::AgentError;
 
 const CNI_VERSION: &str = "1.0.0";
+
+/// The nat chain that masquerades the traffic of the pods on `bridge` that
+/// leaves their network (one per bridge, so that agents on different
+/// bridges of one host keep theirs; at most 27 characters, below
+/// iptables' limit).
+pub fn masquerade_chain(bridge: &str) -> String {
+    format!("KYBERN-MASQ-{bridge}")
+}
 
 /// A hostPort of the pod, for `portmap`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -26,6 +35,10 @@ pub struct PortMapping {
 /// Attaches pods' network namespaces to the node's pod network.
 #[async_trait]
 pub trait PodNetwork: Send + Sync {
+    /// Sets up, once at the agent's start, what every pod shares.
+    async fn prepare(&self) -> Result<(), AgentError> {
+        Ok(())
+    }
     /// Gives the namespace an interface and an address; returns the address.
     async fn attach(
         &self,
@@ -44,6 +57,9 @@ pub trait PodNetwork: Send + Sync {
 pub struct Cni {
     bin_dir: PathBuf,
     plugins: Vec<Value>,
+    /// The masquerade chain and the pod CIDR whose outgoing traffic it
+    /// masquerades, if any.
+    masquerade: Option<(String, String)>,
 }
 
 /// Settings of the node's bridge network.
@@ -61,10 +77,15 @@ pub struct BridgeSettings {
 
 impl Cni {
     /// The network `bridge` + `host-local` + `portmap` with plugins from `bin_dir`.
+    ///
+    /// The bridge plugin's own `ipMasq` stays off: it would add a chain and
+    /// three rules per pod, four `iptables` runs that more than double the
+    /// plugin's time (8.5 → 21 ms here). One rule for the whole pod CIDR,
+    /// made by [`PodNetwork::prepare`], does the same.
     pub fn bridge(bin_dir: &Path, s: &BridgeSettings) -> Self {
         let bridge = json!({
             "type": "bridge", "bridge": s.bridge, "isGateway": true,
-            "ipMasq": s.ip_masq, "hairpinMode": true,
+            "ipMasq": false, "hairpinMode": true,
             "ipam": {"type": "host-local", "ranges": [[{"subnet": s.subnet}]],
                 "routes": [{"dst": "0.0.0.0/0"}], "dataDir": s.ipam_dir},
         });
@@ -73,6 +94,9 @@ impl Cni {
         Cni {
             bin_dir: bin_dir.to_owned(),
             plugins: vec![bridge, portmap],
+            masquerade: s
+                .ip_masq
+                .then(|| (masquerade_chain(&s.bridge), s.subnet.clone())),
         }
     }
 
@@ -142,6 +166,83 @@ impl Cni {
     }
 }
 
+/// The `iptables-restore --noflush` input that (re)writes the masquerade
+/// chain for `subnet`: traffic from the pod network to anywhere but the pod
+/// network and multicast leaves with the node's address, as the bridge
+/// plugin's per-pod rules would have it. Declaring the chain flushes it, so
+/// a changed pod CIDR replaces the old rules.
+fn masquerade_rules(c: &str, subnet: &str) -> String {
+    let multicast = if subnet.contains(':') {
+        "ff00::/8"
+    } else {
+        "224.0.0.0/4"
+    };
+    format!(
+        "*nat\n:{c} - [0:0]\n-A {c} ! -s {subnet} -j RETURN\n-A {c} -d {subnet} -j RETURN\n\
+         -A {c} -d {multicast} -j RETURN\n-A {c} -j MASQUERADE\nCOMMIT\n"
+    )
+}
+
+/// The arguments that check (`-C`), add (`-A`) or delete (`-D`) the jump
+/// from the nat table's POSTROUTING to `chain`.
+fn jump<'a>(verb: &'a str, chain: &'a str) -> [&'a str; 11] {
+    [
+        "-w",
+        "-t",
+        "nat",
+        verb,
+        "POSTROUTING",
+        "-m",
+        "comment",
+        "--comment",
+        "kybern: masquerade traffic leaving the pod network",
+        "-j",
+        chain,
+    ]
+}
+
+/// Removes the masquerade chain of the pods on `bridge` (from a pod CIDR of
+/// `subnet`'s family) and the jump to it, for a node taken apart; succeeds
+/// if they are gone already.
+pub async fn remove_masquerade(bridge: &str, subnet: &str) -> Result<(), AgentError> {
+    let chain = masquerade_chain(bridge);
+    let tool = iptables_tool(subnet, false);
+    while run_tool(tool, &jump("-D", &chain), "").await?.0 {}
+    for verb in ["-F", "-X"] {
+        run_tool(tool, &["-w", "-t", "nat", verb, &chain], "").await?;
+    }
+    Ok(())
+}
+
+/// `iptables` or `ip6tables` (`-restore` when `restore`), as `subnet`'s
+/// family asks.
+fn iptables_tool(subnet: &str, restore: bool) -> &'static str {
+    match (subnet.contains(':'), restore) {
+        (false, false) => "iptables",
+        (false, true) => "iptables-restore",
+        (true, false) => "ip6tables",
+        (true, true) => "ip6tables-restore",
+    }
+}
+
+/// Runs `program` with `input` on its stdin; whether it succeeded, and what
+/// it wrote to stderr.
+async fn run_tool(program: &str, args: &[&str], input: &str) -> Result<(bool, String), AgentError> {
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| AgentError::Network(format!("starting {program}: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        tokio::io::AsyncWriteExt::write_all(&mut stdin, input.as_bytes()).await?;
+    }
+    let out = child.wait_with_output().await?;
+    let said = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    Ok((out.status.success(), said))
+}
+
 /// The first IPv4 address of a CNI result (else the first address).
 fn first_address(result: &Value) -> Option<IpAddr> {
     let addrs: Vec<IpAddr> = result["ips"]
@@ -158,6 +259,30 @@ fn first_address(result: &Value) -> Option<IpAddr> {
 
 #[async_trait]
 impl PodNetwork for Cni {
+    async fn prepare(&self) -> Result<(), AgentError> {
+        let Some((chain, subnet)) = &self.masquerade else {
+            return Ok(());
+        };
+        let restore = iptables_tool(subnet, true);
+        let rules = masquerade_rules(chain, subnet);
+        let (written, said) = run_tool(restore, &["-w", "--noflush"], &rules).await?;
+        if !written {
+            return Err(AgentError::Network(format!("{restore}: {said}")));
+        }
+        // `-C` fails when the jump is missing; then it is added.
+        let tool = iptables_tool(subnet, false);
+        if !run_tool(tool, &jump("-C", chain), "").await?.0 {
+            let (added, said) = run_tool(tool, &jump("-A", chain), "").await?;
+            if !added {
+                return Err(AgentError::Network(format!(
+                    "adding the jump to {chain} to POSTROUTING: {said}"
+                )));
+            }
+        }
+        tracing::info!(%subnet, %chain, "masquerading the pod network");
+        Ok(())
+    }
+
     async fn attach(
         &self,
         id: &str,
@@ -231,6 +356,40 @@ mod tests {
             8080
         );
         assert_eq!(portmap["prevResult"], prev);
+    }
+
+    #[test]
+    fn one_chain_masquerades_the_pod_cidr_and_no_bridge_rule_does() {
+        let cni = Cni::bridge(
+            Path::new("/usr/lib/cni"),
+            &BridgeSettings {
+                bridge: "kb0".into(),
+                subnet: "10.1.0.0/24".into(),
+                ipam_dir: "/x".into(),
+                ip_masq: true,
+            },
+        );
+        assert_eq!(cni.plugins[0]["ipMasq"], false);
+        let (chain, subnet) = cni.masquerade.clone().unwrap_or_default();
+        assert_eq!(
+            (chain.as_str(), subnet.as_str()),
+            ("KYBERN-MASQ-kb0", "10.1.0.0/24")
+        );
+        let rules = masquerade_rules(&chain, &subnet);
+        let lines: Vec<&str> = rules.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "*nat",
+                ":KYBERN-MASQ-kb0 - [0:0]",
+                "-A KYBERN-MASQ-kb0 ! -s 10.1.0.0/24 -j RETURN",
+                "-A KYBERN-MASQ-kb0 -d 10.1.0.0/24 -j RETURN",
+                "-A KYBERN-MASQ-kb0 -d 224.0.0.0/4 -j RETURN",
+                "-A KYBERN-MASQ-kb0 -j MASQUERADE",
+                "COMMIT",
+            ]
+        );
+        assert!(masquerade_rules("c", "fd00:42::/64").contains("-d ff00::/8 -j RETURN"));
     }
 
     #[test]

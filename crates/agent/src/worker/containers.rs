@@ -299,21 +299,23 @@ impl PodWorker {
         super::state::mark_started(&launch.attempt_dir, launch.monitor_pid)?;
         tracing::info!(pod = %self.dir.uid, container = %c.name, attempt = launch.attempt, "container started");
         let name = Some(c.name.as_str());
-        self.event(
+        self.event_after_status(
             pod,
             name,
-            "Normal",
             "Created",
             format!("Created container: {}", c.name),
         );
-        self.event(
+        self.event_after_status(
             pod,
             name,
-            "Normal",
             "Started",
             format!("Started container {}", c.name),
         );
         let id = self.dir.container_id(&c.name, launch.attempt);
+        if c.lifecycle.as_ref().is_some_and(|l| l.post_start.is_some()) {
+            // A hook's own Events come after these.
+            self.post_held_events();
+        }
         self.post_start(pod, c, &id, pod_ip).await;
         self.waiting.remove(&c.name);
         Ok(())

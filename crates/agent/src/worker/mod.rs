@@ -59,6 +59,17 @@ pub struct PodWorker {
     backoff_reported: HashMap<String, u32>,
     /// When the pod's local storage was last measured against its limits.
     storage_checked: Option<tokio::time::Instant>,
+    /// Events held until the status they go with is written, so that
+    /// their writes do not delay it (the pod's start is seen through it).
+    held_events: Vec<HeldEvent>,
+}
+
+/// An Event waiting for the next status write.
+struct HeldEvent {
+    object: k8s_openapi::api::core::v1::ObjectReference,
+    type_: &'static str,
+    reason: &'static str,
+    message: String,
 }
 
 impl PodWorker {
@@ -81,6 +92,7 @@ impl PodWorker {
             volumes_synced: None,
             backoff_reported: HashMap::new(),
             storage_checked: None,
+            held_events: Vec::new(),
         }
     }
 
@@ -96,14 +108,19 @@ impl PodWorker {
                     }
                     return;
                 }
-                Some(pod) => match self.sync(&pod).await {
-                    Ok(None) => return,
-                    Ok(Some(after)) => after,
-                    Err(e) => {
-                        tracing::warn!(pod = %self.dir.uid, error = %e, "pod sync failed");
-                        Duration::from_secs(2)
+                Some(pod) => {
+                    let synced = self.sync(&pod).await;
+                    // Whether or not the sync got as far as its status write.
+                    self.post_held_events();
+                    match synced {
+                        Ok(None) => return,
+                        Ok(Some(after)) => after,
+                        Err(e) => {
+                            tracing::warn!(pod = %self.dir.uid, error = %e, "pod sync failed");
+                            Duration::from_secs(2)
+                        }
                     }
-                },
+                }
             };
             tokio::select! {
                 changed = pods.changed() => if changed.is_err() { return },
@@ -269,6 +286,29 @@ impl PodWorker {
             .post(object, type_, reason.to_owned(), message);
     }
 
+    /// Like [`Self::event`], but the Event is posted after the next status
+    /// write (or at the end of this sync, whichever comes first).
+    fn event_after_status(
+        &mut self,
+        pod: &Pod,
+        container: Option<&str>,
+        reason: &'static str,
+        message: String,
+    ) {
+        self.held_events.push(HeldEvent {
+            object: kybern_apimachinery::events::pod_reference(pod, container),
+            type_: "Normal",
+            reason,
+            message,
+        });
+    }
+
+    fn post_held_events(&mut self) {
+        for e in self.held_events.drain(..) {
+            self.ctx.events.post(e.object, e.type_, e.reason, e.message);
+        }
+    }
+
     /// When the agent first took the pod on (kept across agent restarts).
     fn start_time(&self) -> Result<DateTime<Utc>, AgentError> {
         let path = self.dir.root.join("accepted");
@@ -296,6 +336,12 @@ impl PodWorker {
     }
 
     async fn publish(&mut self, pod: &Pod, status: Value) -> Result<(), AgentError> {
+        let written = self.write_status(pod, status).await;
+        self.post_held_events();
+        written
+    }
+
+    async fn write_status(&mut self, pod: &Pod, status: Value) -> Result<(), AgentError> {
         if self.last_status.as_ref() == Some(&status) {
             return Ok(());
         }

@@ -45,6 +45,8 @@ pub struct PodBenchArgs {
 
 const NS: &str = "bench";
 const BRIDGE: &str = "kbbench0";
+/// The bench node's pod network; masqueraded as a node's is by default.
+const POD_CIDR: &str = "10.202.0.0/24";
 
 fn image_archive(args: &PodBenchArgs, dir: &Path) -> anyhow::Result<PathBuf> {
     if let Some(p) = &args.image {
@@ -353,13 +355,7 @@ pub async fn run(args: PodBenchArgs) -> anyhow::Result<()> {
             "--node-ip",
             "127.0.0.1",
         ])
-        .args([
-            "--bridge",
-            BRIDGE,
-            "--pod-cidr",
-            "10.202.0.0/24",
-            "--no-ip-masq",
-        ])
+        .args(["--bridge", BRIDGE, "--pod-cidr", POD_CIDR])
         .args(["--agent-port", &agent_port.to_string()])
         .arg("--kubeconfig")
         .arg(&kubeconfig)
@@ -377,6 +373,7 @@ pub async fn run(args: PodBenchArgs) -> anyhow::Result<()> {
     let _ = std::process::Command::new("ip")
         .args(["link", "del", BRIDGE])
         .status();
+    let unmasked = kybern_agent::network::remove_masquerade(BRIDGE, POD_CIDR).await;
     if let Some(keep) = &args.keep_logs {
         std::fs::create_dir_all(keep)?;
         for log in ["agent.log", "server.log"] {
@@ -384,6 +381,7 @@ pub async fn run(args: PodBenchArgs) -> anyhow::Result<()> {
         }
     }
     cleanup?;
+    unmasked?;
     let ((mut serial, serial_cpu), (mut burst, burst_cpu), rss, cpu) = result?;
 
     println!();

@@ -40,6 +40,7 @@ mod controllers_sets;
 mod node_agent;
 mod node_images;
 mod node_join;
+mod node_network;
 mod node_pids;
 mod node_probes;
 mod node_runtime_class;

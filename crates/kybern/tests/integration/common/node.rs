@@ -25,6 +25,9 @@ pub struct NodeCluster {
     pub node: String,
     /// More arguments for `kybern up`.
     extra_args: Vec<String>,
+    /// Whether the agent masquerades the pod network (a chain in the
+    /// host's nat table, removed on drop); off unless a test asks.
+    masquerade: bool,
 }
 
 /// The busybox image archive, built once per test binary.
@@ -76,6 +79,15 @@ impl NodeCluster {
     /// Starts a cluster as [`NodeCluster::start_with`], passing `extra_args`
     /// to `kybern up`.
     pub fn start_configured(registries: Option<&str>, extra_args: &[&str]) -> Self {
+        Self::start_full(registries, extra_args, false)
+    }
+
+    /// Starts a cluster whose agent masquerades its pod network.
+    pub fn start_masquerading() -> Self {
+        Self::start_full(None, &[], true)
+    }
+
+    fn start_full(registries: Option<&str>, extra_args: &[&str], masquerade: bool) -> Self {
         assert!(
             nix_is_root(),
             "the node agent tests run real containers and need root"
@@ -107,6 +119,7 @@ impl NodeCluster {
             pod_prefix,
             node,
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            masquerade,
         };
         cluster.spawn();
         cluster
@@ -127,7 +140,8 @@ impl NodeCluster {
         }
         let child = cmd
             .args(["--node-name", &self.node, "--node-ip", "127.0.0.1"])
-            .args(["--bridge", &self.bridge, "--no-ip-masq"])
+            .args(["--bridge", &self.bridge])
+            .args((!self.masquerade).then_some("--no-ip-masq"))
             .args(["--pod-cidr", &format!("{}0/24", self.pod_prefix)])
             .args(["--agent-port", &free_port().to_string()])
             .arg("--data-dir")
@@ -278,5 +292,41 @@ impl Drop for NodeCluster {
             .args(["link", "del", &self.bridge])
             .stderr(Stdio::null())
             .status();
+        if self.masquerade {
+            self.remove_masquerade_chain();
+        }
+    }
+}
+
+impl NodeCluster {
+    /// The agent's masquerade chain in the nat table.
+    pub fn masquerade_chain(&self) -> String {
+        format!("KYBERN-MASQ-{}", self.bridge)
+    }
+
+    /// Removes the masquerade chain and every jump to it.
+    fn remove_masquerade_chain(&self) {
+        let chain = self.masquerade_chain();
+        let out = Command::new("iptables")
+            .args(["-w", "-t", "nat", "-S", "POSTROUTING"])
+            .output();
+        let rules = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        for rule in rules.unwrap_or_default().lines() {
+            if let Some(spec) = rule.strip_prefix("-A POSTROUTING ")
+                && rule.ends_with(&format!("-j {chain}"))
+            {
+                // `-S` prints the rule in shell quoting (its comment has spaces).
+                let _ = Command::new("sh")
+                    .arg("-c")
+                    .arg(format!("iptables -w -t nat -D POSTROUTING {spec}"))
+                    .status();
+            }
+        }
+        for verb in ["-F", "-X"] {
+            let _ = Command::new("iptables")
+                .args(["-w", "-t", "nat", verb, &chain])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
