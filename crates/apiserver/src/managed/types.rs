@@ -109,7 +109,7 @@ impl<'a> Types<'a> {
         let kind = match self {
             Types::Builtin if SET_LISTS.contains(&field) => ListKind::Set,
             Types::Builtin => match smp::merge_key(field, items) {
-                Some(key) => ListKind::Map(vec![MapKey::named(key)]),
+                Some(key) => ListKind::Map(builtin_map_keys(key)),
                 None => ListKind::Atomic,
             },
             Types::Schema(None) => ListKind::Atomic,
@@ -141,6 +141,26 @@ impl<'a> Types<'a> {
             ListKind::Map(_) => ListKind::Atomic,
             other => other,
         }
+    }
+}
+
+/// The keys of a built-in map list whose strategic merge key is `merge_key`.
+/// Server-side apply names items by upstream's `listMapKey`s, which for a
+/// few lists are more than the merge key: ports are told apart by protocol
+/// too (DNS serves 53/UDP and 53/TCP side by side), spread constraints by
+/// what happens when they cannot be met.
+fn builtin_map_keys(merge_key: &str) -> Vec<MapKey> {
+    let protocol = || MapKey {
+        name: "protocol".into(),
+        default: Some(Value::String("TCP".into())),
+    };
+    match merge_key {
+        "containerPort" | "port" => vec![MapKey::named(merge_key), protocol()],
+        "topologyKey" => vec![
+            MapKey::named("topologyKey"),
+            MapKey::named("whenUnsatisfiable"),
+        ],
+        key => vec![MapKey::named(key)],
     }
 }
 
@@ -218,8 +238,8 @@ pub fn reconcile(set: super::FieldSet, types: Types<'_>) -> super::FieldSet {
 }
 
 /// How much of `path` to keep: up to the first field its type owns whole.
-/// Built-in lists are never cut: their keys have always come from the same
-/// merge keys.
+/// Built-in lists are never cut: they are never atomic one day and keyed
+/// the next.
 fn kept_len(path: &[String], types: Types<'_>) -> usize {
     let mut t = types;
     for (i, el) in path.iter().enumerate() {
@@ -318,12 +338,39 @@ mod tests {
         );
     }
 
+    fn keys_of(kind: ListKind) -> Vec<MapKey> {
+        match kind {
+            ListKind::Map(keys) => keys,
+            other => panic!("not a map list: {other:?}"),
+        }
+    }
+
     #[test]
     fn builtins_keep_upstream_merge_keys() {
         let c = json!({"name": "c"});
         assert_eq!(
             Types::Builtin.list_kind("containers", &[&c]),
             ListKind::Map(vec![MapKey::named("name")])
+        );
+        // Ports are told apart by protocol too, TCP when it is left out.
+        let udp = json!({"containerPort": 53, "protocol": "UDP"});
+        let tcp = json!({"containerPort": 53});
+        let ListKind::Map(keys) = Types::Builtin.list_kind("ports", &[&udp, &tcp]) else {
+            panic!("container ports are a map list");
+        };
+        assert!(!same_item(&keys, &udp, &tcp));
+        assert_eq!(
+            key_element(&keys, &tcp).as_deref(),
+            Some(r#"k:{"containerPort":53,"protocol":"TCP"}"#)
+        );
+        let service = json!({"port": 53, "protocol": "UDP", "targetPort": 53});
+        assert_eq!(
+            key_element(
+                &keys_of(Types::Builtin.list_kind("ports", &[&service])),
+                &service
+            )
+            .as_deref(),
+            Some(r#"k:{"port":53,"protocol":"UDP"}"#)
         );
         assert_eq!(Types::Builtin.list_kind("finalizers", &[]), ListKind::Set);
         assert_eq!(Types::Builtin.list_kind("args", &[]), ListKind::Atomic);

@@ -163,3 +163,107 @@ async fn aggregated_discovery_lists_every_group() {
             .is_some_and(|r| r.iter().any(|r| r["resource"] == "pods"))
     );
 }
+
+/// Ports are one item per number and protocol, as upstream keys them for
+/// server-side apply: dropping 53/TCP from the applied configuration
+/// removes only it, and moving 53/UDP to TCP replaces the item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_keys_ports_by_number_and_protocol() {
+    let server = common::Server::start();
+    let client = server.client().await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client, "default");
+    let dns = |ports: serde_json::Value| {
+        let mut d = deployment(1, "dns:1");
+        d["spec"]["template"]["spec"]["containers"][0]["ports"] = ports;
+        d
+    };
+    let service = |ports: serde_json::Value| {
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "dns"},
+               "spec": {"selector": {"app": "app"}, "ports": ports}})
+    };
+    let both = json!([
+        {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+        {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 9153}]);
+    let ops = PatchParams::apply("ops");
+    let made = deployments
+        .patch("app", &ops, &Patch::Apply(dns(both)))
+        .await
+        .expect("apply");
+    let fields = serde_json::to_string(&made.metadata.managed_fields).expect("json");
+    assert!(
+        fields.contains(r#"k:{\"containerPort\":53,\"protocol\":\"UDP\"}"#)
+            && fields.contains(r#"k:{\"containerPort\":9153,\"protocol\":\"TCP\"}"#),
+        "{fields}"
+    );
+    services
+        .patch(
+            "dns",
+            &ops,
+            &Patch::Apply(service(json!([
+            {"name": "dns", "port": 53, "protocol": "UDP"},
+            {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]))),
+        )
+        .await
+        .expect("apply service");
+
+    let ports_of = |d: &Deployment| {
+        let c = &d
+            .spec
+            .as_ref()
+            .expect("spec")
+            .template
+            .spec
+            .as_ref()
+            .expect("pod")
+            .containers[0];
+        c.ports
+            .iter()
+            .flatten()
+            .map(|p| {
+                format!(
+                    "{}/{}",
+                    p.container_port,
+                    p.protocol.as_deref().unwrap_or("")
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let udp_only = json!([
+        {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+        {"name": "metrics", "containerPort": 9153}]);
+    let d = deployments
+        .patch("app", &ops, &Patch::Apply(dns(udp_only)))
+        .await
+        .expect("apply without 53/TCP");
+    assert_eq!(ports_of(&d), ["53/UDP", "9153/TCP"]);
+    let s = services
+        .patch(
+            "dns",
+            &ops,
+            &Patch::Apply(service(json!([
+            {"name": "dns", "port": 53, "protocol": "UDP"}]))),
+        )
+        .await
+        .expect("apply service without 53/TCP");
+    let service_ports: Vec<String> = s
+        .spec
+        .and_then(|s| s.ports)
+        .unwrap_or_default()
+        .iter()
+        .map(|p| format!("{}/{}", p.port, p.protocol.as_deref().unwrap_or("")))
+        .collect();
+    assert_eq!(service_ports, ["53/UDP"]);
+
+    let moved = json!([
+        {"name": "dns", "containerPort": 53, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 9153}]);
+    let d = deployments
+        .patch("app", &ops, &Patch::Apply(dns(moved)))
+        .await
+        .expect("apply 53/TCP instead");
+    let mut ports = ports_of(&d);
+    ports.sort();
+    assert_eq!(ports, ["53/TCP", "9153/TCP"]);
+}
