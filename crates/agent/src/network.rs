@@ -329,17 +329,22 @@ impl PodNetwork for Cni {
 mod tests {
     use super::*;
 
-    #[test]
-    fn port_mappings_go_only_to_plugins_that_ask() {
-        let cni = Cni::bridge(
+    /// The bridge network `kb0` on 10.1.0.0/24.
+    fn test_network(ip_masq: bool) -> Cni {
+        Cni::bridge(
             Path::new("/usr/lib/cni"),
             &BridgeSettings {
                 bridge: "kb0".into(),
                 subnet: "10.1.0.0/24".into(),
                 ipam_dir: "/x".into(),
-                ip_masq: false,
+                ip_masq,
             },
-        );
+        )
+    }
+
+    #[test]
+    fn port_mappings_go_only_to_plugins_that_ask() {
+        let cni = test_network(false);
         let ports = [PortMapping {
             host_port: 8080,
             container_port: 80,
@@ -360,15 +365,7 @@ mod tests {
 
     #[test]
     fn one_chain_masquerades_the_pod_cidr_and_no_bridge_rule_does() {
-        let cni = Cni::bridge(
-            Path::new("/usr/lib/cni"),
-            &BridgeSettings {
-                bridge: "kb0".into(),
-                subnet: "10.1.0.0/24".into(),
-                ipam_dir: "/x".into(),
-                ip_masq: true,
-            },
-        );
+        let cni = test_network(true);
         assert_eq!(cni.plugins[0]["ipMasq"], false);
         let (chain, subnet) = cni.masquerade.clone().unwrap_or_default();
         assert_eq!(
