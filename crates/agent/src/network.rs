@@ -109,21 +109,14 @@ impl Cni {
         ifname: &str,
     ) -> Result<Value, AgentError> {
         let kind = plugin["type"].as_str().unwrap_or_default();
-        let mut child = tokio::process::Command::new(self.bin_dir.join(kind))
-            .env("CNI_COMMAND", command)
+        let mut cni = tokio::process::Command::new(self.bin_dir.join(kind));
+        cni.env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", id)
             .env("CNI_NETNS", netns)
             .env("CNI_IFNAME", ifname)
-            .env("CNI_PATH", &self.bin_dir)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| AgentError::Network(format!("starting CNI plugin {kind}: {e}")))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            tokio::io::AsyncWriteExt::write_all(&mut stdin, plugin.to_string().as_bytes()).await?;
-        }
-        let out = child.wait_with_output().await?;
+            .env("CNI_PATH", &self.bin_dir);
+        let what = format!("CNI plugin {kind}");
+        let out = output_fed(cni, plugin.to_string().as_bytes(), &what).await?;
         let result: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         if !out.status.success() {
             let msg = result["msg"]
@@ -183,9 +176,9 @@ fn masquerade_rules(c: &str, subnet: &str) -> String {
     )
 }
 
-/// The arguments that check (`-C`), add (`-A`) or delete (`-D`) the jump
-/// from the nat table's POSTROUTING to `chain`.
-fn jump<'a>(verb: &'a str, chain: &'a str) -> [&'a str; 11] {
+/// The `iptables` arguments that check (`-C`), add (`-A`) or delete (`-D`)
+/// the jump from the nat table's POSTROUTING to `chain`.
+pub fn masquerade_jump<'a>(verb: &'a str, chain: &'a str) -> [&'a str; 11] {
     [
         "-w",
         "-t",
@@ -207,7 +200,7 @@ fn jump<'a>(verb: &'a str, chain: &'a str) -> [&'a str; 11] {
 pub async fn remove_masquerade(bridge: &str, subnet: &str) -> Result<(), AgentError> {
     let chain = masquerade_chain(bridge);
     let tool = iptables_tool(subnet, false);
-    while run_tool(tool, &jump("-D", &chain), "").await?.0 {}
+    while run_tool(tool, &masquerade_jump("-D", &chain), "").await?.0 {}
     for verb in ["-F", "-X"] {
         run_tool(tool, &["-w", "-t", "nat", verb, &chain], "").await?;
     }
@@ -225,20 +218,31 @@ fn iptables_tool(subnet: &str, restore: bool) -> &'static str {
     }
 }
 
-/// Runs `program` with `input` on its stdin; whether it succeeded, and what
-/// it wrote to stderr.
-async fn run_tool(program: &str, args: &[&str], input: &str) -> Result<(bool, String), AgentError> {
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
+/// Runs `command` with `input` on its stdin and collects what it writes;
+/// `what` names it when it cannot be started.
+async fn output_fed(
+    mut command: tokio::process::Command,
+    input: &[u8],
+    what: &str,
+) -> Result<std::process::Output, AgentError> {
+    let mut child = command
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| AgentError::Network(format!("starting {program}: {e}")))?;
+        .map_err(|e| AgentError::Network(format!("starting {what}: {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
-        tokio::io::AsyncWriteExt::write_all(&mut stdin, input.as_bytes()).await?;
+        tokio::io::AsyncWriteExt::write_all(&mut stdin, input).await?;
     }
-    let out = child.wait_with_output().await?;
+    Ok(child.wait_with_output().await?)
+}
+
+/// Runs `program` with `args` and `input` on its stdin; whether it
+/// succeeded, and what it wrote to stderr.
+async fn run_tool(program: &str, args: &[&str], input: &str) -> Result<(bool, String), AgentError> {
+    let mut command = tokio::process::Command::new(program);
+    command.args(args);
+    let out = output_fed(command, input.as_bytes(), program).await?;
     let said = String::from_utf8_lossy(&out.stderr).trim().to_owned();
     Ok((out.status.success(), said))
 }
@@ -271,8 +275,8 @@ impl PodNetwork for Cni {
         }
         // `-C` fails when the jump is missing; then it is added.
         let tool = iptables_tool(subnet, false);
-        if !run_tool(tool, &jump("-C", chain), "").await?.0 {
-            let (added, said) = run_tool(tool, &jump("-A", chain), "").await?;
+        if !run_tool(tool, &masquerade_jump("-C", chain), "").await?.0 {
+            let (added, said) = run_tool(tool, &masquerade_jump("-A", chain), "").await?;
             if !added {
                 return Err(AgentError::Network(format!(
                     "adding the jump to {chain} to POSTROUTING: {said}"

@@ -355,9 +355,7 @@ mod tests {
         // Ports are told apart by protocol too, TCP when it is left out.
         let udp = json!({"containerPort": 53, "protocol": "UDP"});
         let tcp = json!({"containerPort": 53});
-        let ListKind::Map(keys) = Types::Builtin.list_kind("ports", &[&udp, &tcp]) else {
-            panic!("container ports are a map list");
-        };
+        let keys = keys_of(Types::Builtin.list_kind("ports", &[&udp, &tcp]));
         assert!(!same_item(&keys, &udp, &tcp));
         assert_eq!(
             key_element(&keys, &tcp).as_deref(),

@@ -301,32 +301,21 @@ impl Drop for NodeCluster {
 impl NodeCluster {
     /// The agent's masquerade chain in the nat table.
     pub fn masquerade_chain(&self) -> String {
-        format!("KYBERN-MASQ-{}", self.bridge)
+        kybern_agent::network::masquerade_chain(&self.bridge)
     }
 
     /// Removes the masquerade chain and every jump to it.
     fn remove_masquerade_chain(&self) {
         let chain = self.masquerade_chain();
-        let out = Command::new("iptables")
-            .args(["-w", "-t", "nat", "-S", "POSTROUTING"])
-            .output();
-        let rules = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-        for rule in rules.unwrap_or_default().lines() {
-            if let Some(spec) = rule.strip_prefix("-A POSTROUTING ")
-                && rule.ends_with(&format!("-j {chain}"))
-            {
-                // `-S` prints the rule in shell quoting (its comment has spaces).
-                let _ = Command::new("sh")
-                    .arg("-c")
-                    .arg(format!("iptables -w -t nat -D POSTROUTING {spec}"))
-                    .status();
-            }
-        }
-        for verb in ["-F", "-X"] {
-            let _ = Command::new("iptables")
-                .args(["-w", "-t", "nat", verb, &chain])
+        let iptables = |args: &[&str]| {
+            Command::new("iptables")
+                .args(args)
                 .stderr(Stdio::null())
-                .status();
-        }
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        while iptables(&kybern_agent::network::masquerade_jump("-D", &chain)) {}
+        iptables(&["-w", "-t", "nat", "-F", &chain]);
+        iptables(&["-w", "-t", "nat", "-X", &chain]);
     }
 }
