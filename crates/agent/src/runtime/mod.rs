@@ -3,6 +3,7 @@
 //! the handlers that RuntimeClasses name.
 
 pub mod bundle;
+pub mod cpu_class;
 pub mod gate;
 pub mod handlers;
 pub mod log_file;

@@ -2,7 +2,9 @@
 //! process waits for its container's [`MonitorSpec`] on its input, so that a
 //! container's start does not wait for a process of this binary's size to
 //! start (~4 ms idle, about twice that while a pod's CNI plugins run beside
-//! it). Each start hands its spec to the waiting monitor and starts the next.
+//! it). Each start hands its spec to the waiting monitor and starts the next
+//! at once, in the idle CPU class so that its loading takes no CPU from the
+//! container just handed over, nor from the writing of its status.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -11,15 +13,9 @@ use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 
+use super::cpu_class::{self, CpuClass};
 use super::monitor::MonitorSpec;
 use crate::AgentError;
-
-/// The longest a new standby waits for the container before it to start.
-const REFILL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// How long after the container before it runs a new standby starts: the
-/// agent then writes that container's status, which would wait for the CPU.
-const REFILL_SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The subcommand of this binary that waits for a spec on its input.
 pub const STANDBY_SUBCOMMAND: &str = "monitor-standby";
@@ -58,10 +54,8 @@ impl StandbyMonitors {
     }
 
     /// Starts a monitor for `spec` (the waiting one, or a new one if none
-    /// waits or it has gone); a little after that container runs, or has
-    /// ended, or a few seconds passed, starts one to wait for the next, so
-    /// that starting it does not take CPU from the container before or
-    /// from the writing of its status. Returns the monitor's process ID.
+    /// waits or it has gone), then one to wait for the next. Returns the
+    /// monitor's process ID.
     pub async fn start(self: &Arc<Self>, spec: &MonitorSpec) -> Result<u32, AgentError> {
         let json = serde_json::to_vec(spec)
             .map_err(|e| AgentError::Runtime(format!("monitor spec: {e}")))?;
@@ -71,25 +65,28 @@ impl StandbyMonitors {
             .take_waiting()
             .and_then(|mut child| matches!(child.try_wait(), Ok(None)).then_some(child));
         let handed = match waiting {
-            Some(mut child) => hand_over(&mut child, &json).await.ok(),
+            Some(mut child) => {
+                // Its container starts now: it may still be loading, and
+                // must not wait for idle CPU to finish.
+                if let Some(pid) = child.id() {
+                    if let Err(e) = cpu_class::set(pid, CpuClass::Normal) {
+                        tracing::debug!(error = %e, pid, "raising a standby monitor");
+                    }
+                }
+                hand_over(&mut child, &json).await.ok()
+            }
             None => None,
         };
         let pid = match handed {
             Some(pid) => pid,
             None => hand_over(&mut self.spawn()?, &json).await?,
         };
-        let monitors = self.clone();
-        let (pid_file, exit_file) = (spec.pid_file.clone(), spec.exit_file.clone());
-        tokio::spawn(async move {
-            super::run_or_exit_marked(&pid_file, &exit_file, REFILL_WAIT).await;
-            // And the agent has written the container's status.
-            tokio::time::sleep(REFILL_SETTLE).await;
-            monitors.refill();
-        });
+        self.refill();
         Ok(pid)
     }
 
     /// Starts a monitor to wait for the next container, unless one waits.
+    /// It loads in the idle class: only CPU time that nothing else wants.
     fn refill(&self) {
         let Ok(mut waiting) = self.waiting.lock() else {
             return;
@@ -98,7 +95,14 @@ impl StandbyMonitors {
             return;
         }
         match self.spawn() {
-            Ok(child) => *waiting = Some(child),
+            Ok(child) => {
+                if let Some(pid) = child.id() {
+                    if let Err(e) = cpu_class::set(pid, CpuClass::Idle) {
+                        tracing::debug!(error = %e, pid, "lowering a standby monitor");
+                    }
+                }
+                *waiting = Some(child);
+            }
             // The next start spawns its own and reports the error then.
             Err(e) => tracing::debug!(error = %e, "starting a standby monitor"),
         }
@@ -169,7 +173,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_start_uses_the_waiting_monitor_and_another_waits_once_it_runs() {
+    async fn a_start_uses_the_waiting_monitor_and_another_waits_at_once_in_the_idle_class() {
         // `xargs` stands in for the monitor: it reads its input to its end
         // (then fails to run a `monitor-standby` command, which is no matter).
         let monitors = Arc::new(StandbyMonitors::new("/usr/bin/xargs".into()));
@@ -177,29 +181,19 @@ mod tests {
             |m: &StandbyMonitors| m.waiting.lock().expect("lock").as_ref().and_then(Child::id);
         monitors.refill();
         let first = waiting(&monitors);
-        let dir = tempfile::tempdir().expect("test setup");
-        let spec = MonitorSpec {
-            pid_file: dir.path().join("pid"),
-            exit_file: dir.path().join("exit"),
-            ..spec()
-        };
-        let pid = monitors.start(&spec).await.expect("started");
+        assert!(first.is_some(), "refill starts one");
+        let pid = monitors.start(&spec()).await.expect("started");
         assert_eq!(Some(pid), first, "the waiting monitor took the spec");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let next = waiting(&monitors).expect("another waits");
+        assert_ne!(next, pid);
         assert_eq!(
-            waiting(&monitors),
-            None,
-            "none waits before the container runs"
+            cpu_class::get(next).expect("class"),
+            Some(CpuClass::Idle),
+            "the next one loads on idle CPU"
         );
-        std::fs::write(&spec.pid_file, "1").expect("test setup");
-        let mut next = None;
-        for _ in 0..200 {
-            next = waiting(&monitors);
-            if next.is_some() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert!(next.is_some_and(|n| n != pid), "another waits once it runs");
+        // A second start takes that one, with nothing waiting for it to load.
+        let second = monitors.start(&spec()).await.expect("started");
+        assert_eq!(second, next);
+        assert_ne!(waiting(&monitors), Some(next));
     }
 }
