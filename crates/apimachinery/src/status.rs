@@ -154,6 +154,19 @@ impl Cause {
         }
     }
 
+    /// `FieldValueNotFound`: the value names something that does not exist.
+    pub fn not_found(field: impl Into<String>, value: &Value) -> Self {
+        let shown = match value {
+            Value::String(s) => format!("{s:?}"),
+            other => other.to_string(),
+        };
+        Cause {
+            reason: "FieldValueNotFound",
+            field: field.into(),
+            message: format!("Not found: {shown}"),
+        }
+    }
+
     /// `FieldValueDuplicate`.
     pub fn duplicate(field: impl Into<String>, value: &Value) -> Self {
         Cause {

@@ -5,6 +5,7 @@
 use kybern_apimachinery::{Cause, names};
 use serde_json::{Value, json};
 
+use crate::container_rules::{one_of, text};
 use crate::object::Object;
 use crate::registry::ResourceInfo;
 
@@ -12,55 +13,68 @@ fn at<'a>(v: &'a Value, pointer: &str) -> Option<&'a Value> {
     v.pointer(pointer).filter(|x| !x.is_null())
 }
 
-/// Checks a pod spec at `path` (`spec`, `spec.template.spec`, …).
-fn pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
-    let containers = spec
-        .and_then(|s| s.get("containers"))
-        .and_then(Value::as_array);
-    if containers.is_none_or(Vec::is_empty) {
-        causes.push(Cause::required(format!("{path}.containers"), ""));
+/// Checks the pod spec at `pointer` of `obj` (reported at `path`), unless
+/// an update leaves it as it was: what was stored before these rules
+/// existed keeps working (its status can still be written), as upstream
+/// ratchets its newer rules.
+fn pod_spec_at(
+    obj: &Value,
+    old: Option<&Value>,
+    pointer: &str,
+    path: &str,
+    causes: &mut Vec<Cause>,
+) {
+    let spec = obj.pointer(pointer);
+    if old.is_some_and(|o| o.pointer(pointer) == spec) {
         return;
     }
-    let mut seen = Vec::new();
-    for list in ["initContainers", "containers"] {
-        let items = spec.and_then(|s| s.get(list)).and_then(Value::as_array);
-        for (i, c) in items.into_iter().flatten().enumerate() {
-            let field = format!("{path}.{list}[{i}]");
-            match c.get("name").and_then(Value::as_str) {
-                None | Some("") => causes.push(Cause::required(format!("{field}.name"), "")),
-                Some(name) => {
-                    for msg in names::dns1123_label(name) {
-                        causes.push(Cause::invalid(format!("{field}.name"), &json!(name), msg));
-                    }
-                    if seen.contains(&name) {
-                        causes.push(Cause::duplicate(format!("{field}.name"), &json!(name)));
-                    }
-                    seen.push(name);
-                }
-            }
-            if c.get("image")
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty)
-            {
-                causes.push(Cause::required(format!("{field}.image"), ""));
-            }
-            for (j, p) in c
-                .get("ports")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                let port = p.get("containerPort").and_then(Value::as_i64).unwrap_or(0);
-                if !(1..=65535).contains(&port) {
-                    causes.push(Cause::invalid(
-                        format!("{field}.ports[{j}].containerPort"),
-                        &json!(port),
-                        "must be between 1 and 65535, inclusive",
-                    ));
-                }
+    crate::pod_rules::pod_spec(spec, path, causes);
+}
+
+/// A StatefulSet with each of its `volumeClaimTemplates` as a volume of its
+/// pod template, which its containers may mount (each pod gets that claim).
+fn with_claim_volumes(obj: &Value) -> Value {
+    let mut set = obj.clone();
+    let claims: Vec<Value> = obj
+        .pointer("/spec/volumeClaimTemplates")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.pointer("/metadata/name")?.as_str())
+        .map(|name| json!({"name": name, "persistentVolumeClaim": {"claimName": name}}))
+        .collect();
+    if let Some(spec) = set
+        .pointer_mut("/spec/template/spec")
+        .and_then(Value::as_object_mut)
+    {
+        match spec.get_mut("volumes").and_then(Value::as_array_mut) {
+            Some(volumes) => volumes.extend(claims),
+            None => {
+                spec.insert("volumes".into(), Value::Array(claims));
             }
         }
+    }
+    set
+}
+
+/// A ReplicaSet's, Deployment's, StatefulSet's or DaemonSet's template:
+/// its pods always restart and have no deadline.
+fn restarting_template(obj: &Value, causes: &mut Vec<Cause>) {
+    let policy = obj.pointer("/spec/template/spec/restartPolicy");
+    if let Some(p) = policy.and_then(Value::as_str)
+        && p != "Always"
+    {
+        causes.push(Cause::not_supported(
+            "spec.template.spec.restartPolicy",
+            &json!(p),
+            &["Always"],
+        ));
+    }
+    if at(obj, "/spec/template/spec/activeDeadlineSeconds").is_some() {
+        causes.push(Cause::forbidden(
+            "spec.template.spec.activeDeadlineSeconds",
+            "activeDeadlineSeconds in ReplicaSet is not Supported",
+        ));
     }
 }
 
@@ -152,7 +166,7 @@ pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<
             causes.extend(crate::certificates::validate(obj));
         }
         ("", "pods") => {
-            pod_spec(obj.get("spec"), "spec", &mut causes);
+            pod_spec_at(obj, old, "/spec", "spec", &mut causes);
             if let Some(old) = old {
                 let (new_spec, old_spec) = (obj.get("spec"), old.get("spec"));
                 let node = |s: Option<&Value>| s.and_then(|s| s.get("nodeName")).cloned();
@@ -167,15 +181,34 @@ pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<
             }
         }
         ("", "podtemplates") => {
-            pod_spec(obj.pointer("/template/spec"), "template.spec", &mut causes)
+            pod_spec_at(obj, old, "/template/spec", "template.spec", &mut causes)
         }
         ("apps", "deployments" | "replicasets" | "statefulsets" | "daemonsets") => {
             selector_matches_template(obj, &mut causes, &info.singular);
-            pod_spec(
-                obj.pointer("/spec/template/spec"),
-                "spec.template.spec",
-                &mut causes,
-            );
+            if info.plural == "statefulsets" {
+                let claimed = with_claim_volumes(obj);
+                let old = old.map(with_claim_volumes);
+                let template = "/spec/template/spec";
+                pod_spec_at(
+                    &claimed,
+                    old.as_ref(),
+                    template,
+                    "spec.template.spec",
+                    &mut causes,
+                );
+            } else {
+                pod_spec_at(
+                    obj,
+                    old,
+                    "/spec/template/spec",
+                    "spec.template.spec",
+                    &mut causes,
+                );
+            }
+            restarting_template(obj, &mut causes);
+            if info.plural == "deployments" {
+                crate::workload_rules::deployment(obj, &mut causes);
+            }
             if let Some(r) = obj.pointer("/spec/replicas").and_then(Value::as_i64)
                 && r < 0
             {
@@ -190,11 +223,14 @@ pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<
             }
         }
         ("batch", "jobs") => {
-            pod_spec(
-                obj.pointer("/spec/template/spec"),
+            pod_spec_at(
+                obj,
+                old,
+                "/spec/template/spec",
                 "spec.template.spec",
                 &mut causes,
             );
+            crate::workload_rules::job(obj, &mut causes);
             job_restart_policy(
                 obj.pointer("/spec/template/spec/restartPolicy"),
                 "spec.template.spec.restartPolicy",
@@ -213,8 +249,10 @@ pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<
                 causes.push(Cause::required("spec.schedule", ""));
             }
             let spec = "/spec/jobTemplate/spec/template/spec";
-            pod_spec(
-                obj.pointer(spec),
+            pod_spec_at(
+                obj,
+                old,
+                spec,
                 "spec.jobTemplate.spec.template.spec",
                 &mut causes,
             );
@@ -224,7 +262,21 @@ pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<
                 &mut causes,
             );
         }
-        ("", "services") => service(obj, &mut causes),
+        // As for pod specs: an update that leaves the spec alone is not
+        // held to rules newer than the object.
+        ("", "services") if old.is_none_or(|o| o.get("spec") != obj.get("spec")) => {
+            service(obj, &mut causes);
+        }
+        ("", "replicationcontrollers") => {
+            pod_spec_at(
+                obj,
+                old,
+                "/spec/template/spec",
+                "spec.template.spec",
+                &mut causes,
+            );
+            restarting_template(obj, &mut causes);
+        }
         _ => {}
     }
     causes
@@ -259,15 +311,18 @@ fn service(obj: &Value, causes: &mut Vec<Cause>) {
     if ty != "ExternalName" && !headless && ports.is_none_or(Vec::is_empty) {
         causes.push(Cause::required("spec.ports", ""));
     }
-    for (i, p) in ports.into_iter().flatten().enumerate() {
-        let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
-        if !(1..=65535).contains(&port) {
-            causes.push(Cause::invalid(
-                format!("spec.ports[{i}].port"),
-                &json!(port),
-                "must be between 1 and 65535, inclusive",
-            ));
-        }
+    service_ports(ports.map(Vec::as_slice).unwrap_or_default(), causes);
+    crate::pod_rules::labels(obj.pointer("/spec/selector"), "spec.selector", causes);
+    let spec = obj.get("spec").unwrap_or(&Value::Null);
+    one_of(
+        spec,
+        "sessionAffinity",
+        "spec",
+        &["ClientIP", "None"],
+        causes,
+    );
+    for key in ["externalTrafficPolicy", "internalTrafficPolicy"] {
+        one_of(spec, key, "spec", &["Cluster", "Local"], causes);
     }
     if ty == "ExternalName"
         && obj
@@ -276,6 +331,63 @@ fn service(obj: &Value, causes: &mut Vec<Cause>) {
             .is_none_or(str::is_empty)
     {
         causes.push(Cause::required("spec.externalName", ""));
+    }
+}
+
+/// A Service's ports: named when there are several, each name once, each
+/// (protocol, port) once, target ports valid.
+fn service_ports(ports: &[Value], causes: &mut Vec<Cause>) {
+    let mut names_seen: Vec<&str> = Vec::new();
+    let mut keys: Vec<(&str, i64)> = Vec::new();
+    for (i, p) in ports.iter().enumerate() {
+        let at = format!("spec.ports[{i}]");
+        match text(p, "name").filter(|n| !n.is_empty()) {
+            None if ports.len() > 1 => causes.push(Cause::required(format!("{at}.name"), "")),
+            None => {}
+            Some(name) => {
+                for msg in names::dns1123_label(name) {
+                    causes.push(Cause::invalid(format!("{at}.name"), &json!(name), msg));
+                }
+                if names_seen.contains(&name) {
+                    causes.push(Cause::duplicate(format!("{at}.name"), &json!(name)));
+                }
+                names_seen.push(name);
+            }
+        }
+        let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+        if !(1..=65535).contains(&port) {
+            causes.push(Cause::invalid(
+                format!("{at}.port"),
+                &json!(port),
+                "must be between 1 and 65535, inclusive",
+            ));
+        }
+        one_of(
+            p,
+            "protocol",
+            &at,
+            crate::container_rules::PROTOCOLS,
+            causes,
+        );
+        if let Some(target) = p.get("targetPort").filter(|t| !t.is_null()) {
+            crate::container_rules::port_num_or_name(
+                Some(target),
+                &format!("{at}.targetPort"),
+                causes,
+            );
+        }
+        let protocol = text(p, "protocol").unwrap_or("TCP");
+        if keys.contains(&(protocol, port)) {
+            // Upstream prints the Go struct it keyed on.
+            causes.push(Cause {
+                reason: "FieldValueDuplicate",
+                field: at,
+                message: format!(
+                    "Duplicate value: core.ServicePort{{Name:\"\", Protocol:\"{protocol}\", AppProtocol:(*string)(nil), Port:{port}, TargetPort:intstr.IntOrString{{Type:0, IntVal:0, StrVal:\"\"}}, NodePort:0}}"
+                ),
+            });
+        }
+        keys.push((protocol, port));
     }
 }
 
@@ -343,6 +455,36 @@ mod tests {
         assert_eq!(
             fields(&validate(&j, &job, None)),
             vec!["spec.template.spec.restartPolicy"]
+        );
+    }
+
+    #[test]
+    fn stateful_sets_mount_their_claim_templates() {
+        let s = info("apps", "v1", "statefulsets");
+        let set = json!({"spec": {"selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "c", "image": "i",
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}}]}});
+        assert!(validate(&s, &set, None).is_empty());
+        let mut unclaimed = set.clone();
+        unclaimed["spec"]["volumeClaimTemplates"] = json!([]);
+        assert_eq!(
+            fields(&validate(&s, &unclaimed, None)),
+            vec!["spec.template.spec.containers[0].volumeMounts[0].name"]
+        );
+    }
+
+    #[test]
+    fn services_name_their_ports_and_keep_them_apart() {
+        let s = info("", "v1", "services");
+        let two = json!({"spec": {"ports": [{"port": 80, "protocol": "TCP"}, {"name": "b", "port": 80, "protocol": "TCP", "targetPort": "no--pe"}]}});
+        assert_eq!(
+            fields(&validate(&s, &two, None)),
+            vec![
+                "spec.ports[0].name",
+                "spec.ports[1].targetPort",
+                "spec.ports[1]"
+            ]
         );
     }
 

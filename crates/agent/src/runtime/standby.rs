@@ -68,10 +68,10 @@ impl StandbyMonitors {
             Some(mut child) => {
                 // Its container starts now: it may still be loading, and
                 // must not wait for idle CPU to finish.
-                if let Some(pid) = child.id() {
-                    if let Err(e) = cpu_class::set(pid, CpuClass::Normal) {
-                        tracing::debug!(error = %e, pid, "raising a standby monitor");
-                    }
+                if let Some(pid) = child.id()
+                    && let Err(e) = cpu_class::set(pid, CpuClass::Normal)
+                {
+                    tracing::debug!(error = %e, pid, "raising a standby monitor");
                 }
                 hand_over(&mut child, &json).await.ok()
             }
@@ -96,10 +96,10 @@ impl StandbyMonitors {
         }
         match self.spawn() {
             Ok(child) => {
-                if let Some(pid) = child.id() {
-                    if let Err(e) = cpu_class::set(pid, CpuClass::Idle) {
-                        tracing::debug!(error = %e, pid, "lowering a standby monitor");
-                    }
+                if let Some(pid) = child.id()
+                    && let Err(e) = cpu_class::set(pid, CpuClass::Idle)
+                {
+                    tracing::debug!(error = %e, pid, "lowering a standby monitor");
                 }
                 *waiting = Some(child);
             }

@@ -397,18 +397,37 @@ pub fn check_typed(
     let Some(decoded) = crate::typed::check(info, obj) else {
         return Ok(());
     };
-    let decoded = decoded.map_err(|e| {
+    let cannot_handle = |e: &str| {
         ApiError::bad_request(format!(
             "{} in version {:?} cannot be handled as a {}: {e}",
             info.kind, info.version, info.kind
         ))
-    })?;
+    };
+    let decoded = decoded.map_err(|e| cannot_handle(&e))?;
+    if holds_pod_spec(info) && crate::container_rules::malformed_quantity(obj).is_some() {
+        return Err(cannot_handle(
+            "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+        ));
+    }
     if decoded.unknown.is_empty() {
         return Ok(());
     }
     report_unknown(ctx, &decoded.unknown, warnings)?;
     decoded.prune(obj);
     Ok(())
+}
+
+/// Kinds that are or hold a pod spec (whose quantities are checked at decode).
+fn holds_pod_spec(info: &crate::registry::ResourceInfo) -> bool {
+    matches!(
+        (info.group.as_str(), info.plural.as_str()),
+        ("", "pods" | "podtemplates" | "replicationcontrollers")
+            | (
+                "apps",
+                "deployments" | "replicasets" | "statefulsets" | "daemonsets"
+            )
+            | ("batch", "jobs" | "cronjobs")
+    )
 }
 
 /// Unknown fields: refused (Strict), warnings (Warn, the default) or nothing (Ignore).
