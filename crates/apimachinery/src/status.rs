@@ -99,13 +99,18 @@ pub struct Cause {
     pub message: String,
 }
 
+/// A field's value as upstream's messages show it: strings quoted.
+fn shown(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("{s:?}"),
+        other => other.to_string(),
+    }
+}
+
 impl Cause {
     /// `FieldValueInvalid`: the value breaks a rule.
     pub fn invalid(field: impl Into<String>, value: &Value, detail: impl AsRef<str>) -> Self {
-        let shown = match value {
-            Value::String(s) => format!("{s:?}"),
-            other => other.to_string(),
-        };
+        let shown = shown(value);
         Cause {
             reason: "FieldValueInvalid",
             field: field.into(),
@@ -139,10 +144,7 @@ impl Cause {
 
     /// `FieldValueNotSupported`: the value is not one of the allowed ones.
     pub fn not_supported(field: impl Into<String>, value: &Value, allowed: &[&str]) -> Self {
-        let shown = match value {
-            Value::String(s) => format!("{s:?}"),
-            other => other.to_string(),
-        };
+        let shown = shown(value);
         let allowed: Vec<String> = allowed.iter().map(|a| format!("{a:?}")).collect();
         Cause {
             reason: "FieldValueNotSupported",
@@ -156,10 +158,7 @@ impl Cause {
 
     /// `FieldValueNotFound`: the value names something that does not exist.
     pub fn not_found(field: impl Into<String>, value: &Value) -> Self {
-        let shown = match value {
-            Value::String(s) => format!("{s:?}"),
-            other => other.to_string(),
-        };
+        let shown = shown(value);
         Cause {
             reason: "FieldValueNotFound",
             field: field.into(),

@@ -31,6 +31,19 @@ fn pod_spec_at(
     crate::pod_rules::pod_spec(spec, path, causes);
 }
 
+/// The pod template of a replicated workload (ReplicationController,
+/// ReplicaSet, Deployment, StatefulSet, DaemonSet).
+fn replicated_template(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
+    pod_spec_at(
+        obj,
+        old,
+        "/spec/template/spec",
+        "spec.template.spec",
+        causes,
+    );
+    restarting_template(obj, causes);
+}
+
 /// A StatefulSet with each of its `volumeClaimTemplates` as a volume of its
 /// pod template, which its containers may mount (each pod gets that claim).
 fn with_claim_volumes(obj: &Value) -> Value {
@@ -186,26 +199,11 @@ pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<
         ("apps", "deployments" | "replicasets" | "statefulsets" | "daemonsets") => {
             selector_matches_template(obj, &mut causes, &info.singular);
             if info.plural == "statefulsets" {
-                let claimed = with_claim_volumes(obj);
                 let old = old.map(with_claim_volumes);
-                let template = "/spec/template/spec";
-                pod_spec_at(
-                    &claimed,
-                    old.as_ref(),
-                    template,
-                    "spec.template.spec",
-                    &mut causes,
-                );
+                replicated_template(&with_claim_volumes(obj), old.as_ref(), &mut causes);
             } else {
-                pod_spec_at(
-                    obj,
-                    old,
-                    "/spec/template/spec",
-                    "spec.template.spec",
-                    &mut causes,
-                );
+                replicated_template(obj, old, &mut causes);
             }
-            restarting_template(obj, &mut causes);
             if info.plural == "deployments" {
                 crate::workload_rules::deployment(obj, &mut causes);
             }
@@ -267,16 +265,7 @@ pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<
         ("", "services") if old.is_none_or(|o| o.get("spec") != obj.get("spec")) => {
             service(obj, &mut causes);
         }
-        ("", "replicationcontrollers") => {
-            pod_spec_at(
-                obj,
-                old,
-                "/spec/template/spec",
-                "spec.template.spec",
-                &mut causes,
-            );
-            restarting_template(obj, &mut causes);
-        }
+        ("", "replicationcontrollers") => replicated_template(obj, old, &mut causes),
         _ => {}
     }
     causes
