@@ -31,16 +31,18 @@ pub(crate) fn set(v: &Value, key: &str) -> bool {
     v.get(key).is_some_and(|x| !x.is_null())
 }
 
-/// An enumerated string field: when present, one of `allowed`.
+/// An enumerated string field: when present, one of `allowed` (`path`
+/// empty for a top-level field).
 pub(crate) fn one_of(v: &Value, key: &str, path: &str, allowed: &[&str], causes: &mut Vec<Cause>) {
     if let Some(s) = text(v, key)
         && !allowed.contains(&s)
     {
-        causes.push(Cause::not_supported(
-            format!("{path}.{key}"),
-            &json!(s),
-            allowed,
-        ));
+        let field = if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        };
+        causes.push(Cause::not_supported(field, &json!(s), allowed));
     }
 }
 
@@ -265,8 +267,8 @@ fn env_name(name: &str, at: &str, causes: &mut Vec<Cause>) {
     }
 }
 
-/// `IsConfigMapKey`.
-fn config_key(key: &str, at: &str, causes: &mut Vec<Cause>) {
+/// `IsConfigMapKey` (also the keys of ConfigMaps and Secrets).
+pub(crate) fn config_key(key: &str, at: &str, causes: &mut Vec<Cause>) {
     if key.len() > names::DNS1123_SUBDOMAIN_MAX {
         causes.push(Cause::invalid(
             at,

@@ -21,6 +21,7 @@ pub mod defaults;
 pub mod discovery;
 pub mod encryption;
 pub(crate) mod handlers;
+pub mod kind_rules;
 pub(crate) mod kinds;
 pub mod managed;
 pub mod metrics;

@@ -266,6 +266,23 @@ pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<
             service(obj, &mut causes);
         }
         ("", "replicationcontrollers") => replicated_template(obj, old, &mut causes),
+        ("", "configmaps") => crate::kind_rules::config_map(obj, &mut causes),
+        ("", "secrets") => crate::kind_rules::secret(obj, old, &mut causes),
+        ("scheduling.k8s.io", "priorityclasses") => {
+            crate::kind_rules::priority_class(obj, old, &mut causes);
+        }
+        // Written by controllers after creation (binding, status): held to
+        // these rules only when their spec changes, as pod specs are.
+        ("", "persistentvolumeclaims" | "persistentvolumes")
+        | ("autoscaling", "horizontalpodautoscalers")
+            if old.is_none_or(|o| o.get("spec") != obj.get("spec")) =>
+        {
+            match info.plural.as_str() {
+                "persistentvolumeclaims" => crate::kind_rules::claim(obj, &mut causes),
+                "persistentvolumes" => crate::kind_rules::volume(obj, &mut causes),
+                _ => crate::kind_rules::autoscaler(obj, &mut causes),
+            }
+        }
         _ => {}
     }
     causes

@@ -314,6 +314,43 @@ spec:
     );
 }
 
+/// ConfigMap and Secret keys and types, claims and autoscalers are held to
+/// upstream's rules too.
+#[test]
+fn data_and_storage_kinds_are_validated_as_upstream() {
+    let (_server, k) = setup();
+    let cases = [
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: spaced}\ndata: {'a b': x}\n",
+            "data[a b]: Invalid value: \"a b\": a valid config key must consist of alphanumeric characters",
+        ),
+        (
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: half}\ntype: kubernetes.io/tls\nstringData: {tls.crt: x}\n",
+            "data[tls.key]: Required value",
+        ),
+        (
+            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: sizeless}\nspec: {accessModes: [ReadWriteOnce]}\n",
+            "spec.resources[storage]: Required value",
+        ),
+        (
+            "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: upside}\nspec: {scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}, minReplicas: 5, maxReplicas: 2}\n",
+            "spec.maxReplicas: Invalid value: 2: must be greater than or equal to `minReplicas`",
+        ),
+    ];
+    for (manifest, expected) in cases {
+        let out = k.run_with_stdin(&["apply", "-f", "-"], Some(manifest));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("is invalid") && err.contains(expected),
+            "{expected} not in {err}"
+        );
+    }
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: fine}\ndata: {a.b_c-d: x}\n",
+    );
+}
+
 #[test]
 fn watch_and_delete_with_finalizers_and_cascade() {
     let (_server, k) = setup();

@@ -1,0 +1,442 @@
+//! Upstream's validation of the data and storage kinds and of a few
+//! cluster kinds: ConfigMap and Secret keys, sizes and Secret types,
+//! PersistentVolume and PersistentVolumeClaim specs, PriorityClasses and
+//! HorizontalPodAutoscalers, with upstream's paths and messages.
+
+use base64::Engine;
+use kybern_apimachinery::Cause;
+use serde_json::{Value, json};
+
+use crate::container_rules::{config_key, items, one_of, text};
+
+/// The most a ConfigMap's or Secret's data may hold (upstream's
+/// `MaxSecretSize`).
+const MAX_DATA_BYTES: usize = 1024 * 1024;
+
+fn too_long(field: &str) -> Cause {
+    Cause {
+        reason: "FieldValueTooLong",
+        field: field.into(),
+        message: format!("Too long: may not be more than {MAX_DATA_BYTES} bytes"),
+    }
+}
+
+/// The size of a base64 value once decoded.
+fn decoded_len(b64: &str) -> usize {
+    let padding = b64.bytes().rev().take_while(|&b| b == b'=').count();
+    (b64.len() / 4 * 3).saturating_sub(padding)
+}
+
+/// A ConfigMap: valid keys, none in both `data` and `binaryData`, at most
+/// 1 MiB in all.
+pub fn config_map(obj: &Value, causes: &mut Vec<Cause>) {
+    let data = obj.get("data").and_then(Value::as_object);
+    let binary = obj.get("binaryData").and_then(Value::as_object);
+    let mut total = 0;
+    for (key, value) in data.into_iter().flatten() {
+        let at = format!("data[{key}]");
+        config_key(key, &at, causes);
+        if binary.is_some_and(|b| b.contains_key(key)) {
+            causes.push(Cause::invalid(
+                &at,
+                &json!(key),
+                "duplicate of key present in binaryData",
+            ));
+        }
+        total += value.as_str().map_or(0, str::len);
+    }
+    for (key, value) in binary.into_iter().flatten() {
+        config_key(key, &format!("binaryData[{key}]"), causes);
+        total += value.as_str().map_or(0, decoded_len);
+    }
+    if total > MAX_DATA_BYTES {
+        causes.push(too_long(""));
+    }
+}
+
+/// A Secret: valid keys, at most 1 MiB, the keys its type requires, and a
+/// type that does not change.
+pub fn secret(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
+    let data = obj.get("data").and_then(Value::as_object);
+    let mut total = 0;
+    for (key, value) in data.into_iter().flatten() {
+        config_key(key, &format!("data[{key}]"), causes);
+        total += value.as_str().map_or(0, decoded_len);
+    }
+    if total > MAX_DATA_BYTES {
+        causes.push(too_long("data"));
+    }
+    let has = |key: &str| data.is_some_and(|d| d.contains_key(key));
+    let value = |key: &str| {
+        data.and_then(|d| d.get(key))
+            .and_then(Value::as_str)
+            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+    };
+    let ty = text(obj, "type").unwrap_or("Opaque");
+    match ty {
+        "kubernetes.io/service-account-token" => {
+            let named = obj
+                .pointer("/metadata/annotations/kubernetes.io~1service-account.name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty());
+            if !named {
+                causes.push(Cause::required(
+                    "metadata.annotations[kubernetes.io/service-account.name]",
+                    "",
+                ));
+            }
+        }
+        "kubernetes.io/dockercfg" | "kubernetes.io/dockerconfigjson" => {
+            let key = if ty == "kubernetes.io/dockercfg" {
+                ".dockercfg"
+            } else {
+                ".dockerconfigjson"
+            };
+            let at = format!("data[{key}]");
+            if !has(key) {
+                causes.push(Cause::required(at, ""));
+            } else if let Err(e) = serde_json::from_slice::<serde_json::Map<String, Value>>(
+                &value(key).unwrap_or_default(),
+            ) {
+                causes.push(Cause::invalid(
+                    at,
+                    &json!("<secret contents redacted>"),
+                    e.to_string(),
+                ));
+            }
+        }
+        "kubernetes.io/basic-auth" if !has("username") && !has("password") => {
+            causes.push(Cause::required("data[username]", ""));
+            causes.push(Cause::required("data[password]", ""));
+        }
+        "kubernetes.io/ssh-auth" if value("ssh-privatekey").is_none_or(|v| v.is_empty()) => {
+            causes.push(Cause::required("data[ssh-privatekey]", ""));
+        }
+        "kubernetes.io/tls" => {
+            for key in ["tls.crt", "tls.key"] {
+                if !has(key) {
+                    causes.push(Cause::required(format!("data[{key}]"), ""));
+                }
+            }
+        }
+        _ => {}
+    }
+    if let Some(old) = old {
+        let old_ty = text(old, "type").unwrap_or("Opaque");
+        if old_ty != ty {
+            causes.push(Cause::invalid("type", &json!(ty), "field is immutable"));
+        }
+    }
+}
+
+const ACCESS_MODES: &[&str] = &[
+    "ReadOnlyMany",
+    "ReadWriteMany",
+    "ReadWriteOnce",
+    "ReadWriteOncePod",
+];
+
+fn access_modes(spec: &Value, required: &str, causes: &mut Vec<Cause>) {
+    let modes: Vec<&Value> = items(Some(spec), "accessModes").collect();
+    if modes.is_empty() {
+        causes.push(Cause::required("spec.accessModes", required));
+    }
+    for mode in modes {
+        let m = mode.as_str().unwrap_or("");
+        if !ACCESS_MODES.contains(&m) {
+            causes.push(Cause::not_supported(
+                "spec.accessModes",
+                &json!(m),
+                ACCESS_MODES,
+            ));
+        }
+    }
+    one_of(spec, "volumeMode", "spec", &["Block", "Filesystem"], causes);
+}
+
+fn positive_storage(q: &Value, at: &str, causes: &mut Vec<Cause>) {
+    let parsed = q
+        .as_str()
+        .and_then(|s| kybern_apimachinery::quantity::parse_milli(s).ok());
+    if parsed.is_some_and(|m| m <= 0) {
+        causes.push(Cause::invalid(at, q, "must be greater than zero"));
+    }
+}
+
+/// A PersistentVolumeClaim's spec: access modes and a storage request.
+pub fn claim(obj: &Value, causes: &mut Vec<Cause>) {
+    let spec = obj.get("spec").unwrap_or(&Value::Null);
+    access_modes(spec, "at least 1 access mode is required", causes);
+    match spec.pointer("/resources/requests/storage") {
+        None => causes.push(Cause::required("spec.resources[storage]", "")),
+        Some(q) => positive_storage(q, "spec.resources[storage]", causes),
+    }
+}
+
+/// The volume sources a PersistentVolume may have, exactly one.
+const PV_SOURCES: &[&str] = &[
+    "gcePersistentDisk",
+    "awsElasticBlockStore",
+    "hostPath",
+    "glusterfs",
+    "nfs",
+    "rbd",
+    "quobyte",
+    "cinder",
+    "cephfs",
+    "fc",
+    "flocker",
+    "flexVolume",
+    "azureFile",
+    "vsphereVolume",
+    "azureDisk",
+    "photonPersistentDisk",
+    "portworxVolume",
+    "scaleIO",
+    "local",
+    "storageos",
+    "csi",
+    "iscsi",
+];
+
+/// A PersistentVolume's spec: access modes, a storage capacity and one
+/// volume source; a local volume needs node affinity.
+pub fn volume(obj: &Value, causes: &mut Vec<Cause>) {
+    let spec = obj.get("spec").unwrap_or(&Value::Null);
+    access_modes(spec, "must specify at least 1 access mode", causes);
+    match spec.get("capacity").and_then(Value::as_object) {
+        None => causes.push(Cause::required("spec.capacity", "")),
+        Some(c) if c.is_empty() => causes.push(Cause::required("spec.capacity", "")),
+        Some(c) => match c.get("storage") {
+            Some(q) if c.len() == 1 => positive_storage(q, "spec.capacity[storage]", causes),
+            _ => causes.push(Cause::not_supported(
+                "spec.capacity",
+                &Value::Object(c.clone()),
+                &["storage"],
+            )),
+        },
+    }
+    one_of(
+        spec,
+        "persistentVolumeReclaimPolicy",
+        "spec",
+        &["Delete", "Recycle", "Retain"],
+        causes,
+    );
+    let sources: Vec<&&str> = PV_SOURCES
+        .iter()
+        .filter(|s| spec.get(**s).is_some_and(|v| !v.is_null()))
+        .collect();
+    match sources.as_slice() {
+        [] => causes.push(Cause::required("spec", "must specify a volume type")),
+        [one] => {
+            let at = format!("spec.{one}");
+            let source = &spec[**one];
+            match **one {
+                "hostPath" | "local" if text(source, "path").is_none_or(str::is_empty) => {
+                    causes.push(Cause::required(format!("{at}.path"), ""));
+                }
+                "local" if spec.get("nodeAffinity").is_none_or(Value::is_null) => {
+                    causes.push(Cause::required(
+                        "spec.nodeAffinity",
+                        "Local volumes require node affinity",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        [_, rest @ ..] => {
+            for kind in rest {
+                causes.push(Cause::forbidden(
+                    format!("spec.{kind}"),
+                    "may not specify more than 1 volume type",
+                ));
+            }
+        }
+    }
+}
+
+/// Upstream's highest priority a user-defined class may have.
+const HIGHEST_USER_PRIORITY: i64 = 1_000_000_000;
+
+/// A PriorityClass: user classes stay below the system ones, whose names
+/// are reserved; its value does not change.
+pub fn priority_class(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let value = obj.get("value").and_then(Value::as_i64).unwrap_or(0);
+    let system = crate::priority::SYSTEM_CLASSES
+        .iter()
+        .any(|(n, v, _)| *n == name && *v == value);
+    if !system {
+        if name.starts_with("system-") {
+            causes.push(Cause::forbidden(
+                "metadata.name",
+                "priority class names with 'system-' prefix are reserved",
+            ));
+        }
+        if value > HIGHEST_USER_PRIORITY {
+            causes.push(Cause::forbidden(
+                "value",
+                format!(
+                    "maximum allowed value of a user defined priority is {HIGHEST_USER_PRIORITY}"
+                ),
+            ));
+        }
+    }
+    one_of(
+        obj,
+        "preemptionPolicy",
+        "",
+        &["PreemptLowerPriority", "Never"],
+        causes,
+    );
+    if let Some(old) = old
+        && old.get("value") != obj.get("value")
+    {
+        causes.push(Cause::invalid("value", &json!(value), "field is immutable"));
+    }
+}
+
+/// A HorizontalPodAutoscaler: a target, and replica bounds in order.
+pub fn autoscaler(obj: &Value, causes: &mut Vec<Cause>) {
+    let spec = obj.get("spec").unwrap_or(&Value::Null);
+    for key in ["kind", "name"] {
+        if spec
+            .pointer(&format!("/scaleTargetRef/{key}"))
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            causes.push(Cause::required(format!("spec.scaleTargetRef.{key}"), ""));
+        }
+    }
+    let max = spec.get("maxReplicas").and_then(Value::as_i64).unwrap_or(0);
+    if max < 1 {
+        causes.push(Cause::invalid(
+            "spec.maxReplicas",
+            &json!(max),
+            "must be greater than 0",
+        ));
+    }
+    if let Some(min) = spec.get("minReplicas").and_then(Value::as_i64) {
+        if min < 1 {
+            causes.push(Cause::invalid(
+                "spec.minReplicas",
+                &json!(min),
+                "must be greater than or equal to 1",
+            ));
+        }
+        if max < min {
+            causes.push(Cause::invalid(
+                "spec.maxReplicas",
+                &json!(max),
+                "must be greater than or equal to `minReplicas`",
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn messages(f: impl FnOnce(&mut Vec<Cause>)) -> Vec<String> {
+        let mut causes = Vec::new();
+        f(&mut causes);
+        // As kubectl shows them: a cause about the whole object has no field.
+        causes
+            .iter()
+            .map(|c| match c.field.as_str() {
+                "" => c.message.clone(),
+                field => format!("{field}: {}", c.message),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn config_maps_and_secrets_check_keys_sizes_and_types() {
+        let cm = json!({"data": {"a b": "x", "k": "v"}, "binaryData": {"k": "AAAA"}});
+        assert_eq!(
+            messages(|c| config_map(&cm, c)),
+            vec![
+                "data[a b]: Invalid value: \"a b\": a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
+                "data[k]: Invalid value: \"k\": duplicate of key present in binaryData",
+            ]
+        );
+        let big = json!({"data": {"k": "x".repeat(MAX_DATA_BYTES + 1)}});
+        assert_eq!(
+            messages(|c| config_map(&big, c)),
+            vec!["Too long: may not be more than 1048576 bytes"]
+        );
+        let tls = json!({"type": "kubernetes.io/tls", "data": {"tls.crt": "AAAA"}});
+        assert_eq!(
+            messages(|c| secret(&tls, None, c)),
+            vec!["data[tls.key]: Required value"]
+        );
+        let opaque = json!({"type": "Opaque", "data": {}});
+        assert_eq!(
+            messages(|c| secret(&opaque, Some(&tls), c)),
+            vec!["type: Invalid value: \"Opaque\": field is immutable"]
+        );
+        let docker = json!({"type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": "bm90IGpzb24="}});
+        let said = messages(|c| secret(&docker, None, c));
+        assert_eq!(said.len(), 1);
+        assert!(
+            said[0].starts_with(
+                "data[.dockerconfigjson]: Invalid value: \"<secret contents redacted>\""
+            ),
+            "{said:?}"
+        );
+    }
+
+    #[test]
+    fn claims_and_volumes_need_modes_storage_and_one_source() {
+        let claim_spec = json!({"spec": {"accessModes": ["ReadWriteSometimes"], "resources": {}}});
+        assert_eq!(
+            messages(|c| claim(&claim_spec, c)),
+            vec![
+                "spec.accessModes: Unsupported value: \"ReadWriteSometimes\": supported values: \"ReadOnlyMany\", \"ReadWriteMany\", \"ReadWriteOnce\", \"ReadWriteOncePod\"",
+                "spec.resources[storage]: Required value",
+            ]
+        );
+        let pv = json!({"spec": {"accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"},
+            "local": {"path": "/mnt"}}});
+        assert_eq!(
+            messages(|c| volume(&pv, c)),
+            vec!["spec.nodeAffinity: Required value: Local volumes require node affinity"]
+        );
+        let none =
+            json!({"spec": {"accessModes": ["ReadWriteOnce"], "capacity": {"storage": "0"}}});
+        assert_eq!(
+            messages(|c| volume(&none, c)),
+            vec![
+                "spec.capacity[storage]: Invalid value: \"0\": must be greater than zero",
+                "spec: Required value: must specify a volume type",
+            ]
+        );
+    }
+
+    #[test]
+    fn priority_classes_and_autoscalers_keep_their_bounds() {
+        let high = json!({"metadata": {"name": "system-mine"}, "value": 2_000_000_000_i64});
+        assert_eq!(
+            messages(|c| priority_class(&high, None, c)),
+            vec![
+                "metadata.name: Forbidden: priority class names with 'system-' prefix are reserved",
+                "value: Forbidden: maximum allowed value of a user defined priority is 1000000000",
+            ]
+        );
+        let builtin =
+            json!({"metadata": {"name": "system-node-critical"}, "value": 2_000_001_000_i64});
+        assert!(messages(|c| priority_class(&builtin, None, c)).is_empty());
+        let hpa = json!({"spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "minReplicas": 5, "maxReplicas": 2}});
+        assert_eq!(
+            messages(|c| autoscaler(&hpa, c)),
+            vec![
+                "spec.maxReplicas: Invalid value: 2: must be greater than or equal to `minReplicas`"
+            ]
+        );
+    }
+}
