@@ -38,7 +38,9 @@ pub mod priority;
 pub mod proto;
 pub mod registry;
 pub mod request;
+pub mod resource_rules;
 pub mod response;
+pub mod scheduling_rules;
 pub mod server;
 pub mod service_account_token;
 pub mod service_accounts;
@@ -50,6 +52,7 @@ pub mod strategy;
 pub mod table;
 pub mod tls;
 pub mod typed;
+pub mod volume_rules;
 pub mod workload_rules;
 
 pub use server::{ApiState, router, serve};

@@ -318,7 +318,7 @@ fn service(obj: &Value, causes: &mut Vec<Cause>) {
         causes.push(Cause::required("spec.ports", ""));
     }
     service_ports(ports.map(Vec::as_slice).unwrap_or_default(), causes);
-    crate::pod_rules::labels(obj.pointer("/spec/selector"), "spec.selector", causes);
+    crate::scheduling_rules::labels(obj.pointer("/spec/selector"), "spec.selector", causes);
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     one_of(
         spec,

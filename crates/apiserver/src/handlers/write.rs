@@ -404,7 +404,7 @@ pub fn check_typed(
         ))
     };
     let decoded = decoded.map_err(|e| cannot_handle(&e))?;
-    if holds_pod_spec(info) && crate::container_rules::malformed_quantity(obj).is_some() {
+    if holds_pod_spec(info) && crate::resource_rules::malformed_quantity(obj).is_some() {
         return Err(cannot_handle(
             "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
         ));
