@@ -175,6 +175,24 @@ impl Cause {
         }
     }
 
+    /// `FieldValueTooLong`: the value is longer than `max` bytes.
+    pub fn too_long(field: impl Into<String>, max: usize) -> Self {
+        Cause {
+            reason: "FieldValueTooLong",
+            field: field.into(),
+            message: format!("Too long: may not be more than {max} bytes"),
+        }
+    }
+
+    /// `FieldValueTooMany`: a list of `actual` items holds more than `max`.
+    pub fn too_many(field: impl Into<String>, actual: usize, max: usize) -> Self {
+        Cause {
+            reason: "FieldValueTooMany",
+            field: field.into(),
+            message: format!("Too many: {actual}: must have at most {max} items"),
+        }
+    }
+
     /// `FieldValueTypeInvalid`: wrong JSON type for the field.
     pub fn type_invalid(field: impl Into<String>, detail: impl AsRef<str>) -> Self {
         Cause {

@@ -91,6 +91,32 @@ fn requests_from_limits(spec: &mut Map<String, Value>) {
     }
 }
 
+/// A pod on the host network listens on the host's ports: each container
+/// port's `hostPort` defaults to it (pods only; upstream stopped doing this
+/// for templates).
+fn host_network_ports(spec: &mut Map<String, Value>) {
+    if spec.get("hostNetwork").and_then(Value::as_bool) != Some(true) {
+        return;
+    }
+    for list in ["containers", "initContainers"] {
+        let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for c in cs.iter_mut() {
+            let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) else {
+                continue;
+            };
+            for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                if p.get("hostPort").and_then(Value::as_i64).unwrap_or(0) == 0
+                    && let Some(port) = p.get("containerPort").cloned()
+                {
+                    p.insert("hostPort".into(), port);
+                }
+            }
+        }
+    }
+}
+
 fn template(spec: &mut Map<String, Value>) {
     if let Some(t) = spec.get_mut("template").and_then(Value::as_object_mut)
         && let Some(s) = child(t, "spec")
@@ -144,6 +170,7 @@ pub fn apply(info: &ResourceInfo, body: &mut Value) {
             if let Some(spec) = child(root, "spec") {
                 pod_spec(spec);
                 requests_from_limits(spec);
+                host_network_ports(spec);
             }
         }
         ("", "podtemplates") => template(root),
@@ -252,7 +279,88 @@ pub fn apply(info: &ResourceInfo, body: &mut Value) {
             default(root, "type", json!("Opaque"));
             string_data(root);
         }
+        ("", "endpoints") => {
+            for subset in array_items(root, "subsets") {
+                for p in array_items(subset, "ports") {
+                    default(p, "protocol", json!("TCP"));
+                }
+            }
+        }
+        ("discovery.k8s.io", "endpointslices") => {
+            for p in array_items(root, "ports") {
+                default(p, "name", json!(""));
+                default(p, "protocol", json!("TCP"));
+            }
+        }
+        ("networking.k8s.io", "networkpolicies") => {
+            if let Some(spec) = child(root, "spec") {
+                network_policy(spec);
+            }
+        }
+        ("networking.k8s.io", "ingressclasses") => {
+            if let Some(params) = root
+                .get_mut("spec")
+                .and_then(|s| s.get_mut("parameters"))
+                .and_then(Value::as_object_mut)
+            {
+                default(params, "scope", json!("Cluster"));
+            }
+        }
+        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => {
+            if let Some(role_ref) = root.get_mut("roleRef").and_then(Value::as_object_mut) {
+                default(role_ref, "apiGroup", json!("rbac.authorization.k8s.io"));
+            }
+            for s in array_items(root, "subjects") {
+                if matches!(
+                    s.get("kind").and_then(Value::as_str),
+                    Some("User" | "Group")
+                ) {
+                    default(s, "apiGroup", json!("rbac.authorization.k8s.io"));
+                }
+            }
+        }
         _ => {}
+    }
+}
+
+/// The objects in the array at `key` of `map`.
+fn array_items<'a>(
+    map: &'a mut Map<String, Value>,
+    key: &str,
+) -> impl Iterator<Item = &'a mut Map<String, Value>> {
+    map.get_mut(key)
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object_mut)
+}
+
+/// A NetworkPolicy's ports speak TCP unless they say otherwise, and a
+/// policy without types governs ingress (and egress when it has egress
+/// rules).
+fn network_policy(spec: &mut Map<String, Value>) {
+    for dir in ["ingress", "egress"] {
+        for rule in array_items(spec, dir) {
+            for p in array_items(rule, "ports") {
+                default(p, "protocol", json!("TCP"));
+            }
+        }
+    }
+    let typed = spec
+        .get("policyTypes")
+        .and_then(Value::as_array)
+        .is_some_and(|t| !t.is_empty());
+    if !typed {
+        let egress = spec
+            .get("egress")
+            .and_then(Value::as_array)
+            .is_some_and(|e| !e.is_empty());
+        let types = if egress {
+            json!(["Ingress", "Egress"])
+        } else {
+            json!(["Ingress"])
+        };
+        spec.insert("policyTypes".into(), types);
     }
 }
 

@@ -13,14 +13,6 @@ use crate::container_rules::{config_key, items, one_of, text};
 /// `MaxSecretSize`).
 const MAX_DATA_BYTES: usize = 1024 * 1024;
 
-fn too_long(field: &str) -> Cause {
-    Cause {
-        reason: "FieldValueTooLong",
-        field: field.into(),
-        message: format!("Too long: may not be more than {MAX_DATA_BYTES} bytes"),
-    }
-}
-
 /// The size of a base64 value once decoded.
 fn decoded_len(b64: &str) -> usize {
     let padding = b64.bytes().rev().take_while(|&b| b == b'=').count();
@@ -50,7 +42,7 @@ pub fn config_map(obj: &Value, causes: &mut Vec<Cause>) {
         total += value.as_str().map_or(0, decoded_len);
     }
     if total > MAX_DATA_BYTES {
-        causes.push(too_long(""));
+        causes.push(Cause::too_long("", MAX_DATA_BYTES));
     }
 }
 
@@ -64,7 +56,7 @@ pub fn secret(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
         total += value.as_str().map_or(0, decoded_len);
     }
     if total > MAX_DATA_BYTES {
-        causes.push(too_long("data"));
+        causes.push(Cause::too_long("data", MAX_DATA_BYTES));
     }
     let has = |key: &str| data.is_some_and(|d| d.contains_key(key));
     let value = |key: &str| {

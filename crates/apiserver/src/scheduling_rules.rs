@@ -18,6 +18,40 @@ pub(crate) fn labels(map: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
     }
 }
 
+/// A `metav1.LabelSelector` (`ValidateLabelSelector`): valid match labels,
+/// and expressions with a known operator and the values it needs.
+pub(crate) fn label_selector(sel: &Value, path: &str, causes: &mut Vec<Cause>) {
+    labels(
+        sel.get("matchLabels"),
+        &format!("{path}.matchLabels"),
+        causes,
+    );
+    for (j, rq) in items(Some(sel), "matchExpressions").enumerate() {
+        let at = format!("{path}.matchExpressions[{j}]");
+        let has_values = items(Some(rq), "values").next().is_some();
+        match text(rq, "operator").unwrap_or("") {
+            "In" | "NotIn" if !has_values => causes.push(Cause::required(
+                format!("{at}.values"),
+                "must be specified when `operator` is 'In' or 'NotIn'",
+            )),
+            "Exists" | "DoesNotExist" if has_values => causes.push(Cause::forbidden(
+                format!("{at}.values"),
+                "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+            )),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => causes.push(Cause::invalid(
+                format!("{at}.operator"),
+                &json!(other),
+                "not a valid selector operator",
+            )),
+        }
+        let key = text(rq, "key").unwrap_or("");
+        for msg in names::qualified_name(key) {
+            causes.push(Cause::invalid(format!("{at}.key"), &json!(key), msg));
+        }
+    }
+}
+
 fn node_selector_term(term: &Value, at: &str, required: bool, causes: &mut Vec<Cause>) {
     for (j, rq) in items(Some(term), "matchExpressions").enumerate() {
         let at = format!("{at}.matchExpressions[{j}]");

@@ -180,6 +180,18 @@ pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<
         }
         ("", "pods") => {
             pod_spec_at(obj, old, "/spec", "spec", &mut causes);
+            // Ephemeral containers come only through their own subresource.
+            if old.is_none()
+                && obj
+                    .pointer("/spec/ephemeralContainers")
+                    .and_then(Value::as_array)
+                    .is_some_and(|e| !e.is_empty())
+            {
+                causes.push(Cause::forbidden(
+                    "spec.ephemeralContainers",
+                    "cannot be set on create",
+                ));
+            }
             if let Some(old) = old {
                 let (new_spec, old_spec) = (obj.get("spec"), old.get("spec"));
                 let node = |s: Option<&Value>| s.and_then(|s| s.get("nodeName")).cloned();
@@ -275,13 +287,34 @@ pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<
         // these rules only when their spec changes, as pod specs are.
         ("", "persistentvolumeclaims" | "persistentvolumes")
         | ("autoscaling", "horizontalpodautoscalers")
+        | ("policy", "poddisruptionbudgets")
+        | ("networking.k8s.io", "ingresses" | "networkpolicies")
             if old.is_none_or(|o| o.get("spec") != obj.get("spec")) =>
         {
             match info.plural.as_str() {
                 "persistentvolumeclaims" => crate::kind_rules::claim(obj, &mut causes),
                 "persistentvolumes" => crate::kind_rules::volume(obj, &mut causes),
+                "poddisruptionbudgets" => {
+                    crate::workload_rules::disruption_budget(obj, &mut causes);
+                }
+                "ingresses" => crate::network_rules::ingress(obj, &mut causes),
+                "networkpolicies" => crate::network_rules::network_policy(obj, &mut causes),
                 _ => crate::kind_rules::autoscaler(obj, &mut causes),
             }
+        }
+        ("networking.k8s.io", "ingressclasses") => {
+            crate::network_rules::ingress_class(obj, old, &mut causes);
+        }
+        ("", "endpoints") => crate::endpoint_rules::endpoints(obj, &mut causes),
+        ("discovery.k8s.io", "endpointslices") => {
+            crate::endpoint_rules::endpoint_slice(obj, old, &mut causes);
+        }
+        ("rbac.authorization.k8s.io", "roles" | "clusterroles") => {
+            crate::rbac_rules::role(obj, info.plural == "roles", &mut causes);
+        }
+        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => {
+            let namespaced = info.plural == "rolebindings";
+            crate::rbac_rules::binding(obj, old, namespaced, &mut causes);
         }
         _ => {}
     }

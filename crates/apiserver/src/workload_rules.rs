@@ -1,5 +1,6 @@
 //! Upstream's validation of workload specs beyond their pod templates:
-//! a Deployment's strategy and limits, a Job's counts and modes.
+//! a Deployment's strategy and limits, a Job's counts and modes, and
+//! the PodDisruptionBudgets that guard them.
 
 use kybern_apimachinery::Cause;
 use serde_json::{Value, json};
@@ -74,15 +75,58 @@ pub fn deployment(obj: &Value, causes: &mut Vec<Cause>) {
 
 /// One bound of a rolling update: its value when it is a valid one.
 fn rollout_bound(ru: &Value, key: &str, causes: &mut Vec<Cause>) -> Option<i64> {
-    let v = ru.get(key)?;
     let field = format!("spec.strategy.rollingUpdate.{key}");
-    let (n, percent) = int_or_percent(v, &field, causes)?;
+    count_or_percent(ru.get(key)?, &field, key == "maxUnavailable", causes)
+}
+
+/// A count or a percentage (`ValidatePositiveIntOrPercent`), at most 100%
+/// when `whole` (`IsNotMoreThan100Percent`): its number when valid.
+pub(crate) fn count_or_percent(
+    v: &Value,
+    field: &str,
+    whole: bool,
+    causes: &mut Vec<Cause>,
+) -> Option<i64> {
+    let (n, percent) = int_or_percent(v, field, causes)?;
     if n < 0 {
-        causes.push(Cause::invalid(&field, v, NEGATIVE));
-    } else if percent && n > 100 && key == "maxUnavailable" {
-        causes.push(Cause::invalid(&field, v, "must not be greater than 100%"));
+        causes.push(Cause::invalid(field, v, NEGATIVE));
+    } else if percent && n > 100 && whole {
+        causes.push(Cause::invalid(field, v, "must not be greater than 100%"));
     }
     Some(n)
+}
+
+/// A PodDisruptionBudget's spec: one of `minAvailable` and
+/// `maxUnavailable`, each a count or a percentage, a valid selector and a
+/// known unhealthy-pod policy.
+pub fn disruption_budget(obj: &Value, causes: &mut Vec<Cause>) {
+    let Some(spec) = obj.get("spec").filter(|s| s.is_object()) else {
+        return;
+    };
+    let min = spec.get("minAvailable").filter(|v| !v.is_null());
+    let max = spec.get("maxUnavailable").filter(|v| !v.is_null());
+    if min.is_some() && max.is_some() {
+        causes.push(Cause::invalid(
+            "spec",
+            spec,
+            "minAvailable and maxUnavailable cannot be both set",
+        ));
+    }
+    for (key, v) in [("minAvailable", min), ("maxUnavailable", max)] {
+        if let Some(v) = v {
+            count_or_percent(v, &format!("spec.{key}"), true, causes);
+        }
+    }
+    if let Some(sel) = spec.get("selector").filter(|s| !s.is_null()) {
+        crate::scheduling_rules::label_selector(sel, "spec.selector", causes);
+    }
+    one_of(
+        spec,
+        "unhealthyPodEvictionPolicy",
+        "spec",
+        &["AlwaysAllow", "IfHealthyBudget"],
+        causes,
+    );
 }
 
 fn rolling_update(ru: &Value, causes: &mut Vec<Cause>) {

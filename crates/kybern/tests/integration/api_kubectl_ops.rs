@@ -1,7 +1,6 @@
 //! More of kubectl 1.35 against the real server: the `create` subcommands
 //! (protobuf bodies), server-side apply with conflicts, `diff`, `explain`,
-//! `describe`, validation (of `List` files too, on the client; of pod specs
-//! on the server), `--watch`,
+//! `describe`, client-side validation (of `List` files too), `--watch`,
 //! and deletion with finalizers and cascade policies.
 
 use crate::common;
@@ -250,105 +249,6 @@ fn explain_describe_and_validation() {
     let good_list = bad_list.replace("datum", "data");
     k.ok_stdin(&["create", "-f", "-"], &good_list);
     k.ok(&["get", "configmap", "in-list"]);
-}
-
-/// Pod specs (and templates) are held to upstream's rules, with its field
-/// paths and messages, and a malformed quantity fails at decoding.
-#[test]
-fn pod_specs_are_validated_as_upstream() {
-    let (_server, k) = setup();
-    let bad = "apiVersion: apps/v1
-kind: Deployment
-metadata: {name: bad}
-spec:
-  selector: {matchLabels: {app: bad}}
-  template:
-    metadata: {labels: {app: bad}}
-    spec:
-      volumes: [{name: data, emptyDir: {}}]
-      containers:
-      - name: c
-        image: registry.local/x:1
-        volumeMounts: [{name: nope, mountPath: /d}]
-        resources: {requests: {cpu: '2'}, limits: {cpu: '1'}}
-        livenessProbe: {periodSeconds: 5}
-";
-    let out = k.run_with_stdin(&["apply", "-f", "-"], Some(bad));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
-    for expected in [
-        "The Deployment \"bad\" is invalid",
-        "spec.template.spec.containers[0].volumeMounts[0].name: Not found: \"nope\"",
-        "spec.template.spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1",
-        "spec.template.spec.containers[0].livenessProbe: Required value: must specify a handler type",
-    ] {
-        assert!(err.contains(expected), "{expected} not in {err}");
-    }
-    assert!(k.fails(&["get", "deployment", "bad"]).contains("not found"));
-
-    let fixed = bad
-        .replace("name: nope", "name: data")
-        .replace("cpu: '2'", "cpu: 500m")
-        .replace(
-            "{periodSeconds: 5}",
-            "{periodSeconds: 5, tcpSocket: {port: 80}}",
-        );
-    k.ok_stdin(&["apply", "-f", "-"], &fixed);
-
-    let malformed = "apiVersion: v1
-kind: Pod
-metadata: {name: greedy}
-spec:
-  containers:
-  - {name: c, image: registry.local/x:1, resources: {requests: {memory: lots}}}
-";
-    let out = k.run_with_stdin(&["create", "-f", "-"], Some(malformed));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success()
-            && err.contains("BadRequest")
-            && err.contains(
-                "cannot be handled as a Pod: quantities must match the regular expression"
-            ),
-        "{err}"
-    );
-}
-
-/// ConfigMap and Secret keys and types, claims and autoscalers are held to
-/// upstream's rules too.
-#[test]
-fn data_and_storage_kinds_are_validated_as_upstream() {
-    let (_server, k) = setup();
-    let cases = [
-        (
-            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: spaced}\ndata: {'a b': x}\n",
-            "data[a b]: Invalid value: \"a b\": a valid config key must consist of alphanumeric characters",
-        ),
-        (
-            "apiVersion: v1\nkind: Secret\nmetadata: {name: half}\ntype: kubernetes.io/tls\nstringData: {tls.crt: x}\n",
-            "data[tls.key]: Required value",
-        ),
-        (
-            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: sizeless}\nspec: {accessModes: [ReadWriteOnce]}\n",
-            "spec.resources[storage]: Required value",
-        ),
-        (
-            "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: upside}\nspec: {scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}, minReplicas: 5, maxReplicas: 2}\n",
-            "spec.maxReplicas: Invalid value: 2: must be greater than or equal to `minReplicas`",
-        ),
-    ];
-    for (manifest, expected) in cases {
-        let out = k.run_with_stdin(&["apply", "-f", "-"], Some(manifest));
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success() && err.contains("is invalid") && err.contains(expected),
-            "{expected} not in {err}"
-        );
-    }
-    k.ok_stdin(
-        &["apply", "-f", "-"],
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: fine}\ndata: {a.b_c-d: x}\n",
-    );
 }
 
 #[test]

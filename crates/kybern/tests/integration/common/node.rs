@@ -288,6 +288,7 @@ impl Drop for NodeCluster {
         for m in mounts {
             let _ = Command::new("umount").args(["-l", &m]).status();
         }
+        self.remove_pod_cgroups();
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
             .stderr(Stdio::null())
@@ -299,6 +300,26 @@ impl Drop for NodeCluster {
 }
 
 impl NodeCluster {
+    /// Removes the cgroups of every pod the agent kept a directory for: a
+    /// test that ends with pods running leaves them once the agent is gone.
+    fn remove_pod_cgroups(&self) {
+        use kybern_agent::host::{LinuxHost, NodeHost};
+        let Ok(pods) = std::fs::read_dir(self.dir.path().join("agent/pods")) else {
+            return;
+        };
+        let host = LinuxHost::default();
+        for uid in pods
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+        {
+            for parent in ["/kubepods", "/kubepods/burstable", "/kubepods/besteffort"] {
+                if let Err(e) = host.remove_cgroup(&format!("{parent}/pod{uid}")) {
+                    eprintln!("leftover cgroup of pod {uid}: {e}");
+                }
+            }
+        }
+    }
+
     /// The agent's masquerade chain in the nat table.
     pub fn masquerade_chain(&self) -> String {
         kybern_agent::network::masquerade_chain(&self.bridge)
