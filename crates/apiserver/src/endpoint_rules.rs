@@ -5,7 +5,7 @@
 use kybern_apimachinery::{Cause, names};
 use serde_json::{Value, json};
 
-use crate::container_rules::{PORT_RANGE, PROTOCOLS, items, text};
+use crate::field_rules::{PORT_RANGE, PROTOCOLS, items, text};
 
 /// The most endpoints one slice holds.
 const MAX_ENDPOINTS: usize = 1000;

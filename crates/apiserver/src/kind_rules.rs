@@ -7,7 +7,8 @@ use base64::Engine;
 use kybern_apimachinery::Cause;
 use serde_json::{Value, json};
 
-use crate::container_rules::{config_key, items, one_of, text};
+use crate::container_rules::config_key;
+use crate::field_rules::{items, one_of, text};
 
 /// The most a ConfigMap's or Secret's data may hold (upstream's
 /// `MaxSecretSize`).

@@ -6,7 +6,7 @@
 use kybern_apimachinery::{Cause, names};
 use serde_json::{Value, json};
 
-use crate::container_rules::{PORT_RANGE, items, one_of, port_name, text};
+use crate::field_rules::{PORT_RANGE, items, one_of, port_name, text};
 use crate::scheduling_rules::label_selector;
 
 /// The message for a malformed CIDR.

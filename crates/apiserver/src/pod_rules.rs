@@ -6,7 +6,8 @@
 use kybern_apimachinery::{Cause, names};
 use serde_json::{Value, json};
 
-use crate::container_rules::{self, PodFacts, items, one_of, text};
+use crate::container_rules::{self, PodFacts};
+use crate::field_rules::{items, one_of, text};
 use crate::scheduling_rules::{self, labels, spread_constraints, tolerations};
 
 /// Checks a pod spec at `path` (`spec`, `spec.template.spec`, …).

@@ -5,7 +5,7 @@
 use kybern_apimachinery::{Cause, names};
 use serde_json::{Value, json};
 
-use crate::container_rules::{items, text};
+use crate::field_rules::{items, text};
 
 /// The RBAC API group, which role references and user or group subjects name.
 const GROUP: &str = "rbac.authorization.k8s.io";

@@ -6,7 +6,7 @@ use kybern_apimachinery::quantity::parse_milli;
 use kybern_apimachinery::{Cause, names};
 use serde_json::{Value, json};
 
-use crate::container_rules::NEGATIVE;
+use crate::field_rules::NEGATIVE;
 
 /// A quantity in milli-units, if it parses (malformed ones are refused
 /// when the body is decoded).
@@ -107,24 +107,50 @@ pub(crate) fn resources(r: &Value, path: &str, causes: &mut Vec<Cause>) {
     }
 }
 
-/// The first malformed quantity in the resources, pod overhead or emptyDir
-/// size limits anywhere in `v` (a pod or a workload with a pod template).
-/// Upstream's decoder refuses such a body before validation (400).
-pub fn malformed_quantity(v: &Value) -> Option<String> {
+/// The fields of a kind's objects that hold quantities (a map of them, or
+/// one), which its decoder parses: any quantity in them that does not parse
+/// fails the whole body, as upstream's typed decoding does.
+pub fn quantity_fields(group: &str, plural: &str) -> Option<&'static [&'static str]> {
+    const POD: &[&str] = &["limits", "requests", "overhead", "sizeLimit"];
+    Some(match (group, plural) {
+        ("", "pods" | "podtemplates" | "replicationcontrollers")
+        | ("apps", "deployments" | "replicasets" | "statefulsets" | "daemonsets")
+        | ("batch", "jobs" | "cronjobs") => POD,
+        ("", "resourcequotas") => &["hard", "used"],
+        ("", "limitranges") => &[
+            "max",
+            "min",
+            "default",
+            "defaultRequest",
+            "maxLimitRequestRatio",
+        ],
+        ("", "persistentvolumeclaims") => &["limits", "requests", "capacity", "allocatedResources"],
+        ("", "persistentvolumes") => &["capacity"],
+        ("", "nodes") => &["capacity", "allocatable"],
+        _ => return None,
+    })
+}
+
+/// The first malformed quantity under one of `fields` anywhere in `v`.
+pub fn malformed_quantity(v: &Value, fields: &[&str]) -> Option<String> {
     let bad = |q: &Value| match q {
         Value::String(s) => parse_milli(s).is_err().then(|| s.clone()),
         _ => None,
     };
     match v {
-        Value::Object(map) => map.iter().find_map(|(k, child)| match k.as_str() {
-            "limits" | "requests" | "overhead" => child
-                .as_object()
-                .and_then(|m| m.values().find_map(bad))
-                .or_else(|| malformed_quantity(child)),
-            "sizeLimit" => bad(child),
-            _ => malformed_quantity(child),
+        Value::Object(map) => map.iter().find_map(|(k, child)| {
+            if !fields.contains(&k.as_str()) {
+                return malformed_quantity(child, fields);
+            }
+            match child {
+                Value::Object(m) => m
+                    .values()
+                    .find_map(bad)
+                    .or_else(|| malformed_quantity(child, fields)),
+                _ => bad(child),
+            }
         }),
-        Value::Array(items) => items.iter().find_map(malformed_quantity),
+        Value::Array(items) => items.iter().find_map(|i| malformed_quantity(i, fields)),
         _ => None,
     }
 }
@@ -134,11 +160,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn malformed_quantities_are_found_wherever_a_pod_spec_holds_them() {
+    fn malformed_quantities_are_found_in_each_kinds_quantity_fields() {
         let template = json!({"spec": {"template": {"spec": {"containers": [{"resources": {"limits": {"cpu": "1"}, "requests": {"memory": "lots"}}}],
             "volumes": [{"emptyDir": {"sizeLimit": "1Gi"}}]}}}});
-        assert_eq!(malformed_quantity(&template), Some("lots".into()));
+        let pod = quantity_fields("apps", "deployments").expect("pod kind");
+        assert_eq!(malformed_quantity(&template, pod), Some("lots".into()));
         let fine = json!({"spec": {"overhead": {"cpu": "250m"}, "volumes": [{"emptyDir": {"sizeLimit": "1Gi"}}]}});
-        assert_eq!(malformed_quantity(&fine), None);
+        assert_eq!(malformed_quantity(&fine, pod), None);
+        let quota = json!({"spec": {"hard": {"pods": "10", "requests.cpu": "many"}}});
+        let fields = quantity_fields("", "resourcequotas").expect("quota");
+        assert_eq!(malformed_quantity(&quota, fields), Some("many".into()));
+        let ranges = json!({"spec": {"limits": [{"type": "Container", "default": {"memory": "1Gi"}, "max": {"cpu": "2x"}}]}});
+        let fields = quantity_fields("", "limitranges").expect("ranges");
+        assert_eq!(malformed_quantity(&ranges, fields), Some("2x".into()));
+        assert!(quantity_fields("", "configmaps").is_none());
     }
 }

@@ -4,7 +4,7 @@
 use kybern_apimachinery::{Cause, names};
 use serde_json::{Value, json};
 
-use crate::container_rules::{items, set, text};
+use crate::field_rules::{items, set, text};
 
 /// A label map: qualified-name keys and label values.
 pub(crate) fn labels(map: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {

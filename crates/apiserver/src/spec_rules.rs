@@ -5,7 +5,7 @@
 use kybern_apimachinery::{Cause, names};
 use serde_json::{Value, json};
 
-use crate::container_rules::{one_of, text};
+use crate::field_rules::{one_of, text};
 use crate::object::Object;
 use crate::registry::ResourceInfo;
 
@@ -401,19 +401,9 @@ fn service_ports(ports: &[Value], causes: &mut Vec<Cause>) {
                 "must be between 1 and 65535, inclusive",
             ));
         }
-        one_of(
-            p,
-            "protocol",
-            &at,
-            crate::container_rules::PROTOCOLS,
-            causes,
-        );
+        one_of(p, "protocol", &at, crate::field_rules::PROTOCOLS, causes);
         if let Some(target) = p.get("targetPort").filter(|t| !t.is_null()) {
-            crate::container_rules::port_num_or_name(
-                Some(target),
-                &format!("{at}.targetPort"),
-                causes,
-            );
+            crate::field_rules::port_num_or_name(Some(target), &format!("{at}.targetPort"), causes);
         }
         let protocol = text(p, "protocol").unwrap_or("TCP");
         if keys.contains(&(protocol, port)) {

@@ -4,9 +4,8 @@
 use kybern_apimachinery::{Cause, names};
 use serde_json::{Value, json};
 
-use crate::container_rules::{
-    self, RESOURCE_FIELDS, items, local_descending_path, one_of, set, text,
-};
+use crate::container_rules::{self, RESOURCE_FIELDS};
+use crate::field_rules::{items, local_descending_path, one_of, set, text};
 
 /// Every volume source a volume may name, exactly one at a time.
 const VOLUME_SOURCES: &[&str] = &[

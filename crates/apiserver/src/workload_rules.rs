@@ -5,7 +5,7 @@
 use kybern_apimachinery::Cause;
 use serde_json::{Value, json};
 
-use crate::container_rules::{NEGATIVE, non_negative, one_of, text};
+use crate::field_rules::{NEGATIVE, non_negative, one_of, text};
 
 /// An int-or-percent field (`maxSurge`, `maxUnavailable`): its value, in
 /// percent when it is one, or a cause when it is neither.

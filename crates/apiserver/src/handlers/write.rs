@@ -404,7 +404,9 @@ pub fn check_typed(
         ))
     };
     let decoded = decoded.map_err(|e| cannot_handle(&e))?;
-    if holds_pod_spec(info) && crate::resource_rules::malformed_quantity(obj).is_some() {
+    if let Some(fields) = crate::resource_rules::quantity_fields(&info.group, &info.plural)
+        && crate::resource_rules::malformed_quantity(obj, fields).is_some()
+    {
         return Err(cannot_handle(
             "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
         ));
@@ -415,19 +417,6 @@ pub fn check_typed(
     report_unknown(ctx, &decoded.unknown, warnings)?;
     decoded.prune(obj);
     Ok(())
-}
-
-/// Kinds that are or hold a pod spec (whose quantities are checked at decode).
-fn holds_pod_spec(info: &crate::registry::ResourceInfo) -> bool {
-    matches!(
-        (info.group.as_str(), info.plural.as_str()),
-        ("", "pods" | "podtemplates" | "replicationcontrollers")
-            | (
-                "apps",
-                "deployments" | "replicasets" | "statefulsets" | "daemonsets"
-            )
-            | ("batch", "jobs" | "cronjobs")
-    )
 }
 
 /// Unknown fields: refused (Strict), warnings (Warn, the default) or nothing (Ignore).
