@@ -292,6 +292,10 @@ pub fn apply(info: &ResourceInfo, body: &mut Value) {
                 default(p, "protocol", json!("TCP"));
             }
         }
+        ("storage.k8s.io", "storageclasses") => {
+            default(root, "reclaimPolicy", json!("Delete"));
+            default(root, "volumeBindingMode", json!("Immediate"));
+        }
         ("networking.k8s.io", "networkpolicies") => {
             if let Some(spec) = child(root, "spec") {
                 network_policy(spec);

@@ -10,7 +10,7 @@ use crate::field_rules::NEGATIVE;
 
 /// A quantity in milli-units, if it parses (malformed ones are refused
 /// when the body is decoded).
-fn milli(q: &Value) -> Option<i64> {
+pub(crate) fn milli(q: &Value) -> Option<i64> {
     match q {
         Value::String(s) => parse_milli(s).ok(),
         Value::Number(n) => n.as_f64().map(|f| (f * 1000.0).ceil() as i64),

@@ -216,8 +216,11 @@ pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<
             } else {
                 replicated_template(obj, old, &mut causes);
             }
-            if info.plural == "deployments" {
-                crate::workload_rules::deployment(obj, &mut causes);
+            match info.plural.as_str() {
+                "deployments" => crate::workload_rules::deployment(obj, &mut causes),
+                "statefulsets" => crate::workload_rules::stateful_set(obj, &mut causes),
+                "daemonsets" => crate::workload_rules::daemon_set(obj, &mut causes),
+                _ => {}
             }
             if let Some(r) = obj.pointer("/spec/replicas").and_then(Value::as_i64)
                 && r < 0
@@ -251,6 +254,7 @@ pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<
             }
         }
         ("batch", "cronjobs") => {
+            crate::workload_rules::cron_job(obj, &mut causes);
             if obj
                 .pointer("/spec/schedule")
                 .and_then(Value::as_str)
@@ -302,6 +306,20 @@ pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<
                 _ => crate::kind_rules::autoscaler(obj, &mut causes),
             }
         }
+        ("", "resourcequotas") if old.is_none_or(|o| o.get("spec") != obj.get("spec")) => {
+            crate::quota_rules::resource_quota(obj, &mut causes);
+        }
+        ("", "limitranges") => crate::quota_rules::limit_range(obj, &mut causes),
+        ("", "nodes") if old.is_none_or(|o| o.get("spec") != obj.get("spec")) => {
+            crate::cluster_rules::node(obj, &mut causes);
+        }
+        ("storage.k8s.io", "storageclasses") => {
+            crate::cluster_rules::storage_class(obj, old, &mut causes);
+        }
+        ("node.k8s.io", "runtimeclasses") => {
+            crate::cluster_rules::runtime_class(obj, old, &mut causes);
+        }
+        ("coordination.k8s.io", "leases") => crate::cluster_rules::lease(obj, &mut causes),
         ("networking.k8s.io", "ingressclasses") => {
             crate::network_rules::ingress_class(obj, old, &mut causes);
         }
@@ -491,6 +509,7 @@ mod tests {
     fn stateful_sets_mount_their_claim_templates() {
         let s = info("apps", "v1", "statefulsets");
         let set = json!({"spec": {"selector": {"matchLabels": {"app": "db"}},
+            "podManagementPolicy": "OrderedReady", "updateStrategy": {"type": "RollingUpdate"},
             "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "c", "image": "i",
                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
             "volumeClaimTemplates": [{"metadata": {"name": "data"}}]}});

@@ -174,6 +174,151 @@ pub fn job(obj: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
+/// A StatefulSet's spec: a known pod management policy and update
+/// strategy, a non-negative partition and start ordinal, and known claim
+/// retention policies.
+pub fn stateful_set(obj: &Value, causes: &mut Vec<Cause>) {
+    let Some(spec) = obj.get("spec").filter(|s| s.is_object()) else {
+        return;
+    };
+    match text(spec, "podManagementPolicy") {
+        None | Some("") => causes.push(Cause::required("spec.podManagementPolicy", "")),
+        Some("OrderedReady" | "Parallel") => {}
+        Some(other) => causes.push(Cause::invalid(
+            "spec.podManagementPolicy",
+            &json!(other),
+            "must be 'OrderedReady' or 'Parallel'",
+        )),
+    }
+    let strategy = spec.get("updateStrategy").unwrap_or(&Value::Null);
+    let rolling = strategy.get("rollingUpdate").filter(|r| !r.is_null());
+    match text(strategy, "type").unwrap_or("") {
+        "" => causes.push(Cause::required("spec.updateStrategy", "")),
+        "OnDelete" => {
+            if let Some(r) = rolling {
+                causes.push(Cause::invalid(
+                    "spec.updateStrategy.rollingUpdate",
+                    r,
+                    "only allowed for updateStrategy 'RollingUpdate'",
+                ));
+            }
+        }
+        "RollingUpdate" => {
+            if let Some(r) = rolling {
+                non_negative(r, "partition", "spec.updateStrategy.rollingUpdate", causes);
+            }
+        }
+        _ => causes.push(Cause::invalid(
+            "spec.updateStrategy",
+            strategy,
+            "must be 'RollingUpdate' or 'OnDelete'",
+        )),
+    }
+    if let Some(policy) = spec
+        .get("persistentVolumeClaimRetentionPolicy")
+        .filter(|p| !p.is_null())
+    {
+        for key in ["whenDeleted", "whenScaled"] {
+            one_of(
+                policy,
+                key,
+                "spec.persistentVolumeClaimRetentionPolicy",
+                &["Delete", "Retain"],
+                causes,
+            );
+        }
+    }
+    non_negative(spec, "minReadySeconds", "spec", causes);
+    if let Some(ordinals) = spec.get("ordinals").filter(|o| !o.is_null()) {
+        non_negative(ordinals, "start", "spec.ordinals", causes);
+    }
+}
+
+/// A DaemonSet's update strategy: known, and for rolling updates exactly
+/// one of `maxUnavailable` and `maxSurge` above zero.
+pub fn daemon_set(obj: &Value, causes: &mut Vec<Cause>) {
+    let Some(spec) = obj.get("spec").filter(|s| s.is_object()) else {
+        return;
+    };
+    non_negative(spec, "minReadySeconds", "spec", causes);
+    let strategy = spec.get("updateStrategy").unwrap_or(&Value::Null);
+    let at = "spec.updateStrategy";
+    match text(strategy, "type").unwrap_or("") {
+        "OnDelete" => {}
+        "RollingUpdate" => {
+            let Some(ru) = strategy.get("rollingUpdate").filter(|r| !r.is_null()) else {
+                causes.push(Cause::required(format!("{at}.rollingUpdate"), ""));
+                return;
+            };
+            let bound = |key: &str, causes: &mut Vec<Cause>| {
+                ru.get(key).and_then(|v| {
+                    count_or_percent(v, &format!("{at}.rollingUpdate.{key}"), true, causes)
+                })
+            };
+            let unavailable = bound("maxUnavailable", causes).unwrap_or(0) != 0;
+            let surge = bound("maxSurge", causes).unwrap_or(0) != 0;
+            if unavailable && surge {
+                causes.push(Cause::invalid(
+                    format!("{at}.rollingUpdate.maxSurge"),
+                    &ru["maxSurge"],
+                    "may not be set when maxUnavailable is non-zero",
+                ));
+            } else if !unavailable && !surge {
+                causes.push(Cause::required(
+                    format!("{at}.rollingUpdate.maxUnavailable"),
+                    "cannot be 0 when maxSurge is 0",
+                ));
+            }
+        }
+        _ => causes.push(Cause::not_supported(
+            at,
+            strategy,
+            &["RollingUpdate", "OnDelete"],
+        )),
+    }
+}
+
+/// A CronJob's spec beyond its job template: a schedule without a time
+/// zone in it, a known concurrency policy and non-negative limits.
+pub fn cron_job(obj: &Value, causes: &mut Vec<Cause>) {
+    let Some(spec) = obj.get("spec").filter(|s| s.is_object()) else {
+        return;
+    };
+    if let Some(schedule) = text(spec, "schedule")
+        && schedule.contains("TZ")
+    {
+        causes.push(Cause::invalid(
+            "spec.schedule",
+            &json!(schedule),
+            "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
+        ));
+    }
+    match text(spec, "concurrencyPolicy") {
+        None | Some("") => causes.push(Cause::required("spec.concurrencyPolicy", "")),
+        Some(_) => one_of(
+            spec,
+            "concurrencyPolicy",
+            "spec",
+            &["Allow", "Forbid", "Replace"],
+            causes,
+        ),
+    }
+    for key in [
+        "startingDeadlineSeconds",
+        "successfulJobsHistoryLimit",
+        "failedJobsHistoryLimit",
+    ] {
+        non_negative(spec, key, "spec", causes);
+    }
+    if text(spec, "timeZone") == Some("") {
+        causes.push(Cause::invalid(
+            "spec.timeZone",
+            &json!(""),
+            "timeZone must be nil or non-empty string",
+        ));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +378,43 @@ mod tests {
             vec![
                 "spec.parallelism: Invalid value: -1: must be greater than or equal to 0",
                 "spec.completions: Required value: when completion mode is Indexed",
+            ]
+        );
+    }
+
+    #[test]
+    fn stateful_and_daemon_sets_and_cron_jobs_keep_to_known_strategies() {
+        let mut causes = Vec::new();
+        stateful_set(
+            &json!({"spec": {"podManagementPolicy": "Random",
+                "updateStrategy": {"type": "OnDelete", "rollingUpdate": {"partition": 1}},
+                "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Keep"}}}),
+            &mut causes,
+        );
+        daemon_set(
+            &json!({"spec": {"updateStrategy": {"type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "0%"}}}}),
+            &mut causes,
+        );
+        cron_job(
+            &json!({"spec": {"schedule": "CRON_TZ=UTC 0 * * * *", "concurrencyPolicy": "Sometimes",
+                "startingDeadlineSeconds": -5}}),
+            &mut causes,
+        );
+        let got: Vec<String> = causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                "spec.podManagementPolicy: Invalid value: \"Random\": must be 'OrderedReady' or 'Parallel'",
+                "spec.updateStrategy.rollingUpdate: Invalid value: {\"partition\":1}: only allowed for updateStrategy 'RollingUpdate'",
+                "spec.persistentVolumeClaimRetentionPolicy.whenDeleted: Unsupported value: \"Keep\": supported values: \"Delete\", \"Retain\"",
+                "spec.updateStrategy.rollingUpdate.maxUnavailable: Required value: cannot be 0 when maxSurge is 0",
+                "spec.schedule: Invalid value: \"CRON_TZ=UTC 0 * * * *\": cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
+                "spec.concurrencyPolicy: Unsupported value: \"Sometimes\": supported values: \"Allow\", \"Forbid\", \"Replace\"",
+                "spec.startingDeadlineSeconds: Invalid value: -5: must be greater than or equal to 0",
             ]
         );
     }

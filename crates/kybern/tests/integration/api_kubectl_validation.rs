@@ -208,3 +208,72 @@ fn security_network_and_access_kinds_are_validated_as_upstream() {
         "{err}"
     );
 }
+
+/// Quotas, limit ranges, storage and runtime classes, leases, nodes and the
+/// workload kinds' strategies are held to upstream's rules too, and a
+/// StorageClass cannot change once made.
+#[test]
+fn policy_cluster_and_workload_kinds_are_validated_as_upstream() {
+    let (_server, k) = setup();
+    rejected(
+        &k,
+        &[
+            (
+                "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: halves}\nspec: {hard: {pods: 1500m}}\n",
+                "spec.hard[pods]: Invalid value: \"1500m\": must be an integer",
+            ),
+            (
+                "apiVersion: v1\nkind: LimitRange\nmetadata: {name: upside}\nspec: {limits: [{type: Container, min: {cpu: '2'}, max: {cpu: '1'}}]}\n",
+                "spec.limits[0].min[cpu]: Invalid value: \"2\": min value 2 is greater than max value 1",
+            ),
+            (
+                "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {name: odd}\nhandler: Odd_Handler\n",
+                "handler: Invalid value: \"Odd_Handler\"",
+            ),
+            (
+                "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {name: brief}\nspec: {leaseDurationSeconds: 0}\n",
+                "spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0",
+            ),
+            (
+                "apiVersion: v1\nkind: Node\nmetadata: {name: tainted}\nspec: {taints: [{key: gpu, effect: Sometimes}]}\n",
+                "spec.taints[0].effect: Unsupported value: \"Sometimes\"",
+            ),
+            (
+                "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: zoned}\nspec:\n  schedule: 'CRON_TZ=UTC 0 * * * *'\n  concurrencyPolicy: Sometimes\n  jobTemplate: {spec: {template: {spec: {restartPolicy: Never, containers: [{name: c, image: busybox}]}}}}\n",
+                "spec.concurrencyPolicy: Unsupported value: \"Sometimes\"",
+            ),
+            (
+                "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: random}\nspec:\n  podManagementPolicy: Random\n  serviceName: db\n  selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n    spec: {containers: [{name: c, image: busybox}]}\n",
+                "spec.podManagementPolicy: Invalid value: \"Random\": must be 'OrderedReady' or 'Parallel'",
+            ),
+        ],
+    );
+    let malformed = "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: lots}\nspec: {hard: {requests.cpu: lots}}\n";
+    let out = k.run_with_stdin(&["create", "-f", "-"], Some(malformed));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("cannot be handled as a ResourceQuota"),
+        "{err}"
+    );
+    // Defaults fill a StorageClass's policies, which are fixed from then on.
+    let class = "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: disks}\nprovisioner: example.com/disk\n";
+    k.ok_stdin(&["apply", "-f", "-"], class);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "storageclass",
+            "disks",
+            "-o",
+            "jsonpath={.reclaimPolicy} {.volumeBindingMode}"
+        ]),
+        "Delete Immediate"
+    );
+    let changed = format!("{class}reclaimPolicy: Retain\n");
+    let out = k.run_with_stdin(&["apply", "-f", "-"], Some(&changed));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("reclaimPolicy: Forbidden: updates to reclaimPolicy are forbidden."),
+        "{err}"
+    );
+}

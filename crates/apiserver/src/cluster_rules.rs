@@ -1,0 +1,262 @@
+//! Upstream's validation of the cluster's own objects: StorageClasses
+//! (fixed once made), RuntimeClasses, Leases and Nodes' taints and pod
+//! CIDRs, with upstream's paths and messages.
+
+use kybern_apimachinery::{Cause, names};
+use serde_json::{Value, json};
+
+use crate::field_rules::{items, one_of, text};
+
+/// A StorageClass: a provisioner, known reclaim policy and binding mode,
+/// none of which (nor the parameters) change once it is made.
+pub fn storage_class(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
+    match text(obj, "provisioner").filter(|p| !p.is_empty()) {
+        None => causes.push(Cause::required("provisioner", "")),
+        Some(p) => {
+            for msg in names::qualified_name(&p.to_lowercase()) {
+                causes.push(Cause::invalid("provisioner", &json!(p), msg));
+            }
+        }
+    }
+    for key in obj
+        .get("parameters")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|p| p.keys())
+    {
+        if key.is_empty() {
+            causes.push(Cause::invalid(
+                "parameters",
+                &json!(key),
+                "field can not be empty.",
+            ));
+        }
+    }
+    one_of(obj, "reclaimPolicy", "", &["Delete", "Retain"], causes);
+    match text(obj, "volumeBindingMode") {
+        None => causes.push(Cause::required("volumeBindingMode", "")),
+        Some(_) => one_of(
+            obj,
+            "volumeBindingMode",
+            "",
+            &["Immediate", "WaitForFirstConsumer"],
+            causes,
+        ),
+    }
+    let Some(old) = old else { return };
+    for key in ["parameters", "provisioner", "reclaimPolicy"] {
+        if obj.get(key) != old.get(key) {
+            causes.push(Cause::forbidden(
+                key,
+                format!("updates to {key} are forbidden."),
+            ));
+        }
+    }
+    if obj.get("volumeBindingMode") != old.get("volumeBindingMode") {
+        causes.push(Cause::invalid(
+            "volumeBindingMode",
+            obj.get("volumeBindingMode").unwrap_or(&Value::Null),
+            "field is immutable",
+        ));
+    }
+}
+
+/// A RuntimeClass: a handler that is a DNS label and does not change, and
+/// scheduling constraints in the pod spec's own form.
+pub fn runtime_class(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
+    let handler = text(obj, "handler").unwrap_or("");
+    for msg in names::dns1123_label(handler) {
+        causes.push(Cause::invalid("handler", &json!(handler), msg));
+    }
+    if let Some(old) = old
+        && old.get("handler") != obj.get("handler")
+    {
+        causes.push(Cause::invalid(
+            "handler",
+            &json!(handler),
+            "field is immutable",
+        ));
+    }
+    if let Some(fixed) = obj.pointer("/overhead/podFixed").filter(|f| !f.is_null()) {
+        crate::resource_rules::resources(&json!({ "limits": fixed }), "overhead.podFixed", causes);
+    }
+    if let Some(s) = obj.get("scheduling").filter(|s| !s.is_null()) {
+        crate::scheduling_rules::labels(s.get("nodeSelector"), "scheduling.nodeSelector", causes);
+        crate::scheduling_rules::tolerations(s, "scheduling", causes);
+    }
+}
+
+/// A Lease: a positive duration and a non-negative transition count.
+pub fn lease(obj: &Value, causes: &mut Vec<Cause>) {
+    let Some(spec) = obj.get("spec") else { return };
+    if let Some(d) = spec.get("leaseDurationSeconds").and_then(Value::as_i64)
+        && d <= 0
+    {
+        causes.push(Cause::invalid(
+            "spec.leaseDurationSeconds",
+            &json!(d),
+            "must be greater than 0",
+        ));
+    }
+    if let Some(t) = spec.get("leaseTransitions").and_then(Value::as_i64)
+        && t < 0
+    {
+        causes.push(Cause::invalid(
+            "spec.leaseTransitions",
+            &json!(t),
+            "must be greater than or equal to 0",
+        ));
+    }
+}
+
+/// A Node's spec: taints with a valid key, value and effect, each (key,
+/// effect) once, and pod CIDRs that parse, at most one per family.
+pub fn node(obj: &Value, causes: &mut Vec<Cause>) {
+    let Some(spec) = obj.get("spec") else { return };
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for (i, t) in items(Some(spec), "taints").enumerate() {
+        let at = format!("spec.taints[{i}]");
+        let key = text(t, "key").unwrap_or("");
+        for msg in names::qualified_name(key) {
+            causes.push(Cause::invalid(format!("{at}.key"), &json!(key), msg));
+        }
+        if let Some(v) = text(t, "value") {
+            for msg in names::label_value(v) {
+                causes.push(Cause::invalid(format!("{at}.value"), &json!(v), msg));
+            }
+        }
+        let effect = text(t, "effect").unwrap_or("");
+        match effect {
+            "" => causes.push(Cause::required(format!("{at}.effect"), "")),
+            "NoSchedule" | "PreferNoSchedule" | "NoExecute" => {}
+            other => causes.push(Cause::not_supported(
+                format!("{at}.effect"),
+                &json!(other),
+                &["NoExecute", "NoSchedule", "PreferNoSchedule"],
+            )),
+        }
+        if seen.contains(&(key, effect)) {
+            causes.push(Cause::duplicate(&at, &json!(format!("{key}:{effect}"))));
+        }
+        seen.push((key, effect));
+    }
+    let cidrs: Vec<&str> = items(Some(spec), "podCIDRs")
+        .filter_map(Value::as_str)
+        .collect();
+    for (i, c) in cidrs.iter().enumerate() {
+        if !valid_cidr(c) {
+            causes.push(Cause::invalid(
+                format!("spec.podCIDRs[{i}]"),
+                &json!(c),
+                "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
+            ));
+        }
+    }
+    let same_family = cidrs.len() == 2 && cidrs[0].contains(':') == cidrs[1].contains(':');
+    if cidrs.len() > 2 || same_family {
+        causes.push(Cause::invalid(
+            "spec.podCIDRs",
+            &spec["podCIDRs"],
+            "may specify no more than one CIDR for each IP family",
+        ));
+    }
+}
+
+fn valid_cidr(c: &str) -> bool {
+    let Some((ip, len)) = c.split_once('/') else {
+        return false;
+    };
+    match (ip.parse::<std::net::IpAddr>(), len.parse::<u8>()) {
+        (Ok(std::net::IpAddr::V4(_)), Ok(l)) => l <= 32,
+        (Ok(std::net::IpAddr::V6(_)), Ok(l)) => l <= 128,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(causes: &[Cause]) -> Vec<String> {
+        causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect()
+    }
+
+    #[test]
+    fn storage_classes_are_fixed_once_made() {
+        let old = json!({"provisioner": "example.com/disk", "reclaimPolicy": "Delete",
+            "volumeBindingMode": "Immediate"});
+        let mut causes = Vec::new();
+        storage_class(&old, None, &mut causes);
+        assert!(causes.is_empty(), "{causes:?}");
+        storage_class(
+            &json!({"provisioner": "example.com/disk", "reclaimPolicy": "Recycle",
+                "volumeBindingMode": "WaitForFirstConsumer", "parameters": {"type": "ssd"}}),
+            Some(&old),
+            &mut causes,
+        );
+        assert_eq!(
+            lines(&causes),
+            vec![
+                "reclaimPolicy: Unsupported value: \"Recycle\": supported values: \"Delete\", \"Retain\"",
+                "parameters: Forbidden: updates to parameters are forbidden.",
+                "reclaimPolicy: Forbidden: updates to reclaimPolicy are forbidden.",
+                "volumeBindingMode: Invalid value: \"WaitForFirstConsumer\": field is immutable",
+            ]
+        );
+    }
+
+    #[test]
+    fn runtime_classes_keep_their_handler_and_leases_their_bounds() {
+        let mut causes = Vec::new();
+        runtime_class(
+            &json!({"handler": "Kata_2", "scheduling": {"tolerations": [{"key": "k", "operator": "Sometimes"}]}}),
+            Some(&json!({"handler": "kata"})),
+            &mut causes,
+        );
+        let got = lines(&causes);
+        assert!(
+            got[0].starts_with("handler: Invalid value: \"Kata_2\""),
+            "{got:?}"
+        );
+        assert!(got.contains(&"handler: Invalid value: \"Kata_2\": field is immutable".to_owned()));
+        assert!(
+            got.last()
+                .is_some_and(|l| l.starts_with("scheduling.tolerations[0].operator"))
+        );
+        let mut causes = Vec::new();
+        lease(
+            &json!({"spec": {"leaseDurationSeconds": 0, "leaseTransitions": -1}}),
+            &mut causes,
+        );
+        assert_eq!(
+            lines(&causes),
+            vec![
+                "spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0",
+                "spec.leaseTransitions: Invalid value: -1: must be greater than or equal to 0",
+            ]
+        );
+    }
+
+    #[test]
+    fn node_taints_are_unique_and_cidrs_one_per_family() {
+        let mut causes = Vec::new();
+        node(
+            &json!({"spec": {
+                "taints": [{"key": "gpu", "effect": "NoSchedule"}, {"key": "gpu", "effect": "NoSchedule"},
+                    {"key": "x", "effect": "Sometimes"}],
+                "podCIDRs": ["10.0.0.0/24", "10.1.0.0/24"]}}),
+            &mut causes,
+        );
+        assert_eq!(
+            lines(&causes),
+            vec![
+                "spec.taints[1]: Duplicate value: \"gpu:NoSchedule\"",
+                "spec.taints[2].effect: Unsupported value: \"Sometimes\": supported values: \"NoExecute\", \"NoSchedule\", \"PreferNoSchedule\"",
+                "spec.podCIDRs: Invalid value: [\"10.0.0.0/24\",\"10.1.0.0/24\"]: may specify no more than one CIDR for each IP family",
+            ]
+        );
+    }
+}
