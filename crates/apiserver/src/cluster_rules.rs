@@ -176,13 +176,7 @@ fn valid_cidr(c: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lines(causes: &[Cause]) -> Vec<String> {
-        causes
-            .iter()
-            .map(|c| format!("{}: {}", c.field, c.message))
-            .collect()
-    }
+    use crate::field_rules::cause_lines as lines;
 
     #[test]
     fn storage_classes_are_fixed_once_made() {

@@ -255,13 +255,7 @@ fn slice_endpoint(e: &Value, ty: &str, at: &str, causes: &mut Vec<Cause>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lines(causes: &[Cause]) -> Vec<String> {
-        causes
-            .iter()
-            .map(|c| format!("{}: {}", c.field, c.message))
-            .collect()
-    }
+    use crate::field_rules::cause_lines as lines;
 
     #[test]
     fn endpoints_hold_routable_addresses_and_named_ports() {

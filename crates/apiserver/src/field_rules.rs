@@ -105,3 +105,12 @@ pub(crate) fn local_descending_path(p: &str, path: &str, causes: &mut Vec<Cause>
         causes.push(Cause::invalid(path, &json!(p), "must not contain '..'"));
     }
 }
+
+/// Causes as kubectl prints them (`field: message`), for tests.
+#[cfg(test)]
+pub(crate) fn cause_lines(causes: &[Cause]) -> Vec<String> {
+    causes
+        .iter()
+        .map(|c| format!("{}: {}", c.field, c.message))
+        .collect()
+}

@@ -469,13 +469,7 @@ pub fn ingress_class(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lines(causes: &[Cause]) -> Vec<String> {
-        causes
-            .iter()
-            .map(|c| format!("{}: {}", c.field, c.message))
-            .collect()
-    }
+    use crate::field_rules::cause_lines as lines;
 
     #[test]
     fn network_policies_need_peers_ports_in_range_and_known_types() {

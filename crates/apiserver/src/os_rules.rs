@@ -184,6 +184,15 @@ fn os(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
     }
 }
 
+/// Each of `keys` set in `sc` is forbidden on Windows.
+fn forbid_set(sc: &Value, keys: &[&str], at: &str, causes: &mut Vec<Cause>) {
+    for key in keys {
+        if set(sc, key) {
+            causes.push(Cause::forbidden(format!("{at}.{key}"), NOT_FOR_WINDOWS));
+        }
+    }
+}
+
 /// What a Windows pod may not set.
 fn windows(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
     for key in ["hostUsers", "hostPID", "hostIPC", "shareProcessNamespace"] {
@@ -196,7 +205,7 @@ fn windows(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
         }
     }
     if let Some(sc) = context(spec, "securityContext") {
-        for key in [
+        let keys = &[
             "appArmorProfile",
             "seLinuxOptions",
             "seccompProfile",
@@ -207,14 +216,8 @@ fn windows(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
             "supplementalGroups",
             "supplementalGroupsPolicy",
             "seLinuxChangePolicy",
-        ] {
-            if set(sc, key) {
-                causes.push(Cause::forbidden(
-                    format!("{path}.securityContext.{key}"),
-                    NOT_FOR_WINDOWS,
-                ));
-            }
-        }
+        ];
+        forbid_set(sc, keys, &format!("{path}.securityContext"), causes);
         if items(Some(sc), "sysctls").next().is_some() {
             causes.push(Cause::forbidden(
                 format!("{path}.securityContext.sysctls"),
@@ -226,7 +229,7 @@ fn windows(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
         let Some(sc) = context(c, "securityContext") else {
             continue;
         };
-        for key in [
+        let keys = &[
             "appArmorProfile",
             "seLinuxOptions",
             "seccompProfile",
@@ -237,14 +240,9 @@ fn windows(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
             "procMount",
             "runAsUser",
             "runAsGroup",
-        ] {
-            if set(sc, key) {
-                causes.push(Cause::forbidden(
-                    format!("{path}.{list}[{i}].securityContext.{key}"),
-                    NOT_FOR_WINDOWS,
-                ));
-            }
-        }
+        ];
+        let at = format!("{path}.{list}[{i}].securityContext");
+        forbid_set(sc, keys, &at, causes);
     }
 }
 
@@ -255,10 +253,7 @@ mod tests {
     fn check(spec: Value) -> Vec<String> {
         let mut causes = Vec::new();
         crate::security_rules::pod_security(&spec, "spec", &mut causes);
-        causes
-            .iter()
-            .map(|c| format!("{}: {}", c.field, c.message))
-            .collect()
+        crate::field_rules::cause_lines(&causes)
     }
 
     #[test]

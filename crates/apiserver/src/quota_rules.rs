@@ -9,29 +9,6 @@ use serde_json::{Map, Value, json};
 use crate::field_rules::{NEGATIVE, items, text};
 use crate::resource_rules::milli;
 
-/// The resources a quota may name without a domain.
-const QUOTA_RESOURCES: &[&str] = &[
-    "pods",
-    "services",
-    "replicationcontrollers",
-    "resourcequotas",
-    "secrets",
-    "configmaps",
-    "persistentvolumeclaims",
-    "services.nodeports",
-    "services.loadbalancers",
-    "cpu",
-    "memory",
-    "ephemeral-storage",
-    "requests.cpu",
-    "requests.memory",
-    "requests.storage",
-    "requests.ephemeral-storage",
-    "limits.cpu",
-    "limits.memory",
-    "limits.ephemeral-storage",
-];
-
 /// Quota resources that count objects, which only whole numbers measure.
 const COUNTED: &[&str] = &[
     "pods",
@@ -56,8 +33,23 @@ const SCOPES: &[&str] = &[
     "VolumeAttributesClass",
 ];
 
+/// The compute and storage resources a quota may name without a domain.
+const QUOTA_AMOUNTS: &[&str] = &[
+    "cpu",
+    "memory",
+    "ephemeral-storage",
+    "requests.cpu",
+    "requests.memory",
+    "requests.storage",
+    "requests.ephemeral-storage",
+    "limits.cpu",
+    "limits.memory",
+    "limits.ephemeral-storage",
+];
+
 fn standard_quota_resource(name: &str) -> bool {
-    QUOTA_RESOURCES.contains(&name)
+    COUNTED.contains(&name)
+        || QUOTA_AMOUNTS.contains(&name)
         || ["hugepages-", "requests.hugepages-"]
             .iter()
             .any(|p| name.starts_with(p))
@@ -297,13 +289,7 @@ fn order(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lines(causes: &[Cause]) -> Vec<String> {
-        causes
-            .iter()
-            .map(|c| format!("{}: {}", c.field, c.message))
-            .collect()
-    }
+    use crate::field_rules::cause_lines as lines;
 
     #[test]
     fn quotas_name_standard_resources_with_whole_counts_and_consistent_scopes() {

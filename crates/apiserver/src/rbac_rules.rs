@@ -153,13 +153,7 @@ fn subject(s: &Value, namespaced: bool, at: &str, causes: &mut Vec<Cause>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lines(causes: &[Cause]) -> Vec<String> {
-        causes
-            .iter()
-            .map(|c| format!("{}: {}", c.field, c.message))
-            .collect()
-    }
+    use crate::field_rules::cause_lines as lines;
 
     #[test]
     fn rules_name_verbs_and_either_resources_or_urls() {

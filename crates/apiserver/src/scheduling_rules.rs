@@ -18,6 +18,44 @@ pub(crate) fn labels(map: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
     }
 }
 
+/// One requirement of a selector: a known operator with the values it
+/// needs (`Gt` and `Lt` only in node selectors, `numeric`) and a valid key;
+/// returns its values.
+fn requirement<'a>(
+    rq: &'a Value,
+    at: &str,
+    numeric: bool,
+    causes: &mut Vec<Cause>,
+) -> Vec<&'a Value> {
+    let values: Vec<&Value> = items(Some(rq), "values").collect();
+    match text(rq, "operator").unwrap_or("") {
+        "In" | "NotIn" if values.is_empty() => causes.push(Cause::required(
+            format!("{at}.values"),
+            "must be specified when `operator` is 'In' or 'NotIn'",
+        )),
+        "Exists" | "DoesNotExist" if !values.is_empty() => causes.push(Cause::forbidden(
+            format!("{at}.values"),
+            "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+        )),
+        "Gt" | "Lt" if numeric && values.len() != 1 => causes.push(Cause::required(
+            format!("{at}.values"),
+            "must be specified single value when `operator` is 'Lt' or 'Gt'",
+        )),
+        "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+        "Gt" | "Lt" if numeric => {}
+        other => causes.push(Cause::invalid(
+            format!("{at}.operator"),
+            &json!(other),
+            "not a valid selector operator",
+        )),
+    }
+    let key = text(rq, "key").unwrap_or("");
+    for msg in names::qualified_name(key) {
+        causes.push(Cause::invalid(format!("{at}.key"), &json!(key), msg));
+    }
+    values
+}
+
 /// A `metav1.LabelSelector` (`ValidateLabelSelector`): valid match labels,
 /// and expressions with a known operator and the values it needs.
 pub(crate) fn label_selector(sel: &Value, path: &str, causes: &mut Vec<Cause>) {
@@ -27,59 +65,14 @@ pub(crate) fn label_selector(sel: &Value, path: &str, causes: &mut Vec<Cause>) {
         causes,
     );
     for (j, rq) in items(Some(sel), "matchExpressions").enumerate() {
-        let at = format!("{path}.matchExpressions[{j}]");
-        let has_values = items(Some(rq), "values").next().is_some();
-        match text(rq, "operator").unwrap_or("") {
-            "In" | "NotIn" if !has_values => causes.push(Cause::required(
-                format!("{at}.values"),
-                "must be specified when `operator` is 'In' or 'NotIn'",
-            )),
-            "Exists" | "DoesNotExist" if has_values => causes.push(Cause::forbidden(
-                format!("{at}.values"),
-                "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
-            )),
-            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
-            other => causes.push(Cause::invalid(
-                format!("{at}.operator"),
-                &json!(other),
-                "not a valid selector operator",
-            )),
-        }
-        let key = text(rq, "key").unwrap_or("");
-        for msg in names::qualified_name(key) {
-            causes.push(Cause::invalid(format!("{at}.key"), &json!(key), msg));
-        }
+        requirement(rq, &format!("{path}.matchExpressions[{j}]"), false, causes);
     }
 }
 
 fn node_selector_term(term: &Value, at: &str, required: bool, causes: &mut Vec<Cause>) {
     for (j, rq) in items(Some(term), "matchExpressions").enumerate() {
         let at = format!("{at}.matchExpressions[{j}]");
-        let values: Vec<&Value> = items(Some(rq), "values").collect();
-        match text(rq, "operator").unwrap_or("") {
-            "In" | "NotIn" if values.is_empty() => causes.push(Cause::required(
-                format!("{at}.values"),
-                "must be specified when `operator` is 'In' or 'NotIn'",
-            )),
-            "Exists" | "DoesNotExist" if !values.is_empty() => causes.push(Cause::forbidden(
-                format!("{at}.values"),
-                "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
-            )),
-            "Gt" | "Lt" if values.len() != 1 => causes.push(Cause::required(
-                format!("{at}.values"),
-                "must be specified single value when `operator` is 'Lt' or 'Gt'",
-            )),
-            "In" | "NotIn" | "Exists" | "DoesNotExist" | "Gt" | "Lt" => {}
-            other => causes.push(Cause::invalid(
-                format!("{at}.operator"),
-                &json!(other),
-                "not a valid selector operator",
-            )),
-        }
-        let key = text(rq, "key").unwrap_or("");
-        for msg in names::qualified_name(key) {
-            causes.push(Cause::invalid(format!("{at}.key"), &json!(key), msg));
-        }
+        let values = requirement(rq, &at, true, causes);
         if required {
             for (k, v) in values.iter().enumerate() {
                 for msg in names::label_value(v.as_str().unwrap_or("")) {

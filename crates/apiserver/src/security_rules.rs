@@ -329,10 +329,7 @@ mod tests {
     fn check(spec: Value) -> Vec<String> {
         let mut causes = Vec::new();
         pod_security(&spec, "spec", &mut causes);
-        causes
-            .iter()
-            .map(|c| format!("{}: {}", c.field, c.message))
-            .collect()
+        crate::field_rules::cause_lines(&causes)
     }
 
     #[test]

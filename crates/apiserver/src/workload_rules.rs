@@ -401,10 +401,7 @@ mod tests {
                 "startingDeadlineSeconds": -5}}),
             &mut causes,
         );
-        let got: Vec<String> = causes
-            .iter()
-            .map(|c| format!("{}: {}", c.field, c.message))
-            .collect();
+        let got = crate::field_rules::cause_lines(&causes);
         assert_eq!(
             got,
             vec![
