@@ -44,15 +44,37 @@ pub fn storage_class(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) 
         ),
     }
     let Some(old) = old else { return };
-    for key in ["parameters", "provisioner", "reclaimPolicy"] {
-        if obj.get(key) != old.get(key) {
+    // A class stored before its policies were defaulted holds the defaults.
+    let policy =
+        |v: &Value, key: &str, default: &'static str| text(v, key).unwrap_or(default).to_owned();
+    let empty = Value::Object(serde_json::Map::new());
+    let parameters = |v: &Value| {
+        v.get("parameters")
+            .filter(|p| !p.is_null())
+            .unwrap_or(&empty)
+            .clone()
+    };
+    for (key, changed) in [
+        ("parameters", parameters(obj) != parameters(old)),
+        (
+            "provisioner",
+            obj.get("provisioner") != old.get("provisioner"),
+        ),
+        (
+            "reclaimPolicy",
+            policy(obj, "reclaimPolicy", "Delete") != policy(old, "reclaimPolicy", "Delete"),
+        ),
+    ] {
+        if changed {
             causes.push(Cause::forbidden(
                 key,
                 format!("updates to {key} are forbidden."),
             ));
         }
     }
-    if obj.get("volumeBindingMode") != old.get("volumeBindingMode") {
+    if policy(obj, "volumeBindingMode", "Immediate")
+        != policy(old, "volumeBindingMode", "Immediate")
+    {
         causes.push(Cause::invalid(
             "volumeBindingMode",
             obj.get("volumeBindingMode").unwrap_or(&Value::Null),
@@ -184,6 +206,13 @@ mod tests {
             "volumeBindingMode": "Immediate"});
         let mut causes = Vec::new();
         storage_class(&old, None, &mut causes);
+        assert!(causes.is_empty(), "{causes:?}");
+        let mut stored = old.clone();
+        stored
+            .as_object_mut()
+            .expect("object")
+            .remove("reclaimPolicy");
+        storage_class(&old, Some(&stored), &mut causes);
         assert!(causes.is_empty(), "{causes:?}");
         storage_class(
             &json!({"provisioner": "example.com/disk", "reclaimPolicy": "Recycle",

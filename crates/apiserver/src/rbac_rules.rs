@@ -102,8 +102,20 @@ pub fn binding(obj: &Value, old: Option<&Value>, namespaced: bool, causes: &mut 
     for (i, subject) in items(Some(obj), "subjects").enumerate() {
         self::subject(subject, namespaced, &format!("subjects[{i}]"), causes);
     }
+    // A reference stored before its group was defaulted names the RBAC group.
+    let reference = |v: &Value| {
+        let r = v.get("roleRef").unwrap_or(&Value::Null);
+        let group = text(r, "apiGroup")
+            .filter(|g| !g.is_empty())
+            .unwrap_or(GROUP);
+        (
+            group.to_owned(),
+            text(r, "kind").map(str::to_owned),
+            text(r, "name").map(str::to_owned),
+        )
+    };
     if let Some(old) = old
-        && old.get("roleRef") != obj.get("roleRef")
+        && reference(old) != reference(obj)
     {
         causes.push(Cause::invalid("roleRef", role_ref, "cannot change roleRef"));
     }
@@ -212,5 +224,13 @@ mod tests {
                 && got[4].ends_with("cannot change roleRef")
         );
         assert_eq!(got.len(), 5);
+        let mut causes = Vec::new();
+        binding(
+            &json!({"roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": "r"}}),
+            Some(&json!({"roleRef": {"kind": "ClusterRole", "name": "r"}})),
+            true,
+            &mut causes,
+        );
+        assert!(causes.is_empty(), "{causes:?}");
     }
 }
