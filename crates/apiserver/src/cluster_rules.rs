@@ -5,7 +5,7 @@
 use kybern_apimachinery::{Cause, names};
 use serde_json::{Value, json};
 
-use crate::field_rules::{items, one_of, text};
+use crate::field_rules::{CIDR, cidr, immutable, items, one_of, text};
 
 /// A StorageClass: a provisioner, known reclaim policy and binding mode,
 /// none of which (nor the parameters) change once it is made.
@@ -90,15 +90,7 @@ pub fn runtime_class(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) 
     for msg in names::dns1123_label(handler) {
         causes.push(Cause::invalid("handler", &json!(handler), msg));
     }
-    if let Some(old) = old
-        && old.get("handler") != obj.get("handler")
-    {
-        causes.push(Cause::invalid(
-            "handler",
-            &json!(handler),
-            "field is immutable",
-        ));
-    }
+    immutable(obj, old, "/handler", "handler", causes);
     if let Some(fixed) = obj.pointer("/overhead/podFixed").filter(|f| !f.is_null()) {
         crate::resource_rules::resources(&json!({ "limits": fixed }), "overhead.podFixed", causes);
     }
@@ -166,11 +158,11 @@ pub fn node(obj: &Value, causes: &mut Vec<Cause>) {
         .filter_map(Value::as_str)
         .collect();
     for (i, c) in cidrs.iter().enumerate() {
-        if !valid_cidr(c) {
+        if cidr(c).is_none() {
             causes.push(Cause::invalid(
                 format!("spec.podCIDRs[{i}]"),
                 &json!(c),
-                "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
+                CIDR,
             ));
         }
     }
@@ -181,17 +173,6 @@ pub fn node(obj: &Value, causes: &mut Vec<Cause>) {
             &spec["podCIDRs"],
             "may specify no more than one CIDR for each IP family",
         ));
-    }
-}
-
-fn valid_cidr(c: &str) -> bool {
-    let Some((ip, len)) = c.split_once('/') else {
-        return false;
-    };
-    match (ip.parse::<std::net::IpAddr>(), len.parse::<u8>()) {
-        (Ok(std::net::IpAddr::V4(_)), Ok(l)) => l <= 32,
-        (Ok(std::net::IpAddr::V6(_)), Ok(l)) => l <= 128,
-        _ => false,
     }
 }
 

@@ -5,7 +5,7 @@
 use kybern_apimachinery::{Cause, names};
 use serde_json::{Value, json};
 
-use crate::field_rules::{PORT_RANGE, PROTOCOLS, items, text};
+use crate::field_rules::{PORT_RANGE, PROTOCOLS, immutable, items, text};
 
 /// The most endpoints one slice holds.
 const MAX_ENDPOINTS: usize = 1000;
@@ -169,15 +169,7 @@ pub fn endpoint_slice(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>)
             &["FQDN", "IPv4", "IPv6"],
         )),
     }
-    if let Some(old) = old
-        && old.get("addressType") != obj.get("addressType")
-    {
-        causes.push(Cause::invalid(
-            "addressType",
-            &json!(ty),
-            "field is immutable",
-        ));
-    }
+    immutable(obj, old, "/addressType", "addressType", causes);
     let endpoints: Vec<&Value> = items(Some(obj), "endpoints").collect();
     if endpoints.len() > MAX_ENDPOINTS {
         causes.push(Cause::too_many("endpoints", endpoints.len(), MAX_ENDPOINTS));

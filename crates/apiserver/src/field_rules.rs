@@ -106,6 +106,39 @@ pub(crate) fn local_descending_path(p: &str, path: &str, causes: &mut Vec<Cause>
     }
 }
 
+/// The message for a malformed CIDR.
+pub(crate) const CIDR: &str = "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)";
+
+/// A CIDR's network address and prefix length, if it is one.
+pub(crate) fn cidr(s: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (ip, len) = s.split_once('/')?;
+    let ip: std::net::IpAddr = ip.parse().ok()?;
+    let len: u8 = len.parse().ok()?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    (len <= max).then_some((ip, len))
+}
+
+/// A field an update may not change (`ValidateImmutableField`): the value
+/// at `pointer` of `obj` against the stored `old`'s, reported at `field`.
+pub(crate) fn immutable(
+    obj: &Value,
+    old: Option<&Value>,
+    pointer: &str,
+    field: &str,
+    causes: &mut Vec<Cause>,
+) {
+    let at = |v: &Value| v.pointer(pointer).filter(|x| !x.is_null()).cloned();
+    if let Some(old) = old
+        && at(obj) != at(old)
+    {
+        causes.push(Cause::invalid(
+            field,
+            &at(obj).unwrap_or(Value::Null),
+            "field is immutable",
+        ));
+    }
+}
+
 /// Causes as kubectl prints them (`field: message`), for tests.
 #[cfg(test)]
 pub(crate) fn cause_lines(causes: &[Cause]) -> Vec<String> {

@@ -286,11 +286,7 @@ pub fn priority_class(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>)
         &["PreemptLowerPriority", "Never"],
         causes,
     );
-    if let Some(old) = old
-        && old.get("value") != obj.get("value")
-    {
-        causes.push(Cause::invalid("value", &json!(value), "field is immutable"));
-    }
+    crate::field_rules::immutable(obj, old, "/value", "value", causes);
 }
 
 /// A HorizontalPodAutoscaler: a target, and replica bounds in order.

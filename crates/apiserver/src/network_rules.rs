@@ -6,11 +6,9 @@
 use kybern_apimachinery::{Cause, names};
 use serde_json::{Value, json};
 
-use crate::field_rules::{PORT_RANGE, items, one_of, port_name, text};
+use crate::field_rules::{CIDR, PORT_RANGE, cidr, immutable, items, one_of, port_name, text};
 use crate::scheduling_rules::label_selector;
 
-/// The message for a malformed CIDR.
-const CIDR: &str = "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)";
 /// The longest IngressClass controller name.
 const MAX_CONTROLLER: usize = 250;
 
@@ -138,15 +136,6 @@ fn policy_peer(peer: &Value, at: &str, causes: &mut Vec<Cause>) {
             "may not specify both ipBlock and another peer",
         ));
     }
-}
-
-/// A CIDR's network address and prefix length.
-fn cidr(s: &str) -> Option<(std::net::IpAddr, u8)> {
-    let (ip, len) = s.split_once('/')?;
-    let ip: std::net::IpAddr = ip.parse().ok()?;
-    let len: u8 = len.parse().ok()?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    (len <= max).then_some((ip, len))
 }
 
 /// Whether `ip` lies in the network `net/len`.
@@ -430,15 +419,7 @@ pub fn ingress_class(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) 
             "must be a domain-prefixed path (such as \"acme.io/foo\")",
         )),
     }
-    if let Some(old) = old
-        && old.pointer("/spec/controller") != spec.get("controller")
-    {
-        causes.push(Cause::invalid(
-            "spec.controller",
-            &json!(controller),
-            "field is immutable",
-        ));
-    }
+    immutable(obj, old, "/spec/controller", "spec.controller", causes);
     let Some(params) = given(spec, "parameters") else {
         return;
     };

@@ -7,7 +7,7 @@ use kybern_apimachinery::{Cause, names};
 use serde_json::{Map, Value, json};
 
 use crate::field_rules::{NEGATIVE, items, text};
-use crate::resource_rules::milli;
+use crate::resource_rules::{milli, shown};
 
 /// Quota resources that count objects, which only whole numbers measure.
 const COUNTED: &[&str] = &[
@@ -136,17 +136,8 @@ fn scope_selector(sel: &Value, causes: &mut Vec<Cause>) {
 }
 
 /// One bound map of a limit (`max`, `min`, …), by resource.
-fn bounds<'a>(limit: &'a Value, key: &str) -> &'a Map<String, Value> {
-    static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
-    limit
-        .get(key)
-        .and_then(Value::as_object)
-        .unwrap_or_else(|| EMPTY.get_or_init(Map::new))
-}
-
-/// A quantity as messages show it.
-fn shown(q: &Value) -> String {
-    q.as_str().map_or_else(|| q.to_string(), str::to_owned)
+fn bounds<'a>(limit: &'a Value, key: &str) -> Option<&'a Map<String, Value>> {
+    limit.get(key).and_then(Value::as_object)
 }
 
 /// A LimitRange's spec: one entry per type, no container defaults on the
@@ -176,7 +167,7 @@ pub fn limit_range(obj: &Value, causes: &mut Vec<Cause>) {
         let ratio = bounds(limit, "maxLimitRequestRatio");
         if ty == "Pod" {
             for (key, map) in [("default", default), ("defaultRequest", request)] {
-                if !map.is_empty() {
+                if map.is_some_and(|m| !m.is_empty()) {
                     causes.push(Cause::forbidden(
                         format!("{at}.{key}"),
                         "may not be specified when `type` is 'Pod'",
@@ -184,10 +175,9 @@ pub fn limit_range(obj: &Value, causes: &mut Vec<Cause>) {
                 }
             }
         }
-        if ty == "PersistentVolumeClaim"
-            && !min.contains_key("storage")
-            && !max.contains_key("storage")
-        {
+        let has_storage =
+            |m: Option<&Map<String, Value>>| m.is_some_and(|m| m.contains_key("storage"));
+        if ty == "PersistentVolumeClaim" && !has_storage(min) && !has_storage(max) {
             causes.push(Cause::required(
                 format!("{at}.limits"),
                 "either minimum or maximum storage value is required, but neither was provided",
@@ -195,6 +185,7 @@ pub fn limit_range(obj: &Value, causes: &mut Vec<Cause>) {
         }
         let mut keys: Vec<&String> = [max, min, default, request, ratio]
             .iter()
+            .flatten()
             .flat_map(|m| m.keys())
             .collect();
         keys.sort();
@@ -226,8 +217,8 @@ pub fn limit_range(obj: &Value, causes: &mut Vec<Cause>) {
 /// One resource's bound in a limit: the quantity and its milli-units.
 type Bound<'a> = Option<(&'a Value, Option<i64>)>;
 
-fn bound<'a>(m: &'a Map<String, Value>, k: &str) -> Bound<'a> {
-    m.get(k).map(|q| (q, milli(q)))
+fn bound<'a>(m: Option<&'a Map<String, Value>>, k: &str) -> Bound<'a> {
+    m?.get(k).map(|q| (q, milli(q)))
 }
 
 /// The order of one resource's bounds in a limit.

@@ -18,7 +18,8 @@ pub(crate) fn milli(q: &Value) -> Option<i64> {
     }
 }
 
-fn shown(q: &Value) -> String {
+/// A quantity as messages show it.
+pub(crate) fn shown(q: &Value) -> String {
     q.as_str().map_or_else(|| q.to_string(), str::to_owned)
 }
 

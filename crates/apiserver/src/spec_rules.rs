@@ -5,7 +5,7 @@
 use kybern_apimachinery::{Cause, names};
 use serde_json::{Value, json};
 
-use crate::field_rules::{one_of, text};
+use crate::field_rules::{immutable, one_of, text};
 use crate::object::Object;
 use crate::registry::ResourceInfo;
 
@@ -123,16 +123,6 @@ fn selector_matches_template(obj: &Value, causes: &mut Vec<Cause>, kind: &str) {
     }
 }
 
-fn immutable(obj: &Value, old: &Value, pointer: &str, field: &str, causes: &mut Vec<Cause>) {
-    if at(obj, pointer) != at(old, pointer) {
-        causes.push(Cause::invalid(
-            field,
-            at(obj, pointer).unwrap_or(&Value::Null),
-            "field is immutable",
-        ));
-    }
-}
-
 /// A pod's spec with the fields an update may change blanked out.
 fn pod_spec_fixed(spec: &Value) -> Value {
     let mut s = spec.clone();
@@ -231,9 +221,7 @@ pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<
                     "must be greater than or equal to 0",
                 ));
             }
-            if let Some(old) = old {
-                immutable(obj, old, "/spec/selector", "spec.selector", &mut causes);
-            }
+            immutable(obj, old, "/spec/selector", "spec.selector", &mut causes);
         }
         ("batch", "jobs") => {
             pod_spec_at(
@@ -249,9 +237,7 @@ pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<
                 "spec.template.spec.restartPolicy",
                 &mut causes,
             );
-            if let Some(old) = old {
-                immutable(obj, old, "/spec/selector", "spec.selector", &mut causes);
-            }
+            immutable(obj, old, "/spec/selector", "spec.selector", &mut causes);
         }
         ("batch", "cronjobs") => {
             crate::workload_rules::cron_job(obj, &mut causes);
