@@ -7,6 +7,7 @@
 mod builtin;
 mod custom;
 mod paths;
+mod v2_paths;
 mod v2_proto;
 
 use std::collections::HashMap;
@@ -182,10 +183,24 @@ pub async fn v2(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Respo
             served.iter().any(|(sg, sv)| sg == g && sv == v)
         }));
     }
+    // The operations of every served resource, as the v3 documents have them.
+    let mut v3_paths = Map::new();
+    for r in state.registry.all() {
+        if r.computed() && !r.review() {
+            continue;
+        }
+        let def = match builtin_def(&r.group, &r.version, &r.kind) {
+            Some(d) => d.to_string(),
+            None => custom::definition_name(&r.group, &r.version, &r.kind),
+        };
+        if definitions.contains_key(&def) {
+            paths::add(&mut v3_paths, &r, &def);
+        }
+    }
     let doc = json!({
         "swagger": "2.0",
         "info": {"title": "Kubernetes", "version": "v1.35.0"},
-        "paths": {},
+        "paths": v2_paths::from_v3(&v3_paths),
         "definitions": definitions,
     });
     if wants_protobuf(&headers) {

@@ -1,8 +1,9 @@
 //! The protobuf form of `/openapi/v2` (gnostic's `openapi.v2.Document`),
 //! which client-go asks for and cannot do without: kubectl validates a file
-//! whose kind is `List` on the client against it. Only what the
-//! consumers read is encoded: the document's version and info, and every
-//! definition with its schema tree and `x-` extensions. Schemas are made
+//! whose kind is `List` on the client against it. Encoded: the document's
+//! version and info, its paths (operations with their parameters, media
+//! types and response schemas) and every definition with its schema tree
+//! and `x-` extensions. Schemas are made
 //! safe for kube-openapi's strict parser on the way (one type per schema,
 //! arrays with exactly one item schema, references to definitions that
 //! exist), since one definition it cannot parse fails the whole document.
@@ -88,6 +89,16 @@ pub fn document(doc: &Value) -> Vec<u8> {
             string(i, 2, info.get("version"));
         });
     }
+    if let Some(paths) = doc["paths"].as_object().filter(|p| !p.is_empty()) {
+        message(&mut w, 8, |p| {
+            for (name, item) in paths {
+                message(p, 2, |n| {
+                    n.bytes(1, name.as_bytes());
+                    message(n, 2, |body| path_item(body, item, &names));
+                });
+            }
+        });
+    }
     message(&mut w, 9, |d| {
         for (name, s) in definitions.into_iter().flatten() {
             message(d, 1, |n| {
@@ -97,6 +108,108 @@ pub fn document(doc: &Value) -> Vec<u8> {
         }
     });
     w.buf
+}
+
+/// A `PathItem`: its operations by method, and the parameters they share.
+fn path_item(w: &mut Writer, item: &Value, names: &HashSet<&str>) {
+    for (tag, method) in [
+        (2, "get"),
+        (3, "put"),
+        (4, "post"),
+        (5, "delete"),
+        (8, "patch"),
+    ] {
+        if let Some(op) = item.get(method).and_then(Value::as_object) {
+            message(w, tag, |o| operation(o, op, names));
+        }
+    }
+    for p in item
+        .get("parameters")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        message(w, 9, |i| parameter(i, p, names));
+    }
+}
+
+fn strings(w: &mut Writer, tag: u32, v: Option<&Value>) {
+    for s in v.and_then(Value::as_array).into_iter().flatten() {
+        string(w, tag, Some(s));
+    }
+}
+
+fn operation(w: &mut Writer, op: &Map<String, Value>, names: &HashSet<&str>) {
+    strings(w, 1, op.get("tags"));
+    string(w, 3, op.get("description"));
+    string(w, 5, op.get("operationId"));
+    strings(w, 6, op.get("produces"));
+    strings(w, 7, op.get("consumes"));
+    for p in op
+        .get("parameters")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        message(w, 8, |i| parameter(i, p, names));
+    }
+    if let Some(responses) = op.get("responses").and_then(Value::as_object) {
+        message(w, 9, |rs| {
+            for (code, r) in responses {
+                message(rs, 1, |n| {
+                    n.bytes(1, code.as_bytes());
+                    // ResponseValue → Response.
+                    message(n, 2, |value| {
+                        message(value, 1, |resp| {
+                            string(resp, 1, r.get("description"));
+                            if let Some(s) = r.get("schema") {
+                                // SchemaItem → Schema.
+                                message(resp, 2, |item| {
+                                    message(item, 1, |body| schema(body, s, names, 0));
+                                });
+                            }
+                        });
+                    });
+                });
+            }
+        });
+    }
+    strings(w, 10, op.get("schemes"));
+    extensions(w, 13, op);
+}
+
+/// A `ParametersItem` holding a `Parameter`: a body parameter with its
+/// schema, or a path or query parameter (the only kinds the paths have).
+fn parameter(w: &mut Writer, p: &Value, names: &HashSet<&str>) {
+    message(w, 1, |param| match p.get("in").and_then(Value::as_str) {
+        Some("body") => message(param, 1, |b| {
+            string(b, 1, p.get("description"));
+            string(b, 2, p.get("name"));
+            string(b, 3, p.get("in"));
+            boolean(b, 4, p.get("required"));
+            if let Some(s) = p.get("schema") {
+                message(b, 5, |body| schema(body, s, names, 0));
+            }
+        }),
+        Some(place @ ("path" | "query")) => message(param, 2, |nb| {
+            // The sub-schemas number their fields alike up to the name;
+            // a query parameter has `allowEmptyValue` before its type.
+            let (tag, type_tag, unique_tag) = if place == "path" {
+                (4, 5, 19)
+            } else {
+                (3, 6, 20)
+            };
+            message(nb, tag, |q| {
+                boolean(q, 1, p.get("required"));
+                string(q, 2, p.get("in"));
+                string(q, 3, p.get("description"));
+                string(q, 4, p.get("name"));
+                string(q, type_tag, p.get("type"));
+                boolean(q, unique_tag, p.get("uniqueItems"));
+            });
+        }),
+        _ => {}
+    });
 }
 
 /// The definition a reference names, if it exists.
@@ -301,6 +414,50 @@ mod tests {
         assert_eq!(field(&field(&prop("either"), 22), 1), b"string");
         let additional = field(&prop("labels"), 21);
         assert_eq!(field(&field(&field(&additional, 1), 22), 1), b"string");
+    }
+
+    #[test]
+    fn paths_encode_their_operations_and_parameters() {
+        let doc = json!({"definitions": {"a.Thing": {"type": "object"}},
+        "paths": {"/api/v1/things/{name}": {
+            "parameters": [{"name": "name", "in": "path", "required": true, "type": "string"}],
+            "put": {"operationId": "replaceThing", "consumes": ["*/*"],
+                "parameters": [
+                    {"name": "dryRun", "in": "query", "type": "string"},
+                    {"name": "body", "in": "body", "required": true, "schema": {"$ref": format!("{REF_PREFIX}a.Thing")}},
+                ],
+                "responses": {"200": {"description": "OK", "schema": {"$ref": format!("{REF_PREFIX}a.Thing")}}},
+                "x-kubernetes-action": "put"},
+        }}});
+        let buf = document(&doc);
+        let named = field(&field(&buf, 8), 2);
+        assert_eq!(field(&named, 1), b"/api/v1/things/{name}");
+        let item = field(&named, 2);
+        // The shared path parameter: ParametersItem → Parameter → NonBody → Path.
+        let path = field(&field(&field(&field(&item, 9), 1), 2), 4);
+        assert_eq!(field(&path, 4), b"name");
+        assert_eq!(field(&path, 5), b"string");
+        let put = field(&item, 3);
+        assert_eq!(field(&put, 5), b"replaceThing");
+        let params = fields(&put)
+            .into_iter()
+            .filter(|(t, _)| *t == 8)
+            .map(|(_, b)| b)
+            .collect::<Vec<_>>();
+        assert_eq!(params.len(), 2);
+        let query = field(&field(&field(&params[0], 1), 2), 3);
+        assert_eq!(field(&query, 4), b"dryRun");
+        assert_eq!(field(&query, 6), b"string");
+        let body = field(&field(&params[1], 1), 1);
+        assert_eq!(field(&body, 2), b"body");
+        assert_eq!(field(&field(&body, 5), 1), b"#/definitions/a.Thing");
+        let response = field(&field(&field(&field(&put, 9), 1), 2), 1);
+        assert_eq!(field(&response, 1), b"OK");
+        assert_eq!(
+            field(&field(&field(&response, 2), 1), 1),
+            b"#/definitions/a.Thing"
+        );
+        assert_eq!(field(&field(&put, 13), 1), b"x-kubernetes-action");
     }
 
     #[test]

@@ -246,6 +246,19 @@ fn explain_describe_and_validation() {
             && err.contains("unknown field \"datum\" in io.k8s.api.core.v1.ConfigMap"),
         "{err}"
     );
+    // The JSON form lists the operations too, in Swagger 2.0's shape.
+    let v2: serde_json::Value =
+        serde_json::from_str(&k.ok(&["get", "--raw", "/openapi/v2"])).expect("v2 document");
+    let patch = &v2["paths"]["/api/v1/namespaces/{namespace}/configmaps/{name}"]["patch"];
+    assert_eq!(patch["x-kubernetes-action"], "patch", "{patch}");
+    assert!(
+        patch["parameters"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["in"] == "body"
+                && p["schema"]["$ref"]
+                    == "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.Patch")),
+        "{patch}"
+    );
     let good_list = bad_list.replace("datum", "data");
     k.ok_stdin(&["create", "-f", "-"], &good_list);
     k.ok(&["get", "configmap", "in-list"]);
