@@ -8,6 +8,7 @@
 
 pub mod bootstrap_token;
 pub mod cached_pod;
+pub mod cron;
 pub mod events;
 pub mod fields;
 pub mod go_text;

@@ -176,6 +176,55 @@ pub fn node(obj: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
+/// Finalizers upstream knows by a bare name; any other must be fully
+/// qualified (`example.com/cleanup`).
+const STANDARD_FINALIZERS: &[&str] = &["kubernetes", "orphan", "foregroundDeletion"];
+
+/// One finalizer name (`validateFinalizerName`): a qualified name
+/// (reported at `list`) and, when `item` is given (built-in kinds), a
+/// standard one if it has no domain (reported at `item`).
+fn finalizer_name(name: &str, list: &str, item: Option<&str>, causes: &mut Vec<Cause>) {
+    for msg in names::qualified_name(name) {
+        causes.push(Cause::invalid(list, &json!(name), msg));
+    }
+    if let Some(item) = item
+        && !name.contains('/')
+        && !STANDARD_FINALIZERS.contains(&name)
+    {
+        causes.push(Cause::invalid(
+            item,
+            &json!(name),
+            "name is neither a standard finalizer name nor is it fully qualified",
+        ));
+    }
+}
+
+/// `metadata.finalizers` (`ValidateFinalizers`): each a valid name, and not
+/// both ways of deleting dependents at once; `built_in` for the kinds whose
+/// upstream validation also holds bare names to the standard ones.
+pub fn metadata_finalizers(finalizers: &[String], built_in: bool, causes: &mut Vec<Cause>) {
+    for (i, f) in finalizers.iter().enumerate() {
+        let item = built_in.then(|| format!("metadata.finalizers[{i}]"));
+        finalizer_name(f, "metadata.finalizers", item.as_deref(), causes);
+    }
+    let has = |n: &str| finalizers.iter().any(|f| f == n);
+    if has("orphan") && has("foregroundDeletion") {
+        causes.push(Cause::invalid(
+            "metadata.finalizers",
+            &json!(finalizers),
+            "finalizer orphan and foregroundDeletion cannot be both set",
+        ));
+    }
+}
+
+/// A Namespace's `spec.finalizers`, reported at the list as upstream does.
+pub fn namespace_finalizers(obj: &Value, causes: &mut Vec<Cause>) {
+    for f in crate::field_rules::items(obj.get("spec"), "finalizers") {
+        let name = f.as_str().unwrap_or("");
+        finalizer_name(name, "spec.finalizers", Some("spec.finalizers"), causes);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +309,32 @@ mod tests {
                 "spec.taints[1]: Duplicate value: \"gpu:NoSchedule\"",
                 "spec.taints[2].effect: Unsupported value: \"Sometimes\": supported values: \"NoExecute\", \"NoSchedule\", \"PreferNoSchedule\"",
                 "spec.podCIDRs: Invalid value: [\"10.0.0.0/24\",\"10.1.0.0/24\"]: may specify no more than one CIDR for each IP family",
+            ]
+        );
+    }
+
+    #[test]
+    fn finalizers_are_standard_or_qualified() {
+        let mut causes = Vec::new();
+        let list = |l: &[&str]| l.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        metadata_finalizers(
+            &list(&["example.com/cleanup", "kubernetes", "cleanup"]),
+            true,
+            &mut causes,
+        );
+        // Custom resources take any qualified name.
+        metadata_finalizers(&list(&["cleanup"]), false, &mut causes);
+        metadata_finalizers(&list(&["orphan", "foregroundDeletion"]), true, &mut causes);
+        namespace_finalizers(
+            &json!({"spec": {"finalizers": ["kubernetes", "mine"]}}),
+            &mut causes,
+        );
+        assert_eq!(
+            crate::field_rules::cause_lines(&causes),
+            vec![
+                "metadata.finalizers[2]: Invalid value: \"cleanup\": name is neither a standard finalizer name nor is it fully qualified",
+                "metadata.finalizers: Invalid value: [\"orphan\",\"foregroundDeletion\"]: finalizer orphan and foregroundDeletion cannot be both set",
+                "spec.finalizers: Invalid value: \"mine\": name is neither a standard finalizer name nor is it fully qualified",
             ]
         );
     }

@@ -89,6 +89,30 @@ fn requests_from_limits(spec: &mut Map<String, Value>) {
             }
         }
     }
+    // Pod-level resources: a CPU or memory limit without a request is the
+    // request too (huge pages upstream take the containers' sum instead).
+    let Some(r) = spec.get_mut("resources").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let limits: Vec<(String, Value)> = r
+        .get("limits")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| matches!(k.as_str(), "cpu" | "memory"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if limits.is_empty() {
+        return;
+    }
+    if !r.get("requests").is_some_and(Value::is_object) {
+        r.insert("requests".into(), json!({}));
+    }
+    if let Some(requests) = r.get_mut("requests").and_then(Value::as_object_mut) {
+        for (k, v) in limits {
+            requests.entry(k).or_insert(v);
+        }
+    }
 }
 
 /// A pod on the host network listens on the host's ports: each container
@@ -292,6 +316,7 @@ pub fn apply(info: &ResourceInfo, body: &mut Value) {
                 default(p, "protocol", json!("TCP"));
             }
         }
+        ("storage.k8s.io", "csidrivers") => crate::csi_rules::driver_defaults(root),
         ("storage.k8s.io", "storageclasses") => {
             default(root, "reclaimPolicy", json!("Delete"));
             default(root, "volumeBindingMode", json!("Immediate"));

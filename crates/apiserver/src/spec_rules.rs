@@ -306,6 +306,11 @@ pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<
             crate::cluster_rules::runtime_class(obj, old, &mut causes);
         }
         ("coordination.k8s.io", "leases") => crate::cluster_rules::lease(obj, &mut causes),
+        ("storage.k8s.io", "csidrivers") => crate::csi_rules::csi_driver(obj, old, &mut causes),
+        ("storage.k8s.io", "csinodes") => crate::csi_rules::csi_node(obj, old, &mut causes),
+        ("", "events") => crate::event_rules::event(obj, false, &mut causes),
+        ("events.k8s.io", "events") => crate::event_rules::event(obj, true, &mut causes),
+        ("", "namespaces") => crate::cluster_rules::namespace_finalizers(obj, &mut causes),
         ("networking.k8s.io", "ingressclasses") => {
             crate::network_rules::ingress_class(obj, old, &mut causes);
         }

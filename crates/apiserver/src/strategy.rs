@@ -19,6 +19,8 @@ fn name_rule(info: &ResourceInfo) -> fn(&str) -> Vec<String> {
         ("", "namespaces") => names::dns1123_label,
         ("", "services") => names::dns1035_label,
         ("rbac.authorization.k8s.io", _) => names::path_segment,
+        // Driver names are DNS subdomains of any case.
+        ("storage.k8s.io", "csidrivers") => |n| names::dns1123_subdomain(&n.to_lowercase()),
         _ => names::dns1123_subdomain,
     }
 }
@@ -410,11 +412,11 @@ pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<
             });
         }
     }
-    for f in object::finalizers(obj) {
-        for msg in names::qualified_name(&f) {
-            causes.push(Cause::invalid("metadata.finalizers", &json!(f), msg));
-        }
-    }
+    crate::cluster_rules::metadata_finalizers(
+        &object::finalizers(obj),
+        info.custom.is_none(),
+        &mut causes,
+    );
     if info.group == "apiextensions.k8s.io" && info.plural == "customresourcedefinitions" {
         causes.extend(crate::crd::validate(obj, old));
     }

@@ -284,14 +284,27 @@ pub fn cron_job(obj: &Value, causes: &mut Vec<Cause>) {
     let Some(spec) = obj.get("spec").filter(|s| s.is_object()) else {
         return;
     };
-    if let Some(schedule) = text(spec, "schedule")
-        && schedule.contains("TZ")
-    {
-        causes.push(Cause::invalid(
-            "spec.schedule",
-            &json!(schedule),
-            "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
-        ));
+    if let Some(schedule) = text(spec, "schedule").filter(|s| !s.is_empty()) {
+        // The parser upstream uses takes a leading `TZ=` or `CRON_TZ=`;
+        // the rule below then refuses it, alone.
+        let fields = match schedule.split_once(' ') {
+            Some((zone, rest)) if zone.starts_with("TZ=") || zone.starts_with("CRON_TZ=") => rest,
+            _ => schedule,
+        };
+        if let Err(e) = kybern_apimachinery::cron::Schedule::parse(fields) {
+            causes.push(Cause::invalid(
+                "spec.schedule",
+                &json!(schedule),
+                e.reason(),
+            ));
+        }
+        if schedule.contains("TZ") {
+            causes.push(Cause::invalid(
+                "spec.schedule",
+                &json!(schedule),
+                "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
+            ));
+        }
     }
     match text(spec, "concurrencyPolicy") {
         None | Some("") => causes.push(Cause::required("spec.concurrencyPolicy", "")),
@@ -310,12 +323,40 @@ pub fn cron_job(obj: &Value, causes: &mut Vec<Cause>) {
     ] {
         non_negative(spec, key, "spec", causes);
     }
-    if text(spec, "timeZone") == Some("") {
-        causes.push(Cause::invalid(
-            "spec.timeZone",
-            &json!(""),
-            "timeZone must be nil or non-empty string",
-        ));
+    if let Some(zone) = text(spec, "timeZone") {
+        time_zone(zone, causes);
+    }
+}
+
+/// A CronJob's `timeZone`: an IANA zone by name (upstream loads it from the
+/// zone database; ours is the one bundled with jiff).
+fn time_zone(zone: &str, causes: &mut Vec<Cause>) {
+    let refuse = |causes: &mut Vec<Cause>, msg: String| {
+        causes.push(Cause::invalid("spec.timeZone", &json!(zone), msg));
+    };
+    if zone.is_empty() {
+        return refuse(causes, "timeZone must be nil or non-empty string".into());
+    }
+    let part_ok = |p: &str| {
+        p != "."
+            && p != ".."
+            && !p.starts_with('-')
+            && (1..=14).contains(&p.len())
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+'))
+    };
+    if !zone.split('/').all(part_ok) {
+        return refuse(causes, format!("unknown time zone {zone}"));
+    }
+    if zone.eq_ignore_ascii_case("Local") {
+        return refuse(
+            causes,
+            "timeZone must be an explicit time zone as defined in https://www.iana.org/time-zones"
+                .into(),
+        );
+    }
+    if k8s_openapi::jiff::tz::TimeZone::get(zone).is_err() {
+        refuse(causes, format!("unknown time zone {zone}"));
     }
 }
 
@@ -413,6 +454,47 @@ mod tests {
                 "spec.concurrencyPolicy: Unsupported value: \"Sometimes\": supported values: \"Allow\", \"Forbid\", \"Replace\"",
                 "spec.startingDeadlineSeconds: Invalid value: -5: must be greater than or equal to 0",
             ]
+        );
+    }
+
+    #[test]
+    fn cron_schedules_parse_and_time_zones_exist() {
+        let check = |schedule: &str, zone: Option<&str>| {
+            let mut spec = json!({"schedule": schedule, "concurrencyPolicy": "Allow"});
+            if let Some(z) = zone {
+                spec["timeZone"] = json!(z);
+            }
+            let mut causes = Vec::new();
+            cron_job(&json!({ "spec": spec }), &mut causes);
+            crate::field_rules::cause_lines(&causes)
+        };
+        assert!(check("*/5 9-17 * * mon-fri", Some("Europe/Berlin")).is_empty());
+        assert!(check("@hourly", None).is_empty());
+        assert_eq!(
+            check("* * * *", None),
+            vec![
+                "spec.schedule: Invalid value: \"* * * *\": expected exactly 5 fields, found 4: [* * * *]"
+            ]
+        );
+        assert_eq!(
+            check("0 0 * * *", Some("Mars/Olympus_Mons")),
+            vec![
+                "spec.timeZone: Invalid value: \"Mars/Olympus_Mons\": unknown time zone Mars/Olympus_Mons"
+            ]
+        );
+        assert_eq!(
+            check("0 0 * * *", Some("../etc")),
+            vec!["spec.timeZone: Invalid value: \"../etc\": unknown time zone ../etc"]
+        );
+        assert_eq!(
+            check("0 0 * * *", Some("local")),
+            vec![
+                "spec.timeZone: Invalid value: \"local\": timeZone must be an explicit time zone as defined in https://www.iana.org/time-zones"
+            ]
+        );
+        assert_eq!(
+            check("0 0 * * *", Some("")),
+            vec!["spec.timeZone: Invalid value: \"\": timeZone must be nil or non-empty string"]
         );
     }
 }

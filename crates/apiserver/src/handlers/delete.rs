@@ -167,10 +167,12 @@ pub(super) async fn delete_object(
             Some("Foreground") => Some("foregroundDeletion"),
             _ => None,
         };
-        if let Some(f) = policy_finalizer
-            && !finalizers.iter().any(|x| x == f)
-        {
-            finalizers.push(f.to_owned());
+        if let Some(f) = policy_finalizer {
+            // One policy at a time: the other's finalizer goes, as upstream.
+            finalizers.retain(|x| x == f || !matches!(x.as_str(), "orphan" | "foregroundDeletion"));
+            if !finalizers.iter().any(|x| x == f) {
+                finalizers.push(f.to_owned());
+            }
         }
         // A CRD's first delete holds it until its objects are gone.
         let crd_cleanup = crate::crd::cleanup::is_crd(info) && !object::is_deleting(&old);

@@ -3,8 +3,6 @@
 //! allow, tracks active Jobs in `status`, and deletes finished Jobs beyond
 //! the history limits.
 
-pub mod schedule;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +13,6 @@ use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::jiff::tz::TimeZone;
 use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy};
 
-use self::schedule::Schedule;
 use crate::events::{
     EventRecorder, FAILED_CREATE, FAILED_DELETE, NORMAL, SUCCESSFUL_CREATE, SUCCESSFUL_DELETE,
     WARNING, error_text, reference_to,
@@ -25,6 +22,7 @@ use crate::job::has_condition;
 use crate::pods::{controller_of, controller_ref};
 use crate::queue::{ObjectKey, ReconcileResult, WorkQueue, run_workers};
 use crate::{ControllerError, Informers};
+use kybern_apimachinery::cron::Schedule;
 
 /// The annotation recording the time a Job was scheduled for.
 pub const SCHEDULED_TIMESTAMP: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";

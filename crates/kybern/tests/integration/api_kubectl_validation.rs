@@ -277,3 +277,92 @@ fn policy_cluster_and_workload_kinds_are_validated_as_upstream() {
         "{err}"
     );
 }
+
+/// Cron schedules and zones, pod-level resources and resource claims, CSI
+/// objects, Events and finalizer names.
+#[test]
+fn schedules_claims_csi_events_and_finalizers_are_validated_as_upstream() {
+    let (_server, k) = setup();
+    let cron = |schedule: &str, zone: &str| {
+        format!(
+            "apiVersion: batch/v1\nkind: CronJob\nmetadata: {{name: cron}}\nspec:\n  schedule: '{schedule}'\n{zone}  jobTemplate: {{spec: {{template: {{spec: {{restartPolicy: Never, containers: [{{name: c, image: busybox}}]}}}}}}}}\n"
+        )
+    };
+    let (bad_schedule, bad_zone) = (
+        cron("0 25 * * *", ""),
+        cron("0 0 * * *", "  timeZone: Mars/Base\n"),
+    );
+    rejected(
+        &k,
+        &[
+            (
+                bad_schedule.as_str(),
+                "spec.schedule: Invalid value: \"0 25 * * *\": end of range (25) above maximum (23): 25",
+            ),
+            (
+                bad_zone.as_str(),
+                "spec.timeZone: Invalid value: \"Mars/Base\": unknown time zone Mars/Base",
+            ),
+            (
+                "apiVersion: v1\nkind: Pod\nmetadata: {name: shared}\nspec:\n  resources: {requests: {cpu: 500m}, limits: {cpu: '2'}}\n  containers: [{name: c, image: busybox, resources: {requests: {cpu: '1'}}}]\n",
+                "spec.resources.requests[cpu]: Invalid value: \"500m\": must be greater than or equal to aggregate container requests of 1",
+            ),
+            (
+                "apiVersion: v1\nkind: Pod\nmetadata: {name: claims}\nspec:\n  resourceClaims: [{name: gpu, resourceClaimTemplateName: gpus}]\n  containers: [{name: c, image: busybox, resources: {claims: [{name: nic}]}}]\n",
+                "spec.containers[0].resources.claims[0]: Not found: \"nic\": must be one of the names in pod.spec.resourceClaims: gpu",
+            ),
+            (
+                "apiVersion: storage.k8s.io/v1\nkind: CSIDriver\nmetadata: {name: csi.example.com}\nspec: {fsGroupPolicy: Sometimes}\n",
+                "spec.fsGroupPolicy: Unsupported value: \"Sometimes\"",
+            ),
+            (
+                "apiVersion: storage.k8s.io/v1\nkind: CSINode\nmetadata: {name: node-1}\nspec: {drivers: [{name: csi.example.com, nodeID: ''}]}\n",
+                "spec.drivers[0].nodeID: Required value",
+            ),
+            (
+                "apiVersion: v1\nkind: Event\nmetadata: {name: stray, namespace: default}\ninvolvedObject: {kind: Pod, name: p, namespace: kube-system}\nreason: Started\n",
+                "involvedObject.namespace: Invalid value: \"kube-system\": does not match event.namespace",
+            ),
+            (
+                "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {name: loose, namespace: default}\neventTime: '2026-12-06T10:00:00.000000Z'\nregarding: {kind: Pod, name: p, namespace: default}\nreportingController: example.com/ctl\nreportingInstance: ctl-1\naction: Scale\nreason: Scaled\ntype: Fine\n",
+                "type: Invalid value: \"\": has invalid value: Fine",
+            ),
+            (
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: held, finalizers: [cleanup]}\n",
+                "metadata.finalizers[0]: Invalid value: \"cleanup\": name is neither a standard finalizer name nor is it fully qualified",
+            ),
+            (
+                "apiVersion: v1\nkind: Namespace\nmetadata: {name: held}\nspec: {finalizers: [mine]}\n",
+                "spec.finalizers: Invalid value: \"mine\": name is neither a standard finalizer name nor is it fully qualified",
+            ),
+        ],
+    );
+    // Mended, they are accepted; a CSIDriver's defaults are filled in and
+    // what attaching needs is fixed from then on.
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        &cron("*/5 9-17 * * mon-fri", "  timeZone: Europe/Berlin\n"),
+    );
+    let driver = "apiVersion: storage.k8s.io/v1\nkind: CSIDriver\nmetadata: {name: csi.example.com}\nspec: {}\n";
+    k.ok_stdin(&["apply", "-f", "-"], driver);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "csidriver",
+            "csi.example.com",
+            "-o",
+            "jsonpath={.spec.attachRequired} {.spec.fsGroupPolicy} {.spec.volumeLifecycleModes}"
+        ]),
+        "true ReadWriteOnceWithFSType [\"Persistent\"]"
+    );
+    let out = k.run_with_stdin(
+        &["apply", "-f", "-"],
+        Some("apiVersion: storage.k8s.io/v1\nkind: CSIDriver\nmetadata: {name: csi.example.com}\nspec: {attachRequired: false}\n"),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("spec.attachedRequired: Invalid value: false: field is immutable"),
+        "{err}"
+    );
+}

@@ -3,9 +3,9 @@
 //! steps and names, or a macro such as `@hourly`; and the next time one
 //! fires in a given time zone.
 
-use k8s_openapi::jiff::Timestamp;
-use k8s_openapi::jiff::civil::{Date, DateTime};
-use k8s_openapi::jiff::tz::TimeZone;
+use jiff::Timestamp;
+use jiff::civil::{Date, DateTime};
+use jiff::tz::TimeZone;
 
 /// Days searched for a next firing before giving up (a schedule such as
 /// `0 0 30 2 *` never fires).
@@ -14,9 +14,19 @@ const SEARCH_DAYS: i64 = 366 * 5;
 /// Why a schedule was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ScheduleError {
-    /// The text is not a schedule.
+    /// The text is not a schedule: the text, and why (in the words of the
+    /// cron parser upstream uses).
     #[error("unparseable schedule {0:?}: {1}")]
     Invalid(String, String),
+}
+
+impl ScheduleError {
+    /// Why the schedule was refused, without the schedule.
+    pub fn reason(&self) -> &str {
+        match self {
+            ScheduleError::Invalid(_, why) => why,
+        }
+    }
 }
 
 /// A parsed cron schedule: the set of values each field allows.
@@ -71,17 +81,24 @@ impl Schedule {
     pub fn parse(text: &str) -> Result<Schedule, ScheduleError> {
         let err = |why: &str| ScheduleError::Invalid(text.to_owned(), why.to_owned());
         let expanded = match text.trim() {
+            "" => return Err(err("empty spec string")),
             "@yearly" | "@annually" => "0 0 1 1 *",
             "@monthly" => "0 0 1 * *",
             "@weekly" => "0 0 * * 0",
             "@daily" | "@midnight" => "0 0 * * *",
             "@hourly" => "0 * * * *",
-            other if other.starts_with('@') => return Err(err("unknown macro")),
+            other if other.starts_with('@') => {
+                return Err(err(&format!("unrecognized descriptor: {other}")));
+            }
             other => other,
         };
         let fields: Vec<&str> = expanded.split_whitespace().collect();
         let [min, hour, dom, month, dow] = fields.as_slice() else {
-            return Err(err("expected exactly 5 fields"));
+            return Err(err(&format!(
+                "expected exactly 5 fields, found {}: [{}]",
+                fields.len(),
+                fields.join(" ")
+            )));
         };
         let mut days_of_week = parse_field(dow, &DAY_OF_WEEK).map_err(|e| err(&e))?;
         // 7 is Sunday too.
@@ -145,9 +162,9 @@ fn parse_field(text: &str, field: &Field) -> Result<u64, String> {
     for part in text.split(',') {
         let (range, step) = match part.split_once('/') {
             Some((r, s)) => {
-                let step: u32 = s.parse().map_err(|_| format!("bad step {s:?}"))?;
+                let step: u32 = s.parse().map_err(|_| not_int(s))?;
                 if step == 0 {
-                    return Err("step must be positive".into());
+                    return Err(format!("step of range should be a positive number: {part}"));
                 }
                 (r, step)
             }
@@ -156,14 +173,16 @@ fn parse_field(text: &str, field: &Field) -> Result<u64, String> {
         let (lo, hi) = if range == "*" || range == "?" {
             (field.min, field.max)
         } else if let Some((a, b)) = range.split_once('-') {
-            (value(a, field)?, value(b, field)?)
+            (value(a, field, part)?, value(b, field, part)?)
         } else {
-            let v = value(range, field)?;
+            let v = value(range, field, part)?;
             // `5/15` means from 5 to the end, stepping.
             (v, if part.contains('/') { field.max } else { v })
         };
         if lo > hi {
-            return Err(format!("range {range:?} is backwards"));
+            return Err(format!(
+                "beginning of range ({lo}) beyond end of range ({hi}): {part}"
+            ));
         }
         for v in (lo..=hi).step_by(step as usize) {
             bits |= 1 << v;
@@ -172,7 +191,15 @@ fn parse_field(text: &str, field: &Field) -> Result<u64, String> {
     Ok(bits)
 }
 
-fn value(text: &str, field: &Field) -> Result<u32, String> {
+/// What Go's `strconv.Atoi` says of a number that is not one, as the cron
+/// parser upstream uses quotes it.
+fn not_int(text: &str) -> String {
+    format!("failed to parse int from {text}: strconv.Atoi: parsing {text:?}: invalid syntax")
+}
+
+/// One value of a field (a number or a name); `part` is the list element it
+/// came from, for the messages.
+fn value(text: &str, field: &Field, part: &str) -> Result<u32, String> {
     let lower = text.to_ascii_lowercase();
     let named = field
         .names
@@ -181,12 +208,18 @@ fn value(text: &str, field: &Field) -> Result<u32, String> {
         .map(|i| i as u32 + if field.min == 1 { 1 } else { 0 });
     let v = match named {
         Some(v) => v,
-        None => text.parse().map_err(|_| format!("bad value {text:?}"))?,
+        None => text.parse().map_err(|_| not_int(text))?,
     };
-    if v < field.min || v > field.max {
+    if v < field.min {
         return Err(format!(
-            "{v} is out of range [{}, {}]",
-            field.min, field.max
+            "beginning of range ({v}) below minimum ({}): {part}",
+            field.min
+        ));
+    }
+    if v > field.max {
+        return Err(format!(
+            "end of range ({v}) above maximum ({}): {part}",
+            field.max
         ));
     }
     Ok(v)
@@ -255,6 +288,23 @@ mod tests {
         ] {
             assert!(Schedule::parse(bad).is_err(), "{bad:?}");
         }
+        let reason = |s: &str| Schedule::parse(s).err().map(|e| e.reason().to_owned());
+        assert_eq!(
+            reason("* * * *").as_deref(),
+            Some("expected exactly 5 fields, found 4: [* * * *]")
+        );
+        assert_eq!(
+            reason("61 * * * *").as_deref(),
+            Some("end of range (61) above maximum (59): 61")
+        );
+        assert_eq!(
+            reason("* * 0 * *").as_deref(),
+            Some("beginning of range (0) below minimum (1): 0")
+        );
+        assert_eq!(
+            reason("x * * * *").as_deref(),
+            Some("failed to parse int from x: strconv.Atoi: parsing \"x\": invalid syntax")
+        );
         assert_eq!(
             Schedule::parse("0 0 30 2 *")
                 .expect("parse")
