@@ -9,7 +9,7 @@ use kybern_apimachinery::{Cause, names};
 use serde_json::{Map, Value, json};
 
 use crate::field_rules::{NEGATIVE, items, text};
-use crate::resource_rules::{milli, shown};
+use crate::resource_rules::{above_limit, milli, shown};
 
 /// The resources a pod may ask for at pod level, as upstream lists them
 /// (huge pages besides).
@@ -172,14 +172,7 @@ fn pod_level_resources(spec: &Value, r: &Value, path: &str, causes: &mut Vec<Cau
         if let (Some(request), Some(l)) = (milli(q), limit.and_then(milli))
             && request > l
         {
-            causes.push(Cause::invalid(
-                format!("{path}.requests"),
-                &json!(shown(q)),
-                format!(
-                    "must be less than or equal to {name} limit of {}",
-                    limit.map(shown).unwrap_or_default()
-                ),
-            ));
+            causes.push(above_limit(path, name, q, limit));
         }
     }
     for (name, q) in requests.into_iter().flatten() {

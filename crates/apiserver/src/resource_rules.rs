@@ -57,6 +57,18 @@ fn resource_name(name: &str, at: &str, causes: &mut Vec<Cause>) {
     }
 }
 
+/// A request of `name` above its limit, reported at `path.requests`.
+pub(crate) fn above_limit(path: &str, name: &str, request: &Value, limit: Option<&Value>) -> Cause {
+    Cause::invalid(
+        format!("{path}.requests"),
+        &json!(shown(request)),
+        format!(
+            "must be less than or equal to {name} limit of {}",
+            limit.map(shown).unwrap_or_default()
+        ),
+    )
+}
+
 /// A container's (or the pod overhead's) `resources`.
 pub(crate) fn resources(r: &Value, path: &str, causes: &mut Vec<Cause>) {
     let limits = r.get("limits").and_then(Value::as_object);
@@ -88,14 +100,7 @@ pub(crate) fn resources(r: &Value, path: &str, causes: &mut Vec<Cause>) {
                 ));
             }
             Some(l) if request > l => {
-                causes.push(Cause::invalid(
-                    format!("{path}.requests"),
-                    &json!(shown(q)),
-                    format!(
-                        "must be less than or equal to {name} limit of {}",
-                        limit.map(shown).unwrap_or_default()
-                    ),
-                ));
+                causes.push(above_limit(path, name, q, limit));
             }
             None if !overcommit_allowed(name) => {
                 causes.push(Cause::required(

@@ -54,6 +54,11 @@ fn double(w: &mut Writer, tag: u32, v: Option<&Value>) {
     }
 }
 
+/// The items of `v` if it is an array.
+fn each(v: Option<&Value>) -> impl Iterator<Item = &Value> {
+    v.and_then(Value::as_array).into_iter().flatten()
+}
+
 fn message(w: &mut Writer, tag: u32, body: impl FnOnce(&mut Writer)) {
     let mut inner = Writer::default();
     body(&mut inner);
@@ -123,18 +128,13 @@ fn path_item(w: &mut Writer, item: &Value, names: &HashSet<&str>) {
             message(w, tag, |o| operation(o, op, names));
         }
     }
-    for p in item
-        .get("parameters")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for p in each(item.get("parameters")) {
         message(w, 9, |i| parameter(i, p, names));
     }
 }
 
 fn strings(w: &mut Writer, tag: u32, v: Option<&Value>) {
-    for s in v.and_then(Value::as_array).into_iter().flatten() {
+    for s in each(v) {
         string(w, tag, Some(s));
     }
 }
@@ -145,12 +145,7 @@ fn operation(w: &mut Writer, op: &Map<String, Value>, names: &HashSet<&str>) {
     string(w, 5, op.get("operationId"));
     strings(w, 6, op.get("produces"));
     strings(w, 7, op.get("consumes"));
-    for p in op
-        .get("parameters")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for p in each(op.get("parameters")) {
         message(w, 8, |i| parameter(i, p, names));
     }
     if let Some(responses) = op.get("responses").and_then(Value::as_object) {
@@ -280,20 +275,10 @@ fn schema(w: &mut Writer, v: &Value, names: &HashSet<&str>, depth: usize) {
     boolean(w, 16, s.get("uniqueItems"));
     int64(w, 17, s.get("maxProperties"));
     int64(w, 18, s.get("minProperties"));
-    for r in s
-        .get("required")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for r in each(s.get("required")) {
         string(w, 19, Some(r));
     }
-    for e in s
-        .get("enum")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for e in each(s.get("enum")) {
         any(w, 20, e);
     }
     match s.get("additionalProperties") {
