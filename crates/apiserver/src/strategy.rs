@@ -286,6 +286,17 @@ pub fn prepare_update(
         crate::service_ips::keep_allocated(new, old);
     }
     if info.plural == "namespaces" && info.group.is_empty() {
+        // Only `finalize` changes the spec (the finalizers), as upstream.
+        if subresource != Some("finalize") {
+            match old.get("spec") {
+                Some(s) => new["spec"] = s.clone(),
+                None => {
+                    if let Some(o) = new.as_object_mut() {
+                        o.remove("spec");
+                    }
+                }
+            }
+        }
         // The namespace's own-name label cannot be removed.
         let name = object::name(new).to_owned();
         let labels = object::meta_mut(new)

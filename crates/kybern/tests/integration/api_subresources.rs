@@ -138,6 +138,21 @@ async fn a_namespace_goes_when_finalize_clears_it() {
         "{}",
         refused.message
     );
+    // Only the finalize subresource clears them: a write to the namespace
+    // itself leaves its spec alone, as upstream.
+    namespaces
+        .patch(
+            "doomed",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"finalizers": []}})),
+        )
+        .await
+        .expect("patch");
+    let kept = namespaces.get("doomed").await.expect("get");
+    assert_eq!(
+        kept.spec.and_then(|s| s.finalizers),
+        Some(vec!["kubernetes".to_owned()])
+    );
     let body = serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": "doomed"}, "spec": {"finalizers": []}}))
     .expect("body");
