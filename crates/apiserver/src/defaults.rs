@@ -79,14 +79,7 @@ fn requests_from_limits(spec: &mut Map<String, Value>) {
                 continue;
             };
             let Some(r) = obj(c) else { continue };
-            if !r.get("requests").is_some_and(Value::is_object) {
-                r.insert("requests".into(), json!({}));
-            }
-            if let Some(requests) = r.get_mut("requests").and_then(Value::as_object_mut) {
-                for (k, v) in limits {
-                    requests.entry(k).or_insert(v);
-                }
-            }
+            request_limits(r, limits);
         }
     }
     // Pod-level resources: a CPU or memory limit without a request is the
@@ -102,13 +95,20 @@ fn requests_from_limits(spec: &mut Map<String, Value>) {
         .filter(|(k, _)| matches!(k.as_str(), "cpu" | "memory"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    if limits.is_empty() {
-        return;
+    if !limits.is_empty() {
+        request_limits(r, limits);
     }
-    if !r.get("requests").is_some_and(Value::is_object) {
-        r.insert("requests".into(), json!({}));
+}
+
+/// Makes each of `limits` the request of `resources` where it has none.
+fn request_limits(
+    resources: &mut Map<String, Value>,
+    limits: impl IntoIterator<Item = (String, Value)>,
+) {
+    if !resources.get("requests").is_some_and(Value::is_object) {
+        resources.insert("requests".into(), json!({}));
     }
-    if let Some(requests) = r.get_mut("requests").and_then(Value::as_object_mut) {
+    if let Some(requests) = resources.get_mut("requests").and_then(Value::as_object_mut) {
         for (k, v) in limits {
             requests.entry(k).or_insert(v);
         }

@@ -169,6 +169,19 @@ fn kind_defaults(info: &ResourceInfo, obj: &mut Object) {
     }
 }
 
+/// Gives `new` the stored object's `key` (or none, if it had none): a part
+/// this write may not change.
+fn keep_stored(new: &mut Object, old: &Object, key: &str) {
+    match old.get(key) {
+        Some(v) => new[key] = v.clone(),
+        None => {
+            if let Some(o) = new.as_object_mut() {
+                o.remove(key);
+            }
+        }
+    }
+}
+
 /// Upstream's generated Job selector: unless `spec.manualSelector` is set,
 /// the pods are labelled with the Job's uid and name (new and legacy keys)
 /// and selected by the uid; the Job takes its template's labels when it has
@@ -273,14 +286,7 @@ pub fn prepare_update(
     }
     // A binding writes the PodScheduled condition along with spec.nodeName.
     if separates_status(info) && subresource != Some("binding") {
-        match old.get("status") {
-            Some(s) => new["status"] = s.clone(),
-            None => {
-                if let Some(o) = new.as_object_mut() {
-                    o.remove("status");
-                }
-            }
-        }
+        keep_stored(new, old, "status");
     }
     if info.plural == "services" && info.group.is_empty() {
         crate::service_ips::keep_allocated(new, old);
@@ -288,14 +294,7 @@ pub fn prepare_update(
     if info.plural == "namespaces" && info.group.is_empty() {
         // Only `finalize` changes the spec (the finalizers), as upstream.
         if subresource != Some("finalize") {
-            match old.get("spec") {
-                Some(s) => new["spec"] = s.clone(),
-                None => {
-                    if let Some(o) = new.as_object_mut() {
-                        o.remove("spec");
-                    }
-                }
-            }
+            keep_stored(new, old, "spec");
         }
         // The namespace's own-name label cannot be removed.
         let name = object::name(new).to_owned();

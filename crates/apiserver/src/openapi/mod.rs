@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use kybern_apimachinery::{ApiError, StatusReason};
 use serde_json::{Map, json};
 
+use crate::registry::ResourceInfo;
 use crate::response::{ErrorResponse, json as json_response};
 use crate::server::ApiState;
 use builtin::{BUILTIN, REF_PREFIX};
@@ -41,6 +42,21 @@ fn builtin_def(group: &str, version: &str, kind: &str) -> Option<&'static str> {
         .map(|(_, _, _, d)| d.as_str())
 }
 
+/// Whether a resource appears in the OpenAPI documents: stored ones, and
+/// reviews (answered, never stored).
+fn documented(r: &ResourceInfo) -> bool {
+    !r.computed() || r.review()
+}
+
+/// The definition that describes a resource's objects: the built-in one,
+/// or the one made from its CRD.
+fn definition_of(r: &ResourceInfo) -> String {
+    match builtin_def(&r.group, &r.version, &r.kind) {
+        Some(d) => d.to_string(),
+        None => custom::definition_name(&r.group, &r.version, &r.kind),
+    }
+}
+
 /// A rendered document: (hash, JSON bytes).
 type Document = Arc<(String, Vec<u8>)>;
 
@@ -58,7 +74,7 @@ async fn gv_document(
         .registry
         .all()
         .into_iter()
-        .filter(|r| r.group == group && r.version == version && (!r.computed() || r.review()))
+        .filter(|r| r.group == group && r.version == version && documented(r))
         .collect();
     if resources.is_empty() {
         return Ok(None);
@@ -85,10 +101,7 @@ async fn gv_document(
         all.insert(name.clone(), schema.clone());
     }
     for r in &resources {
-        let def = match builtin_def(group, version, &r.kind) {
-            Some(d) => d.to_string(),
-            None => custom::definition_name(group, version, &r.kind),
-        };
+        let def = definition_of(r);
         if !all.contains_key(&def) {
             continue;
         }
@@ -123,7 +136,7 @@ fn group_versions(state: &ApiState) -> Vec<(String, String)> {
         .registry
         .all()
         .iter()
-        .filter(|r| !r.computed() || r.review())
+        .filter(|r| documented(r))
         .map(|r| (r.group.clone(), r.version.clone()))
         .collect();
     gvs.sort();
@@ -185,16 +198,10 @@ pub async fn v2(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Respo
     }
     // The operations of every served resource, as the v3 documents have them.
     let mut v3_paths = Map::new();
-    for r in state.registry.all() {
-        if r.computed() && !r.review() {
-            continue;
-        }
-        let def = match builtin_def(&r.group, &r.version, &r.kind) {
-            Some(d) => d.to_string(),
-            None => custom::definition_name(&r.group, &r.version, &r.kind),
-        };
+    for r in state.registry.all().iter().filter(|r| documented(r)) {
+        let def = definition_of(r);
         if definitions.contains_key(&def) {
-            paths::add(&mut v3_paths, &r, &def);
+            paths::add(&mut v3_paths, r, &def);
         }
     }
     let doc = json!({
