@@ -24,7 +24,7 @@ use k8s_openapi::api::core::v1::{
     TopologySpreadConstraint, Volume,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde::{Deserialize, Deserializer};
 
 /// A pod as the control plane caches it. `metadata` is whole but for
@@ -120,6 +120,9 @@ pub struct CachedPodStatus {
     #[serde(rename = "podIPs")]
     #[serde(default, deserialize_with = "shrunk")]
     pub pod_ips: Option<Vec<PodIP>>,
+    /// When the agent first saw the pod (the autoscaler's CPU
+    /// initialization period counts from it).
+    pub start_time: Option<Time>,
 }
 
 /// The kept part of a `ContainerStatus`.
@@ -291,6 +294,7 @@ impl From<&PodStatus> for CachedPodStatus {
             phase: s.phase.clone(),
             pod_ip: s.pod_ip.clone(),
             pod_ips: s.pod_ips.clone(),
+            start_time: s.start_time.clone(),
         }
     }
 }

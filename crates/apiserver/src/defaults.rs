@@ -316,6 +316,11 @@ pub fn apply(info: &ResourceInfo, body: &mut Value) {
                 default(p, "protocol", json!("TCP"));
             }
         }
+        ("autoscaling", "horizontalpodautoscalers") => {
+            if let Some(spec) = child(root, "spec") {
+                autoscaler(&info.version, spec);
+            }
+        }
         ("storage.k8s.io", "csidrivers") => crate::csi_rules::driver_defaults(root),
         ("storage.k8s.io", "storageclasses") => {
             default(root, "reclaimPolicy", json!("Delete"));
@@ -349,6 +354,51 @@ pub fn apply(info: &ResourceInfo, body: &mut Value) {
             }
         }
         _ => {}
+    }
+}
+
+/// HorizontalPodAutoscalers as upstream defaults them: at least one
+/// replica; in autoscaling/v2 also 80% of the CPU requested when no metric
+/// is named, and each direction of a given `behavior` completed with
+/// upstream's rules (scale-down's window is left to the controller).
+fn autoscaler(version: &str, spec: &mut Map<String, Value>) {
+    default(spec, "minReplicas", json!(1));
+    if version != "v2" {
+        return;
+    }
+    if spec
+        .get("metrics")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty)
+    {
+        spec.insert(
+            "metrics".into(),
+            json!([{"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 80}}}]),
+        );
+    }
+    let Some(behavior) = spec.get_mut("behavior").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let policy =
+        |kind: &str, value: i64| json!({"type": kind, "value": value, "periodSeconds": 15});
+    for (key, policies) in [
+        (
+            "scaleUp",
+            json!([policy("Pods", 4), policy("Percent", 100)]),
+        ),
+        ("scaleDown", json!([policy("Percent", 100)])),
+    ] {
+        if !behavior.get(key).is_some_and(Value::is_object) {
+            behavior.insert(key.into(), json!({}));
+        }
+        if let Some(rules) = child(behavior, key) {
+            default(rules, "selectPolicy", json!("Max"));
+            default(rules, "policies", policies);
+            if key == "scaleUp" {
+                default(rules, "stabilizationWindowSeconds", json!(0));
+            }
+        }
     }
 }
 
@@ -470,6 +520,39 @@ mod tests {
             &mut r,
         );
         assert_eq!(r["spec"]["strategy"], json!({"type": "Recreate"}));
+    }
+
+    #[test]
+    fn autoscalers_get_upstream_defaults() {
+        let reg = Registry::with_builtins();
+        let info = |version: &str| {
+            reg.get("autoscaling", version, "horizontalpodautoscalers")
+                .expect("hpa resource")
+        };
+        let mut hpa =
+            json!({"spec": {"maxReplicas": 3, "behavior": {"scaleDown": {"selectPolicy": "Min"}}}});
+        apply(&info("v2"), &mut hpa);
+        let spec = &hpa["spec"];
+        assert_eq!(spec["minReplicas"], 1);
+        assert_eq!(
+            spec["metrics"][0]["resource"]["target"]["averageUtilization"],
+            80
+        );
+        assert_eq!(spec["behavior"]["scaleUp"]["stabilizationWindowSeconds"], 0);
+        assert_eq!(spec["behavior"]["scaleUp"]["policies"][0]["value"], 4);
+        assert_eq!(spec["behavior"]["scaleDown"]["selectPolicy"], "Min");
+        assert_eq!(
+            spec["behavior"]["scaleDown"]["policies"][0]["type"],
+            "Percent"
+        );
+        assert!(
+            spec["behavior"]["scaleDown"]
+                .get("stabilizationWindowSeconds")
+                .is_none()
+        );
+        let mut v1 = json!({"spec": {"maxReplicas": 3}});
+        apply(&info("v1"), &mut v1);
+        assert_eq!(v1["spec"], json!({"maxReplicas": 3, "minReplicas": 1}));
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod endpoint_rules;
 pub mod event_rules;
 pub mod field_rules;
 pub(crate) mod handlers;
+pub mod hpa_versions;
 pub mod kind_rules;
 pub(crate) mod kinds;
 pub mod managed;

@@ -57,6 +57,7 @@ use kube::api::Api;
 use kybern_apimachinery::cached_pod::CachedPod;
 use kybern_apimachinery::labels::Selector;
 
+pub use crate::autoscaler::AutoscalerOptions;
 pub use crate::credentials::ControllerClients;
 use crate::informer::Informer;
 
@@ -170,6 +171,8 @@ pub struct ControllerOptions {
     /// A pod informer the process shares with other components (its
     /// scheduler), used instead of a watch of the manager's own.
     pub pods: Option<Arc<Informer<CachedPod>>>,
+    /// The HorizontalPodAutoscaler controller's settings.
+    pub autoscaler: AutoscalerOptions,
 }
 
 impl Default for ControllerOptions {
@@ -180,6 +183,7 @@ impl Default for ControllerOptions {
             node_monitor_grace_period: Duration::from_secs(50),
             signing_ca: None,
             pods: None,
+            autoscaler: AutoscalerOptions::default(),
         }
     }
 }
@@ -220,7 +224,11 @@ pub async fn run(clients: ControllerClients, options: ControllerOptions) {
             options.node_monitor_grace_period
         ),
         podgc::run(c("pod-garbage-collector").await, &informers),
-        autoscaler::run(c("horizontal-pod-autoscaler").await, &informers),
+        autoscaler::run(
+            c("horizontal-pod-autoscaler").await,
+            &informers,
+            options.autoscaler.clone()
+        ),
         resourcequota::run(c("resourcequota-controller").await, &informers, workers),
         garbage_collector::run(c("generic-garbage-collector").await),
         namespace::run(c("namespace-controller").await, &informers),

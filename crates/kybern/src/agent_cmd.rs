@@ -62,10 +62,10 @@ pub struct AgentFlags {
     #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
     image_gc_low_threshold: u8,
     /// Keep images tagged more recently than this (`2m`, `30s`, `1h`).
-    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    #[arg(long, default_value = "2m", value_parser = crate::flag_values::duration)]
     image_minimum_gc_age: std::time::Duration,
     /// How often image usage is checked.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = crate::flag_values::duration)]
     image_gc_interval: std::time::Duration,
     /// Pods the node takes.
     #[arg(long, default_value_t = 110)]
@@ -163,20 +163,6 @@ pub enum ImageCommand {
         #[arg(long, default_value = "/var/lib/kybern/agent")]
         data_dir: PathBuf,
     },
-}
-
-/// A duration as `<n>s`, `<n>m` or `<n>h`.
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let bad = || format!("{s:?} is not a duration such as 30s, 2m or 1h");
-    let (digits, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n.checked_mul(60).ok_or_else(bad)?,
-        "h" => n.checked_mul(3600).ok_or_else(bad)?,
-        _ => return Err(bad()),
-    };
-    Ok(std::time::Duration::from_secs(secs))
 }
 
 /// A positive byte quantity (`10Mi`, `512Ki`, `1000000`).

@@ -2,8 +2,9 @@
 //! API through a kubeconfig; `kybern server` runs the same controllers.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use kybern_controllers::{ControllerClients, ControllerOptions};
+use kybern_controllers::{AutoscalerOptions, ControllerClients, ControllerOptions};
 use kybern_scheduler::leader::{ElectionTimings, LeaseElector};
 
 use crate::client_config::config_from_kubeconfig;
@@ -53,6 +54,24 @@ pub struct ControllerFlags {
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true",
         action = clap::ArgAction::Set)]
     pub use_service_account_credentials: bool,
+    /// How often the autoscaler reconciles every HorizontalPodAutoscaler (a
+    /// Go duration: `15s`, `1m`).
+    #[arg(long, default_value = "15s", value_parser = crate::flag_values::duration)]
+    horizontal_pod_autoscaler_sync_period: Duration,
+    /// How long the autoscaler looks back for a higher recommendation
+    /// before it scales down.
+    #[arg(long, default_value = "5m", value_parser = crate::flag_values::duration)]
+    horizontal_pod_autoscaler_downscale_stabilization: Duration,
+    /// The fraction by which usage may miss its target without a rescale.
+    #[arg(long, default_value_t = 0.1)]
+    horizontal_pod_autoscaler_tolerance: f64,
+    /// After a pod starts, how long its CPU samples count only once it is
+    /// ready.
+    #[arg(long, default_value = "5m", value_parser = crate::flag_values::duration)]
+    horizontal_pod_autoscaler_cpu_initialization_period: Duration,
+    /// How long after its start an unready pod is taken as still starting.
+    #[arg(long, default_value = "30s", value_parser = crate::flag_values::duration)]
+    horizontal_pod_autoscaler_initial_readiness_delay: Duration,
 }
 
 impl ControllerFlags {
@@ -66,6 +85,15 @@ impl ControllerFlags {
             ),
             signing_ca: None,
             pods: None,
+            autoscaler: AutoscalerOptions {
+                sync_period: self
+                    .horizontal_pod_autoscaler_sync_period
+                    .max(Duration::from_secs(1)),
+                downscale_stabilization: self.horizontal_pod_autoscaler_downscale_stabilization,
+                tolerance: self.horizontal_pod_autoscaler_tolerance.max(0.0),
+                cpu_initialization_period: self.horizontal_pod_autoscaler_cpu_initialization_period,
+                initial_readiness_delay: self.horizontal_pod_autoscaler_initial_readiness_delay,
+            },
         }
     }
 

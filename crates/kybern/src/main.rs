@@ -11,6 +11,7 @@ mod client_cert;
 mod client_config;
 mod component_cert;
 mod controller_cmd;
+mod flag_values;
 mod kubeconfig_cmd;
 mod metrics_endpoint;
 mod scheduler_cmd;

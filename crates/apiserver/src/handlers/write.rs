@@ -235,11 +235,20 @@ pub async fn update_with(
         {
             return Err(ApiError::stale(&info.group, &info.plural, name));
         }
-        let mut new = make(&old)?;
+        // A version whose fields differ from the stored one's changes the
+        // object as that version shows it, then is stored back.
+        let mut new = if ctx.converts_builtin() {
+            make(&ctx.present(old.clone()))?
+        } else {
+            make(&old)?
+        };
         strategy::check_type(info, &mut new)?;
         strategy::check_namespace(info, &mut new, ctx.path.namespace.as_deref())?;
         warnings.clear();
         check_typed(ctx, &mut new, warnings)?;
+        if ctx.converts_builtin() {
+            ctx.to_storage(&mut new);
+        }
         if object::name(&new) != name {
             return Err(ApiError::bad_request(format!(
                 "the name of the object ({}) does not match the name on the URL ({name})",

@@ -3,6 +3,7 @@
 //! Go named slices. Both directions live here, read and written by field number.
 
 use chrono::{DateTime, SecondsFormat};
+use kybern_apimachinery::go_text::parse_duration as parse_go_duration;
 use serde_json::{Number, Value};
 
 use super::schema::{Message, Special, Type};
@@ -225,39 +226,6 @@ fn trim_fraction(n: u64, div: u64) -> String {
     let width = div.to_string().len() - 1;
     let digits = format!("{frac:0width$}");
     format!("{whole}.{}", digits.trim_end_matches('0'))
-}
-
-/// Parses a Go duration string (`1h2m3.5s`, `300ms`) to nanoseconds.
-pub fn parse_go_duration(s: &str) -> Option<i64> {
-    let (neg, mut rest) = match s.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, s.strip_prefix('+').unwrap_or(s)),
-    };
-    if rest == "0" {
-        return Some(0);
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let num: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        total += num * scale;
-        rest = &rest[unit_len..];
-    }
-    let v = total.round() as i64;
-    Some(if neg { -v } else { v })
 }
 
 #[cfg(test)]

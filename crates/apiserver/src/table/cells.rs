@@ -411,3 +411,87 @@ pub(super) fn event_cells(o: &Object) -> Vec<Value> {
         json!(s(o, "/message")),
     ]
 }
+
+/// One metric of an HPA as kubectl prints it: `cpu: 45%/60%`,
+/// `memory: 80Mi/100Mi`, `<unknown>` until the controller has measured.
+fn hpa_metric(spec: &Value, status: Option<&Value>) -> String {
+    let unknown = || "<unknown>".to_owned();
+    let text = |v: &Value| v.as_str().map(str::to_owned);
+    let percent = |v: &Value| v.as_i64().map(|p| format!("{p}%"));
+    let kind = spec["type"].as_str().unwrap_or_default();
+    let key = match kind {
+        "Resource" => "resource",
+        "ContainerResource" => "containerResource",
+        "Pods" => "pods",
+        "Object" => "object",
+        "External" => "external",
+        _ => return "<unknown type>".into(),
+    };
+    let target = &spec[key]["target"];
+    let current = status.map(|s| &s[key]["current"]);
+    let (now, wanted) = if let Some(avg) = text(&target["averageValue"]) {
+        let now = current.and_then(|c| text(&c["averageValue"]));
+        (now.unwrap_or_else(unknown), avg)
+    } else if let Some(value) = text(&target["value"]) {
+        let now = current.and_then(|c| text(&c["value"]));
+        (now.unwrap_or_else(unknown), value)
+    } else {
+        let now = current.and_then(|c| percent(&c["averageUtilization"]));
+        let wanted = percent(&target["averageUtilization"]).unwrap_or_else(|| "<auto>".into());
+        (now.unwrap_or_else(unknown), wanted)
+    };
+    match kind {
+        "Resource" | "ContainerResource" => {
+            format!(
+                "{}: {now}/{wanted}",
+                spec[key]["name"].as_str().unwrap_or_default()
+            )
+        }
+        _ => format!("{now}/{wanted}"),
+    }
+}
+
+/// A HorizontalPodAutoscaler's row (v2, or v1 with its CPU target).
+pub(super) fn hpa_cells(o: &Object) -> Vec<Value> {
+    let reference = format!(
+        "{}/{}",
+        s(o, "/spec/scaleTargetRef/kind"),
+        s(o, "/spec/scaleTargetRef/name")
+    );
+    let targets = if let Some(cpu) = o.pointer("/spec/targetCPUUtilizationPercentage") {
+        let now = o
+            .pointer("/status/currentCPUUtilizationPercentage")
+            .and_then(Value::as_i64)
+            .map_or("<unknown>".to_owned(), |p| format!("{p}%"));
+        format!("cpu: {now}/{cpu}%")
+    } else {
+        let specs = o.pointer("/spec/metrics").and_then(Value::as_array);
+        let statuses = o
+            .pointer("/status/currentMetrics")
+            .and_then(Value::as_array);
+        let all: Vec<String> = specs
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, m)| hpa_metric(m, statuses.and_then(|st| st.get(i))))
+            .collect();
+        match all.len() {
+            0 => "<none>".to_owned(),
+            1 | 2 => all.join(", "),
+            n => format!("{} + {} more...", all[..2].join(", "), n - 2),
+        }
+    };
+    let min = o
+        .pointer("/spec/minReplicas")
+        .and_then(Value::as_i64)
+        .map_or(json!("<unset>"), |m| json!(m));
+    vec![
+        name(o),
+        json!(reference),
+        json!(targets),
+        min,
+        json!(n(o, "/spec/maxReplicas")),
+        json!(n(o, "/status/currentReplicas")),
+        created(o),
+    ]
+}

@@ -347,6 +347,18 @@ pub(super) fn for_resource(info: &ResourceInfo) -> (Vec<Column>, Cells) {
             ],
             csr_cells,
         ),
+        ("autoscaling", "horizontalpodautoscalers") => (
+            vec![
+                NAME,
+                col("Reference", "string", 0, ""),
+                col("Targets", "string", 0, ""),
+                col("MinPods", "string", 0, ""),
+                col("MaxPods", "integer", 0, ""),
+                col("Replicas", "integer", 0, ""),
+                AGE,
+            ],
+            hpa_cells,
+        ),
         ("coordination.k8s.io", "leases") => {
             (vec![NAME, col("Holder", "string", 0, ""), AGE], |o| {
                 vec![name(o), json!(s(o, "/spec/holderIdentity")), created(o)]

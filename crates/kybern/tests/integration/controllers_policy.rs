@@ -394,10 +394,21 @@ async fn autoscalers_keep_bounds_and_report_missing_metrics() {
         rescaled.source.and_then(|s| s.component).as_deref(),
         Some("horizontal-pod-autoscaler")
     );
+    // No node serves metrics: upstream's words for an empty metrics list.
     let warning = ev(
         "FailedGetResourceMetric",
-        "unable to compute the replica count",
+        "failed to get cpu utilization: unable to get metrics for resource cpu: no metrics returned from resource metrics API",
     )
     .await;
     assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    ev(
+        "FailedComputeMetricsReplicas",
+        "invalid metrics (1 invalid out of 1)",
+    )
+    .await;
+    let row = k.ok(&["get", "hpa", "web", "--no-headers"]);
+    assert!(
+        row.contains("Deployment/web") && row.contains("cpu: <unknown>/80%"),
+        "{row}"
+    );
 }

@@ -39,6 +39,7 @@ mod controllers_policy;
 mod controllers_rollout;
 mod controllers_sets;
 mod node_agent;
+mod node_autoscaling;
 mod node_images;
 mod node_join;
 mod node_network;
