@@ -72,77 +72,64 @@ fn nested(prefix: &str, v: &Value, with_type: bool) -> Value {
     Value::Object(out)
 }
 
+/// The field that holds a metric of type `t`, in both versions.
+pub(crate) fn metric_key(t: &str) -> Option<&'static str> {
+    Some(match t {
+        "Resource" => "resource",
+        "ContainerResource" => "containerResource",
+        "Pods" => "pods",
+        "Object" => "object",
+        "External" => "external",
+        _ => return None,
+    })
+}
+
 /// One v2 metric (spec when `spec`, else status) in v1's annotation form.
 fn metric_to_v1(m: &Value, spec: bool) -> Value {
-    let (p, part) = if spec {
-        ("target", "target")
-    } else {
-        ("current", "current")
-    };
+    // v1 prefixes the same word to its flat fields: `targetAverageValue`.
+    let part = if spec { "target" } else { "current" };
     let t = m["type"].as_str().unwrap_or_default();
     let mut out = json!({"type": t});
-    let body = match t {
-        "Resource" | "ContainerResource" => {
-            let key = if t == "Resource" {
-                "resource"
-            } else {
-                "containerResource"
-            };
-            let src = &m[key];
-            let mut b = flat(p, &src[part]);
-            b.insert("name".into(), src["name"].clone());
-            if t == "ContainerResource" {
-                b.insert("container".into(), src["container"].clone());
-            }
-            (key, b)
-        }
-        "Pods" | "Object" | "External" => {
-            let key = match t {
-                "Pods" => "pods",
-                "Object" => "object",
-                _ => "external",
-            };
-            let src = &m[key];
-            let mut b = flat(p, &src[part]);
-            b.insert("metricName".into(), src["metric"]["name"].clone());
-            if let Some(sel) = src["metric"].get("selector") {
-                let field = if t == "External" {
-                    "metricSelector"
-                } else {
-                    "selector"
-                };
-                b.insert(field.into(), sel.clone());
-            }
-            if t == "Object" {
-                b.insert("target".into(), src["describedObject"].clone());
-            }
-            (key, b)
-        }
-        _ => return out,
+    let Some(key) = metric_key(t) else {
+        return out;
     };
-    out[body.0] = Value::Object(body.1);
+    let src = &m[key];
+    let mut b = flat(part, &src[part]);
+    if matches!(t, "Resource" | "ContainerResource") {
+        b.insert("name".into(), src["name"].clone());
+        if t == "ContainerResource" {
+            b.insert("container".into(), src["container"].clone());
+        }
+    } else {
+        b.insert("metricName".into(), src["metric"]["name"].clone());
+        if let Some(sel) = src["metric"].get("selector") {
+            let field = if t == "External" {
+                "metricSelector"
+            } else {
+                "selector"
+            };
+            b.insert(field.into(), sel.clone());
+        }
+        if t == "Object" {
+            b.insert("target".into(), src["describedObject"].clone());
+        }
+    }
+    out[key] = Value::Object(b);
     out
 }
 
 /// One v1 annotation metric back in v2's form.
 fn metric_to_v2(m: &Value, spec: bool) -> Value {
-    let (p, part) = if spec {
-        ("target", "target")
-    } else {
-        ("current", "current")
-    };
+    // v1 prefixes the same word to its flat fields: `targetAverageValue`.
+    let part = if spec { "target" } else { "current" };
     let t = m["type"].as_str().unwrap_or_default();
     let mut out = json!({"type": t});
-    let (key, src) = match t {
-        "Resource" => ("resource", &m["resource"]),
-        "ContainerResource" => ("containerResource", &m["containerResource"]),
-        "Pods" => ("pods", &m["pods"]),
-        "Object" => ("object", &m["object"]),
-        "External" => ("external", &m["external"]),
-        _ => return out,
+    let Some(key) = metric_key(t) else {
+        return out;
     };
+    let src = &m[key];
     let mut b = Map::new();
-    b.insert(part.into(), nested(p, src, spec));
+    b.insert(part.into(), nested(part, src, spec));
     match t {
         "Resource" | "ContainerResource" => {
             b.insert("name".into(), src["name"].clone());

@@ -419,13 +419,8 @@ fn hpa_metric(spec: &Value, status: Option<&Value>) -> String {
     let text = |v: &Value| v.as_str().map(str::to_owned);
     let percent = |v: &Value| v.as_i64().map(|p| format!("{p}%"));
     let kind = spec["type"].as_str().unwrap_or_default();
-    let key = match kind {
-        "Resource" => "resource",
-        "ContainerResource" => "containerResource",
-        "Pods" => "pods",
-        "Object" => "object",
-        "External" => "external",
-        _ => return "<unknown type>".into(),
+    let Some(key) = crate::hpa_versions::metric_key(kind) else {
+        return "<unknown type>".into();
     };
     let target = &spec[key]["target"];
     let current = status.map(|s| &s[key]["current"]);

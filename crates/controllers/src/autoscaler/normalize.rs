@@ -23,6 +23,17 @@ pub struct Normalized {
     pub limited: (bool, Said),
 }
 
+impl Normalized {
+    /// `replicas` for a `stabilized` recommendation: limited when they differ.
+    fn limited(replicas: i32, stabilized: i32, able: Said, said: Said) -> Self {
+        Normalized {
+            replicas,
+            able,
+            limited: (replicas != stabilized, said),
+        }
+    }
+}
+
 /// One HPA's history: recent recommendations and (with a `behavior`) the
 /// scale changes made, which the windows and policies look back over.
 #[derive(Debug, Default)]
@@ -155,11 +166,7 @@ impl ScaleHistory {
         } else {
             (stabilized, WITHIN)
         };
-        Normalized {
-            replicas,
-            able,
-            limited: (replicas != stabilized, said),
-        }
+        Normalized::limited(replicas, stabilized, able, said)
     }
 
     /// With a `behavior`: the scale-up and scale-down stabilization windows,
@@ -220,11 +227,7 @@ impl ScaleHistory {
         } else {
             (stabilized, WITHIN)
         };
-        Normalized {
-            replicas,
-            able,
-            limited: (replicas != stabilized, said),
-        }
+        Normalized::limited(replicas, stabilized, able, said)
     }
 
     /// The count at the start of a policy's period: now's, less what was

@@ -138,6 +138,58 @@ impl Calculator {
         }
     }
 
+    /// Groups the targeted pods and keeps the samples that count; an error
+    /// when there are no pods or no such samples.
+    fn usable(
+        &self,
+        pods: &[&CachedPod],
+        samples: &mut PodSamples,
+        resource: &str,
+    ) -> Result<Groups, String> {
+        if pods.is_empty() {
+            return Err("no pods returned by selector while calculating replica count".into());
+        }
+        let g = self.group(pods, samples, resource);
+        samples.retain(|name, _| !g.ignored.contains(name) && !g.unready.contains(name));
+        if samples.is_empty() {
+            return Err("did not receive metrics for targeted pods (pods might be unready)".into());
+        }
+        Ok(g)
+    }
+
+    /// The count from the first `ratio`; with pods missing samples (valued
+    /// by `fill`, or left out on `None`), or unready pods on a scale-up
+    /// (valued at nothing), from the ratio `ratio_of` gives after filling.
+    fn decide(
+        &self,
+        current: i32,
+        g: &Groups,
+        mut samples: PodSamples,
+        ratio: f64,
+        fill: impl Fn(&str) -> Option<i64>,
+        ratio_of: impl Fn(&PodSamples) -> Result<f64, String>,
+    ) -> Result<i32, String> {
+        let scale_up_with_unready = !g.unready.is_empty() && ratio > 1.0;
+        if !scale_up_with_unready && g.missing.is_empty() {
+            if self.tolerances.within(ratio) {
+                return Ok(current);
+            }
+            return Ok(ceil(ratio * g.ready as f64));
+        }
+        for name in &g.missing {
+            if let Some(value) = fill(name) {
+                samples.insert(name.clone(), filler(value));
+            }
+        }
+        if scale_up_with_unready {
+            for name in &g.unready {
+                samples.insert(name.clone(), filler(0));
+            }
+        }
+        let new_ratio = ratio_of(&samples)?;
+        Ok(self.settle(current, ratio, new_ratio, samples.len()))
+    }
+
     /// The replicas that bring the pods' average utilization of `resource`
     /// (percent of their requests) to `target`; upstream's
     /// `GetResourceReplicas`.
@@ -150,52 +202,26 @@ impl Calculator {
         pods: &[&CachedPod],
         mut samples: PodSamples,
     ) -> Result<Proposal, String> {
-        if pods.is_empty() {
-            return Err("no pods returned by selector while calculating replica count".into());
-        }
-        let g = self.group(pods, &samples, resource);
-        samples.retain(|name, _| !g.ignored.contains(name) && !g.unready.contains(name));
-        if samples.is_empty() {
-            return Err("did not receive metrics for targeted pods (pods might be unready)".into());
-        }
+        let g = self.usable(pods, &mut samples, resource)?;
         let requests = requests(pods, container, resource)?;
         let (ratio, utilization, average) = utilization_ratio(&samples, &requests, target)?;
-        let proposal = |replicas| Proposal {
+        // Pods without samples count as using their whole request (or the
+        // target, if higher) on a scale-down and nothing on a scale-up.
+        let fill = |name: &str| match ratio {
+            r if r < 1.0 => {
+                let request = requests.get(name).copied().unwrap_or(0);
+                Some(request * i64::from(target.max(100)) / 100)
+            }
+            r if r > 1.0 => Some(0),
+            _ => None,
+        };
+        let ratio_of = |s: &PodSamples| utilization_ratio(s, &requests, target).map(|r| r.0);
+        let replicas = self.decide(current, &g, samples, ratio, fill, ratio_of)?;
+        Ok(Proposal {
             replicas,
             utilization: Some(utilization),
             average,
-        };
-        let scale_up_with_unready = !g.unready.is_empty() && ratio > 1.0;
-        if !scale_up_with_unready && g.missing.is_empty() {
-            if self.tolerances.within(ratio) {
-                return Ok(proposal(current));
-            }
-            return Ok(proposal(ceil(ratio * g.ready as f64)));
-        }
-        // Pods without samples count as using their whole request (or the
-        // target, if higher) on a scale-down and nothing on a scale-up.
-        for name in &g.missing {
-            let fill = if ratio < 1.0 {
-                requests.get(name).copied().unwrap_or(0) * i64::from(target.max(100)) / 100
-            } else {
-                0
-            };
-            if ratio != 1.0 {
-                samples.insert(name.clone(), filler(fill));
-            }
-        }
-        if scale_up_with_unready {
-            for name in &g.unready {
-                samples.insert(name.clone(), filler(0));
-            }
-        }
-        let (new_ratio, _, _) = utilization_ratio(&samples, &requests, target)?;
-        Ok(proposal(self.settle(
-            current,
-            ratio,
-            new_ratio,
-            samples.len(),
-        )))
+        })
     }
 
     /// The replicas that bring the pods' average usage of `resource` to
@@ -208,43 +234,16 @@ impl Calculator {
         pods: &[&CachedPod],
         mut samples: PodSamples,
     ) -> Result<Proposal, String> {
-        if pods.is_empty() {
-            return Err("no pods returned by selector while calculating replica count".into());
-        }
-        let g = self.group(pods, &samples, resource);
-        samples.retain(|name, _| !g.ignored.contains(name) && !g.unready.contains(name));
-        if samples.is_empty() {
-            return Err("did not receive metrics for targeted pods (pods might be unready)".into());
-        }
+        let g = self.usable(pods, &mut samples, resource)?;
         let (ratio, average) = usage_ratio(&samples, target);
-        let proposal = |replicas| Proposal {
+        let fill = |_: &str| Some(if ratio < 1.0 { target } else { 0 });
+        let ratio_of = |s: &PodSamples| Ok(usage_ratio(s, target).0);
+        let replicas = self.decide(current, &g, samples, ratio, fill, ratio_of)?;
+        Ok(Proposal {
             replicas,
             utilization: None,
             average,
-        };
-        let scale_up_with_unready = !g.unready.is_empty() && ratio > 1.0;
-        if !scale_up_with_unready && g.missing.is_empty() {
-            if self.tolerances.within(ratio) {
-                return Ok(proposal(current));
-            }
-            return Ok(proposal(ceil(ratio * g.ready as f64)));
-        }
-        for name in &g.missing {
-            let fill = if ratio < 1.0 { target } else { 0 };
-            samples.insert(name.clone(), filler(fill));
-        }
-        if scale_up_with_unready {
-            for name in &g.unready {
-                samples.insert(name.clone(), filler(0));
-            }
-        }
-        let (new_ratio, _) = usage_ratio(&samples, target);
-        Ok(proposal(self.settle(
-            current,
-            ratio,
-            new_ratio,
-            samples.len(),
-        )))
+        })
     }
 
     /// The count after filling in pods without usable samples: unchanged
