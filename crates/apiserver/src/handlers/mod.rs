@@ -105,27 +105,28 @@ impl Ctx {
     }
 
     /// True when objects of this resource are stored in another version than
-    /// the one requested (custom resources with `None` conversion, and
-    /// autoscaling/v1 HorizontalPodAutoscalers kept as v2).
+    /// the one requested: custom resources with `None` conversion, and
+    /// autoscaling/v1 HorizontalPodAutoscalers kept as v2 (the only
+    /// built-in kind stored in another version).
     pub fn converts(&self) -> bool {
         self.info.version != self.info.storage_version
-            && (self.info.custom.is_some() || self.converts_builtin())
     }
 
     /// True for a built-in kind read and written through another version
     /// than its stored one, whose fields differ (HorizontalPodAutoscalers
     /// through autoscaling/v1).
     pub fn converts_builtin(&self) -> bool {
-        self.info.custom.is_none()
-            && self.info.group == "autoscaling"
-            && self.info.version != self.info.storage_version
+        self.converts() && self.info.custom.is_none()
     }
 
     /// An object as the requested version shows it (`None` conversion: its apiVersion).
     pub fn present(&self, mut obj: crate::object::Object) -> crate::object::Object {
-        if self.converts_builtin() {
+        if !self.converts() || !obj.is_object() {
+            return obj;
+        }
+        if self.info.custom.is_none() {
             crate::hpa_versions::to_v1(&mut obj);
-        } else if self.converts() && obj.is_object() {
+        } else {
             obj["apiVersion"] = serde_json::json!(self.api_version);
         }
         obj
@@ -133,9 +134,12 @@ impl Ctx {
 
     /// An object as the storage version holds it.
     pub fn to_storage(&self, obj: &mut crate::object::Object) {
-        if self.converts_builtin() {
+        if !self.converts() || !obj.is_object() {
+            return;
+        }
+        if self.info.custom.is_none() {
             crate::hpa_versions::to_v2(obj);
-        } else if self.converts() && obj.is_object() {
+        } else {
             let group = &self.info.group;
             obj["apiVersion"] = serde_json::json!(format!("{group}/{}", self.info.storage_version));
         }

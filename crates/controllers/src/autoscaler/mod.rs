@@ -307,9 +307,9 @@ async fn reconcile(
     status.desired_replicas = desired;
     write(ctx.client, hpa, status).await?;
     let action = match desired.cmp(&current) {
-        std::cmp::Ordering::Greater if rescale => "scale_up",
-        std::cmp::Ordering::Less if rescale => "scale_down",
-        _ => "none",
+        std::cmp::Ordering::Greater => "scale_up",
+        std::cmp::Ordering::Less => "scale_down",
+        std::cmp::Ordering::Equal => "none",
     };
     Ok((action, "none"))
 }
