@@ -29,6 +29,7 @@ pub(crate) mod handlers;
 pub mod hpa_versions;
 pub mod kind_rules;
 pub(crate) mod kinds;
+pub mod kubernetes_endpoints;
 pub mod managed;
 pub mod metrics;
 pub mod network_rules;

@@ -195,7 +195,7 @@ fn parse_handler(s: &str) -> Result<(String, PathBuf), String> {
 }
 
 /// The IP of the interface the default route leaves by, else loopback.
-fn default_ip() -> IpAddr {
+pub fn default_ip() -> IpAddr {
     // Connecting a UDP socket sends nothing; it only picks a route.
     std::net::UdpSocket::bind("0.0.0.0:0")
         .and_then(|s| {

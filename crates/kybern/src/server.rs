@@ -26,6 +26,11 @@ pub struct ServerArgs {
     /// HTTPS address of the API.
     #[arg(long, default_value = "0.0.0.0:6443")]
     listen: SocketAddr,
+    /// The IP published in the `default/kubernetes` Endpoints, where the
+    /// cluster reaches this server (default: the `--listen` address, or the
+    /// address of the default route when that is unspecified or loopback).
+    #[arg(long)]
+    advertise_address: Option<std::net::IpAddr>,
     /// Extra names or IPs for the serving certificate.
     #[arg(long = "tls-san")]
     tls_sans: Vec<String>,
@@ -163,6 +168,21 @@ async fn serve(
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let advertised = kybern_apiserver::kubernetes_endpoints::Advertised {
+        ip: args.advertise_address.unwrap_or_else(|| {
+            let listen = args.listen.ip();
+            if listen.is_unspecified() || listen.is_loopback() {
+                crate::agent_cmd::default_ip()
+            } else {
+                listen
+            }
+        }),
+        port: addr.port(),
+    };
+    tokio::spawn(kybern_apiserver::kubernetes_endpoints::run(
+        state.clone(),
+        advertised,
+    ));
     let host = if addr.ip().is_unspecified() {
         "127.0.0.1".to_owned()
     } else {

@@ -3,6 +3,7 @@
 use serde_json::{Value, json};
 
 use super::cells::*;
+use super::group_cells::*;
 use super::{Column, col, default_cells};
 use crate::object::Object;
 use crate::registry::ResourceInfo;
@@ -140,56 +141,7 @@ pub(super) fn for_resource(info: &ResourceInfo) -> (Vec<Column>, Cells) {
                 col("Endpoints", "string", 0, "Endpoints of the service"),
                 AGE,
             ],
-            |o| {
-                let eps: Vec<String> = o
-                    .pointer("/subsets")
-                    .and_then(Value::as_array)
-                    .map(|subsets| {
-                        subsets
-                            .iter()
-                            .flat_map(|ss| {
-                                let ports: Vec<i64> = ss
-                                    .get("ports")
-                                    .and_then(Value::as_array)
-                                    .map(|p| {
-                                        p.iter()
-                                            .filter_map(|x| x.get("port").and_then(Value::as_i64))
-                                            .collect()
-                                    })
-                                    .unwrap_or_default();
-                                let ips: Vec<String> = ss
-                                    .get("addresses")
-                                    .and_then(Value::as_array)
-                                    .map(|a| {
-                                        a.iter()
-                                            .filter_map(|x| {
-                                                x.get("ip")
-                                                    .and_then(Value::as_str)
-                                                    .map(str::to_owned)
-                                            })
-                                            .collect()
-                                    })
-                                    .unwrap_or_default();
-                                ips.into_iter()
-                                    .flat_map(move |ip| {
-                                        let ports = ports.clone();
-                                        ports.into_iter().map(move |p| format!("{ip}:{p}"))
-                                    })
-                                    .collect::<Vec<_>>()
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                vec![
-                    name(o),
-                    json!(if eps.is_empty() {
-                        "<none>".to_owned()
-                    } else {
-                        eps.join(",")
-                    }),
-                    created(o),
-                ]
-            },
+            endpoints_cells,
         ),
         ("", "events") => (
             vec![
@@ -206,41 +158,120 @@ pub(super) fn for_resource(info: &ResourceInfo) -> (Vec<Column>, Cells) {
                 NAME,
                 col("Status", "string", 0, ""),
                 col("Volume", "string", 0, ""),
+                col("Capacity", "string", 0, ""),
+                col("Access Modes", "string", 0, ""),
+                col("StorageClass", "string", 0, ""),
+                col("VolumeAttributesClass", "string", 0, ""),
                 AGE,
+                wide("VolumeMode"),
             ],
-            |o| {
-                vec![
-                    name(o),
-                    json!(s(o, "/status/phase")),
-                    json!(s(o, "/spec/volumeName")),
-                    created(o),
-                ]
-            },
+            pvc_cells,
         ),
         ("", "persistentvolumes") => (
             vec![
                 NAME,
+                col("Capacity", "string", 0, ""),
+                col("Access Modes", "string", 0, ""),
+                col("Reclaim Policy", "string", 0, ""),
                 col("Status", "string", 0, ""),
                 col("Claim", "string", 0, ""),
+                col("StorageClass", "string", 0, ""),
+                col("VolumeAttributesClass", "string", 0, ""),
+                col("Reason", "string", 0, ""),
+                AGE,
+                wide("VolumeMode"),
+            ],
+            pv_cells,
+        ),
+        ("discovery.k8s.io", "endpointslices") => (
+            vec![
+                NAME,
+                col("AddressType", "string", 0, ""),
+                col("Ports", "string", 0, ""),
+                col("Endpoints", "string", 0, ""),
                 AGE,
             ],
-            |o| {
-                let claim = if s(o, "/spec/claimRef/name").is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        "{}/{}",
-                        s(o, "/spec/claimRef/namespace"),
-                        s(o, "/spec/claimRef/name")
-                    )
-                };
-                vec![
-                    name(o),
-                    json!(s(o, "/status/phase")),
-                    json!(claim),
-                    created(o),
-                ]
-            },
+            endpointslice_cells,
+        ),
+        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => (
+            vec![
+                NAME,
+                col("Role", "string", 0, ""),
+                AGE,
+                wide("Users"),
+                wide("Groups"),
+                wide("ServiceAccounts"),
+            ],
+            binding_cells,
+        ),
+        ("scheduling.k8s.io", "priorityclasses") => (
+            vec![
+                NAME,
+                col("Value", "integer", 0, ""),
+                col("Global-Default", "boolean", 0, ""),
+                AGE,
+                col("PreemptionPolicy", "string", 0, ""),
+            ],
+            priorityclass_cells,
+        ),
+        ("policy", "poddisruptionbudgets") => (
+            vec![
+                NAME,
+                col("Min Available", "string", 0, ""),
+                col("Max Unavailable", "string", 0, ""),
+                col("Allowed Disruptions", "integer", 0, ""),
+                AGE,
+            ],
+            pdb_cells,
+        ),
+        ("storage.k8s.io", "storageclasses") => (
+            vec![
+                NAME,
+                col("Provisioner", "string", 0, ""),
+                col("ReclaimPolicy", "string", 0, ""),
+                col("VolumeBindingMode", "string", 0, ""),
+                col("AllowVolumeExpansion", "string", 0, ""),
+                AGE,
+            ],
+            storageclass_cells,
+        ),
+        ("node.k8s.io", "runtimeclasses") => {
+            (vec![NAME, col("Handler", "string", 0, ""), AGE], |o| {
+                vec![name(o), json!(s(o, "/handler")), created(o)]
+            })
+        }
+        ("networking.k8s.io", "networkpolicies") => (
+            vec![NAME, col("Pod-Selector", "string", 0, ""), AGE],
+            networkpolicy_cells,
+        ),
+        ("networking.k8s.io", "ingressclasses") => (
+            vec![
+                NAME,
+                col("Controller", "string", 0, ""),
+                col("Parameters", "string", 0, ""),
+                AGE,
+            ],
+            ingressclass_cells,
+        ),
+        ("networking.k8s.io", "ingresses") => (
+            vec![
+                NAME,
+                col("Class", "string", 0, ""),
+                col("Hosts", "string", 0, ""),
+                col("Address", "string", 0, ""),
+                col("Ports", "string", 0, ""),
+                AGE,
+            ],
+            ingress_cells,
+        ),
+        ("apps", "controllerrevisions") => (
+            vec![
+                NAME,
+                col("Controller", "string", 0, ""),
+                col("Revision", "string", 0, ""),
+                AGE,
+            ],
+            controllerrevision_cells,
         ),
         ("apps", "deployments") => (
             vec![

@@ -4,6 +4,7 @@
 
 mod cells;
 mod custom;
+mod group_cells;
 mod kinds;
 
 use axum::http::{HeaderMap, header};

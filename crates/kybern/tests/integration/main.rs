@@ -22,6 +22,7 @@ mod api_kube;
 mod api_kube_apply;
 mod api_kubectl;
 mod api_kubectl_ops;
+mod api_kubectl_tables;
 mod api_kubectl_validation;
 mod api_metadata;
 mod api_node_authorizer;

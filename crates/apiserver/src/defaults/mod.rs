@@ -6,6 +6,8 @@ use serde_json::{Map, Value, json};
 
 use crate::registry::ResourceInfo;
 
+mod volumes;
+
 fn obj(v: &mut Value) -> Option<&mut Map<String, Value>> {
     v.as_object_mut()
 }
@@ -320,6 +322,11 @@ pub fn apply(info: &ResourceInfo, body: &mut Value) {
             if let Some(spec) = child(root, "spec") {
                 autoscaler(&info.version, spec);
             }
+        }
+        ("", "persistentvolumes") => volumes::persistent_volume(root),
+        ("", "persistentvolumeclaims") => volumes::claim(root),
+        ("scheduling.k8s.io", "priorityclasses") => {
+            default(root, "preemptionPolicy", json!("PreemptLowerPriority"));
         }
         ("storage.k8s.io", "csidrivers") => crate::csi_rules::driver_defaults(root),
         ("storage.k8s.io", "storageclasses") => {
