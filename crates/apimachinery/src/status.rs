@@ -247,6 +247,17 @@ pub struct ForeignStatus {
 }
 
 impl ApiError {
+    /// The 404 for a URL that names no resource, subresource or API:
+    /// upstream's message, with empty `details`.
+    pub fn no_such_path() -> Self {
+        let mut err = ApiError::new(
+            StatusReason::NotFound,
+            "the server could not find the requested resource",
+        );
+        err.kind = Some(String::new());
+        err
+    }
+
     /// An error with a reason and message and no details.
     pub fn new(reason: StatusReason, message: impl Into<String>) -> Self {
         ApiError {
@@ -434,15 +445,22 @@ impl ApiError {
                 r => m.insert("reason".into(), json!(r)),
             };
         }
+        // As upstream's `StatusDetails`: empty fields are left out, but a
+        // named field makes the (possibly empty) `details` present, which
+        // clients such as `kubectl debug` read without checking for null.
         let mut details = serde_json::Map::new();
-        if let Some(name) = &self.name {
-            details.insert("name".into(), json!(name));
-        }
-        if let Some(group) = &self.group {
-            details.insert("group".into(), json!(group));
-        }
-        if let Some(kind) = &self.kind {
-            details.insert("kind".into(), json!(kind));
+        let mut has_details = false;
+        for (key, field) in [
+            ("name", &self.name),
+            ("group", &self.group),
+            ("kind", &self.kind),
+        ] {
+            if let Some(v) = field {
+                has_details = true;
+                if !v.is_empty() {
+                    details.insert(key.into(), json!(v));
+                }
+            }
         }
         if !self.causes.is_empty() {
             let causes: Vec<Value> = self
@@ -465,7 +483,7 @@ impl ApiError {
         if let Some(secs) = self.retry_after_seconds {
             details.insert("retryAfterSeconds".into(), json!(secs));
         }
-        if !details.is_empty() {
+        if has_details || !details.is_empty() {
             status["details"] = Value::Object(details);
         }
         status

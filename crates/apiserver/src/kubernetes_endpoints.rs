@@ -222,7 +222,7 @@ mod tests {
     #[test]
     fn only_routable_addresses_are_published() {
         let at = |ip: &str| Advertised {
-            ip: ip.parse().unwrap(),
+            ip: ip.parse().expect("ip"),
             port: 6443,
         };
         assert!(at("192.0.2.2").publishable());
@@ -241,7 +241,10 @@ mod tests {
 
     #[test]
     fn objects_name_every_live_server_on_the_https_port() {
-        let ips: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()];
+        let ips: Vec<IpAddr> = vec![
+            "10.0.0.1".parse().expect("ip"),
+            "10.0.0.2".parse().expect("ip"),
+        ];
         let eps = endpoints(&ips, 6443);
         assert_eq!(eps["subsets"][0]["addresses"][1]["ip"], "10.0.0.2");
         assert_eq!(

@@ -122,11 +122,7 @@ fn group_object(state: &ApiState, group: &str) -> Option<Value> {
 }
 
 fn not_found() -> Response {
-    crate::response::ErrorResponse(kybern_apimachinery::ApiError::new(
-        kybern_apimachinery::StatusReason::NotFound,
-        "the server could not find the requested resource",
-    ))
-    .into_response()
+    crate::response::ErrorResponse(kybern_apimachinery::ApiError::no_such_path()).into_response()
 }
 
 /// GET `/api`: the legacy version list, or the aggregated core group.

@@ -26,7 +26,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Request, Uri};
 use axum::response::{IntoResponse, Response};
-use kybern_apimachinery::{ApiError, StatusReason};
+use kybern_apimachinery::ApiError;
 
 use crate::registry::ResourceInfo;
 use crate::request::{Query, ResourcePath};
@@ -167,10 +167,7 @@ impl Ctx {
 }
 
 fn not_found_path() -> ApiError {
-    ApiError::new(
-        StatusReason::NotFound,
-        "the server could not find the requested resource",
-    )
+    ApiError::no_such_path()
 }
 
 /// Serves every resource URL (`/api/v1/...`, `/apis/{group}/{version}/...`).

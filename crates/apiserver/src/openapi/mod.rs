@@ -17,7 +17,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use kybern_apimachinery::{ApiError, StatusReason};
+use kybern_apimachinery::ApiError;
 use serde_json::{Map, json};
 
 use crate::registry::ResourceInfo;
@@ -241,9 +241,5 @@ fn wants_protobuf(headers: &HeaderMap) -> bool {
 }
 
 fn not_found() -> Response {
-    ErrorResponse(ApiError::new(
-        StatusReason::NotFound,
-        "the server could not find the requested resource",
-    ))
-    .into_response()
+    ErrorResponse(ApiError::no_such_path()).into_response()
 }

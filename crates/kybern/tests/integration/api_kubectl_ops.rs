@@ -1,7 +1,8 @@
 //! More of kubectl 1.35 against the real server: the `create` subcommands
 //! (protobuf bodies), server-side apply with conflicts, `diff`, `explain`,
 //! `describe`, client-side validation (of `List` files too), `--watch`,
-//! and deletion with finalizers and cascade policies.
+//! deletion with finalizers and cascade policies, and `debug`'s error
+//! without ephemeral containers.
 
 use crate::common;
 use std::io::Read;
@@ -374,4 +375,26 @@ fn watch_and_delete_with_finalizers_and_cascade() {
     k.ok(&["create", "deployment", "bg", "--image=registry.local/x:1"]);
     k.ok(&["delete", "deployment", "bg", "--cascade=background"]);
     assert!(k.fails(&["get", "deploy", "bg"]).contains("not found"));
+}
+
+/// `kubectl debug` patches `pods/ephemeralcontainers`, which is not served:
+/// the 404 must carry upstream's empty `details`, which kubectl reads to
+/// tell the user (a 404 without them made it crash).
+#[test]
+fn debug_explains_that_ephemeral_containers_are_not_served() {
+    let (_server, k) = setup();
+    k.ok(&[
+        "run",
+        "target",
+        "--image=registry.local/app:1",
+        "--restart=Never",
+    ]);
+    let out = k.run(&["debug", "target", "--image=busybox", "--", "true"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("ephemeral containers are disabled for this cluster"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panic"), "{stderr}");
 }
