@@ -108,17 +108,17 @@ pub async fn reconcile(state: &ApiState, me: Advertised) -> Result<(), ApiError>
     live.sort();
     live.dedup();
     write(state, ("", "v1", "endpoints"), endpoints(&live, me.port)).await?;
-    let family = |v4: bool| -> Vec<IpAddr> {
-        live.iter()
-            .copied()
-            .filter(|ip| ip.is_ipv4() == v4)
-            .collect()
-    };
-    let slice_ips = family(me.ip.is_ipv4());
+    // A slice holds one address family: this server's.
+    let v4 = me.ip.is_ipv4();
+    let same_family: Vec<IpAddr> = live
+        .iter()
+        .copied()
+        .filter(|ip| ip.is_ipv4() == v4)
+        .collect();
     write(
         state,
         ("discovery.k8s.io", "v1", "endpointslices"),
-        endpoint_slice(&slice_ips, me.port, me.ip.is_ipv4()),
+        endpoint_slice(&same_family, me.port, v4),
     )
     .await
 }
