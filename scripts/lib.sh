@@ -16,8 +16,8 @@ kybern_apt_install() {
 }
 
 # Build dependencies: a C compiler for bundled SQLite, protoc and the well-known
-# protobuf types for the etcd client.
-KYBERN_BUILD_PACKAGES=(gcc libc6-dev pkg-config protobuf-compiler libprotobuf-dev)
+# protobuf types for the etcd client, and mold, the test suite's linker.
+KYBERN_BUILD_PACKAGES=(gcc libc6-dev pkg-config protobuf-compiler libprotobuf-dev mold)
 
 # Runtime dependencies of a node: the OCI runtime, the CNI plugins and what
 # they call (iptables for masquerade and hostPorts), util-linux's unshare for
