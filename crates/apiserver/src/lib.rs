@@ -23,6 +23,7 @@ pub mod defaults;
 pub mod discovery;
 pub mod encryption;
 pub mod endpoint_rules;
+pub mod ephemeral_rules;
 pub mod event_rules;
 pub mod field_rules;
 pub(crate) mod handlers;

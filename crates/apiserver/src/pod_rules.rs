@@ -1,8 +1,8 @@
 //! Upstream's validation of a pod spec (`ValidatePodSpec`): its volumes
-//! (`volume_rules`), the containers (`container_rules`), the scheduling
-//! fields (`scheduling_rules`), security settings (`security_rules`), resource
-//! claims and pod-level resources (`pod_resource_rules`) and DNS, with
-//! upstream's paths and messages.
+//! (`volume_rules`), the containers (`container_rules`, `ephemeral_rules`),
+//! the scheduling fields (`scheduling_rules`), security settings
+//! (`security_rules`), resource claims and pod-level resources
+//! (`pod_resource_rules`) and DNS, with upstream's paths and messages.
 
 use kybern_apimachinery::{Cause, names};
 use serde_json::{Value, json};
@@ -44,6 +44,7 @@ pub fn pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
             container_rules::container(c, &field, init, &pod, causes);
         }
     }
+    crate::ephemeral_rules::containers(spec, path, &seen, &pod, causes);
     crate::pod_resource_rules::pod_resources(spec, path, causes);
     host_port_conflicts(spec, path, causes);
     crate::security_rules::pod_security(spec, path, causes);

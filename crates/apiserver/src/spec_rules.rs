@@ -147,8 +147,14 @@ fn pod_spec_fixed(spec: &Value) -> Value {
     s
 }
 
-/// The per-kind causes for `obj` (and against `old` on update).
-pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<Cause> {
+/// The per-kind causes for `obj` (and against `old` on an update through
+/// `subresource`).
+pub fn validate(
+    info: &ResourceInfo,
+    obj: &Object,
+    old: Option<&Object>,
+    subresource: Option<&str>,
+) -> Vec<Cause> {
     let mut causes = Vec::new();
     match (info.group.as_str(), info.plural.as_str()) {
         ("admissionregistration.k8s.io", "validatingadmissionpolicies") => {
@@ -182,7 +188,11 @@ pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<
                     "cannot be set on create",
                 ));
             }
-            if let Some(old) = old {
+            if let Some(old) = old
+                && subresource == Some(crate::strategy::EPHEMERAL_CONTAINERS)
+            {
+                causes.extend(crate::ephemeral_rules::update(obj, old));
+            } else if let Some(old) = old {
                 let (new_spec, old_spec) = (obj.get("spec"), old.get("spec"));
                 let node = |s: Option<&Value>| s.and_then(|s| s.get("nodeName")).cloned();
                 let node_changed =
@@ -449,22 +459,25 @@ mod tests {
         let pods = info("", "v1", "pods");
         let empty = json!({"spec": {"containers": []}});
         assert_eq!(
-            fields(&validate(&pods, &empty, None)),
+            fields(&validate(&pods, &empty, None, None)),
             vec!["spec.containers"]
         );
         let bad = json!({"spec": {"containers": [{"name": "a"}, {"name": "a", "image": "x"}]}});
         assert_eq!(
-            fields(&validate(&pods, &bad, None)),
+            fields(&validate(&pods, &bad, None, None)),
             vec!["spec.containers[0].image", "spec.containers[1].name"]
         );
         let old = json!({"spec": {"containers": [{"name": "a", "image": "x:1"}], "restartPolicy": "Always"}});
         let new_image = json!({"spec": {"containers": [{"name": "a", "image": "x:2"}], "restartPolicy": "Always"}});
-        assert!(validate(&pods, &new_image, Some(&old)).is_empty());
+        assert!(validate(&pods, &new_image, Some(&old), None).is_empty());
         let other = json!({"spec": {"containers": [{"name": "a", "image": "x:1"}], "restartPolicy": "Never"}});
-        assert_eq!(fields(&validate(&pods, &other, Some(&old))), vec!["spec"]);
+        assert_eq!(
+            fields(&validate(&pods, &other, Some(&old), None)),
+            vec!["spec"]
+        );
         let bound = json!({"spec": {"containers": [{"name": "a", "image": "x:1"}], "restartPolicy": "Always", "nodeName": "n1"}});
         assert!(
-            validate(&pods, &bound, Some(&old)).is_empty(),
+            validate(&pods, &bound, Some(&old), None).is_empty(),
             "binding sets nodeName once"
         );
     }
@@ -474,24 +487,24 @@ mod tests {
         let d = info("apps", "v1", "deployments");
         let ok = json!({"spec": {"selector": {"matchLabels": {"app": "a"}},
             "template": {"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
-        assert!(validate(&d, &ok, None).is_empty());
+        assert!(validate(&d, &ok, None, None).is_empty());
         let mut mismatch = ok.clone();
         mismatch["spec"]["template"]["metadata"]["labels"]["app"] = json!("b");
         assert_eq!(
-            fields(&validate(&d, &mismatch, None)),
+            fields(&validate(&d, &mismatch, None, None)),
             vec!["spec.template.metadata.labels"]
         );
         let mut moved = ok.clone();
         moved["spec"]["selector"]["matchLabels"]["tier"] = json!("x");
         moved["spec"]["template"]["metadata"]["labels"]["tier"] = json!("x");
         assert_eq!(
-            fields(&validate(&d, &moved, Some(&ok))),
+            fields(&validate(&d, &moved, Some(&ok), None)),
             vec!["spec.selector"]
         );
         let j = info("batch", "v1", "jobs");
         let job = json!({"spec": {"template": {"spec": {"restartPolicy": "Always", "containers": [{"name": "c", "image": "i"}]}}}});
         assert_eq!(
-            fields(&validate(&j, &job, None)),
+            fields(&validate(&j, &job, None, None)),
             vec!["spec.template.spec.restartPolicy"]
         );
     }
@@ -504,11 +517,11 @@ mod tests {
             "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "c", "image": "i",
                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
             "volumeClaimTemplates": [{"metadata": {"name": "data"}}]}});
-        assert!(validate(&s, &set, None).is_empty());
+        assert!(validate(&s, &set, None, None).is_empty());
         let mut unclaimed = set.clone();
         unclaimed["spec"]["volumeClaimTemplates"] = json!([]);
         assert_eq!(
-            fields(&validate(&s, &unclaimed, None)),
+            fields(&validate(&s, &unclaimed, None, None)),
             vec!["spec.template.spec.containers[0].volumeMounts[0].name"]
         );
     }
@@ -518,7 +531,7 @@ mod tests {
         let s = info("", "v1", "services");
         let two = json!({"spec": {"ports": [{"port": 80, "protocol": "TCP"}, {"name": "b", "port": 80, "protocol": "TCP", "targetPort": "no--pe"}]}});
         assert_eq!(
-            fields(&validate(&s, &two, None)),
+            fields(&validate(&s, &two, None, None)),
             vec![
                 "spec.ports[0].name",
                 "spec.ports[1].targetPort",
@@ -531,21 +544,22 @@ mod tests {
     fn services_need_ports_unless_headless_or_external() {
         let s = info("", "v1", "services");
         assert_eq!(
-            fields(&validate(&s, &json!({"spec": {}}), None)),
+            fields(&validate(&s, &json!({"spec": {}}), None, None)),
             vec!["spec.ports"]
         );
-        assert!(validate(&s, &json!({"spec": {"clusterIP": "None"}}), None).is_empty());
+        assert!(validate(&s, &json!({"spec": {"clusterIP": "None"}}), None, None).is_empty());
         assert!(
             validate(
                 &s,
                 &json!({"spec": {"type": "ExternalName", "externalName": "x.example"}}),
+                None,
                 None
             )
             .is_empty()
         );
         let bad = json!({"spec": {"ports": [{"port": 70000}]}});
         assert_eq!(
-            fields(&validate(&s, &bad, None)),
+            fields(&validate(&s, &bad, None, None)),
             vec!["spec.ports[0].port"]
         );
     }

@@ -171,6 +171,24 @@ fn kind_defaults(info: &ResourceInfo, obj: &mut Object) {
 
 /// Gives `new` the stored object's `key` (or none, if it had none): a part
 /// this write may not change.
+/// The pods subresource through which ephemeral containers are added.
+pub const EPHEMERAL_CONTAINERS: &str = "ephemeralcontainers";
+
+/// Makes `new` the stored object again, keeping only its resourceVersion
+/// and managedFields (a subresource write then puts back what it changes).
+fn keep_stored_but(new: &mut Object, old: &Object) {
+    let rv = object::meta_str(new, "resourceVersion").to_owned();
+    let managed = new.pointer("/metadata/managedFields").cloned();
+    *new = old.clone();
+    match managed {
+        Some(m) => object::set_meta(new, "managedFields", m),
+        None => {
+            object::remove_meta(new, "managedFields");
+        }
+    }
+    object::set_meta(new, "resourceVersion", json!(rv));
+}
+
 fn keep_stored(new: &mut Object, old: &Object, key: &str) {
     match old.get(key) {
         Some(v) => new[key] = v.clone(),
@@ -250,15 +268,7 @@ pub fn prepare_update(
         // A status write changes status only, and the ownership of its
         // fields (an apply through status has recorded them in `new`).
         let status = new.get("status").cloned();
-        let rv = object::meta_str(new, "resourceVersion").to_owned();
-        let managed = new.pointer("/metadata/managedFields").cloned();
-        *new = old.clone();
-        match managed {
-            Some(m) => object::set_meta(new, "managedFields", m),
-            None => {
-                object::remove_meta(new, "managedFields");
-            }
-        }
+        keep_stored_but(new, old);
         match status {
             Some(s) => new["status"] = s,
             None => {
@@ -267,7 +277,25 @@ pub fn prepare_update(
                 }
             }
         }
-        object::set_meta(new, "resourceVersion", json!(rv));
+        return;
+    }
+    if subresource == Some(EPHEMERAL_CONTAINERS) {
+        // As upstream's dropNonEphemeralContainerUpdates: the write adds
+        // ephemeral containers and changes nothing else; like any spec
+        // change it bumps the pod's generation.
+        let ephemeral = new.pointer("/spec/ephemeralContainers").cloned();
+        keep_stored_but(new, old);
+        if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+            match ephemeral {
+                Some(e) => spec.insert("ephemeralContainers".into(), e),
+                None => spec.remove("ephemeralContainers"),
+            };
+        }
+        if new.get("spec") != old.get("spec")
+            && let Some(g) = old.pointer("/metadata/generation").and_then(Value::as_i64)
+        {
+            object::set_meta(new, "generation", json!(g + 1));
+        }
         return;
     }
     for field in [
@@ -332,9 +360,14 @@ fn generation_field(info: &ResourceInfo) -> &'static str {
     }
 }
 
-/// Validates an object (and, on update, what it may not change), returning
-/// upstream-style causes; empty means valid.
-pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<Cause> {
+/// Validates an object (and, on update, what it may not change through
+/// `subresource`), returning upstream-style causes; empty means valid.
+pub fn validate(
+    info: &ResourceInfo,
+    obj: &Object,
+    old: Option<&Object>,
+    subresource: Option<&str>,
+) -> Vec<Cause> {
     let mut causes = Vec::new();
     if let Some(custom) = &info.custom
         && let Some(schema) = &custom.schema
@@ -344,7 +377,7 @@ pub fn validate(info: &ResourceInfo, obj: &Object, old: Option<&Object>) -> Vec<
             causes.extend(crate::crd::rules::validate(obj, old, schema));
         }
     }
-    causes.extend(crate::spec_rules::validate(info, obj, old));
+    causes.extend(crate::spec_rules::validate(info, obj, old, subresource));
     if info.plural == "services"
         && info.group.is_empty()
         && let Some(old) = old
@@ -477,7 +510,7 @@ mod tests {
         assert!(object::name(&o).starts_with("web-") && object::name(&o).len() == 9);
         assert_eq!(object::namespace(&o), "default");
         assert!(!object::meta_str(&o, "uid").is_empty());
-        assert!(validate(&info, &o, None).is_empty());
+        assert!(validate(&info, &o, None, None).is_empty());
     }
 
     #[test]
@@ -524,12 +557,12 @@ mod tests {
         let reg = Registry::with_builtins();
         let info = reg.get("", "v1", "configmaps").expect("cm");
         let o = json!({"metadata": {"name": "Bad_Name", "namespace": "default", "labels": {"ok": "-bad"}}});
-        let causes = validate(&info, &o, None);
+        let causes = validate(&info, &o, None, None);
         let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
         assert_eq!(fields, vec!["metadata.name", "metadata.labels[ok]"]);
         let svc = reg.get("", "v1", "services").expect("svc");
         let o = json!({"metadata": {"name": "1web", "namespace": "default"}, "spec": {"ports": [{"port": 80}]}});
-        assert_eq!(validate(&svc, &o, None).len(), 1);
+        assert_eq!(validate(&svc, &o, None, None).len(), 1);
     }
 
     #[test]

@@ -46,6 +46,19 @@ pub struct MountPlan {
     pub options: Vec<String>,
 }
 
+/// Whose PID namespace a container runs in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PidNamespace {
+    /// A new one of its own (a pod's containers see only their own processes).
+    #[default]
+    Own,
+    /// The host's (`hostPID: true`).
+    Host,
+    /// The namespace at this path: another container's, which an ephemeral
+    /// container with a `targetContainerName` joins.
+    Join(PathBuf),
+}
+
 /// Everything a container's config depends on, already resolved.
 #[derive(Debug, Clone, Default)]
 pub struct ContainerPlan {
@@ -59,8 +72,10 @@ pub struct ContainerPlan {
     pub uid: u32,
     /// Primary group ID.
     pub gid: u32,
-    /// Namespace files to join (`net`, `ipc`, `uts`); `None` shares the host's.
+    /// Namespace files to join (`net`, `ipc`, `uts`); `None` makes a new one.
     pub namespaces: Vec<(LinuxNamespaceType, Option<PathBuf>)>,
+    /// The PID namespace.
+    pub pid_namespace: PidNamespace,
     /// The cgroup path (relative to each hierarchy's root).
     pub cgroup_path: String,
     /// Memory limit in bytes.
@@ -236,10 +251,19 @@ pub fn spec(plan: &ContainerPlan) -> Result<Spec, AgentError> {
         .linux_mut()
         .as_mut()
         .ok_or_else(|| AgentError::Runtime("default spec has no linux section".into()))?;
-    let mut namespaces = vec![];
-    for typ in [LinuxNamespaceType::Pid, LinuxNamespaceType::Mount] {
+    let mut mount_ns = LinuxNamespace::default();
+    mount_ns.set_typ(LinuxNamespaceType::Mount);
+    let mut namespaces = vec![mount_ns];
+    // A namespace not listed is the host's.
+    let pid_path = match &plan.pid_namespace {
+        PidNamespace::Own => Some(None),
+        PidNamespace::Host => None,
+        PidNamespace::Join(path) => Some(Some(path.clone())),
+    };
+    if let Some(path) = pid_path {
         let mut ns = LinuxNamespace::default();
-        ns.set_typ(typ);
+        ns.set_typ(LinuxNamespaceType::Pid);
+        ns.set_path(path);
         namespaces.push(ns);
     }
     for (typ, path) in &plan.namespaces {
@@ -336,6 +360,28 @@ mod tests {
             .expect("test setup");
         assert_eq!(bounding.len(), DEFAULT_CAPABILITIES.len());
         assert!(bounding.contains(&serde_json::json!("CAP_NET_RAW")));
+    }
+
+    #[test]
+    fn the_pid_namespace_is_new_the_hosts_or_joined() {
+        let pid_ns = |p: &ContainerPlan| {
+            let json = serde_json::to_value(spec(p).expect("test setup")).expect("test setup");
+            json["linux"]["namespaces"]
+                .as_array()
+                .expect("test setup")
+                .iter()
+                .find(|n| n["type"] == "pid")
+                .cloned()
+        };
+        let mut p = plan();
+        assert_eq!(pid_ns(&p), Some(serde_json::json!({"type": "pid"})));
+        p.pid_namespace = PidNamespace::Host;
+        assert_eq!(pid_ns(&p), None);
+        p.pid_namespace = PidNamespace::Join("/proc/42/ns/pid".into());
+        assert_eq!(
+            pid_ns(&p),
+            Some(serde_json::json!({"type": "pid", "path": "/proc/42/ns/pid"}))
+        );
     }
 
     #[test]

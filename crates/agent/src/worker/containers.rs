@@ -99,6 +99,9 @@ impl PodWorker {
         for c in spec.into_iter().flat_map(|s| s.containers.iter()) {
             obs.app.push(history(&self.dir, &c.name));
         }
+        for c in super::ephemeral::containers(pod) {
+            obs.ephemeral.push(history(&self.dir, &c.name));
+        }
         self.fill_ids(pod, &mut obs);
         obs
     }
@@ -112,7 +115,9 @@ impl PodWorker {
                 .zip(&obs.init)
                 .chain(s.containers.iter().zip(&obs.app))
         });
+        let ephemeral = super::ephemeral::containers(pod);
         let ids: Vec<(String, String)> = all
+            .chain(ephemeral.iter().zip(&obs.ephemeral))
             .filter_map(|(c, h)| {
                 let (attempt, _) = h.latest.as_ref()?;
                 Some((c.name.clone(), self.dir.container_id(&c.name, *attempt)))
@@ -166,6 +171,7 @@ impl PodWorker {
             }
             obs.app.push(h);
         }
+        obs.ephemeral = self.step_ephemeral(pod, pod_ip).await?;
         obs.waiting = self.waiting.clone();
         obs.image_ids = self.image_ids.clone();
         self.fill_ids(pod, &mut obs);
@@ -196,7 +202,12 @@ impl PodWorker {
 
     /// Starts a new run of `c`. Image and config problems become the
     /// container's waiting reason rather than errors.
-    async fn start(&mut self, pod: &Pod, c: &Container, pod_ip: &str) -> Result<(), AgentError> {
+    pub(super) async fn start(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        pod_ip: &str,
+    ) -> Result<(), AgentError> {
         if let Some(launch) = self.launch(pod, c, pod_ip, None).await? {
             self.await_start(pod, c, launch, pod_ip).await?;
         }

@@ -4,6 +4,7 @@
 mod checks;
 mod claims;
 mod containers;
+mod ephemeral;
 mod eviction;
 mod hooks;
 mod image_pull;

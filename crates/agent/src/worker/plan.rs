@@ -305,6 +305,7 @@ pub fn plan(
         uid,
         gid,
         namespaces,
+        pid_namespace: super::ephemeral::pid_namespace(pod, &c.name, dir)?,
         cgroup_path: format!("{}/{id}", cgroup_parent(pod, qos)),
         memory_limit,
         // Kubernetes' conversion: 1 CPU = 1024 shares, at least 2.

@@ -17,6 +17,8 @@ pub struct Observed {
     pub init: Vec<History>,
     /// Histories of the app containers, in spec order.
     pub app: Vec<History>,
+    /// Histories of the ephemeral containers, in spec order.
+    pub ephemeral: Vec<History>,
     /// Why a container is not running: `(reason, message)` by name.
     pub waiting: HashMap<String, (String, String)>,
     /// Container names whose image is present, with the image ID.
@@ -316,6 +318,20 @@ pub fn pod_status(pod: &Pod, obs: &Observed) -> Value {
     }
     if inits.is_empty() {
         status["initContainerStatuses"] = Value::Null;
+    }
+    let ephemeral = super::ephemeral::containers(pod);
+    if !ephemeral.is_empty() {
+        // Never restarted, never part of the pod's readiness.
+        let statuses: Vec<Value> = ephemeral
+            .iter()
+            .zip(&obs.ephemeral)
+            .map(|(c, h)| {
+                let mut s = container_status(c, h, obs, "Never", "ContainerCreating");
+                s["ready"] = json!(false);
+                s
+            })
+            .collect();
+        status["ephemeralContainerStatuses"] = json!(statuses);
     }
     if let Some(message) = &obs.evicted {
         status["reason"] = json!("Evicted");

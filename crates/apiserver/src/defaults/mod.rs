@@ -61,7 +61,7 @@ pub fn pod_spec(spec: &mut Map<String, Value>) {
     default(spec, "securityContext", json!({}));
     default(spec, "schedulerName", json!("default-scheduler"));
     default(spec, "enableServiceLinks", json!(true));
-    for list in ["containers", "initContainers"] {
+    for list in ["containers", "initContainers", "ephemeralContainers"] {
         if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
             cs.iter_mut().for_each(container_defaults);
         }

@@ -26,7 +26,9 @@ pub(crate) fn subresource_kind<'a>(
     &'static [&'static str],
 ) {
     match sub {
-        "status" | "approval" => (None, None, &r.kind, &["get", "patch", "update"]),
+        "status" | "approval" | "ephemeralcontainers" => {
+            (None, None, &r.kind, &["get", "patch", "update"])
+        }
         "scale" => (
             Some("autoscaling"),
             Some("v1"),

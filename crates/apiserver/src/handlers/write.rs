@@ -136,7 +136,7 @@ pub async fn create_object(
         obj["status"]["qosClass"] =
             crate::defaults::qos_class(obj.get("spec").unwrap_or(&Value::Null)).into();
     }
-    let causes = strategy::validate(info, &obj, None);
+    let causes = strategy::validate(info, &obj, None, None);
     if !causes.is_empty() {
         return Err(invalid(info, &obj, causes));
     }
@@ -266,9 +266,14 @@ pub async fn update_with(
         }
         ctx.mutate_admission("UPDATE", Some(&mut new), Some(&old), warnings)
             .await?;
-        let causes = strategy::validate(info, &new, Some(&old));
+        let subresource = ctx.path.subresource.as_deref();
+        let causes = strategy::validate(info, &new, Some(&old), subresource);
         if !causes.is_empty() {
             return Err(invalid(info, &new, causes));
+        }
+        if subresource == Some(strategy::EPHEMERAL_CONTAINERS) {
+            // Upstream's PodSecurity judges the pod with its new containers.
+            crate::pod_security::admit(&ctx.state, info, &new, warnings, &ctx.audit).await?;
         }
         crate::authz::escalation::admit(&ctx.state, &ctx.user, &info.group, &info.plural, &new)
             .await?;

@@ -147,7 +147,7 @@ pub fn add(paths: &mut Map<String, Value>, info: &ResourceInfo, def: &str) {
     );
     for sub in &info.subresources {
         let sub_def = match sub.as_str() {
-            "status" | "approval" => def.to_string(),
+            "status" | "approval" | "ephemeralcontainers" => def.to_string(),
             "scale" => "io.k8s.api.autoscaling.v1.Scale".to_string(),
             _ => continue,
         };

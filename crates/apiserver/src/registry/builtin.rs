@@ -31,7 +31,7 @@ macro_rules! rows {
 
 const ROWS: &[Row] = rows! {
     "" "v1" "Namespace" "namespaces" Cluster ["ns"] NONE &["status", "finalize"];
-    "" "v1" "Pod" "pods" Namespaced ["po"] ALL &["status", "binding", "eviction", "log", "exec", "attach", "portforward"];
+    "" "v1" "Pod" "pods" Namespaced ["po"] ALL &["status", "binding", "eviction", "ephemeralcontainers", "log", "exec", "attach", "portforward"];
     "" "v1" "Node" "nodes" Cluster ["no"] NONE STATUS;
     "" "v1" "Service" "services" Namespaced ["svc"] ALL STATUS;
     "" "v1" "Endpoints" "endpoints" Namespaced ["ep"] NONE NONE;

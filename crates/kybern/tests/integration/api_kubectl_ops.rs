@@ -1,8 +1,8 @@
 //! More of kubectl 1.35 against the real server: the `create` subcommands
 //! (protobuf bodies), server-side apply with conflicts, `diff`, `explain`,
 //! `describe`, client-side validation (of `List` files too), `--watch`,
-//! deletion with finalizers and cascade policies, and `debug`'s error
-//! without ephemeral containers.
+//! deletion with finalizers and cascade policies, and `debug` adding an
+//! ephemeral container or copying the pod.
 
 use crate::common;
 use std::io::Read;
@@ -377,11 +377,11 @@ fn watch_and_delete_with_finalizers_and_cascade() {
     assert!(k.fails(&["get", "deploy", "bg"]).contains("not found"));
 }
 
-/// `kubectl debug` patches `pods/ephemeralcontainers`, which is not served:
-/// the 404 must carry upstream's empty `details`, which kubectl reads to
-/// tell the user (a 404 without them made it crash).
+/// `kubectl debug` adds its container with a strategic merge patch of
+/// `pods/ephemeralcontainers` (no node runs it here: the API's part), and
+/// `kubectl debug --copy-to` makes a copy of the pod with the new container.
 #[test]
-fn debug_explains_that_ephemeral_containers_are_not_served() {
+fn debug_adds_an_ephemeral_container_or_a_copy() {
     let (_server, k) = setup();
     k.ok(&[
         "run",
@@ -389,12 +389,42 @@ fn debug_explains_that_ephemeral_containers_are_not_served() {
         "--image=registry.local/app:1",
         "--restart=Never",
     ]);
-    let out = k.run(&["debug", "target", "--image=busybox", "--", "true"]);
+    let out = k.run(&[
+        "debug",
+        "target",
+        "--image=busybox",
+        "--container=debugger",
+        "--target=target",
+        "--",
+        "true",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("ephemeral containers are disabled for this cluster"),
-        "{stderr}"
+    assert!(out.status.success(), "{stderr}");
+    let jsonpath = "jsonpath={.spec.ephemeralContainers[0].name} \
+        {.spec.ephemeralContainers[0].targetContainerName} \
+        {.spec.ephemeralContainers[0].command[0]}";
+    assert_eq!(
+        k.ok(&["get", "pod", "target", "-o", jsonpath]),
+        "debugger target true"
     );
-    assert!(!stderr.contains("panic"), "{stderr}");
+    k.ok(&[
+        "debug",
+        "target",
+        "--image=busybox",
+        "--copy-to=target-copy",
+        "--container=shell",
+        "--",
+        "sleep",
+        "1",
+    ]);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "pod",
+            "target-copy",
+            "-o",
+            "jsonpath={.spec.containers[*].name}"
+        ]),
+        "target shell"
+    );
 }

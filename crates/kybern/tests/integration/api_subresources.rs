@@ -1,7 +1,8 @@
-//! The eviction, finalize and binding subresources through kube-rs: budgets
-//! refuse evictions they cannot afford, a terminating namespace goes when its
-//! `spec.finalizers` are cleared, refusing new content meanwhile, and a pod is
-//! bound once.
+//! The eviction, finalize, binding and ephemeralcontainers subresources
+//! through kube-rs: budgets refuse evictions they cannot afford, a
+//! terminating namespace goes when its `spec.finalizers` are cleared,
+//! refusing new content meanwhile, a pod is bound once, and ephemeral
+//! containers are added under upstream's rules.
 
 use crate::common;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
@@ -208,4 +209,118 @@ async fn binding_assigns_a_pod_once() {
         Err(kube::Error::Api(s)) => assert_eq!((s.code, s.reason.as_str()), (409, "Conflict")),
         other => panic!("a second binding must conflict, got {other:?}"),
     }
+}
+
+/// The status code, reason and causes' fields of a failed write.
+fn refusal<T: std::fmt::Debug>(result: kube::Result<T>) -> (u16, String, String) {
+    match result {
+        Err(kube::Error::Api(s)) => (s.code, s.reason.clone(), s.message.clone()),
+        other => panic!("the write should have been refused, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ephemeral_containers_come_only_through_their_subresource() {
+    let server = common::Server::start_with(&["--disable-scheduler"]);
+    let client = server.client().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "app"},
+        "spec": {"containers": [{"name": "web", "image": "busybox"}]}
+    }))
+    .expect("pod");
+    let created = pods
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("create");
+    let generation = created.metadata.generation.expect("generation");
+    let add = |containers: serde_json::Value| {
+        let pods = pods.clone();
+        async move {
+            pods.patch_subresource(
+                "ephemeralcontainers",
+                "app",
+                &PatchParams::default(),
+                &Patch::Strategic(json!({"spec": {"ephemeralContainers": containers}})),
+            )
+            .await
+        }
+    };
+    let debugger = json!({"name": "debugger", "image": "busybox", "targetContainerName": "web",
+        "stdin": true, "tty": true});
+    let added = add(json!([debugger])).await.expect("add a debug container");
+    let spec = serde_json::to_value(added.spec.expect("spec")).expect("json");
+    let ec = &spec["ephemeralContainers"][0];
+    assert_eq!(
+        (
+            &ec["name"],
+            &ec["targetContainerName"],
+            &ec["terminationMessagePolicy"]
+        ),
+        (&json!("debugger"), &json!("web"), &json!("File")),
+        "{spec}"
+    );
+    assert_eq!(added.metadata.generation, Some(generation + 1));
+    // The write changed nothing but the ephemeral containers.
+    let through_sub = add(
+        json!([{"name": "debugger", "image": "busybox", "targetContainerName": "web",
+        "stdin": true, "tty": true}, {"name": "second", "image": "busybox"}]),
+    )
+    .await
+    .expect("add a second one");
+    assert_eq!(
+        through_sub.spec.as_ref().map(|s| s.containers.len()),
+        Some(1)
+    );
+    // Existing ones stay as they are.
+    let (code, reason, message) = refusal(
+        add(
+            json!([{"name": "debugger", "image": "busybox:2", "targetContainerName": "web",
+            "stdin": true, "tty": true}]),
+        )
+        .await,
+    );
+    assert_eq!((code, reason.as_str()), (422, "Invalid"), "{message}");
+    assert!(message.contains("may not be changed"), "{message}");
+    // Upstream's rules for a new one: a unique name, a target that exists,
+    // nothing that would make it part of the pod's service.
+    for (bad, field) in [
+        (
+            json!({"name": "web", "image": "busybox"}),
+            "name: Duplicate value",
+        ),
+        (
+            json!({"name": "t", "image": "busybox", "targetContainerName": "nope"}),
+            "targetContainerName: Not found",
+        ),
+        (
+            json!({"name": "p", "image": "busybox", "ports": [{"containerPort": 80}]}),
+            "ports: Forbidden: cannot be set for an Ephemeral Container",
+        ),
+    ] {
+        let (code, _, message) = refusal(add(json!([bad])).await);
+        assert_eq!(code, 422, "{message}");
+        assert!(message.contains(field), "{field} not in {message}");
+    }
+    // The pod itself may not take them.
+    let mut current = serde_json::to_value(pods.get("app").await.expect("get")).expect("json");
+    current["spec"]["ephemeralContainers"]
+        .as_array_mut()
+        .expect("ephemeral containers")
+        .push(json!({"name": "sneaky", "image": "busybox"}));
+    let replaced: Pod = serde_json::from_value(current).expect("pod");
+    let (code, _, message) = refusal(pods.replace("app", &PostParams::default(), &replaced).await);
+    assert_eq!(code, 422, "{message}");
+    assert!(
+        message.contains("pod updates may not change fields"),
+        "{message}"
+    );
+    let mut fresh = pod.clone();
+    fresh.metadata.name = Some("fresh".into());
+    fresh.spec.as_mut().expect("spec").ephemeral_containers = Some(vec![
+        serde_json::from_value(json!({"name": "d", "image": "busybox"})).expect("ec"),
+    ]);
+    let (code, _, message) = refusal(pods.create(&PostParams::default(), &fresh).await);
+    assert_eq!(code, 422, "{message}");
+    assert!(message.contains("cannot be set on create"), "{message}");
 }

@@ -41,6 +41,7 @@ mod controllers_rollout;
 mod controllers_sets;
 mod node_agent;
 mod node_autoscaling;
+mod node_debug;
 mod node_images;
 mod node_join;
 mod node_network;
