@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod namespace;
 pub mod node_lifecycle;
 pub mod own_writes;
+pub mod persistent_volume;
 pub mod podgc;
 pub mod pods;
 pub mod queue;
@@ -46,12 +47,13 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Namespace, Node, ReplicationController, ResourceQuota, Service,
-    ServiceAccount,
+    ConfigMap, Endpoints, Namespace, Node, PersistentVolume, PersistentVolumeClaim,
+    ReplicationController, ResourceQuota, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kybern_apimachinery::cached_pod::CachedPod;
@@ -116,6 +118,12 @@ pub struct Informers {
     pub root_ca_maps: Arc<Informer<ConfigMap>>,
     /// Every ClusterRole.
     pub cluster_roles: Arc<Informer<ClusterRole>>,
+    /// Every PersistentVolume.
+    pub persistent_volumes: Arc<Informer<PersistentVolume>>,
+    /// Every PersistentVolumeClaim.
+    pub persistent_volume_claims: Arc<Informer<PersistentVolumeClaim>>,
+    /// Every StorageClass.
+    pub storage_classes: Arc<Informer<StorageClass>>,
 }
 
 impl Informers {
@@ -150,6 +158,9 @@ impl Informers {
                 )),
             ),
             cluster_roles: Informer::spawn(Api::all(client.clone())),
+            persistent_volumes: Informer::spawn(Api::all(client.clone())),
+            persistent_volume_claims: Informer::spawn(Api::all(client.clone())),
+            storage_classes: Informer::spawn(Api::all(client.clone())),
         }
     }
 }
@@ -232,6 +243,7 @@ pub async fn run(clients: ControllerClients, options: ControllerOptions) {
         resourcequota::run(c("resourcequota-controller").await, &informers, workers),
         garbage_collector::run(c("generic-garbage-collector").await),
         namespace::run(c("namespace-controller").await, &informers),
+        persistent_volume::run(c("persistent-volume-binder").await, &informers),
         serviceaccount::run(
             c("service-account-controller").await,
             c("root-ca-cert-publisher").await,

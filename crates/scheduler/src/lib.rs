@@ -20,6 +20,7 @@ pub mod profile;
 pub mod queue;
 pub mod scheduler;
 pub mod topology;
+pub mod volume_match;
 pub mod volumes;
 
 pub use metrics::SchedulerMetrics;

@@ -379,13 +379,30 @@ impl Scheduler {
         match decision {
             Decision::Node(node) => {
                 st.cache.clear_nomination(&pod.uid);
+                let volumes = st
+                    .cache
+                    .node(&node)
+                    .map(|n| crate::plugins::volume_binding::reservations(&state, n))
+                    .unwrap_or_default();
+                for (claim, volume) in &volumes {
+                    st.cache.volumes.assume(
+                        volume.metadata.name.as_deref().unwrap_or_default(),
+                        claim.metadata.uid.as_deref().unwrap_or_default(),
+                    );
+                }
                 st.cache.assume(&pod, &node);
                 self.metrics.attempt("scheduled");
                 let (client, tx, profile) = (self.client.clone(), tx.clone(), profile.clone());
                 let in_flight = self.in_flight.clone();
                 tokio::spawn(async move {
                     let _permit = in_flight.acquire_owned().await;
-                    let status = profile.bind.bind(&client, &pod, &node).await;
+                    // The volumes go to the claims first (upstream's PreBind).
+                    let reserved = crate::plugins::volume_binding::reserve(&client, &volumes).await;
+                    let status = if reserved.is_success() {
+                        profile.bind.bind(&client, &pod, &node).await
+                    } else {
+                        reserved
+                    };
                     if status.is_success() {
                         if let Some(r) = &recorder {
                             let msg = format!("Successfully assigned {} to {node}", pod.key());

@@ -94,6 +94,9 @@ pub struct VolumeCache {
     classes: HashMap<String, Arc<StorageClass>>,
     /// Keys seen by a re-list in progress, per kind.
     relisting: HashMap<VolumeKind, HashSet<String>>,
+    /// Volumes this scheduler has reserved for a claim (by UID) whose
+    /// reservation its watch does not show yet.
+    assumed: HashMap<String, String>,
 }
 
 impl VolumeCache {
@@ -114,6 +117,9 @@ impl VolumeCache {
                         self.claims.insert(key, c);
                     }
                     VolumeObject::Volume(v) => {
+                        if v.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).is_some() {
+                            self.assumed.remove(&key);
+                        }
                         self.volumes.insert(key, v);
                     }
                     VolumeObject::Class(c) => {
@@ -152,6 +158,21 @@ impl VolumeCache {
     /// A volume by name.
     pub fn volume(&self, name: &str) -> Option<&PersistentVolume> {
         self.volumes.get(name).map(|v| &**v)
+    }
+
+    /// Every volume.
+    pub fn volumes(&self) -> Vec<Arc<PersistentVolume>> {
+        self.volumes.values().cloned().collect()
+    }
+
+    /// Records that volume `name` goes to the claim with `claim_uid`.
+    pub fn assume(&mut self, name: &str, claim_uid: &str) {
+        self.assumed.insert(name.to_owned(), claim_uid.to_owned());
+    }
+
+    /// Reserved volumes, by name, with their claims' UIDs.
+    pub fn assumed(&self) -> &HashMap<String, String> {
+        &self.assumed
     }
 
     /// A storage class by name.

@@ -254,6 +254,28 @@ fn controllers() -> Vec<(&'static str, Vec<Value>)> {
             ],
         ),
         (
+            "persistent-volume-binder",
+            vec![
+                rule(
+                    &[""],
+                    &["persistentvolumes"],
+                    &["get", "list", "watch", "update", "create", "delete"],
+                ),
+                rule(&[""], &["persistentvolumes/status"], &["update"]),
+                rule(&[""], &["persistentvolumeclaims"], GET_LIST_WATCH_UPDATE),
+                rule(&[""], &["persistentvolumeclaims/status"], &["update"]),
+                rule(
+                    &[""],
+                    &["pods"],
+                    &["list", "watch", "get", "create", "delete"],
+                ),
+                rule(&["storage.k8s.io"], &["storageclasses"], READ),
+                rule(&[""], &["nodes"], &["get", "list"]),
+                rule(&[""], &["events"], &["watch"]),
+                events(),
+            ],
+        ),
+        (
             "pod-garbage-collector",
             vec![
                 rule(&[""], &["pods"], &["list", "watch", "delete"]),

@@ -1,6 +1,7 @@
 //! Authorization: what an authenticated request asks for (its attributes),
 //! impersonation, and the Node and RBAC decisions in front of every handler.
 
+pub mod component_policy;
 pub mod controller_policy;
 pub mod escalation;
 pub mod node;

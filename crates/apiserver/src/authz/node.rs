@@ -44,7 +44,7 @@ pub fn node_of(user: &UserInfo) -> Option<&str> {
 fn node_rules() -> &'static [PolicyRule] {
     static RULES: OnceLock<Vec<PolicyRule>> = OnceLock::new();
     RULES.get_or_init(|| {
-        super::policy::node_rules()
+        super::component_policy::node_rules()
             .into_iter()
             .filter_map(|r| serde_json::from_value(r).ok())
             .collect()

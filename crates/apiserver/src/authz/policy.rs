@@ -5,6 +5,8 @@
 
 use serde_json::{Value, json};
 
+use super::component_policy::{node_rules, scheduler_rules, volume_scheduler_rules};
+
 const RW: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
 pub(super) const READ: &[&str] = &["get", "list", "watch"];
 const ALL_RW: &[&str] = &[
@@ -192,99 +194,6 @@ fn edit_rules() -> Vec<Value> {
     ]
 }
 
-fn scheduler_rules() -> Vec<Value> {
-    vec![
-        rule(
-            &["", "events.k8s.io"],
-            &["events"],
-            &["create", "patch", "update"],
-        ),
-        rule(&["coordination.k8s.io"], &["leases"], &["create"]),
-        named(
-            &["coordination.k8s.io"],
-            &["leases"],
-            &["kube-scheduler"],
-            &["get", "update"],
-        ),
-        rule(&[""], &["nodes"], READ),
-        rule(&[""], &["pods"], &["delete", "get", "list", "watch"]),
-        rule(&[""], &["bindings", "pods/binding"], &["create"]),
-        rule(&[""], &["pods/status"], &["patch", "update"]),
-        rule(&[""], &["replicationcontrollers", "services"], READ),
-        rule(&["apps"], &["replicasets", "statefulsets"], READ),
-        rule(&["policy"], &["poddisruptionbudgets"], READ),
-        rule(
-            &[""],
-            &["persistentvolumeclaims", "persistentvolumes"],
-            READ,
-        ),
-        rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
-        rule(
-            &["authorization.k8s.io"],
-            &["subjectaccessreviews"],
-            &["create"],
-        ),
-        rule(
-            &["storage.k8s.io"],
-            &["csinodes", "csidrivers", "storageclasses"],
-            READ,
-        ),
-        rule(&[""], &["namespaces"], READ),
-    ]
-}
-
-/// The rules of `system:node`, which the Node authorizer grants every node.
-pub(super) fn node_rules() -> Vec<Value> {
-    vec![
-        rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
-        rule(
-            &["authorization.k8s.io"],
-            &["localsubjectaccessreviews", "subjectaccessreviews"],
-            &["create"],
-        ),
-        rule(&[""], &["services"], READ),
-        rule(
-            &[""],
-            &["nodes"],
-            &["create", "get", "list", "watch", "patch", "update"],
-        ),
-        rule(&[""], &["nodes/status"], &["patch", "update"]),
-        rule(&[""], &["events"], &["create", "patch", "update"]),
-        rule(
-            &[""],
-            &["pods"],
-            &["get", "list", "watch", "create", "delete"],
-        ),
-        rule(&[""], &["pods/status"], &["patch", "update"]),
-        rule(&[""], &["pods/eviction"], &["create"]),
-        rule(&[""], &["configmaps", "secrets"], READ),
-        rule(
-            &[""],
-            &["persistentvolumeclaims", "persistentvolumes"],
-            &["get"],
-        ),
-        rule(&[""], &["endpoints"], &["get"]),
-        rule(
-            &["coordination.k8s.io"],
-            &["leases"],
-            &["create", "delete", "get", "patch", "update"],
-        ),
-        rule(&[""], &["serviceaccounts/token"], &["create"]),
-        rule(
-            &[""],
-            &["persistentvolumeclaims/status"],
-            &["get", "patch", "update"],
-        ),
-        rule(&["storage.k8s.io"], &["csidrivers"], READ),
-        rule(
-            &["storage.k8s.io"],
-            &["csinodes"],
-            &["create", "delete", "get", "patch", "update"],
-        ),
-        rule(&["node.k8s.io"], &["runtimeclasses"], READ),
-    ]
-}
-
 /// The default ClusterRoles.
 pub fn cluster_roles() -> Vec<Value> {
     vec![
@@ -396,6 +305,7 @@ pub fn cluster_roles() -> Vec<Value> {
             )],
         ),
         role("system:kube-scheduler", &[], scheduler_rules()),
+        role("system:volume-scheduler", &[], volume_scheduler_rules()),
         role("system:node", &[], node_rules()),
         role(
             "system:node-proxier",
@@ -549,6 +459,11 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         binding(
             "system:kube-scheduler",
             "system:kube-scheduler",
+            vec![user("system:kube-scheduler")],
+        ),
+        binding(
+            "system:volume-scheduler",
+            "system:volume-scheduler",
             vec![user("system:kube-scheduler")],
         ),
         binding(

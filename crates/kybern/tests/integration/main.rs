@@ -39,6 +39,7 @@ mod controllers_nodes;
 mod controllers_policy;
 mod controllers_rollout;
 mod controllers_sets;
+mod controllers_volumes;
 mod node_agent;
 mod node_autoscaling;
 mod node_debug;

@@ -1,19 +1,25 @@
 //! The scheduler's `VolumeBinding` and `ImageLocality` plugins through the
 //! API: bound volumes' node affinity, missing and unbound claims with
-//! upstream's messages, requeue when a claim or node appears, and nodes that
+//! upstream's messages, requeue when a claim or node appears, free volumes
+//! reserved for claims that wait for their first consumer, and nodes that
 //! already hold a pod's large image preferred.
 
 use crate::common;
 use crate::common::cluster::{add_node, add_pod, failure_of, node_of};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 
 async fn add_volume(client: &kube::Client, name: &str, zone: &str) {
+    add_volume_of(client, name, zone, "manual").await;
+}
+
+async fn add_volume_of(client: &kube::Client, name: &str, zone: &str, class: &str) {
     let pv: PersistentVolume = serde_json::from_value(json!({
         "metadata": {"name": name},
         "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-            "storageClassName": "manual", "hostPath": {"path": "/tmp/data"},
+            "storageClassName": class, "hostPath": {"path": "/tmp/data"},
             "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
                 {"key": "topology.kubernetes.io/zone", "operator": "In", "values": [zone]}]}]}}}
     }))
@@ -26,9 +32,13 @@ async fn add_volume(client: &kube::Client, name: &str, zone: &str) {
 
 /// A claim, bound to `volume` (as the volume controller marks it) or unbound.
 async fn add_claim(client: &kube::Client, name: &str, volume: Option<&str>) {
+    add_claim_of(client, name, volume, "manual").await;
+}
+
+async fn add_claim_of(client: &kube::Client, name: &str, volume: Option<&str>, class: &str) {
     let mut claim = json!({
         "metadata": {"name": name},
-        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "manual",
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
             "resources": {"requests": {"storage": "1Gi"}}}
     });
     if let Some(v) = volume {
@@ -95,6 +105,50 @@ async fn volume_binding_follows_bound_volumes_and_waits_for_claims() {
     // A node in zone c joins: the pod using pv-c goes there.
     add_node(&client, "node-c", "4", zone("c")).await;
     assert_eq!(node_of(&client, "uses-c").await, "node-c");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_claims_get_a_free_volume_on_the_chosen_node() {
+    let server = common::Server::start();
+    let client = server.client().await;
+    let class: StorageClass = serde_json::from_value(json!({
+        "metadata": {"name": "local"}, "provisioner": "kubernetes.io/no-provisioner",
+        "volumeBindingMode": "WaitForFirstConsumer"}))
+    .expect("class");
+    Api::<StorageClass>::all(client.clone())
+        .create(&PostParams::default(), &class)
+        .await
+        .expect("create class");
+    add_node(&client, "node-a", "4", zone("a")).await;
+    add_node(&client, "node-b", "4", zone("b")).await;
+    add_volume_of(&client, "local-b", "b", "local").await;
+    add_claim_of(&client, "cache", None, "local").await;
+    add_claim_of(&client, "more", None, "local").await;
+    // The only free volume is in zone b: the pod goes there, and the
+    // volume is reserved for its claim before the pod is bound.
+    add_pod(&client, "consumer", "100m", with_claim("cache")).await;
+    assert_eq!(node_of(&client, "consumer").await, "node-b");
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let reserved = volumes.get("local-b").await.expect("pv");
+    let reference = reserved.spec.and_then(|s| s.claim_ref).expect("claimRef");
+    assert_eq!(reference.name.as_deref(), Some("cache"));
+    let annotations = reserved.metadata.annotations.unwrap_or_default();
+    assert_eq!(
+        annotations
+            .get("pv.kubernetes.io/bound-by-controller")
+            .map(String::as_str),
+        Some("yes")
+    );
+    // Another claim finds no volume left on any node.
+    add_pod(&client, "starved", "100m", with_claim("more")).await;
+    assert_eq!(
+        failure_of(&client, "starved").await,
+        "0/2 nodes are available: 2 node(s) didn't find available persistent volumes to bind. \
+         preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling."
+    );
+    // A volume for it appears in zone a: it is retried and goes there.
+    add_volume_of(&client, "local-a", "a", "local").await;
+    assert_eq!(node_of(&client, "starved").await, "node-a");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,14 +1,23 @@
 //! `VolumeBinding`: a pod's PersistentVolumeClaims must exist, and the nodes
 //! it may go to are those its bound volumes' node affinity allows, as
-//! upstream filters them. Binding delayed (`WaitForFirstConsumer`) claims
-//! needs a volume binder and provisioner, which Kybern does not have yet:
-//! such claims find no volume, as upstream without a provisioner.
+//! upstream filters them. A claim whose class waits for its first consumer
+//! (`WaitForFirstConsumer`) needs a free volume that fits it on the node;
+//! once a node is chosen the scheduler reserves that volume for the claim
+//! (its `claimRef`, as upstream's volume binder writes it) before binding
+//! the pod, and the volume controller completes the binding. Nothing
+//! provisions volumes dynamically.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim};
+use kube::api::{Api, PostParams};
 use kybern_apimachinery::labels::Requirement;
 
 use super::matching::{compile_term, term_matches};
 use crate::cache::{ClusterCache, NodeInfo, PodInfo};
-use crate::framework::{CycleState, FilterPlugin, Plugin, PreFilterPlugin, Status};
+use crate::framework::{Code, CycleState, FilterPlugin, Plugin, PreFilterPlugin, Status};
+use crate::volume_match::{BOUND_BY_CONTROLLER, best_match};
 
 const CLAIMS: &str = "VolumeBinding/claims";
 
@@ -35,10 +44,88 @@ impl Plugin for VolumeBinding {
 }
 
 /// What the filter checks: each bound volume's required node terms (any one
-/// must match), and whether a delayed claim waits for a volume.
+/// must match), and the delayed claims that need a volume on the node.
 struct Claims {
     bound: Vec<Vec<Vec<Requirement>>>,
-    delayed: bool,
+    delayed: Vec<PersistentVolumeClaim>,
+    /// The volumes, and those reserved for claims, when there are delayed
+    /// claims.
+    volumes: Vec<Arc<PersistentVolume>>,
+    assumed: HashMap<String, String>,
+}
+
+impl Claims {
+    /// A free volume for each delayed claim on `node`, each volume once;
+    /// `None` if some claim finds none.
+    fn pick(&self, node: &NodeInfo) -> Option<Vec<(PersistentVolumeClaim, Arc<PersistentVolume>)>> {
+        let mut out: Vec<(PersistentVolumeClaim, Arc<PersistentVolume>)> = Vec::new();
+        for claim in &self.delayed {
+            let uid = claim.metadata.uid.as_deref().unwrap_or_default();
+            let skip = |name: &str| {
+                self.assumed.get(name).is_some_and(|u| u != uid)
+                    || out
+                        .iter()
+                        .any(|(_, v)| v.metadata.name.as_deref() == Some(name))
+            };
+            let node = Some((node.name.as_str(), &*node.labels));
+            let volume = best_match(claim, &self.volumes, node, &skip)?;
+            out.push((claim.clone(), volume));
+        }
+        Some(out)
+    }
+}
+
+/// The volumes to reserve for the pod's delayed claims on `node`, as the
+/// filter found them (empty when it has none).
+pub fn reservations(
+    state: &CycleState,
+    node: &NodeInfo,
+) -> Vec<(PersistentVolumeClaim, Arc<PersistentVolume>)> {
+    state
+        .read::<Claims>(CLAIMS)
+        .filter(|c| !c.delayed.is_empty())
+        .and_then(|c| c.pick(node))
+        .unwrap_or_default()
+}
+
+/// Writes each reservation: the volume's `claimRef` to its claim (only if
+/// the volume has not changed since it was seen), which the volume
+/// controller then completes into a binding.
+pub async fn reserve(
+    client: &kube::Client,
+    reservations: &[(PersistentVolumeClaim, Arc<PersistentVolume>)],
+) -> Status {
+    let api: Api<PersistentVolume> = Api::all(client.clone());
+    for (claim, volume) in reservations {
+        if volume
+            .spec
+            .as_ref()
+            .and_then(|s| s.claim_ref.as_ref())
+            .is_some()
+        {
+            continue;
+        }
+        let mut updated = (**volume).clone();
+        updated
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(BOUND_BY_CONTROLLER.to_owned(), "yes".to_owned());
+        updated.spec.get_or_insert_with(Default::default).claim_ref = Some(ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("PersistentVolumeClaim".into()),
+            namespace: claim.metadata.namespace.clone(),
+            name: claim.metadata.name.clone(),
+            uid: claim.metadata.uid.clone(),
+            resource_version: claim.metadata.resource_version.clone(),
+            ..Default::default()
+        });
+        let name = volume.metadata.name.clone().unwrap_or_default();
+        if let Err(e) = api.replace(&name, &PostParams::default(), &updated).await {
+            return Status::new(Code::Error, format!("binding volumes: {e}"));
+        }
+    }
+    Status::ok()
 }
 
 /// The claim names a pod uses: its `persistentVolumeClaim` volumes, and the
@@ -70,7 +157,9 @@ impl PreFilterPlugin for VolumeBinding {
         }
         let mut claims = Claims {
             bound: Vec::new(),
-            delayed: false,
+            delayed: Vec::new(),
+            volumes: Vec::new(),
+            assumed: HashMap::new(),
         };
         let mut immediate_unbound = false;
         for name in names {
@@ -119,13 +208,17 @@ impl PreFilterPlugin for VolumeBinding {
                 .and_then(|c| c.volume_binding_mode.as_deref())
                 == Some("WaitForFirstConsumer");
             if delayed {
-                claims.delayed = true;
+                claims.delayed.push(claim.clone());
             } else {
                 immediate_unbound = true;
             }
         }
         if immediate_unbound {
             return Status::unresolvable(UNBOUND_IMMEDIATE);
+        }
+        if !claims.delayed.is_empty() {
+            claims.volumes = cache.volumes.volumes();
+            claims.assumed = cache.volumes.assumed().clone();
         }
         state.write(CLAIMS, claims);
         Status::ok()
@@ -145,7 +238,7 @@ impl FilterPlugin for VolumeBinding {
         if !claims.bound.iter().all(fits) {
             return Status::unresolvable(NODE_CONFLICT);
         }
-        if claims.delayed {
+        if !claims.delayed.is_empty() && claims.pick(node).is_none() {
             return Status::unresolvable(BIND_CONFLICT);
         }
         Status::ok()
