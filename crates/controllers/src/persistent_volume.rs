@@ -15,8 +15,8 @@ use crate::informer::{Change, Informer, next_change};
 use crate::queue::{ObjectKey, ReconcileResult, WorkQueue, run_workers};
 use crate::{ControllerError, Informers};
 use kybern_scheduler::volume_match::{
-    BIND_COMPLETED, BOUND_BY_CONTROLLER, SELECTED_NODE, best_match, claim_class, refers_to, unfit,
-    volume_phase,
+    BIND_COMPLETED, BOUND_BY_CONTROLLER, SELECTED_NODE, best_match, claim_class, refers_to,
+    reserved_for, unfit, volume_phase,
 };
 
 /// What the controller syncs: a claim, or a volume.
@@ -127,6 +127,16 @@ fn annotate(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMet
     meta.annotations
         .get_or_insert_with(BTreeMap::new)
         .insert(key.to_owned(), "yes".to_owned());
+}
+
+/// A write's result, with an object gone meanwhile as `None` (its delete
+/// is seen next and synced then).
+fn present<K>(written: kube::Result<K>) -> Result<Option<K>, ControllerError> {
+    match written {
+        Ok(o) => Ok(Some(o)),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn claim_phase(c: &PersistentVolumeClaim) -> &str {
@@ -359,30 +369,17 @@ impl VolumeController {
     ) -> ReconcileResult<ControllerError> {
         let volume_name = name_of(volume);
         let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
-        let reference = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("PersistentVolumeClaim".into()),
-            namespace: claim.metadata.namespace.clone(),
-            name: claim.metadata.name.clone(),
-            uid: claim.metadata.uid.clone(),
-            resource_version: claim.metadata.resource_version.clone(),
-            ..Default::default()
-        };
         let current = volume.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
         let mut volume = volume.clone();
         if current.and_then(|r| r.uid.as_deref()) != claim.metadata.uid.as_deref() {
-            if current.is_none() {
-                annotate(&mut volume.metadata, BOUND_BY_CONTROLLER);
-            }
-            volume.spec.get_or_insert_with(Default::default).claim_ref = Some(reference);
-            volume = match volumes
-                .replace(&volume_name, &PostParams::default(), &volume)
-                .await
-            {
-                Ok(v) => v,
-                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
-                Err(e) => return Err(e.into()),
+            let reserved = reserved_for(&volume, claim);
+            let written = volumes
+                .replace(&volume_name, &PostParams::default(), &reserved)
+                .await;
+            let Some(written) = present(written)? else {
+                return Ok(None);
             };
+            volume = written;
             self.taken
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -406,14 +403,13 @@ impl VolumeController {
                 self.client.clone(),
                 claim.metadata.namespace.as_deref().unwrap_or_default(),
             );
-            claim = match claims
+            let written = claims
                 .replace(&name_of(&claim), &PostParams::default(), &claim)
-                .await
-            {
-                Ok(c) => c,
-                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
-                Err(e) => return Err(e.into()),
+                .await;
+            let Some(written) = present(written)? else {
+                return Ok(None);
             };
+            claim = written;
         }
         self.claim_status(&claim, "Bound", Some(&volume)).await?;
         Ok(None)
@@ -462,14 +458,10 @@ impl VolumeController {
         s.phase = Some(phase.to_owned());
         s.message = message;
         let api: Api<PersistentVolume> = Api::all(self.client.clone());
-        match api
+        let written = api
             .replace_status(&name_of(volume), &PostParams::default(), &updated)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+            .await;
+        present(written).map(|_| ())
     }
 
     async fn sync_volume(&self, name: &str) -> ReconcileResult<ControllerError> {
@@ -554,14 +546,10 @@ impl VolumeController {
             a.remove(BOUND_BY_CONTROLLER);
         }
         let api: Api<PersistentVolume> = Api::all(self.client.clone());
-        match api
+        let written = api
             .replace(&name_of(volume), &PostParams::default(), &updated)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+            .await;
+        present(written).map(|_| ())
     }
 
     /// The claim a volume's reference names, from the informer, or read

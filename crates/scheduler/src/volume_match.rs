@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::plugins::matching::{compile_term, term_matches};
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim};
 use kybern_apimachinery::labels::Selector;
 use kybern_apimachinery::quantity::parse_value;
 
@@ -154,6 +154,30 @@ pub fn best_match(
     best.map(|(_, v)| v.clone())
 }
 
+/// Volume `v` reserved for claim `c`: a claim reference with the claim's
+/// UID and version, and the bound-by-controller annotation when it had no
+/// reference before (what upstream's binder writes first).
+pub fn reserved_for(v: &PersistentVolume, c: &PersistentVolumeClaim) -> PersistentVolume {
+    let mut out = v.clone();
+    let spec = out.spec.get_or_insert_with(Default::default);
+    if spec.claim_ref.is_none() {
+        out.metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(BOUND_BY_CONTROLLER.to_owned(), "yes".to_owned());
+    }
+    spec.claim_ref = Some(ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("PersistentVolumeClaim".into()),
+        namespace: c.metadata.namespace.clone(),
+        name: c.metadata.name.clone(),
+        uid: c.metadata.uid.clone(),
+        resource_version: c.metadata.resource_version.clone(),
+        ..Default::default()
+    });
+    out
+}
+
 /// The phase volume `v` should be in, given its claim as the controller
 /// sees it (`None`: no such claim, or one with another UID).
 pub fn volume_phase(v: &PersistentVolume, claim: Option<&PersistentVolumeClaim>) -> &'static str {
@@ -277,6 +301,34 @@ mod tests {
         assert_eq!(volume_phase(&by_uid, Some(&bound)), "Bound");
         bound.spec.as_mut().expect("spec").volume_name = Some("elsewhere".into());
         assert_eq!(volume_phase(&by_uid, Some(&bound)), "Available");
+    }
+
+    #[test]
+    fn a_reservation_names_the_claim_and_who_made_it() {
+        let claim = pvc(json!({}));
+        let reserved = reserved_for(&pv("v", "1Gi", json!({})), &claim);
+        assert!(refers_to(&reserved, &claim));
+        let annotations = reserved.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(
+            annotations.get(BOUND_BY_CONTROLLER).map(String::as_str),
+            Some("yes")
+        );
+        // A user's reservation stays the user's.
+        let by_user = pv(
+            "u",
+            "1Gi",
+            json!({"claimRef": {"namespace": "ns", "name": "data"}}),
+        );
+        let completed = reserved_for(&by_user, &claim);
+        assert!(completed.metadata.annotations.is_none());
+        assert_eq!(
+            completed
+                .spec
+                .and_then(|s| s.claim_ref)
+                .and_then(|r| r.uid)
+                .as_deref(),
+            Some("u1")
+        );
     }
 
     #[test]

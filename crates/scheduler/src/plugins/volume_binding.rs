@@ -10,14 +10,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, PostParams};
 use kybern_apimachinery::labels::Requirement;
 
 use super::matching::{compile_term, term_matches};
 use crate::cache::{ClusterCache, NodeInfo, PodInfo};
 use crate::framework::{Code, CycleState, FilterPlugin, Plugin, PreFilterPlugin, Status};
-use crate::volume_match::{BOUND_BY_CONTROLLER, best_match};
+use crate::volume_match::{best_match, reserved_for};
 
 const CLAIMS: &str = "VolumeBinding/claims";
 
@@ -105,21 +105,7 @@ pub async fn reserve(
         {
             continue;
         }
-        let mut updated = (**volume).clone();
-        updated
-            .metadata
-            .annotations
-            .get_or_insert_with(Default::default)
-            .insert(BOUND_BY_CONTROLLER.to_owned(), "yes".to_owned());
-        updated.spec.get_or_insert_with(Default::default).claim_ref = Some(ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("PersistentVolumeClaim".into()),
-            namespace: claim.metadata.namespace.clone(),
-            name: claim.metadata.name.clone(),
-            uid: claim.metadata.uid.clone(),
-            resource_version: claim.metadata.resource_version.clone(),
-            ..Default::default()
-        });
+        let updated = reserved_for(volume, claim);
         let name = volume.metadata.name.clone().unwrap_or_default();
         if let Err(e) = api.replace(&name, &PostParams::default(), &updated).await {
             return Status::new(Code::Error, format!("binding volumes: {e}"));
