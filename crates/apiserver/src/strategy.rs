@@ -281,8 +281,8 @@ pub fn prepare_update(
     }
     if subresource == Some(EPHEMERAL_CONTAINERS) {
         // As upstream's dropNonEphemeralContainerUpdates: the write adds
-        // ephemeral containers and changes nothing else; like any spec
-        // change it bumps the pod's generation.
+        // ephemeral containers and changes nothing else; the generation is
+        // bumped below, as for any spec change.
         let ephemeral = new.pointer("/spec/ephemeralContainers").cloned();
         keep_stored_but(new, old);
         if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
@@ -291,12 +291,6 @@ pub fn prepare_update(
                 None => spec.remove("ephemeralContainers"),
             };
         }
-        if new.get("spec") != old.get("spec")
-            && let Some(g) = old.pointer("/metadata/generation").and_then(Value::as_i64)
-        {
-            object::set_meta(new, "generation", json!(g + 1));
-        }
-        return;
     }
     for field in [
         "uid",
