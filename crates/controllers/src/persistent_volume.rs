@@ -15,8 +15,9 @@ use crate::informer::{Change, Informer, next_change};
 use crate::queue::{ObjectKey, ReconcileResult, WorkQueue, run_workers};
 use crate::{ControllerError, Informers};
 use kybern_scheduler::volume_match::{
-    BIND_COMPLETED, BOUND_BY_CONTROLLER, SELECTED_NODE, best_match, claim_class, refers_to,
-    reserved_for, unfit, volume_phase,
+    BETA_STORAGE_PROVISIONER, BIND_COMPLETED, BOUND_BY_CONTROLLER, NO_PROVISIONER, PROVISIONED_BY,
+    SELECTED_NODE, STORAGE_PROVISIONER, best_match, claim_class, refers_to, reserved_for, unfit,
+    volume_phase,
 };
 
 /// What the controller syncs: a claim, or a volume.
@@ -339,23 +340,62 @@ impl VolumeController {
                 "ProvisioningFailed",
                 format!("storageclass.storage.k8s.io \"{name}\" not found"),
             ),
-            (_, Some(c)) if c.provisioner == "kubernetes.io/no-provisioner" => (
+            (_, Some(c)) if c.provisioner == NO_PROVISIONER => (
                 NORMAL,
                 "FailedBinding",
                 "no persistent volumes available for this claim and no storage class is set"
                     .to_owned(),
             ),
-            (_, Some(c)) => (
-                NORMAL,
-                "ExternalProvisioning",
-                format!(
-                    "Waiting for a volume to be created either by the external provisioner '{}' or manually by the system administrator. If volume creation is delayed, please verify that the provisioner is running and correctly registered.",
-                    c.provisioner
-                ),
-            ),
+            (_, Some(c)) => {
+                // Name the provisioner on the claim: external provisioners
+                // act on claims that carry it.
+                self.await_provisioner(claim, &c.provisioner).await?;
+                (
+                    NORMAL,
+                    "ExternalProvisioning",
+                    format!(
+                        "Waiting for a volume to be created either by the external provisioner '{}' or manually by the system administrator. If volume creation is delayed, please verify that the provisioner is running and correctly registered.",
+                        c.provisioner
+                    ),
+                )
+            }
         };
         self.event(claim, type_, reason, message);
         Ok(None)
+    }
+
+    /// Sets the storage-provisioner annotations (and their beta spelling)
+    /// on `claim` unless they name `provisioner` already (upstream's
+    /// `setClaimProvisioner`).
+    async fn await_provisioner(
+        &self,
+        claim: &PersistentVolumeClaim,
+        provisioner: &str,
+    ) -> Result<(), ControllerError> {
+        let current = claim
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(STORAGE_PROVISIONER));
+        if current.map(String::as_str) == Some(provisioner) {
+            return Ok(());
+        }
+        let mut updated = claim.clone();
+        let annotations = updated
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new);
+        for key in [BETA_STORAGE_PROVISIONER, STORAGE_PROVISIONER] {
+            annotations.insert(key.to_owned(), provisioner.to_owned());
+        }
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(
+            self.client.clone(),
+            claim.metadata.namespace.as_deref().unwrap_or_default(),
+        );
+        let written = claims
+            .replace(&name_of(claim), &PostParams::default(), &updated)
+            .await;
+        present(written).map(|_| ())
     }
 
     /// Binds `volume` and `claim` to each other, each step only if not done
@@ -505,6 +545,9 @@ impl VolumeController {
             .and_then(|s| s.persistent_volume_reclaim_policy.as_deref())
             .unwrap_or("Retain");
         let failed = match policy {
+            // Its provisioner deletes it (upstream leaves such a volume
+            // Released for the external deleter).
+            "Delete" if annotated(&volume.metadata, PROVISIONED_BY) => None,
             "Delete" => Some((
                 "VolumeFailedDelete",
                 format!(

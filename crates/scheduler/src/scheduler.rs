@@ -18,6 +18,7 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::algorithm::{Decision, schedule_pod};
 use crate::cache::{ClusterCache, PodInfo};
 use crate::events::EventRecorder;
+use crate::framework::Status;
 use crate::metrics::SchedulerMetrics;
 use crate::pod_feed::{PodEvent, PodFeed};
 use crate::preemption;
@@ -384,25 +385,31 @@ impl Scheduler {
                     .node(&node)
                     .map(|n| crate::plugins::volume_binding::reservations(&state, n))
                     .unwrap_or_default();
-                for (claim, volume) in &volumes {
-                    st.cache.volumes.assume(
-                        volume.metadata.name.as_deref().unwrap_or_default(),
-                        claim.metadata.uid.as_deref().unwrap_or_default(),
-                    );
+                for r in &volumes {
+                    if let crate::plugins::volume_binding::Reservation::Volume(claim, volume) = r {
+                        st.cache.volumes.assume(
+                            volume.metadata.name.as_deref().unwrap_or_default(),
+                            claim.metadata.uid.as_deref().unwrap_or_default(),
+                        );
+                    }
                 }
                 st.cache.assume(&pod, &node);
                 self.metrics.attempt("scheduled");
                 let (client, tx, profile) = (self.client.clone(), tx.clone(), profile.clone());
                 let in_flight = self.in_flight.clone();
                 tokio::spawn(async move {
+                    // The claims get their volumes first (upstream's PreBind).
+                    let mut status = Status::ok();
+                    if !volumes.is_empty() {
+                        status = crate::plugins::volume_binding::pre_bind(
+                            &client, &in_flight, &volumes, &node,
+                        )
+                        .await;
+                    }
                     let _permit = in_flight.acquire_owned().await;
-                    // The volumes go to the claims first (upstream's PreBind).
-                    let reserved = crate::plugins::volume_binding::reserve(&client, &volumes).await;
-                    let status = if reserved.is_success() {
-                        profile.bind.bind(&client, &pod, &node).await
-                    } else {
-                        reserved
-                    };
+                    if status.is_success() {
+                        status = profile.bind.bind(&client, &pod, &node).await;
+                    }
                     if status.is_success() {
                         if let Some(r) = &recorder {
                             let msg = format!("Successfully assigned {} to {node}", pod.key());

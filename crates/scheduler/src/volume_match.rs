@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::plugins::matching::{compile_term, term_matches};
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kybern_apimachinery::labels::Selector;
 use kybern_apimachinery::quantity::parse_value;
 
@@ -20,6 +21,35 @@ pub const BOUND_BY_CONTROLLER: &str = "pv.kubernetes.io/bound-by-controller";
 pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
 /// The beta class annotation, which still wins over `storageClassName`.
 const BETA_CLASS: &str = "volume.beta.kubernetes.io/storage-class";
+/// The provisioner a claim waits for, set by the volume controller so that
+/// external provisioners know to act.
+pub const STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner";
+/// The deprecated beta spelling of [`STORAGE_PROVISIONER`], still written.
+pub const BETA_STORAGE_PROVISIONER: &str = "volume.beta.kubernetes.io/storage-provisioner";
+/// Set on a volume by the provisioner that made it (upstream's
+/// `AnnDynamicallyProvisioned`); such a volume is deleted by it too.
+pub const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
+/// The provisioner of classes whose volumes an administrator makes by hand.
+pub const NO_PROVISIONER: &str = "kubernetes.io/no-provisioner";
+
+/// Whether class `c` can provision a volume on a node with `labels`: it
+/// names a provisioner, and its `allowedTopologies` (if any) admit the node
+/// (any term; within a term, every key's value listed).
+pub fn can_provision(c: &StorageClass, labels: &BTreeMap<String, String>) -> bool {
+    if c.provisioner == NO_PROVISIONER {
+        return false;
+    }
+    let Some(terms) = c.allowed_topologies.as_ref().filter(|t| !t.is_empty()) else {
+        return true;
+    };
+    terms.iter().any(|t| {
+        t.match_label_expressions.iter().flatten().all(|r| {
+            labels
+                .get(&r.key)
+                .is_some_and(|v| r.values.iter().any(|w| w == v))
+        })
+    })
+}
 
 fn annotation<'a>(
     meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
@@ -216,6 +246,25 @@ mod tests {
             )
             .expect("test setup"),
         )
+    }
+
+    #[test]
+    fn a_class_provisions_where_its_topology_allows() {
+        let class = |v: serde_json::Value| -> StorageClass {
+            serde_json::from_value(v).expect("test setup")
+        };
+        let zone = |z: &str| BTreeMap::from([("zone".to_owned(), z.to_owned())]);
+        let open = class(json!({"metadata": {"name": "a"}, "provisioner": "example.com/p"}));
+        assert!(can_provision(&open, &zone("x")));
+        let manual = class(json!({"metadata": {"name": "b"}, "provisioner": NO_PROVISIONER}));
+        assert!(!can_provision(&manual, &zone("x")));
+        let zoned = class(
+            json!({"metadata": {"name": "c"}, "provisioner": "example.com/p",
+            "allowedTopologies": [{"matchLabelExpressions": [{"key": "zone", "values": ["y", "z"]}]}]}),
+        );
+        assert!(can_provision(&zoned, &zone("z")));
+        assert!(!can_provision(&zoned, &zone("x")));
+        assert!(!can_provision(&zoned, &BTreeMap::new()));
     }
 
     fn pvc(spec: serde_json::Value) -> PersistentVolumeClaim {

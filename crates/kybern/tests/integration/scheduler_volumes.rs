@@ -1,11 +1,12 @@
 //! The scheduler's `VolumeBinding` and `ImageLocality` plugins through the
 //! API: bound volumes' node affinity, missing and unbound claims with
 //! upstream's messages, requeue when a claim or node appears, free volumes
-//! reserved for claims that wait for their first consumer, and nodes that
+//! reserved for claims that wait for their first consumer, the handshake
+//! with an external provisioner for claims that find none, and nodes that
 //! already hold a pod's large image preferred.
 
 use crate::common;
-use crate::common::cluster::{add_node, add_pod, failure_of, node_of};
+use crate::common::cluster::{add_node, add_pod, failure_of, node_of, stays_pending};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, PostParams};
@@ -109,7 +110,9 @@ async fn volume_binding_follows_bound_volumes_and_waits_for_claims() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delayed_claims_get_a_free_volume_on_the_chosen_node() {
-    let server = common::Server::start();
+    // With the controllers: the pod is bound once the volume controller
+    // has bound the claim to the volume the scheduler reserved.
+    let server = common::Server::start_cluster(&[]);
     let client = server.client().await;
     let class: StorageClass = serde_json::from_value(json!({
         "metadata": {"name": "local"}, "provisioner": "kubernetes.io/no-provisioner",
@@ -175,4 +178,146 @@ async fn image_locality_prefers_nodes_holding_the_image() {
         // preference for emptier nodes.
         assert_eq!(node_of(&client, &name).await, "holder", "pod {name}");
     }
+}
+
+/// The claim's annotation `key`, once it has one.
+async fn annotation_of(claims: &Api<PersistentVolumeClaim>, name: &str, key: &str) -> String {
+    common::wait_for(&format!("{name} annotated {key}"), async || {
+        let claim = claims.get(name).await.ok()?;
+        claim.metadata.annotations?.get(key).cloned()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_claims_of_a_provisioning_class_wait_for_their_provisioner() {
+    let server = common::Server::start_cluster(&[]);
+    let client = server.client().await;
+    let class: StorageClass = serde_json::from_value(json!({
+        "metadata": {"name": "ext"}, "provisioner": "example.com/ext",
+        "volumeBindingMode": "WaitForFirstConsumer",
+        "allowedTopologies": [{"matchLabelExpressions": [
+            {"key": "topology.kubernetes.io/zone", "values": ["b"]}]}]}))
+    .expect("class");
+    Api::<StorageClass>::all(client.clone())
+        .create(&PostParams::default(), &class)
+        .await
+        .expect("create class");
+    add_node(&client, "node-a", "4", zone("a")).await;
+    add_node(&client, "node-b", "4", zone("b")).await;
+    add_claim_of(&client, "fresh", None, "ext").await;
+    add_pod(&client, "writer", "100m", with_claim("fresh")).await;
+
+    // No volume exists: the class may provision in zone b only, so the
+    // scheduler names node-b on the claim, and the volume controller names
+    // the provisioner for it to act on.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    let node = annotation_of(&claims, "fresh", "volume.kubernetes.io/selected-node").await;
+    assert_eq!(node, "node-b");
+    for key in [
+        "volume.kubernetes.io/storage-provisioner",
+        "volume.beta.kubernetes.io/storage-provisioner",
+    ] {
+        assert_eq!(
+            annotation_of(&claims, "fresh", key).await,
+            "example.com/ext"
+        );
+    }
+    common::wait_for_event(
+        &client,
+        "default",
+        ("PersistentVolumeClaim", "fresh"),
+        "ExternalProvisioning",
+        "the external provisioner 'example.com/ext'",
+    )
+    .await;
+    // The pod is bound only once its claim is.
+    stays_pending(&client, "writer").await;
+
+    // The provisioner (this test) gives up: it takes the node off the claim,
+    // the scheduler's wait fails and it tries again.
+    let mut claim = claims.get("fresh").await.expect("claim");
+    if let Some(a) = claim.metadata.annotations.as_mut() {
+        a.remove("volume.kubernetes.io/selected-node");
+    }
+    claims
+        .replace("fresh", &PostParams::default(), &claim)
+        .await
+        .expect("drop selected node");
+    // (The pod may have failed before, had the scheduler seen it before
+    // its claim; this is the failure of the wait.)
+    common::wait_for_event(
+        &client,
+        "default",
+        ("Pod", "writer"),
+        "FailedScheduling",
+        "running PreBind plugin \"VolumeBinding\": \
+         binding volumes: provisioning failed for PVC \"fresh\"",
+    )
+    .await;
+    assert_eq!(
+        annotation_of(&claims, "fresh", "volume.kubernetes.io/selected-node").await,
+        "node-b"
+    );
+
+    // Now it provisions: a volume made for the claim, on the node.
+    let uid = claims
+        .get("fresh")
+        .await
+        .expect("claim")
+        .metadata
+        .uid
+        .expect("uid");
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "metadata": {"name": format!("pvc-{uid}"),
+            "annotations": {"pv.kubernetes.io/provisioned-by": "example.com/ext"}},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "ext", "persistentVolumeReclaimPolicy": "Delete",
+            "hostPath": {"path": "/tmp/provisioned"},
+            "claimRef": {"namespace": "default", "name": "fresh", "uid": uid},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["b"]}]}]}}}
+    }))
+    .expect("pv");
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    volumes
+        .create(&PostParams::default(), &pv)
+        .await
+        .expect("create pv");
+    assert_eq!(node_of(&client, "writer").await, "node-b");
+    let bound = claims.get("fresh").await.expect("claim");
+    assert_eq!(
+        bound.spec.and_then(|s| s.volume_name),
+        Some(format!("pvc-{uid}"))
+    );
+    assert_eq!(bound.status.and_then(|s| s.phase).as_deref(), Some("Bound"));
+
+    // Its claim gone, a provisioned volume waits Released for its
+    // provisioner to delete it, instead of failing as a hand-made one does.
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), "default")
+        .delete(
+            "writer",
+            &kube::api::DeleteParams::default().grace_period(0),
+        )
+        .await
+        .expect("delete pod");
+    claims
+        .delete("fresh", &kube::api::DeleteParams::default())
+        .await
+        .expect("delete claim");
+    let name = format!("pvc-{uid}");
+    common::wait_for("volume released", async || {
+        let v = volumes.get(&name).await.ok()?;
+        let phase = v.status?.phase?;
+        (phase == "Released").then_some(())
+    })
+    .await;
+    stays_released(&volumes, &name).await;
+}
+
+/// The volume stays Released rather than moving on to Failed.
+async fn stays_released(volumes: &Api<PersistentVolume>, name: &str) {
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let v = volumes.get(name).await.expect("pv");
+    assert_eq!(v.status.and_then(|s| s.phase).as_deref(), Some("Released"));
 }
