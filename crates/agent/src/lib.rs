@@ -12,6 +12,7 @@ pub mod csr;
 pub mod endpoint;
 pub mod host;
 pub mod images;
+pub mod local_path;
 pub mod network;
 pub mod node;
 mod pods;

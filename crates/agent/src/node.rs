@@ -199,6 +199,16 @@ pub async fn register(ctx: &NodeContext) -> Result<(), AgentError> {
             Err(e) => return Err(e.into()),
         }
     }
+    // Where local-path volumes live here (the Node may have been made by
+    // someone else, or by an agent with another data directory).
+    let root = std::path::absolute(crate::local_path::root(&ctx.data_dir))?;
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {
+            crate::local_path::ROOT_ANNOTATION: root.to_string_lossy()}}})),
+    )
+    .await?;
     report_status(ctx, &m).await
 }
 

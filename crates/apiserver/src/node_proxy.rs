@@ -111,7 +111,7 @@ impl NodeProxy {
     async fn connect(
         &self,
         agent: &AgentAddress,
-    ) -> Result<hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>, NodeProxyError>
+    ) -> Result<hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>, NodeProxyError>
     {
         let (host, port) = (agent.host.as_str(), agent.port);
         let fail = |what: &str, e: &dyn std::fmt::Display| {
@@ -184,6 +184,19 @@ impl NodeProxy {
         path_and_query: &str,
         headers: &[(hyper::header::HeaderName, hyper::header::HeaderValue)],
     ) -> Result<hyper::Response<hyper::body::Incoming>, NodeProxyError> {
+        self.send(agent, method, path_and_query, headers, Bytes::new())
+            .await
+    }
+
+    /// Sends a request with `headers` and `body` to the agent.
+    pub async fn send(
+        &self,
+        agent: &AgentAddress,
+        method: hyper::Method,
+        path_and_query: &str,
+        headers: &[(hyper::header::HeaderName, hyper::header::HeaderValue)],
+        body: Bytes,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, NodeProxyError> {
         let (host, port) = (agent.host.as_str(), agent.port);
         let fail = |e: &dyn std::fmt::Display| {
             NodeProxyError::Connect(format!("request to node agent {host}:{port}: {e}"))
@@ -197,7 +210,7 @@ impl NodeProxy {
             req = req.header(k, v);
         }
         let req = req
-            .body(http_body_util::Empty::<Bytes>::new())
+            .body(http_body_util::Full::new(body))
             .map_err(|e| fail(&e))?;
         send.send_request(req).await.map_err(|e| fail(&e))
     }

@@ -29,6 +29,9 @@ pub struct ResourcePath {
     pub name: Option<String>,
     /// Subresource, if any.
     pub subresource: Option<String>,
+    /// For `.../{name}/proxy/{path}`: the path to proxy to (with its
+    /// leading `/`, undecoded).
+    pub proxy_path: Option<String>,
 }
 
 impl ResourcePath {
@@ -75,6 +78,12 @@ impl ResourcePath {
                 p.resource = (*resource).to_owned();
                 p.name = Some((*name).to_owned());
                 p.subresource = Some((*sub).to_owned());
+            }
+            [resource, name, "proxy", tail @ ..] => {
+                p.resource = (*resource).to_owned();
+                p.name = Some((*name).to_owned());
+                p.subresource = Some("proxy".to_owned());
+                p.proxy_path = Some(format!("/{}", tail.join("/")));
             }
             _ => return None,
         }
@@ -326,6 +335,17 @@ mod tests {
         );
         let p = ResourcePath::parse("/apis/apps/v1/deployments").expect("path");
         assert_eq!((p.namespace, p.resource.as_str()), (None, "deployments"));
+        let p = ResourcePath::parse("/api/v1/nodes/n1/proxy/stats/summary").expect("path");
+        assert_eq!(
+            (
+                p.resource.as_str(),
+                p.name.as_deref(),
+                p.subresource.as_deref()
+            ),
+            ("nodes", Some("n1"), Some("proxy"))
+        );
+        assert_eq!(p.proxy_path.as_deref(), Some("/stats/summary"));
+        assert!(ResourcePath::parse("/api/v1/nodes/n1/status/x").is_none());
         assert!(ResourcePath::parse("/api").is_none());
         assert!(ResourcePath::parse("/api/v1//x").is_none());
         assert!(ResourcePath::parse("/api/v1/a/b/c/d").is_none());

@@ -20,6 +20,7 @@ pub mod garbage_collector;
 pub mod history;
 pub mod informer;
 pub mod job;
+pub mod local_path;
 pub mod metrics;
 pub mod namespace;
 pub mod node_lifecycle;
@@ -244,6 +245,7 @@ pub async fn run(clients: ControllerClients, options: ControllerOptions) {
         garbage_collector::run(c("generic-garbage-collector").await),
         namespace::run(c("namespace-controller").await, &informers),
         persistent_volume::run(c("persistent-volume-binder").await, &informers),
+        local_path::run(c("local-path-provisioner").await, &informers),
         serviceaccount::run(
             c("service-account-controller").await,
             c("root-ca-cert-publisher").await,

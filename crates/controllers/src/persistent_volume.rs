@@ -20,12 +20,14 @@ use kybern_scheduler::volume_match::{
     volume_phase,
 };
 
-/// What the controller syncs: a claim, or a volume.
+/// What the volume controllers sync: a claim, or a volume.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Key {
+pub(crate) enum VolumeKey {
     Claim(ObjectKey),
     Volume(String),
 }
+
+use VolumeKey as Key;
 
 impl std::fmt::Display for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

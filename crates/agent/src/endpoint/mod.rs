@@ -17,7 +17,7 @@ use axum::Router;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, delete, get};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::CertificateDer;
@@ -92,6 +92,22 @@ async fn stats_summary(State(ctx): State<Arc<NodeContext>>) -> Response {
         .into_response()
 }
 
+/// `DELETE /localPath/{dir}`: removes a local-path volume's directory
+/// (authorized as `nodes/proxy` delete, which only the provisioner has).
+async fn remove_local_path(
+    State(ctx): State<Arc<NodeContext>>,
+    Path(dir): Path<String>,
+) -> Response {
+    let root = crate::local_path::root(&ctx.data_dir);
+    let removed = tokio::task::spawn_blocking(move || crate::local_path::remove(&root, &dir)).await;
+    match removed {
+        Ok(Ok(())) => text(StatusCode::OK, String::new()),
+        Ok(Err(AgentError::Config(why))) => text(StatusCode::BAD_REQUEST, why),
+        Ok(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
 /// How long a handshake waits for the first signed serving certificate
 /// before it gets the self-signed one.
 const FIRST_CERTIFICATE: Duration = Duration::from_secs(10);
@@ -141,6 +157,7 @@ pub async fn serve(
         )
         .route("/portForward/{namespace}/{pod}", any(streams::port_forward))
         .route("/stats/summary", get(stats_summary))
+        .route("/localPath/{dir}", delete(remove_local_path))
         .layer(axum::middleware::from_fn_with_state(
             authz::Gate {
                 ctx: ctx.clone(),

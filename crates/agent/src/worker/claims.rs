@@ -11,13 +11,13 @@ use kube::Api;
 
 use crate::AgentError;
 
-/// The host path behind claim `claim` in `namespace`, checked as the
-/// kubelet checks it before it mounts a claim.
+/// The host path behind claim `claim` in `namespace` (with its `hostPath`
+/// type, if any), checked as the kubelet checks it before it mounts a claim.
 pub async fn claimed_path(
     client: &kube::Client,
     namespace: &str,
     claim: &str,
-) -> Result<PathBuf, AgentError> {
+) -> Result<(PathBuf, Option<String>), AgentError> {
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
     let Some(pvc) = claims.get_opt(claim).await? else {
         return Err(AgentError::Config(format!(
@@ -64,8 +64,12 @@ fn check_claim(
     Ok(())
 }
 
-/// The path of a bound volume, if it names the claim with `claim_uid`.
-fn volume_path(pv: &PersistentVolume, claim_uid: &str) -> Result<PathBuf, AgentError> {
+/// The path of a bound volume (and its `hostPath` type), if it names the
+/// claim with `claim_uid`.
+fn volume_path(
+    pv: &PersistentVolume,
+    claim_uid: &str,
+) -> Result<(PathBuf, Option<String>), AgentError> {
     let name = pv.metadata.name.as_deref().unwrap_or_default();
     let bound_to = pv
         .spec
@@ -85,10 +89,14 @@ fn volume_path(pv: &PersistentVolume, claim_uid: &str) -> Result<PathBuf, AgentE
         )));
     }
     let path = spec
-        .and_then(|s| s.host_path.as_ref().map(|h| h.path.clone()))
-        .or_else(|| spec.and_then(|s| s.local.as_ref().map(|l| l.path.clone())));
+        .and_then(|s| {
+            s.host_path
+                .as_ref()
+                .map(|h| (h.path.clone(), h.type_.clone()))
+        })
+        .or_else(|| spec.and_then(|s| s.local.as_ref().map(|l| (l.path.clone(), None))));
     match path {
-        Some(p) if p.starts_with('/') => Ok(PathBuf::from(p)),
+        Some((p, type_)) if p.starts_with('/') => Ok((PathBuf::from(p), type_)),
         _ => Err(AgentError::Config(format!(
             "PV {name:?}: only hostPath and local volumes can be mounted on this node"
         ))),
@@ -109,7 +117,15 @@ mod tests {
         let local = pv(json!({"local": {"path": "/srv/data"}, "claimRef": {"uid": "u1"}}));
         assert_eq!(
             volume_path(&local, "u1").expect("local"),
-            PathBuf::from("/srv/data")
+            (PathBuf::from("/srv/data"), None)
+        );
+        let made = pv(
+            json!({"hostPath": {"path": "/srv/new", "type": "DirectoryOrCreate"},
+            "claimRef": {"uid": "u1"}}),
+        );
+        assert_eq!(
+            volume_path(&made, "u1").expect("hostPath").1.as_deref(),
+            Some("DirectoryOrCreate")
         );
         assert!(volume_path(&local, "u2").is_err(), "bound to another claim");
         let nfs = pv(json!({"nfs": {"server": "s", "path": "/x"}, "claimRef": {"uid": "u1"}}));

@@ -141,6 +141,33 @@ pub fn from_api(v: &Volume) -> bool {
         || v.downward_api.is_some()
 }
 
+/// Checks (or makes) a `hostPath` of type `type_`, as the kubelet does
+/// before it mounts one.
+fn prepare_host_path(path: &Path, type_: Option<&str>) -> Result<(), AgentError> {
+    let shown = path.display();
+    match type_.unwrap_or("") {
+        "DirectoryOrCreate" => std::fs::create_dir_all(path)?,
+        "FileOrCreate" if !path.exists() => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::File::create(path)?;
+        }
+        "Directory" if !path.is_dir() => {
+            return Err(AgentError::Config(format!(
+                "hostPath {shown} is not a directory"
+            )));
+        }
+        "File" if !path.is_file() => {
+            return Err(AgentError::Config(format!(
+                "hostPath {shown} is not a file"
+            )));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Creates every volume of the pod on the node; the volumes written from
 /// the API get an empty directory, which [`fill`] fills. Containers can be
 /// created against them meanwhile, as long as none mounts a path inside
@@ -159,31 +186,10 @@ pub async fn materialize(
             continue;
         }
         if let Some(h) = &v.host_path {
-            let path = Path::new(&h.path);
-            match h.type_.as_deref().unwrap_or("") {
-                "DirectoryOrCreate" => std::fs::create_dir_all(path)?,
-                "FileOrCreate" if !path.exists() => {
-                    if let Some(parent) = path.parent() {
-                        std::fs::create_dir_all(parent)?;
-                    }
-                    std::fs::File::create(path)?;
-                }
-                "Directory" if !path.is_dir() => {
-                    return Err(AgentError::Config(format!(
-                        "hostPath {} is not a directory",
-                        h.path
-                    )));
-                }
-                "File" if !path.is_file() => {
-                    return Err(AgentError::Config(format!(
-                        "hostPath {} is not a file",
-                        h.path
-                    )));
-                }
-                _ => {}
-            }
+            prepare_host_path(Path::new(&h.path), h.type_.as_deref())?;
         } else if let Some(claim) = &v.persistent_volume_claim {
-            let path = super::claims::claimed_path(client, ns, &claim.claim_name).await?;
+            let (path, type_) = super::claims::claimed_path(client, ns, &claim.claim_name).await?;
+            prepare_host_path(&path, type_.as_deref())?;
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent)?;
             }

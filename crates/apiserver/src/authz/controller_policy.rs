@@ -276,6 +276,24 @@ fn controllers() -> Vec<(&'static str, Vec<Value>)> {
             ],
         ),
         (
+            // Kybern's own provisioner of local-path volumes: it makes and
+            // deletes their volumes, and has the node's agent remove a
+            // volume's directory through the node proxy.
+            "local-path-provisioner",
+            vec![
+                rule(
+                    &[""],
+                    &["persistentvolumes"],
+                    &["get", "list", "watch", "create", "delete"],
+                ),
+                rule(&[""], &["persistentvolumeclaims"], READ),
+                rule(&["storage.k8s.io"], &["storageclasses"], READ),
+                rule(&[""], &["nodes"], READ),
+                rule(&[""], &["nodes/proxy"], &["delete"]),
+                events(),
+            ],
+        ),
+        (
             "pod-garbage-collector",
             vec![
                 rule(&[""], &["pods"], &["list", "watch", "delete"]),

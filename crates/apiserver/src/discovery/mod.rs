@@ -47,6 +47,12 @@ pub(crate) fn subresource_kind<'a>(
         "exec" => (None, None, "PodExecOptions", &["create", "get"]),
         "attach" => (None, None, "PodAttachOptions", &["create", "get"]),
         "portforward" => (None, None, "PodPortForwardOptions", &["create", "get"]),
+        "proxy" => (
+            None,
+            None,
+            "NodeProxyOptions",
+            &["create", "delete", "get", "patch", "update"],
+        ),
         // Upstream lists pods/log with kind Pod and verb get.
         _ => (None, None, &r.kind, &["get"]),
     }

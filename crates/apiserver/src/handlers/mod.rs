@@ -15,6 +15,7 @@ mod metrics;
 mod patch;
 mod pod_log;
 mod pod_stream;
+mod proxy;
 mod scale;
 mod token_request;
 mod watch;
@@ -258,6 +259,7 @@ async fn dispatch(
             return pod_stream::stream(&ctx, method, upgrade).await;
         }
         Some("finalize") if method == Method::PUT => return finalize::finalize(&ctx, body).await,
+        Some("proxy") => return proxy::proxy(&ctx, method, body).await,
         _ => {}
     }
     match (method, has_name) {

@@ -21,6 +21,7 @@ const ALL: &[&str] = &["all"];
 const API_EXTENSIONS: &[&str] = &["api-extensions"];
 const NONE: &[&str] = &[];
 const STATUS: &[&str] = &["status"];
+const STATUS_PROXY: &[&str] = &["status", "proxy"];
 const STATUS_SCALE: &[&str] = &["status", "scale"];
 
 macro_rules! rows {
@@ -32,7 +33,7 @@ macro_rules! rows {
 const ROWS: &[Row] = rows! {
     "" "v1" "Namespace" "namespaces" Cluster ["ns"] NONE &["status", "finalize"];
     "" "v1" "Pod" "pods" Namespaced ["po"] ALL &["status", "binding", "eviction", "ephemeralcontainers", "log", "exec", "attach", "portforward"];
-    "" "v1" "Node" "nodes" Cluster ["no"] NONE STATUS;
+    "" "v1" "Node" "nodes" Cluster ["no"] NONE STATUS_PROXY;
     "" "v1" "Service" "services" Namespaced ["svc"] ALL STATUS;
     "" "v1" "Endpoints" "endpoints" Namespaced ["ep"] NONE NONE;
     "" "v1" "ConfigMap" "configmaps" Namespaced ["cm"] NONE NONE;

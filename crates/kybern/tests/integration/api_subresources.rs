@@ -1,8 +1,9 @@
 //! The eviction, finalize, binding and ephemeralcontainers subresources
 //! through kube-rs: budgets refuse evictions they cannot afford, a
 //! terminating namespace goes when its `spec.finalizers` are cleared,
-//! refusing new content meanwhile, a pod is bound once, and ephemeral
-//! containers are added under upstream's rules.
+//! refusing new content meanwhile, a pod is bound once, ephemeral
+//! containers are added under upstream's rules, and the node proxy is
+//! authorized as `nodes/proxy` (its agent side is in `node_local_path`).
 
 use crate::common;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
@@ -323,4 +324,53 @@ async fn ephemeral_containers_come_only_through_their_subresource() {
     let (code, _, message) = refusal(pods.create(&PostParams::default(), &fresh).await);
     assert_eq!(code, 422, "{message}");
     assert!(message.contains("cannot be set on create"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_proxy_is_authorized_and_needs_an_agent() {
+    let server = common::Server::start();
+    let client = server.client().await;
+    let kubectl = crate::common::cli::Cli::kubectl(&server);
+    crate::common::cluster::add_node(&client, "n1", "4", json!({})).await;
+    // Listed in discovery with upstream's kind and verbs.
+    let core: serde_json::Value =
+        serde_json::from_str(&kubectl.ok(&["get", "--raw", "/api/v1"])).expect("discovery");
+    let proxy = core["resources"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == "nodes/proxy"))
+        .cloned()
+        .expect("nodes/proxy listed");
+    assert_eq!(proxy["kind"], "NodeProxyOptions");
+    assert_eq!(
+        proxy["verbs"],
+        json!(["create", "delete", "get", "patch", "update"])
+    );
+    // A node that publishes no agent endpoint cannot be reached.
+    let err = kubectl.fails(&["get", "--raw", "/api/v1/nodes/n1/proxy/stats/summary"]);
+    assert!(
+        err.contains("(ServiceUnavailable)") && err.contains("node n1 publishes no agent endpoint"),
+        "{err}"
+    );
+    let err = kubectl.fails(&["get", "--raw", "/api/v1/nodes/nope/proxy/stats/summary"]);
+    assert!(err.contains("(NotFound)"), "{err}");
+    // An account without `nodes/proxy` is refused before any agent is asked.
+    kubectl.ok(&["create", "serviceaccount", "viewer"]);
+    let token = kubectl.ok(&["create", "token", "viewer"]);
+    let viewer = common::client_with_token(&server.kubeconfig(), token.trim()).await;
+    let request = http::Request::delete("/api/v1/nodes/n1/proxy/localPath/pvc-x")
+        .body(Vec::new())
+        .expect("request");
+    match viewer.request_text(request).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 403);
+            assert!(
+                s.message.contains(
+                    "cannot delete resource \"nodes/proxy\" in API group \"\" at the cluster scope"
+                ),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("expected 403, got {other:?}"),
+    }
 }

@@ -45,6 +45,7 @@ mod node_autoscaling;
 mod node_debug;
 mod node_images;
 mod node_join;
+mod node_local_path;
 mod node_network;
 mod node_pids;
 mod node_probes;
