@@ -5,6 +5,7 @@
 
 use base64::Engine;
 use kybern_apimachinery::Cause;
+use kybern_apimachinery::quantity::parse_value;
 use serde_json::{Value, json};
 
 use crate::container_rules::config_key;
@@ -164,6 +165,89 @@ pub fn claim(obj: &Value, causes: &mut Vec<Cause>) {
         None => causes.push(Cause::required("spec.resources[storage]", "")),
         Some(q) => positive_storage(q, "spec.resources[storage]", causes),
     }
+}
+
+/// The beta class annotation, which may not change once set.
+const BETA_CLASS: &str = "volume.beta.kubernetes.io/storage-class";
+
+/// What an update may change of a claim (`ValidatePersistentVolumeClaimUpdate`):
+/// its `volumeName` once, while it has none; for a bound claim its storage
+/// request and `volumeAttributesClassName`; `storageClassName` only to the
+/// class its beta annotation named. A request may shrink only while it stays
+/// above the capacity in its status (recovery from a failed expansion).
+pub fn claim_update(obj: &Value, old: &Value, causes: &mut Vec<Cause>) {
+    let annotation = |v: &Value| v.pointer("/metadata/annotations")?.get(BETA_CLASS).cloned();
+    let (mut spec, mut was) = (
+        obj.get("spec").cloned().unwrap_or(Value::Null),
+        old.get("spec").cloned().unwrap_or(Value::Null),
+    );
+    let unset = |v: &Value, key: &str| v.get(key).is_none_or(|x| x.is_null() || x == "");
+    if unset(&was, "volumeName") {
+        was["volumeName"] = spec.get("volumeName").cloned().unwrap_or(Value::Null);
+    }
+    // The upgrade from the beta annotation to the field.
+    let old_class = annotation(old);
+    if unset(&was, "storageClassName")
+        && old_class.is_some()
+        && spec.get("storageClassName") == old_class.as_ref()
+        && annotation(obj) == old_class
+    {
+        was["storageClassName"] = spec["storageClassName"].clone();
+    } else if annotation(obj) != old_class {
+        causes.push(Cause::invalid(
+            format!("metadata.annotations[{BETA_CLASS}]"),
+            &annotation(obj).unwrap_or(Value::Null),
+            "field is immutable",
+        ));
+    }
+    if obj.pointer("/status/phase").and_then(Value::as_str) == Some("Bound") {
+        for s in [&mut spec, &mut was] {
+            if let Some(requests) = s
+                .pointer_mut("/resources/requests")
+                .and_then(Value::as_object_mut)
+            {
+                requests.remove("storage");
+            }
+            if let Some(o) = s.as_object_mut() {
+                o.remove("volumeAttributesClassName");
+            }
+        }
+    }
+    let strip_nulls = |v: &Value| -> Value {
+        match v {
+            Value::Object(m) => m
+                .iter()
+                .filter(|(_, x)| !x.is_null())
+                .map(|(k, x)| (k.clone(), x.clone()))
+                .collect(),
+            other => other.clone(),
+        }
+    };
+    if strip_nulls(&spec) != strip_nulls(&was) {
+        causes.push(Cause::forbidden(
+            "spec",
+            "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
+        ));
+    }
+    let size = |v: &Value, pointer: &str| {
+        v.pointer(pointer)
+            .and_then(Value::as_str)
+            .and_then(|q| parse_value(q).ok())
+    };
+    let (new_size, old_size) = (
+        size(obj, "/spec/resources/requests/storage"),
+        size(old, "/spec/resources/requests/storage"),
+    );
+    if let (Some(n), Some(o)) = (new_size, old_size)
+        && n < o
+        && size(old, "/status/capacity/storage").is_some_and(|c| n <= c)
+    {
+        causes.push(Cause::forbidden(
+            "spec.resources.requests.storage",
+            "field can not be less than status.capacity",
+        ));
+    }
+    crate::field_rules::immutable(obj, Some(old), "/spec/volumeMode", "volumeMode", causes);
 }
 
 /// The volume sources a PersistentVolume may have, exactly one.
@@ -330,6 +414,71 @@ pub fn autoscaler(obj: &Value, causes: &mut Vec<Cause>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claim_changes_only_what_binding_and_expansion_need() {
+        let claim = |phase: &str, spec: Value| {
+            let mut base = json!({"accessModes": ["ReadWriteOnce"], "volumeMode": "Filesystem",
+                "storageClassName": "fast", "resources": {"requests": {"storage": "1Gi"}}});
+            json_patch_merge(&mut base, &spec);
+            json!({"spec": base, "status": {"phase": phase, "capacity": {"storage": "1Gi"}}})
+        };
+        let check = |old: &Value, new: &Value| messages(|c| claim_update(new, old, c));
+        // The volume controller names the volume once.
+        let pending = claim("Pending", json!({}));
+        let named = claim("Pending", json!({"volumeName": "pv1"}));
+        assert!(check(&pending, &named).is_empty());
+        let renamed = claim("Pending", json!({"volumeName": "pv2"}));
+        assert_eq!(
+            check(&named, &renamed),
+            [
+                "spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims"
+            ]
+        );
+        // A bound claim may grow, and shrink back to its capacity no further.
+        let bound = claim("Bound", json!({"volumeName": "pv1"}));
+        let grown = claim(
+            "Bound",
+            json!({"volumeName": "pv1",
+            "resources": {"requests": {"storage": "2Gi"}}}),
+        );
+        assert!(check(&bound, &grown).is_empty());
+        assert_eq!(
+            check(&grown, &bound),
+            [
+                "spec.resources.requests.storage: Forbidden: field can not be less than status.capacity"
+            ]
+        );
+        // A pending claim's request is as fixed as the rest.
+        let bigger = claim(
+            "Pending",
+            json!({"resources": {"requests": {"storage": "2Gi"}}}),
+        );
+        assert_eq!(check(&pending, &bigger).len(), 1);
+        let block = claim("Pending", json!({"volumeMode": "Block"}));
+        assert_eq!(
+            check(&pending, &block),
+            [
+                "spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
+                "volumeMode: Invalid value: \"Block\": field is immutable"
+            ]
+        );
+    }
+
+    fn json_patch_merge(base: &mut Value, patch: &Value) {
+        if let (Some(b), Some(p)) = (base.as_object_mut(), patch.as_object()) {
+            for (k, v) in p {
+                match (b.get_mut(k), v) {
+                    (Some(inner), Value::Object(_)) if inner.is_object() => {
+                        json_patch_merge(inner, v)
+                    }
+                    _ => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+    }
 
     fn messages(f: impl FnOnce(&mut Vec<Cause>)) -> Vec<String> {
         let mut causes = Vec::new();

@@ -283,6 +283,12 @@ pub fn validate(
         ("scheduling.k8s.io", "priorityclasses") => {
             crate::kind_rules::priority_class(obj, old, &mut causes);
         }
+        ("", "persistentvolumeclaims") if old.is_some_and(|o| o.get("spec") != obj.get("spec")) => {
+            crate::kind_rules::claim(obj, &mut causes);
+            if let Some(old) = old {
+                crate::kind_rules::claim_update(obj, old, &mut causes);
+            }
+        }
         // Written by controllers after creation (binding, status): held to
         // these rules only when their spec changes, as pod specs are.
         ("", "persistentvolumeclaims" | "persistentvolumes")

@@ -175,7 +175,17 @@ async fn claims_are_held_to_storage_limits_and_quotas(client: &kube::Client) {
         .then_some(())
     })
     .await;
-    // Growing a claim is charged like creating one; shrinking is free.
+    // Only a bound claim changes its request (validation refuses it
+    // otherwise): bind these two as the volume controller would.
+    for name in ["a", "d"] {
+        let bound = json!({"status": {"phase": "Bound", "capacity": {"storage": "1Gi"}}});
+        claims
+            .patch_status(name, &merge(), &Patch::Merge(bound))
+            .await
+            .expect("bound");
+    }
+    // Growing a claim is charged like creating one; shrinking (down to
+    // more than its capacity) is free.
     let grow = |size: &str| json!({"spec": {"resources": {"requests": {"storage": size}}}});
     let err = claims
         .patch("d", &merge(), &Patch::Merge(grow("2Gi")))
@@ -187,7 +197,7 @@ async fn claims_are_held_to_storage_limits_and_quotas(client: &kube::Client) {
         "{err}"
     );
     claims
-        .patch("a", &merge(), &Patch::Merge(grow("1Gi")))
+        .patch("a", &merge(), &Patch::Merge(grow("1500Mi")))
         .await
         .expect("shrinking");
     services_are_charged_when_they_open_node_ports(client).await;

@@ -2,7 +2,7 @@
 //! volume reserved for them or the smallest that fits (class, modes, size,
 //! selector), a claim with no volume waits with upstream's Event and binds
 //! when one appears, volumes are released or failed by their reclaim
-//! policy, and kubectl shows it.
+//! policy, bound claims keep their spec, and kubectl shows it.
 
 use crate::common;
 use crate::common::cli::Cli;
@@ -161,6 +161,31 @@ async fn claims_bind_to_the_volumes_that_fit_them() {
     );
     let pvcs = kubectl.ok(&["get", "pvc", "logs", "--no-headers"]);
     assert!(pvcs.contains("Bound") && pvcs.contains("small"), "{pvcs}");
+    // A bound claim keeps its volume and modes; only its request may grow.
+    let err = kubectl.fails(&[
+        "patch",
+        "pvc",
+        "logs",
+        "--type=merge",
+        "-p",
+        r#"{"spec": {"volumeName": "big"}}"#,
+    ]);
+    assert!(
+        err.contains("spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims"),
+        "{err}"
+    );
+    let err = kubectl.fails(&[
+        "patch",
+        "pvc",
+        "logs",
+        "--type=merge",
+        "-p",
+        r#"{"spec": {"resources": {"requests": {"storage": "1Mi"}}}}"#,
+    ]);
+    assert!(
+        err.contains("field can not be less than status.capacity"),
+        "{err}"
+    );
 
     // A deleted claim releases its volume: kept (Retain) or failed, since
     // nothing here deletes storage (Delete).
