@@ -8,6 +8,7 @@
 //! code they share (`priority`, `service_accounts`, `pod_security`,
 //! `authz::node`).
 
+pub mod claim_resize;
 pub mod default_storage_class;
 pub mod default_tolerations;
 pub mod limit_ranger;

@@ -277,6 +277,9 @@ pub async fn update_with(
         }
         crate::authz::escalation::admit(&ctx.state, &ctx.user, &info.group, &info.plural, &new)
             .await?;
+        if subresource.is_none() {
+            crate::admission::claim_resize::admit(&ctx.state, info, &new, &old).await?;
+        }
         ctx.validate_admission("UPDATE", Some(&new), Some(&old), warnings)
             .await?;
         let dry_run = ctx.query.dry_run()?;

@@ -100,6 +100,17 @@ async fn claims_are_held_to_storage_limits_and_quotas(client: &kube::Client) {
         .create(&post, &ns)
         .await
         .expect("ns");
+    // Classes whose claims may grow (PersistentVolumeClaimResize).
+    for name in ["slow", "fast"] {
+        let class: k8s_openapi::api::storage::v1::StorageClass = serde_json::from_value(json!({
+            "metadata": {"name": name}, "provisioner": "kubernetes.io/no-provisioner",
+            "allowVolumeExpansion": true}))
+        .expect("class");
+        Api::<k8s_openapi::api::storage::v1::StorageClass>::all(client.clone())
+            .create(&post, &class)
+            .await
+            .expect("class");
+    }
     let range: LimitRange = serde_json::from_value(json!({"metadata": {"name": "claims"},
         "spec": {"limits": [{"type": "PersistentVolumeClaim",
             "min": {"storage": "1Gi"}, "max": {"storage": "2Gi"}}]}}))
@@ -175,8 +186,19 @@ async fn claims_are_held_to_storage_limits_and_quotas(client: &kube::Client) {
         .then_some(())
     })
     .await;
-    // Only a bound claim changes its request (validation refuses it
-    // otherwise): bind these two as the volume controller would.
+    // Only a bound claim grows (validation and PersistentVolumeClaimResize
+    // refuse it otherwise).
+    let err = claims
+        .patch(
+            "d",
+            &merge(),
+            &Patch::Merge(json!({"spec": {"resources": {"requests": {"storage": "2Gi"}}}})),
+        )
+        .await
+        .expect_err("a pending claim grown")
+        .to_string();
+    assert!(err.contains("spec is immutable after creation"), "{err}");
+    // Bind these two as the volume controller would.
     for name in ["a", "d"] {
         let bound = json!({"status": {"phase": "Bound", "capacity": {"storage": "1Gi"}}});
         claims

@@ -186,6 +186,19 @@ async fn claims_bind_to_the_volumes_that_fit_them() {
         err.contains("field can not be less than status.capacity"),
         "{err}"
     );
+    // ... if its class allows expansion, which having none does not.
+    let err = kubectl.fails(&[
+        "patch",
+        "pvc",
+        "logs",
+        "--type=merge",
+        "-p",
+        r#"{"spec": {"resources": {"requests": {"storage": "2Gi"}}}}"#,
+    ]);
+    assert!(
+        err.contains("persistentvolumeclaims \"logs\" is forbidden: only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize"),
+        "{err}"
+    );
 
     // A deleted claim releases its volume: kept (Retain) or failed, since
     // nothing here deletes storage (Delete).
