@@ -173,17 +173,23 @@ impl VolumeController {
     }
 
     fn volume_changed(&self, change: Change<PersistentVolume>) {
-        let v = match change {
-            Change::Added(v) | Change::Modified(v) | Change::Deleted(v) => v,
+        let (v, gone) = match change {
+            Change::Added(v) | Change::Modified(v) => (v, false),
+            Change::Deleted(v) => (v, true),
             Change::Resync => return self.resync(),
         };
         self.queue.add(Key::Volume(name_of(v.as_ref())));
-        if let Some(r) = v.spec.as_ref().and_then(|s| s.claim_ref.as_ref())
-            && let (Some(ns), Some(name)) = (&r.namespace, &r.name)
-        {
-            self.queue.add(Key::Claim(ObjectKey::namespaced(ns, name)));
+        match v.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) {
+            Some(r) => {
+                // Reserved for one claim: only that one can take it.
+                if let (Some(ns), Some(name)) = (&r.namespace, &r.name) {
+                    self.queue.add(Key::Claim(ObjectKey::namespaced(ns, name)));
+                }
+            }
+            // A free volume may be what a waiting claim needs.
+            None if !gone => self.pending_claims(),
+            None => {}
         }
-        self.pending_claims();
     }
 
     fn claim_changed(&self, change: Change<PersistentVolumeClaim>) {
