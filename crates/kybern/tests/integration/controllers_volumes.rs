@@ -161,44 +161,25 @@ async fn claims_bind_to_the_volumes_that_fit_them() {
     );
     let pvcs = kubectl.ok(&["get", "pvc", "logs", "--no-headers"]);
     assert!(pvcs.contains("Bound") && pvcs.contains("small"), "{pvcs}");
-    // A bound claim keeps its volume and modes; only its request may grow.
-    let err = kubectl.fails(&[
-        "patch",
-        "pvc",
-        "logs",
-        "--type=merge",
-        "-p",
-        r#"{"spec": {"volumeName": "big"}}"#,
-    ]);
-    assert!(
-        err.contains("spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims"),
-        "{err}"
-    );
-    let err = kubectl.fails(&[
-        "patch",
-        "pvc",
-        "logs",
-        "--type=merge",
-        "-p",
-        r#"{"spec": {"resources": {"requests": {"storage": "1Mi"}}}}"#,
-    ]);
-    assert!(
-        err.contains("field can not be less than status.capacity"),
-        "{err}"
-    );
-    // ... if its class allows expansion, which having none does not.
-    let err = kubectl.fails(&[
-        "patch",
-        "pvc",
-        "logs",
-        "--type=merge",
-        "-p",
-        r#"{"spec": {"resources": {"requests": {"storage": "2Gi"}}}}"#,
-    ]);
-    assert!(
-        err.contains("persistentvolumeclaims \"logs\" is forbidden: only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize"),
-        "{err}"
-    );
+    // A bound claim keeps its volume and modes; only its request may grow,
+    // if its class allows expansion, which having none does not.
+    for (patch, refusal) in [
+        (
+            r#"{"spec": {"volumeName": "big"}}"#,
+            "spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
+        ),
+        (
+            r#"{"spec": {"resources": {"requests": {"storage": "1Mi"}}}}"#,
+            "field can not be less than status.capacity",
+        ),
+        (
+            r#"{"spec": {"resources": {"requests": {"storage": "2Gi"}}}}"#,
+            "persistentvolumeclaims \"logs\" is forbidden: only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize",
+        ),
+    ] {
+        let err = kubectl.fails(&["patch", "pvc", "logs", "--type=merge", "-p", patch]);
+        assert!(err.contains(refusal), "{patch}: {err}");
+    }
 
     // A deleted claim releases its volume: kept (Retain) or failed, since
     // nothing here deletes storage (Delete).
