@@ -1,7 +1,8 @@
 //! `kubectl debug` on a `kybern up` node (as root, real runc): the agent
 //! starts the ephemeral container in the running pod, in the PID namespace
 //! of the container it targets, kubectl attaches to it, and its status and
-//! log are the pod's; `hostPID` pods see the host's processes.
+//! log are the pod's; `hostPID` pods see the host's processes, and
+//! `kubectl debug node/…` reaches the host.
 
 use crate::common::cli::Cli;
 use crate::common::node::NodeCluster;
@@ -122,4 +123,33 @@ async fn a_host_pid_pod_sees_the_hosts_processes() {
     // Its shell is a host process: its PID is the host's, not 1.
     assert!(pid > 1, "{logs}");
     delete_and_wait(&api, "hostpid").await;
+
+    // `kubectl debug node/…` makes such a pod on the node (host PID,
+    // network and IPC namespaces, the host's root at /host): it reads the
+    // host's PID 1 and its files.
+    let out = kubectl.ok(&[
+        "debug",
+        &format!("node/{}", cluster.node),
+        "--image=busybox",
+        "--image-pull-policy=Never",
+        "--",
+        "sh",
+        "-c",
+        "cat /proc/1/comm /host/etc/hostname",
+    ]);
+    let pod = out
+        .split_whitespace()
+        .find(|w| w.starts_with("node-debugger-"))
+        .unwrap_or_else(|| panic!("no debugging pod named in {out:?}"))
+        .to_owned();
+    wait_status(&api, &pod, "the node debugger to finish", |s| {
+        s["phase"] == "Succeeded"
+    })
+    .await;
+    let host = |path: &str| std::fs::read_to_string(path).expect("host file");
+    assert_eq!(
+        kubectl.ok(&["logs", &pod]),
+        format!("{}{}", host("/proc/1/comm"), host("/etc/hostname"))
+    );
+    delete_and_wait(&api, &pod).await;
 }
