@@ -167,8 +167,9 @@ pub fn claim(obj: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
-/// The beta class annotation, which may not change once set.
-const BETA_CLASS: &str = "volume.beta.kubernetes.io/storage-class";
+/// The beta class annotation, which wins over `storageClassName` and may
+/// not change once set.
+pub(crate) const BETA_CLASS: &str = "volume.beta.kubernetes.io/storage-class";
 
 /// What an update may change of a claim (`ValidatePersistentVolumeClaimUpdate`):
 /// its `volumeName` once, while it has none; for a bound claim its storage

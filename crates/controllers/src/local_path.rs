@@ -20,7 +20,7 @@ use crate::persistent_volume::VolumeKey as Key;
 use crate::queue::{ObjectKey, ReconcileResult, WorkQueue, run_workers};
 use crate::{ControllerError, Informers};
 use kybern_scheduler::volume_match::{
-    PROVISIONED_BY, SELECTED_NODE, STORAGE_PROVISIONER, claim_class,
+    PROVISIONED_BY, SELECTED_NODE, STORAGE_PROVISIONER, annotation, claim_class,
 };
 
 /// The provisioner's name, as a StorageClass names it.
@@ -97,13 +97,6 @@ pub async fn run(client: kube::Client, informers: &Informers) {
         })
     };
     tokio::join!(events, sync);
-}
-
-fn annotation<'a>(
-    meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    key: &str,
-) -> Option<&'a str> {
-    meta.annotations.as_ref()?.get(key).map(String::as_str)
 }
 
 /// The directory of volume `volume` for `claim`: named so that a look at

@@ -16,8 +16,8 @@ use crate::queue::{ObjectKey, ReconcileResult, WorkQueue, run_workers};
 use crate::{ControllerError, Informers};
 use kybern_scheduler::volume_match::{
     BETA_STORAGE_PROVISIONER, BIND_COMPLETED, BOUND_BY_CONTROLLER, NO_PROVISIONER, PROVISIONED_BY,
-    SELECTED_NODE, STORAGE_PROVISIONER, best_match, claim_class, refers_to, reserved_for, unfit,
-    volume_phase,
+    SELECTED_NODE, STORAGE_PROVISIONER, annotation, best_match, claim_class, refers_to,
+    reserved_for, unfit, volume_phase,
 };
 
 /// What the volume controllers sync: a claim, or a volume.
@@ -299,12 +299,7 @@ impl VolumeController {
             .as_ref()
             .and_then(|c| c.volume_binding_mode.as_deref())
             == Some("WaitForFirstConsumer");
-        let selected = claim
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(SELECTED_NODE))
-            .cloned();
+        let selected = annotation(&claim.metadata, SELECTED_NODE).map(str::to_owned);
         let node = match (&selected, delayed) {
             (None, true) => {
                 self.event(
@@ -380,12 +375,7 @@ impl VolumeController {
         claim: &PersistentVolumeClaim,
         provisioner: &str,
     ) -> Result<(), ControllerError> {
-        let current = claim
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(STORAGE_PROVISIONER));
-        if current.map(String::as_str) == Some(provisioner) {
+        if annotation(&claim.metadata, STORAGE_PROVISIONER) == Some(provisioner) {
             return Ok(());
         }
         let mut updated = claim.clone();

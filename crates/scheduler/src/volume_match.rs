@@ -51,7 +51,8 @@ pub fn can_provision(c: &StorageClass, labels: &BTreeMap<String, String>) -> boo
     })
 }
 
-fn annotation<'a>(
+/// Annotation `key` of an object, if set.
+pub fn annotation<'a>(
     meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     key: &str,
 ) -> Option<&'a str> {

@@ -11,8 +11,7 @@ use crate::object;
 use crate::registry::ResourceInfo;
 use crate::server::ApiState;
 
-/// The beta class annotation, which wins over `storageClassName`.
-const BETA_CLASS: &str = "volume.beta.kubernetes.io/storage-class";
+use crate::kind_rules::BETA_CLASS;
 
 fn request(claim: &Value) -> Option<i64> {
     claim

@@ -23,7 +23,7 @@ use super::matching::{compile_term, term_matches};
 use crate::cache::{ClusterCache, NodeInfo, PodInfo};
 use crate::framework::{Code, CycleState, FilterPlugin, Plugin, PreFilterPlugin, Status};
 use crate::volume_match::{
-    BIND_COMPLETED, SELECTED_NODE, best_match, can_provision, claim_class, reserved_for,
+    BIND_COMPLETED, SELECTED_NODE, annotation, best_match, can_provision, claim_class, reserved_for,
 };
 
 const CLAIMS: &str = "VolumeBinding/claims";
@@ -211,11 +211,7 @@ fn claims_api(client: &kube::Client, c: &PersistentVolumeClaim) -> Api<Persisten
 }
 
 fn selected_node(c: &PersistentVolumeClaim) -> Option<&str> {
-    c.metadata
-        .annotations
-        .as_ref()?
-        .get(SELECTED_NODE)
-        .map(String::as_str)
+    annotation(&c.metadata, SELECTED_NODE)
 }
 
 /// Whether the volume controller has finished binding claim `c`.
