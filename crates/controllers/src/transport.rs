@@ -1,6 +1,7 @@
 //! Connections from the control plane's API clients to the API server: one
 //! pool per TLS identity, shared by every client that presents it, as
-//! client-go's transports are, keeping at most 25 idle connections.
+//! client-go's transports are, keeping at most 25 idle connections unless
+//! its user bounds its requests in flight otherwise (the scheduler).
 //!
 //! Over HTTP/1.1 each request in flight holds a connection of its own, so
 //! the controllers' bursts of creates and deletes opened over a thousand,
@@ -15,8 +16,8 @@ use http::header::AUTHORIZATION;
 use hyper_util::client::legacy::connect::HttpConnector;
 use kube::client::{Body, ConfigExt};
 
-/// Idle connections kept per server (client-go's `MaxIdleConnsPerHost`).
-const MAX_IDLE_PER_HOST: usize = 25;
+/// Idle connections kept per server by default (client-go's `MaxIdleConnsPerHost`).
+pub const MAX_IDLE_PER_HOST: usize = 25;
 
 type Connector = hyper_timeout::TimeoutConnector<hyper_rustls::HttpsConnector<HttpConnector>>;
 
@@ -47,6 +48,12 @@ impl Transport {
     /// Connections to `config`'s server under `tls` (its trust roots and
     /// client certificate, if any), with `config`'s timeouts.
     pub fn new(config: &kube::Config, tls: rustls::ClientConfig) -> Self {
+        Self::keeping_idle(config, tls, MAX_IDLE_PER_HOST)
+    }
+
+    /// As [`Transport::new`], keeping up to `max_idle` connections open
+    /// between requests.
+    pub fn keeping_idle(config: &kube::Config, tls: rustls::ClientConfig, max_idle: usize) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -60,7 +67,7 @@ impl Transport {
         connector.set_write_timeout(config.write_timeout);
         let http =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
+                .pool_max_idle_per_host(max_idle)
                 .build(connector);
         Transport { http }
     }

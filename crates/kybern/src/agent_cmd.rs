@@ -254,7 +254,11 @@ pub async fn run_agent(
     // Only a node's own identity may ask for its serving certificate.
     let server_tls_bootstrap = identity.is_some();
     let client = match &identity {
-        Some(id) => crate::client_cert::client_with(&config, id.clone())?,
+        Some(id) => crate::client_cert::client_with(
+            &config,
+            id.clone(),
+            kybern_controllers::transport::MAX_IDLE_PER_HOST,
+        )?,
         None => kube::Client::try_from(config)?,
     };
     let _rotation = identity.map(|id| {

@@ -119,14 +119,19 @@ pub fn names_node(cert_pem: &str, node: &str) -> bool {
 }
 
 /// A client for `config` that presents whatever `identity` holds at each
-/// new connection; everything else (server, CA, timeouts) from `config`.
+/// new connection and keeps up to `max_idle` connections between requests;
+/// everything else (server, CA, timeouts) from `config`.
 pub fn client_with(
     config: &kube::Config,
     identity: Arc<RotatingIdentity>,
+    max_idle: usize,
 ) -> anyhow::Result<kube::Client> {
     let mut tls = config.rustls_client_config()?;
     tls.client_auth_cert_resolver = identity;
-    Ok(kybern_controllers::transport::Transport::new(config, tls).client(config, None)?)
+    Ok(
+        kybern_controllers::transport::Transport::keeping_idle(config, tls, max_idle)
+            .client(config, None)?,
+    )
 }
 
 /// Keeps the node's client certificate fresh: sleeps until four fifths of

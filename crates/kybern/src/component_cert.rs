@@ -61,9 +61,10 @@ impl ComponentIdentity {
         ))
     }
 
-    /// A client on `config` that presents this identity's current certificate.
-    pub fn client(&self, config: &kube::Config) -> anyhow::Result<kube::Client> {
-        client_with(config, self.identity.clone())
+    /// A client on `config` that presents this identity's current
+    /// certificate and keeps up to `max_idle` connections between requests.
+    pub fn client(&self, config: &kube::Config, max_idle: usize) -> anyhow::Result<kube::Client> {
+        client_with(config, self.identity.clone(), max_idle)
     }
 
     /// Issues a new certificate when the current one is due (or unreadable),

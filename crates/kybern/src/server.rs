@@ -207,7 +207,7 @@ async fn serve(
         let user = "system:kube-controller-manager";
         let (component, config) =
             ComponentIdentity::issue(&pki, &own, &server_url, user, &[]).await?;
-        let root = component.client(&config)?;
+        let root = component.client(&config, kybern_controllers::transport::MAX_IDLE_PER_HOST)?;
         components.push(component);
         Some(args.controllers.clients_with(root, config)?)
     } else {
@@ -233,7 +233,7 @@ async fn serve(
         let user = "system:kube-scheduler";
         let (component, config) =
             ComponentIdentity::issue(&pki, &own, &server_url, user, &[]).await?;
-        let client = component.client(&config)?;
+        let client = component.client(&config, kybern_scheduler::scheduler::MAX_IN_FLIGHT)?;
         components.push(component);
         let metrics = kybern_scheduler::SchedulerMetrics::default();
         state.metrics.add_registry(metrics.registry());

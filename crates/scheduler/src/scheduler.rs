@@ -49,8 +49,11 @@ pub struct Scheduler {
     pods: Option<PodFeed>,
 }
 
-/// API calls the scheduler may have in flight at once.
-const MAX_IN_FLIGHT: usize = 64;
+/// API calls the scheduler may have in flight at once. Its client should keep
+/// as many connections idle: over HTTP/1.1 each call in flight holds one, and
+/// a pool that closes the extras after each burst opens (and TLS-handshakes)
+/// them again on the next.
+pub const MAX_IN_FLIGHT: usize = 64;
 
 /// Watches every object of one kind and sends its events to the loop as
 /// `wrap` makes them; watch errors are logged and the watcher retries.
