@@ -55,6 +55,21 @@ impl ApiState {
         })
     }
 
+    /// Starts the watch cache of every stored resource served now, as
+    /// upstream starts its cachers with the server. A client's first list,
+    /// read from the store, is then at a revision its resource's cache
+    /// already covers, so the watch that follows is served by the cache;
+    /// a cache started by that watch would begin after the list, and the
+    /// watch would need a store watch of its own (decoding every event of
+    /// the resource for it alone) until it ends.
+    pub fn start_caches(&self) {
+        for info in self.registry.all() {
+            if !info.computed() {
+                self.caches.get(self.objects.store(), &info);
+            }
+        }
+    }
+
     /// The loaded watch cache of one served `v1` resource, for the
     /// authorizers and admission plugins that read objects on every request.
     pub async fn loaded_cache(

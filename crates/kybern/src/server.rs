@@ -143,6 +143,7 @@ async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("bootstrapping system objects: {e}"))?;
 
+    state.start_caches();
     tokio::spawn(kybern_apiserver::crd::run(state.clone()));
 
     let mut hosts = args.tls_sans.clone();

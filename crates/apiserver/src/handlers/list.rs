@@ -239,7 +239,7 @@ pub(super) fn list_head(info: &ResourceInfo, meta: Value) -> Value {
 
 /// How long a list the watch cache could serve waits for it to load before
 /// the store serves it instead.
-const CACHE_LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+pub(super) const CACHE_LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Serves a list from the watch cache when its semantics allow (`resourceVersion=0`,
 /// or a minimum the cache has reached, and no continue token): the objects are

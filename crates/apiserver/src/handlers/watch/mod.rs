@@ -205,6 +205,11 @@ pub async fn watch(ctx: Ctx) -> ApiResult {
         list::reached(&ctx, parse_rv(rv)?).await?;
     }
     let cache = ctx.state.caches.get(ctx.state.objects.store(), &ctx.info);
+    // A cache still loading serves the watch soon; a store watch would
+    // decode every event of the resource for this watcher alone.
+    if let Some(c) = &cache {
+        c.wait_loaded(list::CACHE_LOAD_WAIT).await;
+    }
     let namespace = ctx.path.namespace.clone();
     let subscription = cache
         .as_ref()
@@ -237,6 +242,12 @@ pub async fn watch(ctx: Ctx) -> ApiResult {
         // Without the cache (not loaded yet, or a resume older than its ring)
         // the store serves the watch directly.
         (None, Some(rev)) => {
+            tracing::debug!(
+                resource = %encoder.ctx.info.plural,
+                revision = rev,
+                user_agent = ?encoder.ctx.headers.get(axum::http::header::USER_AGENT),
+                "watch served from the store"
+            );
             let watch = encoder
                 .ctx
                 .state
