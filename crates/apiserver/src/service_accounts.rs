@@ -29,10 +29,11 @@ fn volume_name() -> String {
 
 /// The account's `automountServiceAccountToken`, when it exists and says so.
 async fn account_automounts(state: &ApiState, namespace: &str, name: &str) -> bool {
-    let Some(info) = state.registry.get("", "v1", "serviceaccounts") else {
-        return true;
-    };
-    match state.objects.get(&info, namespace, name).await {
+    // The cache's copy, as upstream's admission reads its informer's.
+    match state
+        .cached_or_stored("", "serviceaccounts", namespace, name)
+        .await
+    {
         Ok(sa) => sa["automountServiceAccountToken"].as_bool() != Some(false),
         Err(_) => true,
     }

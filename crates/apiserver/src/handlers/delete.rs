@@ -119,6 +119,10 @@ fn pod_grace_period(pod: &Value, requested: Option<i64>) -> i64 {
 
 /// Deletes one object as upstream's generic registry does; returns it (with
 /// `deletionTimestamp` when finalizers keep it) and whether it is gone.
+///
+/// As upstream's, the first try starts from the watch cache's copy; anything
+/// it ends in other than a write that succeeded is judged again against the
+/// stored object, since that copy may trail the store.
 pub(super) async fn delete_object(
     ctx: &Ctx,
     namespace: &str,
@@ -126,131 +130,171 @@ pub(super) async fn delete_object(
     opts: &DeleteOptions,
 ) -> Result<(Object, bool), ApiError> {
     let info = &ctx.info;
-    for _ in 0..MAX_ATTEMPTS {
-        let old = ctx.state.objects.get(info, namespace, name).await?;
-        let old_rv = parse_rv(object::meta_str(&old, "resourceVersion"))?;
-        if let Some(uid) = &opts.uid {
-            let actual = object::meta_str(&old, "uid");
-            if uid != actual {
-                return Err(ApiError::conflict(
-                    &info.group,
-                    &info.plural,
-                    name,
-                    &format!(
-                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
-                    ),
-                ));
+    let mut cached = if opts.dry_run {
+        None
+    } else {
+        super::write::cached_copy(ctx, info, namespace, name)
+    };
+    let mut attempts = 0;
+    while attempts < MAX_ATTEMPTS {
+        let (old, current) = match cached.take() {
+            Some(old) => (old, false),
+            None => {
+                attempts += 1;
+                (ctx.state.objects.get(info, namespace, name).await?, true)
             }
-        }
-        if let Some(rv) = &opts.resource_version {
-            let actual = object::meta_str(&old, "resourceVersion");
-            if rv != actual {
-                return Err(ApiError::conflict(
-                    &info.group,
-                    &info.plural,
-                    name,
-                    &format!(
-                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}"
-                    ),
-                ));
-            }
-        }
-        // Admission sees the delete once per attempt, with the object it removes.
-        let mut warnings = Vec::new();
-        ctx.mutate_admission("DELETE", None, Some(&old), &mut warnings)
-            .await?;
-        ctx.validate_admission("DELETE", None, Some(&old), &mut warnings)
-            .await?;
-        let mut finalizers = object::finalizers(&old);
-        let policy_finalizer = match opts.propagation.as_deref() {
-            Some("Orphan") => Some("orphan"),
-            Some("Foreground") => Some("foregroundDeletion"),
-            _ => None,
         };
-        if let Some(f) = policy_finalizer {
-            // One policy at a time: the other's finalizer goes, as upstream.
-            finalizers.retain(|x| x == f || !matches!(x.as_str(), "orphan" | "foregroundDeletion"));
-            if !finalizers.iter().any(|x| x == f) {
-                finalizers.push(f.to_owned());
-            }
-        }
-        // A CRD's first delete holds it until its objects are gone.
-        let crd_cleanup = crate::crd::cleanup::is_crd(info) && !object::is_deleting(&old);
-        if crd_cleanup
-            && !finalizers
-                .iter()
-                .any(|x| x == crate::crd::cleanup::FINALIZER)
-        {
-            finalizers.push(crate::crd::cleanup::FINALIZER.to_owned());
-        }
-        // Namespaces are emptied by the namespace controller before they go.
-        let namespace_finalizers = info.group.is_empty()
-            && info.plural == "namespaces"
-            && old
-                .pointer("/spec/finalizers")
-                .and_then(Value::as_array)
-                .is_some_and(|a| !a.is_empty());
-        let grace = if info.group.is_empty() && info.plural == "pods" {
-            pod_grace_period(&old, opts.grace_period)
-        } else {
-            0
-        };
-        // A pod already terminating keeps its deadline unless this one is sooner.
-        let current_grace = old
-            .pointer("/metadata/deletionGracePeriodSeconds")
-            .and_then(Value::as_i64);
-        let shortens = !object::is_deleting(&old) || current_grace.is_none_or(|c| grace < c);
-        if finalizers.is_empty() && !namespace_finalizers && grace == 0 {
-            if opts.dry_run {
-                return Ok((old, true));
-            }
-            match ctx
-                .state
-                .objects
-                .delete(info, namespace, name, old_rv)
-                .await
-            {
-                Ok(gone) => return Ok((gone, true)),
-                Err(e) if e.reason == StatusReason::Conflict && opts.resource_version.is_none() => {
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let mut new = old.clone();
-        if grace > 0 && shortens {
-            let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
-            let at = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-            object::set_meta(&mut new, "deletionTimestamp", json!(at));
-            object::set_meta(&mut new, "deletionGracePeriodSeconds", json!(grace));
-        } else if !object::is_deleting(&new) {
-            object::set_meta(&mut new, "deletionTimestamp", json!(object::now_rfc3339()));
-            object::set_meta(&mut new, "deletionGracePeriodSeconds", json!(0));
-        }
-        object::set_meta(&mut new, "finalizers", json!(finalizers));
-        if namespace_finalizers {
-            new["status"]["phase"] = json!("Terminating");
-        }
-        if crd_cleanup {
-            crate::crd::cleanup::set_terminating(
-                &mut new,
-                "True",
-                "InstanceDeletionPending",
-                "CustomResourceDefinition marked for deletion; CustomResource deletion will begin soon",
-            );
-        }
-        if new == old || opts.dry_run {
-            return Ok((new, false));
-        }
-        match ctx.state.objects.update(info, new, old_rv).await {
-            Ok(stored) => return Ok((stored, false)),
-            Err(e) if e.reason == StatusReason::Conflict && opts.resource_version.is_none() => {
-                continue;
-            }
-            Err(e) => return Err(e),
+        match delete_attempt(ctx, namespace, name, opts, old).await {
+            Ok(DeleteStep::Written(done)) => return Ok(done),
+            Ok(DeleteStep::Unchanged(done)) if current => return Ok(done),
+            Ok(DeleteStep::Conflict(_)) if current && opts.resource_version.is_none() => {}
+            Ok(DeleteStep::Conflict(e)) | Err(e) if current => return Err(e),
+            // The cached copy may be stale: try again from the store.
+            Ok(DeleteStep::Unchanged(_) | DeleteStep::Conflict(_)) | Err(_) => {}
         }
     }
     Err(super::write::modified_too_often(ctx, name))
+}
+
+/// How one try of [`delete_object`] ended.
+enum DeleteStep {
+    /// Deleted, or marked for deletion (or would have been, in a dry run).
+    Written((Object, bool)),
+    /// Already marked as this delete would: nothing written.
+    Unchanged((Object, bool)),
+    /// The object changed since it was read (the store's 409).
+    Conflict(ApiError),
+}
+
+/// One try of [`delete_object`] from `old`.
+async fn delete_attempt(
+    ctx: &Ctx,
+    namespace: &str,
+    name: &str,
+    opts: &DeleteOptions,
+    old: Object,
+) -> Result<DeleteStep, ApiError> {
+    let info = &ctx.info;
+    let old_rv = parse_rv(object::meta_str(&old, "resourceVersion"))?;
+    if let Some(uid) = &opts.uid {
+        let actual = object::meta_str(&old, "uid");
+        if uid != actual {
+            return Err(ApiError::conflict(
+                &info.group,
+                &info.plural,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                ),
+            ));
+        }
+    }
+    if let Some(rv) = &opts.resource_version {
+        let actual = object::meta_str(&old, "resourceVersion");
+        if rv != actual {
+            return Err(ApiError::conflict(
+                &info.group,
+                &info.plural,
+                name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}"
+                ),
+            ));
+        }
+    }
+    // Admission sees the delete once per attempt, with the object it removes.
+    let mut warnings = Vec::new();
+    ctx.mutate_admission("DELETE", None, Some(&old), &mut warnings)
+        .await?;
+    ctx.validate_admission("DELETE", None, Some(&old), &mut warnings)
+        .await?;
+    let mut finalizers = object::finalizers(&old);
+    let policy_finalizer = match opts.propagation.as_deref() {
+        Some("Orphan") => Some("orphan"),
+        Some("Foreground") => Some("foregroundDeletion"),
+        _ => None,
+    };
+    if let Some(f) = policy_finalizer {
+        // One policy at a time: the other's finalizer goes, as upstream.
+        finalizers.retain(|x| x == f || !matches!(x.as_str(), "orphan" | "foregroundDeletion"));
+        if !finalizers.iter().any(|x| x == f) {
+            finalizers.push(f.to_owned());
+        }
+    }
+    // A CRD's first delete holds it until its objects are gone.
+    let crd_cleanup = crate::crd::cleanup::is_crd(info) && !object::is_deleting(&old);
+    if crd_cleanup
+        && !finalizers
+            .iter()
+            .any(|x| x == crate::crd::cleanup::FINALIZER)
+    {
+        finalizers.push(crate::crd::cleanup::FINALIZER.to_owned());
+    }
+    // Namespaces are emptied by the namespace controller before they go.
+    let namespace_finalizers = info.group.is_empty()
+        && info.plural == "namespaces"
+        && old
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty());
+    let grace = if info.group.is_empty() && info.plural == "pods" {
+        pod_grace_period(&old, opts.grace_period)
+    } else {
+        0
+    };
+    // A pod already terminating keeps its deadline unless this one is sooner.
+    let current_grace = old
+        .pointer("/metadata/deletionGracePeriodSeconds")
+        .and_then(Value::as_i64);
+    let shortens = !object::is_deleting(&old) || current_grace.is_none_or(|c| grace < c);
+    if finalizers.is_empty() && !namespace_finalizers && grace == 0 {
+        if opts.dry_run {
+            return Ok(DeleteStep::Written((old, true)));
+        }
+        return match ctx
+            .state
+            .objects
+            .delete(info, namespace, name, old_rv)
+            .await
+        {
+            Ok(gone) => Ok(DeleteStep::Written((gone, true))),
+            Err(e) if e.reason == StatusReason::Conflict => Ok(DeleteStep::Conflict(e)),
+            Err(e) => Err(e),
+        };
+    }
+    let mut new = old.clone();
+    if grace > 0 && shortens {
+        let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
+        let at = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        object::set_meta(&mut new, "deletionTimestamp", json!(at));
+        object::set_meta(&mut new, "deletionGracePeriodSeconds", json!(grace));
+    } else if !object::is_deleting(&new) {
+        object::set_meta(&mut new, "deletionTimestamp", json!(object::now_rfc3339()));
+        object::set_meta(&mut new, "deletionGracePeriodSeconds", json!(0));
+    }
+    object::set_meta(&mut new, "finalizers", json!(finalizers));
+    if namespace_finalizers {
+        new["status"]["phase"] = json!("Terminating");
+    }
+    if crd_cleanup {
+        crate::crd::cleanup::set_terminating(
+            &mut new,
+            "True",
+            "InstanceDeletionPending",
+            "CustomResourceDefinition marked for deletion; CustomResource deletion will begin soon",
+        );
+    }
+    if opts.dry_run {
+        return Ok(DeleteStep::Written((new, false)));
+    }
+    if new == old {
+        return Ok(DeleteStep::Unchanged((new, false)));
+    }
+    match ctx.state.objects.update(info, new, old_rv).await {
+        Ok(stored) => Ok(DeleteStep::Written((stored, false))),
+        Err(e) if e.reason == StatusReason::Conflict => Ok(DeleteStep::Conflict(e)),
+        Err(e) => Err(e),
+    }
 }
 
 /// DELETE an object.

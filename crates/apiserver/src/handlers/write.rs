@@ -217,6 +217,12 @@ pub async fn update(ctx: &Ctx, request: Body) -> ApiResult {
 /// conditional on that version (409 otherwise); without, a concurrent change is
 /// retried against the fresh object. With `record_ownership` the writer takes
 /// ownership of the fields it changed (server-side apply records its own).
+///
+/// As upstream's `GuaranteedUpdate` with a cached object, the first try
+/// starts from the watch cache's copy, sparing a store read. That copy may
+/// trail the store, so anything the try ends in other than a write that
+/// succeeded (a refusal, a conflict, no change at all) is judged again
+/// against the stored object before it is answered.
 pub async fn update_with(
     ctx: &Ctx,
     mut make: impl FnMut(&Object) -> Result<Object, ApiError>,
@@ -227,107 +233,166 @@ pub async fn update_with(
     let writer = ctx.ownership()?;
     let info = &ctx.info;
     let (ns, name) = (ctx.namespace(), ctx.name());
-    for _ in 0..MAX_ATTEMPTS {
-        let old = ctx.state.objects.get(info, ns, name).await?;
-        let old_rv = parse_rv(object::meta_str(&old, "resourceVersion"))?;
-        if let Some(rv) = requested_rv
-            && rv != old_rv
-        {
-            return Err(ApiError::stale(&info.group, &info.plural, name));
-        }
-        // A version whose fields differ from the stored one's changes the
-        // object as that version shows it, then is stored back.
-        let mut new = if ctx.converts_builtin() {
-            make(&ctx.present(old.clone()))?
-        } else {
-            make(&old)?
+    // A dry run answers with what the stored object would become.
+    let mut cached = if ctx.query.dry_run()? {
+        None
+    } else {
+        cached_copy(ctx, info, ns, name)
+    };
+    let mut attempts = 0;
+    while attempts < MAX_ATTEMPTS {
+        let (old, current) = match cached.take() {
+            Some(old) => (old, false),
+            None => {
+                attempts += 1;
+                (ctx.state.objects.get(info, ns, name).await?, true)
+            }
         };
-        strategy::check_type(info, &mut new)?;
-        strategy::check_namespace(info, &mut new, ctx.path.namespace.as_deref())?;
-        warnings.clear();
-        check_typed(ctx, &mut new, warnings)?;
-        if ctx.converts_builtin() {
-            ctx.to_storage(&mut new);
-        }
-        if object::name(&new) != name {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({}) does not match the name on the URL ({name})",
-                object::name(&new)
-            )));
-        }
-        if new.pointer("/metadata/managedFields").is_none()
-            && let Some(m) = old.pointer("/metadata/managedFields")
-        {
-            object::set_meta(&mut new, "managedFields", m.clone());
-        }
-        strategy::prepare_update(info, &mut new, &old, ctx.path.subresource.as_deref());
-        if record_ownership {
-            crate::managed::record_update(&mut new, Some(&old), &writer);
-        }
-        ctx.mutate_admission("UPDATE", Some(&mut new), Some(&old), warnings)
-            .await?;
-        let subresource = ctx.path.subresource.as_deref();
-        let causes = strategy::validate(info, &new, Some(&old), subresource);
-        if !causes.is_empty() {
-            return Err(invalid(info, &new, causes));
-        }
-        if subresource == Some(strategy::EPHEMERAL_CONTAINERS) {
-            // Upstream's PodSecurity judges the pod with its new containers.
-            crate::pod_security::admit(&ctx.state, info, &new, warnings, &ctx.audit).await?;
-        }
-        crate::authz::escalation::admit(&ctx.state, &ctx.user, &info.group, &info.plural, &new)
-            .await?;
-        if subresource.is_none() {
-            crate::admission::claim_resize::admit(&ctx.state, info, &new, &old).await?;
-        }
-        ctx.validate_admission("UPDATE", Some(&new), Some(&old), warnings)
-            .await?;
-        let dry_run = ctx.query.dry_run()?;
-        if !object::is_deleting(&new) {
-            crate::admission::resource_quota::admit_update(&ctx.state, info, &new, &old, dry_run)
-                .await?;
-        }
-        object::set_meta(&mut new, "resourceVersion", json!(old_rv.to_string()));
-        ctx.to_storage(&mut new);
-        // The last finalizer of a deleting object is gone: remove the object.
-        if object::is_deleting(&new) && !object::held(&new) {
-            if dry_run {
-                return Ok(new);
-            }
-            match ctx.state.objects.delete(info, ns, name, old_rv).await {
-                Ok(_) => return Ok(new),
-                Err(e)
-                    if requested_rv.is_none()
-                        && e.reason == kybern_apimachinery::StatusReason::Conflict =>
-                {
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        // Upstream does not write an update that changes nothing, except to
-        // re-seal data at rest (which it learns from the read; here any
-        // sealed resource's no-op update is written, so rewriting rotates).
-        let reseal = ctx
-            .state
-            .encryption
-            .get()
-            .is_some_and(|c| c.seals(&info.key_prefix()));
-        if (new == old && !reseal) || dry_run {
-            return Ok(if dry_run { new } else { with_rv(old, old_rv) });
-        }
-        match ctx.state.objects.update(info, new, old_rv).await {
-            Ok(stored) => return Ok(stored),
-            Err(e)
-                if requested_rv.is_none()
-                    && e.reason == kybern_apimachinery::StatusReason::Conflict =>
-            {
-                continue;
-            }
-            Err(e) => return Err(e),
+        let outcome = update_attempt(
+            ctx,
+            &mut make,
+            old,
+            requested_rv,
+            warnings,
+            record_ownership.then_some(&writer),
+        )
+        .await;
+        match outcome {
+            Ok(Attempt::Written(obj)) => return Ok(obj),
+            Ok(Attempt::Unchanged(obj)) if current => return Ok(obj),
+            Ok(Attempt::Conflict(_)) if current && requested_rv.is_none() => continue,
+            Ok(Attempt::Conflict(e)) | Err(e) if current => return Err(e),
+            // The cached copy may be stale: try again from the store.
+            Ok(Attempt::Unchanged(_) | Attempt::Conflict(_)) | Err(_) => continue,
         }
     }
     Err(modified_too_often(ctx, name))
+}
+
+/// The watch cache's copy of an object, if the resource has a cache holding it.
+pub(super) fn cached_copy(
+    ctx: &Ctx,
+    info: &std::sync::Arc<ResourceInfo>,
+    ns: &str,
+    name: &str,
+) -> Option<Object> {
+    ctx.state
+        .caches
+        .get(ctx.state.objects.store(), info)
+        .and_then(|c| c.get(&crate::storage::ObjectStore::key(info, ns, name)))
+        .and_then(|o| serde_json::from_slice::<Object>(&o.json()).ok())
+}
+
+/// How one try of [`update_with`] ended.
+enum Attempt {
+    /// Stored (or, in a dry run, what would have been).
+    Written(Object),
+    /// The new version equals the old: nothing written.
+    Unchanged(Object),
+    /// The object changed since it was read (the store's 409).
+    Conflict(ApiError),
+}
+
+/// One read-modify-write of [`update_with`] from `old`.
+async fn update_attempt(
+    ctx: &Ctx,
+    make: &mut impl FnMut(&Object) -> Result<Object, ApiError>,
+    old: Object,
+    requested_rv: Option<i64>,
+    warnings: &mut Vec<String>,
+    writer: Option<&crate::managed::Writer<'_>>,
+) -> Result<Attempt, ApiError> {
+    let info = &ctx.info;
+    let (ns, name) = (ctx.namespace(), ctx.name());
+    let old_rv = parse_rv(object::meta_str(&old, "resourceVersion"))?;
+    if let Some(rv) = requested_rv
+        && rv != old_rv
+    {
+        return Err(ApiError::stale(&info.group, &info.plural, name));
+    }
+    // A version whose fields differ from the stored one's changes the
+    // object as that version shows it, then is stored back.
+    let mut new = if ctx.converts_builtin() {
+        make(&ctx.present(old.clone()))?
+    } else {
+        make(&old)?
+    };
+    strategy::check_type(info, &mut new)?;
+    strategy::check_namespace(info, &mut new, ctx.path.namespace.as_deref())?;
+    warnings.clear();
+    check_typed(ctx, &mut new, warnings)?;
+    if ctx.converts_builtin() {
+        ctx.to_storage(&mut new);
+    }
+    if object::name(&new) != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            object::name(&new)
+        )));
+    }
+    if new.pointer("/metadata/managedFields").is_none()
+        && let Some(m) = old.pointer("/metadata/managedFields")
+    {
+        object::set_meta(&mut new, "managedFields", m.clone());
+    }
+    strategy::prepare_update(info, &mut new, &old, ctx.path.subresource.as_deref());
+    if let Some(writer) = writer {
+        crate::managed::record_update(&mut new, Some(&old), writer);
+    }
+    ctx.mutate_admission("UPDATE", Some(&mut new), Some(&old), warnings)
+        .await?;
+    let subresource = ctx.path.subresource.as_deref();
+    let causes = strategy::validate(info, &new, Some(&old), subresource);
+    if !causes.is_empty() {
+        return Err(invalid(info, &new, causes));
+    }
+    if subresource == Some(strategy::EPHEMERAL_CONTAINERS) {
+        // Upstream's PodSecurity judges the pod with its new containers.
+        crate::pod_security::admit(&ctx.state, info, &new, warnings, &ctx.audit).await?;
+    }
+    crate::authz::escalation::admit(&ctx.state, &ctx.user, &info.group, &info.plural, &new).await?;
+    if subresource.is_none() {
+        crate::admission::claim_resize::admit(&ctx.state, info, &new, &old).await?;
+    }
+    ctx.validate_admission("UPDATE", Some(&new), Some(&old), warnings)
+        .await?;
+    let dry_run = ctx.query.dry_run()?;
+    if !object::is_deleting(&new) {
+        crate::admission::resource_quota::admit_update(&ctx.state, info, &new, &old, dry_run)
+            .await?;
+    }
+    object::set_meta(&mut new, "resourceVersion", json!(old_rv.to_string()));
+    ctx.to_storage(&mut new);
+    // The last finalizer of a deleting object is gone: remove the object.
+    if object::is_deleting(&new) && !object::held(&new) {
+        if dry_run {
+            return Ok(Attempt::Written(new));
+        }
+        return match ctx.state.objects.delete(info, ns, name, old_rv).await {
+            Ok(_) => Ok(Attempt::Written(new)),
+            Err(e) if e.reason == StatusReason::Conflict => Ok(Attempt::Conflict(e)),
+            Err(e) => Err(e),
+        };
+    }
+    // Upstream does not write an update that changes nothing, except to
+    // re-seal data at rest (which it learns from the read; here any
+    // sealed resource's no-op update is written, so rewriting rotates).
+    let reseal = ctx
+        .state
+        .encryption
+        .get()
+        .is_some_and(|c| c.seals(&info.key_prefix()));
+    if dry_run {
+        return Ok(Attempt::Written(new));
+    }
+    if new == old && !reseal {
+        return Ok(Attempt::Unchanged(with_rv(old, old_rv)));
+    }
+    match ctx.state.objects.update(info, new, old_rv).await {
+        Ok(stored) => Ok(Attempt::Written(stored)),
+        Err(e) if e.reason == StatusReason::Conflict => Ok(Attempt::Conflict(e)),
+        Err(e) => Err(e),
+    }
 }
 
 /// The 409 a write gives up with after `MAX_ATTEMPTS` conflicting retries.
