@@ -79,16 +79,21 @@ pub fn record_update(new: &mut Object, old: Option<&Object>, w: &Writer<'_>) {
     }
     let mut list = old.map(|o| reconciled_entries(o, w)).unwrap_or_default();
     let now = fields_of(new, w.domain, w.types);
-    let changed: FieldSet = now
-        .iter()
-        .filter(|p| match old {
-            None => true,
-            // A node itself changes only by appearing.
-            Some(o) if p.last().is_some_and(|l| l == ".") => value_at(o, p).is_none(),
-            Some(o) => value_at(o, p) != value_at(new, p),
-        })
-        .cloned()
-        .collect();
+    let changed: FieldSet = match old {
+        // A create changes every field it sets.
+        None => now,
+        Some(o) => now
+            .into_iter()
+            .filter(|p| {
+                // A node itself changes only by appearing.
+                if p.last().is_some_and(|l| l == ".") {
+                    value_at(o, p).is_none()
+                } else {
+                    value_at(o, p) != value_at(new, p)
+                }
+            })
+            .collect(),
+    };
     for e in &mut list {
         e.fields
             .retain(|p| !changed.contains(p) && value_at(new, p).is_some());
