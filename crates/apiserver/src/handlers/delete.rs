@@ -6,13 +6,12 @@ use axum::http::StatusCode;
 use kybern_apimachinery::{ApiError, StatusReason};
 use serde_json::{Value, json};
 
+use super::attempts::{Attempt, Reads, settle};
 use super::{Ctx, body, list};
 use crate::object::{self, Object};
 use crate::request::ListOptions;
 use crate::response::{ApiResult, json as json_response};
 use crate::storage::parse_rv;
-
-const MAX_ATTEMPTS: usize = 16;
 
 /// The parts of `DeleteOptions` (body and query) that deletion uses.
 #[derive(Debug, Default)]
@@ -129,41 +128,14 @@ pub(super) async fn delete_object(
     name: &str,
     opts: &DeleteOptions,
 ) -> Result<(Object, bool), ApiError> {
-    let info = &ctx.info;
-    let mut cached = if opts.dry_run {
-        None
-    } else {
-        super::write::cached_copy(ctx, info, namespace, name)
-    };
-    let mut attempts = 0;
-    while attempts < MAX_ATTEMPTS {
-        let (old, current) = match cached.take() {
-            Some(old) => (old, false),
-            None => {
-                attempts += 1;
-                (ctx.state.objects.get(info, namespace, name).await?, true)
-            }
-        };
-        match delete_attempt(ctx, namespace, name, opts, old).await {
-            Ok(DeleteStep::Written(done)) => return Ok(done),
-            Ok(DeleteStep::Unchanged(done)) if current => return Ok(done),
-            Ok(DeleteStep::Conflict(_)) if current && opts.resource_version.is_none() => {}
-            Ok(DeleteStep::Conflict(e)) | Err(e) if current => return Err(e),
-            // The cached copy may be stale: try again from the store.
-            Ok(DeleteStep::Unchanged(_) | DeleteStep::Conflict(_)) | Err(_) => {}
+    let mut reads = Reads::new(ctx, namespace, name, opts.dry_run);
+    while let Some((old, from_store)) = reads.next().await? {
+        let outcome = delete_attempt(ctx, namespace, name, opts, old).await;
+        if let Some(answer) = settle(outcome, from_store, opts.resource_version.is_none()) {
+            return answer;
         }
     }
     Err(super::write::modified_too_often(ctx, name))
-}
-
-/// How one try of [`delete_object`] ended.
-enum DeleteStep {
-    /// Deleted, or marked for deletion (or would have been, in a dry run).
-    Written((Object, bool)),
-    /// Already marked as this delete would: nothing written.
-    Unchanged((Object, bool)),
-    /// The object changed since it was read (the store's 409).
-    Conflict(ApiError),
 }
 
 /// One try of [`delete_object`] from `old`.
@@ -173,7 +145,7 @@ async fn delete_attempt(
     name: &str,
     opts: &DeleteOptions,
     old: Object,
-) -> Result<DeleteStep, ApiError> {
+) -> Result<Attempt<(Object, bool)>, ApiError> {
     let info = &ctx.info;
     let old_rv = parse_rv(object::meta_str(&old, "resourceVersion"))?;
     if let Some(uid) = &opts.uid {
@@ -249,7 +221,7 @@ async fn delete_attempt(
     let shortens = !object::is_deleting(&old) || current_grace.is_none_or(|c| grace < c);
     if finalizers.is_empty() && !namespace_finalizers && grace == 0 {
         if opts.dry_run {
-            return Ok(DeleteStep::Written((old, true)));
+            return Ok(Attempt::Written((old, true)));
         }
         return match ctx
             .state
@@ -257,8 +229,8 @@ async fn delete_attempt(
             .delete(info, namespace, name, old_rv)
             .await
         {
-            Ok(gone) => Ok(DeleteStep::Written((gone, true))),
-            Err(e) if e.reason == StatusReason::Conflict => Ok(DeleteStep::Conflict(e)),
+            Ok(gone) => Ok(Attempt::Written((gone, true))),
+            Err(e) if e.reason == StatusReason::Conflict => Ok(Attempt::Conflict(e)),
             Err(e) => Err(e),
         };
     }
@@ -285,14 +257,14 @@ async fn delete_attempt(
         );
     }
     if opts.dry_run {
-        return Ok(DeleteStep::Written((new, false)));
+        return Ok(Attempt::Written((new, false)));
     }
     if new == old {
-        return Ok(DeleteStep::Unchanged((new, false)));
+        return Ok(Attempt::Unchanged((new, false)));
     }
     match ctx.state.objects.update(info, new, old_rv).await {
-        Ok(stored) => Ok(DeleteStep::Written((stored, false))),
-        Err(e) if e.reason == StatusReason::Conflict => Ok(DeleteStep::Conflict(e)),
+        Ok(stored) => Ok(Attempt::Written((stored, false))),
+        Err(e) if e.reason == StatusReason::Conflict => Ok(Attempt::Conflict(e)),
         Err(e) => Err(e),
     }
 }

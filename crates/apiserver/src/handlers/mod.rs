@@ -3,6 +3,7 @@
 
 mod admission;
 mod apply;
+mod attempts;
 mod binding;
 pub(crate) mod body;
 mod delete;

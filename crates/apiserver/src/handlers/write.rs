@@ -6,15 +6,13 @@ use axum::http::StatusCode;
 use kybern_apimachinery::{ApiError, StatusReason};
 use serde_json::{Value, json};
 
+use super::attempts::{Attempt, Reads, settle};
 use super::{Ctx, body};
 use crate::object::{self, Object};
 use crate::registry::ResourceInfo;
 use crate::response::{ApiResult, json as json_response};
 use crate::storage::{parse_rv, with_rv};
 use crate::strategy;
-
-/// Attempts at a read-modify-write before giving up on a busy object.
-const MAX_ATTEMPTS: usize = 16;
 
 fn invalid(info: &ResourceInfo, obj: &Object, causes: Vec<kybern_apimachinery::Cause>) -> ApiError {
     ApiError::invalid(&info.group, &info.kind, object::name(obj), causes)
@@ -231,23 +229,9 @@ pub async fn update_with(
     record_ownership: bool,
 ) -> Result<Object, ApiError> {
     let writer = ctx.ownership()?;
-    let info = &ctx.info;
     let (ns, name) = (ctx.namespace(), ctx.name());
-    // A dry run answers with what the stored object would become.
-    let mut cached = if ctx.query.dry_run()? {
-        None
-    } else {
-        cached_copy(ctx, info, ns, name)
-    };
-    let mut attempts = 0;
-    while attempts < MAX_ATTEMPTS {
-        let (old, current) = match cached.take() {
-            Some(old) => (old, false),
-            None => {
-                attempts += 1;
-                (ctx.state.objects.get(info, ns, name).await?, true)
-            }
-        };
+    let mut reads = Reads::new(ctx, ns, name, ctx.query.dry_run()?);
+    while let Some((old, from_store)) = reads.next().await? {
         let outcome = update_attempt(
             ctx,
             &mut make,
@@ -257,40 +241,11 @@ pub async fn update_with(
             record_ownership.then_some(&writer),
         )
         .await;
-        match outcome {
-            Ok(Attempt::Written(obj)) => return Ok(obj),
-            Ok(Attempt::Unchanged(obj)) if current => return Ok(obj),
-            Ok(Attempt::Conflict(_)) if current && requested_rv.is_none() => continue,
-            Ok(Attempt::Conflict(e)) | Err(e) if current => return Err(e),
-            // The cached copy may be stale: try again from the store.
-            Ok(Attempt::Unchanged(_) | Attempt::Conflict(_)) | Err(_) => continue,
+        if let Some(answer) = settle(outcome, from_store, requested_rv.is_none()) {
+            return answer;
         }
     }
     Err(modified_too_often(ctx, name))
-}
-
-/// The watch cache's copy of an object, if the resource has a cache holding it.
-pub(super) fn cached_copy(
-    ctx: &Ctx,
-    info: &std::sync::Arc<ResourceInfo>,
-    ns: &str,
-    name: &str,
-) -> Option<Object> {
-    ctx.state
-        .caches
-        .get(ctx.state.objects.store(), info)
-        .and_then(|c| c.get(&crate::storage::ObjectStore::key(info, ns, name)))
-        .and_then(|o| serde_json::from_slice::<Object>(&o.json()).ok())
-}
-
-/// How one try of [`update_with`] ended.
-enum Attempt {
-    /// Stored (or, in a dry run, what would have been).
-    Written(Object),
-    /// The new version equals the old: nothing written.
-    Unchanged(Object),
-    /// The object changed since it was read (the store's 409).
-    Conflict(ApiError),
 }
 
 /// One read-modify-write of [`update_with`] from `old`.
@@ -301,7 +256,7 @@ async fn update_attempt(
     requested_rv: Option<i64>,
     warnings: &mut Vec<String>,
     writer: Option<&crate::managed::Writer<'_>>,
-) -> Result<Attempt, ApiError> {
+) -> Result<Attempt<Object>, ApiError> {
     let info = &ctx.info;
     let (ns, name) = (ctx.namespace(), ctx.name());
     let old_rv = parse_rv(object::meta_str(&old, "resourceVersion"))?;
@@ -395,7 +350,7 @@ async fn update_attempt(
     }
 }
 
-/// The 409 a write gives up with after `MAX_ATTEMPTS` conflicting retries.
+/// The 409 a write gives up with after its conflicting retries.
 pub fn modified_too_often(ctx: &Ctx, name: &str) -> ApiError {
     ApiError::conflict(
         &ctx.info.group,
@@ -415,27 +370,23 @@ pub async fn update_in_storage(
 ) -> Result<Object, ApiError> {
     let info = &ctx.info;
     let (ns, name) = (ctx.namespace(), ctx.name());
-    // The first try starts from the watch cache's copy, sparing a store read;
-    // if that copy is stale the write conflicts and the retry reads the store.
-    let mut cached = ctx
-        .state
-        .caches
-        .get(ctx.state.objects.store(), info)
-        .and_then(|c| c.get(&crate::storage::ObjectStore::key(info, ns, name)))
-        .and_then(|o| serde_json::from_slice::<Object>(&o.json()).ok());
-    for _ in 0..MAX_ATTEMPTS {
-        let old = match cached.take() {
-            Some(o) => o,
-            None => ctx.state.objects.get(info, ns, name).await?,
-        };
-        let old_rv = parse_rv(object::meta_str(&old, "resourceVersion"))?;
-        let new = make(&old)?;
-        if ctx.query.dry_run()? {
-            return Ok(new);
+    let dry_run = ctx.query.dry_run()?;
+    let mut reads = Reads::new(ctx, ns, name, dry_run);
+    while let Some((old, from_store)) = reads.next().await? {
+        let outcome = async {
+            let old_rv = parse_rv(object::meta_str(&old, "resourceVersion"))?;
+            let new = make(&old)?;
+            if dry_run {
+                return Ok(Attempt::Written(new));
+            }
+            match ctx.state.objects.update(info, new, old_rv).await {
+                Err(e) if e.reason == StatusReason::Conflict => Ok(Attempt::Conflict(e)),
+                done => done.map(Attempt::Written),
+            }
         }
-        match ctx.state.objects.update(info, new, old_rv).await {
-            Err(e) if e.reason == kybern_apimachinery::StatusReason::Conflict => continue,
-            done => return done,
+        .await;
+        if let Some(answer) = settle(outcome, from_store, true) {
+            return answer;
         }
     }
     Err(modified_too_often(ctx, name))
