@@ -107,16 +107,24 @@ impl ApiState {
             .registry
             .get(group, "v1", plural)
             .ok_or_else(|| ApiError::internal(format!("{plural} is not registered")))?;
-        let key = ObjectStore::key(&info, namespace, name);
-        let cached = self
-            .caches
-            .get(self.objects.store(), &info)
-            .and_then(|c| c.get(&key))
-            .and_then(|c| serde_json::from_slice(&c.json()).ok());
-        match cached {
+        match self.cached_copy(&info, namespace, name) {
             Some(obj) => Ok(obj),
             None => self.objects.get(&info, namespace, name).await,
         }
+    }
+
+    /// The watch cache's copy of one object, if its resource has a cache
+    /// holding it (loaded or not: a cache still loading holds nothing).
+    pub fn cached_copy(
+        &self,
+        info: &Arc<ResourceInfo>,
+        namespace: &str,
+        name: &str,
+    ) -> Option<serde_json::Value> {
+        self.caches
+            .get(self.objects.store(), info)
+            .and_then(|c| c.get(&ObjectStore::key(info, namespace, name)))
+            .and_then(|c| serde_json::from_slice(&c.json()).ok())
     }
 
     /// The cached objects of one `v1` resource, in `namespace` (all when

@@ -7,7 +7,6 @@ use kybern_apimachinery::ApiError;
 
 use super::Ctx;
 use crate::object::Object;
-use crate::registry::ResourceInfo;
 
 /// Store reads a read-modify-write makes before giving up on a busy object.
 pub(super) const MAX_ATTEMPTS: usize = 16;
@@ -38,7 +37,7 @@ impl<'a> Reads<'a> {
         let cached = if fresh {
             None
         } else {
-            cached_copy(ctx, &ctx.info, namespace, name)
+            ctx.state.cached_copy(&ctx.info, namespace, name)
         };
         Reads {
             ctx,
@@ -85,20 +84,6 @@ pub(super) fn settle<T>(
         Ok(Attempt::Unchanged(done)) => Some(Ok(done)),
         Ok(Attempt::Conflict(e)) | Err(e) => Some(Err(e)),
     }
-}
-
-/// The watch cache's copy of an object, if the resource has a cache holding it.
-pub(super) fn cached_copy(
-    ctx: &Ctx,
-    info: &std::sync::Arc<ResourceInfo>,
-    ns: &str,
-    name: &str,
-) -> Option<Object> {
-    ctx.state
-        .caches
-        .get(ctx.state.objects.store(), info)
-        .and_then(|c| c.get(&crate::storage::ObjectStore::key(info, ns, name)))
-        .and_then(|o| serde_json::from_slice::<Object>(&o.json()).ok())
 }
 
 #[cfg(test)]

@@ -148,28 +148,21 @@ async fn delete_attempt(
 ) -> Result<Attempt<(Object, bool)>, ApiError> {
     let info = &ctx.info;
     let old_rv = parse_rv(object::meta_str(&old, "resourceVersion"))?;
-    if let Some(uid) = &opts.uid {
-        let actual = object::meta_str(&old, "uid");
-        if uid != actual {
+    // Upstream's precondition checks, in its words.
+    for (wanted, field, label) in [
+        (&opts.uid, "uid", "UID"),
+        (&opts.resource_version, "resourceVersion", "ResourceVersion"),
+    ] {
+        let actual = object::meta_str(&old, field);
+        if let Some(wanted) = wanted
+            && wanted != actual
+        {
             return Err(ApiError::conflict(
                 &info.group,
                 &info.plural,
                 name,
                 &format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
-                ),
-            ));
-        }
-    }
-    if let Some(rv) = &opts.resource_version {
-        let actual = object::meta_str(&old, "resourceVersion");
-        if rv != actual {
-            return Err(ApiError::conflict(
-                &info.group,
-                &info.plural,
-                name,
-                &format!(
-                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}"
+                    "Precondition failed: {label} in precondition: {wanted}, {label} in object meta: {actual}"
                 ),
             ));
         }
