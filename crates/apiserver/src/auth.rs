@@ -205,7 +205,7 @@ async fn service_account_user(state: &ApiState, token: &str) -> Option<UserInfo>
         // (upstream caches a token's user for ten seconds), but a miss or
         // another UID is checked against the store, so that a new token
         // for a new object is never refused.
-        if let Some(cache) = state.caches.get(state.objects.store(), &info) {
+        if let Some(cache) = state.caches.get(&state.objects, &info) {
             let key = crate::storage::ObjectStore::key(&info, &k.namespace, name);
             if cache
                 .get(&key)

@@ -68,5 +68,6 @@ pub mod tls;
 pub mod typed;
 pub mod volume_rules;
 pub mod workload_rules;
+pub mod written;
 
 pub use server::{ApiState, router, serve};

@@ -32,7 +32,7 @@ async fn classes(state: &ApiState) -> Result<Vec<Object>, ApiError> {
     };
     if let Some((cached, _)) = state
         .caches
-        .get(state.objects.store(), &info)
+        .get(&state.objects, &info)
         .and_then(|c| c.snapshot(None))
     {
         return Ok(cached

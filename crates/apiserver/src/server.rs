@@ -65,7 +65,7 @@ impl ApiState {
     pub fn start_caches(&self) {
         for info in self.registry.all() {
             if !info.computed() {
-                self.caches.get(self.objects.store(), &info);
+                self.caches.get(&self.objects, &info);
             }
         }
     }
@@ -83,7 +83,7 @@ impl ApiState {
             .ok_or_else(|| ApiError::internal(format!("{plural} is not registered")))?;
         let cache = self
             .caches
-            .get(self.objects.store(), &info)
+            .get(&self.objects, &info)
             .ok_or_else(|| ApiError::internal("watch cache unavailable"))?;
         if !cache.wait_loaded(Duration::from_secs(10)).await {
             return Err(ApiError::unavailable(format!(
@@ -122,7 +122,7 @@ impl ApiState {
         name: &str,
     ) -> Option<serde_json::Value> {
         self.caches
-            .get(self.objects.store(), info)
+            .get(&self.objects, info)
             .and_then(|c| c.get(&ObjectStore::key(info, namespace, name)))
             .and_then(|c| serde_json::from_slice(&c.json()).ok())
     }

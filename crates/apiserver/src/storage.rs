@@ -3,18 +3,50 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use kybern_apimachinery::ApiError;
 use kybern_store::{Precondition, RangeRequest, Revision, Store, StoreError, WatchStream};
 use serde_json::Value;
 
 use crate::object::{self, Object};
 use crate::registry::ResourceInfo;
+use crate::written::{Prepared, WrittenObjects};
 
 /// The objects of every resource, over one store.
 #[derive(Clone)]
 pub struct ObjectStore {
     store: Arc<dyn Store>,
+    /// This server's writes, prepared for its watch caches.
+    written: Arc<WrittenObjects>,
+}
+
+/// An object encoded for the store, with the place its `resourceVersion`
+/// goes, so that its JSON as served can be made without encoding it again.
+#[derive(Clone, Debug)]
+pub struct Encoded {
+    /// The JSON as stored: without `resourceVersion`.
+    pub bytes: Bytes,
+    /// The offset just inside `metadata`'s opening brace, and whether the
+    /// metadata holds other fields (which the inserted field then precedes).
+    hole: Option<(usize, bool)>,
+}
+
+impl Encoded {
+    /// Appends the object's JSON with `resourceVersion` set to `rev`; false
+    /// (nothing appended) for an object without a `metadata` map.
+    pub fn with_rv_into(&self, rev: Revision, out: &mut BytesMut) -> bool {
+        let Some((at, more)) = self.hole else {
+            return false;
+        };
+        let rv = rev.to_string();
+        out.reserve(self.bytes.len() + rv.len() + 22);
+        out.put_slice(&self.bytes[..at]);
+        out.put_slice(b"\"resourceVersion\":\"");
+        out.put_slice(rv.as_bytes());
+        out.put_slice(if more { b"\"," } else { b"\"" });
+        out.put_slice(&self.bytes[at..]);
+        true
+    }
 }
 
 /// One page of a list read.
@@ -64,7 +96,15 @@ pub fn api_error(err: StoreError, info: &ResourceInfo, name: &str) -> ApiError {
 impl ObjectStore {
     /// Objects over `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        ObjectStore { store }
+        ObjectStore {
+            store,
+            written: Default::default(),
+        }
+    }
+
+    /// This server's recent writes, for the watch caches to take.
+    pub fn written(&self) -> &Arc<WrittenObjects> {
+        &self.written
     }
 
     /// The store itself, for watches and revisions.
@@ -106,11 +146,52 @@ impl ObjectStore {
 
     /// Encodes an object for storage, removing its `resourceVersion` first (the
     /// store's revision is the version; keeping it inside would be stale at once).
-    pub fn encode(obj: &mut Object) -> Result<Bytes, ApiError> {
+    pub fn encode(obj: &mut Object) -> Result<Encoded, ApiError> {
         object::remove_meta(obj, "resourceVersion");
-        serde_json::to_vec(obj)
-            .map(Bytes::from)
-            .map_err(|e| ApiError::internal(e.to_string()))
+        let internal = |e: serde_json::Error| ApiError::internal(e.to_string());
+        let Value::Object(fields) = &*obj else {
+            let bytes = serde_json::to_vec(obj).map_err(internal)?;
+            return Ok(Encoded {
+                bytes: bytes.into(),
+                hole: None,
+            });
+        };
+        // serde_json's own layout, field by field, to learn where `metadata` opens.
+        let mut out = Vec::with_capacity(1024);
+        let mut hole = None;
+        out.push(b'{');
+        for (i, (name, value)) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, name).map_err(internal)?;
+            out.push(b':');
+            if let (Value::Object(meta), "metadata") = (value, name.as_str()) {
+                hole = Some((out.len() + 1, !meta.is_empty()));
+            }
+            serde_json::to_writer(&mut out, value).map_err(internal)?;
+        }
+        out.push(b'}');
+        Ok(Encoded {
+            bytes: out.into(),
+            hole,
+        })
+    }
+
+    /// Encodes `obj` for the store and, when a watch cache will see the
+    /// write's event, leaves it that cache prepared; returns the bytes to put.
+    fn encode_noting(
+        &self,
+        info: &ResourceInfo,
+        key: &str,
+        obj: &mut Object,
+    ) -> Result<Bytes, ApiError> {
+        let encoded = Self::encode(obj)?;
+        let bytes = encoded.bytes.clone();
+        if info.watch_cached() && self.store.shares_written_values() {
+            self.written.note(key, Prepared::new(info, obj, encoded));
+        }
+        Ok(bytes)
     }
 
     /// Reads one object.
@@ -175,11 +256,11 @@ impl ObjectStore {
     pub async fn create(&self, info: &ResourceInfo, mut obj: Object) -> Result<Object, ApiError> {
         let name = object::name(&obj).to_owned();
         let key = Self::key(info, object::namespace(&obj), &name);
-        let rev = self
-            .store
-            .create(&key, Self::encode(&mut obj)?)
-            .await
-            .map_err(|e| api_error(e, info, &name))?;
+        let value = self.encode_noting(info, &key, &mut obj)?;
+        let rev = self.store.create(&key, value.clone()).await.map_err(|e| {
+            self.written.forget(&key, &value);
+            api_error(e, info, &name)
+        })?;
         Ok(with_rv(obj, rev))
     }
 
@@ -192,11 +273,15 @@ impl ObjectStore {
     ) -> Result<Object, ApiError> {
         let name = object::name(&obj).to_owned();
         let key = Self::key(info, object::namespace(&obj), &name);
+        let value = self.encode_noting(info, &key, &mut obj)?;
         let rev = self
             .store
-            .update(&key, Self::encode(&mut obj)?, expected)
+            .update(&key, value.clone(), expected)
             .await
-            .map_err(|e| api_error(e, info, &name))?;
+            .map_err(|e| {
+                self.written.forget(&key, &value);
+                api_error(e, info, &name)
+            })?;
         Ok(with_rv(obj, rev))
     }
 
@@ -256,4 +341,38 @@ pub fn parse_rv(rv: &str) -> Result<Revision, ApiError> {
         .ok()
         .filter(|r| *r >= 0)
         .ok_or_else(|| ApiError::bad_request(format!("invalid resource version: {rv:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn encoding_is_serde_jsons_and_the_version_goes_inside_metadata() {
+        for obj in [
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"k": "v\"q"},
+                "metadata": {"name": "c", "resourceVersion": "9", "labels": {"a": "b"}}}),
+            json!({"kind": "X", "metadata": {}}),
+            json!({"kind": "X", "metadata": {"name": "n"}, "zeta": [1, 2]}),
+        ] {
+            let mut stored = obj.clone();
+            let encoded = ObjectStore::encode(&mut stored).expect("encodes");
+            assert_eq!(encoded.bytes, serde_json::to_vec(&stored).expect("json"));
+            let mut out = BytesMut::new();
+            assert!(encoded.with_rv_into(42, &mut out));
+            let served: Value = serde_json::from_slice(&out).expect("valid JSON");
+            let decoded = ObjectStore::decode(&encoded.bytes, 42).expect("decodes");
+            assert_eq!(served, decoded);
+            assert_eq!(served["metadata"]["resourceVersion"], "42");
+        }
+        // Without a metadata map there is nowhere to put the version.
+        let encoded = Encoded {
+            bytes: Bytes::from_static(b"{\"kind\":\"X\"}"),
+            hole: None,
+        };
+        let mut out = BytesMut::new();
+        assert!(!encoded.with_rv_into(1, &mut out));
+        assert!(out.is_empty());
+    }
 }

@@ -54,6 +54,13 @@ pub trait Store: Send + Sync + 'static {
     /// The size of the database on disk, in bytes.
     async fn db_size(&self) -> Result<u64>;
 
+    /// Whether a watch event of this process's own write carries the very
+    /// `Bytes` the write was given (not a copy), so that a caller can tell
+    /// its own writes from others' by identity.
+    fn shares_written_values(&self) -> bool {
+        false
+    }
+
     /// Creates `key`; fails with `AlreadyExists` if it is present.
     async fn create(&self, key: &str, value: Bytes) -> Result<Revision> {
         self.put(key, value, Precondition::Absent).await

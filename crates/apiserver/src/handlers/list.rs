@@ -257,7 +257,7 @@ async fn list_from_cache(ctx: &Ctx, opts: &ListOptions) -> Option<axum::response
         (_, ListRevision::NotOlderThan(min)) => min,
         _ => return None,
     };
-    let cache = ctx.state.caches.get(ctx.state.objects.store(), &ctx.info)?;
+    let cache = ctx.state.caches.get(&ctx.state.objects, &ctx.info)?;
     // A cache still loading answers soon; listing the store meanwhile would
     // decode every object a second time, at once.
     cache.wait_loaded(CACHE_LOAD_WAIT).await;

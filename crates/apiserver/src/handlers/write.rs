@@ -32,7 +32,7 @@ pub async fn check_namespace_open(ctx: &Ctx, namespace: &str) -> Result<(), ApiE
     let cached = ctx
         .state
         .caches
-        .get(ctx.state.objects.store(), &ns_info)
+        .get(&ctx.state.objects, &ns_info)
         .and_then(|c| c.get(&key));
     // The cache indexes `status.phase`; an active namespace without a
     // deletion timestamp (the common case) is open without decoding it.

@@ -291,6 +291,11 @@ impl Store for SqliteStore {
         Ok(self.revision.load(Ordering::Acquire))
     }
 
+    fn shares_written_values(&self) -> bool {
+        // The writer moves a put's value into its event (writer.rs).
+        true
+    }
+
     async fn db_size(&self) -> Result<u64, StoreError> {
         let mut size = 0;
         for suffix in ["", "-wal"] {

@@ -204,7 +204,7 @@ pub async fn watch(ctx: Ctx) -> ApiResult {
     if send_initial && let Some(rv) = opts.resource_version.as_deref() {
         list::reached(&ctx, parse_rv(rv)?).await?;
     }
-    let cache = ctx.state.caches.get(ctx.state.objects.store(), &ctx.info);
+    let cache = ctx.state.caches.get(&ctx.state.objects, &ctx.info);
     // A cache still loading serves the watch soon; a store watch would
     // decode every event of the resource for this watcher alone.
     if let Some(c) = &cache {
