@@ -8,8 +8,9 @@
 mod nodes;
 mod pods;
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use k8s_openapi::api::coordination::v1::Lease;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Arguments of `kybern sim`.
@@ -68,6 +69,8 @@ pub struct Sim {
     client: kube::Client,
     args: SimArgs,
     names: HashSet<String>,
+    /// Each node's Lease as last written, which its next renewal updates.
+    leases: Mutex<HashMap<String, Lease>>,
 }
 
 impl Sim {
@@ -80,6 +83,7 @@ impl Sim {
             client,
             args,
             names,
+            leases: Default::default(),
         }
     }
 

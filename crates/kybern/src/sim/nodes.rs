@@ -3,8 +3,10 @@
 
 use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -17,6 +19,9 @@ const STOP_LABEL: &str = "sim.kybern.io/heartbeat";
 
 /// Requests in flight while registering or renewing.
 const CONCURRENCY: usize = 32;
+
+/// Slices of the nodes renewed in turn through one heartbeat period.
+const HEARTBEAT_SLICES: usize = 10;
 
 /// The `/24` pod CIDR of the `index`-th simulated node, in 10.64.0.0/10.
 pub fn pod_cidr(index: usize) -> String {
@@ -122,27 +127,58 @@ pub async fn register_all(sim: &Sim, names: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates or renews one node's Lease.
+/// Creates or renews one node's Lease as a kubelet does (upstream's
+/// `nodelease` controller): an update of the Lease as last written, read
+/// again only when that update fails; a missing Lease is created.
 async fn renew(sim: &Sim, name: &str) -> anyhow::Result<()> {
     let leases: Api<Lease> = Api::namespaced(sim.client.clone(), "kube-node-lease");
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let patch =
-        json!({"spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now}});
-    match leases
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => {
-            let lease: Lease = serde_json::from_value(json!({
-                "metadata": {"name": name, "namespace": "kube-node-lease"},
-                "spec": patch["spec"],
-            }))?;
-            leases.create(&PostParams::default(), &lease).await?;
-            Ok(())
+    let spec = LeaseSpec {
+        holder_identity: Some(name.to_owned()),
+        lease_duration_seconds: Some(40),
+        renew_time: Some(MicroTime(Timestamp::now())),
+        ..Default::default()
+    };
+    let post = PostParams::default();
+    let last = sim
+        .leases
+        .lock()
+        .ok()
+        .and_then(|mut held| held.remove(name));
+    let updated = match last {
+        Some(mut lease) => {
+            lease.spec = Some(spec.clone());
+            match leases.replace(name, &post, &lease).await {
+                Ok(lease) => Some(lease),
+                Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => None,
+                Err(e) => return Err(e).context(format!("renewing the lease of {name}")),
+            }
         }
-        Err(e) => Err(e).context(format!("renewing the lease of {name}")),
+        None => None,
+    };
+    let lease = match updated {
+        Some(lease) => lease,
+        None => match leases.get_opt(name).await? {
+            Some(mut lease) => {
+                lease.spec = Some(spec);
+                leases.replace(name, &post, &lease).await?
+            }
+            None => {
+                let lease = Lease {
+                    metadata: kube::core::ObjectMeta {
+                        name: Some(name.to_owned()),
+                        namespace: Some("kube-node-lease".into()),
+                        ..Default::default()
+                    },
+                    spec: Some(spec),
+                };
+                leases.create(&post, &lease).await?
+            }
+        },
+    };
+    if let Ok(mut held) = sim.leases.lock() {
+        held.insert(name.to_owned(), lease);
     }
+    Ok(())
 }
 
 /// The names of the nodes labelled to stop heartbeating, and of the others
@@ -170,27 +206,34 @@ fn node_states(nodes: Vec<Node>) -> (HashSet<String>, HashSet<String>) {
 /// nodes; like a kubelet's status loop, reports a live node Ready again when
 /// the node lifecycle controller has marked it Unknown (e.g. after the
 /// simulator was paused or the control plane too busy to take a renewal).
+/// The nodes renew a slice at a time through the period, as independent
+/// kubelets would, not all in one burst.
 pub async fn heartbeat(sim: Arc<Sim>, names: Vec<String>) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(sim.client.clone());
-    let mut tick = tokio::time::interval(sim.args.heartbeat_seconds);
+    let mut tick = tokio::time::interval(sim.args.heartbeat_seconds / HEARTBEAT_SLICES as u32);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
-    loop {
+    // Which nodes are labelled to stop and which are not Ready, read once per
+    // period from the watch cache; a failed read renews every node.
+    let (mut stopped, mut not_ready) = (HashSet::new(), HashSet::new());
+    for slice in (0..HEARTBEAT_SLICES).cycle() {
         tick.tick().await;
-        // Which nodes are labelled to stop and which are not Ready, read once
-        // per round from the watch cache; a failed read renews every node.
-        let (stopped, not_ready) = match nodes
-            .list(&kube::api::ListParams::default().match_any())
-            .await
-        {
-            Ok(list) => node_states(list.items),
-            Err(e) => {
-                tracing::warn!(error = %e, "sim heartbeat: listing nodes");
-                Default::default()
-            }
-        };
+        if slice == 0 {
+            (stopped, not_ready) = match nodes
+                .list(&kube::api::ListParams::default().match_any())
+                .await
+            {
+                Ok(list) => node_states(list.items),
+                Err(e) => {
+                    tracing::warn!(error = %e, "sim heartbeat: listing nodes");
+                    Default::default()
+                }
+            };
+        }
         let live: Vec<String> = names
             .iter()
+            .skip(slice)
+            .step_by(HEARTBEAT_SLICES)
             .filter(|n| !stopped.contains(*n) && !sim.args.fail_nodes.contains(n))
             .cloned()
             .collect();
@@ -219,4 +262,5 @@ pub async fn heartbeat(sim: Arc<Sim>, names: Vec<String>) -> anyhow::Result<()> 
             }
         }
     }
+    Ok(())
 }
