@@ -80,10 +80,14 @@ impl FilterPlugin for NodeResourcesFit {
 
 /// Requested (with the pod) and allocatable CPU and memory, for scoring.
 fn cpu_memory(pod: &PodInfo, node: &NodeInfo) -> [(i64, i64); 2] {
-    let mut req = node.non_zero_requested.clone();
-    req.add(&pod.non_zero);
+    // Only the two sums: a copy of the node's requests (with its map of
+    // extended resources) for every node scored showed in profiles.
+    let (used, want) = (&node.non_zero_requested, &pod.non_zero);
     let alloc: &Resources = &node.allocatable;
-    [(req.milli_cpu, alloc.milli_cpu), (req.memory, alloc.memory)]
+    [
+        (used.milli_cpu + want.milli_cpu, alloc.milli_cpu),
+        (used.memory + want.memory, alloc.memory),
+    ]
 }
 
 impl ScorePlugin for NodeResourcesFit {
@@ -116,18 +120,15 @@ impl Plugin for BalancedAllocation {
 
 impl ScorePlugin for BalancedAllocation {
     fn score(&self, _: &CycleState, pod: &PodInfo, node: &NodeInfo) -> i64 {
-        let fractions: Vec<f64> = cpu_memory(pod, node)
-            .iter()
-            .filter(|(_, alloc)| *alloc > 0)
-            .map(|&(req, alloc)| (req as f64 / alloc as f64).min(1.0))
-            .collect();
-        if fractions.len() < 2 {
+        let [(cpu, cpu_alloc), (memory, memory_alloc)] = cpu_memory(pod, node);
+        if cpu_alloc <= 0 || memory_alloc <= 0 {
             return MAX_NODE_SCORE;
         }
-        let mean = fractions.iter().sum::<f64>() / fractions.len() as f64;
-        let variance =
-            fractions.iter().map(|f| (f - mean).powi(2)).sum::<f64>() / fractions.len() as f64;
-        ((1.0 - variance.sqrt()) * MAX_NODE_SCORE as f64) as i64
+        let fraction = |req: i64, alloc: i64| (req as f64 / alloc as f64).min(1.0);
+        let (a, b) = (fraction(cpu, cpu_alloc), fraction(memory, memory_alloc));
+        // The standard deviation of two fractions is half their distance.
+        let deviation = (a - b).abs() / 2.0;
+        ((1.0 - deviation) * MAX_NODE_SCORE as f64) as i64
     }
 }
 
