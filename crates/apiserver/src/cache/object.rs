@@ -112,13 +112,11 @@ impl CachedObject {
     ) -> Option<(Self, Bytes)> {
         let stored = &written.encoded.bytes;
         let mut framed = BytesMut::with_capacity(stored.len() + line_type.len() + 48);
-        framed.put_slice(b"{\"type\":\"");
-        framed.put_slice(line_type.as_bytes());
-        framed.put_slice(b"\",\"object\":");
+        open_line(line_type, &mut framed);
         if !written.encoded.with_rv_into(revision, &mut framed) {
             return None;
         }
-        framed.put_slice(b"}\n");
+        close_line(&mut framed);
         let line = framed.freeze();
         let json = line.slice(line_prefix(line_type)..line.len() - 2);
         let body = packer.pack(&written.family, json);
@@ -252,9 +250,19 @@ pub(super) fn line_prefix(kind: &str) -> usize {
 /// Appends one JSON watch line for an object already encoded as JSON.
 pub fn watch_line_into(kind: &str, json: &[u8], out: &mut BytesMut) {
     out.reserve(json.len() + kind.len() + 24);
+    open_line(kind, out);
+    out.put_slice(json);
+    close_line(out);
+}
+
+/// `{"type":"<kind>","object":`, [`line_prefix`] bytes.
+fn open_line(kind: &str, out: &mut BytesMut) {
     out.put_slice(b"{\"type\":\"");
     out.put_slice(kind.as_bytes());
     out.put_slice(b"\",\"object\":");
-    out.put_slice(json);
+}
+
+/// The end of a watch line after its object.
+fn close_line(out: &mut BytesMut) {
     out.put_slice(b"}\n");
 }

@@ -9,11 +9,16 @@ use super::*;
 use crate::registry::Registry;
 use crate::request::ListOptions;
 
+/// A built-in `v1` resource.
+fn builtin(plural: &str) -> Arc<crate::registry::ResourceInfo> {
+    Registry::with_builtins()
+        .get("", "v1", plural)
+        .expect("a built-in resource")
+}
+
 #[test]
 fn cached_pods_match_label_and_field_selectors() {
-    let info = Registry::with_builtins()
-        .get("", "v1", "pods")
-        .expect("pods");
+    let info = builtin("pods");
     let obj = serde_json::json!({
         "metadata": {"name": "p", "namespace": "ns", "labels": {"app": "web", "tier": ""}},
         "spec": {"nodeName": "n1", "containers": []},
@@ -56,9 +61,7 @@ fn cached_pods_match_label_and_field_selectors() {
 
 #[test]
 fn a_live_line_shares_the_cached_objects_bytes() {
-    let info = Registry::with_builtins()
-        .get("", "v1", "configmaps")
-        .expect("configmaps");
+    let info = builtin("configmaps");
     let obj = serde_json::json!({"metadata": {"name": "c", "namespace": "ns"}, "data": {"k": "v"}});
     let key = "/registry/core/configmaps/ns/c";
     let mut packer = Packer::default();
@@ -104,9 +107,7 @@ fn a_live_line_shares_the_cached_objects_bytes() {
 
 #[test]
 fn large_siblings_are_held_packed_and_read_back_whole() {
-    let info = Registry::with_builtins()
-        .get("", "v1", "configmaps")
-        .expect("configmaps");
+    let info = builtin("configmaps");
     let mut packer = Packer::default();
     let held: Vec<(usize, usize)> = (0..3)
         .map(|i| {
@@ -128,9 +129,7 @@ fn large_siblings_are_held_packed_and_read_back_whole() {
 
 #[test]
 fn an_object_this_server_wrote_is_cached_as_if_decoded() {
-    let info = Registry::with_builtins()
-        .get("", "v1", "pods")
-        .expect("pods");
+    let info = builtin("pods");
     let mut obj = serde_json::json!({
         "kind": "Pod",
         "metadata": {"name": "p", "namespace": "ns", "labels": {"app": "web"}},
