@@ -8,6 +8,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::watch;
 
@@ -49,7 +50,7 @@ fn pods_on_disk(ctx: &NodeContext) -> Vec<String> {
 pub async fn run(ctx: Arc<NodeContext>) {
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node_name));
-    let mut stream = watcher::watcher(api, config).boxed();
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
     let mut workers: Workers = HashMap::new();
     let mut listed: HashSet<String> = HashSet::new();
     while let Some(event) = stream.next().await {

@@ -24,16 +24,16 @@ use k8s_openapi::api::core::v1::{
     TopologySpreadConstraint, Volume,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use serde::{Deserialize, Deserializer};
 
 /// A pod as the control plane caches it. `metadata` is whole but for
-/// `managedFields`, which the informers drop.
+/// `managedFields`, which are skipped unread.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CachedPod {
     /// The pod's metadata.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "metadata_unmanaged")]
     pub metadata: ObjectMeta,
     /// What the scheduler and the controllers read of `spec`.
     pub spec: Option<CachedPodSpec>,
@@ -150,6 +150,51 @@ fn claims_only<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<CachedVolum
         .filter(|v| !v.is_empty()))
 }
 
+/// `ObjectMeta`'s fields but `managedFields`, which serde passes over
+/// without building them: they are often the larger part of a pod's
+/// metadata, and decoding them into entries (each a JSON tree) only to drop
+/// them cost the control plane more than any other field of a watched pod.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UnmanagedMeta {
+    annotations: Option<BTreeMap<String, String>>,
+    creation_timestamp: Option<Time>,
+    deletion_grace_period_seconds: Option<i64>,
+    deletion_timestamp: Option<Time>,
+    finalizers: Option<Vec<String>>,
+    generate_name: Option<String>,
+    generation: Option<i64>,
+    labels: Option<BTreeMap<String, String>>,
+    name: Option<String>,
+    namespace: Option<String>,
+    #[serde(default, deserialize_with = "shrunk")]
+    owner_references: Option<Vec<OwnerReference>>,
+    resource_version: Option<String>,
+    self_link: Option<String>,
+    uid: Option<String>,
+}
+
+fn metadata_unmanaged<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
+    let m = UnmanagedMeta::deserialize(d)?;
+    Ok(ObjectMeta {
+        annotations: m.annotations,
+        creation_timestamp: m.creation_timestamp,
+        deletion_grace_period_seconds: m.deletion_grace_period_seconds,
+        deletion_timestamp: m.deletion_timestamp,
+        finalizers: m.finalizers,
+        generate_name: m.generate_name,
+        generation: m.generation,
+        labels: m.labels,
+        managed_fields: None,
+        name: m.name,
+        namespace: m.namespace,
+        owner_references: m.owner_references,
+        resource_version: m.resource_version,
+        self_link: m.self_link,
+        uid: m.uid,
+    })
+}
+
 /// A list without the spare room serde leaves when it grows one (a list of
 /// five conditions has room for eight): cached pods live long.
 fn shrunk<'de, D, T>(d: D) -> Result<Option<Vec<T>>, D::Error>
@@ -215,8 +260,10 @@ impl k8s_openapi::Metadata for CachedPod {
 /// `managedFields` as they are.
 impl From<&Pod> for CachedPod {
     fn from(pod: &Pod) -> Self {
+        let mut metadata = pod.metadata.clone();
+        trim_metadata(&mut metadata);
         CachedPod {
-            metadata: pod.metadata.clone(),
+            metadata,
             spec: pod.spec.as_ref().map(CachedPodSpec::from),
             status: pod.status.as_ref().map(CachedPodStatus::from),
         }
@@ -357,7 +404,10 @@ mod tests {
     fn keeps_what_schedulers_and_controllers_read() {
         let whole = pod();
         let p: CachedPod = serde_json::from_value(json()).expect("cached pod");
-        assert_eq!(p.metadata, whole.metadata);
+        // Everything of the metadata but its managedFields.
+        let mut meta = whole.metadata.clone();
+        assert!(meta.managed_fields.take().is_some());
+        assert_eq!(p.metadata, meta);
         let spec = p.spec.as_ref().expect("spec");
         let names: Vec<&str> = spec
             .volumes
@@ -396,6 +446,21 @@ mod tests {
             ("c", true, 2)
         );
         assert_eq!(status.conditions, whole.status.expect("status").conditions);
+    }
+
+    #[test]
+    fn metadata_decodes_from_text_without_managed_fields() {
+        let text = serde_json::to_string(&json()).expect("text");
+        let p: CachedPod = serde_json::from_str(&text).expect("cached pod");
+        assert_eq!(p.metadata.managed_fields, None);
+        assert_eq!(p.metadata.name.as_deref(), Some("p"));
+        let owners = p.metadata.owner_references.expect("owners");
+        assert_eq!((owners.len(), owners[0].controller), (1, Some(true)));
+        // Nulls are absent values, as for `ObjectMeta`.
+        let p: CachedPod =
+            serde_json::from_str(r#"{"metadata":{"name":"q","labels":null,"managedFields":null}}"#)
+                .expect("cached pod");
+        assert_eq!((p.metadata.name.as_deref(), p.metadata.labels), (Some("q"), None));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::Api;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
 use kybern_apimachinery::cached_pod::CachedPod;
 use tokio::sync::{Semaphore, mpsc};
@@ -65,7 +66,9 @@ fn follow<K>(
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
     K::DynamicType: Default,
 {
-    let mut events = watcher(Api::<K>::all(client.clone()), watcher::Config::default()).boxed();
+    let mut events = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .boxed();
     let tx = tx.clone();
     tokio::spawn(async move {
         while let Some(r) = events.next().await {

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{Event, ObjectReference};
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde::de::IgnoredAny;
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -135,13 +136,16 @@ impl EventRecorder {
         let namespace = object.namespace.clone().unwrap_or_else(|| "default".into());
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        // The written Event that comes back is not read: only whether the
+        // write succeeded, which spares decoding it (with its managedFields).
+        let requests = kube::core::Request::new(api.resource_url());
         if let Some((name, count)) = c.previous {
             let patch = json!({"count": count + 1, "lastTimestamp": now, "message": c.message});
-            if api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .is_ok()
-            {
+            let sent = match requests.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)) {
+                Ok(request) => self.client.request::<IgnoredAny>(request).await.is_ok(),
+                Err(_) => false,
+            };
+            if sent {
                 self.written(c.key, name, count + 1);
                 return;
             }
@@ -163,14 +167,18 @@ impl EventRecorder {
             "action": (!action.is_empty()).then_some(action),
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         });
-        let event: Event = match serde_json::from_value(event) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(error = %e, "building an Event");
-                return;
-            }
+        let request = serde_json::to_vec(&event)
+            .map_err(kube::Error::SerdeError)
+            .and_then(|body| {
+                requests
+                    .create(&PostParams::default(), body)
+                    .map_err(kube::Error::BuildRequest)
+            });
+        let sent = match request {
+            Ok(request) => self.client.request::<IgnoredAny>(request).await,
+            Err(e) => Err(e),
         };
-        match api.create(&PostParams::default(), &event).await {
+        match sent {
             Ok(_) => self.written(c.key, name, 1),
             Err(e) => {
                 if let Ok(mut m) = self.correlator.lock() {

@@ -12,6 +12,7 @@ use anyhow::Context;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
 use kybern_agent::host::{LinuxHost, NodeHost};
 use kybern_agent::images::ImageStore;
@@ -183,7 +184,9 @@ fn watch_running(client: &kube::Client) -> (Running, tokio::task::JoinHandle<()>
     let seen = running.clone();
     let api: Api<Pod> = Api::namespaced(client.clone(), NS);
     let task = tokio::spawn(async move {
-        let mut stream = watcher::watcher(api, watcher::Config::default()).boxed();
+        let mut stream = watcher::watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
         while let Some(event) = stream.next().await {
             let pods: Vec<Pod> = match event {
                 Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => vec![p],

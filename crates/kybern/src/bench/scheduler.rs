@@ -12,6 +12,7 @@ use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
 use serde_json::json;
 
@@ -105,7 +106,9 @@ fn follow(
 ) -> tokio::task::JoinHandle<()> {
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     tokio::spawn(async move {
-        let mut events = watcher(api, watcher::Config::default()).boxed();
+        let mut events = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
         while let Some(ev) = events.next().await {
             let Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) = ev else {
                 continue;

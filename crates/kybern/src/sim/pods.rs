@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -108,7 +109,9 @@ impl Addresses {
 /// Watches every pod and acts for those on simulated nodes.
 pub async fn run(sim: Arc<Sim>) -> anyhow::Result<()> {
     let api: Api<Pod> = Api::all(sim.client.clone());
-    let mut events = watcher(api, watcher::Config::default()).boxed();
+    let mut events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
     let mut addresses = Addresses {
         next: HashMap::new(),
     };
