@@ -185,6 +185,103 @@ pub fn fields_of(obj: &Object, domain: Domain, types: Types<'_>) -> FieldSet {
     out
 }
 
+/// The fields an object sets, within `domain`, as `fieldsV1`: what
+/// `to_fields_v1(&fields_of(..))` gives, built as one tree instead of a set
+/// of paths (each a list of strings) that is then folded into one. A create
+/// owns every field it sets, so this is all its ownership takes.
+pub fn fields_v1_of(obj: &Object, domain: Domain, types: Types<'_>) -> Map<String, Value> {
+    let mut root = Map::new();
+    let Some(top) = obj.as_object() else {
+        return root;
+    };
+    for (k, v) in top {
+        let skip = match k.as_str() {
+            "apiVersion" | "kind" => true,
+            "status" => domain == Domain::NoStatus,
+            _ => domain == Domain::StatusOnly,
+        };
+        if skip {
+            continue;
+        }
+        let tree = if k == "metadata" {
+            let Some(meta) = v.as_object() else { continue };
+            let mut node = Map::new();
+            for (mk, mv) in meta
+                .iter()
+                .filter(|(mk, _)| !UNOWNED_META.contains(&mk.as_str()))
+            {
+                add_subtree(&mut node, format!("f:{mk}"), subtree(mv, mk, Types::Builtin));
+            }
+            (!node.is_empty()).then_some(node)
+        } else {
+            subtree(v, k, types.field(k, true))
+        };
+        add_subtree(&mut root, format!("f:{k}"), tree);
+    }
+    root
+}
+
+/// The `fieldsV1` tree of what `v` (a value of `field`) sets, relative to
+/// its own path: `None` when it sets nothing, as [`walk`] would add no path.
+fn subtree(v: &Value, field: &str, types: Types<'_>) -> Option<Map<String, Value>> {
+    match v {
+        Value::Object(m) if !m.is_empty() && !types.atomic_map(field) => {
+            let mut node = Map::new();
+            node.insert(".".into(), json!({}));
+            for (k, child) in m {
+                add_subtree(
+                    &mut node,
+                    format!("f:{k}"),
+                    subtree(child, k, types.field(k, false)),
+                );
+            }
+            Some(node)
+        }
+        Value::Array(items) if !items.is_empty() => {
+            let refs: Vec<&Value> = items.iter().collect();
+            match types.list_kind(field, &refs) {
+                ListKind::Set => Some(
+                    items
+                        .iter()
+                        .map(|item| (format!("v:{item}"), json!({})))
+                        .collect(),
+                ),
+                ListKind::Map(keys) => {
+                    let mut node = Map::new();
+                    for item in items {
+                        if let Some(el) = types::key_element(&keys, item) {
+                            add_subtree(&mut node, el, subtree(item, "", types.items()));
+                        }
+                    }
+                    (!node.is_empty()).then_some(node)
+                }
+                ListKind::Atomic => Some(Map::new()),
+            }
+        }
+        _ => Some(Map::new()),
+    }
+}
+
+/// Adds `tree` under `key` of `node`, merged with what is there (a list
+/// map's items may share a key).
+fn add_subtree(node: &mut Map<String, Value>, key: String, tree: Option<Map<String, Value>>) {
+    let Some(tree) = tree else { return };
+    match node.get_mut(&key) {
+        Some(Value::Object(existing)) => {
+            for (k, v) in tree {
+                let sub = match v {
+                    Value::Object(m) => Some(m),
+                    _ => None,
+                };
+                add_subtree(existing, k, sub);
+            }
+        }
+        _ => {
+            node.insert(key, Value::Object(tree));
+        }
+    }
+}
+
 fn walk(v: &Value, field: &str, types: Types<'_>, path: &mut FieldPath, out: &mut FieldSet) {
     match v {
         Value::Object(m) if !m.is_empty() && !types.atomic_map(field) => {

@@ -3,11 +3,11 @@
 //! other owners of a field it sets to a different value, and removes what it
 //! applied before and no longer does.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::{
-    Conflict, Domain, Entry, FieldSet, Types, entries, fields_of, merge, remove_at, set_entries,
-    value_at,
+    Conflict, Domain, Entry, FieldSet, Types, entries, fields_of, fields_v1_of, merge, remove_at,
+    set_entries, value_at,
 };
 use crate::object::{self, Object};
 
@@ -77,23 +77,40 @@ pub fn record_update(new: &mut Object, old: Option<&Object>, w: &Writer<'_>) {
         object::remove_meta(new, "managedFields");
         return;
     }
-    let mut list = old.map(|o| reconciled_entries(o, w)).unwrap_or_default();
-    let now = fields_of(new, w.domain, w.types);
-    let changed: FieldSet = match old {
-        // A create changes every field it sets.
-        None => now,
-        Some(o) => now
-            .into_iter()
-            .filter(|p| {
-                // A node itself changes only by appearing.
-                if p.last().is_some_and(|l| l == ".") {
-                    value_at(o, p).is_none()
-                } else {
-                    value_at(o, p) != value_at(new, p)
-                }
-            })
-            .collect(),
+    let Some(old) = old else {
+        // A create changes every field it sets, and nobody else owns any.
+        let fields = fields_v1_of(new, w.domain, w.types);
+        if fields.is_empty() {
+            object::remove_meta(new, "managedFields");
+        } else {
+            let mut entry = json!({
+                "manager": w.manager,
+                "operation": "Update",
+                "apiVersion": w.api_version,
+                "time": object::now_rfc3339(),
+                "fieldsType": "FieldsV1",
+                "fieldsV1": fields,
+            });
+            if !w.subresource.is_empty() {
+                entry["subresource"] = json!(w.subresource);
+            }
+            object::set_meta(new, "managedFields", json!([entry]));
+        }
+        return;
     };
+    let mut list = reconciled_entries(old, w);
+    let now = fields_of(new, w.domain, w.types);
+    let changed: FieldSet = now
+        .into_iter()
+        .filter(|p| {
+            // A node itself changes only by appearing.
+            if p.last().is_some_and(|l| l == ".") {
+                value_at(old, p).is_none()
+            } else {
+                value_at(old, p) != value_at(new, p)
+            }
+        })
+        .collect();
     for e in &mut list {
         e.fields
             .retain(|p| !changed.contains(p) && value_at(new, p).is_some());

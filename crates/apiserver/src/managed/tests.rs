@@ -324,3 +324,72 @@ fn entries_recorded_inside_a_now_atomic_field_do_not_strip_it() {
         json!([{"name": "c", "image": "i"}])
     );
 }
+
+#[test]
+fn a_creates_field_tree_is_the_folded_set_of_its_paths() {
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "n", "uid": "u", "labels": {"app": "a"},
+            "finalizers": ["x", "y"], "annotations": {},
+            "ownerReferences": [{"uid": "o1", "name": "rs"}, {"uid": "o2", "name": "rs2"}]},
+        "spec": {
+            "containers": [
+                {"name": "c", "image": "i", "command": ["sleep", "1"],
+                    "ports": [{"containerPort": 80, "protocol": "TCP"}, {"containerPort": 81}],
+                    "resources": {"requests": {"cpu": "1"}}, "env": []},
+                // The same key twice: both items' fields fold into one.
+                {"name": "c", "stdin": true}],
+            "nodeSelector": {"zone": "a"},
+            "tolerations": [{"key": "k", "operator": "Exists"}],
+            "volumes": [{"name": "v", "emptyDir": {}}],
+            "dnsConfig": {}},
+        "status": {"phase": "Pending", "conditions": [{"type": "Ready", "status": "False"}]}
+    });
+    let schema = widget_schema();
+    let cr = widget(json!({"ports": [{"port": 80, "protocol": "UDP"}], "tags": ["a", "b"],
+        "args": ["x"], "selector": {"app": "w"}, "empty": {}}));
+    let cases = [
+        (&pod, Domain::NoStatus, Types::Builtin),
+        (&pod, Domain::StatusOnly, Types::Builtin),
+        (&pod, Domain::All, Types::Builtin),
+        (&cr, Domain::All, Types::Schema(Some(&schema))),
+        (&json!({"metadata": {"name": "bare"}}), Domain::All, Types::Builtin),
+    ];
+    for (obj, domain, types) in cases {
+        let folded = to_fields_v1(&fields_of(obj, domain, types));
+        assert_eq!(Value::Object(fields_v1_of(obj, domain, types)), folded);
+    }
+}
+
+#[test]
+fn a_create_owns_every_field_it_sets_in_one_entry() {
+    let mut obj = deployment(1, "a");
+    obj["metadata"]["managedFields"] = json!([{"manager": "forged", "operation": "Apply"}]);
+    record_update(&mut obj, None, &writer("alice"));
+    let entries = obj["metadata"]["managedFields"].as_array().expect("entries");
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        (
+            &entries[0]["manager"],
+            &entries[0]["operation"],
+            &entries[0]["apiVersion"]
+        ),
+        (&json!("alice"), &json!("Update"), &json!("apps/v1"))
+    );
+    assert!(entries[0].get("subresource").is_none());
+    let expected = to_fields_v1(&fields_of(&obj, Domain::NoStatus, Types::Builtin));
+    assert_eq!(entries[0]["fieldsV1"], expected);
+    // Through a subresource, and with nothing in its domain: no entry.
+    let mut status_writer = writer("kubelet");
+    status_writer.subresource = "status";
+    status_writer.domain = Domain::StatusOnly;
+    let mut bare = deployment(1, "a");
+    record_update(&mut bare, None, &status_writer);
+    assert!(bare["metadata"].get("managedFields").is_none());
+    bare["status"] = json!({"replicas": 1});
+    record_update(&mut bare, None, &status_writer);
+    assert_eq!(
+        bare["metadata"]["managedFields"][0]["subresource"],
+        json!("status")
+    );
+}
