@@ -460,7 +460,10 @@ mod tests {
         let p: CachedPod =
             serde_json::from_str(r#"{"metadata":{"name":"q","labels":null,"managedFields":null}}"#)
                 .expect("cached pod");
-        assert_eq!((p.metadata.name.as_deref(), p.metadata.labels), (Some("q"), None));
+        assert_eq!(
+            (p.metadata.name.as_deref(), p.metadata.labels),
+            (Some("q"), None)
+        );
     }
 
     #[test]

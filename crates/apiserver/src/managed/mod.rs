@@ -210,7 +210,11 @@ pub fn fields_v1_of(obj: &Object, domain: Domain, types: Types<'_>) -> Map<Strin
                 .iter()
                 .filter(|(mk, _)| !UNOWNED_META.contains(&mk.as_str()))
             {
-                add_subtree(&mut node, format!("f:{mk}"), subtree(mv, mk, Types::Builtin));
+                add_subtree(
+                    &mut node,
+                    format!("f:{mk}"),
+                    subtree(mv, mk, Types::Builtin),
+                );
             }
             (!node.is_empty()).then_some(node)
         } else {

@@ -3,7 +3,7 @@
 //! other owners of a field it sets to a different value, and removes what it
 //! applied before and no longer does.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::{
     Conflict, Domain, Entry, FieldSet, Types, entries, fields_of, fields_v1_of, merge, remove_at,
@@ -83,18 +83,22 @@ pub fn record_update(new: &mut Object, old: Option<&Object>, w: &Writer<'_>) {
         if fields.is_empty() {
             object::remove_meta(new, "managedFields");
         } else {
-            let mut entry = json!({
-                "manager": w.manager,
-                "operation": "Update",
-                "apiVersion": w.api_version,
-                "time": object::now_rfc3339(),
-                "fieldsType": "FieldsV1",
-                "fieldsV1": fields,
-            });
+            let mut entry = Map::new();
+            entry.insert("manager".into(), json!(w.manager));
+            entry.insert("operation".into(), json!("Update"));
+            entry.insert("apiVersion".into(), json!(w.api_version));
+            entry.insert("time".into(), json!(object::now_rfc3339()));
+            entry.insert("fieldsType".into(), json!("FieldsV1"));
+            // Moved in: `json!` would copy the whole tree through `to_value`.
+            entry.insert("fieldsV1".into(), Value::Object(fields));
             if !w.subresource.is_empty() {
-                entry["subresource"] = json!(w.subresource);
+                entry.insert("subresource".into(), json!(w.subresource));
             }
-            object::set_meta(new, "managedFields", json!([entry]));
+            object::set_meta(
+                new,
+                "managedFields",
+                Value::Array(vec![Value::Object(entry)]),
+            );
         }
         return;
     };

@@ -346,14 +346,20 @@ fn a_creates_field_tree_is_the_folded_set_of_its_paths() {
         "status": {"phase": "Pending", "conditions": [{"type": "Ready", "status": "False"}]}
     });
     let schema = widget_schema();
-    let cr = widget(json!({"ports": [{"port": 80, "protocol": "UDP"}], "tags": ["a", "b"],
-        "args": ["x"], "selector": {"app": "w"}, "empty": {}}));
+    let cr = widget(
+        json!({"ports": [{"port": 80, "protocol": "UDP"}], "tags": ["a", "b"],
+        "args": ["x"], "selector": {"app": "w"}, "empty": {}}),
+    );
     let cases = [
         (&pod, Domain::NoStatus, Types::Builtin),
         (&pod, Domain::StatusOnly, Types::Builtin),
         (&pod, Domain::All, Types::Builtin),
         (&cr, Domain::All, Types::Schema(Some(&schema))),
-        (&json!({"metadata": {"name": "bare"}}), Domain::All, Types::Builtin),
+        (
+            &json!({"metadata": {"name": "bare"}}),
+            Domain::All,
+            Types::Builtin,
+        ),
     ];
     for (obj, domain, types) in cases {
         let folded = to_fields_v1(&fields_of(obj, domain, types));
@@ -366,7 +372,9 @@ fn a_create_owns_every_field_it_sets_in_one_entry() {
     let mut obj = deployment(1, "a");
     obj["metadata"]["managedFields"] = json!([{"manager": "forged", "operation": "Apply"}]);
     record_update(&mut obj, None, &writer("alice"));
-    let entries = obj["metadata"]["managedFields"].as_array().expect("entries");
+    let entries = obj["metadata"]["managedFields"]
+        .as_array()
+        .expect("entries");
     assert_eq!(entries.len(), 1);
     assert_eq!(
         (
