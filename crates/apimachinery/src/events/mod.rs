@@ -156,17 +156,23 @@ impl EventRecorder {
             object.name.as_deref().unwrap_or("object"),
             chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
         );
-        let event = json!({
+        let mut event = json!({
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"name": name, "namespace": namespace},
             "involvedObject": object,
             "reason": reason, "message": c.message, "type": type_,
-            "source": {"component": self.component, "host": self.host},
+            "source": {"component": self.component},
             "reportingComponent": self.component,
             "reportingInstance": self.host.as_deref().unwrap_or(&self.component),
-            "action": (!action.is_empty()).then_some(action),
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         });
+        // Absent, not null, as a typed Event would have sent them.
+        if let Some(host) = &self.host {
+            event["source"]["host"] = json!(host);
+        }
+        if !action.is_empty() {
+            event["action"] = json!(action);
+        }
         let request = serde_json::to_vec(&event)
             .map_err(kube::Error::SerdeError)
             .and_then(|body| {

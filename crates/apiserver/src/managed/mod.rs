@@ -152,28 +152,32 @@ pub fn to_fields_v1(set: &FieldSet) -> Value {
     Value::Object(root)
 }
 
+/// The top-level fields of `obj` a write in `domain` may own.
+fn owned_top_level(obj: &Object, domain: Domain) -> impl Iterator<Item = (&String, &Value)> {
+    obj.as_object()
+        .into_iter()
+        .flatten()
+        .filter(move |(k, _)| match k.as_str() {
+            "apiVersion" | "kind" => false,
+            "status" => domain != Domain::NoStatus,
+            _ => domain != Domain::StatusOnly,
+        })
+}
+
+/// The metadata fields of `meta` anyone may own.
+fn owned_metadata(meta: &Map<String, Value>) -> impl Iterator<Item = (&String, &Value)> {
+    meta.iter()
+        .filter(|(mk, _)| !UNOWNED_META.contains(&mk.as_str()))
+}
+
 /// The fields an object sets, within `domain`.
 pub fn fields_of(obj: &Object, domain: Domain, types: Types<'_>) -> FieldSet {
     let mut out = FieldSet::new();
-    let Some(top) = obj.as_object() else {
-        return out;
-    };
-    for (k, v) in top {
-        let skip = match k.as_str() {
-            "apiVersion" | "kind" => true,
-            "status" => domain == Domain::NoStatus,
-            _ => domain == Domain::StatusOnly,
-        };
-        if skip {
-            continue;
-        }
+    for (k, v) in owned_top_level(obj, domain) {
         let mut path = vec![format!("f:{k}")];
         if k == "metadata" {
             let Some(meta) = v.as_object() else { continue };
-            for (mk, mv) in meta
-                .iter()
-                .filter(|(mk, _)| !UNOWNED_META.contains(&mk.as_str()))
-            {
+            for (mk, mv) in owned_metadata(meta) {
                 path.push(format!("f:{mk}"));
                 walk(mv, mk, Types::Builtin, &mut path, &mut out);
                 path.pop();
@@ -191,25 +195,11 @@ pub fn fields_of(obj: &Object, domain: Domain, types: Types<'_>) -> FieldSet {
 /// owns every field it sets, so this is all its ownership takes.
 pub fn fields_v1_of(obj: &Object, domain: Domain, types: Types<'_>) -> Map<String, Value> {
     let mut root = Map::new();
-    let Some(top) = obj.as_object() else {
-        return root;
-    };
-    for (k, v) in top {
-        let skip = match k.as_str() {
-            "apiVersion" | "kind" => true,
-            "status" => domain == Domain::NoStatus,
-            _ => domain == Domain::StatusOnly,
-        };
-        if skip {
-            continue;
-        }
+    for (k, v) in owned_top_level(obj, domain) {
         let tree = if k == "metadata" {
             let Some(meta) = v.as_object() else { continue };
             let mut node = Map::new();
-            for (mk, mv) in meta
-                .iter()
-                .filter(|(mk, _)| !UNOWNED_META.contains(&mk.as_str()))
-            {
+            for (mk, mv) in owned_metadata(meta) {
                 add_subtree(
                     &mut node,
                     format!("f:{mk}"),
