@@ -33,7 +33,7 @@ use serde::{Deserialize, Deserializer};
 #[serde(rename_all = "camelCase")]
 pub struct CachedPod {
     /// The pod's metadata.
-    #[serde(default, deserialize_with = "metadata_unmanaged")]
+    #[serde(default, deserialize_with = "metadata_without_managed_fields")]
     pub metadata: ObjectMeta,
     /// What the scheduler and the controllers read of `spec`.
     pub spec: Option<CachedPodSpec>,
@@ -174,7 +174,11 @@ struct UnmanagedMeta {
     uid: Option<String>,
 }
 
-fn metadata_unmanaged<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
+/// Decodes an `ObjectMeta` without its `managedFields` (`None`), passing
+/// over them unread: for caches that never read them.
+pub fn metadata_without_managed_fields<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<ObjectMeta, D::Error> {
     let m = UnmanagedMeta::deserialize(d)?;
     Ok(ObjectMeta {
         annotations: m.annotations,

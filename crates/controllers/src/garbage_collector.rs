@@ -8,15 +8,18 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use std::borrow::Cow;
+
 use futures::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{
     Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy,
 };
-use kube::core::PartialObjectMeta;
+use kube::core::DynamicResourceScope;
 use kube::discovery::{ApiResource, Discovery, Scope, verbs};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
+use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -60,9 +63,56 @@ struct Graph {
     kinds: HashMap<(String, String), Arc<Kind>>,
 }
 
+/// What the collector reads of a watched object: its metadata without
+/// `managedFields`; serde passes over the rest unread. (kube's
+/// `PartialObjectMeta` flattens the type fields into itself, which makes
+/// serde buffer the whole object, spec and status too, before picking
+/// them out, and it decodes the managedFields.)
+#[derive(Clone, Debug, Default, Deserialize)]
+struct Observed {
+    #[serde(
+        default,
+        deserialize_with = "kybern_apimachinery::cached_pod::metadata_without_managed_fields"
+    )]
+    metadata: ObjectMeta,
+}
+
+impl kube::Resource for Observed {
+    type DynamicType = ApiResource;
+    type Scope = DynamicResourceScope;
+
+    fn group(dt: &ApiResource) -> Cow<'_, str> {
+        dt.group.as_str().into()
+    }
+
+    fn version(dt: &ApiResource) -> Cow<'_, str> {
+        dt.version.as_str().into()
+    }
+
+    fn kind(dt: &ApiResource) -> Cow<'_, str> {
+        dt.kind.as_str().into()
+    }
+
+    fn api_version(dt: &ApiResource) -> Cow<'_, str> {
+        dt.api_version.as_str().into()
+    }
+
+    fn plural(dt: &ApiResource) -> Cow<'_, str> {
+        dt.plural.as_str().into()
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
 enum GraphEvent {
-    Applied(Arc<Kind>, PartialObjectMeta<DynamicObject>),
-    Deleted(PartialObjectMeta<DynamicObject>),
+    Applied(Arc<Kind>, Observed),
+    Deleted(Observed),
     /// A fresh list of the kind ended: objects of it not in the list are gone.
     Relisted(Arc<Kind>, HashSet<String>),
 }
@@ -431,7 +481,7 @@ enum OwnerState {
 
 /// Feeds one kind's metadata watch into the graph.
 async fn watch_kind(client: kube::Client, kind: Arc<Kind>, tx: mpsc::Sender<GraphEvent>) {
-    let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client, &kind.resource);
+    let api: Api<Observed> = Api::all_with(client, &kind.resource);
     let mut events = watcher::watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
@@ -460,5 +510,34 @@ async fn watch_kind(client: kube::Client, kind: Arc<Kind>, tx: mpsc::Sender<Grap
         if sent.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observes_owners_and_finalizers_without_managed_fields() {
+        let text = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "n", "uid": "u1", "resourceVersion": "7",
+                "finalizers": ["orphan"],
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "name": "rs", "uid": "u0", "controller": true}],
+                "managedFields": [{"manager": "m", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"containers": [{"name": "c"}]},
+            "status": {"phase": "Running"}
+        })
+        .to_string();
+        let o: Observed = serde_json::from_str(&text).expect("observed");
+        let m = &o.metadata;
+        assert_eq!(m.managed_fields, None);
+        assert_eq!(
+            (m.uid.as_deref(), m.resource_version.as_deref()),
+            (Some("u1"), Some("7"))
+        );
+        assert_eq!(m.finalizers.as_deref(), Some(&["orphan".to_string()][..]));
+        assert_eq!(m.owner_references.as_ref().map(Vec::len), Some(1));
     }
 }
