@@ -260,8 +260,8 @@ impl k8s_openapi::Metadata for CachedPod {
 }
 
 /// The cached form of a whole pod: what decoding its JSON as a `CachedPod`
-/// gives (a pod a controller built, read as its cache will hold it). Keeps
-/// `managedFields` as they are.
+/// gives (a pod a controller built, read as its cache will hold it),
+/// without `managedFields`.
 impl From<&Pod> for CachedPod {
     fn from(pod: &Pod) -> Self {
         let mut metadata = pod.metadata.clone();

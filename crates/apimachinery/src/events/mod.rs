@@ -141,11 +141,8 @@ impl EventRecorder {
         let requests = kube::core::Request::new(api.resource_url());
         if let Some((name, count)) = c.previous {
             let patch = json!({"count": count + 1, "lastTimestamp": now, "message": c.message});
-            let sent = match requests.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)) {
-                Ok(request) => self.client.request::<IgnoredAny>(request).await.is_ok(),
-                Err(_) => false,
-            };
-            if sent {
+            let request = requests.patch(&name, &PatchParams::default(), &Patch::Merge(&patch));
+            if self.send(request).await.is_ok() {
                 self.written(c.key, name, count + 1);
                 return;
             }
@@ -173,18 +170,12 @@ impl EventRecorder {
         if !action.is_empty() {
             event["action"] = json!(action);
         }
-        let request = serde_json::to_vec(&event)
-            .map_err(kube::Error::SerdeError)
-            .and_then(|body| {
-                requests
-                    .create(&PostParams::default(), body)
-                    .map_err(kube::Error::BuildRequest)
-            });
-        let sent = match request {
-            Ok(request) => self.client.request::<IgnoredAny>(request).await,
-            Err(e) => Err(e),
-        };
-        match sent {
+        // A `Value` always serializes.
+        let body = serde_json::to_vec(&event).unwrap_or_default();
+        match self
+            .send(requests.create(&PostParams::default(), body))
+            .await
+        {
             Ok(_) => self.written(c.key, name, 1),
             Err(e) => {
                 if let Ok(mut m) = self.correlator.lock() {
@@ -193,6 +184,16 @@ impl EventRecorder {
                 tracing::debug!(error = %e, %reason, "recording an Event");
             }
         }
+    }
+
+    /// Sends a built request; whether the API took it. The Event that
+    /// comes back is not decoded.
+    async fn send(
+        &self,
+        request: Result<http::Request<Vec<u8>>, kube::core::request::Error>,
+    ) -> Result<(), kube::Error> {
+        let request = request.map_err(kube::Error::BuildRequest)?;
+        self.client.request::<IgnoredAny>(request).await.map(drop)
     }
 
     fn written(&self, key: String, name: String, count: i32) {

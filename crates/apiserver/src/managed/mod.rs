@@ -101,24 +101,39 @@ pub fn set_entries(obj: &mut Object, entries: &[Entry]) {
     let list: Vec<Value> = entries
         .iter()
         .filter(|e| !e.fields.is_empty())
-        .map(|e| {
-            let mut m = Map::new();
-            m.insert("manager".into(), json!(e.manager));
-            m.insert("operation".into(), json!(e.operation));
-            m.insert("apiVersion".into(), json!(e.api_version));
-            m.insert("time".into(), json!(e.time));
-            m.insert("fieldsType".into(), json!("FieldsV1"));
-            m.insert("fieldsV1".into(), to_fields_v1(&e.fields));
-            if !e.subresource.is_empty() {
-                m.insert("subresource".into(), json!(e.subresource));
-            }
-            Value::Object(m)
-        })
+        .map(|e| entry_json(e, to_fields_v1(&e.fields)))
         .collect();
     if list.is_empty() {
         object::remove_meta(obj, "managedFields");
     } else {
         object::set_meta(obj, "managedFields", Value::Array(list));
+    }
+}
+
+/// One `managedFields` entry as JSON: `e`'s header with `fields_v1` (moved
+/// in, not copied) as its fields; `e.fields` is not read.
+fn entry_json(e: &Entry, fields_v1: Value) -> Value {
+    let mut m = Map::new();
+    m.insert("manager".into(), json!(e.manager));
+    m.insert("operation".into(), json!(e.operation));
+    m.insert("apiVersion".into(), json!(e.api_version));
+    m.insert("time".into(), json!(e.time));
+    m.insert("fieldsType".into(), json!("FieldsV1"));
+    m.insert("fieldsV1".into(), fields_v1);
+    if !e.subresource.is_empty() {
+        m.insert("subresource".into(), json!(e.subresource));
+    }
+    Value::Object(m)
+}
+
+/// Writes the one entry of an object just created: `header` (whose `fields`
+/// are not read) owning `fields_v1`, or no managedFields when that is empty.
+pub(super) fn set_created_entry(obj: &mut Object, header: &Entry, fields_v1: Map<String, Value>) {
+    if fields_v1.is_empty() {
+        object::remove_meta(obj, "managedFields");
+    } else {
+        let entry = entry_json(header, Value::Object(fields_v1));
+        object::set_meta(obj, "managedFields", Value::Array(vec![entry]));
     }
 }
 

@@ -3,11 +3,11 @@
 //! other owners of a field it sets to a different value, and removes what it
 //! applied before and no longer does.
 
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use super::{
     Conflict, Domain, Entry, FieldSet, Types, entries, fields_of, fields_v1_of, merge, remove_at,
-    set_entries, value_at,
+    set_created_entry, set_entries, value_at,
 };
 use crate::object::{self, Object};
 
@@ -44,14 +44,19 @@ fn upsert(list: &mut Vec<Entry>, w: &Writer<'_>, operation: &str, fields: FieldS
             list[i].fields = fields;
             list[i].api_version = w.api_version.to_string();
         }
-        None => list.push(Entry {
-            manager: w.manager.to_string(),
-            operation: operation.to_string(),
-            api_version: w.api_version.to_string(),
-            time,
-            subresource: w.subresource.to_string(),
-            fields,
-        }),
+        None => list.push(new_entry(w, operation, time, fields)),
+    }
+}
+
+/// A new entry of `w` for `operation`, changed at `time`.
+fn new_entry(w: &Writer<'_>, operation: &str, time: String, fields: FieldSet) -> Entry {
+    Entry {
+        manager: w.manager.to_string(),
+        operation: operation.to_string(),
+        api_version: w.api_version.to_string(),
+        time,
+        subresource: w.subresource.to_string(),
+        fields,
     }
 }
 
@@ -79,27 +84,8 @@ pub fn record_update(new: &mut Object, old: Option<&Object>, w: &Writer<'_>) {
     }
     let Some(old) = old else {
         // A create changes every field it sets, and nobody else owns any.
-        let fields = fields_v1_of(new, w.domain, w.types);
-        if fields.is_empty() {
-            object::remove_meta(new, "managedFields");
-        } else {
-            let mut entry = Map::new();
-            entry.insert("manager".into(), json!(w.manager));
-            entry.insert("operation".into(), json!("Update"));
-            entry.insert("apiVersion".into(), json!(w.api_version));
-            entry.insert("time".into(), json!(object::now_rfc3339()));
-            entry.insert("fieldsType".into(), json!("FieldsV1"));
-            // Moved in: `json!` would copy the whole tree through `to_value`.
-            entry.insert("fieldsV1".into(), Value::Object(fields));
-            if !w.subresource.is_empty() {
-                entry.insert("subresource".into(), json!(w.subresource));
-            }
-            object::set_meta(
-                new,
-                "managedFields",
-                Value::Array(vec![Value::Object(entry)]),
-            );
-        }
+        let header = new_entry(w, "Update", object::now_rfc3339(), FieldSet::new());
+        set_created_entry(new, &header, fields_v1_of(new, w.domain, w.types));
         return;
     };
     let mut list = reconciled_entries(old, w);
