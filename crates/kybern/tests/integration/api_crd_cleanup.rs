@@ -96,8 +96,19 @@ async fn deleting_a_crd_deletes_its_objects_first() {
             .then_some(())
     })
     .await;
-    let held = gizmos.get("held").await.expect("held stays");
-    assert!(held.metadata.deletion_timestamp.is_some());
+    // Objects go one at a time, so the held one may be marked a moment later.
+    let held = common::wait_for("the held gizmo is marked deleting", async || {
+        gizmos
+            .get("held")
+            .await
+            .ok()
+            .filter(|g| g.metadata.deletion_timestamp.is_some())
+    })
+    .await;
+    assert_eq!(
+        held.metadata.finalizers.as_deref(),
+        Some(&[HOLD.to_owned()][..])
+    );
     let crd = crds.get("gizmos.example.com").await.expect("CRD waits");
     assert_eq!(
         terminating(&crd),
