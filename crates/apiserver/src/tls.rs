@@ -120,6 +120,13 @@ pub async fn serve_tls(listener: TcpListener, config: Arc<rustls::ServerConfig>,
                 continue;
             }
         };
+        // Go's net/http, which kube-apiserver serves with, turns Nagle's
+        // algorithm off: with it on, the last small write of a streamed
+        // response (a list's tail, a watch event) waits for the client's
+        // delayed ACK, up to 40 ms.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "TCP_NODELAY");
+        }
         let (acceptor, app) = (acceptor.clone(), app.clone());
         tokio::spawn(async move {
             let tls =

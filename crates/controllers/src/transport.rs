@@ -56,6 +56,8 @@ impl Transport {
     pub fn keeping_idle(config: &kube::Config, tls: rustls::ClientConfig, max_idle: usize) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
+        // As Go's dialer, which client-go uses: no Nagle delay on small writes.
+        http.set_nodelay(true);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()

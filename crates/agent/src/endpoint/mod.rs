@@ -175,6 +175,10 @@ pub async fn serve(
                 continue;
             }
         };
+        // As the kubelet (Go) does: exec and log streams write small frames.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "agent endpoint TCP_NODELAY");
+        }
         let (acceptor, app) = (acceptor.clone(), app.clone());
         let awaited = bootstrapping.then(|| serving.clone());
         tokio::spawn(async move {

@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
+use kybern_apimachinery::cached_pod::CachedPod;
 use serde_json::json;
 
 use super::server_process::{create_ns, rss_bytes, start_server};
@@ -98,13 +99,15 @@ fn pod(name: &str, workload: Workload) -> anyhow::Result<Pod> {
     Ok(serde_json::from_value(pod)?)
 }
 
-/// Follows the namespace's pods, noting when each is bound and running.
+/// Follows the namespace's pods, noting when each is bound and running. It
+/// decodes them as the control plane's caches do, without `managedFields`,
+/// so that the measuring costs the shared CPU less.
 fn follow(
     client: &kube::Client,
     ns: &str,
     timeline: Arc<Mutex<Timeline>>,
 ) -> tokio::task::JoinHandle<()> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let api: Api<CachedPod> = Api::namespaced(client.clone(), ns);
     tokio::spawn(async move {
         let mut events = watcher(api, watcher::Config::default())
             .default_backoff()

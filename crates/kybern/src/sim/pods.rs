@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::core::Request;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
+use kybern_apimachinery::cached_pod::CachedPod;
+use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
@@ -23,11 +25,11 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-fn node_of(pod: &Pod) -> Option<&str> {
+fn node_of(pod: &CachedPod) -> Option<&str> {
     pod.spec.as_ref()?.node_name.as_deref()
 }
 
-fn owned_by_job(pod: &Pod) -> bool {
+fn owned_by_job(pod: &CachedPod) -> bool {
     pod.metadata
         .owner_references
         .iter()
@@ -40,7 +42,7 @@ fn owned_by_job(pod: &Pod) -> bool {
 pub const EXIT_CODE_ANNOTATION: &str = "sim.kybern.dev/exit-code";
 
 /// The exit code a finishing pod reports: its annotation's, else 0.
-fn exit_code(pod: &Pod) -> i32 {
+fn exit_code(pod: &CachedPod) -> i32 {
     pod.metadata
         .annotations
         .as_ref()
@@ -50,7 +52,7 @@ fn exit_code(pod: &Pod) -> i32 {
 }
 
 /// The status of a pod whose containers all run (or, with `exit`, all ended).
-fn status(pod: &Pod, ip: &str, host_ip: &str, exit: Option<i32>) -> Value {
+fn status(pod: &CachedPod, ip: &str, host_ip: &str, exit: Option<i32>) -> Value {
     let now = now();
     let spec = pod.spec.as_ref();
     let containers: Vec<Value> = spec
@@ -106,12 +108,23 @@ impl Addresses {
     }
 }
 
-/// Watches every pod and acts for those on simulated nodes.
+/// Sends a write whose reply the simulator does not read: a kubelet acts on
+/// what its watch shows, so decoding each reply would only cost CPU.
+async fn send(
+    client: &kube::Client,
+    request: Result<http::Request<Vec<u8>>, kube::core::request::Error>,
+) -> Result<(), kube::Error> {
+    let request = request.map_err(kube::Error::BuildRequest)?;
+    client.request::<IgnoredAny>(request).await.map(drop)
+}
+
+/// Watches every bound pod and acts for those on simulated nodes. Pods are
+/// decoded as the control plane caches them (no `managedFields`), which is
+/// all a simulated kubelet reads.
 pub async fn run(sim: Arc<Sim>) -> anyhow::Result<()> {
-    let api: Api<Pod> = Api::all(sim.client.clone());
-    let mut events = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let api: Api<CachedPod> = Api::all(sim.client.clone());
+    let bound = watcher::Config::default().fields("spec.nodeName!=");
+    let mut events = watcher(api, bound).default_backoff().boxed();
     let mut addresses = Addresses {
         next: HashMap::new(),
     };
@@ -139,7 +152,8 @@ pub async fn run(sim: Arc<Sim>) -> anyhow::Result<()> {
             pod.metadata.namespace.clone().unwrap_or_default(),
             pod.metadata.name.clone().unwrap_or_default(),
         );
-        let pods: Api<Pod> = Api::namespaced(sim.client.clone(), &ns);
+        let pods = Request::new(format!("/api/v1/namespaces/{ns}/pods"));
+        let client = sim.client.clone();
         if pod.metadata.deletion_timestamp.is_some() {
             if handled.insert(uid.clone(), "Deleting") == Some("Deleting") {
                 continue;
@@ -161,7 +175,7 @@ pub async fn run(sim: Arc<Sim>) -> anyhow::Result<()> {
                     }),
                     ..Default::default()
                 };
-                if let Err(e) = pods.delete(&name, &dp).await {
+                if let Err(e) = send(&client, pods.delete(&name, &dp)).await {
                     tracing::debug!(error = %e, pod = %name, "sim: final delete");
                 }
             });
@@ -179,10 +193,10 @@ pub async fn run(sim: Arc<Sim>) -> anyhow::Result<()> {
             {
                 let _permit = limit.acquire().await;
                 let running = status(&pod, &ip, &host_ip, None);
-                if let Err(e) = pods
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&running))
-                    .await
-                {
+                let patch = Patch::Merge(&running);
+                let request =
+                    pods.patch_subresource("status", &name, &PatchParams::default(), &patch);
+                if let Err(e) = send(&client, request).await {
                     tracing::debug!(error = %e, pod = %name, "sim: start");
                     return;
                 }
@@ -191,10 +205,10 @@ pub async fn run(sim: Arc<Sim>) -> anyhow::Result<()> {
                 tokio::time::sleep(after).await;
                 let _permit = limit.acquire().await;
                 let done = status(&pod, &ip, &host_ip, Some(code));
-                if let Err(e) = pods
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&done))
-                    .await
-                {
+                let patch = Patch::Merge(&done);
+                let request =
+                    pods.patch_subresource("status", &name, &PatchParams::default(), &patch);
+                if let Err(e) = send(&client, request).await {
                     tracing::debug!(error = %e, pod = %name, "sim: finish");
                 }
             }
