@@ -16,6 +16,16 @@ pub fn json(status: StatusCode, body: &Value) -> Response {
     resp
 }
 
+/// A JSON response with a status code, from JSON already encoded.
+pub fn json_bytes(status: StatusCode, body: bytes::Bytes) -> Response {
+    let mut resp = (status, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 /// An API error, answered as a `Status` object.
 #[derive(Debug)]
 pub struct ErrorResponse(pub ApiError);

@@ -49,6 +49,28 @@ impl Encoded {
     }
 }
 
+/// A write's object as the store now holds it, for answering the write with
+/// its JSON without encoding the object a second time.
+#[derive(Clone, Debug)]
+pub struct WrittenJson {
+    encoded: Encoded,
+    revision: Revision,
+}
+
+impl WrittenJson {
+    /// The JSON of `obj` if it is the object written (its `resourceVersion`
+    /// is the write's); `None` otherwise, or for an object without metadata.
+    pub fn of(&self, obj: &Object) -> Option<Bytes> {
+        if object::meta_str(obj, "resourceVersion") != self.revision.to_string() {
+            return None;
+        }
+        let mut out = BytesMut::new();
+        self.encoded
+            .with_rv_into(self.revision, &mut out)
+            .then(|| out.freeze())
+    }
+}
+
 /// One page of a list read.
 #[derive(Debug)]
 pub struct Page {
@@ -185,13 +207,13 @@ impl ObjectStore {
         info: &ResourceInfo,
         key: &str,
         obj: &mut Object,
-    ) -> Result<Bytes, ApiError> {
+    ) -> Result<Encoded, ApiError> {
         let encoded = Self::encode(obj)?;
-        let bytes = encoded.bytes.clone();
         if info.watch_cached() && self.store.shares_written_values() {
-            self.written.note(key, Prepared::new(info, obj, encoded));
+            self.written
+                .note(key, Prepared::new(info, obj, encoded.clone()));
         }
-        Ok(bytes)
+        Ok(encoded)
     }
 
     /// Reads one object.
@@ -253,28 +275,51 @@ impl ObjectStore {
     }
 
     /// Creates an object; returns it as stored.
-    pub async fn create(&self, info: &ResourceInfo, mut obj: Object) -> Result<Object, ApiError> {
+    pub async fn create(&self, info: &ResourceInfo, obj: Object) -> Result<Object, ApiError> {
+        self.create_with_json(info, obj).await.map(|(obj, _)| obj)
+    }
+
+    /// Creates an object; returns it as stored, and its JSON.
+    pub async fn create_with_json(
+        &self,
+        info: &ResourceInfo,
+        mut obj: Object,
+    ) -> Result<(Object, WrittenJson), ApiError> {
         let name = object::name(&obj).to_owned();
         let key = Self::key(info, object::namespace(&obj), &name);
-        let value = self.encode_noting(info, &key, &mut obj)?;
-        let rev = self.store.create(&key, value.clone()).await.map_err(|e| {
+        let encoded = self.encode_noting(info, &key, &mut obj)?;
+        let value = encoded.bytes.clone();
+        let revision = self.store.create(&key, value.clone()).await.map_err(|e| {
             self.written.forget(&key, &value);
             api_error(e, info, &name)
         })?;
-        Ok(with_rv(obj, rev))
+        Ok((with_rv(obj, revision), WrittenJson { encoded, revision }))
     }
 
     /// Replaces an object if its revision is still `expected`.
     pub async fn update(
         &self,
         info: &ResourceInfo,
-        mut obj: Object,
+        obj: Object,
         expected: Revision,
     ) -> Result<Object, ApiError> {
+        self.update_with_json(info, obj, expected)
+            .await
+            .map(|(obj, _)| obj)
+    }
+
+    /// As [`ObjectStore::update`], returning the object's JSON too.
+    pub async fn update_with_json(
+        &self,
+        info: &ResourceInfo,
+        mut obj: Object,
+        expected: Revision,
+    ) -> Result<(Object, WrittenJson), ApiError> {
         let name = object::name(&obj).to_owned();
         let key = Self::key(info, object::namespace(&obj), &name);
-        let value = self.encode_noting(info, &key, &mut obj)?;
-        let rev = self
+        let encoded = self.encode_noting(info, &key, &mut obj)?;
+        let value = encoded.bytes.clone();
+        let revision = self
             .store
             .update(&key, value.clone(), expected)
             .await
@@ -282,7 +327,7 @@ impl ObjectStore {
                 self.written.forget(&key, &value);
                 api_error(e, info, &name)
             })?;
-        Ok(with_rv(obj, rev))
+        Ok((with_rv(obj, revision), WrittenJson { encoded, revision }))
     }
 
     /// Removes an object if its revision is still `expected`; returns it as it was,
@@ -374,5 +419,24 @@ mod tests {
         let mut out = BytesMut::new();
         assert!(!encoded.with_rv_into(1, &mut out));
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_writes_json_answers_only_for_the_object_it_wrote() {
+        let mut obj = json!({"kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "v"}});
+        let encoded = ObjectStore::encode(&mut obj).expect("encodes");
+        let written = WrittenJson {
+            encoded,
+            revision: 7,
+        };
+        let stored = with_rv(obj, 7);
+        let json = written.of(&stored).expect("the object written");
+        let served: Value = serde_json::from_slice(&json).expect("valid JSON");
+        assert_eq!(served, stored);
+        // Another version of it (a later write, or none) is encoded anew.
+        assert!(written.of(&with_rv(stored.clone(), 8)).is_none());
+        let mut unversioned = stored;
+        object::remove_meta(&mut unversioned, "resourceVersion");
+        assert!(written.of(&unversioned).is_none());
     }
 }

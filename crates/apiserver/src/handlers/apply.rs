@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::{Ctx, body, write};
 use crate::managed::{self, Conflict};
-use crate::response::{ApiResult, json as json_response};
+use crate::response::ApiResult;
 
 fn conflict_error(
     info: &crate::registry::ResourceInfo,
@@ -119,7 +119,7 @@ pub async fn apply(ctx: &Ctx, bytes: &[u8]) -> ApiResult {
                 match write::create_object(ctx, obj, &mut warnings, false).await {
                     Ok(stored) => {
                         return Ok(write::with_warnings(
-                            json_response(StatusCode::CREATED, &ctx.present(stored)),
+                            ctx.answer_written(StatusCode::CREATED, stored),
                             &warnings,
                         ));
                     }
@@ -142,7 +142,7 @@ pub async fn apply(ctx: &Ctx, bytes: &[u8]) -> ApiResult {
                 )
                 .await?;
                 return Ok(write::with_warnings(
-                    json_response(StatusCode::OK, &ctx.present(stored)),
+                    ctx.answer_written(StatusCode::OK, stored),
                     &warnings,
                 ));
             }

@@ -55,6 +55,9 @@ pub struct Ctx {
     pub user: crate::auth::UserInfo,
     /// What admission adds to the request's audit event.
     pub audit: crate::audit::AuditContext,
+    /// The JSON of the object this request last wrote, so that the answer
+    /// need not encode it again (see [`Ctx::answer_written`]).
+    pub written: std::sync::Mutex<Option<crate::storage::WrittenJson>>,
 }
 
 impl Ctx {
@@ -132,6 +135,30 @@ impl Ctx {
             obj["apiVersion"] = serde_json::json!(self.api_version);
         }
         obj
+    }
+
+    /// Answers with `obj`, a write's result, as the client's version shows
+    /// it: the JSON the write stored, when `obj` is that object and needs no
+    /// conversion, else `obj` encoded.
+    pub fn answer_written(
+        &self,
+        status: axum::http::StatusCode,
+        obj: crate::object::Object,
+    ) -> axum::response::Response {
+        let written = self.written.lock().ok().and_then(|mut w| w.take());
+        if !self.converts()
+            && let Some(json) = written.and_then(|w| w.of(&obj))
+        {
+            return crate::response::json_bytes(status, json);
+        }
+        crate::response::json(status, &self.present(obj))
+    }
+
+    /// Keeps a write's JSON for [`Ctx::answer_written`].
+    pub fn note_written(&self, json: crate::storage::WrittenJson) {
+        if let Ok(mut w) = self.written.lock() {
+            *w = Some(json);
+        }
     }
 
     /// An object as the storage version holds it.
@@ -233,6 +260,7 @@ async fn dispatch(
         api_version,
         user,
         audit,
+        written: Default::default(),
     };
     if ctx.info.review() {
         return crate::authz::review::serve(&ctx, &method, body).await;

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::{Ctx, body, write};
 use crate::object;
-use crate::response::{ApiResult, json as json_response};
+use crate::response::ApiResult;
 use crate::storage::parse_rv;
 
 /// Applies an RFC 7386 merge patch to `target`.
@@ -125,7 +125,7 @@ pub async fn patch(ctx: &Ctx, request: Body) -> ApiResult {
     )
     .await?;
     Ok(write::with_warnings(
-        json_response(StatusCode::OK, &ctx.present(stored)),
+        ctx.answer_written(StatusCode::OK, stored),
         &warnings,
     ))
 }

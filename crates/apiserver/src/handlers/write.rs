@@ -10,7 +10,7 @@ use super::attempts::{Attempt, Reads, settle};
 use super::{Ctx, body};
 use crate::object::{self, Object};
 use crate::registry::ResourceInfo;
-use crate::response::{ApiResult, json as json_response};
+use crate::response::ApiResult;
 use crate::storage::{parse_rv, with_rv};
 use crate::strategy;
 
@@ -81,7 +81,7 @@ pub async fn create(ctx: &Ctx, request: Body) -> ApiResult {
     let mut warnings = Vec::new();
     let stored = create_object(ctx, obj, &mut warnings, true).await?;
     Ok(with_warnings(
-        json_response(StatusCode::CREATED, &ctx.present(stored)),
+        ctx.answer_written(StatusCode::CREATED, stored),
         &warnings,
     ))
 }
@@ -161,26 +161,33 @@ pub async fn create_object(
         crate::service_ips::allocate(&ctx.state.objects, info, &mut obj).await?;
     }
     if !is_service && !generated {
-        return ctx.state.objects.create(info, obj).await;
+        return store_new(ctx, info, obj).await;
     }
     if !is_service {
         // A generated name can collide (27⁵ suffixes): retry with fresh
         // ones, as upstream does, before answering AlreadyExists.
         for _ in 0..GENERATE_NAME_RETRIES {
-            match ctx.state.objects.create(info, obj.clone()).await {
+            match store_new(ctx, info, obj.clone()).await {
                 Err(e) if e.reason == StatusReason::AlreadyExists => {
                     strategy::generate_name(&mut obj);
                 }
                 result => return result,
             }
         }
-        return ctx.state.objects.create(info, obj).await;
+        return store_new(ctx, info, obj).await;
     }
-    let result = ctx.state.objects.create(info, obj.clone()).await;
+    let result = store_new(ctx, info, obj.clone()).await;
     if result.is_err() {
         crate::service_ips::release(&ctx.state.objects, &obj).await;
     }
     result
+}
+
+/// Stores a new object, keeping its JSON for the answer.
+async fn store_new(ctx: &Ctx, info: &ResourceInfo, obj: Object) -> Result<Object, ApiError> {
+    let (stored, json) = ctx.state.objects.create_with_json(info, obj).await?;
+    ctx.note_written(json);
+    Ok(stored)
 }
 
 /// PUT an object (or its status).
@@ -205,7 +212,7 @@ pub async fn update(ctx: &Ctx, request: Body) -> ApiResult {
     )
     .await?;
     Ok(with_warnings(
-        json_response(StatusCode::OK, &ctx.present(stored)),
+        ctx.answer_written(StatusCode::OK, stored),
         &warnings,
     ))
 }
@@ -343,8 +350,11 @@ async fn update_attempt(
     if new == old && !reseal {
         return Ok(Attempt::Unchanged(with_rv(old, old_rv)));
     }
-    match ctx.state.objects.update(info, new, old_rv).await {
-        Ok(stored) => Ok(Attempt::Written(stored)),
+    match ctx.state.objects.update_with_json(info, new, old_rv).await {
+        Ok((stored, json)) => {
+            ctx.note_written(json);
+            Ok(Attempt::Written(stored))
+        }
         Err(e) if e.reason == StatusReason::Conflict => Ok(Attempt::Conflict(e)),
         Err(e) => Err(e),
     }
