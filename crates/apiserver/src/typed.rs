@@ -2,6 +2,7 @@
 //! JSON body holds that the kind does not: unknown fields (for
 //! `fieldValidation`) and wrong types (always a 400, as upstream's decoder).
 
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -71,39 +72,137 @@ fn remove_at(v: &mut Value, path: &[Segment]) {
     }
 }
 
-fn path_string(path: &serde_ignored::Path<'_>) -> String {
-    use serde_ignored::Path;
-    match path {
-        Path::Root => String::new(),
-        Path::Seq { parent, index } => format!("{}[{index}]", path_string(parent)),
-        Path::Map { parent, key } => {
-            let p = path_string(parent);
-            if p.is_empty() {
-                key.clone()
-            } else {
-                format!("{p}.{key}")
-            }
-        }
-        Path::Some { parent }
-        | Path::NewtypeStruct { parent }
-        | Path::NewtypeVariant { parent } => path_string(parent),
+/// A `managedFields` entry as the decoder checks it: `ManagedFieldsEntry`'s
+/// fields and types, but `fieldsV1`, which may hold any JSON, is passed over
+/// rather than copied into a tree only to be dropped.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)] // Read only for their types.
+struct CheckedEntry {
+    api_version: Option<String>,
+    fields_type: Option<String>,
+    #[serde(rename = "fieldsV1")]
+    fields_v1: Option<AnyJson>,
+    manager: Option<String>,
+    operation: Option<String>,
+    subresource: Option<String>,
+    time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+}
+
+/// Any JSON value, read through and kept nowhere. (`IgnoredAny` would be
+/// reported as an unknown field.)
+struct AnyJson;
+
+impl<'de> serde::Deserialize<'de> for AnyJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(AnyJsonVisitor)
     }
 }
 
-fn decode<T: DeserializeOwned>(body: &Value) -> Result<Decoded, String> {
-    let mut unknown = Vec::new();
-    let mut segs = Vec::new();
+struct AnyJsonVisitor;
+
+impl<'de> serde::de::Visitor<'de> for AnyJsonVisitor {
+    type Value = AnyJson;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+
+    fn visit_unit<E>(self) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+
+    fn visit_none<E>(self) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<AnyJson, D::Error> {
+        AnyJson::deserialize(d)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<AnyJson, A::Error> {
+        while seq.next_element::<AnyJson>()?.is_some() {}
+        Ok(AnyJson)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<AnyJson, A::Error> {
+        while map.next_entry::<AnyJson, AnyJson>()?.is_some() {}
+        Ok(AnyJson)
+    }
+}
+
+fn decode_into<T: DeserializeOwned>(
+    body: &Value,
+    prefix: &[Segment],
+    found: &mut Decoded,
+) -> Result<(), String> {
     let result: Result<T, _> = serde_ignored::deserialize(body, |path| {
-        unknown.push(path_string(&path));
-        let mut s = Vec::new();
+        let mut s = prefix.to_vec();
         segments(&path, &mut s);
-        segs.push(s);
+        found.unknown.push(display(&s));
+        found.segments.push(s);
     });
-    result.map_err(|e| e.to_string())?;
-    Ok(Decoded {
-        unknown,
-        segments: segs,
-    })
+    result.map(drop).map_err(|e| e.to_string())
+}
+
+/// A path as upstream writes it: `spec.containers[0].bar`.
+fn display(path: &[Segment]) -> String {
+    let mut out = String::new();
+    for s in path {
+        match s {
+            Segment::Key(k) if out.is_empty() => out.push_str(k),
+            Segment::Key(k) => {
+                out.push('.');
+                out.push_str(k);
+            }
+            Segment::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// Decodes `body` as `T`. Its `managedFields` are taken out meanwhile and
+/// checked on their own as [`CheckedEntry`] values, then put back.
+fn decode<T: DeserializeOwned>(body: &mut Value) -> Result<Decoded, String> {
+    let mut found = Decoded::default();
+    let managed = body
+        .get_mut("metadata")
+        .and_then(Value::as_object_mut)
+        .and_then(|m| m.get_mut("managedFields"))
+        .map(Value::take);
+    let result = decode_into::<T>(body, &[], &mut found);
+    let Some(managed) = managed else {
+        return result.map(|()| found);
+    };
+    let prefix = [
+        Segment::Key("metadata".to_owned()),
+        Segment::Key("managedFields".to_owned()),
+    ];
+    let entries = decode_into::<Option<Vec<CheckedEntry>>>(&managed, &prefix, &mut found);
+    if let Some(slot) = body.pointer_mut("/metadata/managedFields") {
+        *slot = managed;
+    }
+    result.and(entries).map(|()| found)
 }
 
 macro_rules! decode_kinds {
@@ -117,7 +216,7 @@ macro_rules! decode_kinds {
 
 /// Decodes `body` as `info`'s kind. `None` for kinds without a typed form
 /// (custom resources); `Err` with the decoder's message for a wrong type.
-pub fn check(info: &ResourceInfo, body: &Value) -> Option<Result<Decoded, String>> {
+pub fn check(info: &ResourceInfo, body: &mut Value) -> Option<Result<Decoded, String>> {
     crate::kinds::with_builtin_kinds!(decode_kinds!(info, body))
 }
 
@@ -135,7 +234,9 @@ mod tests {
             "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "bogus": 1},
             "spec": {"replicas": 1, "selector": {}, "extra": true, "template": {"spec": {"containers": [{"name": "a", "imagee": "x"}]}}}
         });
-        let found = check(&d, &body).expect("typed").expect("decodes");
+        let found = check(&d, &mut body.clone())
+            .expect("typed")
+            .expect("decodes");
         assert_eq!(
             found.unknown,
             vec![
@@ -152,9 +253,43 @@ mod tests {
         );
         assert!(pruned["spec"].get("extra").is_none() && pruned["metadata"].get("bogus").is_none());
         let wrong = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"replicas": "three", "selector": {}, "template": {}}});
-        assert!(check(&d, &wrong).expect("typed").is_err());
+        assert!(check(&d, &mut wrong.clone()).expect("typed").is_err());
         let clean = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "b"}});
         let cm = reg.get("", "v1", "configmaps").expect("cm");
-        assert_eq!(check(&cm, &clean), Some(Ok(Decoded::default())));
+        assert_eq!(check(&cm, &mut clean.clone()), Some(Ok(Decoded::default())));
+    }
+
+    #[test]
+    fn managed_fields_are_checked_apart_and_kept() {
+        let reg = Registry::with_builtins();
+        let cm = reg.get("", "v1", "configmaps").expect("cm");
+        let entry = json!({"manager": "m", "operation": "Update", "apiVersion": "v1",
+            "time": "2026-01-01T00:00:00Z", "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:data": {"f:a": {}}}, "extra": 1});
+        let mut body = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "managedFields": [entry], "bogus": true}, "data": {"a": "b"}});
+        let before = body.clone();
+        let found = check(&cm, &mut body).expect("typed").expect("decodes");
+        assert_eq!(body, before, "the entries are put back");
+        assert_eq!(
+            found.unknown,
+            vec!["metadata.bogus", "metadata.managedFields[0].extra"]
+        );
+        found.prune(&mut body);
+        assert!(body["metadata"]["managedFields"][0].get("extra").is_none());
+        assert_eq!(
+            body["metadata"]["managedFields"][0]["fieldsV1"],
+            json!({"f:data": {"f:a": {}}})
+        );
+        // Wrong types inside an entry are still the decoder's 400.
+        for bad in [
+            json!({"time": "yesterday"}),
+            json!({"manager": 3}),
+            json!("x"),
+        ] {
+            let mut body = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "c", "managedFields": [bad]}});
+            assert!(check(&cm, &mut body).expect("typed").is_err());
+        }
     }
 }
