@@ -192,8 +192,7 @@ impl EventRecorder {
         &self,
         request: Result<http::Request<Vec<u8>>, kube::core::request::Error>,
     ) -> Result<(), kube::Error> {
-        let request = request.map_err(kube::Error::BuildRequest)?;
-        self.client.request::<IgnoredAny>(request).await.map(drop)
+        send_unread(&self.client, request).await
     }
 
     fn written(&self, key: String, name: String, count: i32) {
@@ -249,6 +248,16 @@ pub fn reference_to_pod(
         resource_version: metadata.resource_version.clone(),
         field_path,
     }
+}
+
+/// Sends a built write whose reply the caller does not read: whether the
+/// API took it, without decoding the object that comes back.
+pub async fn send_unread(
+    client: &kube::Client,
+    request: Result<http::Request<Vec<u8>>, kube::core::request::Error>,
+) -> Result<(), kube::Error> {
+    let request = request.map_err(kube::Error::BuildRequest)?;
+    client.request::<IgnoredAny>(request).await.map(drop)
 }
 
 #[cfg(test)]

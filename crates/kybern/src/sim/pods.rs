@@ -12,7 +12,7 @@ use kube::core::Request;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
 use kybern_apimachinery::cached_pod::CachedPod;
-use serde::de::IgnoredAny;
+use kybern_apimachinery::events::send_unread;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
@@ -108,19 +108,10 @@ impl Addresses {
     }
 }
 
-/// Sends a write whose reply the simulator does not read: a kubelet acts on
-/// what its watch shows, so decoding each reply would only cost CPU.
-async fn send(
-    client: &kube::Client,
-    request: Result<http::Request<Vec<u8>>, kube::core::request::Error>,
-) -> Result<(), kube::Error> {
-    let request = request.map_err(kube::Error::BuildRequest)?;
-    client.request::<IgnoredAny>(request).await.map(drop)
-}
-
 /// Watches every bound pod and acts for those on simulated nodes. Pods are
 /// decoded as the control plane caches them (no `managedFields`), which is
-/// all a simulated kubelet reads.
+/// all a simulated kubelet reads; like a kubelet it acts on what its watch
+/// shows, so its writes' replies go unread.
 pub async fn run(sim: Arc<Sim>) -> anyhow::Result<()> {
     let api: Api<CachedPod> = Api::all(sim.client.clone());
     let bound = watcher::Config::default().fields("spec.nodeName!=");
@@ -175,7 +166,7 @@ pub async fn run(sim: Arc<Sim>) -> anyhow::Result<()> {
                     }),
                     ..Default::default()
                 };
-                if let Err(e) = send(&client, pods.delete(&name, &dp)).await {
+                if let Err(e) = send_unread(&client, pods.delete(&name, &dp)).await {
                     tracing::debug!(error = %e, pod = %name, "sim: final delete");
                 }
             });
@@ -196,7 +187,7 @@ pub async fn run(sim: Arc<Sim>) -> anyhow::Result<()> {
                 let patch = Patch::Merge(&running);
                 let request =
                     pods.patch_subresource("status", &name, &PatchParams::default(), &patch);
-                if let Err(e) = send(&client, request).await {
+                if let Err(e) = send_unread(&client, request).await {
                     tracing::debug!(error = %e, pod = %name, "sim: start");
                     return;
                 }
@@ -208,7 +199,7 @@ pub async fn run(sim: Arc<Sim>) -> anyhow::Result<()> {
                 let patch = Patch::Merge(&done);
                 let request =
                     pods.patch_subresource("status", &name, &PatchParams::default(), &patch);
-                if let Err(e) = send(&client, request).await {
+                if let Err(e) = send_unread(&client, request).await {
                     tracing::debug!(error = %e, pod = %name, "sim: finish");
                 }
             }
