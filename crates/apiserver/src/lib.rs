@@ -68,6 +68,7 @@ pub mod tls;
 pub mod typed;
 pub mod volume_rules;
 pub mod workload_rules;
+pub mod write_coalescer;
 pub mod written;
 
 pub use server::{ApiState, router, serve};

@@ -18,6 +18,7 @@ use tower::ServiceExt;
 
 use crate::auth::{PeerIdentity, identity_from_cert};
 use crate::pki::Pki;
+use crate::write_coalescer::CoalescingStream;
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +142,12 @@ pub async fn serve_tls(listener: TcpListener, config: Arc<rustls::ServerConfig>,
                         return;
                     }
                 };
+            // HTTP/2 carries many streams on one connection; their frames are
+            // coalesced into shared writes (see `write_coalescer`).
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+            let tls = CoalescingStream::new(tls, h2);
             let identity = tls
+                .get_ref()
                 .get_ref()
                 .1
                 .peer_certificates()
