@@ -40,20 +40,63 @@ pub async fn role_rules(
         .rules(kind, namespace, name))
 }
 
-/// Whether `subject` of a binding in `binding_ns` names this user.
-pub fn applies(subject: &Value, user: &UserInfo, binding_ns: &str) -> bool {
-    let name = subject["name"].as_str().unwrap_or_default();
-    match subject["kind"].as_str() {
-        Some("User") => !name.is_empty() && user.name == name,
-        Some("Group") => user.groups.iter().any(|g| g == name),
-        Some("ServiceAccount") => {
-            let ns = subject["namespace"]
-                .as_str()
-                .filter(|n| !n.is_empty())
-                .unwrap_or(binding_ns);
-            user.name == format!("system:serviceaccount:{ns}:{name}")
+/// A binding's subject, parsed once when the RBAC snapshot is built:
+/// every request of a user outside `system:masters` is checked against the
+/// subjects of all cluster-wide bindings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// `kind: User`.
+    User(String),
+    /// `kind: Group`.
+    Group(String),
+    /// `kind: ServiceAccount`; without a namespace, the binding's.
+    ServiceAccount {
+        /// `namespace`, if set and not empty.
+        namespace: Option<String>,
+        /// `name`.
+        name: String,
+    },
+    /// Any other kind, which names no one.
+    Other,
+}
+
+/// The prefix of a service account's user name.
+const SERVICE_ACCOUNT_PREFIX: &str = "system:serviceaccount:";
+
+impl Subject {
+    /// Parses one entry of a binding's `subjects`.
+    pub fn parse(subject: &Value) -> Self {
+        let name = subject["name"].as_str().unwrap_or_default().to_owned();
+        match subject["kind"].as_str() {
+            Some("User") => Subject::User(name),
+            Some("Group") => Subject::Group(name),
+            Some("ServiceAccount") => Subject::ServiceAccount {
+                namespace: subject["namespace"]
+                    .as_str()
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_owned),
+                name,
+            },
+            _ => Subject::Other,
         }
-        _ => false,
+    }
+
+    /// Whether this subject of a binding in `binding_ns` names the user.
+    pub fn applies(&self, user: &UserInfo, binding_ns: &str) -> bool {
+        match self {
+            Subject::User(name) => !name.is_empty() && user.name == *name,
+            Subject::Group(name) => user.groups.iter().any(|g| g == name),
+            Subject::ServiceAccount { namespace, name } => {
+                let ns = namespace.as_deref().unwrap_or(binding_ns);
+                // `system:serviceaccount:{ns}:{name}`, compared in place.
+                user.name
+                    .strip_prefix(SERVICE_ACCOUNT_PREFIX)
+                    .and_then(|rest| rest.strip_prefix(ns))
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    .is_some_and(|rest| rest == name)
+            }
+            Subject::Other => false,
+        }
     }
 }
 
@@ -93,7 +136,7 @@ fn for_each_grant(
             continue;
         }
         for binding in bindings {
-            if !binding.subjects.iter().any(|s| applies(s, user, namespace)) {
+            if !binding.subjects.iter().any(|s| s.applies(user, namespace)) {
                 continue;
             }
             let role_ns = ns.unwrap_or(namespace);
@@ -193,6 +236,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn applies(subject: Value, user: &UserInfo, binding_ns: &str) -> bool {
+        Subject::parse(&subject).applies(user, binding_ns)
+    }
+
     #[test]
     fn subjects_name_users_groups_and_service_accounts() {
         let user = UserInfo {
@@ -201,32 +248,57 @@ mod tests {
             groups: vec!["system:serviceaccounts".into()],
         };
         assert!(applies(
-            &json!({"kind": "ServiceAccount", "name": "builder"}),
+            json!({"kind": "ServiceAccount", "name": "builder"}),
             &user,
             "team"
         ));
         assert!(!applies(
-            &json!({"kind": "ServiceAccount", "name": "builder"}),
+            json!({"kind": "ServiceAccount", "name": "builder"}),
             &user,
             "other"
         ));
         assert!(applies(
-            &json!({"kind": "ServiceAccount", "name": "builder", "namespace": "team"}),
+            json!({"kind": "ServiceAccount", "name": "builder", "namespace": "team"}),
             &user,
             ""
         ));
         assert!(applies(
-            &json!({"kind": "Group", "name": "system:serviceaccounts"}),
+            json!({"kind": "Group", "name": "system:serviceaccounts"}),
             &user,
             ""
         ));
         assert!(!applies(
-            &json!({"kind": "User", "name": "builder"}),
+            json!({"kind": "User", "name": "builder"}),
             &user,
             "team"
         ));
+        assert!(!applies(json!({"kind": "User", "name": ""}), &user, "team"));
+    }
+
+    #[test]
+    fn service_accounts_match_their_whole_namespace_and_name() {
+        let user = UserInfo {
+            name: "system:serviceaccount:team:builder".into(),
+            uid: String::new(),
+            groups: vec![],
+        };
+        let sa =
+            |ns: &str, name: &str| json!({"kind": "ServiceAccount", "namespace": ns, "name": name});
+        assert!(applies(sa("team", "builder"), &user, "elsewhere"));
+        assert!(
+            !applies(sa("tea", "builder"), &user, ""),
+            "a namespace prefix"
+        );
+        assert!(!applies(sa("team", "build"), &user, ""), "a name prefix");
+        assert!(!applies(sa("team", "builders"), &user, ""));
+        assert!(!applies(sa("team:builder", ""), &user, ""));
+        assert!(
+            applies(sa("", "builder"), &user, "team"),
+            "empty means the binding's"
+        );
+        assert!(!applies(sa("", "builder"), &user, ""));
         assert!(!applies(
-            &json!({"kind": "User", "name": ""}),
+            json!({"kind": "Robot", "name": "builder"}),
             &user,
             "team"
         ));

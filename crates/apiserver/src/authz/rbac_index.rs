@@ -12,7 +12,7 @@ use kybern_apimachinery::ApiError;
 use kybern_store::Revision;
 use serde_json::Value;
 
-use super::rbac::RBAC_GROUP;
+use super::rbac::{RBAC_GROUP, Subject};
 use super::rules::PolicyRule;
 use crate::cache::CachedObject;
 use crate::server::ApiState;
@@ -32,8 +32,8 @@ pub struct Binding {
     pub name: String,
     /// Its namespace: `Some` for a RoleBinding.
     pub namespace: Option<String>,
-    /// Its subjects, as written.
-    pub subjects: Vec<Value>,
+    /// Its subjects, parsed.
+    pub subjects: Vec<Subject>,
     /// `roleRef.kind`: `ClusterRole` or `Role`.
     pub role_kind: String,
     /// `roleRef.name`.
@@ -47,7 +47,10 @@ impl Binding {
         Binding {
             name: obj.name().to_owned(),
             namespace: obj.namespaced.then(|| obj.namespace().to_owned()),
-            subjects: binding["subjects"].as_array().cloned().unwrap_or_default(),
+            subjects: binding["subjects"]
+                .as_array()
+                .map(|s| s.iter().map(Subject::parse).collect())
+                .unwrap_or_default(),
             role_kind: text(&binding["roleRef"]["kind"]),
             role_name: text(&binding["roleRef"]["name"]),
         }
