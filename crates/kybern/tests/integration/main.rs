@@ -18,6 +18,7 @@ mod api_crd_rules;
 mod api_crd_schema;
 mod api_encryption;
 mod api_helm;
+mod api_http2;
 mod api_kube;
 mod api_kube_apply;
 mod api_kubectl;
