@@ -122,15 +122,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for CoalescingStream<S> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if !this.coalesce {
-            return Pin::new(&mut this.inner).poll_write(cx, data);
+        if !self.coalesce {
+            return Pin::new(&mut self.get_mut().inner).poll_write(cx, data);
         }
-        match this.poll_room(cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(this.absorb(data))),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
+        self.poll_write_vectored(cx, &[io::IoSlice::new(data)])
     }
 
     fn poll_write_vectored(
@@ -234,15 +229,15 @@ mod tests {
     async fn frames_flushed_one_by_one_leave_together_at_the_rounds_end() {
         let mut s = CoalescingStream::new(CountingSink::default(), true);
         for i in 0..10u8 {
-            s.write_all(&[i; 1500]).await.unwrap();
-            s.flush().await.unwrap(); // h2's flush after each large DATA frame
+            s.write_all(&[i; 1500]).await.expect("write");
+            s.flush().await.expect("write"); // h2's flush after each large DATA frame
         }
         assert_eq!(
             s.get_ref().writes,
             0,
             "nothing is sent before the round ends"
         );
-        s.flush().await.unwrap(); // h2's flush once its queue is empty
+        s.flush().await.expect("write"); // h2's flush once its queue is empty
         assert_eq!(s.get_ref().writes, 1);
         assert_eq!(s.get_ref().bytes.len(), 15_000);
         assert_eq!(&s.get_ref().bytes[1500..1503], &[1, 1, 1]);
@@ -253,15 +248,15 @@ mod tests {
         let mut s = CoalescingStream::new(CountingSink::default(), true);
         let chunk = vec![7u8; 20_000];
         for _ in 0..5 {
-            s.write_all(&chunk).await.unwrap();
+            s.write_all(&chunk).await.expect("write");
         }
         assert!(
             s.get_ref().writes >= 1,
             "the buffer never grows past its bound"
         );
         assert!(s.buf.len() <= FLUSH_AT);
-        s.flush().await.unwrap();
-        s.flush().await.unwrap();
+        s.flush().await.expect("write");
+        s.flush().await.expect("write");
         assert_eq!(s.get_ref().bytes.len(), 100_000);
         assert_eq!(s.pending(), 0);
     }
@@ -269,21 +264,21 @@ mod tests {
     #[tokio::test]
     async fn shutdown_sends_what_a_skipped_flush_left() {
         let mut s = CoalescingStream::new(CountingSink::default(), true);
-        s.write_all(b"last frame").await.unwrap();
-        s.flush().await.unwrap();
-        s.shutdown().await.unwrap();
+        s.write_all(b"last frame").await.expect("write");
+        s.flush().await.expect("write");
+        s.shutdown().await.expect("write");
         assert_eq!(s.get_ref().bytes, b"last frame");
     }
 
     #[tokio::test]
     async fn without_coalescing_every_write_and_flush_passes_through() {
         let mut s = CoalescingStream::new(CountingSink::default(), false);
-        s.write_all(b"a").await.unwrap();
-        s.flush().await.unwrap();
-        s.write_all(b"b").await.unwrap();
+        s.write_all(b"a").await.expect("write");
+        s.flush().await.expect("write");
+        s.write_all(b"b").await.expect("write");
         assert_eq!(s.get_ref().writes, 2);
         assert_eq!(s.get_ref().flushes, 1);
         let mut none = [0u8; 4];
-        assert_eq!(s.read(&mut none).await.unwrap(), 0);
+        assert_eq!(s.read(&mut none).await.expect("read"), 0);
     }
 }
