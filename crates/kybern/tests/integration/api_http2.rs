@@ -11,8 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 
 /// Watches on the one connection.
 const STREAMS: usize = 40;
@@ -21,23 +20,8 @@ const UPDATES: usize = 5;
 
 /// One HTTP/2 connection to `server` as the admin (ALPN `h2`).
 async fn connect(server: &common::Server) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
-    let pki = server.dir.path().join("pki");
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_file_iter(pki.join("ca.crt")).expect("ca.crt") {
-        roots.add(ca.expect("CA")).expect("add CA");
-    }
-    let certs = CertificateDer::pem_file_iter(pki.join("admin.crt"))
-        .expect("admin.crt")
-        .collect::<Result<Vec<_>, _>>()
-        .expect("certificates");
-    let key = PrivateKeyDer::from_pem_file(pki.join("admin.key")).expect("admin.key");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
-        .expect("client certificate");
+    let mut config =
+        common::admin_tls_config(&server.dir.path().join("pki")).expect("admin TLS settings");
     config.alpn_protocols = vec![b"h2".to_vec()];
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
         .await

@@ -336,24 +336,8 @@ async fn assert_serves_as_itself(client: &kube::Client, dir: &Path, node: &str) 
 /// The user the certificate of the agent on 127.0.0.1:`port` names, if it
 /// verifies against the cluster CA for that address (the admin connects).
 async fn verified_agent_identity(pki: &Path, port: u16) -> Option<String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(pki.join("ca.crt")).ok()?)
-        .ok()?;
-    let certs = CertificateDer::pem_file_iter(pki.join("admin.crt"))
-        .ok()?
-        .collect::<Result<Vec<_>, _>>()
-        .ok()?;
-    let key = PrivateKeyDer::from_pem_file(pki.join("admin.key")).ok()?;
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .ok()?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
-        .ok()?;
+    use rustls::pki_types::ServerName;
+    let config = crate::common::admin_tls_config(pki).ok()?;
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .ok()?;

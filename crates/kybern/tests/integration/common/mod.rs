@@ -357,3 +357,22 @@ pub fn metric_sample(metrics: &str, line: &str) -> Option<f64> {
         .lines()
         .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
 }
+
+/// TLS client settings that trust the cluster CA under `pki` and present the
+/// admin certificate, offering no ALPN protocol.
+pub fn admin_tls_config(pki: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(pki.join("ca.crt"))? {
+        roots.add(ca?)?;
+    }
+    let certs =
+        CertificateDer::pem_file_iter(pki.join("admin.crt"))?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(pki.join("admin.key"))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)?)
+}
