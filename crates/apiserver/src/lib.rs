@@ -47,6 +47,7 @@ pub mod pod_rules;
 pub mod pod_security;
 pub mod priority;
 pub mod proto;
+pub mod proxy_location;
 pub mod quota_rules;
 pub mod rbac_rules;
 pub mod registry;

@@ -37,6 +37,9 @@ pub struct ResourcePath {
 impl ResourcePath {
     /// Parses a path; `None` when it is not a resource path (e.g. `/api`).
     pub fn parse(path: &str) -> Option<Self> {
+        // A proxied path keeps its trailing `/` (`.../proxy/` is the
+        // backend's root; a bare `.../proxy` is redirected there).
+        let trailing = path.len() > 1 && path.ends_with('/');
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
         let (group, version, rest) = match segs.as_slice() {
             ["api", version, rest @ ..] => (String::new(), (*version).to_owned(), rest),
@@ -78,12 +81,16 @@ impl ResourcePath {
                 p.resource = (*resource).to_owned();
                 p.name = Some((*name).to_owned());
                 p.subresource = Some((*sub).to_owned());
+                if *sub == "proxy" && trailing {
+                    p.proxy_path = Some("/".to_owned());
+                }
             }
             [resource, name, "proxy", tail @ ..] => {
                 p.resource = (*resource).to_owned();
                 p.name = Some((*name).to_owned());
                 p.subresource = Some("proxy".to_owned());
-                p.proxy_path = Some(format!("/{}", tail.join("/")));
+                let slash = if trailing { "/" } else { "" };
+                p.proxy_path = Some(format!("/{}{slash}", tail.join("/")));
             }
             _ => return None,
         }
@@ -345,6 +352,12 @@ mod tests {
             ("nodes", Some("n1"), Some("proxy"))
         );
         assert_eq!(p.proxy_path.as_deref(), Some("/stats/summary"));
+        let proxied = |path: &str| ResourcePath::parse(path).expect("path").proxy_path;
+        let pods = "/api/v1/namespaces/d/pods/web:8080/proxy";
+        assert_eq!(proxied(pods), None);
+        assert_eq!(proxied(&format!("{pods}/")).as_deref(), Some("/"));
+        assert_eq!(proxied(&format!("{pods}/a/b")).as_deref(), Some("/a/b"));
+        assert_eq!(proxied(&format!("{pods}/a/b/")).as_deref(), Some("/a/b/"));
         assert!(ResourcePath::parse("/api/v1/nodes/n1/status/x").is_none());
         assert!(ResourcePath::parse("/api").is_none());
         assert!(ResourcePath::parse("/api/v1//x").is_none());

@@ -50,7 +50,11 @@ pub(crate) fn subresource_kind<'a>(
         "proxy" => (
             None,
             None,
-            "NodeProxyOptions",
+            match r.plural.as_str() {
+                "pods" => "PodProxyOptions",
+                "services" => "ServiceProxyOptions",
+                _ => "NodeProxyOptions",
+            },
             &["create", "delete", "get", "patch", "update"],
         ),
         // Upstream lists pods/log with kind Pod and verb get.

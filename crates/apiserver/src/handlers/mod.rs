@@ -20,6 +20,7 @@ mod proxy;
 mod scale;
 mod token_request;
 mod watch;
+mod workload_proxy;
 mod write;
 
 use std::sync::Arc;
@@ -288,7 +289,10 @@ async fn dispatch(
             return pod_stream::stream(&ctx, method, upgrade).await;
         }
         Some("finalize") if method == Method::PUT => return finalize::finalize(&ctx, body).await,
-        Some("proxy") => return proxy::proxy(&ctx, method, body).await,
+        Some("proxy") if ctx.info.plural == "nodes" => {
+            return proxy::proxy(&ctx, method, body).await;
+        }
+        Some("proxy") => return workload_proxy::proxy(&ctx, method, body).await,
         _ => {}
     }
     match (method, has_name) {

@@ -32,9 +32,9 @@ macro_rules! rows {
 
 const ROWS: &[Row] = rows! {
     "" "v1" "Namespace" "namespaces" Cluster ["ns"] NONE &["status", "finalize"];
-    "" "v1" "Pod" "pods" Namespaced ["po"] ALL &["status", "binding", "eviction", "ephemeralcontainers", "log", "exec", "attach", "portforward"];
+    "" "v1" "Pod" "pods" Namespaced ["po"] ALL &["status", "binding", "eviction", "ephemeralcontainers", "log", "exec", "attach", "portforward", "proxy"];
     "" "v1" "Node" "nodes" Cluster ["no"] NONE STATUS_PROXY;
-    "" "v1" "Service" "services" Namespaced ["svc"] ALL STATUS;
+    "" "v1" "Service" "services" Namespaced ["svc"] ALL STATUS_PROXY;
     "" "v1" "Endpoints" "endpoints" Namespaced ["ep"] NONE NONE;
     "" "v1" "ConfigMap" "configmaps" Namespaced ["cm"] NONE NONE;
     "" "v1" "Secret" "secrets" Namespaced [] NONE NONE;

@@ -50,6 +50,7 @@ mod node_local_path;
 mod node_network;
 mod node_pids;
 mod node_probes;
+mod node_proxy;
 mod node_runtime_class;
 mod node_streams;
 mod node_terminals;
