@@ -28,6 +28,7 @@ pub mod event_rules;
 pub mod field_rules;
 pub(crate) mod handlers;
 pub mod hpa_versions;
+pub mod job_success_rules;
 pub mod kind_rules;
 pub(crate) mod kinds;
 pub mod kubernetes_endpoints;

@@ -248,6 +248,13 @@ pub fn validate(
                 &mut causes,
             );
             immutable(obj, old, "/spec/selector", "spec.selector", &mut causes);
+            immutable(
+                obj,
+                old,
+                "/spec/successPolicy",
+                "spec.successPolicy",
+                &mut causes,
+            );
         }
         ("batch", "cronjobs") => {
             crate::workload_rules::cron_job(obj, &mut causes);

@@ -172,6 +172,7 @@ pub fn job(obj: &Value, causes: &mut Vec<Cause>) {
             "when completion mode is Indexed",
         ));
     }
+    crate::job_success_rules::validate(spec, causes);
 }
 
 /// A StatefulSet's spec: a known pod management policy and update

@@ -2,17 +2,23 @@
 //! `FailureTarget`), when it is concluded (`Complete`, `Failed`) and whether
 //! it is `Suspended`, with upstream's reasons and messages.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
+use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec, JobStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 /// How a Job will end, once known.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
-    /// Enough pods succeeded.
-    Success,
+    /// Enough pods succeeded, for `reason`.
+    Success {
+        /// `CompletionsReached` or `SuccessPolicy`.
+        reason: String,
+        /// The condition's message.
+        message: String,
+    },
     /// The Job failed, for `reason` (upstream's condition reason).
     Failure {
         /// `BackoffLimitExceeded`, `DeadlineExceeded` or `PodFailurePolicy`.
@@ -117,7 +123,10 @@ fn recorded(st: &JobStatus) -> Option<Target> {
     }
     find(st, "SuccessCriteriaMet")
         .filter(|c| c.status == "True")
-        .map(|_| Target::Success)
+        .map(|c| Target::Success {
+            reason: c.reason.clone().unwrap_or_default(),
+            message: c.message.clone().unwrap_or_default(),
+        })
 }
 
 /// Decides (and records in a condition) how the Job ends, if that is known;
@@ -167,34 +176,74 @@ pub fn target(
     }
     if found.is_none() {
         let indexed = spec.completion_mode.as_deref() == Some("Indexed");
+        let completed =
+            super::pods::parse_indexes(st.completed_indexes.as_deref().unwrap_or_default());
         let done = match spec.completions {
             Some(c) if indexed => {
-                let set =
-                    super::pods::parse_indexes(st.completed_indexes.as_deref().unwrap_or_default());
-                i64::try_from(set.len()).unwrap_or(i64::MAX) >= i64::from(c)
+                i64::try_from(completed.len()).unwrap_or(i64::MAX) >= i64::from(c)
             }
             Some(c) => succeeded >= i64::from(c),
             None => succeeded > 0 && active == 0,
         };
-        if done {
-            found = Some(Target::Success);
+        // As upstream, a met success policy is the reason even when the
+        // completions are reached at the same time.
+        if let Some(rule) = indexed
+            .then(|| success_policy_rule(&spec, &completed))
+            .flatten()
+        {
+            found = Some(Target::Success {
+                reason: "SuccessPolicy".into(),
+                message: format!("Matched rules at index {rule}"),
+            });
+        } else if done {
+            found = Some(Target::Success {
+                reason: "CompletionsReached".into(),
+                message: COMPLETIONS_REACHED.into(),
+            });
         }
     }
     match &found {
-        Some(Target::Success) => set_condition(
-            st,
-            "SuccessCriteriaMet",
-            "True",
-            "CompletionsReached",
-            COMPLETIONS_REACHED,
-            now,
-        ),
+        Some(Target::Success { reason, message }) => {
+            set_condition(st, "SuccessCriteriaMet", "True", reason, message, now)
+        }
         Some(Target::Failure { reason, message }) => {
             set_condition(st, "FailureTarget", "True", reason, message, now)
         }
         None => {}
     }
     found
+}
+
+/// The position of the first rule of an Indexed Job's `successPolicy` that
+/// its completed indexes meet: all of the rule's indexes (within the
+/// completions), or `succeededCount` of them, or of all indexes when the
+/// rule names none. Rules are tried in order, as upstream tries them.
+pub fn success_policy_rule(spec: &JobSpec, completed: &BTreeSet<i32>) -> Option<usize> {
+    // Nothing is met before an index succeeds, whatever the counts say.
+    let policy = spec
+        .success_policy
+        .as_ref()
+        .filter(|_| !completed.is_empty())?;
+    let completions = spec.completions.unwrap_or(0);
+    let at_least = |n: i32, have: usize| usize::try_from(n).is_ok_and(|n| have >= n);
+    policy
+        .rules
+        .iter()
+        .position(|rule| match &rule.succeeded_indexes {
+            Some(text) => {
+                let required: BTreeSet<i32> = super::pods::parse_indexes(text)
+                    .into_iter()
+                    .filter(|i| (0..completions).contains(i))
+                    .collect();
+                let matched = required.intersection(completed).count();
+                !required.is_empty()
+                    && (matched == required.len()
+                        || rule.succeeded_count.is_some_and(|n| at_least(n, matched)))
+            }
+            None => rule
+                .succeeded_count
+                .is_some_and(|n| at_least(n, completed.len())),
+        })
 }
 
 /// Once no pod runs and every finished pod is counted, adds the concluding
@@ -204,15 +253,8 @@ pub fn conclude(st: &mut JobStatus, target: &Target, drained: bool, now: Timesta
         return;
     }
     match target {
-        Target::Success => {
-            set_condition(
-                st,
-                "Complete",
-                "True",
-                "CompletionsReached",
-                COMPLETIONS_REACHED,
-                now,
-            );
+        Target::Success { reason, message } => {
+            set_condition(st, "Complete", "True", reason, message, now);
             st.completion_time.get_or_insert(Time(now));
         }
         Target::Failure { reason, message } => {
@@ -225,6 +267,63 @@ pub fn conclude(st: &mut JobStatus, target: &Target, drained: bool, now: Timesta
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn policy(completions: i32, rules: serde_json::Value) -> JobSpec {
+        serde_json::from_value(json!({"template": {}, "completionMode": "Indexed",
+            "completions": completions, "successPolicy": {"rules": rules}}))
+        .expect("spec")
+    }
+
+    #[test]
+    fn success_policy_rules_are_met_in_order() {
+        let done = |text: &str| super::super::pods::parse_indexes(text);
+        let spec = policy(
+            6,
+            json!([{"succeededIndexes": "5"}, {"succeededIndexes": "0,2"}]),
+        );
+        assert_eq!(success_policy_rule(&spec, &done("0")), None);
+        assert_eq!(success_policy_rule(&spec, &done("0-2")), Some(1));
+        assert_eq!(success_policy_rule(&spec, &done("0-5")), Some(0));
+        // The example of upstream's API docs: of "1-4", only 1 and 3 count.
+        let spec = policy(6, json!([{"succeededIndexes": "1-4", "succeededCount": 3}]));
+        assert_eq!(success_policy_rule(&spec, &done("1,3,5")), None);
+        assert_eq!(success_policy_rule(&spec, &done("1,3-4")), Some(0));
+        let spec = policy(6, json!([{"succeededCount": 0}]));
+        assert_eq!(success_policy_rule(&spec, &done("")), None);
+        assert_eq!(success_policy_rule(&spec, &done("3")), Some(0));
+        let spec = policy(6, json!([{"succeededCount": 2}]));
+        assert_eq!(success_policy_rule(&spec, &done("4")), None);
+        assert_eq!(success_policy_rule(&spec, &done("4-5")), Some(0));
+        // Indexes beyond the completions count for nothing.
+        let spec = policy(3, json!([{"succeededIndexes": "7"}]));
+        assert_eq!(success_policy_rule(&spec, &done("0-2")), None);
+    }
+
+    #[test]
+    fn a_met_success_policy_is_recorded_as_the_reason() {
+        let j = job(
+            json!({"spec": {"template": {}, "completionMode": "Indexed", "completions": 4,
+            "successPolicy": {"rules": [{"succeededIndexes": "0"}]}},
+            "status": {"completedIndexes": "0"}}),
+        );
+        let mut st = j.status.clone().unwrap_or_default();
+        let t = target(&j, &mut st, None, 3, Timestamp::now(), &mut None).expect("target");
+        let expected = Target::Success {
+            reason: "SuccessPolicy".into(),
+            message: "Matched rules at index 0".into(),
+        };
+        assert_eq!(t, expected);
+        assert_eq!(
+            find(&st, "SuccessCriteriaMet").and_then(|c| c.reason.as_deref()),
+            Some("SuccessPolicy")
+        );
+        conclude(&mut st, &t, true, Timestamp::now());
+        let complete = find(&st, "Complete").expect("Complete");
+        assert_eq!(
+            complete.message.as_deref(),
+            Some("Matched rules at index 0")
+        );
+    }
 
     fn job(v: serde_json::Value) -> Job {
         serde_json::from_value(v).expect("job")
@@ -255,7 +354,7 @@ mod tests {
             ..Default::default()
         };
         let t = target(&j, &mut st, None, 1, Timestamp::now(), &mut None).expect("target");
-        assert_eq!(t, Target::Success);
+        assert!(matches!(&t, Target::Success { reason, .. } if reason == "CompletionsReached"));
         conclude(&mut st, &t, false, Timestamp::now());
         assert!(find(&st, "Complete").is_none(), "a pod still runs");
         conclude(&mut st, &t, true, Timestamp::now());

@@ -1,10 +1,10 @@
 //! The Job and CronJob controllers inside `kybern server`, with the
 //! scheduler and simulated nodes whose Job pods end after a second: Jobs
 //! complete (NonIndexed and Indexed), fail by backoff limit, pod failure
-//! policy and deadline, suspend and resume, expire after their TTL, and do
-//! not count pods they stop themselves as failures; CronJobs
-//! start missed runs, keep their history, and `kubectl create job --from`
-//! works.
+//! policy and deadline, end early by a success policy, suspend and resume,
+//! expire after their TTL, and do not count pods they stop themselves as
+//! failures; CronJobs start missed runs, keep their history, and `kubectl
+//! create job --from` works.
 
 use crate::common;
 use std::collections::BTreeSet;
@@ -367,6 +367,74 @@ async fn cron_jobs_start_missed_runs_and_kubectl_creates_jobs_from_them() {
 }
 
 /// Failed pods recorded for `name`, counted or not yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexed_jobs_end_early_when_their_success_policy_is_met() {
+    let server = common::Server::start_cluster(&[]);
+    let _sim = common::sim::start(&server, &["--nodes", "2", "--job-seconds", "1"]);
+    let client = server.client().await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let post = PostParams::default();
+
+    // One pod at a time, lowest index first: index 0 meets the second rule,
+    // and the Job ends there with five indexes never run.
+    let policy = json!({"rules": [{"succeededIndexes": "5"}, {"succeededIndexes": "0"}]});
+    jobs.create(
+        &post,
+        &job(
+            "early",
+            json!({"completions": 6, "parallelism": 1, "completionMode": "Indexed", "successPolicy": policy}),
+            0,
+        ),
+    )
+    .await
+    .expect("create");
+    let done = concluded(&jobs, "early", "Complete").await;
+    let matched = (
+        "SuccessPolicy".to_owned(),
+        "Matched rules at index 1".to_owned(),
+    );
+    assert_eq!(
+        condition(&done, "SuccessCriteriaMet"),
+        Some(matched.clone())
+    );
+    assert_eq!(condition(&done, "Complete"), Some(matched));
+    assert_eq!(
+        done.status
+            .as_ref()
+            .and_then(|s| s.completed_indexes.as_deref()),
+        Some("0")
+    );
+    assert_eq!(pods_of(&pods, "early").await.len(), 1);
+
+    // The policy may not change, and only Indexed Jobs may have one.
+    let change = json!({"spec": {"successPolicy": {"rules": [{"succeededCount": 1}]}}});
+    let err = jobs
+        .patch("early", &PatchParams::default(), &Patch::Merge(&change))
+        .await
+        .expect_err("successPolicy is immutable");
+    assert!(
+        err.to_string()
+            .contains("spec.successPolicy: Invalid value"),
+        "{err}"
+    );
+    let err = jobs
+        .create(
+            &post,
+            &job(
+                "plain",
+                json!({"completions": 2, "successPolicy": {"rules": [{"succeededCount": 1}]}}),
+                0,
+            ),
+        )
+        .await
+        .expect_err("a NonIndexed Job with a success policy");
+    assert!(
+        err.to_string().contains("requires indexed completion mode"),
+        "{err}"
+    );
+}
+
 async fn failures(api: &Api<Job>, name: &str) -> usize {
     let st = api.get(name).await.expect("job").status.unwrap_or_default();
     let uncounted = st
