@@ -54,6 +54,20 @@ async fn concluded(api: &Api<Job>, name: &str, kind: &str) -> Job {
     .await
 }
 
+/// A cluster with `nodes` simulated nodes whose Job pods end after
+/// `seconds`, and the Jobs and pods of `default` in it.
+async fn batch_cluster(
+    nodes: &str,
+    seconds: &str,
+) -> (common::Server, common::sim::SimProcess, Api<Job>, Api<Pod>) {
+    let server = common::Server::start_cluster(&[]);
+    let sim = common::sim::start(&server, &["--nodes", nodes, "--job-seconds", seconds]);
+    let client = server.client().await;
+    let jobs = Api::namespaced(client.clone(), "default");
+    let pods = Api::namespaced(client, "default");
+    (server, sim, jobs, pods)
+}
+
 async fn pods_of(api: &Api<Pod>, job: &str) -> Vec<Pod> {
     api.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
         .await
@@ -63,11 +77,8 @@ async fn pods_of(api: &Api<Pod>, job: &str) -> Vec<Pod> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_complete_fail_suspend_and_expire() {
-    let server = common::Server::start_cluster(&[]);
-    let _sim = common::sim::start(&server, &["--nodes", "2", "--job-seconds", "1"]);
+    let (server, _sim, jobs, pods) = batch_cluster("2", "1").await;
     let client = server.client().await;
-    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let post = PostParams::default();
 
     // Three completions, two at a time: never more than two run.
@@ -366,14 +377,9 @@ async fn cron_jobs_start_missed_runs_and_kubectl_creates_jobs_from_them() {
     }
 }
 
-/// Failed pods recorded for `name`, counted or not yet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn indexed_jobs_end_early_when_their_success_policy_is_met() {
-    let server = common::Server::start_cluster(&[]);
-    let _sim = common::sim::start(&server, &["--nodes", "2", "--job-seconds", "1"]);
-    let client = server.client().await;
-    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let (_server, _sim, jobs, pods) = batch_cluster("2", "1").await;
     let post = PostParams::default();
 
     // One pod at a time, lowest index first: index 0 meets the second rule,
@@ -435,6 +441,7 @@ async fn indexed_jobs_end_early_when_their_success_policy_is_met() {
     );
 }
 
+/// Failed pods recorded for `name`, counted or not yet.
 async fn failures(api: &Api<Job>, name: &str) -> usize {
     let st = api.get(name).await.expect("job").status.unwrap_or_default();
     let uncounted = st
@@ -446,12 +453,8 @@ async fn failures(api: &Api<Job>, name: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_stopped_by_lower_parallelism_or_suspension_are_not_failures() {
-    let server = common::Server::start_cluster(&[]);
     // Pods run for ten minutes: only the controller stops them here.
-    let _sim = common::sim::start(&server, &["--nodes", "1", "--job-seconds", "600"]);
-    let client = server.client().await;
-    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let (_server, _sim, jobs, pods) = batch_cluster("1", "600").await;
     jobs.create(
         &PostParams::default(),
         &job("wide", json!({"completions": 10, "parallelism": 3}), 0),
