@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use kybern_apimachinery::ApiError;
+use kybern_apimachinery::{ApiError, StatusReason};
 use serde_json::Value;
 
 /// The backend a proxied request goes to.
@@ -75,6 +75,13 @@ fn proxyable(ip: &str) -> Option<IpAddr> {
     global_unicast.then_some(ip)
 }
 
+/// Upstream's 503 for a proxy target it cannot find or reach: without the
+/// `Retry-After` our other 503s carry, so that clients do not send again
+/// what will fail again.
+pub fn unavailable(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusReason::ServiceUnavailable, message)
+}
+
 fn port_number(port: &str, what: &str) -> Result<Option<u16>, ApiError> {
     if port.is_empty() {
         return Ok(None);
@@ -129,7 +136,7 @@ pub fn service_port_name(service: &Value, port: &str) -> Result<String, ApiError
         .find(|p| p["port"].as_u64() == Some(number))
         .map(|p| p["name"].as_str().unwrap_or_default().to_owned())
         .ok_or_else(|| {
-            ApiError::unavailable(format!(
+            unavailable(format!(
                 "no service port {number} found for service {name:?}"
             ))
         })
@@ -147,7 +154,7 @@ pub fn service_location(
     is_pod: impl Fn(&Value) -> bool,
 ) -> Result<Location, ApiError> {
     let name = endpoints["metadata"]["name"].as_str().unwrap_or_default();
-    let none = || ApiError::unavailable(format!("no endpoints available for service {name:?}"));
+    let none = || unavailable(format!("no endpoints available for service {name:?}"));
     let subsets = endpoints["subsets"]
         .as_array()
         .filter(|s| !s.is_empty())

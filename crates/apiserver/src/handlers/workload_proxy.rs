@@ -73,11 +73,7 @@ pub async fn proxy(ctx: &Ctx, method: Method, request: Body) -> ApiResult {
     let body = super::body::read(request).await?;
     let response = send(&location, method, &target, &ctx.headers, body)
         .await
-        .map_err(|e| {
-            without_retry(ApiError::unavailable(format!(
-                "error trying to reach service: {e}"
-            )))
-        })?;
+        .map_err(|e| proxy_location::unavailable(format!("error trying to reach service: {e}")))?;
     Ok(passed_back(response))
 }
 
@@ -90,7 +86,7 @@ async fn service_location(
 ) -> Result<Location, ApiError> {
     let namespace = ctx.namespace();
     let service = ctx.state.objects.get(&ctx.info, namespace, name).await?;
-    let port_name = proxy_location::service_port_name(&service, port).map_err(without_retry)?;
+    let port_name = proxy_location::service_port_name(&service, port)?;
     let endpoints = ctx
         .state
         .objects
@@ -118,14 +114,6 @@ async fn service_location(
     };
     let start = NEXT_ENDPOINT.fetch_add(1, Ordering::Relaxed);
     proxy_location::service_location(&endpoints, scheme, &port_name, start, is_pod)
-        .map_err(without_retry)
-}
-
-/// `err` without the `Retry-After` our 503s carry by default: upstream's
-/// proxy errors have none, so clients do not send again what failed.
-fn without_retry(mut err: ApiError) -> ApiError {
-    err.retry_after_seconds = None;
-    err
 }
 
 /// Headers that belong to one connection, not to the request or answer.
@@ -212,7 +200,6 @@ async fn send(
     let request = request
         .body(http_body_util::Full::new(body))
         .map_err(|e| BackendError::Http(e.to_string()))?;
-    let http = |e: hyper::Error| BackendError::Http(e.to_string());
     if location.scheme == "https" {
         // As upstream, a pod's or service's certificate is not verified: it
         // is named for no address the API server could check.
@@ -228,18 +215,26 @@ async fn send(
         .await
         .map_err(|e| tls_err(&e))?
         .map_err(|e| tls_err(&e))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(http)?;
-        tokio::spawn(conn);
-        sender.send_request(request).await.map_err(http)
+        exchange(tls, request).await
     } else {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(http)?;
-        tokio::spawn(conn);
-        sender.send_request(request).await.map_err(http)
+        exchange(tcp, request).await
     }
+}
+
+/// Sends `request` as the only one on an HTTP/1.1 connection over `io`.
+async fn exchange<S>(
+    io: S,
+    request: hyper::Request<http_body_util::Full<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, BackendError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let http = |e: hyper::Error| BackendError::Http(e.to_string());
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(http)?;
+    tokio::spawn(conn);
+    sender.send_request(request).await.map_err(http)
 }
 
 /// The backend's answer as the caller's: status, end-to-end headers, and
